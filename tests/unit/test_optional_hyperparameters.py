@@ -1,0 +1,741 @@
+"""Optional hyperparameters (sagemaker and local): the schema, its defaults, and the rules between keys."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.unit.model_specs import instance, model_spec
+from tunelab.errors import ValidationFailed
+from tunelab.hyperparameters import (
+    RESERVED_OPTIONAL_KEYS,
+    Hardware,
+    ResolvedOptionalHyperparameters,
+    resolve_optional_hyperparameters,
+    resolve_training_parameters,
+    to_trainer_hyperparameters,
+)
+
+SAGEMAKER = model_spec("sagemaker")
+LOCAL = model_spec("local", name="Tiny Llama")
+BEDROCK = model_spec("bedrock", name="Bedrock Test")
+T4 = instance("ml.g4dn.xlarge", "NVIDIA T4", bf16=False)
+A10G = instance("ml.g5.2xlarge", "NVIDIA A10G", bf16=True)
+OPT = "optional_hyperparameters"
+
+
+def resolve(raw: Any, model=SAGEMAKER, **kwargs: Any) -> ResolvedOptionalHyperparameters:
+    kwargs.setdefault("has_validation", True)
+    resolved = resolve_optional_hyperparameters(raw, model, **kwargs)
+    assert resolved is not None
+    return resolved
+
+
+def refused(raw: Any, model=SAGEMAKER, **kwargs: Any) -> ValidationFailed:
+    kwargs.setdefault("has_validation", True)
+    with pytest.raises(ValidationFailed) as caught:
+        resolve_optional_hyperparameters(raw, model, **kwargs)
+    return caught.value
+
+
+def only(error: ValidationFailed) -> tuple[str | None, str]:
+    assert len(error.details) == 1, error.details
+    return error.details[0].field, error.details[0].message
+
+
+# --- defaults ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [None, {}, "", "  ", "{}"])
+def test_nothing_given_resolves_to_every_default_on_sagemaker(raw: Any) -> None:
+    assert resolve(raw, has_validation=False).model_dump() == {
+        "use_lora": False,
+        "lora_config": None,
+        "merge_adapters": False,
+        "sft_config": {
+            "logging_strategy": "steps",
+            "logging_steps": 10,
+            "eval_strategy": "no",
+            "eval_steps": None,
+            "fp16": False,
+            "bf16": True,  # flash_attention_2 forces bf16
+            "gradient_accumulation_steps": 1,
+        },
+        "model_init_config": {"attn_implementation": "flash_attention_2", "use_cache": False},
+    }
+
+
+def test_the_local_runtime_defaults_to_sdpa_in_fp32() -> None:
+    resolved = resolve(None, LOCAL, hardware=Hardware.cpu())
+    assert resolved.model_init_config.attn_implementation == "sdpa"
+    assert (resolved.sft_config.bf16, resolved.sft_config.fp16) == (False, False)
+
+
+def test_use_lora_alone_gets_the_default_lora_config() -> None:
+    resolved = resolve({"use_lora": True})
+    assert resolved.lora_config is not None
+    assert resolved.lora_config.model_dump() == {
+        "r": 8,
+        "lora_alpha": 8,
+        "lora_dropout": 0.0,
+        "target_modules": None,
+        "fan_in_fan_out": False,
+        "bias": "none",
+    }
+
+
+def test_a_partial_lora_config_is_completed() -> None:
+    resolved = resolve({"use_lora": True, "lora_config": {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05}})
+    assert resolved.lora_config is not None
+    assert (resolved.lora_config.r, resolved.lora_config.lora_alpha, resolved.lora_config.lora_dropout) == (
+        16,
+        32,
+        0.05,
+    )
+    assert resolved.lora_config.bias == "none"
+
+
+def test_the_contracts_example_resolves_as_written() -> None:
+    example = {
+        "use_lora": True,
+        "lora_config": {
+            "r": 8,
+            "lora_alpha": 16,
+            "lora_dropout": 0.05,
+            "target_modules": ["q_proj", "v_proj"],
+            "fan_in_fan_out": False,
+            "bias": "none",
+        },
+        "merge_adapters": True,
+        "sft_config": {
+            "logging_strategy": "steps",
+            "logging_steps": 50,
+            "eval_strategy": "steps",
+            "eval_steps": 50,
+            "bf16": True,
+            "fp16": False,
+            "gradient_accumulation_steps": 4,
+        },
+        "model_init_config": {"attn_implementation": "sdpa", "use_cache": False},
+    }
+    assert resolve(example, hardware=A10G).model_dump() == example
+
+
+def test_json_text_is_read_like_the_object() -> None:
+    raw = {"use_lora": True, "sft_config": {"logging_strategy": "epoch"}}
+    assert resolve(json.dumps(raw, indent=2)) == resolve(raw)
+
+
+def test_the_products_alternative_spellings_alpha_and_dropout() -> None:
+    resolved = resolve({"use_lora": True, "lora_config": {"r": 8, "alpha": 8, "dropout": 0.05}})
+    assert resolved.lora_config is not None
+    assert (resolved.lora_config.lora_alpha, resolved.lora_config.lora_dropout) == (8, 0.05)
+
+
+def test_both_spellings_at_once_are_refused() -> None:
+    field, message = only(refused({"use_lora": True, "lora_config": {"alpha": 8, "lora_alpha": 16}}))
+    assert field == f"{OPT}.lora_config.alpha"
+    assert message == "Give lora_alpha or alpha (the same setting), not both."
+
+
+def test_a_bad_value_under_the_alternative_spelling_names_that_spelling() -> None:
+    field, message = only(refused({"use_lora": True, "lora_config": {"dropout": 2}}))
+    assert field == f"{OPT}.lora_config.dropout"
+    assert message.startswith("dropout must be a number from 0 up to (not including) 1")
+
+
+def test_null_means_the_default() -> None:
+    resolved = resolve(
+        {"use_lora": True, "lora_config": {"r": None, "target_modules": None}, "sft_config": None}
+    )
+    assert resolved.lora_config is not None
+    assert resolved.lora_config.r == 8
+
+
+def test_the_resolved_values_round_trip_through_storage() -> None:
+    resolved = resolve(
+        {"use_lora": True, "merge_adapters": True, "lora_config": {"target_modules": "all-linear"}}
+    )
+    stored = json.loads(json.dumps(resolved.model_dump()))
+    assert ResolvedOptionalHyperparameters.model_validate(stored) == resolved
+
+
+# --- where optional hyperparameters are not taken ------------------------------------------
+
+
+def test_bedrock_refuses_optional_hyperparameters() -> None:
+    field, message = only(refused({"use_lora": True}, BEDROCK))
+    assert field == OPT
+    assert message.startswith(
+        "Bedrock Test is a bedrock model, and bedrock takes no optional hyperparameters"
+    )
+
+
+@pytest.mark.parametrize("raw", [None, {}, "", "{}"])
+def test_bedrock_with_nothing_given_has_none(raw: Any) -> None:
+    assert resolve_optional_hyperparameters(raw, BEDROCK, has_validation=True) is None
+
+
+# --- malformed input -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        ('{"use_lora": true,', "not valid JSON: Expecting property name enclosed in double quotes at line 1"),
+        ('{"use_lora": true, "use_lora": false}', "the key 'use_lora' appears twice"),
+        ("[1, 2]", "must be a JSON object"),
+        ("true", "must be a JSON object"),
+    ],
+)
+def test_text_that_is_not_one_json_object_is_refused(raw: str, words: str) -> None:
+    field, message = only(refused(raw))
+    assert field == OPT
+    assert words in message
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "words"),
+    [
+        (
+            {"use_lroa": True},
+            f"{OPT}.use_lroa",
+            "Unknown key 'use_lroa' in optional hyperparameters (did you mean 'use_lora'?)",
+        ),
+        (
+            {"use_lora": True, "lora_config": {"rank": 4}},
+            f"{OPT}.lora_config.rank",
+            "Unknown key 'rank' in lora_config; accepted: r, lora_alpha, alpha, lora_dropout, dropout, "
+            "target_modules, fan_in_fan_out, bias.",
+        ),
+        (
+            {"sft_config": {"optim": "adamw"}},
+            f"{OPT}.sft_config.optim",
+            "accepted: logging_strategy, logging_steps",
+        ),
+        (
+            {"model_init_config": {"torch_dtype": "bf16"}},
+            f"{OPT}.model_init_config.torch_dtype",
+            "accepted: attn_implementation, use_cache",
+        ),
+        ({"sft_config": "steps"}, f"{OPT}.sft_config", 'sft_config must be a JSON object (got "steps").'),
+    ],
+)
+def test_unknown_keys_are_refused_listing_the_accepted_ones(
+    raw: dict[str, Any], field: str, words: str
+) -> None:
+    got_field, message = only(refused(raw))
+    assert got_field == field
+    assert words in message
+
+
+# --- keys owned by the fundamental and advanced hyperparameters ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "where"),
+    [
+        ({"epochs": 3}, f"{OPT}.epochs", "hyperparameters.epochs"),
+        (
+            {"sft_config": {"num_train_epochs": 3}},
+            f"{OPT}.sft_config.num_train_epochs",
+            "hyperparameters.epochs",
+        ),
+        ({"sft_config": {"max_steps": 100}}, f"{OPT}.sft_config.max_steps", "hyperparameters.epochs"),
+        (
+            {"sft_config": {"learning_rate": 0.1}},
+            f"{OPT}.sft_config.learning_rate",
+            "hyperparameters.learning_rate",
+        ),
+        (
+            {"sft_config": {"per_device_train_batch_size": 8}},
+            f"{OPT}.sft_config.per_device_train_batch_size",
+            "hyperparameters.batch_size",
+        ),
+        (
+            {"sft_config": {"per_device_eval_batch_size": 8}},
+            f"{OPT}.sft_config.per_device_eval_batch_size",
+            "hyperparameters.batch_size",
+        ),
+        (
+            {"sft_config": {"warmup_ratio": 0.1}},
+            f"{OPT}.sft_config.warmup_ratio",
+            "hyperparameters.warmup_steps",
+        ),
+        ({"warmup_steps": 5}, f"{OPT}.warmup_steps", "hyperparameters.warmup_steps"),
+        (
+            {"early_stopping_patience": 2},
+            f"{OPT}.early_stopping_patience",
+            "hyperparameters.early_stopping.patience",
+        ),
+        (
+            {"sft_config": {"early_stopping_threshold": 0.1}},
+            f"{OPT}.sft_config.early_stopping_threshold",
+            "hyperparameters.early_stopping.threshold",
+        ),
+        (
+            {"model_init_config": {"extra": {"deeper": {"LearningRate": 1}}}},
+            f"{OPT}.model_init_config.extra.deeper.LearningRate",
+            "hyperparameters.learning_rate",
+        ),
+        ({"x": [{"epochCount": 2}]}, f"{OPT}.x[0].epochCount", "hyperparameters.epochs"),
+    ],
+)
+def test_a_key_owned_by_the_hyperparameters_is_refused_at_any_depth(
+    raw: dict[str, Any], field: str, where: str
+) -> None:
+    error = refused(raw)
+    reserved = [d for d in error.details if d.field == field]
+    assert len(reserved) == 1, error.details
+    assert f"set {where} instead" in reserved[0].message
+    assert "cannot be set in optional hyperparameters" in reserved[0].message
+
+
+@given(
+    key=st.sampled_from(RESERVED_OPTIONAL_KEYS),
+    path=st.lists(st.sampled_from(["sft_config", "lora_config", "model_init_config", "custom"]), max_size=4),
+)
+@settings(max_examples=60)
+def test_every_reserved_spelling_is_refused_wherever_it_hides(key: str, path: list[str]) -> None:
+    raw: dict[str, Any] = {key: 1}
+    for part in reversed(path):
+        raw = {part: raw}
+    error = refused({"use_lora": True, **raw})
+    expected = ".".join([OPT, *path, key])
+    assert any(d.field == expected and "instead" in d.message for d in error.details)
+
+
+# --- LoRA ----------------------------------------------------------------------------------
+
+
+def test_lora_config_without_use_lora_is_refused() -> None:
+    field, message = only(refused({"lora_config": {"r": 4}}))
+    assert field == f"{OPT}.lora_config"
+    assert message.startswith('lora_config has no effect unless use_lora is true; add "use_lora": true')
+
+
+def test_merge_adapters_without_lora_is_refused() -> None:
+    field, message = only(refused({"merge_adapters": True, "use_lora": False}))
+    assert field == f"{OPT}.merge_adapters"
+    assert "needs LoRA adapters to merge" in message
+
+
+@pytest.mark.parametrize(
+    ("lora", "field", "words"),
+    [
+        ({"r": 0}, "r", "r must be a whole number of at least 1 (got 0)."),
+        ({"r": 8.5}, "r", "(got 8.5)"),
+        ({"r": True}, "r", "(got true)"),
+        ({"lora_alpha": "big"}, "lora_alpha", 'lora_alpha must be a whole number of at least 1 (got "big").'),
+        ({"lora_dropout": 1.0}, "lora_dropout", "from 0 up to (not including) 1 (got 1)"),
+        ({"lora_dropout": -0.1}, "lora_dropout", "(got -0.1)"),
+        ({"bias": "some"}, "bias", 'bias must be one of none, all, lora_only (got "some").'),
+        ({"fan_in_fan_out": "maybe"}, "fan_in_fan_out", "fan_in_fan_out must be true or false"),
+        ({"target_modules": []}, "target_modules", "non-empty list of module names"),
+        ({"target_modules": "q_proj"}, "target_modules", 'or "all-linear"'),
+        ({"target_modules": ["q_proj", 3]}, "target_modules", "(got 3)"),
+        ({"target_modules": ["q proj"]}, "target_modules", 'module names such as "q_proj"'),
+    ],
+)
+def test_bad_lora_values_are_refused(lora: dict[str, Any], field: str, words: str) -> None:
+    got_field, message = only(refused({"use_lora": True, "lora_config": lora}))
+    assert got_field == f"{OPT}.lora_config.{field}"
+    assert words in message
+
+
+def test_lora_values_given_as_text_are_read() -> None:
+    resolved = resolve({"use_lora": "true", "lora_config": {"r": "16", "lora_dropout": "0.1", "bias": "ALL"}})
+    assert resolved.lora_config is not None
+    assert (resolved.lora_config.r, resolved.lora_config.lora_dropout, resolved.lora_config.bias) == (
+        16,
+        0.1,
+        "all",
+    )
+
+
+def test_target_modules_all_linear_and_duplicates() -> None:
+    assert resolve(
+        {"use_lora": True, "lora_config": {"target_modules": "all-linear"}}
+    ).lora_config.target_modules == (  # type: ignore[union-attr]
+        "all-linear"
+    )
+    listed = resolve({"use_lora": True, "lora_config": {"target_modules": ["q_proj", "v_proj", "q_proj"]}})
+    assert listed.lora_config is not None
+    assert listed.lora_config.target_modules == ["q_proj", "v_proj"]
+
+
+def test_a_lora_config_too_long_for_a_sagemaker_hyperparameter_is_refused() -> None:
+    modules = [f"model.layers.{i}.self_attn.q_proj" for i in range(100)]
+    field, message = only(refused({"use_lora": True, "lora_config": {"target_modules": modules}}))
+    assert field == f"{OPT}.lora_config.target_modules"
+    assert "too long for a SageMaker hyperparameter (2500 characters)" in message
+
+
+# --- logging and evaluation ----------------------------------------------------------------
+
+
+def test_logging_strategy_none_is_stored_as_no() -> None:
+    resolved = resolve({"sft_config": {"logging_strategy": "none", "eval_strategy": "None"}})
+    assert (resolved.sft_config.logging_strategy, resolved.sft_config.eval_strategy) == ("no", "no")
+    assert resolved.sft_config.logging_steps is None
+
+
+def test_logging_steps_are_required_with_the_steps_strategy() -> None:
+    field, message = only(refused({"sft_config": {"logging_strategy": "steps"}}))
+    assert field == f"{OPT}.sft_config.logging_steps"
+    assert message == "logging_steps is required when logging_strategy is steps (e.g. 50)."
+
+
+def test_logging_steps_alone_mean_the_steps_strategy() -> None:
+    resolved = resolve({"sft_config": {"logging_steps": 25}})
+    assert (resolved.sft_config.logging_strategy, resolved.sft_config.logging_steps) == ("steps", 25)
+    assert (resolved.sft_config.eval_strategy, resolved.sft_config.eval_steps) == ("steps", 25)
+
+
+def test_logging_steps_with_another_strategy_are_refused() -> None:
+    field, message = only(refused({"sft_config": {"logging_strategy": "epoch", "logging_steps": 5}}))
+    assert field == f"{OPT}.sft_config.logging_steps"
+    assert "applies only when logging_strategy is steps (it is epoch)" in message
+
+
+@pytest.mark.parametrize(
+    ("sft", "expected"),
+    [
+        ({}, ("steps", 10)),
+        ({"logging_strategy": "epoch"}, ("epoch", None)),
+        ({"logging_strategy": "no"}, ("epoch", None)),  # validation data is used once per epoch
+        ({"logging_steps": 7, "eval_steps": 21}, ("steps", 21)),
+        ({"logging_strategy": "epoch", "eval_strategy": "steps", "eval_steps": 30}, ("steps", 30)),
+        ({"eval_strategy": "no"}, ("no", None)),
+    ],
+)
+def test_evaluation_follows_logging_when_there_is_validation_data(
+    sft: dict[str, Any], expected: tuple[str, int | None]
+) -> None:
+    resolved = resolve({"sft_config": sft}, has_validation=True)
+    assert (resolved.sft_config.eval_strategy, resolved.sft_config.eval_steps) == expected
+
+
+def test_without_validation_data_there_is_no_evaluation() -> None:
+    assert (
+        resolve({"sft_config": {"logging_steps": 5}}, has_validation=False).sft_config.eval_strategy == "no"
+    )
+
+
+@pytest.mark.parametrize(
+    ("sft", "field"),
+    [
+        ({"eval_strategy": "epoch"}, "eval_strategy"),
+        ({"eval_strategy": "steps"}, "eval_strategy"),
+        ({"eval_steps": 5}, "eval_steps"),
+    ],
+)
+def test_evaluation_without_validation_data_is_refused(sft: dict[str, Any], field: str) -> None:
+    got_field, message = only(refused({"sft_config": sft}, has_validation=False))
+    assert got_field == f"{OPT}.sft_config.{field}"
+    assert "needs validation data: choose a validation split or a validation dataset" in message
+
+
+def test_eval_steps_are_required_when_logging_does_not_count_steps() -> None:
+    field, message = only(refused({"sft_config": {"logging_strategy": "epoch", "eval_strategy": "steps"}}))
+    assert field == f"{OPT}.sft_config.eval_steps"
+    assert "eval_steps is required when eval_strategy is steps" in message
+
+
+def test_eval_steps_with_another_strategy_are_refused() -> None:
+    field, message = only(refused({"sft_config": {"eval_strategy": "epoch", "eval_steps": 5}}))
+    assert field == f"{OPT}.sft_config.eval_steps"
+    assert "applies only when eval_strategy is steps (it is epoch)" in message
+
+
+def test_early_stopping_with_evaluation_turned_off_is_refused() -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        resolve_training_parameters(
+            {"early_stopping": {}}, {"sft_config": {"eval_strategy": "no"}}, SAGEMAKER, has_validation=True
+        )
+    field, message = only(caught.value)
+    assert field == f"{OPT}.sft_config.eval_strategy"
+    assert "Early stopping needs evaluations" in message
+
+
+def test_a_bad_strategy_lists_the_options() -> None:
+    field, message = only(refused({"sft_config": {"logging_strategy": "sometimes"}}))
+    assert field == f"{OPT}.sft_config.logging_strategy"
+    assert message == 'logging_strategy must be one of steps, epoch, no (got "sometimes").'
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, "two"])
+def test_gradient_accumulation_steps_must_be_at_least_one(value: Any) -> None:
+    field, message = only(refused({"sft_config": {"gradient_accumulation_steps": value}}))
+    assert field == f"{OPT}.sft_config.gradient_accumulation_steps"
+    assert "whole number of at least 1" in message
+
+
+# --- precision and attention ---------------------------------------------------------------
+
+
+def test_boolean_text_is_accepted_for_precision() -> None:
+    resolved = resolve(
+        {
+            "sft_config": {"fp16": "true", "bf16": "false"},
+            "model_init_config": {"attn_implementation": "sdpa"},
+        }
+    )
+    assert (resolved.sft_config.fp16, resolved.sft_config.bf16) == (True, False)
+
+
+@pytest.mark.parametrize("value", ["yes", 1, "1", "on"])
+def test_other_boolean_spellings_are_refused(value: Any) -> None:
+    field, message = only(
+        refused({"sft_config": {"fp16": value}, "model_init_config": {"attn_implementation": "sdpa"}})
+    )
+    assert field == f"{OPT}.sft_config.fp16"
+    assert message.startswith("fp16 must be true or false")
+
+
+def test_fp16_and_bf16_together_are_refused() -> None:
+    field, message = only(
+        refused(
+            {"sft_config": {"fp16": True, "bf16": True}, "model_init_config": {"attn_implementation": "sdpa"}}
+        )
+    )
+    assert field == f"{OPT}.sft_config"
+    assert message == "fp16 and bf16 cannot both be true; choose one (or neither, for fp32)."
+
+
+def test_flash_attention_forces_bf16() -> None:
+    resolved = resolve({"model_init_config": {"attn_implementation": "flash_attention_2"}}, hardware=A10G)
+    assert resolved.sft_config.bf16 is True
+
+
+def test_fp16_with_flash_attention_is_refused() -> None:
+    field, message = only(refused({"sft_config": {"fp16": True}}))
+    assert field == f"{OPT}.sft_config.fp16"
+    assert message.startswith(
+        "flash_attention_2 (the default attention) trains in bf16, so fp16 cannot be true"
+    )
+
+
+def test_bf16_false_with_flash_attention_is_refused() -> None:
+    field, message = only(
+        refused(
+            {"sft_config": {"bf16": False}, "model_init_config": {"attn_implementation": "flash_attention_2"}}
+        )
+    )
+    assert field == f"{OPT}.sft_config.bf16"
+    assert "flash_attention_2 trains in bf16, so bf16 cannot be false" in message
+
+
+def test_the_default_attention_is_refused_on_a_gpu_without_bf16() -> None:
+    field, message = only(refused(None, hardware=T4))
+    assert field == f"{OPT}.model_init_config.attn_implementation"
+    assert message.startswith(
+        "flash_attention_2 (the default attention) trains in bf16, which the NVIDIA T4 GPUs of "
+        "ml.g4dn.xlarge do not support; set model_init_config.attn_implementation to sdpa or eager"
+    )
+
+
+def test_bf16_is_refused_on_a_gpu_without_it() -> None:
+    field, message = only(
+        refused(
+            {"sft_config": {"bf16": True}, "model_init_config": {"attn_implementation": "sdpa"}}, hardware=T4
+        )
+    )
+    assert field == f"{OPT}.sft_config.bf16"
+    assert "bf16 is not supported by the NVIDIA T4 GPUs of ml.g4dn.xlarge; use fp16 or neither" in message
+
+
+def test_fp16_with_sdpa_runs_on_a_gpu_without_bf16() -> None:
+    resolved = resolve(
+        {"sft_config": {"fp16": True}, "model_init_config": {"attn_implementation": "sdpa"}}, hardware=T4
+    )
+    assert (resolved.sft_config.fp16, resolved.sft_config.bf16) == (True, False)
+
+
+def test_hardware_may_be_given_as_the_instance_type_or_left_unknown() -> None:
+    assert resolve(None, hardware=A10G).model_init_config.attn_implementation == "flash_attention_2"
+    assert resolve(None, hardware=None).sft_config.bf16 is True
+    assert Hardware.of_instance(T4).kind == "gpu_no_bf16"
+
+
+def test_flash_attention_is_refused_on_the_cpu() -> None:
+    field, message = only(
+        refused(
+            {"model_init_config": {"attn_implementation": "flash_attention_2"}},
+            LOCAL,
+            hardware=Hardware.cpu(),
+        )
+    )
+    assert field == f"{OPT}.model_init_config.attn_implementation"
+    assert message == (
+        "flash_attention_2 needs an NVIDIA GPU, and this model trains on the local runtime's CPU; "
+        "set attn_implementation to sdpa or eager."
+    )
+
+
+def test_an_unknown_attention_lists_the_options() -> None:
+    field, message = only(refused({"model_init_config": {"attn_implementation": "flash_attention_3"}}))
+    assert field == f"{OPT}.model_init_config.attn_implementation"
+    assert "must be one of eager, sdpa, flash_attention_2" in message
+
+
+# --- many problems, one error --------------------------------------------------------------
+
+
+def test_every_problem_is_reported_in_one_error() -> None:
+    error = refused(
+        {
+            "use_lora": True,
+            "lora_config": {"r": 0, "bias": "x"},
+            "sft_config": {"fp16": True, "bf16": True, "learning_rate": 1},
+            "model_init_config": {"use_cache": "sometimes"},
+            "junk": 1,
+        },
+        hardware=T4,
+    )
+    assert {d.field for d in error.details} >= {
+        f"{OPT}.lora_config.r",
+        f"{OPT}.lora_config.bias",
+        f"{OPT}.sft_config",
+        f"{OPT}.sft_config.learning_rate",
+        f"{OPT}.model_init_config.use_cache",
+        f"{OPT}.junk",
+        f"{OPT}.model_init_config.attn_implementation",
+    }
+    assert "see details" in error.message
+
+
+# --- robustness: any JSON either resolves or is refused with field paths --------------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 100)
+    | st.floats(-2, 2, allow_nan=False)
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+known_keys = st.sampled_from(
+    [
+        "use_lora",
+        "lora_config",
+        "merge_adapters",
+        "sft_config",
+        "model_init_config",
+        "r",
+        "lora_alpha",
+        "alpha",
+        "dropout",
+        "bias",
+        "target_modules",
+        "logging_strategy",
+        "logging_steps",
+        "eval_strategy",
+        "eval_steps",
+        "fp16",
+        "bf16",
+        "gradient_accumulation_steps",
+        "attn_implementation",
+        "use_cache",
+        "epochs",
+    ]
+)
+shaped = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-2, 64)
+    | st.sampled_from(["steps", "epoch", "none", "sdpa", "true", "all-linear"]),
+    lambda children: st.dictionaries(known_keys, children, max_size=5) | st.lists(children, max_size=2),
+    max_leaves=15,
+)
+
+
+strategies = st.sampled_from(["steps", "epoch", "no", "none"])
+plausible = st.fixed_dictionaries(
+    {},
+    optional={
+        "use_lora": st.booleans(),
+        "lora_config": st.fixed_dictionaries(
+            {},
+            optional={
+                "r": st.integers(1, 64),
+                "lora_alpha": st.integers(1, 64),
+                "lora_dropout": st.floats(0, 0.9),
+                "bias": st.sampled_from(["none", "all", "lora_only"]),
+                "target_modules": st.sampled_from([None, "all-linear", ["q_proj", "v_proj"]]),
+            },
+        ),
+        "merge_adapters": st.booleans(),
+        "sft_config": st.fixed_dictionaries(
+            {},
+            optional={
+                "logging_strategy": strategies,
+                "logging_steps": st.integers(1, 100),
+                "eval_strategy": strategies,
+                "eval_steps": st.integers(1, 100),
+                "fp16": st.booleans(),
+                "bf16": st.booleans(),
+                "gradient_accumulation_steps": st.integers(1, 8),
+            },
+        ),
+        "model_init_config": st.fixed_dictionaries(
+            {},
+            optional={
+                "attn_implementation": st.sampled_from(["eager", "sdpa", "flash_attention_2"]),
+                "use_cache": st.booleans(),
+            },
+        ),
+    },
+)
+
+
+@given(
+    raw=plausible | plausible.map(json.dumps) | st.dictionaries(known_keys, shaped, max_size=5) | json_values,
+    has_validation=st.booleans(),
+    hardware=st.sampled_from([None, T4, A10G]),
+)
+@settings(max_examples=300, deadline=None)
+def test_any_input_resolves_or_is_refused_with_field_paths(
+    raw: Any, has_validation: bool, hardware: Any
+) -> None:
+    try:
+        resolved = resolve_optional_hyperparameters(
+            raw, SAGEMAKER, has_validation=has_validation, hardware=hardware
+        )
+    except ValidationFailed as error:
+        details = error.details
+        assert details
+        assert all(d.field is not None and d.field.startswith(OPT) and d.message for d in details)
+        return
+    assert resolved is not None
+    # What resolves is consistent, and the trainer can be given it.
+    assert not (resolved.sft_config.fp16 and resolved.sft_config.bf16)
+    if not has_validation:
+        assert resolved.sft_config.eval_strategy == "no"
+    if resolved.sft_config.logging_strategy == "steps":
+        assert resolved.sft_config.logging_steps is not None
+    if resolved.sft_config.eval_strategy == "steps":
+        assert resolved.sft_config.eval_steps is not None
+    if resolved.model_init_config.attn_implementation == "flash_attention_2":
+        assert resolved.sft_config.bf16
+    if hardware is T4:
+        assert not resolved.sft_config.bf16
+    # What the user set is what resolves.
+    given_ = json.loads(raw) if isinstance(raw, str) and raw.strip() else raw
+    sft = given_.get("sft_config") if isinstance(given_, dict) else None
+    if isinstance(sft, dict) and sft.get("gradient_accumulation_steps") is not None:
+        assert resolved.sft_config.gradient_accumulation_steps == sft["gradient_accumulation_steps"]
+    if isinstance(sft, dict) and sft.get("logging_strategy") in ("steps", "epoch"):
+        assert resolved.sft_config.logging_strategy == sft["logging_strategy"]
+    assert ResolvedOptionalHyperparameters.model_validate(resolved.model_dump()) == resolved
+    sagemaker_params = to_trainer_hyperparameters(
+        resolve_training_parameters(None, None, SAGEMAKER, has_validation=False)[0], resolved
+    )
+    assert all(isinstance(v, str) and len(v) <= 2500 for v in sagemaker_params.values())
