@@ -42,6 +42,9 @@ TOKENIZER_NOTE = (
 # gradients of the activations, 2·N for the gradients of the weights). LoRA freezes the base weights,
 # so their weight gradients are never computed: ≈ 4·N per token (the adapters' own share is < 1%).
 FLOPS_PER_PARAM_PER_TOKEN: dict[Method, float] = {"full": 6.0, "lora": 4.0}
+# Gradient checkpointing (on by default in the trainer: TRL's SFTConfig defaults it to True) runs each
+# layer's forward pass again during the backward pass: another 2·N per token (8·N full, 6·N LoRA).
+RECOMPUTE_FLOPS_PER_PARAM_PER_TOKEN = 2.0
 
 # Model FLOPs utilisation: the share of the GPUs' peak dense 16-bit tensor throughput a Hugging Face
 # Trainer fine-tuning run sustains. 0.35 is a middle value for single-node runs with SDPA attention.
@@ -195,6 +198,7 @@ class SageMakerRun:
     volume_size_gb: float
     volume_per_gb_month_usd: float
     method: Method
+    gradient_checkpointing: bool = True
 
     @classmethod
     def from_catalog(
@@ -205,6 +209,7 @@ class SageMakerRun:
         instance_count: int,
         volume_size_gb: float,
         method: Method,
+        gradient_checkpointing: bool = True,
     ) -> SageMakerRun:
         """Resolve the instance type in the catalog; an unknown one is a validation error of the request."""
         instance = catalog.find_instance(instance_type)
@@ -219,6 +224,7 @@ class SageMakerRun:
             volume_size_gb=volume_size_gb,
             volume_per_gb_month_usd=catalog.volume_per_gb_month_usd,
             method=method,
+            gradient_checkpointing=gradient_checkpointing,
         )
 
 
@@ -253,20 +259,23 @@ def training_hours(
     instance: InstanceType,
     instance_count: int,
     method: Method,
+    gradient_checkpointing: bool = True,
     token_error: tuple[float, float] = DEFAULT_TOKEN_ERROR,
 ) -> TrainingHours:
     """Predict a SageMaker job's duration from a throughput model.
 
-    compute = k·N·tokens / (peak × GPUs × MFU × instance efficiency), k = 6 (full) or 4 (LoRA);
+    compute = k·N·tokens / (peak × GPUs × MFU × instance efficiency), k = 6 (full) or 4 (LoRA),
+    plus 2 with gradient checkpointing (the recomputed forward pass);
     overhead = 5 min start-up + the 16-bit model downloaded and a full-size model uploaded at 100 MB/s.
     The range scales the compute part by the token bound times the throughput bound (0.7–1.5).
     """
     peak_flops = gpu_peak(instance).tflops * 1e12
     instances_equivalent = 1 + (instance_count - 1) * MULTI_INSTANCE_EFFICIENCY
     flops_per_second = peak_flops * instance.gpus * instances_equivalent * MFU
-    compute_hours = (
-        FLOPS_PER_PARAM_PER_TOKEN[method] * parameter_count * trained_tokens / flops_per_second / 3600
+    per_token = FLOPS_PER_PARAM_PER_TOKEN[method] + (
+        RECOMPUTE_FLOPS_PER_PARAM_PER_TOKEN if gradient_checkpointing else 0.0
     )
+    compute_hours = per_token * parameter_count * trained_tokens / flops_per_second / 3600
     model_bytes = parameter_count * STORED_BYTES_PER_PARAM
     overhead_hours = (STARTUP_MINUTES * 60 + 2 * model_bytes / TRANSFER_BYTES_PER_SECOND) / 3600
     low_factor = token_error[0] * THROUGHPUT_ERROR[0]
@@ -329,6 +338,7 @@ def estimate_cost(
             instance=run.instance,
             instance_count=run.instance_count,
             method=run.method,
+            gradient_checkpointing=run.gradient_checkpointing,
             token_error=token_error,
         )
         # Instances with NVMe instance storage (ml.g5, ml.p4d, ...) get no EBS volume: nothing to bill.
@@ -342,7 +352,8 @@ def estimate_cost(
         notes.append(
             f"Training time is predicted from the model size ({parameter_count / 1e9:g}B parameters), "
             f"the trained tokens and the throughput of {run.instance_count} × {run.instance.name} "
-            f"({run.instance.gpus} × {run.instance.gpu_model}, assuming {MFU:.0%} of peak), plus about "
+            f"({run.instance.gpus} × {run.instance.gpu_model}, assuming {MFU:.0%} of peak) for "
+            f"{run.method}{' with gradient checkpointing' if run.gradient_checkpointing else ''}, plus about "
             f"{predicted.overhead_hours * 60:.0f} minutes to start and to move the model; the real duration "
             "may differ."
         )

@@ -87,13 +87,16 @@ def instance(
     )
 
 
-def run(method: str = "lora", count: int = 1, local_storage_gb: float = 0) -> SageMakerRun:
+def run(
+    method: str = "lora", count: int = 1, local_storage_gb: float = 0, *, checkpointing: bool = False
+) -> SageMakerRun:
     return SageMakerRun(
         instance=instance(local_storage_gb=local_storage_gb),
         instance_count=count,
         volume_size_gb=100,
         volume_per_gb_month_usd=0.14,
         method=method,  # type: ignore[arg-type]
+        gradient_checkpointing=checkpointing,
     )
 
 
@@ -171,7 +174,8 @@ def test_resources_on_a_bedrock_model_are_rejected() -> None:
 
 # --- SageMaker ---------------------------------------------------------------------------------
 
-# 8B parameters, 10M tokens × 3 epochs = 30M trained tokens, 1 × A100 (312 TFLOPS dense BF16), MFU 0.35:
+# 8B parameters, 10M tokens × 3 epochs = 30M trained tokens, 1 × A100 (312 TFLOPS dense BF16), MFU 0.35,
+# without gradient checkpointing:
 #   LoRA compute = 4 × 8e9 × 30e6 / (312e12 × 0.35) s = 8,791.2 s = 2.4420 h
 #   overhead     = 300 s + 2 × (8e9 × 2 bytes) / 100 MB/s = 300 + 320 s = 620 s = 0.17222 h
 #   hours        = 2.61422 → 2.61
@@ -198,6 +202,18 @@ def test_full_fine_tuning_takes_one_and_a_half_times_the_compute() -> None:
     # compute 2.4420 × 6/4 = 3.6630 h + 0.17222 h = 3.83523 → 3.84 h; × 4.019178 = 15.414 → 15.41.
     training = estimate_cost(
         model("sagemaker"), tokens_per_epoch=10_000_000, epochs=3, sagemaker=run("full")
+    ).training
+    assert (training.hours, training.cost_usd) == (3.84, 15.41)
+
+
+def test_gradient_checkpointing_adds_a_forward_pass() -> None:
+    # LoRA 4·N + 2·N recomputed = 6·N: compute 2.4420 × 6/4 = 3.6630 h + 0.17222 = 3.83523 → 3.84 h,
+    # the same as full fine-tuning without checkpointing; × 4.019178 = 15.414 → 15.41.
+    training = estimate_cost(
+        model("sagemaker"),
+        tokens_per_epoch=10_000_000,
+        epochs=3,
+        sagemaker=run("lora", checkpointing=True),
     ).training
     assert (training.hours, training.cost_usd) == (3.84, 15.41)
 
@@ -347,6 +363,14 @@ def test_catalog_sagemaker_models_price_on_their_default_instance() -> None:
         # At least the start-up is billed at the instance's price.
         assert estimate.training.cost_usd >= usd(0.08 * sm.instance.price_per_hour_usd), spec.id
         assert estimate.training.low_usd <= estimate.training.cost_usd <= estimate.training.high_usd
+
+
+def test_every_catalog_bedrock_model_can_be_priced() -> None:
+    # Nova and Titan publish no parameter count; Bedrock prices per token, so none is needed.
+    for spec in (m for m in load_catalog().models if m.provider == "bedrock"):
+        estimate = estimate_cost(spec, tokens_per_epoch=100_000, epochs=2)
+        assert estimate.training.hours is None
+        assert estimate.training.cost_usd == usd(200 * spec.pricing.training_per_1k_tokens_usd), spec.id
 
 
 def test_date_of_prices_is_in_the_notes() -> None:
