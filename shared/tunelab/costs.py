@@ -350,10 +350,11 @@ def estimate_cost(
         hours = _hours(predicted.hours)
         notes.append(TOKENIZER_NOTE)
         notes.append(
-            f"Training time is predicted from the model size ({parameter_count / 1e9:g}B parameters), "
+            f"Training time is predicted from the model size ({parameter_count / 1e9:.3g}B parameters), "
             f"the trained tokens and the throughput of {run.instance_count} × {run.instance.name} "
             f"({run.instance.gpus} × {run.instance.gpu_model}, assuming {MFU:.0%} of peak) for "
-            f"{run.method}{' with gradient checkpointing' if run.gradient_checkpointing else ''}, plus about "
+            f"{'LoRA' if run.method == 'lora' else 'full fine-tuning'}"
+            f"{' with gradient checkpointing' if run.gradient_checkpointing else ''}, plus about "
             f"{predicted.overhead_hours * 60:.0f} minutes to start and to move the model; the real duration "
             "may differ."
         )

@@ -88,7 +88,7 @@ class ResourceEstimateRequest(BaseModel):
     method: Method = "lora"
     # Share of the parameters trained; LoRA only (default 0.2, the product guide's upper figure).
     trainable_fraction: float | None = Field(default=None, gt=0, le=1)
-    dataset_bytes: int = Field(default=0, ge=0, le=10**13)
+    dataset_bytes: float = Field(default=0, ge=0, le=1e14)
     checkpoints: int = Field(default=1, ge=0, le=100)
     sequence_length: int = Field(default=2048, ge=1, le=1_048_576)
     # Per-GPU (per-device) batch size.
@@ -261,7 +261,7 @@ def requirements(
     optimizer: Optimizer = "adamw",
     method: Method = "lora",
     trainable_fraction: float | None = None,
-    dataset_bytes: int = 0,
+    dataset_bytes: float = 0,
     checkpoints: int = 1,
     sequence_length: int = 2048,
     batch_size: int = 1,
@@ -332,7 +332,7 @@ def _resolve_parameter_count(request: ResourceEstimateRequest, catalog: Resource
     if (request.base_model_id is None) == (request.parameter_count is None):
         raise ValidationFailed.of("base_model_id", "Give either base_model_id or parameter_count, not both.")
     if request.parameter_count is not None:
-        return request.parameter_count, f"{request.parameter_count / 1e9:g}B parameters"
+        return request.parameter_count, f"{request.parameter_count / 1e9:.3g}B parameters"
     model_id = request.base_model_id or ""
     spec = catalog.find_model(model_id)
     if spec is None:
@@ -343,7 +343,7 @@ def _resolve_parameter_count(request: ResourceEstimateRequest, catalog: Resource
         raise ValidationFailed.of(
             "base_model_id", f"'{model_id}' is trained by Bedrock, which chooses its own resources."
         )
-    return float(spec.parameter_count), f"{spec.name} ({spec.parameter_count / 1e9:g}B parameters)"
+    return float(spec.parameter_count), f"{spec.name} ({spec.parameter_count / 1e9:.3g}B parameters)"
 
 
 def estimate_resources(request: ResourceEstimateRequest, catalog: ResourceCatalog) -> ResourceEstimate:
@@ -457,7 +457,7 @@ def check_resources(
     precision: Precision = "bf16",
     optimizer: Optimizer = "adamw",
     trainable_fraction: float | None = None,
-    dataset_bytes: int = 0,
+    dataset_bytes: float = 0,
     checkpoints: int = 1,
     sequence_length: int = 2048,
     batch_size: int = 1,
