@@ -13,7 +13,8 @@ VRAM
     Models", eq. 1): per layer s·b·h·(34 + 5·a·s/h) bytes in 16 bits without recomputation. The
     5·a·s/h term is the attention-score matrix, which SDPA/FlashAttention (the trainer's attention)
     never stores, so 34·s·b·h per layer; with gradient checkpointing only each layer's input is kept
-    (2·s·b·h per layer) plus one layer's full activations during its recomputation. fp32 doubles it.
+    (2·s·b·h per layer) plus one layer's full activations during its recomputation; it is on unless
+    the request turns it off, as in the trainer (TRL's SFTConfig defaults it to True). fp32 doubles it.
     Hidden size h and layers L come from the parameter count: N ≈ 12·L·h² with L = h/128 (the shape of
     Llama-class models: 7B → h ≈ 4,210, L ≈ 33), so h = (128·N/12)^(1/3).
     with_buffer = total × 1.2 (20% for framework overhead, the logits and allocator fragmentation).
