@@ -316,6 +316,11 @@ def _parse_hyperparameters(
         return HyperparametersIn()
     if isinstance(request, HyperparametersIn):
         return request
+    if not isinstance(request, Mapping):
+        errors.append(
+            ErrorDetail(field=HP, message='hyperparameters must be a JSON object, e.g. {"epochs": 3}.')
+        )
+        return HyperparametersIn()
     data = dict(request)
     for key in [k for k in data if k not in _HP_KEYS]:
         errors.append(ErrorDetail(field=f"{HP}.{key}", message=_unknown_key(str(key), list(_HP_KEYS), HP)))
@@ -751,43 +756,9 @@ def _default_attention(model: BaseModelSpec, hardware: Hardware | None) -> AttnI
     return "flash_attention_2"
 
 
-def _resolve_optional(
-    raw: Mapping[str, Any] | str | None,
-    model: BaseModelSpec,
-    *,
-    has_validation: bool,
-    hardware: Hardware | None,
-    early_stopping: bool,
-    errors: list[ErrorDetail],
-) -> ResolvedOptionalHyperparameters | None:
-    try:
-        data = parse_optional_hyperparameters(raw)
-    except ValidationFailed as exc:
-        errors.extend(exc.details)
-        return None
-    if not model.supports_optional_hyperparameters:
-        if data:
-            errors.append(
-                ErrorDetail(
-                    field=OPT,
-                    message=f"{model.name} is a {model.provider} model, and {model.provider} takes no "
-                    "optional hyperparameters (they are for sagemaker and local models); remove "
-                    "optional_hyperparameters.",
-                )
-            )
-        return None
-
-    before = len(errors)
-    reader = _Reader(errors, _find_reserved(data, OPT, errors))
-    reader.known(data, _TOP_KEYS, OPT, "optional hyperparameters")
-    lora_raw = reader.section(data, "lora_config", OPT)
-    sft_raw = reader.section(data, "sft_config", OPT) or {}
-    init_raw = reader.section(data, "model_init_config", OPT) or {}
-    for key, section in (("lora_config", lora_raw), ("sft_config", sft_raw), ("model_init_config", init_raw)):
-        if section is not None:
-            reader.known(section, _SECTIONS[key], f"{OPT}.{key}", key)
-
-    # LoRA
+def _resolve_lora(
+    reader: _Reader, data: dict[str, Any], lora_raw: dict[str, Any] | None
+) -> tuple[bool, ResolvedLoraConfig | None, bool]:
     use_lora = reader.boolean(data, "use_lora", OPT)
     merge = reader.boolean(data, "merge_adapters", OPT)
     lora: ResolvedLoraConfig | None = None
@@ -825,7 +796,16 @@ def _resolve_optional(
                 'list fewer target_modules or use "all-linear".',
             )
 
-    # Attention and precision
+    return bool(use_lora), lora, bool(merge)
+
+
+def _resolve_precision(
+    reader: _Reader,
+    sft_raw: dict[str, Any],
+    init_raw: dict[str, Any],
+    model: BaseModelSpec,
+    hardware: Hardware | None,
+) -> tuple[AttnImplementation, bool, bool, bool]:
     ipath, spath = f"{OPT}.model_init_config", f"{OPT}.sft_config"
     attn_given = reader.choice(init_raw, "attn_implementation", ipath, ["eager", "sdpa", "flash_attention_2"])
     attn = cast(AttnImplementation, attn_given) if attn_given else _default_attention(model, hardware)
@@ -870,7 +850,13 @@ def _resolve_optional(
                 "choose an instance type whose GPUs support bf16 (Ampere or newer).",
             )
 
-    # Logging and evaluation
+    return attn, bool(use_cache), bool(fp16), bool(bf16)
+
+
+def _resolve_logging(
+    reader: _Reader, sft_raw: dict[str, Any], *, has_validation: bool, early_stopping: bool
+) -> tuple[Strategy, int | None, Strategy, int | None]:
+    spath = f"{OPT}.sft_config"
     none_is_no = {"none": "no"}
     strategies = ["steps", "epoch", "no"]
     log_given = reader.choice(sft_raw, "logging_strategy", spath, strategies, none_is_no)
@@ -933,24 +919,68 @@ def _resolve_optional(
             "steps or epoch, or remove hyperparameters.early_stopping.",
         )
 
-    accumulation = reader.integer(sft_raw, "gradient_accumulation_steps", spath)
+    return cast(Strategy, log_strategy), log_steps, cast(Strategy, eval_strategy), eval_steps
+
+
+def _resolve_optional(
+    raw: Mapping[str, Any] | str | None,
+    model: BaseModelSpec,
+    *,
+    has_validation: bool,
+    hardware: Hardware | None,
+    early_stopping: bool,
+    errors: list[ErrorDetail],
+) -> ResolvedOptionalHyperparameters | None:
+    try:
+        data = parse_optional_hyperparameters(raw)
+    except ValidationFailed as exc:
+        errors.extend(exc.details)
+        return None
+    if not model.supports_optional_hyperparameters:
+        if data:
+            errors.append(
+                ErrorDetail(
+                    field=OPT,
+                    message=f"{model.name} is a {model.provider} model, and {model.provider} takes no "
+                    "optional hyperparameters (they are for sagemaker and local models); remove "
+                    "optional_hyperparameters.",
+                )
+            )
+        return None
+
+    before = len(errors)
+    reader = _Reader(errors, _find_reserved(data, OPT, errors))
+    reader.known(data, _TOP_KEYS, OPT, "optional hyperparameters")
+    lora_raw = reader.section(data, "lora_config", OPT)
+    sft_raw = reader.section(data, "sft_config", OPT) or {}
+    init_raw = reader.section(data, "model_init_config", OPT) or {}
+    for key, section in (("lora_config", lora_raw), ("sft_config", sft_raw), ("model_init_config", init_raw)):
+        if section is not None:
+            reader.known(section, _SECTIONS[key], f"{OPT}.{key}", key)
+
+    use_lora, lora, merge = _resolve_lora(reader, data, lora_raw)
+    attn, use_cache, fp16, bf16 = _resolve_precision(reader, sft_raw, init_raw, model, hardware)
+    log_strategy, log_steps, eval_strategy, eval_steps = _resolve_logging(
+        reader, sft_raw, has_validation=has_validation, early_stopping=early_stopping
+    )
+    accumulation = reader.integer(sft_raw, "gradient_accumulation_steps", f"{OPT}.sft_config")
 
     if len(errors) > before:
         return None
     return ResolvedOptionalHyperparameters(
-        use_lora=bool(use_lora),
+        use_lora=use_lora,
         lora_config=lora,
-        merge_adapters=bool(merge),
+        merge_adapters=merge,
         sft_config=ResolvedSftConfig(
-            logging_strategy=cast(Strategy, log_strategy),
+            logging_strategy=log_strategy,
             logging_steps=log_steps,
-            eval_strategy=cast(Strategy, eval_strategy),
+            eval_strategy=eval_strategy,
             eval_steps=eval_steps,
-            fp16=bool(fp16),
-            bf16=bool(bf16),
+            fp16=fp16,
+            bf16=bf16,
             gradient_accumulation_steps=accumulation or 1,
         ),
-        model_init_config=ResolvedModelInitConfig(attn_implementation=attn, use_cache=bool(use_cache)),
+        model_init_config=ResolvedModelInitConfig(attn_implementation=attn, use_cache=use_cache),
     )
 
 
@@ -1023,7 +1053,8 @@ def _flag(value: bool) -> str:
 
 
 def _json(model: BaseModel) -> str:
-    return json.dumps(model.model_dump(), separators=(",", ":"))
+    # Nulls left out: absent means the library's default (peft's target modules, HF's step counts).
+    return json.dumps(model.model_dump(exclude_none=True), separators=(",", ":"))
 
 
 def to_trainer_hyperparameters(

@@ -210,9 +210,10 @@ def test_a_provider_that_splits_for_itself_always_has_validation_data() -> None:
         ({"epochs": 2.5}, "hyperparameters.epochs", "fractional part"),
         ({"learning_rate": "fast"}, "hyperparameters.learning_rate", "valid number"),
         ({"early_stopping": 3}, "hyperparameters.early_stopping", "early_stopping"),
+        ([3], "hyperparameters", "must be a JSON object"),
     ],
 )
-def test_malformed_hyperparameters_name_the_field(request_: dict[str, Any], field: str, words: str) -> None:
+def test_malformed_hyperparameters_name_the_field(request_: Any, field: str, words: str) -> None:
     error = refused(request_)
     assert fields(error) == [field]
     assert words in error.details[0].message
@@ -313,8 +314,18 @@ def test_trainer_hyperparameters_are_strings_with_json_configs() -> None:
 
 def test_trainer_hyperparameters_leave_out_what_is_off() -> None:
     resolved = resolve_hyperparameters(None, TRAINER, has_validation=False)
-    optional = resolve_optional_hyperparameters(None, TRAINER, has_validation=False)
+    optional = resolve_optional_hyperparameters(
+        {"sft_config": {"logging_strategy": "epoch"}}, TRAINER, has_validation=False
+    )
     params = to_trainer_hyperparameters(resolved, optional)
+    # Absent, not null: the trainer hands sft_config to the library, whose defaults apply.
+    assert json.loads(params["sft_config"]) == {
+        "logging_strategy": "epoch",
+        "eval_strategy": "no",
+        "fp16": False,
+        "bf16": True,
+        "gradient_accumulation_steps": 1,
+    }
     assert "early_stopping_patience" not in params
     assert "lora_config" not in params
     assert "max_length" not in params

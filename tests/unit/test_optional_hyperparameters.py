@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.model_specs import instance, model_spec
+from tunelab.catalog import load_catalog
 from tunelab.errors import ValidationFailed
 from tunelab.hyperparameters import (
     RESERVED_OPTIONAL_KEYS,
@@ -739,3 +740,29 @@ def test_any_input_resolves_or_is_refused_with_field_paths(
         resolve_training_parameters(None, None, SAGEMAKER, has_validation=False)[0], resolved
     )
     assert all(isinstance(v, str) and len(v) <= 2500 for v in sagemaker_params.values())
+
+
+# --- the shipped catalog -------------------------------------------------------------------
+
+
+def test_every_shipped_model_resolves_its_defaults_on_its_default_hardware() -> None:
+    catalog = load_catalog()
+    for model in catalog.models:
+        if model.provider == "bedrock":
+            assert resolve_optional_hyperparameters(None, model, has_validation=True) is None
+            continue
+        hardware = (
+            catalog.instance(model.default_instance_type)
+            if model.provider == "sagemaker" and model.default_instance_type
+            else Hardware.cpu()
+        )
+        resolved = resolve(None, model, hardware=hardware)
+        expected = "flash_attention_2" if model.provider == "sagemaker" else "sdpa"
+        assert resolved.model_init_config.attn_implementation == expected, model.id
+
+
+def test_a_shipped_bedrock_model_refuses_lora() -> None:
+    model = load_catalog().model("meta.llama3-1-8b-instruct-v1:0:128k")
+    field, message = only(refused('{"use_lora": true}', model))
+    assert field == OPT
+    assert message.startswith("Meta Llama 3.1 8B Instruct is a bedrock model")
