@@ -310,12 +310,15 @@ def _in_range(
 
 
 def _parse_hyperparameters(
-    request: HyperparametersIn | Mapping[str, Any] | None, errors: list[ErrorDetail]
+    request: BaseModel | Mapping[str, Any] | None, errors: list[ErrorDetail]
 ) -> HyperparametersIn:
     if request is None:
         return HyperparametersIn()
     if isinstance(request, HyperparametersIn):
         return request
+    if isinstance(request, BaseModel):
+        # Another request model of the same shape (an API contract's own): read it as its JSON.
+        request = request.model_dump(exclude_none=True)
     if not isinstance(request, Mapping):
         errors.append(
             ErrorDetail(field=HP, message='hyperparameters must be a JSON object, e.g. {"epochs": 3}.')
@@ -435,7 +438,7 @@ def _supported(model: BaseModelSpec) -> str:
 
 
 def resolve_hyperparameters(
-    request: HyperparametersIn | Mapping[str, Any] | None,
+    request: HyperparametersIn | BaseModel | Mapping[str, Any] | None,
     model: BaseModelSpec,
     *,
     has_validation: bool,
@@ -1018,7 +1021,7 @@ def resolve_optional_hyperparameters(
 
 
 def resolve_training_parameters(
-    hyperparameters: HyperparametersIn | Mapping[str, Any] | None,
+    hyperparameters: HyperparametersIn | BaseModel | Mapping[str, Any] | None,
     optional_hyperparameters: Mapping[str, Any] | str | None,
     model: BaseModelSpec,
     *,

@@ -219,6 +219,23 @@ def test_malformed_hyperparameters_name_the_field(request_: Any, field: str, wor
     assert words in error.details[0].message
 
 
+def test_another_request_model_of_the_same_shape_is_read_as_its_json() -> None:
+    class EarlyStopping(BaseModel):
+        patience: int | None = None
+
+    class Hyperparameters(BaseModel):
+        epochs: int | None = None
+        early_stopping: EarlyStopping | None = None
+
+    resolved = resolve_hyperparameters(
+        Hyperparameters(epochs=2, early_stopping=EarlyStopping()), TRAINER, has_validation=True
+    )
+    assert resolved.epochs == 2
+    assert resolved.early_stopping is not None
+    assert resolved.early_stopping.patience == 3
+    assert resolve_hyperparameters(Hyperparameters(), TRAINER, has_validation=True).early_stopping is None
+
+
 def test_whole_floats_and_numeric_strings_are_read_as_numbers() -> None:
     resolved = resolve_hyperparameters(
         {"epochs": 4.0, "learning_rate": "0.0002"}, TRAINER, has_validation=False
