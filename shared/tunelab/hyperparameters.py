@@ -471,6 +471,26 @@ _PROVIDER_FIELDS = (
 )
 
 
+def provider_splits_validation(model: BaseModelSpec) -> bool:
+    """Whether the provider holds back validation rows itself (then tunelab sends the whole dataset)."""
+    return model.hyperparameters.eval_percentage is not None
+
+
+def check_provider_split(percent: float, model: BaseModelSpec) -> None:
+    """Refuse a validation split percentage outside what a self-splitting provider accepts.
+
+    Call it when the request is checked (the field is `validation.percent`); models whose data
+    tunelab splits itself accept any percentage the API allows.
+    """
+    allowed = model.hyperparameters.eval_percentage
+    if allowed is not None and not allowed.min <= percent <= allowed.max:
+        raise ValidationFailed.of(
+            "validation.percent",
+            f"The validation split {_range_text(allowed)} percent for {model.name} "
+            f"(got {plain_number(percent)}).",
+        )
+
+
 def to_provider_params(
     resolved: ResolvedHyperparameters, model: BaseModelSpec, *, provider_split_percent: float | None = None
 ) -> dict[str, str]:
@@ -493,12 +513,7 @@ def to_provider_params(
     if provider_split_percent is not None:
         if spec.eval_percentage is None:
             raise ValueError(f"{model.id}: the provider does not split validation data itself")
-        if not spec.eval_percentage.min <= provider_split_percent <= spec.eval_percentage.max:
-            raise ValidationFailed.of(
-                "validation.percent",
-                f"The validation split {_range_text(spec.eval_percentage)} percent for {model.name} "
-                f"(got {plain_number(provider_split_percent)}).",
-            )
+        check_provider_split(provider_split_percent, model)
         values["eval_percentage"] = provider_split_percent
     params: dict[str, str] = {}
     for field, value in values.items():

@@ -177,6 +177,12 @@ def check_action(action: Action | str, status: ModelStatus | str, name: str | No
     raise InvalidState(f"Cannot {_VERB[action]} {subject}: its status is {status.label}, and {why}.")
 
 
+def allowed_actions(status: ModelStatus | str) -> list[Action]:
+    """The actions a user may take on a model in `status`, in the order of `Action`."""
+    status = ModelStatus(status)
+    return [a for a in Action if status in ACTIONS[a]]
+
+
 def can_transition(current: ModelStatus | str, new: ModelStatus | str) -> bool:
     """Whether `new` may follow `current`; False for a repeat of the same status."""
     return ModelStatus(new) in TRANSITIONS[ModelStatus(current)]

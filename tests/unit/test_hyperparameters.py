@@ -15,8 +15,10 @@ from tunelab.errors import ValidationFailed
 from tunelab.hyperparameters import (
     HyperparametersIn,
     ResolvedHyperparameters,
+    check_provider_split,
     has_validation_data,
     plain_number,
+    provider_splits_validation,
     resolve_hyperparameters,
     resolve_optional_hyperparameters,
     resolve_training_parameters,
@@ -282,6 +284,20 @@ def test_a_provider_split_outside_its_range_is_refused() -> None:
         to_provider_params(resolved, COHERE_LIKE, provider_split_percent=60)
     assert fields(caught.value) == ["validation.percent"]
     assert "between 5 and 50 percent" in caught.value.message
+
+
+def test_the_split_percentage_is_checked_up_front_for_a_self_splitting_provider() -> None:
+    assert provider_splits_validation(COHERE_LIKE)
+    assert not provider_splits_validation(TRAINER)
+    check_provider_split(5, COHERE_LIKE)
+    check_provider_split(3, TRAINER)  # tunelab splits: any percentage the API allows
+    with pytest.raises(ValidationFailed) as caught:
+        check_provider_split(3, COHERE_LIKE)
+    assert fields(caught.value) == ["validation.percent"]
+    assert (
+        caught.value.message
+        == "The validation split must be between 5 and 50 percent for Command Test (got 3)."
+    )
 
 
 def test_provider_params_leave_out_what_the_model_does_not_take() -> None:

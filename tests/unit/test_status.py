@@ -13,6 +13,7 @@ from tunelab.status import (
     TRANSITIONS,
     Action,
     ModelStatus,
+    allowed_actions,
     can,
     can_transition,
     check_action,
@@ -81,6 +82,18 @@ def test_delete_is_refused_while_running_or_deployed_with_what_to_do(status: Mod
     message = caught.value.message
     assert message.startswith("Cannot delete model 'support-bot-v1': its status is")
     assert any(hint in message for hint in ("undeploy it first", "stop the training first", "wait until"))
+
+
+def test_the_actions_each_status_offers() -> None:
+    assert allowed_actions("deployed") == [
+        Action.UNDEPLOY,
+        Action.INVOKE,
+        Action.DOWNLOAD,
+        Action.CONTINUE_TRAINING,
+    ]
+    assert allowed_actions(S.TRAINING) == [Action.STOP]
+    assert allowed_actions(S.STOPPING_TRAINING) == []
+    assert allowed_actions(S.TRAINING_FAILED) == [Action.DELETE]
 
 
 def test_a_refusal_lists_the_statuses_where_the_action_is_possible() -> None:
