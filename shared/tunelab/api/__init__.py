@@ -1,0 +1,1 @@
+"""The HTTPS API: one Powertools REST resolver (`app.py`) and one Router per resource (`routes/`)."""

@@ -1,0 +1,100 @@
+"""moto fixtures: each test gets its own `mock_aws`, so tests run in parallel (pytest -n) safely.
+
+The table is created from `tunelab.repository.TABLE_DEFINITION`, the same data the CDK app reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from tunelab.api.deps import reset_services
+from tunelab.repository import (
+    IDEMPOTENCY_TABLE_DEFINITION,
+    IDEMPOTENCY_TTL_ATTRIBUTE,
+    TABLE_DEFINITION,
+    TTL_ATTRIBUTE,
+    Repository,
+)
+from tunelab.settings import reset_settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+TABLE_NAME = "tunelab-test"
+IDEMPOTENCY_TABLE_NAME = "tunelab-test-idempotency"
+
+# Every variable `tunelab.settings.Settings` requires, with test values.
+ENVIRONMENT = {
+    "AWS_REGION": REGION,
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "RUNTIME": "aws",
+    "TABLE_NAME": TABLE_NAME,
+    "IDEMPOTENCY_TABLE_NAME": IDEMPOTENCY_TABLE_NAME,
+    "DATASETS_BUCKET": "tunelab-test-datasets",
+    "ARTIFACTS_BUCKET": "tunelab-test-artifacts",
+    "FINE_TUNING_STATE_MACHINE_ARN": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:tunelab-fine-tuning",
+    "DEPLOYMENT_STATE_MACHINE_ARN": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:tunelab-deployment",
+    "EVENT_BUS_NAME": "tunelab-test",
+    "SENDER_EMAIL": "tunelab@example.com",
+    "SCHEDULE_GROUP": "tunelab-test",
+    "SCHEDULER_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/tunelab-scheduler",
+    "AUTO_UNDEPLOY_TARGET_ARN": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:tunelab-deployment",
+    "BEDROCK_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/tunelab-bedrock",
+    "TRAINER_SOURCE_S3_URI": "s3://tunelab-test-artifacts/trainer/sourcedir.tar.gz",
+    "PLATFORM_ACCOUNT_ID": ACCOUNT,
+    "POWERTOOLS_SERVICE_NAME": "tunelab-api",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_NAMESPACE": "tunelab",
+}
+
+
+@dataclass
+class Aws:
+    """What the `aws` fixture set up inside its `mock_aws`."""
+
+    dynamodb: DynamoDBClient
+    table_name: str = TABLE_NAME
+    idempotency_table_name: str = IDEMPOTENCY_TABLE_NAME
+    region: str = REGION
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+    """A fresh mock AWS account with the tunelab tables, and the settings' environment set."""
+    for name, value in ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    reset_settings()
+    reset_services()
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        dynamodb.create_table(TableName=TABLE_NAME, **TABLE_DEFINITION)
+        dynamodb.update_time_to_live(
+            TableName=TABLE_NAME,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+        )
+        dynamodb.create_table(TableName=IDEMPOTENCY_TABLE_NAME, **IDEMPOTENCY_TABLE_DEFINITION)
+        dynamodb.update_time_to_live(
+            TableName=IDEMPOTENCY_TABLE_NAME,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": IDEMPOTENCY_TTL_ATTRIBUTE},
+        )
+        yield Aws(dynamodb=dynamodb)
+    reset_services()
+    reset_settings()
+
+
+@pytest.fixture
+def repo(aws: Aws) -> Repository:
+    return Repository(aws.table_name, aws.dynamodb)
