@@ -322,12 +322,12 @@ class BaseModelOut(_Out):
 
 def model_availability(spec: BaseModelSpec, *, runtime: str, region: str) -> tuple[bool, str | None]:
     """Whether this deployment (runtime, region) can fine-tune `spec`, and if not, why."""
-    if spec.retired is not None:
-        return False, f"Fine-tuning of this model is no longer offered: {spec.retired.note}"
     if runtime == "local" and spec.provider != "local":
         return False, "Cloud models cannot be fine-tuned in the local runtime; use a local model."
     if runtime != "local" and spec.provider == "local":
         return False, "This model is fine-tuned only in the local runtime (`tunelab local up`)."
+    if spec.retired is not None:
+        return False, f"Fine-tuning of this model is no longer offered: {spec.retired.note}"
     if spec.provider == "bedrock" and region not in spec.regions:
         offered = ", ".join(sorted(spec.regions))
         return False, f"Bedrock does not fine-tune this model in {region}; it does in {offered}."

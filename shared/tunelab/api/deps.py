@@ -1,64 +1,54 @@
 """What routes depend on: the settings, the repository, the catalog and the caller's identity.
 
-Built lazily on first use and kept for the life of the Lambda container. Routes take them as
-parameters (`Annotated[Identity, Depends(current_identity)]`); tests replace a dependency with
-`app.dependency_overrides[catalog] = ...` or start afresh with `reset_services()`.
+They come from the process's `tunelab.wiring.Services` (built lazily, shared with every other
+handler; tests and the local runtime install their own with `wiring.set_services`). Routes take
+them as parameters (`Annotated[Identity, Depends(current_identity)]`); a test may also replace
+one with `app.dependency_overrides[catalog] = ...`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cache
-
 from aws_lambda_powertools.event_handler.request import Request
 
+from tunelab import wiring
 from tunelab.api.idempotency import reset_idempotency
-from tunelab.catalog import Catalog, load_catalog
+from tunelab.catalog import Catalog
 from tunelab.identity import Identity, identity_from_event
 from tunelab.repository import Repository
-from tunelab.settings import Settings, get_settings
+from tunelab.settings import Settings
 
-
-@dataclass
-class _Seen:
-    """Workspaces (with the plan their token claimed) already ensured by this container."""
-
-    keys: set[tuple[str, str | None]]
-
-
-@cache
-def _seen() -> _Seen:
-    return _Seen(keys=set())
+# Workspaces (with the plan their token claimed) this container has already ensured exist.
+_seen: set[tuple[str, str | None]] = set()
 
 
 def settings() -> Settings:
-    return get_settings()
+    return wiring.get_services().settings
 
 
-@cache
 def repository() -> Repository:
-    return Repository.from_settings(get_settings())
+    return wiring.get_services().repository
 
 
 def catalog() -> Catalog:
-    return load_catalog()
+    return wiring.get_services().catalog
 
 
 def current_identity(request: Request) -> Identity:
-    """The caller (`Unauthorized` without valid claims); their workspace record exists afterwards."""
+    """The caller (`Unauthorized` without valid claims); their workspace record exists afterwards,
+    created on first sight and following the token's plan claim (see `tunelab.identity`)."""
     identity = identity_from_event(request.resolved_event.raw_event)
     key = (identity.workspace, identity.plan)
-    seen = _seen()
-    if key not in seen.keys:
+    if key not in _seen:
         repository().ensure_workspace(
-            identity.workspace, plan=identity.plan, default_plan=get_settings().default_plan
+            identity.workspace, plan=identity.plan, default_plan=settings().default_plan
         )
-        seen.keys.add(key)
+        _seen.add(key)
     return identity
 
 
 def reset_services() -> None:
-    """Forget the repository and the workspaces seen (tests, after changing the environment)."""
-    repository.cache_clear()
-    _seen.cache_clear()
+    """Forget the services, the workspaces seen and the idempotency store (tests, the local runtime
+    after changing the environment)."""
+    wiring.reset_services()
+    _seen.clear()
     reset_idempotency()

@@ -1,0 +1,79 @@
+"""`GET /v1/base-models` and `GET /v1/base-models/{id}` over the shipped catalog."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.apigw import api_event, call
+from tests.integration.conftest import Aws
+from tunelab.api.deps import reset_services
+from tunelab.settings import reset_settings
+
+pytestmark = pytest.mark.moto
+
+NOVA_MICRO = "amazon.nova-micro-v1:0:128k"
+LLAMA_8B = "meta.llama3-1-8b-instruct-v1:0:128k"
+
+
+def test_list_shows_every_model_with_its_availability(aws: Aws) -> None:
+    response = call(api_event("GET", "/v1/base-models"))
+
+    assert response.status == 200, response.text
+    items = {m["id"]: m for m in response.body["items"]}
+    assert response.body["next_token"] is None
+    assert items[NOVA_MICRO]["available"] is True
+    assert items[NOVA_MICRO]["unavailable_reason"] is None
+    # The platform runs in us-east-1; Bedrock fine-tunes Llama 3.1 only in us-west-2.
+    assert items[LLAMA_8B]["available"] is False
+    assert "us-west-2" in items[LLAMA_8B]["unavailable_reason"]
+    # A model AWS no longer fine-tunes stays listed, unavailable, saying so.
+    retired = items["amazon.titan-text-express-v1:0:8k"]
+    assert retired["available"] is False
+    assert "no longer offered" in retired["unavailable_reason"]
+    # Available ones first.
+    flags = [m["available"] for m in response.body["items"]]
+    assert flags == sorted(flags, reverse=True)
+
+
+def test_get_one_by_an_id_with_colons_and_dots(aws: Aws) -> None:
+    response = call(api_event("GET", f"/v1/base-models/{NOVA_MICRO}"))
+
+    assert response.status == 200, response.text
+    model = response.body
+    assert (model["id"], model["provider"], model["hosting"]) == (NOVA_MICRO, "bedrock", "managed")
+    assert set(model["hyperparameters"]) == {
+        "epochs",
+        "learning_rate",
+        "batch_size",
+        "warmup_steps",
+        "early_stopping",
+    }
+    epochs = model["hyperparameters"]["epochs"]
+    assert epochs["min"] <= epochs["default"] <= epochs["max"]
+    assert model["supports_download"] is False
+    assert model["pricing"]["as_of"].count("-") == 2
+
+
+def test_percent_encoded_id_is_found(aws: Aws) -> None:
+    response = call(api_event("GET", "/v1/base-models/amazon.nova-micro-v1%3A0%3A128k"))
+    assert (response.status, response.body["id"]) == (200, NOVA_MICRO)
+
+
+def test_unknown_id_is_404_in_the_error_shape(aws: Aws) -> None:
+    response = call(api_event("GET", "/v1/base-models/acme.nothing-v1:0"))
+
+    assert response.status == 404
+    assert response.body["error"]["code"] == "not_found"
+    assert "acme.nothing-v1:0" in response.body["error"]["message"]
+
+
+def test_cloud_models_are_unavailable_in_the_local_runtime(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNTIME", "local")
+    reset_settings()
+    reset_services()
+
+    response = call(api_event("GET", "/v1/base-models"))
+
+    cloud = [m for m in response.body["items"] if m["provider"] != "local"]
+    assert cloud
+    assert all(m["available"] is False and "local runtime" in m["unavailable_reason"] for m in cloud)
