@@ -1,0 +1,24 @@
+"""Lambda entry point of StartTraining (fine-tuning workflow): starts the job, keeps the task token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tunelab.wiring import get_services
+from tunelab.workflows import StartTrainingEvent, as_payload
+from tunelab.workflows.tasks import start_training
+
+logger = Logger(service="tunelab-workflows")
+tracer = Tracer(service="tunelab-workflows")
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = StartTrainingEvent.model_validate(event)
+    logger.set_correlation_id(request.correlation_id)
+    logger.append_keys(model=request.model_name, workspace=request.workspace_id, uid=request.uid)
+    return as_payload(start_training(get_services(), request))

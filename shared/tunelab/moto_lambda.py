@@ -1,0 +1,161 @@
+"""Run moto's Lambda functions in this process: the seam between moto and tunelab's handlers.
+
+moto's Lambda backend runs a function's code in one place, `LambdaFunction._invoke_lambda`, which
+would start a Docker container. `install_in_process_lambda()` replaces that one method with a call
+of the handler named by the function's `Handler` (`functions.start_training.handler`): the module
+is imported here and called with the event and a context object. Step Functions tasks
+(`lambda:invoke`, `.waitForTaskToken`), SQS event-source mappings and direct `Invoke` calls then
+run the real handler code — under `mock_aws` and in `ThreadedMotoServer` alike.
+
+What the handler sees: the process's own environment (one process, one configuration; the
+function's `Environment` variables are not applied, since concurrent invocations share
+`os.environ`), an event parsed from JSON, and a context with the function's name, ARN, memory,
+a request id and the remaining time.
+
+Errors come back as Lambda reports an unhandled exception: the payload
+`{"errorMessage", "errorType", "stackTrace"}` with `errorType` the exception's class name, and the
+function-error flag set, so a state's `Retry`/`Catch` on `ProviderTransientError` matches.
+
+Relies on moto's private `_invoke_lambda(self, event) -> (payload, errored, logs)`, checked on
+moto 5.2.x (the range pinned in pyproject); `install_in_process_lambda` refuses another shape.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import logging
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_LOCK = threading.Lock()
+_ORIGINAL: Callable[..., tuple[str, bool, str]] | None = None
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of Lambda's context object that handlers (and Powertools) read."""
+
+    function_name: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int
+    timeout_seconds: int
+    function_version: str = "$LATEST"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log_group_name: str = ""
+    log_stream_name: str = ""
+    _deadline: float = field(default=0.0, repr=False)
+
+    def __post_init__(self) -> None:
+        self._deadline = time.monotonic() + self.timeout_seconds
+        self.log_group_name = self.log_group_name or f"/aws/lambda/{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def resolve_handler(handler: str) -> Callable[[Any, Any], Any]:
+    """The callable `module.path.function` names (a Lambda `Handler` setting)."""
+    module_name, _, attribute = handler.rpartition(".")
+    if not module_name:
+        raise ValueError(f"handler {handler!r} is not 'module.function'")
+    module = importlib.import_module(module_name)
+    function = getattr(module, attribute)
+    if not callable(function):
+        raise TypeError(f"{handler} is not callable")
+    return function  # type: ignore[no-any-return]
+
+
+def error_payload(error: BaseException) -> dict[str, Any]:
+    """An unhandled exception as Lambda's runtime reports it."""
+    return {
+        "errorMessage": str(error),
+        "errorType": type(error).__name__,
+        "requestId": "",
+        "stackTrace": traceback.format_exception(type(error), error, error.__traceback__),
+    }
+
+
+def invoke_handler(handler: str, event: Any, context: LambdaContext) -> tuple[str, bool, str]:
+    """Call `handler` with `event`; (payload JSON, errored, log text) as moto's backend wants them."""
+    try:
+        function = resolve_handler(handler)
+        result = function(event, context)
+        return json.dumps(result, default=str), False, ""
+    except Exception as error:  # the handler's own failure is the invocation's result, not ours
+        logger.info("in-process Lambda %s raised %s: %s", handler, type(error).__name__, error)
+        payload = error_payload(error)
+        return json.dumps(payload), True, "".join(payload["stackTrace"])
+
+
+def _in_process(self: Any, event: Any = None) -> tuple[str, bool, str]:
+    if isinstance(event, str | bytes):
+        event = json.loads(event) if event else {}
+    if event is None:
+        event = {}
+    context = LambdaContext(
+        function_name=str(self.function_name),
+        invoked_function_arn=str(self.function_arn),
+        memory_limit_in_mb=int(self.memory_size or 128),
+        timeout_seconds=int(self.timeout or 3),
+        function_version=str(getattr(self, "version", "$LATEST")),
+    )
+    return invoke_handler(str(self.handler), event, context)
+
+
+def _lambda_function_class() -> Any:
+    from moto.awslambda.models import LambdaFunction  # noqa: PLC0415  # moto is a dev/local dependency
+
+    original = LambdaFunction.__dict__.get("_invoke_lambda")
+    if original is None:
+        raise RuntimeError("this moto has no LambdaFunction._invoke_lambda; check the pinned moto range")
+    parameters = list(inspect.signature(original).parameters)
+    if parameters[:2] != ["self", "event"]:
+        raise RuntimeError(f"moto's _invoke_lambda has an unexpected signature {parameters}")
+    return LambdaFunction
+
+
+def install_in_process_lambda() -> Callable[[], None]:
+    """Make moto run Lambda functions in this process; returns a function that undoes it.
+
+    Installing twice is harmless (the second call changes nothing and its undo does nothing).
+    """
+    global _ORIGINAL  # noqa: PLW0603  # one patch per process
+    cls = _lambda_function_class()
+    with _LOCK:
+        if _ORIGINAL is not None:
+            return lambda: None
+        _ORIGINAL = cls.__dict__["_invoke_lambda"]
+        cls._invoke_lambda = _in_process
+
+    def uninstall() -> None:
+        global _ORIGINAL  # noqa: PLW0603
+        with _LOCK:
+            if _ORIGINAL is not None:
+                cls._invoke_lambda = _ORIGINAL
+                _ORIGINAL = None
+
+    return uninstall
+
+
+def is_installed() -> bool:
+    return _ORIGINAL is not None
+
+
+@contextmanager
+def in_process_lambda() -> Iterator[None]:
+    """`install_in_process_lambda()` for the duration of a `with` block."""
+    uninstall = install_in_process_lambda()
+    try:
+        yield
+    finally:
+        uninstall()
