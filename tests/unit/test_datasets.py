@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 
@@ -23,6 +24,7 @@ from tunelab.datasets import (
     convert_to_jsonl,
     model_warnings,
     read_rows,
+    reader,
     split,
     validate_dataset,
     write_jsonl,
@@ -503,3 +505,14 @@ def test_reads_any_object_with_read() -> None:
     report = validate_dataset(Body(b"prompt,completion\n" + b'"a\nb",c\n' * 100))  # type: ignore[arg-type]
     assert report.ready
     assert report.rows == 100
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 8, 13])
+def test_chunk_boundaries_do_not_change_rows(chunk: int) -> None:
+    # The fast path works chunk by chunk; a CRLF, a quote or a field cut by a chunk's end must
+    # read the same as with one big chunk.
+    data = b'prompt,completion\r\n"a\r\nb","say ""x"""\r\nplain,row\r\n\r\n"q",w\r\n'
+    with patch.object(reader, "_READ_CHUNK", chunk):
+        small = rows_of(data)
+    assert small == rows_of(data)
+    assert small == [Row(1, "a\r\nb", 'say "x"'), Row(2, "plain", "row"), EmptyRow(3), Row(4, "q", "w")]

@@ -129,6 +129,21 @@ class _Records:
         return self
 
     def __next__(self) -> str:
+        line = self._line()
+        self._pending += len(line)
+        if self._pending > self.limit:
+            # Drop the rest of this physical line unread into memory, then report the record.
+            while line and not line.endswith(("\n", "\r")):
+                try:
+                    line = self._line()
+                except StopIteration:
+                    break
+            raise _RecordTooLongError
+        self._record.append(line)
+        return line
+
+    def _line(self) -> str:
+        """The next physical line (at most `limit` + 1 characters), ending in CR, LF or CRLF."""
         buf, pos = self._buf, self._pos
         if pos < len(buf):
             nl = buf.find("\n", pos)
@@ -140,11 +155,10 @@ class _Records:
                     # CR at the chunk's end: a CRLF may be split across chunks.
                     nxt = self._text.read(1)
                     if nxt == "\n":
-                        line = buf[pos:] + nxt
                         self._buf, self._pos = "", 0
-                        return self._take(line)
+                        return buf[pos:] + nxt
                     self._buf, self._pos = nxt, 0
-                    return self._take(buf[pos:])
+                    return buf[pos:]
                 if end < len(buf) and buf[end] == "\n":
                     end += 1
             elif nl >= 0:
@@ -153,21 +167,14 @@ class _Records:
                 # The chunk ends inside this line: the stream has its rest.
                 rest = "" if self._eof else self._text.readline(self.limit + 1)
                 self._buf, self._pos = "", 0
-                return self._take(buf[pos:] + rest)
+                return buf[pos:] + rest
+            if end - pos > self.limit + 1:
+                end = pos + self.limit + 1
             self._pos = end
-            return self._take(buf[pos:end])
+            return buf[pos:end]
         line = self._text.readline(self.limit + 1)
         if not line:
             raise StopIteration
-        return self._take(line)
-
-    def _take(self, line: str) -> str:
-        self._pending += len(line)
-        if self._pending > self.limit:
-            while line and not line.endswith(("\n", "\r")):
-                line = self.__next__()
-            raise _RecordTooLongError
-        self._record.append(line)
         return line
 
     def _slow(self) -> list[str] | _Bad | None:
