@@ -19,7 +19,6 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
-from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tunelab import __version__
@@ -131,6 +130,8 @@ def openapi_document() -> dict[str, Any]:
     Powertools documents its own 422 validation response; this API answers 400 with the
     contract's error body instead, so the 422 entries and their schemas are removed.
     """
+    from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer  # noqa: PLC0415  # only here
+
     schema = app.get_openapi_schema(
         title="tunelab API",
         version=__version__,

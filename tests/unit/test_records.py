@@ -1,0 +1,64 @@
+"""Records map to the API's models as the contract shows them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+from tests.integration import factories
+from tunelab.contracts import FineTunedModelOut, rfc3339
+from tunelab.records import Artifacts, DeploymentState, Metrics, TrainingState, new_dataset_id
+from tunelab.status import ModelStatus
+
+
+def test_model_record_to_the_contracts_fine_tuned_model() -> None:
+    record = factories.model(
+        status=ModelStatus.DEPLOYED,
+        training=TrainingState(
+            job_id="arn:aws:bedrock:us-east-1:123456789012:model-customization-job/abc",
+            started_at=datetime(2026, 11, 28, 12, 0, 1, 250_000, tzinfo=UTC),
+            metrics=Metrics(train_loss=1.23, step=120, epoch=2.0),
+            data_uri="s3://bucket/ws-acme/support-bot-v1/train.jsonl",
+        ),
+        artifacts=Artifacts(
+            uri="s3://bucket/out/", size_bytes=123, files=["adapter_model.safetensors"], merged=True
+        ),
+        deployment=DeploymentState(endpoint="support-bot-v1", deployed_at=factories.T0),
+    )
+
+    out = record.to_out().model_dump(mode="json")
+
+    assert FineTunedModelOut.model_validate(out)
+    assert (out["status"], out["status_label"]) == ("deployed", "Deployed")
+    assert out["base_model"] == {"id": record.base_model_id, "name": "Meta Llama 3.1 8B Instruct"}
+    assert out["dataset"] == {"id": record.dataset.id, "name": "support-tickets", "rows": 200}
+    assert out["validation"] == {"mode": "split", "percent": 10, "dataset": None}
+    assert out["created_at"] == "2026-11-28T12:00:00Z"
+    assert out["training"]["started_at"] == "2026-11-28T12:00:01.250Z"
+    assert out["training"]["metrics"] == {"train_loss": 1.23, "eval_loss": None, "step": 120, "epoch": 2.0}
+    assert out["cost"] == {"predicted": None, "storage_per_month_usd": 1.95}
+    assert out["hyperparameters"]["epochs"] == 3
+    # Internal locations stay internal.
+    assert "s3://" not in str(out)
+    assert out["deployment"]["endpoint"] == "support-bot-v1"
+
+
+def test_dataset_record_to_the_contracts_dataset() -> None:
+    out = factories.dataset().to_out().model_dump(mode="json")
+    assert out["created_by"] == {"email": "ada@example.com", "sub": None}
+    assert out["status"] == "ready"
+    assert out["errors"] == []
+    assert out["error_count"] == 0
+    assert "s3_key" not in out
+
+
+def test_dataset_ids_sort_by_creation_time() -> None:
+    earlier = new_dataset_id(datetime(2026, 1, 1, tzinfo=UTC))
+    later = new_dataset_id(datetime(2026, 1, 1, 0, 0, 0, 1000, tzinfo=UTC))
+    assert earlier < later
+    assert len(earlier) == 29
+    assert earlier.startswith("ds_")
+
+
+def test_rfc3339_is_utc_with_z() -> None:
+    paris = timezone(timedelta(hours=1))
+    assert rfc3339(datetime(2026, 11, 28, 13, 0, tzinfo=paris)) == "2026-11-28T12:00:00Z"
