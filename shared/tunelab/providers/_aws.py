@@ -60,7 +60,8 @@ def is_not_found(error: ClientError) -> bool:
     code = error_code(error)
     if code in NOT_FOUND_CODES:
         return True
-    return code == "ValidationException" and "could not find" in error_message(error).lower()
+    message = error_message(error).lower()
+    return code == "ValidationException" and ("could not find" in message or "resource not found" in message)
 
 
 def translate(error: ClientError, *, action: str, permission: str | None = None) -> TunelabError:

@@ -1,0 +1,847 @@
+"""The SageMaker (BYOK) provider under moto, with botocore's Stubber where moto lacks an operation
+(StopTrainingJob, DeleteTrainingJob, endpoints on GPU instance types, TGI answers).
+
+moto keeps each AWS account apart: the customer's bucket and jobs live in the account of the role
+tunelab assumes, as they would on AWS.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import io
+import json
+import re
+import tarfile
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import boto3
+import botocore.session
+import pytest
+from botocore.response import StreamingBody
+from botocore.stub import ANY, Stubber
+from moto import mock_aws
+
+from tunelab.catalog import BaseModelSpec, load_catalog
+from tunelab.errors import NameTaken, ValidationFailed
+from tunelab.providers import get_provider
+from tunelab.providers import parse_event as parse_any_event
+from tunelab.providers import sagemaker as sagemaker_module
+from tunelab.providers.base import (
+    DeploymentRef,
+    DeploymentState,
+    DeployRequest,
+    InvokeParams,
+    ModelIdentity,
+    ParentModel,
+    ProviderPermissionDenied,
+    ProviderTransientError,
+    Resources,
+    SageMakerConfig,
+    SageMakerConnection,
+    TrainedModel,
+    TrainingJobRef,
+    TrainingProvider,
+    TrainingRequest,
+    TrainingState,
+)
+from tunelab.providers.images import llm_inference_image, training_image
+from tunelab.providers.sagemaker import (
+    RECORD_ENV,
+    SageMakerProvider,
+    assumed_session,
+    build_trainer_archive,
+    endpoint_name,
+    forget_sessions,
+    metric_definitions,
+    parse_event,
+    session_name,
+    verify_connection,
+)
+
+REGION = "eu-west-1"
+CUSTOMER = "111122223333"
+ROLE = f"arn:aws:iam::{CUSTOMER}:role/tunelab-platform-access-{REGION}"
+BUCKET = "acme-tunelab-artifacts"
+SECRET_NAME = "hf-token"
+EVENTS = Path(__file__).resolve().parents[1] / "fixtures" / "events"
+SAGEMAKER = botocore.session.get_session().get_service_model("sagemaker")
+
+
+def _model(predicate: Any) -> BaseModelSpec:
+    return next(m for m in load_catalog().models if m.provider == "sagemaker" and predicate(m))
+
+
+OPEN = _model(lambda m: not m.gated)
+GATED = _model(lambda m: m.gated)
+IDENTITY = ModelIdentity(
+    workspace_id="ws-acme", model_name="support-bot-v1", created_at=datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    forget_sessions()
+    with mock_aws():
+        yield
+    forget_sessions()
+
+
+@pytest.fixture
+def trainer_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "trainer"
+    (folder / "__pycache__").mkdir(parents=True)
+    (folder / "train.py").write_text("print('training')\n")
+    (folder / "requirements.txt").write_text("transformers>=5.0,<6\n")
+    (folder / "__pycache__" / "train.cpython-311.pyc").write_bytes(b"\0")
+    return folder
+
+
+def _connection(**changes: Any) -> SageMakerConnection:
+    fields: dict[str, Any] = {
+        "role_arn": ROLE,
+        "external_id": "ext-7f3a",
+        "region": REGION,
+        "artifact_bucket": BUCKET,
+    }
+    fields.update(changes)
+    return SageMakerConnection(**fields)
+
+
+def _provider(trainer_dir: Path, **changes: Any) -> SageMakerProvider:
+    config = SageMakerConfig(
+        connection=_connection(**changes), workspace_id="ws-acme", trainer_dir=trainer_dir
+    )
+    built = get_provider("sagemaker", config)
+    assert isinstance(built, SageMakerProvider)
+    return built
+
+
+@pytest.fixture
+def provider(aws: None, trainer_dir: Path) -> SageMakerProvider:
+    made = _provider(trainer_dir)
+    made.s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    return made
+
+
+def _request(**changes: Any) -> TrainingRequest:
+    fields: dict[str, Any] = {
+        "identity": IDENTITY,
+        "base_model": OPEN,
+        "training_data_uri": f"s3://{BUCKET}/tunelab/ws-acme/support-bot-v1/data/train/",
+        "validation_data_uri": f"s3://{BUCKET}/tunelab/ws-acme/support-bot-v1/data/validation/",
+        "hyperparameters": {"epochs": "3", "learning_rate": "0.0001", "use_lora": "true"},
+        "resources": Resources(instance_type="ml.g5.2xlarge", instance_count=2, volume_size_gb=100),
+        "tags": {"team": "support"},
+    }
+    fields.update(changes)
+    return TrainingRequest(**fields)
+
+
+def _record_requests(provider: SageMakerProvider, operation: str) -> list[dict[str, Any]]:
+    """What the provider sends (moto rewrites some fields it stores, e.g. MetricDefinitions)."""
+    sent: list[dict[str, Any]] = []
+
+    def keep(params: dict[str, Any], **_: Any) -> None:
+        sent.append(copy.deepcopy(params))
+
+    provider.sagemaker.meta.events.register(f"before-parameter-build.sagemaker.{operation}", keep)
+    return sent
+
+
+def _deny(session: boto3.Session, event: str, code: str = "AccessDenied", status: int = 403) -> None:
+    """Make one operation of `session`'s future clients answer with an AWS error."""
+
+    def refuse(**_: Any) -> tuple[Any, dict[str, Any]]:
+        http = type("Http", (), {"status_code": status, "headers": {}})()
+        return http, {
+            "Error": {"Code": code, "Message": f"not allowed ({code})"},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        }
+
+    session._session.get_component("event_emitter").register(f"before-call.{event}", refuse)
+
+
+def test_the_provider_meets_the_protocol(provider: SageMakerProvider) -> None:
+    assert isinstance(provider, TrainingProvider)
+
+
+# --- training -------------------------------------------------------------------------------------------
+
+
+def test_start_training_sends_the_job_the_trainer_needs(provider: SageMakerProvider) -> None:
+    sent = _record_requests(provider, "CreateTrainingJob")
+
+    ref = provider.start_training(_request())
+
+    assert (ref.job_id, ref.job_name) == ("support-bot-v1", "support-bot-v1")
+    [request] = sent
+    hp = request["HyperParameters"]
+    assert {k: hp[k] for k in ("epochs", "learning_rate", "use_lora")} == {
+        "epochs": "3",
+        "learning_rate": "0.0001",
+        "use_lora": "true",
+    }
+    assert hp["base_model"] == OPEN.hf_id
+    assert "hf_token_secret_arn" not in hp
+    assert json.loads(hp["sagemaker_program"]) == "train.py"
+    assert json.loads(hp["sagemaker_region"]) == REGION
+    source = json.loads(hp["sagemaker_submit_directory"])
+    assert source.startswith(f"s3://{BUCKET}/tunelab/trainer/")
+    assert source.endswith("/sourcedir.tar.gz")
+    spec = request["AlgorithmSpecification"]
+    assert spec["TrainingImage"] == training_image(REGION)
+    assert spec["TrainingInputMode"] == "File"
+    assert spec["MetricDefinitions"] == metric_definitions()
+    channels = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]
+    }
+    assert channels == {
+        "training": f"s3://{BUCKET}/tunelab/ws-acme/support-bot-v1/data/train/",
+        "validation": f"s3://{BUCKET}/tunelab/ws-acme/support-bot-v1/data/validation/",
+    }
+    assert request["ResourceConfig"] == {
+        "InstanceType": "ml.g5.2xlarge",
+        "InstanceCount": 2,
+        "VolumeSizeInGB": 100,
+    }
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 48 * 3600}
+    assert request["CheckpointConfig"] == {
+        "S3Uri": f"s3://{BUCKET}/tunelab/ws-acme/support-bot-v1/checkpoints/",
+        "LocalPath": "/opt/ml/checkpoints",
+    }
+    assert request["OutputDataConfig"] == {
+        "S3OutputPath": f"s3://{BUCKET}/tunelab/ws-acme/support-bot-v1/output"
+    }
+    assert request["RoleArn"] == f"arn:aws:iam::{CUSTOMER}:role/tunelab-sagemaker-execution-{REGION}"
+    assert request["EnableManagedSpotTraining"] is False
+    tags = {t["Key"]: t["Value"] for t in request["Tags"]}
+    assert tags == {"tunelab-workspace": "ws-acme", "tunelab-model": "support-bot-v1", "team": "support"}
+    # The job exists in the customer's account, and so does the trainer it runs.
+    assert provider.sagemaker.describe_training_job(TrainingJobName="support-bot-v1")[
+        "TrainingJobArn"
+    ].startswith(f"arn:aws:sagemaker:{REGION}:{CUSTOMER}:training-job/")
+    bucket, key = source[5:].split("/", 1)
+    uploaded = provider.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(uploaded)) as tar:
+        assert sorted(tar.getnames()) == ["requirements.txt", "train.py"]
+
+
+def test_a_job_name_that_exists_in_the_account_is_name_taken(provider: SageMakerProvider) -> None:
+    provider.sagemaker.create_training_job(
+        TrainingJobName="support-bot-v1",
+        AlgorithmSpecification={"TrainingImage": training_image(REGION), "TrainingInputMode": "File"},
+        RoleArn=f"arn:aws:iam::{CUSTOMER}:role/someone-else",
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/elsewhere"},
+        ResourceConfig={"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 10},
+        StoppingCondition={"MaxRuntimeInSeconds": 3600},
+    )
+    with pytest.raises(NameTaken) as caught:
+        provider.start_training(_request())
+    assert caught.value.code == "name_taken"
+    assert caught.value.status == 409
+    assert "support-bot-v1" in caught.value.message
+
+
+def _described_job(record: str, status: str = "InProgress") -> dict[str, Any]:
+    return {
+        "TrainingJobName": "support-bot-v1",
+        "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:{CUSTOMER}:training-job/support-bot-v1",
+        "ModelArtifacts": {"S3ModelArtifacts": "s3://x/model.tar.gz"},
+        "TrainingJobStatus": status,
+        "SecondaryStatus": "Starting",
+        "AlgorithmSpecification": {"TrainingInputMode": "File"},
+        "ResourceConfig": {"VolumeSizeInGB": 10},
+        "StoppingCondition": {},
+        "CreationTime": datetime(2026, 11, 28, tzinfo=UTC),
+        "OutputDataConfig": {"S3OutputPath": f"s3://{BUCKET}/tunelab/ws-acme/support-bot-v1/output"},
+        "Environment": {RECORD_ENV: record},
+    }
+
+
+def test_a_retried_start_finds_its_own_job(provider: SageMakerProvider) -> None:
+    # moto does not keep a job's Environment, where the record mark lives: the answer is stubbed.
+    sent = _record_requests(provider, "CreateTrainingJob")
+    first = provider.start_training(_request())
+    assert len(sent) == 1
+    record = sent[0]["Environment"][RECORD_ENV]
+    stub = Stubber(provider.sagemaker)
+    stub.add_response("describe_training_job", _described_job(record), {"TrainingJobName": "support-bot-v1"})
+    with stub:
+        again = provider.start_training(_request())
+    stub.assert_no_pending_responses()
+    assert again == first
+    assert len(sent) == 1
+
+
+def test_a_job_created_between_look_and_create_is_name_taken(provider: SageMakerProvider) -> None:
+    stub = Stubber(provider.sagemaker)
+    missing = ("ValidationException", "Requested resource not found.", 400)
+    stub.add_client_error("describe_training_job", *missing)
+    stub.add_client_error("create_training_job", "ResourceInUse", "Training job names must be unique", 400)
+    stub.add_response(
+        "describe_training_job", _described_job("another-record"), {"TrainingJobName": "support-bot-v1"}
+    )
+    with stub, pytest.raises(NameTaken):
+        provider.start_training(_request())
+    stub.assert_no_pending_responses()
+
+
+def test_gated_models_need_the_hf_token_secret(aws: None, trainer_dir: Path) -> None:
+    without = _provider(trainer_dir)
+    with pytest.raises(ValidationFailed) as caught:
+        without.start_training(_request(base_model=GATED))
+    assert "hf_token_secret_arn" in str(caught.value)
+    assert caught.value.details[0].field == "base_model_id"
+
+    secret = f"arn:aws:secretsmanager:{REGION}:{CUSTOMER}:secret:hf-token-AbCdEf"
+    with_secret = _provider(trainer_dir, hf_token_secret_arn=secret)
+    with_secret.s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    sent = _record_requests(with_secret, "CreateTrainingJob")
+    with_secret.start_training(_request(base_model=GATED))
+    assert sent[0]["HyperParameters"]["hf_token_secret_arn"] == secret
+    assert sent[0]["HyperParameters"]["base_model"] == GATED.hf_id
+
+
+def test_resources_are_required(provider: SageMakerProvider) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        provider.start_training(_request(resources=None))
+    assert caught.value.details[0].field == "resources"
+
+
+def test_continuing_a_model_feeds_its_artifacts_as_the_model_channel(provider: SageMakerProvider) -> None:
+    sent = _record_requests(provider, "CreateTrainingJob")
+    parent = f"s3://{BUCKET}/tunelab/ws-acme/support-bot-v0/output/support-bot-v0/output/model.tar.gz"
+    provider.start_training(_request(parent=ParentModel(artifacts_uri=parent), max_runtime_s=10 * 24 * 3600))
+    channels = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in sent[0]["InputDataConfig"]
+    }
+    assert channels["model"] == parent
+    assert sent[0]["StoppingCondition"] == {"MaxRuntimeInSeconds": 10 * 24 * 3600}
+
+
+def test_describe_reads_the_finished_job(provider: SageMakerProvider) -> None:
+    ref = provider.start_training(_request())
+    state = provider.describe_training(ref)
+    assert state.status == "completed"  # moto completes jobs at once
+    assert state.artifacts_uri == (
+        f"s3://{BUCKET}/tunelab/ws-acme/support-bot-v1/output/support-bot-v1/output/model.tar.gz"
+    )
+    assert state.ended_at is not None
+
+
+def test_stop_asks_sagemaker_and_a_finished_job_is_left_alone(provider: SageMakerProvider) -> None:
+    ref = TrainingJobRef(provider="sagemaker", job_id="support-bot-v1", job_name="support-bot-v1")
+    stub = Stubber(provider.sagemaker)
+    stub.add_response("stop_training_job", {}, {"TrainingJobName": "support-bot-v1"})
+    stub.add_client_error(
+        "stop_training_job", "ValidationException", "The job status is Completed; it cannot be stopped.", 400
+    )
+    stub.add_response(
+        "describe_training_job",
+        {
+            "TrainingJobName": "support-bot-v1",
+            "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:{CUSTOMER}:training-job/support-bot-v1",
+            "ModelArtifacts": {"S3ModelArtifacts": "s3://x/model.tar.gz"},
+            "TrainingJobStatus": "Completed",
+            "SecondaryStatus": "Completed",
+            "AlgorithmSpecification": {"TrainingInputMode": "File"},
+            "ResourceConfig": {"VolumeSizeInGB": 10},
+            "StoppingCondition": {},
+            "CreationTime": datetime(2026, 11, 28, tzinfo=UTC),
+        },
+        {"TrainingJobName": "support-bot-v1"},
+    )
+    stub.add_client_error("stop_training_job", "ThrottlingException", "Rate exceeded", 400)
+    with stub:
+        provider.stop_training(ref)
+        provider.stop_training(ref)
+        with pytest.raises(ProviderTransientError):
+            provider.stop_training(ref)
+    stub.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(
+    ("code", "expected", "words"),
+    [
+        ("ThrottlingException", ProviderTransientError, "try again"),
+        ("AccessDeniedException", ProviderPermissionDenied, "sagemaker:CreateTrainingJob"),
+        ("ValidationException", ValidationFailed, "bad instance"),
+        ("ResourceLimitExceeded", Exception, "quota"),
+    ],
+)
+def test_create_errors_become_domain_errors(
+    provider: SageMakerProvider, code: str, expected: type[Exception], words: str
+) -> None:
+    stub = Stubber(provider.sagemaker)
+    stub.add_client_error(
+        "describe_training_job", "ValidationException", "Requested resource not found.", 400
+    )
+    stub.add_client_error("create_training_job", code, f"bad instance ({code})", 400)
+    with stub, pytest.raises(expected) as caught:
+        provider.start_training(_request())
+    assert words in str(caught.value)
+
+
+# --- deployment ------------------------------------------------------------------------------------------
+
+
+def _deploy_request(**changes: Any) -> DeployRequest:
+    fields: dict[str, Any] = {
+        "identity": IDENTITY,
+        "requested_at": datetime(2026, 11, 29, 9, 0, tzinfo=UTC),
+        "base_model": OPEN,
+        "artifacts_uri": f"s3://{BUCKET}/tunelab/ws-acme/support-bot-v1/output/support-bot-v1/output/model.tar.gz",
+        "instance_type": "ml.g5.2xlarge",
+        "gpus_per_instance": 1,
+    }
+    fields.update(changes)
+    return DeployRequest(**fields)
+
+
+def test_deploy_creates_model_config_and_endpoint_with_tgi(provider: SageMakerProvider) -> None:
+    request = _deploy_request()
+    name = endpoint_name(request)
+    arn = f"arn:aws:sagemaker:{REGION}:{CUSTOMER}"
+    stub = Stubber(provider.sagemaker)
+    stub.add_response(
+        "create_model",
+        {"ModelArn": f"{arn}:model/{name}"},
+        {
+            "ModelName": name,
+            "PrimaryContainer": {
+                "Image": llm_inference_image(REGION),
+                "ModelDataUrl": request.artifacts_uri,
+                "Environment": {"HF_MODEL_ID": "/opt/ml/model", "SM_NUM_GPUS": "1"},
+            },
+            "ExecutionRoleArn": f"arn:aws:iam::{CUSTOMER}:role/tunelab-sagemaker-execution-{REGION}",
+            "Tags": ANY,
+        },
+    )
+    stub.add_response(
+        "create_endpoint_config",
+        {"EndpointConfigArn": f"{arn}:endpoint-config/{name}"},
+        {
+            "EndpointConfigName": name,
+            "ProductionVariants": [
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": name,
+                    "InstanceType": "ml.g5.2xlarge",
+                    "InitialInstanceCount": 1,
+                    "ContainerStartupHealthCheckTimeoutInSeconds": 1800,
+                    "ModelDataDownloadTimeoutInSeconds": 1800,
+                }
+            ],
+            "Tags": ANY,
+        },
+    )
+    stub.add_response(
+        "create_endpoint",
+        {"EndpointArn": f"{arn}:endpoint/{name}"},
+        {"EndpointName": name, "EndpointConfigName": name, "Tags": ANY},
+    )
+    with stub:
+        ref = provider.deploy(request)
+    stub.assert_no_pending_responses()
+    assert ref == DeploymentRef(
+        provider="sagemaker",
+        kind="sagemaker_endpoint",
+        deployment_id=name,
+        parts={"model": name, "endpoint_config": name},
+    )
+    pattern = SAGEMAKER.shape_for("EndpointName").metadata["pattern"]
+    assert re.fullmatch(pattern, name)
+    assert len(name) <= 63
+
+
+def test_a_retried_deploy_continues_past_what_exists(provider: SageMakerProvider) -> None:
+    request = _deploy_request()
+    name = endpoint_name(request)
+    stub = Stubber(provider.sagemaker)
+    stub.add_client_error(
+        "create_model", "ValidationException", f"Cannot create already existing model {name}", 400
+    )
+    stub.add_client_error(
+        "create_endpoint_config",
+        "ValidationException",
+        "Cannot create already existing endpoint configuration",
+        400,
+    )
+    stub.add_response(
+        "create_endpoint", {"EndpointArn": f"arn:aws:sagemaker:{REGION}:{CUSTOMER}:endpoint/{name}"}
+    )
+    with stub:
+        assert provider.deploy(request).deployment_id == name
+    stub.assert_no_pending_responses()
+
+
+def test_deploy_uses_the_models_default_instance_type(provider: SageMakerProvider) -> None:
+    sent: list[dict[str, Any]] = []
+    provider.sagemaker.meta.events.register(
+        "before-parameter-build.sagemaker.CreateEndpointConfig", lambda params, **_: sent.append(params)
+    )
+    stub = Stubber(provider.sagemaker)
+    stub.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:eu-west-1:111122223333:model/m"})
+    stub.add_response(
+        "create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:eu-west-1:1:endpoint-config/m"}
+    )
+    stub.add_response(
+        "create_endpoint", {"EndpointArn": "arn:aws:sagemaker:eu-west-1:111122223333:endpoint/m"}
+    )
+    with stub:
+        provider.deploy(_deploy_request(instance_type=None))
+    assert sent[0]["ProductionVariants"][0]["InstanceType"] == OPEN.deployment.default_instance_type
+
+
+def test_endpoint_states_and_undeploy(provider: SageMakerProvider) -> None:
+    ref = DeploymentRef(
+        provider="sagemaker",
+        kind="sagemaker_endpoint",
+        deployment_id="support-bot-v1-1a2b3c4d",
+        parts={"model": "support-bot-v1-1a2b3c4d", "endpoint_config": "support-bot-v1-1a2b3c4d"},
+    )
+    name = ref.deployment_id
+    described = {
+        "EndpointName": name,
+        "EndpointArn": f"arn:aws:sagemaker:{REGION}:{CUSTOMER}:endpoint/{name}",
+        "CreationTime": datetime(2026, 11, 29, tzinfo=UTC),
+        "LastModifiedTime": datetime(2026, 11, 29, tzinfo=UTC),
+    }
+    missing = ("ValidationException", f"Could not find endpoint {name}.", 400)
+    stub = Stubber(provider.sagemaker)
+    stub.add_response(
+        "describe_endpoint", {**described, "EndpointStatus": "Creating"}, {"EndpointName": name}
+    )
+    stub.add_response(
+        "describe_endpoint", {**described, "EndpointStatus": "InService"}, {"EndpointName": name}
+    )
+    stub.add_response(
+        "describe_endpoint",
+        {**described, "EndpointStatus": "Failed", "FailureReason": "CUDA out of memory."},
+        {"EndpointName": name},
+    )
+    # Undeploy after a half-finished earlier attempt: the endpoint is already gone.
+    stub.add_client_error("delete_endpoint", *missing)
+    stub.add_response("delete_endpoint_config", {}, {"EndpointConfigName": name})
+    stub.add_response("delete_model", {}, {"ModelName": name})
+    stub.add_client_error("describe_endpoint", *missing)
+    with stub:
+        assert provider.describe_deployment(ref).status == "creating"
+        assert provider.describe_deployment(ref).status == "in_service"
+        failed = provider.describe_deployment(ref)
+        assert (failed.status, failed.reason) == ("failed", "CUDA out of memory.")
+        provider.undeploy(ref)
+        assert provider.describe_deployment(ref).status == "gone"
+    stub.assert_no_pending_responses()
+
+
+def _body(payload: Any) -> StreamingBody:
+    raw = json.dumps(payload).encode()
+    return StreamingBody(io.BytesIO(raw), len(raw))
+
+
+def test_the_sandbox_sends_tgi_parameters_and_reads_the_answer(provider: SageMakerProvider) -> None:
+    ref = DeploymentRef(
+        provider="sagemaker", kind="sagemaker_endpoint", deployment_id="support-bot-v1-1a2b3c4d"
+    )
+    stub = Stubber(provider.runtime)
+    answer = [
+        {
+            "generated_text": "Open Settings, then Reset.",
+            "details": {"finish_reason": "eos_token", "generated_tokens": 7, "prefill": [{"id": 1}] * 12},
+        }
+    ]
+    stub.add_response(
+        "invoke_endpoint",
+        {"Body": _body(answer), "ContentType": "application/json"},
+        {
+            "EndpointName": "support-bot-v1-1a2b3c4d",
+            "ContentType": "application/json",
+            "Accept": "application/json",
+            "Body": ANY,
+        },
+    )
+    sent: list[dict[str, Any]] = []
+    provider.runtime.meta.events.register(
+        "before-parameter-build.sagemaker-runtime.InvokeEndpoint",
+        lambda params, **_: sent.append(json.loads(params["Body"])),
+    )
+    with stub:
+        result = provider.invoke(
+            ref, InvokeParams(prompt="How do I reset?", max_tokens=64, temperature=0.7, top_p=0.9)
+        )
+    assert result.completion == "Open Settings, then Reset."
+    assert (result.input_tokens, result.output_tokens) == (12, 7)
+    assert sent[0] == {
+        "inputs": "How do I reset?",
+        "parameters": {
+            "max_new_tokens": 64,
+            "return_full_text": False,
+            "details": True,
+            "decoder_input_details": True,
+            "do_sample": True,
+            "temperature": 0.7,
+            "top_p": 0.9,
+        },
+    }
+
+
+def test_greedy_sandbox_calls_leave_out_what_tgi_refuses(provider: SageMakerProvider) -> None:
+    ref = DeploymentRef(provider="sagemaker", kind="sagemaker_endpoint", deployment_id="e")
+    stub = Stubber(provider.runtime)
+    stub.add_response("invoke_endpoint", {"Body": _body({"generated_text": "ok"})})
+    sent: list[dict[str, Any]] = []
+    provider.runtime.meta.events.register(
+        "before-parameter-build.sagemaker-runtime.InvokeEndpoint",
+        lambda params, **_: sent.append(json.loads(params["Body"])),
+    )
+    with stub:
+        result = provider.invoke(ref, InvokeParams(prompt="hi", temperature=0.0, top_p=1.0))
+    assert result.completion == "ok"
+    assert "temperature" not in sent[0]["parameters"]
+    assert "top_p" not in sent[0]["parameters"]
+    assert "do_sample" not in sent[0]["parameters"]
+
+
+# --- artifacts -------------------------------------------------------------------------------------------
+
+
+def test_download_is_a_short_lived_link_to_the_archive(provider: SageMakerProvider) -> None:
+    key = "tunelab/ws-acme/support-bot-v1/output/support-bot-v1/output/model.tar.gz"
+    provider.s3.put_object(Bucket=BUCKET, Key=key, Body=b"x" * 2048)
+    before = datetime.now(UTC)
+
+    link = provider.download(f"s3://{BUCKET}/{key}")
+
+    url = urlparse(link.url)
+    query = parse_qs(url.query)
+    assert BUCKET in url.netloc + url.path
+    assert url.path.endswith(key)
+    assert query["X-Amz-Expires"] == ["900"]
+    # Signed with the customer's assumed role, not the platform's own credentials.
+    assumed = assumed_session(_connection(), "ws-acme").get_credentials()
+    assert assumed is not None
+    assert query["X-Amz-Credential"][0].startswith(assumed.access_key)
+    assert assumed.access_key != "testing"
+    assert link.size_bytes == 2048
+    assert before + timedelta(minutes=14) < link.expires_at <= datetime.now(UTC) + timedelta(minutes=15)
+
+
+def test_delete_model_removes_its_artifacts_and_the_job(provider: SageMakerProvider) -> None:
+    base = "tunelab/ws-acme/support-bot-v1"
+    keys = [
+        f"{base}/output/support-bot-v1/output/model.tar.gz",
+        f"{base}/checkpoints/checkpoint-10/adapter_model.safetensors",
+    ]
+    kept = [
+        f"{base}/data/train/train.jsonl",
+        "tunelab/ws-acme/other-model/output/other-model/output/model.tar.gz",
+    ]
+    for key in keys + kept:
+        provider.s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    job = TrainingJobRef(provider="sagemaker", job_id="support-bot-v1", job_name="support-bot-v1")
+    stub = Stubber(provider.sagemaker)
+    stub.add_response("delete_training_job", {}, {"TrainingJobName": "support-bot-v1"})
+    stub.add_client_error("delete_training_job", "ResourceNotFound", "no such job", 400)
+    with stub:
+        provider.delete_model(TrainedModel(identity=IDENTITY, job=job))
+        provider.delete_model(TrainedModel(identity=IDENTITY, job=job))  # a retry completes
+    stub.assert_no_pending_responses()
+    left = {o["Key"] for o in provider.s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+    assert left >= set(kept)
+    assert not left & set(keys)
+
+
+def test_the_trainer_archive_is_reproducible(trainer_dir: Path) -> None:
+    first = build_trainer_archive(trainer_dir)
+    assert build_trainer_archive(trainer_dir) == first
+    with tarfile.open(fileobj=io.BytesIO(first)) as tar:
+        assert sorted(tar.getnames()) == ["requirements.txt", "train.py"]
+    assert gzip.decompress(first)  # a real gzip stream
+    (trainer_dir / "train.py").write_text("print('changed')\n")
+    assert build_trainer_archive(trainer_dir) != first
+
+
+# --- credentials and the connection ------------------------------------------------------------------------
+
+
+def test_credentials_are_cached_until_near_expiry(aws: None) -> None:
+    connection = _connection()
+    first = assumed_session(connection, "ws-acme")
+    assert assumed_session(connection, "ws-acme") is first
+    later = datetime.now(UTC) + timedelta(hours=2)
+    assert assumed_session(connection, "ws-acme", now=lambda: later) is not first
+
+
+def test_session_names_fit_sts_rules() -> None:
+    for workspace in ("ws-acme", "ws acme/ü", "w" * 100):
+        name = session_name(workspace)
+        assert 2 <= len(name) <= 64
+        assert re.fullmatch(r"[\w+=,.@-]*", name)
+
+
+@pytest.fixture
+def ready_account(aws: None, trainer_dir: Path) -> tuple[SageMakerConnection, str]:
+    provider = _provider(trainer_dir)
+    provider.s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    secret = provider.secrets.create_secret(Name=SECRET_NAME, SecretString="hf_xxx")["ARN"]
+    return _connection(hf_token_secret_arn=secret), secret
+
+
+def test_verify_connection_succeeds_on_a_ready_account(
+    ready_account: tuple[SageMakerConnection, str],
+) -> None:
+    connection, _ = ready_account
+    check = verify_connection(connection, "ws-acme")
+    assert check.ok, check.message
+    assert check.message.startswith("Connected")
+    assert [c.name for c in check.checks] == [
+        "sts:AssumeRole",
+        "s3:ListBucket",
+        "s3:PutObject",
+        "sagemaker:DescribeTrainingJob",
+        "secretsmanager:DescribeSecret",
+    ]
+
+
+def test_verify_connection_names_a_missing_bucket_and_secret(aws: None) -> None:
+    connection = _connection(
+        hf_token_secret_arn=f"arn:aws:secretsmanager:{REGION}:{CUSTOMER}:secret:missing-AbCdEf",
+        artifact_bucket="no-such-bucket",
+    )
+    check = verify_connection(connection, "ws-acme")
+    assert not check.ok
+    assert "no-such-bucket does not exist" in check.message
+    messages = {c.name: c.message for c in check.checks if not c.ok}
+    assert "does not exist" in messages["secretsmanager:DescribeSecret"]
+
+
+@pytest.mark.parametrize(
+    ("event", "check", "words"),
+    [
+        ("sts.AssumeRole", "sts:AssumeRole", "could not assume the role"),
+        ("s3.ListObjectsV2", "s3:ListBucket", "s3:ListBucket on arn:aws:s3:::acme-tunelab-artifacts"),
+        ("s3.PutObject", "s3:PutObject", "s3:PutObject on arn:aws:s3:::acme-tunelab-artifacts/tunelab/*"),
+        ("sagemaker.DescribeTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:DescribeTrainingJob"),
+        (
+            "secretsmanager.DescribeSecret",
+            "secretsmanager:DescribeSecret",
+            "secretsmanager:DescribeSecret on",
+        ),
+    ],
+)
+def test_verify_connection_says_which_permission_is_missing(
+    ready_account: tuple[SageMakerConnection, str],
+    monkeypatch: pytest.MonkeyPatch,
+    event: str,
+    check: str,
+    words: str,
+) -> None:
+    connection, _ = ready_account
+    base = boto3.Session(region_name=REGION)
+    if event.startswith("sts."):
+        _deny(base, event)
+    else:
+        original = sagemaker_module._assume
+
+        def assume_then_deny(*args: Any, **kwargs: Any) -> tuple[boto3.Session, datetime]:
+            session, expires = original(*args, **kwargs)
+            _deny(session, event)
+            return session, expires
+
+        monkeypatch.setattr(sagemaker_module, "_assume", assume_then_deny)
+
+    result = verify_connection(connection, "ws-acme", base=base)
+
+    assert not result.ok
+    failed = [c for c in result.checks if not c.ok]
+    assert [c.name for c in failed] == [check]
+    assert words in result.message
+
+
+# --- events ------------------------------------------------------------------------------------------------
+
+
+def _sample(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return data
+
+
+@pytest.mark.parametrize(
+    ("job_status", "secondary", "status", "reason"),
+    [
+        ("InProgress", "Training", "in_progress", None),
+        ("Completed", "Completed", "completed", None),
+        ("Failed", "Failed", "failed", "AlgorithmError: CUDA out of memory"),
+        ("Stopping", "Stopping", "stopping", None),
+        ("Stopped", "Stopped", "stopped", None),
+        ("Stopped", "MaxRuntimeExceeded", "failed", "ran past its time limit (MaxRuntimeInSeconds)"),
+    ],
+)
+def test_the_documented_training_event_parses_for_every_status(
+    job_status: str, secondary: str, status: str, reason: str | None
+) -> None:
+    event = _sample("sagemaker_training_job_state_change.json")
+    detail = copy.deepcopy(event["detail"])
+    detail.update(TrainingJobStatus=job_status, SecondaryStatus=secondary)
+    if job_status == "Failed":
+        detail["FailureReason"] = "AlgorithmError: CUDA out of memory"
+    detail["FinalMetricDataList"] = [
+        {"MetricName": "train_loss", "Value": 0.41, "Timestamp": 1583831889.0},
+        {"MetricName": "epoch", "Value": 2.0, "Timestamp": 1583831889.0},
+    ]
+
+    state = parse_event(event["detail-type"], detail)
+
+    assert isinstance(state, TrainingState)
+    assert state.job_id == "89c96cc8-dded-4739-afcc-6f1dc936701d"
+    assert state.status == status
+    assert state.phase == secondary
+    if reason is None:
+        assert state.failure_reason is None
+    else:
+        assert state.failure_reason is not None
+        assert reason in state.failure_reason
+    assert state.metrics is not None
+    assert (state.metrics.train_loss, state.metrics.epoch) == (0.41, 2.0)
+    if state.terminal:
+        assert state.ended_at == datetime.fromtimestamp(1583831889.050, tz=UTC)
+
+
+@pytest.mark.parametrize(
+    ("endpoint_status", "status"),
+    [
+        ("IN_SERVICE", "in_service"),
+        ("InService", "in_service"),
+        ("CREATING", "creating"),
+        ("UPDATING", "in_service"),
+        ("DELETING", "deleting"),
+        ("FAILED", "failed"),
+        ("OUT_OF_SERVICE", "failed"),
+    ],
+)
+def test_the_documented_endpoint_event_parses_for_every_status(endpoint_status: str, status: str) -> None:
+    event = _sample("sagemaker_endpoint_state_change.json")
+    detail = {**event["detail"], "EndpointStatus": endpoint_status}
+    state = parse_any_event(event["source"], event["detail-type"], detail)
+    assert isinstance(state, DeploymentState)
+    assert (state.deployment_id, state.status) == ("MyEndpoint", status)
+
+
+def test_the_unchanged_training_sample_routes_by_source() -> None:
+    event = _sample("sagemaker_training_job_state_change.json")
+    state = parse_any_event(event["source"], event["detail-type"], event["detail"])
+    assert isinstance(state, TrainingState)
+    assert state.status == "completed"
