@@ -124,3 +124,24 @@ def test_unexpected_error_is_500_without_internals(aws: Aws, monkeypatch: pytest
     error = assert_error(call(event), 500, "internal_error")
     assert "internals" not in error["message"]
     assert event["requestContext"]["requestId"] in error["message"]
+
+
+def test_base64_body_is_measured_decoded(aws: Aws) -> None:
+    limit = 5 * 1024 * 1024
+    over = call(
+        api_event("POST", "/v1/resource-estimates", raw_body=b"x" * (limit + 1), content_type="text/csv")
+    )
+    at_limit = call(
+        api_event("POST", "/v1/resource-estimates", raw_body=b"x" * limit, content_type="text/csv")
+    )
+
+    assert_error(over, 413, "payload_too_large")
+    assert at_limit.status != 413
+
+
+def test_a_json_route_refuses_another_content_type_with_400(aws: Aws) -> None:
+    response = call(
+        api_event("POST", "/v1/resource-estimates", raw_body="prompt,completion\n", content_type="text/csv")
+    )
+    error = assert_error(response, 400, "validation_error")
+    assert error["details"][0]["field"] == "Content-Type"
