@@ -13,6 +13,7 @@ import io
 import json
 import re
 import tarfile
+import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -845,3 +846,54 @@ def test_the_unchanged_training_sample_routes_by_source() -> None:
     state = parse_any_event(event["source"], event["detail-type"], event["detail"])
     assert isinstance(state, TrainingState)
     assert state.status == "completed"
+
+
+def test_the_packaged_trainer_is_read_from_the_platform_and_repacked(aws: None, tmp_path: Path) -> None:
+    # The CDK asset: a .zip of trainer/ in the platform's own account (moto's default account).
+    platform = boto3.Session(region_name=REGION).client("s3")
+    platform.create_bucket(
+        Bucket="platform-assets", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    bundle = io.BytesIO()
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.writestr("train.py", "print('training')\n")
+        archive.writestr("requirements.txt", "transformers>=5.0,<6\n")
+        archive.writestr("trainer_helpers/__init__.py", "")
+    platform.put_object(Bucket="platform-assets", Key="abc123.zip", Body=bundle.getvalue())
+    config = SageMakerConfig(
+        connection=_connection(), workspace_id="ws-acme", trainer_source_uri="s3://platform-assets/abc123.zip"
+    )
+    provider = SageMakerProvider(config)
+    provider.s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+
+    uri = provider.ensure_trainer_source()
+
+    bucket, key = uri[5:].split("/", 1)
+    assert bucket == BUCKET
+    uploaded = provider.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(uploaded), mode="r:gz") as tar:
+        assert sorted(tar.getnames()) == ["requirements.txt", "train.py", "trainer_helpers/__init__.py"]
+    assert provider.ensure_trainer_source() == uri  # uploaded once, found the second time
+
+
+def test_a_config_names_exactly_one_trainer_source(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        SageMakerConfig(connection=_connection(), workspace_id="ws-acme")
+    with pytest.raises(ValueError, match="exactly one"):
+        SageMakerConfig(
+            connection=_connection(),
+            workspace_id="ws-acme",
+            trainer_dir=tmp_path,
+            trainer_source_uri="s3://b/k.zip",
+        )
+
+
+REAL_TRAINER = Path(__file__).resolve().parents[2] / "trainer"
+
+
+@pytest.mark.skipif(not (REAL_TRAINER / "train.py").exists(), reason="trainer/train.py is not written yet")
+def test_the_real_trainer_packs_with_its_entry_point_and_requirements() -> None:
+    with tarfile.open(fileobj=io.BytesIO(build_trainer_archive(REAL_TRAINER)), mode="r:gz") as tar:
+        names = tar.getnames()
+    assert {"train.py", "requirements.txt", "__init__.py", "metric_definitions.json"} <= set(names)
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]

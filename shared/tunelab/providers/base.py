@@ -11,9 +11,9 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tunelab.catalog import BaseModelSpec
 from tunelab.errors import Forbidden, TunelabError
@@ -235,8 +235,17 @@ class SageMakerConnection(_Model):
 class SageMakerConfig(_Model):
     connection: SageMakerConnection
     workspace_id: str
-    # The trainer's source folder (its `train.py` and `requirements.txt`), packed as sourcedir.tar.gz.
-    trainer_dir: Path
+    # Where the trainer comes from, one of the two: its folder (the local runtime, tests), or the
+    # packaged `trainer/` in the platform's bucket (Settings.trainer_source_s3_uri: the CDK asset,
+    # a .zip, or a .tar.gz). Either is repacked as sourcedir.tar.gz in the customer's bucket.
+    trainer_dir: Path | None = None
+    trainer_source_uri: str | None = None
+
+    @model_validator(mode="after")
+    def _one_trainer_source(self) -> Self:
+        if (self.trainer_dir is None) == (self.trainer_source_uri is None):
+            raise ValueError("give exactly one of trainer_dir and trainer_source_uri")
+        return self
 
 
 class LocalConfig(_Model):

@@ -16,6 +16,7 @@ import re
 import tarfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -215,18 +216,41 @@ def build_trainer_archive(trainer_dir: Path) -> bytes:
     """`sourcedir.tar.gz` of the trainer: the same bytes for the same files (sorted, no timestamps)."""
     if not (trainer_dir / TRAINER_PROGRAM).is_file():
         raise ProviderError(f"The trainer is missing: {trainer_dir / TRAINER_PROGRAM} does not exist.")
+    files = [
+        (path.relative_to(trainer_dir).as_posix(), path.read_bytes())
+        for path in trainer_dir.rglob("*")
+        if path.is_file()
+    ]
+    return _pack(files)
+
+
+# Packaged trainers by S3 URI: the CDK asset's key carries its content hash, so a URI never changes content.
+_PACKAGED: dict[str, bytes] = {}
+
+
+def _pack(files: list[tuple[str, bytes]]) -> bytes:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
-        for path in sorted(p for p in trainer_dir.rglob("*") if p.is_file()):
-            name = path.relative_to(trainer_dir).as_posix()
-            if _SKIPPED.search(name):
-                continue
-            data = path.read_bytes()
-            tar.addfile(_tar_info(name, len(data)), io.BytesIO(data))
+        for name, data in sorted(files):
+            if not _SKIPPED.search(name):
+                tar.addfile(_tar_info(name, len(data)), io.BytesIO(data))
     packed = io.BytesIO()
     with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0) as archive:
         archive.write(raw.getvalue())
     return packed.getvalue()
+
+
+def repack_as_tar_gz(packed: bytes) -> bytes:
+    """A .zip (the CDK asset) as the tar.gz SageMaker's toolkit unpacks; a .tar.gz as it is."""
+    if packed[:2] == b"\x1f\x8b":
+        return packed
+    if packed[:2] != b"PK":
+        raise ProviderError("The packaged trainer is neither a .zip nor a .tar.gz.")
+    with zipfile.ZipFile(io.BytesIO(packed)) as bundle:
+        files = [(i.filename, bundle.read(i)) for i in bundle.infolist() if not i.is_dir()]
+    if not any(name == TRAINER_PROGRAM for name, _ in files):
+        raise ProviderError(f"The packaged trainer has no {TRAINER_PROGRAM} at its top.")
+    return _pack(files)
 
 
 # --- reading SageMaker's answers and events -----------------------------------------------------------
@@ -438,9 +462,23 @@ class SageMakerProvider:
     def _bucket_uri(self, key: str) -> str:
         return f"s3://{self.connection.artifact_bucket}/{key}"
 
+    def trainer_archive(self) -> bytes:
+        """The trainer as sourcedir.tar.gz, from its folder or from the platform's packaged copy."""
+        if self.config.trainer_dir is not None:
+            return _trainer_archive(self.config.trainer_dir)
+        uri = self.config.trainer_source_uri or ""
+        if uri not in _PACKAGED:
+            bucket, key = s3_split(uri)
+            # The platform's own bucket: read with the platform's credentials, not the customer's.
+            platform: S3Client = (self._base or boto3.Session()).client("s3")
+            with aws_call("Reading the packaged trainer", permission=f"s3:GetObject on {uri}"):
+                packed = platform.get_object(Bucket=bucket, Key=key)["Body"].read()
+            _PACKAGED[uri] = repack_as_tar_gz(packed)
+        return _PACKAGED[uri]
+
     def ensure_trainer_source(self) -> str:
         """Upload the trainer's sourcedir.tar.gz once per version (named by its digest); its S3 URI."""
-        archive = _trainer_archive(self.config.trainer_dir)
+        archive = self.trainer_archive()
         digest = hashlib.sha256(archive).hexdigest()[:16]
         key = f"{BUCKET_PREFIX}/trainer/{digest}/sourcedir.tar.gz"
         bucket = self.connection.artifact_bucket
