@@ -1,0 +1,48 @@
+"""The CDK app: the platform stack and the BYOK connector stack (`cdk synth` runs this file)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script by the CDK CLI: make `infra` and `tunelab` importable
+    _root = Path(__file__).resolve().parent.parent
+    sys.path[:0] = [str(_root), str(_root / "shared")]
+
+from aws_cdk import App
+
+from infra.config import ConnectorConfig, PlatformConfig, load_cdk_json_context
+from infra.connector_stack import ConnectorStack
+from infra.nag import add_rule_packs
+from infra.stack import TunelabStack
+
+
+def build_app(context: Mapping[str, Any] | None = None, outdir: str | None = None) -> App:
+    """The app with both stacks and the nag rule packs; `context` overrides cdk.json's context."""
+    merged = {**load_cdk_json_context(), **(context or {})}
+    app = App(context=merged, outdir=outdir)
+    values = _context(app)
+    platform = PlatformConfig.model_validate({k: v for k, v in values.items() if v is not None})
+    connector = ConnectorConfig.model_validate({k: v for k, v in values.items() if v is not None})
+    TunelabStack(app, platform.stack_name, config=platform)
+    ConnectorStack(app, connector.stack_name, config=connector)
+    add_rule_packs(app)
+    return app
+
+
+def _context(app: App) -> dict[str, Any]:
+    # The app's context holds cdk.json's, `-c key=value`'s and `context`'s values, merged by CDK.
+    keys = {
+        field.alias for model in (PlatformConfig, ConnectorConfig) for field in model.model_fields.values()
+    }
+    return {key: app.node.try_get_context(key) for key in keys if key}
+
+
+def main() -> None:
+    build_app().synth()
+
+
+if __name__ == "__main__":
+    main()
