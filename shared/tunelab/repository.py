@@ -855,7 +855,9 @@ class Repository:
                     raise Conflict(
                         "Another request changed the same records at the same time; try again."
                     ) from error
-            if code in _THROTTLING or code == "TransactionCanceledException":
+                if {"ThrottlingError", "ProvisionedThroughputExceeded"} & set(reasons):
+                    raise Throttled("The service is busy; try again in a few seconds.") from error
+            if code in _THROTTLING:
                 raise Throttled("The service is busy; try again in a few seconds.") from error
             raise
 

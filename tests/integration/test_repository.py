@@ -6,11 +6,13 @@ import base64
 import json
 from datetime import timedelta
 
+import boto3
 import pytest
+from botocore.stub import Stubber
 
 from tests.integration import factories
 from tests.integration.conftest import Aws
-from tunelab.errors import Conflict, InUse, InvalidState, NameTaken, NotFound, ValidationFailed
+from tunelab.errors import Conflict, InUse, InvalidState, NameTaken, NotFound, Throttled, ValidationFailed
 from tunelab.records import DeploymentState, Metrics, TrainingState
 from tunelab.repository import Repository
 from tunelab.status import ModelStatus as S
@@ -364,3 +366,12 @@ def test_task_tokens_carry_the_ttl_attribute(repo: Repository, aws: Aws) -> None
         TableName=aws.table_name, Key={"pk": {"S": "WS#ws-acme"}, "sk": {"S": "TASKTOKEN#m#training"}}
     )["Item"]
     assert int(item[ttl["AttributeName"]]["N"]) == int((factories.T0 + timedelta(minutes=10)).timestamp())
+
+
+def test_dynamodb_throttling_is_the_domains_throttled(aws: Aws) -> None:
+    client = boto3.client("dynamodb", region_name=aws.region)
+    repo = Repository(aws.table_name, client)
+    with Stubber(client) as stub:
+        stub.add_client_error("get_item", service_error_code="ProvisionedThroughputExceededException")
+        with pytest.raises(Throttled):
+            repo.find_model("ws-acme", "support-bot-v1")
