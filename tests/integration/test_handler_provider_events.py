@@ -1,0 +1,482 @@
+"""Provider state changes applied to models: the AWS documentation events, varied only in their status.
+
+The fine-tuning workflow's wait is real: a Step Functions execution (moto executes it) waits in a
+`waitForTaskToken` task, so the tests see what the workflow receives, and that a second answer is
+refused by Step Functions itself.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from functions import provider_events
+from tests.integration import factories
+from tests.integration.conftest import ACCOUNT, REGION, Aws
+from tests.integration.handler_support import CONTEXT, event, message_ids, sqs_batch
+from tunelab.handlers import EventEnvelope, RetryLater
+from tunelab.handlers.provider_events import handle_provider_event
+from tunelab.records import ModelRecord, ProviderConnectionRecord, TrainingState, utcnow
+from tunelab.repository import Repository
+from tunelab.stack_definitions import EVENT_RULES, PROVIDER_RESOURCE_TAG
+from tunelab.status import ModelStatus
+from tunelab.wiring import Services, reset_services, set_services
+
+WS = "ws-acme"
+BEDROCK_JOB = "arn:aws:bedrock:us-east-1:123456789012:model-customization-job/abcdefghwxyz"
+SAGEMAKER_JOB = "support-bot-v1-3f9a1c2b7d"
+CUSTOMER_ACCOUNT = "123456789012"  # the account of the documentation's SageMaker samples
+ARTIFACTS = "s3://customer-artifacts/tunelab/ws-acme/support-bot-v1/output/model.tar.gz"
+WAITING_MACHINE = {
+    "Comment": "Stands in for the StartTraining task: waits for its token, outputs what it receives",
+    "StartAt": "StartTraining",
+    "States": {
+        "StartTraining": {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+            "Parameters": {"QueueUrl": "${QueueUrl}", "MessageBody": {"token.$": "$$.Task.Token"}},
+            "End": True,
+        }
+    },
+}
+
+
+@pytest.fixture
+def services(aws: Aws, repo: Repository) -> Iterator[Services]:
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        built = Services(repository=repo)
+        set_services(built)
+        yield built
+        reset_services()
+
+
+class Workflow:
+    """A running execution waiting on a task token stored the way the fine-tuning workflow stores it."""
+
+    def __init__(self, services: Services, model: ModelRecord) -> None:
+        self.sfn = services.sfn
+        sqs = boto3.client("sqs", region_name=REGION)
+        queue = sqs.create_queue(QueueName=f"tokens-{model.name}")["QueueUrl"]
+        definition = json.dumps(WAITING_MACHINE).replace("${QueueUrl}", queue)
+        machine = self.sfn.create_state_machine(
+            name=f"waiting-{model.name}",
+            definition=definition,
+            roleArn=f"arn:aws:iam::{ACCOUNT}:role/tunelab-states",
+        )["stateMachineArn"]
+        self.arn = self.sfn.start_execution(stateMachineArn=machine, input="{}")["executionArn"]
+        self.token = json.loads(
+            _poll(lambda: sqs.receive_message(QueueUrl=queue).get("Messages"))[0]["Body"]
+        )["token"]
+        services.repository.put_task_token(
+            model.workspace_id, model.name, "training", self.token, ttl=timedelta(days=2)
+        )
+
+    def status(self) -> str:
+        return str(self.sfn.describe_execution(executionArn=self.arn)["status"])
+
+    def output(self) -> dict[str, Any]:
+        _poll(lambda: self.status() != "RUNNING")
+        described = self.sfn.describe_execution(executionArn=self.arn)
+        assert described["status"] == "SUCCEEDED"
+        result: dict[str, Any] = json.loads(described["output"])
+        return result
+
+
+def _poll(probe: Any, seconds: float = 10.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def _model(
+    repo: Repository, *, provider: str = "bedrock", job_id: str = BEDROCK_JOB, **fields: Any
+) -> ModelRecord:
+    dataset = repo.create_dataset(factories.dataset(WS))
+    hosting = "byok" if provider == "sagemaker" else "managed"
+    record = factories.model(
+        WS,
+        dataset_id=dataset.dataset_id,
+        provider=provider,
+        hosting=hosting,
+        training=TrainingState(job_id=job_id),
+        **fields,
+    )
+    model = repo.create_model(record)
+    if provider == "sagemaker":
+        now = utcnow()
+        repo.put_provider_connection(
+            ProviderConnectionRecord(
+                workspace_id=WS,
+                role_arn=f"arn:aws:iam::{CUSTOMER_ACCOUNT}:role/tunelab-connector",
+                external_id="ext-1234567890",
+                region="us-west-2",
+                artifact_bucket="customer-artifacts",
+                status="connected",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    return model
+
+
+def _bedrock(status: str, **detail: Any) -> EventEnvelope:
+    body = event(
+        "bedrock_model_customization_job_state_change",
+        time=utcnow(),
+        jobArn=BEDROCK_JOB,
+        jobStatus=status,
+        **detail,
+    )
+    return EventEnvelope.model_validate(body)
+
+
+def _sagemaker(status: str, secondary: str, **detail: Any) -> EventEnvelope:
+    body = event(
+        "sagemaker_training_job_state_change",
+        time=detail.pop("time", utcnow()),
+        TrainingJobName=SAGEMAKER_JOB,
+        TrainingJobStatus=status,
+        SecondaryStatus=secondary,
+        Tags={PROVIDER_RESOURCE_TAG: WS},
+        **detail,
+    )
+    return EventEnvelope.model_validate(body)
+
+
+def _events(repo: Repository, model: ModelRecord) -> list[tuple[str, str | None]]:
+    items = repo.list_events(model.workspace_id, model.name, limit=100).items
+    return [(e.type, e.message) for e in items]
+
+
+# --- Bedrock: every status ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["InProgress", "Stopping"])
+def test_bedrock_progress_is_a_message_and_the_workflow_keeps_waiting(
+    services: Services, repo: Repository, status: str
+) -> None:
+    model = _model(repo)
+    workflow = Workflow(services, model)
+
+    result = handle_provider_event(services, _bedrock(status))
+
+    assert result.action == "applied"
+    stored = repo.get_model(WS, model.name)
+    assert stored.status == ModelStatus.TRAINING
+    assert stored.training.phase == status
+    assert ("message", f"Training phase: {status}.") in _events(repo, model)
+    assert workflow.status() == "RUNNING"
+
+
+def test_bedrock_completed_sends_the_workflow_the_custom_model(services: Services, repo: Repository) -> None:
+    model = _model(repo)
+    workflow = Workflow(services, model)
+
+    result = handle_provider_event(services, _bedrock("Completed"))
+
+    assert result.action == "applied"
+    assert workflow.output() == {
+        "outcome": "completed",
+        "reason": None,
+        "artifacts_uri": "s3://bucket/key",
+        "model_ref": "arn:aws:bedrock:us-east-1:123456789012:dummy-output-model-name",
+        "metrics": None,
+    }
+    # The workflow's FinishTraining task writes the final status, not the event handler.
+    assert repo.get_model(WS, model.name).status == ModelStatus.TRAINING
+
+
+def test_bedrock_failed_sends_the_providers_reason(services: Services, repo: Repository) -> None:
+    model = _model(repo)
+    workflow = Workflow(services, model)
+
+    handle_provider_event(services, _bedrock("Failed"))
+
+    output = workflow.output()
+    assert output["outcome"] == "failed"
+    assert output["reason"] == "Failure Message here."
+
+
+def test_bedrock_stopped_after_a_stop_request_says_so(services: Services, repo: Repository) -> None:
+    model = _model(repo, status=ModelStatus.STOPPING_TRAINING)
+    workflow = Workflow(services, model)
+
+    handle_provider_event(services, _bedrock("Stopped"))
+
+    assert workflow.output() == {
+        "outcome": "stopped",
+        "reason": "The training job was stopped as requested.",
+        "artifacts_uri": None,
+        "model_ref": None,
+        "metrics": None,
+    }
+
+
+def test_a_job_stopped_outside_tunelab_is_reported_as_such(services: Services, repo: Repository) -> None:
+    model = _model(repo)
+    workflow = Workflow(services, model)
+
+    handle_provider_event(services, _bedrock("Stopped"))
+
+    assert (
+        workflow.output()["reason"]
+        == "The training job was stopped outside tunelab (in the provider's console or API)."
+    )
+
+
+# --- SageMaker training: every status ----------------------------------------------------------------
+
+
+def test_sagemaker_phases_and_metrics_become_the_models_history(services: Services, repo: Repository) -> None:
+    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB)
+    workflow = Workflow(services, model)
+    start = utcnow()
+    metrics = [
+        {"MetricName": "train_loss", "Value": 1.23},
+        {"MetricName": "eval_loss", "Value": 1.31},
+        {"MetricName": "step", "Value": 120},
+        {"MetricName": "epoch", "Value": 2.0},
+    ]
+
+    handle_provider_event(services, _sagemaker("InProgress", "Downloading", time=start))
+    handle_provider_event(
+        services,
+        _sagemaker("InProgress", "Training", time=start + timedelta(seconds=1), FinalMetricDataList=metrics),
+    )
+
+    stored = repo.get_model(WS, model.name)
+    assert stored.training.phase == "Training"
+    assert stored.training.metrics is not None
+    assert stored.training.metrics.model_dump() == {
+        "train_loss": 1.23,
+        "eval_loss": 1.31,
+        "step": 120,
+        "epoch": 2.0,
+    }
+    history = _events(repo, model)
+    assert history[1:] == [
+        ("message", "Training phase: Downloading."),
+        ("message", "Training phase: Training."),
+        ("metrics", None),
+    ]
+    assert workflow.status() == "RUNNING"
+
+
+def test_sagemaker_completed_sends_artifacts_and_final_metrics(services: Services, repo: Repository) -> None:
+    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB)
+    workflow = Workflow(services, model)
+
+    handle_provider_event(
+        services,
+        _sagemaker(
+            "Completed",
+            "Completed",
+            ModelArtifacts={"S3ModelArtifacts": ARTIFACTS},
+            FinalMetricDataList=[{"MetricName": "train_loss", "Value": 0.42}],
+        ),
+    )
+
+    assert workflow.output() == {
+        "outcome": "completed",
+        "reason": None,
+        "artifacts_uri": ARTIFACTS,
+        "model_ref": None,
+        "metrics": {"train_loss": 0.42, "eval_loss": None, "step": None, "epoch": None},
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "secondary", "failure", "expected"),
+    [
+        (
+            "Failed",
+            "Failed",
+            "AlgorithmError: CUDA out of memory",
+            ("failed", "AlgorithmError: CUDA out of memory"),
+        ),
+        ("Stopped", "MaxRuntimeExceeded", None, ("failed", "The training job ran past its time limit")),
+        ("Stopped", "Stopped", None, ("stopped", "The training job was stopped outside tunelab")),
+    ],
+)
+def test_sagemaker_endings_reach_the_workflow(
+    services: Services,
+    repo: Repository,
+    status: str,
+    secondary: str,
+    failure: str | None,
+    expected: tuple[str, str],
+) -> None:
+    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB)
+    workflow = Workflow(services, model)
+    extra = {"FailureReason": failure} if failure else {}
+
+    handle_provider_event(services, _sagemaker(status, secondary, **extra))
+
+    output = workflow.output()
+    assert output["outcome"] == expected[0]
+    assert output["reason"].startswith(expected[1])
+
+
+def test_sagemaker_events_from_another_account_are_dropped(services: Services, repo: Repository) -> None:
+    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB)
+    workflow = Workflow(services, model)
+    forged = _sagemaker("Failed", "Failed").model_copy(update={"account": "999999999999"})
+
+    result = handle_provider_event(services, forged)
+
+    assert result.action == "dropped"
+    assert workflow.status() == "RUNNING"
+
+
+# --- duplicates, stragglers and strangers ---------------------------------------------------------------
+
+
+def test_a_second_completed_event_changes_nothing(services: Services, repo: Repository) -> None:
+    model = _model(repo)
+    workflow = Workflow(services, model)
+    handle_provider_event(services, _bedrock("Completed"))
+    first = workflow.output()
+
+    again = handle_provider_event(services, _bedrock("Completed"))
+
+    assert again.action == "ignored"
+    assert workflow.output() == first
+
+
+def test_a_completed_event_after_the_model_left_training_is_ignored(
+    services: Services, repo: Repository
+) -> None:
+    model = _model(repo, status=ModelStatus.NOT_DEPLOYED)
+
+    result = handle_provider_event(services, _bedrock("Completed"))
+
+    assert result.action == "ignored"
+    assert repo.get_model(WS, model.name).version == model.version
+
+
+def test_a_terminal_event_with_no_waiting_workflow_is_ignored(services: Services, repo: Repository) -> None:
+    _model(repo)
+
+    assert handle_provider_event(services, _bedrock("Completed")).action == "ignored"
+
+
+def test_an_in_progress_event_after_completed_changes_nothing(services: Services, repo: Repository) -> None:
+    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB)
+    workflow = Workflow(services, model)
+    later = utcnow()
+    handle_provider_event(services, _sagemaker("InProgress", "Uploading", time=later))
+    handle_provider_event(services, _sagemaker("Completed", "Completed", time=later + timedelta(seconds=5)))
+    before = repo.get_model(WS, model.name)
+
+    late = handle_provider_event(
+        services, _sagemaker("InProgress", "Training", time=later - timedelta(seconds=30))
+    )
+
+    assert late.action == "ignored"
+    assert repo.get_model(WS, model.name) == before
+    assert workflow.output()["outcome"] == "completed"
+
+
+def test_a_repeated_progress_event_adds_nothing_to_the_history(services: Services, repo: Repository) -> None:
+    model = _model(repo)
+    handle_provider_event(services, _bedrock("InProgress"))
+    history = _events(repo, model)
+
+    assert handle_provider_event(services, _bedrock("InProgress")).action == "ignored"
+    assert _events(repo, model) == history
+
+
+def test_a_fresh_event_for_an_unknown_job_is_retried_and_an_old_one_dropped(services: Services) -> None:
+    fresh = _bedrock("InProgress")
+    with pytest.raises(RetryLater):
+        handle_provider_event(services, fresh)
+
+    old = fresh.model_copy(update={"time": utcnow() - timedelta(hours=1)})
+    assert handle_provider_event(services, old).action == "dropped"
+
+
+def test_events_of_other_sources_are_dropped(services: Services) -> None:
+    body = event("s3_object_created", time=utcnow())
+
+    assert handle_provider_event(services, EventEnvelope.model_validate(body)).action == "dropped"
+
+
+# --- the Lambda function: batches ---------------------------------------------------------------------
+
+
+def test_one_bad_message_fails_alone_and_the_good_ones_are_applied(
+    services: Services, repo: Repository
+) -> None:
+    model = _model(repo)
+    workflow = Workflow(services, model)
+    stranger = event(
+        "bedrock_model_customization_job_state_change", time=utcnow(), jobArn="arn:aws:bedrock:x:1:job/other"
+    )
+    stranger["detail"]["jobStatus"] = "InProgress"
+    long_gone = event("bedrock_model_customization_job_state_change", jobArn="arn:aws:bedrock:x:1:job/gone")
+    batch = sqs_batch(
+        _bedrock("InProgress").model_dump(by_alias=True, mode="json"),
+        "this is not an event",
+        stranger,  # fresh, job not recorded yet: received again
+        long_gone,  # 2023's sample time, job unknown: dropped
+        _bedrock("Completed").model_dump(by_alias=True, mode="json"),
+    )
+    ids = message_ids(batch)
+
+    response = provider_events.handler(batch, CONTEXT)
+
+    failed = [item["itemIdentifier"] for item in response["batchItemFailures"]]
+    assert failed == [ids[1], ids[2]]
+    assert repo.get_model(WS, model.name).training.phase == "InProgress"
+    assert workflow.output()["outcome"] == "completed"
+
+
+def test_sagemaker_rules_route_tagged_events_to_the_queue(services: Services, repo: Repository) -> None:
+    """The stack's rules on tunelab's bus let through only events of resources tunelab tagged."""
+    events = boto3.client("events", region_name=REGION)
+    sqs = boto3.client("sqs", region_name=REGION)
+    queue_url = sqs.create_queue(QueueName="provider-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    events.create_event_bus(Name="tunelab-test")
+    for rule in EVENT_RULES:
+        if rule.target_queue == "ProviderEventsQueue" and rule.bus == "tunelab":
+            events.put_rule(
+                Name=rule.logical_id, EventBusName="tunelab-test", EventPattern=json.dumps(rule.event_pattern)
+            )
+            events.put_targets(
+                Rule=rule.logical_id, EventBusName="tunelab-test", Targets=[{"Id": "queue", "Arn": queue_arn}]
+            )
+    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB)
+    tagged = _sagemaker("InProgress", "Downloading").model_dump(by_alias=True, mode="json")
+    untagged = {**tagged, "detail": {**tagged["detail"], "Tags": {}}}
+    for sample in (tagged, untagged):
+        events.put_events(
+            Entries=[
+                {
+                    "Source": sample["source"],
+                    "DetailType": sample["detail-type"],
+                    "Detail": json.dumps(sample["detail"]),
+                    "EventBusName": "tunelab-test",
+                }
+            ]
+        )
+    received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert len(received) == 1
+
+    response = provider_events.handler(sqs_batch(*(m["Body"] for m in received)), CONTEXT)
+
+    assert response == {"batchItemFailures": []}
+    assert repo.get_model(WS, model.name).training.phase == "Downloading"
