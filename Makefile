@@ -8,7 +8,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint typecheck unit venv bench clean
+.PHONY: demo test lint typecheck unit venv bench clean synth node
 
 venv: $(STAMP)
 
@@ -18,6 +18,21 @@ $(STAMP): pyproject.toml trainer/requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[all]'
 	touch $@
+
+# The CDK CLI, pinned in package.json / package-lock.json.
+NODE_STAMP := node_modules/.installed-stamp
+CDK := node_modules/.bin/cdk
+
+node: $(NODE_STAMP)
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+# Both stacks' templates into cdk.out/ (offline but for pip fetching the Lambda wheels once;
+# `make synth CDK_ARGS="-c skipBundling=true"` skips bundling).
+synth: $(STAMP) $(NODE_STAMP)
+	CDK_DISABLE_CLI_TELEMETRY=true $(CDK) synth --quiet --no-notices $(CDK_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/tunelab demo
@@ -36,4 +51,4 @@ bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) cdk.out .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) cdk.out node_modules .mypy_cache .pytest_cache .ruff_cache

@@ -7,9 +7,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script by the CDK CLI: make `infra` and `tunelab` importable
-    _root = Path(__file__).resolve().parent.parent
-    sys.path[:0] = [str(_root), str(_root / "shared")]
+if __package__ in (None, ""):  # run as a script by the CDK CLI: import from the repository's root
+    _here = Path(__file__).resolve().parent
+    # The script's own folder must not shadow libraries (`infra/` is not a top-level package).
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
+    sys.path[:0] = [str(_here.parent), str(_here.parent / "shared")]
 
 from aws_cdk import App
 

@@ -36,8 +36,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from infra.capabilities.messaging import acknowledge_dead_letter_queue, event_pattern, secure_queue
 from infra.config import ConnectorConfig
-from infra.constructs.messaging import acknowledge_dead_letter_queue, event_pattern, secure_queue
 from infra.nag import acknowledge, objects_finding
 from tunelab.stack_definitions import (
     ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS,
@@ -94,6 +94,11 @@ class ConnectorStack(Stack):
             default=config.hf_token_secret_arn,
             description="Secrets Manager ARN of your Hugging Face token, for gated models (optional)",
             allowed_pattern=r"^$|^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$",
+        )
+        acknowledge(
+            self,
+            "CloudFormation-Validate::W2509",
+            "HuggingFaceSecretArn is the ARN of a secret, not a secret: the value stays in Secrets Manager.",
         )
         has_external_id = CfnCondition(
             self, "HasExternalId", expression=Fn.condition_not(Fn.condition_equals(external_id_param, ""))

@@ -7,16 +7,16 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra.bundling import lambda_code
+from infra.capabilities.api import Api
+from infra.capabilities.auth import Auth
+from infra.capabilities.data import Data
+from infra.capabilities.functions import FunctionResources, Functions, function_arn, state_machine_arn
+from infra.capabilities.messaging import Messaging, acknowledge_dead_letter_queue, secure_queue
+from infra.capabilities.notifications import Notifications
+from infra.capabilities.schedules import Schedules
+from infra.capabilities.training import Training
+from infra.capabilities.workflow import Workflow
 from infra.config import PlatformConfig
-from infra.constructs.api import Api
-from infra.constructs.auth import Auth
-from infra.constructs.data import Data
-from infra.constructs.functions import FunctionResources, Functions, function_arn, state_machine_arn
-from infra.constructs.messaging import Messaging, acknowledge_dead_letter_queue, secure_queue
-from infra.constructs.notifications import Notifications
-from infra.constructs.schedules import Schedules
-from infra.constructs.training import Training
-from infra.constructs.workflow import Workflow
 from tunelab.stack_definitions import (
     AUTO_UNDEPLOY_FUNCTION,
     FUNCTIONS,
@@ -124,7 +124,7 @@ class TunelabStack(Stack):
             },
             resource_statements={
                 "TableName": iam.PolicyStatement(
-                    actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+                    actions=["dynamodb:GetItem", "dynamodb:UpdateItem"],
                     resources=[data.table.table_arn],
                 ),
                 "EventBusName": iam.PolicyStatement(

@@ -18,7 +18,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from infra.constructs.functions import RETENTION
+from infra.capabilities.functions import RETENTION
 from infra.nag import acknowledge
 from tunelab.stack_definitions import STATE_MACHINES, StateMachineSpec, placeholders, state_machine_variables
 

@@ -20,7 +20,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra.constructs.messaging import secure_queue
+from infra.capabilities.messaging import secure_queue
 from infra.nag import acknowledge, objects_finding
 from tunelab.stack_definitions import (
     CONNECTOR_ROLE_PREFIX,

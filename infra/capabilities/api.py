@@ -17,7 +17,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra.constructs.functions import RETENTION
+from infra.capabilities.functions import RETENTION
 from infra.nag import acknowledge
 
 STAGE_NAME = "prod"
