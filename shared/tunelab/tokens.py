@@ -22,7 +22,8 @@ technical prose (CPython docstrings without code examples) and the 200 rows of t
 sample. True count ÷ estimate, 5th–95th percentile: 32k 0.85–1.18 (median 0.97), 131k 0.77–1.06
 (median 0.89); the extremes were 0.71 and 1.32. The recorded counts are in
 `tests/unit/data/token_counts.json` and `tests/unit/test_tokens.py` checks the estimator against
-them.
+them; it also trains a GPT-2-style byte-level BPE (16k vocabulary) on the standard library's
+source with the `tokenizers` package and checks the bound against it on the same prose.
 
 Outside English prose the bound does not hold and is not claimed: text dense in digits, symbols
 or code can take up to ~2.2× the estimate (digits are often one token each); French, German,
