@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import boto3
 
 from tunelab.providers.base import (
     DeploymentRef,
@@ -23,7 +26,15 @@ from tunelab.providers.base import (
     TrainingRequest,
     TrainingState,
 )
+from tunelab.records import Artifacts, ModelRecord, ProviderConnectionRecord
+from tunelab.records import DeploymentState as DeploymentRecordState
+from tunelab.records import TrainingState as TrainingRecordState
+from tunelab.repository import Repository
+from tunelab.status import ModelStatus
+from tunelab.wiring import Services, set_services
 
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
 EVENTS = Path(__file__).resolve().parents[1] / "fixtures" / "events"
 SAMPLE_DATA = Path(__file__).resolve().parents[2] / "shared" / "tunelab" / "sample_data"
 
@@ -175,3 +186,179 @@ class BusSpy:
             for message in got:
                 self.seen.append(json.loads(message["Body"]))
                 self.sqs.delete_message(QueueUrl=self.queue, ReceiptHandle=message["ReceiptHandle"])
+
+
+# --- models in given states, and the services around them ------------------------------------------------
+
+WS = "ws-acme"
+SENDER = "tunelab@example.com"  # the conftest's SENDER_EMAIL
+SCHEDULE_GROUP = "tunelab-test"  # the conftest's SCHEDULE_GROUP
+
+
+def build_services(repo: Repository, *providers: RecordingProvider) -> Services:
+    """Services on the mock account, with these provider doubles; SES sender verified, schedule group made."""
+    import boto3  # noqa: PLC0415
+
+    boto3.client("ses", region_name="us-east-1").verify_email_identity(EmailAddress=SENDER)
+    boto3.client("scheduler", region_name="us-east-1").create_schedule_group(Name=SCHEDULE_GROUP)
+    built = Services(repository=repo, providers={p.name: p for p in providers})
+    set_services(built)
+    return built
+
+
+def emails() -> list[Any]:
+    """Messages sent through SES in the mock account (moto's SES backend)."""
+    from moto.ses.models import ses_backends  # noqa: PLC0415
+
+    return list(ses_backends["123456789012"]["us-east-1"].sent_messages)
+
+
+def schedules() -> list[str]:
+    import boto3  # noqa: PLC0415
+
+    listed = boto3.client("scheduler", region_name="us-east-1").list_schedules(GroupName=SCHEDULE_GROUP)
+    return sorted(s["Name"] for s in listed["Schedules"])
+
+
+def create_model(
+    repo: Repository, name: str = "support-bot-v1", *, provider: str = "bedrock", **fields: Any
+) -> ModelRecord:
+    """A model (and the ready dataset it was trained on) stored as the API would store it."""
+    from tests.integration import factories  # noqa: PLC0415
+
+    dataset = repo.create_dataset(factories.dataset(WS, name=f"data-{name}"))
+    job_id = (
+        f"{name}-job"
+        if provider == "sagemaker"
+        else f"arn:aws:bedrock:us-east-1:123456789012:model-customization-job/{name}"
+    )
+    job = TrainingJobRef(provider=provider, job_id=job_id, job_name=f"{name}-job")  # type: ignore[arg-type]
+    values: dict[str, Any] = {
+        "provider": provider,
+        "hosting": "byok" if provider == "sagemaker" else "managed",
+        "training": TrainingRecordState(job_id=job_id),
+        "provider_data": {"training_job": job.model_dump()},
+    }
+    values.update(fields)
+    return repo.create_model(factories.model(WS, name, dataset_id=dataset.dataset_id, **values))
+
+
+def create_deployed_model(
+    services: Services,
+    repo: Repository,
+    name: str = "support-bot-v1",
+    *,
+    provider: str = "sagemaker",
+    requested_at: datetime,
+    undeploy_in: timedelta = timedelta(hours=4),
+) -> ModelRecord:
+    """A deployed model with its endpoint and the auto-undeploy schedules the deployment made."""
+    from tunelab.operations import scheduler  # noqa: PLC0415
+    from tunelab.wiring import model_identity  # noqa: PLC0415
+
+    endpoint = f"{name}-ep-{requested_at:%H%M%S}"
+    model = create_model(
+        repo,
+        name,
+        provider=provider,
+        status=ModelStatus.DEPLOYED,
+        artifacts=Artifacts(uri=f"s3://customer-artifacts/tunelab/{WS}/{name}/model.tar.gz"),
+    )
+    now = datetime.now(UTC)
+    auto = scheduler(services).create_auto_undeploy(
+        model_identity(model),
+        uid=model.uid,
+        requested_at=requested_at,
+        undeploy_at=now + undeploy_in,
+        deployed_at=now,
+    )
+    kind = "sagemaker_endpoint" if provider == "sagemaker" else "custom_model_deployment"
+    ref = DeploymentRef(provider=provider, kind=kind, deployment_id=endpoint)  # type: ignore[arg-type]
+    return repo.update_model(
+        WS,
+        name,
+        {
+            "deployment": DeploymentRecordState(
+                endpoint=endpoint,
+                deployed_at=now,
+                auto_undeploy_at=auto.undeploy_at,
+                schedule_name=auto.undeploy_name,
+            ),
+            "provider_data": {**model.provider_data, "deployment": ref.model_dump()},
+        },
+    )
+
+
+# --- a workflow waiting on its training task token -------------------------------------------------------
+
+WAITING_MACHINE = {
+    "Comment": "Stands in for the StartTraining task: waits for its token, outputs what it receives",
+    "StartAt": "StartTraining",
+    "States": {
+        "StartTraining": {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+            "Parameters": {"QueueUrl": "${QueueUrl}", "MessageBody": {"token.$": "$$.Task.Token"}},
+            "End": True,
+        }
+    },
+}
+
+
+class Workflow:
+    """A running execution waiting on a task token stored the way the fine-tuning workflow stores it."""
+
+    def __init__(self, services: Services, model: ModelRecord) -> None:
+        self.sfn = services.sfn
+        sqs = boto3.client("sqs", region_name=REGION)
+        queue = sqs.create_queue(QueueName=f"tokens-{model.name}")["QueueUrl"]
+        definition = json.dumps(WAITING_MACHINE).replace("${QueueUrl}", queue)
+        machine = self.sfn.create_state_machine(
+            name=f"waiting-{model.name}",
+            definition=definition,
+            roleArn=f"arn:aws:iam::{ACCOUNT}:role/tunelab-states",
+        )["stateMachineArn"]
+        self.arn = self.sfn.start_execution(stateMachineArn=machine, input="{}")["executionArn"]
+        self.token = json.loads(
+            _poll(lambda: sqs.receive_message(QueueUrl=queue).get("Messages"))[0]["Body"]
+        )["token"]
+        services.repository.put_task_token(
+            model.workspace_id, model.name, "training", self.token, ttl=timedelta(days=2)
+        )
+
+    def status(self) -> str:
+        return str(self.sfn.describe_execution(executionArn=self.arn)["status"])
+
+    def output(self) -> dict[str, Any]:
+        _poll(lambda: self.status() != "RUNNING")
+        described = self.sfn.describe_execution(executionArn=self.arn)
+        assert described["status"] == "SUCCEEDED"
+        result: dict[str, Any] = json.loads(described["output"])
+        return result
+
+
+def _poll(probe: Any, seconds: float = 10.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def connect_sagemaker(repo: Repository, account: str = ACCOUNT) -> None:
+    """The workspace's BYOK connection to a SageMaker account (whose events are then believed)."""
+    now = datetime.now(UTC)
+    repo.put_provider_connection(
+        ProviderConnectionRecord(
+            workspace_id=WS,
+            role_arn=f"arn:aws:iam::{account}:role/tunelab-connector",
+            external_id="ext-1234567890",
+            region="us-west-2",
+            artifact_bucket="customer-artifacts",
+            status="connected",
+            created_at=now,
+            updated_at=now,
+        )
+    )

@@ -8,7 +8,6 @@ refused by Step Functions itself.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -19,11 +18,24 @@ from moto import mock_aws
 
 from functions import provider_events
 from tests.integration import factories
-from tests.integration.conftest import ACCOUNT, REGION, Aws
-from tests.integration.handler_support import CONTEXT, event, message_ids, sqs_batch
+from tests.integration.conftest import REGION, Aws
+from tests.integration.handler_support import (
+    CONTEXT,
+    BusSpy,
+    RecordingProvider,
+    Workflow,
+    build_services,
+    connect_sagemaker,
+    create_deployed_model,
+    emails,
+    event,
+    message_ids,
+    schedules,
+    sqs_batch,
+)
 from tunelab.handlers import EventEnvelope, RetryLater
 from tunelab.handlers.provider_events import handle_provider_event
-from tunelab.records import ModelRecord, ProviderConnectionRecord, TrainingState, utcnow
+from tunelab.records import ModelRecord, TrainingState, utcnow
 from tunelab.repository import Repository
 from tunelab.stack_definitions import EVENT_RULES, PROVIDER_RESOURCE_TAG
 from tunelab.status import ModelStatus
@@ -34,18 +46,6 @@ BEDROCK_JOB = "arn:aws:bedrock:us-east-1:123456789012:model-customization-job/ab
 SAGEMAKER_JOB = "support-bot-v1-3f9a1c2b7d"
 CUSTOMER_ACCOUNT = "123456789012"  # the account of the documentation's SageMaker samples
 ARTIFACTS = "s3://customer-artifacts/tunelab/ws-acme/support-bot-v1/output/model.tar.gz"
-WAITING_MACHINE = {
-    "Comment": "Stands in for the StartTraining task: waits for its token, outputs what it receives",
-    "StartAt": "StartTraining",
-    "States": {
-        "StartTraining": {
-            "Type": "Task",
-            "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
-            "Parameters": {"QueueUrl": "${QueueUrl}", "MessageBody": {"token.$": "$$.Task.Token"}},
-            "End": True,
-        }
-    },
-}
 
 
 @pytest.fixture
@@ -55,48 +55,6 @@ def services(aws: Aws, repo: Repository) -> Iterator[Services]:
         set_services(built)
         yield built
         reset_services()
-
-
-class Workflow:
-    """A running execution waiting on a task token stored the way the fine-tuning workflow stores it."""
-
-    def __init__(self, services: Services, model: ModelRecord) -> None:
-        self.sfn = services.sfn
-        sqs = boto3.client("sqs", region_name=REGION)
-        queue = sqs.create_queue(QueueName=f"tokens-{model.name}")["QueueUrl"]
-        definition = json.dumps(WAITING_MACHINE).replace("${QueueUrl}", queue)
-        machine = self.sfn.create_state_machine(
-            name=f"waiting-{model.name}",
-            definition=definition,
-            roleArn=f"arn:aws:iam::{ACCOUNT}:role/tunelab-states",
-        )["stateMachineArn"]
-        self.arn = self.sfn.start_execution(stateMachineArn=machine, input="{}")["executionArn"]
-        self.token = json.loads(
-            _poll(lambda: sqs.receive_message(QueueUrl=queue).get("Messages"))[0]["Body"]
-        )["token"]
-        services.repository.put_task_token(
-            model.workspace_id, model.name, "training", self.token, ttl=timedelta(days=2)
-        )
-
-    def status(self) -> str:
-        return str(self.sfn.describe_execution(executionArn=self.arn)["status"])
-
-    def output(self) -> dict[str, Any]:
-        _poll(lambda: self.status() != "RUNNING")
-        described = self.sfn.describe_execution(executionArn=self.arn)
-        assert described["status"] == "SUCCEEDED"
-        result: dict[str, Any] = json.loads(described["output"])
-        return result
-
-
-def _poll(probe: Any, seconds: float = 10.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.02)
-    raise AssertionError("timed out")
 
 
 def _model(
@@ -114,19 +72,7 @@ def _model(
     )
     model = repo.create_model(record)
     if provider == "sagemaker":
-        now = utcnow()
-        repo.put_provider_connection(
-            ProviderConnectionRecord(
-                workspace_id=WS,
-                role_arn=f"arn:aws:iam::{CUSTOMER_ACCOUNT}:role/tunelab-connector",
-                external_id="ext-1234567890",
-                region="us-west-2",
-                artifact_bucket="customer-artifacts",
-                status="connected",
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        connect_sagemaker(repo, CUSTOMER_ACCOUNT)
     return model
 
 
@@ -480,3 +426,127 @@ def test_sagemaker_rules_route_tagged_events_to_the_queue(services: Services, re
 
     assert response == {"batchItemFailures": []}
     assert repo.get_model(WS, model.name).training.phase == "Downloading"
+
+
+# --- endpoints after deployment -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def sagemaker() -> RecordingProvider:
+    return RecordingProvider("sagemaker")
+
+
+@pytest.fixture
+def deployed_services(aws: Aws, repo: Repository, sagemaker: RecordingProvider) -> Iterator[Services]:
+    BusSpy("tunelab-test")
+    yield build_services(repo, sagemaker)
+    reset_services()
+
+
+def _endpoint(name: str, status: str, **detail: Any) -> EventEnvelope:
+    body = event(
+        "sagemaker_endpoint_state_change",
+        time=utcnow(),
+        EndpointName=name,
+        EndpointStatus=status,
+        Tags={PROVIDER_RESOURCE_TAG: WS},
+        **detail,
+    )
+    return EventEnvelope.model_validate(body)
+
+
+@pytest.mark.parametrize(
+    ("status", "detail", "reason"),
+    [
+        (
+            "FAILED",
+            {"FailureReason": "Instance ml.g5.2xlarge failed health checks"},
+            "failed: Instance ml.g5.2xlarge failed health checks",
+        ),
+        ("OUT_OF_SERVICE", {}, "failed."),
+        ("DELETED", {}, "was deleted outside tunelab."),
+    ],
+)
+def test_an_endpoint_lost_after_deployment_undeploys_the_model(
+    deployed_services: Services,
+    repo: Repository,
+    sagemaker: RecordingProvider,
+    status: str,
+    detail: dict[str, Any],
+    reason: str,
+) -> None:
+    connect_sagemaker(repo, CUSTOMER_ACCOUNT)
+    model = create_deployed_model(deployed_services, repo, requested_at=utcnow())
+    endpoint = str(model.deployment.endpoint if model.deployment else "")
+
+    result = handle_provider_event(deployed_services, _endpoint(endpoint, status, **detail))
+
+    assert result.action == "applied"
+    stored = repo.get_model(WS, model.name)
+    assert stored.status == ModelStatus.NOT_DEPLOYED
+    assert stored.deployment is None
+    last = repo.list_events(WS, model.name, limit=100).items[-1]
+    assert last.type == "status_changed"
+    assert last.message == f"The endpoint {endpoint} {reason} The model is no longer deployed."
+    assert [ref.deployment_id for ref in sagemaker.called("undeploy")] == [
+        endpoint
+    ]  # what is left is removed
+    assert schedules() == []
+    [email] = emails()
+    assert email.subject == f"[tunelab] {model.name} was undeployed"
+    assert reason in email.body
+
+
+@pytest.mark.parametrize("status", ["IN_SERVICE", "UPDATING", "DELETING", "CREATING"])
+def test_endpoint_events_that_change_nothing(
+    deployed_services: Services, repo: Repository, status: str
+) -> None:
+    connect_sagemaker(repo, CUSTOMER_ACCOUNT)
+    model = create_deployed_model(deployed_services, repo, requested_at=utcnow())
+    endpoint = str(model.deployment.endpoint if model.deployment else "")
+
+    result = handle_provider_event(deployed_services, _endpoint(endpoint, status))
+
+    assert result.action == "ignored"
+    assert repo.get_model(WS, model.name) == model
+    assert len(schedules()) == 2
+
+
+def test_an_endpoint_failing_while_deploying_is_left_to_the_deployment_workflow(
+    deployed_services: Services, repo: Repository, sagemaker: RecordingProvider
+) -> None:
+    connect_sagemaker(repo, CUSTOMER_ACCOUNT)
+    model = create_deployed_model(deployed_services, repo, requested_at=utcnow())
+    endpoint = str(model.deployment.endpoint if model.deployment else "")
+    repo.transition(WS, model.name, {ModelStatus.DEPLOYED}, ModelStatus.NOT_DEPLOYED)
+    repo.transition(WS, model.name, {ModelStatus.NOT_DEPLOYED}, ModelStatus.DEPLOYING)
+
+    result = handle_provider_event(
+        deployed_services, _endpoint(endpoint, "FAILED", FailureReason="no capacity")
+    )
+
+    assert result.action == "applied"
+    stored = repo.get_model(WS, model.name)
+    assert stored.status == ModelStatus.DEPLOYING
+    assert (
+        repo.list_events(WS, model.name, limit=100).items[-1].message
+        == f"The endpoint {endpoint} failed: no capacity"
+    )
+    assert sagemaker.called("undeploy") == []
+
+
+def test_a_repeated_endpoint_failure_changes_nothing_more(
+    deployed_services: Services, repo: Repository, sagemaker: RecordingProvider
+) -> None:
+    connect_sagemaker(repo, CUSTOMER_ACCOUNT)
+    model = create_deployed_model(deployed_services, repo, requested_at=utcnow())
+    failed = _endpoint(str(model.deployment.endpoint if model.deployment else ""), "FAILED")
+    handle_provider_event(deployed_services, failed)
+    after = repo.get_model(WS, model.name)
+
+    again = handle_provider_event(deployed_services, failed)
+
+    assert again.action == "dropped"  # the endpoint no longer leads to the model
+    assert repo.get_model(WS, model.name) == after
+    assert len(emails()) == 1
+    assert len(sagemaker.called("undeploy")) == 1

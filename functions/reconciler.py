@@ -1,0 +1,18 @@
+"""Lambda entry point: the scheduled sweep over jobs whose provider events may have been lost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tunelab.handlers.reconcile import reconcile
+from tunelab.wiring import get_services
+
+logger = Logger(service="tunelab-reconciler")
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
+    return reconcile(get_services()).model_dump()

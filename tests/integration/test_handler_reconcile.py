@@ -1,0 +1,152 @@
+"""The reconciler: jobs whose events were lost are asked about; fresh ones are left alone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from moto import mock_aws
+
+from functions import reconciler
+from tests.integration.conftest import Aws
+from tests.integration.handler_support import (
+    CONTEXT,
+    WS,
+    RecordingProvider,
+    Workflow,
+    build_services,
+    create_model,
+)
+from tunelab.handlers.reconcile import STALE_AFTER, reconcile
+from tunelab.operations import training_job_ref
+from tunelab.providers.base import ProviderTransientError, TrainingMetrics, TrainingState
+from tunelab.records import ModelRecord, utcnow
+from tunelab.records import TrainingState as TrainingRecord
+from tunelab.repository import Repository
+from tunelab.status import ModelStatus
+from tunelab.wiring import Services, reset_services
+
+ARTIFACTS = "s3://tunelab-test-artifacts/bedrock-output/ws-acme/support-bot-v1/0a1b2c3d4e/"
+
+
+@pytest.fixture
+def bedrock() -> RecordingProvider:
+    return RecordingProvider("bedrock")
+
+
+@pytest.fixture
+def services(aws: Aws, repo: Repository, bedrock: RecordingProvider) -> Iterator[Services]:
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        yield build_services(repo, bedrock)
+        reset_services()
+
+
+def _silent_for(aws: Aws, repo: Repository, silence: timedelta, name: str, **fields: object) -> ModelRecord:
+    """A model last heard of `silence` ago."""
+    past = Repository(repo.table_name, aws.dynamodb, clock=lambda: utcnow() - silence)
+    return create_model(past, name, **fields)  # type: ignore[arg-type]
+
+
+def _job_id(model: ModelRecord) -> str:
+    ref = training_job_ref(model)
+    assert ref is not None
+    return ref.job_id
+
+
+def test_a_stale_finished_job_reaches_its_workflow_and_a_fresh_one_is_left_alone(
+    aws: Aws, services: Services, repo: Repository, bedrock: RecordingProvider
+) -> None:
+    stale = _silent_for(aws, repo, STALE_AFTER + timedelta(minutes=5), "stale-bot")
+    fresh = _silent_for(aws, repo, timedelta(minutes=2), "fresh-bot")
+    workflow = Workflow(services, stale)
+    bedrock.training[_job_id(stale)] = TrainingState(
+        job_id=_job_id(stale),
+        status="completed",
+        artifacts_uri=ARTIFACTS,
+        model_ref="arn:aws:bedrock:us-east-1:123456789012:custom-model/stale-bot",
+        metrics=TrainingMetrics(train_loss=0.5),
+    )
+    bedrock.training[_job_id(fresh)] = TrainingState(job_id=_job_id(fresh), status="completed")
+
+    report = reconcile(services)
+
+    assert report.checked == 1
+    assert report.outcomes_sent == 1
+    assert [ref.job_id for ref in bedrock.called("describe_training")] == [_job_id(stale)]
+    assert workflow.output() == {
+        "outcome": "completed",
+        "reason": None,
+        "artifacts_uri": ARTIFACTS,
+        "model_ref": "arn:aws:bedrock:us-east-1:123456789012:custom-model/stale-bot",
+        "metrics": {"train_loss": 0.5, "eval_loss": None, "step": None, "epoch": None},
+    }
+
+
+def test_a_stale_running_job_keeps_waiting_and_its_news_is_recorded(
+    aws: Aws, services: Services, repo: Repository, bedrock: RecordingProvider
+) -> None:
+    stale = _silent_for(aws, repo, timedelta(hours=2), "slow-bot")
+    workflow = Workflow(services, stale)
+    bedrock.training[_job_id(stale)] = TrainingState(
+        job_id=_job_id(stale), status="in_progress", phase="InProgress"
+    )
+
+    report = reconcile(services)
+
+    assert (report.checked, report.still_running, report.outcomes_sent) == (1, 1, 0)
+    assert repo.get_model(WS, stale.name).training.phase == "InProgress"
+    assert workflow.status() == "RUNNING"
+
+
+def test_a_lost_stop_is_issued_again(
+    aws: Aws, services: Services, repo: Repository, bedrock: RecordingProvider
+) -> None:
+    stopping = _silent_for(aws, repo, timedelta(hours=1), "stop-bot", status=ModelStatus.STOPPING_TRAINING)
+    bedrock.training[_job_id(stopping)] = TrainingState(job_id=_job_id(stopping), status="in_progress")
+
+    report = reconcile(services)
+
+    assert report.stops_reissued == 1
+    assert [ref.job_id for ref in bedrock.called("stop_training")] == [_job_id(stopping)]
+
+
+def test_a_finished_job_no_workflow_waits_for_is_counted(
+    aws: Aws, services: Services, repo: Repository, bedrock: RecordingProvider
+) -> None:
+    orphan = _silent_for(aws, repo, timedelta(hours=1), "orphan-bot")
+    bedrock.training[_job_id(orphan)] = TrainingState(
+        job_id=_job_id(orphan), status="failed", failure_reason="x"
+    )
+
+    report = reconcile(services)
+
+    assert (report.outcomes_sent, report.unanswered) == (0, 1)
+
+
+def test_one_failing_model_does_not_stop_the_sweep(
+    aws: Aws, services: Services, repo: Repository, bedrock: RecordingProvider
+) -> None:
+    _silent_for(aws, repo, timedelta(hours=1), "first-bot")
+    _silent_for(aws, repo, timedelta(hours=1), "second-bot", training=TrainingRecord(), provider_data={})
+    bedrock.fail_with = ProviderTransientError("Bedrock is busy; try again shortly.")
+
+    report = reconcile(services)
+
+    assert (report.checked, report.errors, report.no_job) == (2, 1, 1)
+
+
+def test_the_function_returns_the_counts(aws: Aws, services: Services, repo: Repository) -> None:
+    _silent_for(aws, repo, timedelta(hours=1), "quiet-bot")
+
+    counts = reconciler.handler({"source": "aws.scheduler"}, CONTEXT)
+
+    assert counts == {
+        "checked": 1,
+        "outcomes_sent": 0,
+        "unanswered": 0,
+        "still_running": 1,
+        "stops_reissued": 0,
+        "no_job": 0,
+        "errors": 0,
+    }
