@@ -246,6 +246,11 @@ class Services:
             self._providers[(name, workspace)] = provider
             return provider
 
+    def set_provider(self, name: str, provider: TrainingProvider, workspace_id: str | None = None) -> None:
+        """Use `provider` for `name` (in one workspace, or in all when `workspace_id` is None)."""
+        with self._lock:
+            self._providers[(name, workspace_id or "*")] = provider
+
     def forget_provider(self, name: str, workspace_id: str) -> None:
         """Drop a cached provider (the workspace's connection was replaced or deleted)."""
         with self._lock:

@@ -1,0 +1,193 @@
+"""The deployment state machine, really executed by moto, its tasks running the real handlers.
+
+moto implements neither Bedrock's custom model deployments nor provisioned throughput, so the
+provider here is a scripted one that records what was created and deleted; the workflow, the
+record, the schedules (read back from moto's Scheduler), the email and the bus are all real.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
+from tunelab.providers.base import (
+    DeploymentRef,
+    DeploymentState,
+    DeploymentStatus,
+    DeployRequest,
+    ProviderName,
+)
+from tunelab.records import Artifacts, ModelRecord
+from tunelab.schedules import schedule_names
+from tunelab.status import ModelStatus
+from tunelab.wiring import model_identity
+from tunelab.workflows import start_deployment
+
+pytestmark = pytest.mark.moto
+
+
+class ScriptedProvider:
+    """Deploys instantly; `describe_deployment` answers the scripted statuses in turn (the last repeats)."""
+
+    name: ProviderName = "bedrock"
+
+    def __init__(self, *statuses: DeploymentStatus, reason: str | None = None) -> None:
+        self.statuses = list(statuses)
+        self.reason = reason
+        self.deployed: list[DeployRequest] = []
+        self.undeployed: list[str] = []
+        self.live: set[str] = set()
+
+    def deploy(self, request: DeployRequest) -> DeploymentRef:
+        self.deployed.append(request)
+        name = f"{request.identity.model_name}-{request.deploy_digest()[:8]}"
+        self.live.add(name)
+        return DeploymentRef(provider="bedrock", kind="custom_model_deployment", deployment_id=name)
+
+    def describe_deployment(self, ref: DeploymentRef) -> DeploymentState:
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        return DeploymentState(
+            deployment_id=ref.deployment_id, status=status, reason=self.reason if status == "failed" else None
+        )
+
+    def undeploy(self, ref: DeploymentRef) -> None:
+        self.undeployed.append(ref.deployment_id)
+        self.live.discard(ref.deployment_id)
+
+    def parse_event(self, detail_type: str, detail: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
+
+
+def _trained(stack: Stack) -> ModelRecord:
+    """A trained Bedrock model (custom model ARN known), moved to `deploying` as the API does."""
+    dataset = stack.dataset()
+    record = stack.model(dataset)
+    repo = stack.repo
+    repo.transition(
+        record.workspace_id,
+        record.name,
+        {"training"},
+        "not_deployed",
+        {
+            "artifacts": Artifacts(uri="s3://tunelab-test-artifacts/bedrock-output/x/", files=[]),
+            "provider_data": {"model_ref": "arn:aws:bedrock:us-east-1:123456789012:custom-model/x"},
+        },
+    )
+    return repo.transition(record.workspace_id, record.name, {"not_deployed"}, "deploying")
+
+
+def _deploy(stack: Stack, record: ModelRecord, requested_at: datetime, **kwargs: Any) -> str:
+    kwargs.setdefault("poll_seconds", 0)
+    return start_deployment(
+        stack.sfn, stack.deployment_arn, record, requested_at=requested_at, correlation_id="corr-d", **kwargs
+    )
+
+
+def test_in_service_is_deployed_with_an_auto_undeploy_schedule_and_a_reminder(stack: Stack) -> None:
+    provider = ScriptedProvider("creating", "creating", "in_service")
+    stack.services.set_provider("bedrock", provider)
+    record = _trained(stack)
+    requested = datetime.now(UTC).replace(microsecond=0)
+    undeploy_at = requested + timedelta(hours=4)
+
+    result = stack.wait_execution(_deploy(stack, record, requested, auto_undeploy_at=undeploy_at))
+
+    assert result["status"] == "SUCCEEDED", result
+    model = stack.repo.get_model(record.workspace_id, record.name)
+    assert model.status == ModelStatus.DEPLOYED
+    assert model.deployment is not None
+    assert model.deployment.endpoint in provider.live
+    assert model.deployment.deployed_at is not None
+    assert model.deployment.auto_undeploy_at == undeploy_at
+    # the deploy used the custom model and the request time
+    assert provider.deployed[0].model_ref == "arn:aws:bedrock:us-east-1:123456789012:custom-model/x"
+    assert provider.deployed[0].requested_at == requested
+    # the schedules exist in the schedule group, targeting the auto-undeploy function
+    settings = stack.services.settings
+    scheduler = stack.services.scheduler
+    undeploy_name, reminder_name = schedule_names(model_identity(model), requested)
+    assert model.deployment.schedule_name == undeploy_name
+    undeploy = scheduler.get_schedule(Name=undeploy_name, GroupName=settings.schedule_group)
+    assert undeploy["ScheduleExpression"] == f"at({undeploy_at.strftime('%Y-%m-%dT%H:%M:00')})"
+    assert undeploy["ScheduleExpressionTimezone"] == "UTC"
+    assert undeploy["Target"]["Arn"] == settings.auto_undeploy_target_arn
+    assert undeploy["Target"]["RoleArn"] == settings.scheduler_role_arn
+    assert json.loads(undeploy["Target"]["Input"])["action"] == "undeploy"
+    reminder = scheduler.get_schedule(Name=reminder_name, GroupName=settings.schedule_group)
+    remind_at = undeploy_at - timedelta(minutes=24)  # 10% of a 4-hour window
+    assert reminder["ScheduleExpression"] == f"at({remind_at.strftime('%Y-%m-%dT%H:%M:00')})"
+    assert json.loads(reminder["Target"]["Input"])["action"] == "remind"
+    # the creator is told, and the bus carries the change
+    [email] = stack.emails()
+    assert email.subject == f"[tunelab] {record.name} is deployed"
+    assert "undeployed automatically" in email.body
+    changed = [e["detail"]["data"] for e in stack.domain_events(wait_for=1)]
+    assert changed[-1]["status"] == "deployed"
+    assert changed[-1]["endpoint"] == model.deployment.endpoint
+
+
+def test_a_failed_deployment_is_removed_and_the_model_is_not_deployed_with_the_reason(stack: Stack) -> None:
+    provider = ScriptedProvider("creating", "failed", reason="Insufficient capacity for ml.g5.2xlarge.")
+    stack.services.set_provider("bedrock", provider)
+    record = _trained(stack)
+    requested = datetime.now(UTC)
+
+    result = stack.wait_execution(
+        _deploy(stack, record, requested, auto_undeploy_at=requested + timedelta(hours=2))
+    )
+
+    assert result["status"] == "SUCCEEDED"
+    model = stack.repo.get_model(record.workspace_id, record.name)
+    assert model.status == ModelStatus.NOT_DEPLOYED
+    assert model.deployment is None
+    assert "deployment" not in model.provider_data
+    # nothing left behind: the deployment was deleted, no schedule exists
+    assert provider.live == set()
+    assert len(provider.undeployed) == 1
+    schedules = stack.services.scheduler.list_schedules(GroupName=stack.services.settings.schedule_group)
+    assert schedules["Schedules"] == []
+    history = stack.repo.list_events(record.workspace_id, record.name).items
+    assert "Insufficient capacity" in (history[-1].message or "")
+    [email] = stack.emails()
+    assert email.subject == f"[tunelab] Deployment of {record.name} failed"
+    assert "Insufficient capacity" in email.body
+
+
+def test_a_deployment_that_never_comes_into_service_times_out_and_is_removed(stack: Stack) -> None:
+    provider = ScriptedProvider("creating")
+    stack.services.set_provider("bedrock", provider)
+    record = _trained(stack)
+
+    arn = _deploy(stack, record, datetime.now(UTC), poll_seconds=1, timeout_seconds=2)
+    result = stack.wait_execution(arn, timeout=40)
+
+    assert result["status"] == "SUCCEEDED"
+    model = stack.repo.get_model(record.workspace_id, record.name)
+    assert model.status == ModelStatus.NOT_DEPLOYED
+    assert provider.live == set()
+    [email] = stack.emails()
+    assert "did not come into service" in email.body
+
+
+def test_undeploying_while_deploying_ends_the_workflow_quietly(stack: Stack) -> None:
+    provider = ScriptedProvider("creating")
+    stack.services.set_provider("bedrock", provider)
+    record = _trained(stack)
+
+    arn = _deploy(stack, record, datetime.now(UTC), poll_seconds=1)
+    stack.wait_for(lambda: provider.deployed, what="the deployment to be created")
+    # the user undeploys (what the API's undeploy does to the record)
+    stack.repo.transition(
+        record.workspace_id, record.name, {"deploying"}, "not_deployed", {"deployment": None}
+    )
+    result = stack.wait_execution(arn)
+
+    assert result["status"] == "SUCCEEDED"
+    assert "Cancelled" in stack.states_entered(arn)
+    assert stack.repo.get_model(record.workspace_id, record.name).status == ModelStatus.NOT_DEPLOYED
+    assert stack.emails() == []
