@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -21,6 +21,7 @@ from tunelab.providers.base import (
     DeploymentStatus,
     DeployRequest,
     ProviderName,
+    TrainingProvider,
 )
 from tunelab.records import Artifacts, ModelRecord
 from tunelab.schedules import schedule_names
@@ -63,6 +64,11 @@ class ScriptedProvider:
         raise NotImplementedError
 
 
+def _use(stack: Stack, provider: ScriptedProvider) -> None:
+    # Only the deployment half of the protocol is scripted; the workflow calls nothing else.
+    stack.services.set_provider("bedrock", cast("TrainingProvider", provider))
+
+
 def _trained(stack: Stack) -> ModelRecord:
     """A trained Bedrock model (custom model ARN known), moved to `deploying` as the API does."""
     dataset = stack.dataset()
@@ -90,7 +96,7 @@ def _deploy(stack: Stack, record: ModelRecord, requested_at: datetime, **kwargs:
 
 def test_in_service_is_deployed_with_an_auto_undeploy_schedule_and_a_reminder(stack: Stack) -> None:
     provider = ScriptedProvider("creating", "creating", "in_service")
-    stack.services.set_provider("bedrock", provider)
+    _use(stack, provider)
     record = _trained(stack)
     requested = datetime.now(UTC).replace(microsecond=0)
     undeploy_at = requested + timedelta(hours=4)
@@ -133,7 +139,7 @@ def test_in_service_is_deployed_with_an_auto_undeploy_schedule_and_a_reminder(st
 
 def test_a_failed_deployment_is_removed_and_the_model_is_not_deployed_with_the_reason(stack: Stack) -> None:
     provider = ScriptedProvider("creating", "failed", reason="Insufficient capacity for ml.g5.2xlarge.")
-    stack.services.set_provider("bedrock", provider)
+    _use(stack, provider)
     record = _trained(stack)
     requested = datetime.now(UTC)
 
@@ -160,7 +166,7 @@ def test_a_failed_deployment_is_removed_and_the_model_is_not_deployed_with_the_r
 
 def test_a_deployment_that_never_comes_into_service_times_out_and_is_removed(stack: Stack) -> None:
     provider = ScriptedProvider("creating")
-    stack.services.set_provider("bedrock", provider)
+    _use(stack, provider)
     record = _trained(stack)
 
     arn = _deploy(stack, record, datetime.now(UTC), poll_seconds=1, timeout_seconds=2)
@@ -176,7 +182,7 @@ def test_a_deployment_that_never_comes_into_service_times_out_and_is_removed(sta
 
 def test_undeploying_while_deploying_ends_the_workflow_quietly(stack: Stack) -> None:
     provider = ScriptedProvider("creating")
-    stack.services.set_provider("bedrock", provider)
+    _use(stack, provider)
     record = _trained(stack)
 
     arn = _deploy(stack, record, datetime.now(UTC), poll_seconds=1)
