@@ -6,6 +6,10 @@ Every acknowledgement names one construct, one rule (with its finding for wildca
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 from aws_cdk import Acknowledgment, App, Stack, Validations
 from aws_cdk.aws_s3 import IBucket
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
@@ -16,7 +20,9 @@ def acknowledge(scope: IConstruct, rule: str, reason: str, *, applies_to: tuple[
     """Acknowledge `rule` on `scope` (and its children); with `applies_to`, only those findings."""
     if not reason.strip():
         raise ValueError(f"acknowledging {rule} needs a reason")
-    ids = [f"{rule}[{finding}]" for finding in applies_to] if applies_to else [rule]
+    # The plugin's prefix (`AwsSolutions::`, `Serverless::`) is the form the validation report asks for.
+    prefixed = rule if "::" in rule else f"{rule.split('-', maxsplit=1)[0]}::{rule}"
+    ids = [f"{prefixed}[{finding}]" for finding in applies_to] if applies_to else [prefixed]
     Validations.of(scope).acknowledge(*(Acknowledgment(id=rule_id, reason=reason) for rule_id in ids))
 
 
@@ -29,3 +35,38 @@ def objects_finding(bucket: IBucket) -> str:
     """The IAM5 finding cdk-nag reports for `bucket.arn_for_objects("*")` in a policy."""
     resolved = Stack.of(bucket).resolve(bucket.bucket_arn)
     return f"Resource::<{resolved['Fn::GetAtt'][0]}.Arn>/*"
+
+
+ACKNOWLEDGED = "aws:cdk:acknowledged-rules"
+
+
+def acknowledgements(assembly_dir: Path) -> list[tuple[str, str, str]]:
+    """(construct path, rule id, reason) of every acknowledgement in a synthesized assembly."""
+    found: set[tuple[str, str, str]] = set()
+    for metadata_file in sorted(assembly_dir.glob("*.metadata.json")):
+        for path, entries in json.loads(metadata_file.read_text()).items():
+            for entry in entries:
+                if entry["type"] == ACKNOWLEDGED:
+                    found.update((path, rule, reason) for rule, reason in entry["data"].items())
+    return sorted(found)
+
+
+def render_acknowledgements(rows: list[tuple[str, str, str]]) -> str:
+    """infra/NAG_ACKNOWLEDGEMENTS.md: every acknowledgement and why it stands."""
+    lines = [
+        "# cdk-nag acknowledgements",
+        "",
+        "Every finding of the AwsSolutions and Serverless packs that tunelab acknowledges instead of",
+        "fixing, with the reason it stands. Generated from a synthesized app (tests/infra checks that",
+        "it is current): `.venv/bin/python -m infra.nag cdk.out > infra/NAG_ACKNOWLEDGEMENTS.md`",
+        "after `make synth`.",
+        "",
+        "| construct | rule (finding) | why it stands |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{path}` | `{rule}` | {reason} |" for path, rule, reason in rows]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_acknowledgements(acknowledgements(Path(sys.argv[1]))))

@@ -1,0 +1,117 @@
+"""API and auth: the Cognito authorizer on every route but health, throttling, logs, CORS, errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.infra.conftest import BURST_LIMIT, ORIGINS, RATE_LIMIT, Synthesized, only, render, resources
+
+pytestmark = pytest.mark.xdist_group("infra")
+
+
+def path_of(template: dict[str, Any], resource_id: Any) -> str:
+    if isinstance(resource_id, dict) and "Fn::GetAtt" in resource_id:
+        return ""
+    resource = template["Resources"][resource_id["Ref"]]["Properties"]
+    return f"{path_of(template, resource['ParentId'])}/{resource['PathPart']}"
+
+
+def methods(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found = {}
+    for method in resources(template, "AWS::ApiGateway::Method").values():
+        props = method["Properties"]
+        path = path_of(template, props["ResourceId"]) or "/"
+        found[f"{props['HttpMethod']} {path}"] = props
+    return found
+
+
+def test_every_method_but_health_and_preflight_needs_a_cognito_token(synthesized: Synthesized) -> None:
+    template = synthesized.platform
+    authorizer_id, authorizer = only(template, "AWS::ApiGateway::Authorizer")
+    pool_id, _ = only(template, "AWS::Cognito::UserPool")
+    assert authorizer["Properties"]["Type"] == "COGNITO_USER_POOLS"
+    assert authorizer["Properties"]["ProviderARNs"] == [{"Fn::GetAtt": [pool_id, "Arn"]}]
+    found = methods(template)
+    assert found["GET /v1/health"]["AuthorizationType"] == "NONE"
+    assert found["ANY /v1/{proxy+}"]["AuthorizationType"] == "COGNITO_USER_POOLS"
+    for key, props in found.items():
+        if key == "GET /v1/health" or key.startswith("OPTIONS "):
+            continue
+        assert props["AuthorizationType"] == "COGNITO_USER_POOLS", key
+        assert props["AuthorizerId"] == {"Ref": authorizer_id}, key
+
+
+def test_methods_are_validated_and_proxied_to_the_api_function(synthesized: Synthesized) -> None:
+    validator_id, validator = only(synthesized.platform, "AWS::ApiGateway::RequestValidator")
+    assert validator["Properties"]["ValidateRequestBody"] is True
+    assert validator["Properties"]["ValidateRequestParameters"] is True
+    for key, props in methods(synthesized.platform).items():
+        if key.startswith("OPTIONS "):
+            continue
+        assert props["RequestValidatorId"] == {"Ref": validator_id}
+        assert props["Integration"]["Type"] == "AWS_PROXY"
+        assert "FunctionsApi" in render(props["Integration"]["Uri"])
+
+
+def test_stage_throttles_logs_access_as_json_and_traces(synthesized: Synthesized) -> None:
+    stage = only(synthesized.platform, "AWS::ApiGateway::Stage")[1]["Properties"]
+    (settings,) = stage["MethodSettings"]
+    assert (settings["HttpMethod"], settings["ResourcePath"]) == ("*", "/*")
+    assert settings["ThrottlingRateLimit"] == RATE_LIMIT
+    assert settings["ThrottlingBurstLimit"] == BURST_LIMIT
+    assert settings["LoggingLevel"] == "ERROR"
+    assert settings["DataTraceEnabled"] is False
+    assert stage["TracingEnabled"] is True
+    access = stage["AccessLogSetting"]
+    assert "ApiAccessLogs" in render(access["DestinationArn"])
+    assert json.loads(access["Format"])["requestId"] == "$context.requestId"
+
+
+def test_cors_preflight_allows_only_the_configured_origins(synthesized: Synthesized) -> None:
+    found = methods(synthesized.platform)
+    preflight = found["OPTIONS /v1/{proxy+}"]
+    assert preflight["AuthorizationType"] == "NONE"
+    (response,) = preflight["Integration"]["IntegrationResponses"]
+    headers = response["ResponseParameters"]
+    text = json.dumps(response)
+    for origin in ORIGINS:
+        assert origin in text
+    assert "'*'" not in headers.get("method.response.header.Access-Control-Allow-Origin", "")
+    assert "Authorization" in headers["method.response.header.Access-Control-Allow-Headers"]
+    assert "Idempotency-Key" in headers["method.response.header.Access-Control-Allow-Headers"]
+
+
+def test_api_gateways_own_errors_use_the_contracts_error_body(synthesized: Synthesized) -> None:
+    responses = {
+        r["Properties"]["ResponseType"]: r["Properties"]
+        for r in resources(synthesized.platform, "AWS::ApiGateway::GatewayResponse").values()
+    }
+    expected = {
+        "UNAUTHORIZED": ("401", "unauthorized"),
+        "MISSING_AUTHENTICATION_TOKEN": ("404", "not_found"),
+        "THROTTLED": ("429", "throttled"),
+        "REQUEST_TOO_LARGE": ("413", "payload_too_large"),
+        "BAD_REQUEST_BODY": ("400", "validation_error"),
+    }
+    for response_type, (status, code) in expected.items():
+        props = responses[response_type]
+        assert props["StatusCode"] == status
+        body = json.loads(props["ResponseTemplates"]["application/json"])
+        assert body["error"]["code"] == code
+        assert body["error"]["message"]
+
+
+def test_users_cannot_write_their_workspace_or_plan(synthesized: Synthesized) -> None:
+    pool = only(synthesized.platform, "AWS::Cognito::UserPool")[1]["Properties"]
+    schema = {attribute["Name"]: attribute for attribute in pool["Schema"]}
+    assert schema["workspace"]["AttributeDataType"] == "String"
+    assert schema["plan"]["AttributeDataType"] == "String"
+    assert pool["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"] is True
+    assert pool["MfaConfiguration"] == "ON"
+    client = only(synthesized.platform, "AWS::Cognito::UserPoolClient")[1]["Properties"]
+    assert {"custom:workspace", "custom:plan"} <= set(client["ReadAttributes"])
+    assert not {"custom:workspace", "custom:plan"} & set(client["WriteAttributes"])
+    assert client["GenerateSecret"] is False
