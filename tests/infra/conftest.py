@@ -54,7 +54,7 @@ class Synthesized:
 
 @pytest.fixture(scope="session")
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    from infra.app import build_app
+    from infra.app import build_app  # noqa: PLC0415  # jsii starts only when a test needs the app
 
     outdir = tmp_path_factory.mktemp("cdk.out")
     app = build_app(CONTEXT, outdir=str(outdir))

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.xdist_group("infra")
 
 
 def table(synthesized: Synthesized, prefix: str) -> dict[str, Any]:
-    return only(synthesized.platform, "AWS::DynamoDB::Table", prefix)[1]["Properties"]
+    props: dict[str, Any] = only(synthesized.platform, "AWS::DynamoDB::Table", prefix)[1]["Properties"]
+    return props
 
 
 def test_records_table_is_the_repositorys_on_demand_with_recovery_and_ttl(synthesized: Synthesized) -> None:

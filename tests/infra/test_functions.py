@@ -15,7 +15,13 @@ from tests.infra.conftest import (
     statements_of_role,
 )
 from tunelab.settings import Settings
-from tunelab.stack_definitions import FUNCTIONS, LAMBDA_PYTHON_VERSION, FunctionSpec, Permission
+from tunelab.stack_definitions import (
+    FUNCTIONS,
+    LAMBDA_PYTHON_VERSION,
+    FunctionSpec,
+    Permission,
+    table_definition,
+)
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -179,8 +185,6 @@ def test_connector_roles_are_assumed_only_by_name_pattern(synthesized: Synthesiz
 
 
 def test_table_access_names_the_table_and_its_indexes(synthesized: Synthesized) -> None:
-    from tunelab.stack_definitions import table_definition
-
     targets = allowed(synthesized, spec("provider_events"))["dynamodb:Query"]
     indexes = {t.rsplit("/index/", 1)[1] for t in targets if "/index/" in t}
     assert indexes == {index.name for index in table_definition().global_indexes}
