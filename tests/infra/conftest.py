@@ -118,7 +118,7 @@ def render(value: Any) -> str:
     if isinstance(value, dict) and len(value) == 1:
         ((key, arg),) = value.items()
         if key == "Ref":
-            return "${" + arg + "}"
+            return "${" + str(arg) + "}"
         if key == "Fn::GetAtt":
             return "${" + ".".join(as_list(arg)) + "}"
         if key == "Fn::Join":
