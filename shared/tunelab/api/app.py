@@ -23,7 +23,15 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tunelab import __version__
 from tunelab.api.errors import code_for_status, error_response, proxy_error, validation_failed
-from tunelab.api.routes import base_models, estimates, system, workspace
+from tunelab.api.routes import (
+    base_models,
+    datasets,
+    estimates,
+    fine_tuned_models,
+    providers,
+    system,
+    workspace,
+)
 from tunelab.errors import (
     NotFound,
     PayloadTooLarge,
@@ -42,7 +50,7 @@ OPENAPI_PATH = "/v1/openapi.json"
 PUBLIC_PATHS = frozenset({"/v1/health", OPENAPI_PATH})
 
 # Each module holds one `router`; a new resource adds its module here.
-ROUTERS = (system, base_models, workspace, estimates)
+ROUTERS = (system, base_models, workspace, estimates, datasets, fine_tuned_models, providers)
 
 app = APIGatewayRestResolver(enable_validation=True)
 for _module in ROUTERS:
@@ -145,8 +153,14 @@ def openapi_document() -> dict[str, Any]:
             if not isinstance(operation, dict):
                 continue
             operation.get("responses", {}).pop("422", None)
+            # "No Content" has no body (Powertools documents `null` for a `Response[None]`).
+            operation.get("responses", {}).get("204", {}).pop("content", None)
             if path in PUBLIC_PATHS:
                 operation["security"] = []
+    # Routes that read their body themselves (several content types) document it in their module.
+    for module in ROUTERS:
+        for (method, path), request_body in getattr(module, "OPENAPI_REQUEST_BODIES", {}).items():
+            document["paths"][path][method]["requestBody"] = request_body
     schemas = document.get("components", {}).get("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
         schemas.pop(unused, None)

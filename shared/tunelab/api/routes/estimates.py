@@ -1,4 +1,5 @@
-"""`POST /v1/resource-estimates`: VRAM, storage and instance advice for a SageMaker job."""
+"""`POST /v1/cost-estimates` (the predicted cost of a fine-tuning request) and `POST /v1/resource-estimates`
+(VRAM, storage and instance advice for a SageMaker job)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
+from tunelab import service
 from tunelab.api.deps import catalog, current_identity
 from tunelab.api.routes.common import responses
+from tunelab.api.routes.services import services
 from tunelab.catalog import Catalog
-from tunelab.contracts import ResourceEstimateIn, ResourceEstimateOut
+from tunelab.contracts import CostEstimateIn, CostEstimateOut, ResourceEstimateIn, ResourceEstimateOut
 from tunelab.identity import Identity
 from tunelab.resources import estimate_resources
+from tunelab.wiring import Services
 
 router = APIGatewayRouter()  # type: ignore[no-untyped-call]
 
@@ -30,3 +34,20 @@ def create_resource_estimate(
     models: Annotated[Catalog, Depends(catalog)],
 ) -> ResourceEstimateOut:
     return estimate_resources(body, models)
+
+
+@router.post(
+    "/v1/cost-estimates",
+    summary="The predicted cost of a fine-tuning request, before anything starts",
+    description="Takes the body of `POST /v1/fine-tuned-models` (the acknowledgement is not needed) and "
+    "checks it the same way; nothing is started or stored.",
+    tags=["estimates"],
+    responses=responses(forbidden=True),
+    operation_id="createCostEstimate",
+)
+def create_cost_estimate(
+    body: CostEstimateIn,
+    identity: Annotated[Identity, Depends(current_identity)],
+    svc: Annotated[Services, Depends(services)],
+) -> CostEstimateOut:
+    return service.estimate(svc, identity, body)

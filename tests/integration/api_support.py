@@ -1,0 +1,89 @@
+"""What the API resource tests share: the mock account's buckets, bus, SES and schedule group, services
+installed for the API's dependencies, and helpers to call the API as a user of a workspace."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.integration.apigw import ApiResponse, api_event, call, claims_for
+from tests.integration.conftest import REGION, Aws
+from tests.integration.handler_support import BusSpy
+from tunelab.repository import Repository
+from tunelab.settings import get_settings
+from tunelab.wiring import Services, reset_services, set_services
+
+SAMPLE_DATA = Path(__file__).resolve().parents[2] / "shared" / "tunelab" / "sample_data"
+GOOD_CSV = (SAMPLE_DATA / "support-triage.csv").read_bytes()
+VALIDATION_CSV = (SAMPLE_DATA / "support-triage-validation.csv").read_bytes()
+WS = "ws-acme"
+OTHER_WS = "ws-globex"
+
+
+@dataclass
+class Api:
+    """The API over the mock account, called as a user of `ws-acme` unless told otherwise."""
+
+    aws: Aws
+    services: Services
+    repo: Repository
+    bus: BusSpy | None = None
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        workspace: str = WS,
+        plan: str | None = "subscription",
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> ApiResponse:
+        extra = {"custom:plan": plan} if plan else {}
+        claims = claims_for(workspace, **extra)
+        return call(api_event(method, path, body, claims=claims, headers=headers, **kwargs))
+
+    def upload_csv(
+        self, name: str, data: bytes = GOOD_CSV, *, workspace: str = WS, **kwargs: Any
+    ) -> ApiResponse:
+        return self.call(
+            "POST",
+            f"/v1/datasets?name={name}",
+            raw_body=data.decode("utf-8"),
+            content_type="text/csv",
+            workspace=workspace,
+            **kwargs,
+        )
+
+    def dataset(self, name: str = "support-tickets", data: bytes = GOOD_CSV, *, workspace: str = WS) -> str:
+        """A ready dataset made through the API; its id."""
+        answer = self.upload_csv(name, data, workspace=workspace)
+        assert answer.status == 201, answer.body
+        assert answer.body["status"] == "ready", answer.body
+        return str(answer.body["id"])
+
+
+def make_buckets() -> None:
+    settings = get_settings()
+    s3 = boto3.client("s3", region_name=REGION)
+    for bucket in (settings.datasets_bucket, settings.artifacts_bucket):
+        s3.create_bucket(Bucket=bucket)
+
+
+@pytest.fixture(name="api")
+def api_fixture(aws: Aws, repo: Repository) -> Iterator[Api]:
+    """The API with its buckets, bus, SES sender and schedule group in the `aws` fixture's account."""
+    make_buckets()
+    bus = BusSpy(get_settings().event_bus_name)
+    boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress=get_settings().sender_email)
+    boto3.client("scheduler", region_name=REGION).create_schedule_group(Name=get_settings().schedule_group)
+    services = Services(repository=repo)
+    set_services(services)
+    yield Api(aws=aws, services=services, repo=repo, bus=bus)
+    reset_services()
