@@ -121,6 +121,10 @@ class _Records:
         self._eof = False
         self._pending = 0
         self._record: list[str] = []
+        # The last LF search in _buf: the first LF at or after _nl_from is at _nl (-1: none), which
+        # stays true for any later start up to _nl. A file of bare CRs then costs one scan a chunk.
+        self._nl_from = 1 << 62
+        self._nl = -1
         self._csv = csv.reader(self, strict=True)
 
     # --- the line feed of the slow path: the chunk's rest first, then the stream ---------------
@@ -146,7 +150,10 @@ class _Records:
         """The next physical line (at most `limit` + 1 characters), ending in CR, LF or CRLF."""
         buf, pos = self._buf, self._pos
         if pos < len(buf):
-            nl = buf.find("\n", pos)
+            nl = self._nl
+            if not (self._nl_from <= pos and (nl < 0 or pos <= nl)):
+                nl = self._nl = buf.find("\n", pos)
+                self._nl_from = pos
             stop = nl if nl >= 0 else len(buf)
             cr = buf.find("\r", pos, stop)
             if cr >= 0:
@@ -154,6 +161,7 @@ class _Records:
                 if end == len(buf) and not self._eof:
                     # CR at the chunk's end: a CRLF may be split across chunks.
                     nxt = self._text.read(1)
+                    self._nl_from = 1 << 62
                     if nxt == "\n":
                         self._buf, self._pos = "", 0
                         return buf[pos:] + nxt
@@ -166,7 +174,7 @@ class _Records:
             else:
                 # The chunk ends inside this line: the stream has its rest.
                 rest = "" if self._eof else self._text.readline(self.limit + 1)
-                self._buf, self._pos = "", 0
+                self._buf, self._pos, self._nl_from = "", 0, 1 << 62
                 return buf[pos:] + rest
             if end - pos > self.limit + 1:
                 end = pos + self.limit + 1
@@ -200,15 +208,17 @@ class _Records:
                     return
                 buf = read(_READ_CHUNK)
                 pos = 0
-                self._buf, self._pos = buf, 0
+                self._buf, self._pos, self._nl_from = buf, 0, 1 << 62
                 if not buf:
                     self._eof = True
                     return
             n = len(buf)
+            nl_from, nl = self._nl_from, self._nl
             # Fast path, record by record, while each one is plainly well-formed and complete.
             while True:
                 p = pos
-                nl = buf.find("\n", p)
+                if not (nl_from <= p and (nl < 0 or p <= nl)):
+                    nl_from, nl = p, buf.find("\n", p)
                 if nl <= p or buf[p] == "\r":
                     break  # no full line left, or a blank line: the slow path decides
                 fields: list[str] = []
@@ -227,10 +237,10 @@ class _Records:
                         after = buf[q + 1]
                         if after == ",":
                             p = q + 2
-                            if nl < p:
-                                nl = buf.find("\n", p)
-                                if nl < 0:
-                                    break
+                            if 0 <= nl < p:
+                                nl_from, nl = p, buf.find("\n", p)
+                            if nl < 0:
+                                break
                             continue
                         if after == "\n":
                             pos = q + 2
@@ -256,7 +266,7 @@ class _Records:
                 yield fields
                 if pos >= n:
                     break
-            self._buf, self._pos = buf, pos
+            self._buf, self._pos, self._nl_from, self._nl = buf, pos, nl_from, nl
             if pos >= n:
                 continue
             record = self._slow()
