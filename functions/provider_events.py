@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -18,17 +18,20 @@ from tunelab.handlers.provider_events import handle_provider_event
 from tunelab.wiring import get_services
 
 logger = Logger(service="tunelab-provider-events")
+tracer = Tracer(service="tunelab-provider-events")
 # Failures are always listed, even when every record of a batch failed: only those are received again.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def record_handler(record: SQSRecord) -> None:
     envelope = parse_envelope(record.body)
-    logger.append_keys(event_id=envelope.id, detail_type=envelope.detail_type)
+    logger.set_correlation_id(envelope.id)
+    logger.append_keys(detail_type=envelope.detail_type)
     handle_provider_event(get_services(), envelope)
 
 
 @logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> Any:
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context

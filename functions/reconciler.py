@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tunelab.handlers.reconcile import reconcile
 from tunelab.wiring import get_services
 
 logger = Logger(service="tunelab-reconciler")
+tracer = Tracer(service="tunelab-reconciler")
 
 
 @logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     return reconcile(get_services()).model_dump()

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Literal
 from aws_lambda_powertools import Logger
 
 from tunelab import operations
+from tunelab.errors import InvalidState
 from tunelab.handlers.common import EventEnvelope, RetryLater
 from tunelab.providers import EVENT_SOURCES, parse_event
 from tunelab.providers.base import DeploymentState, TrainingState, UnhandledEventError
@@ -155,12 +156,15 @@ def _record_progress(
         _heartbeat(services, model)
         return _result("ignored", "nothing new in the event", model)
     training = model.training.model_copy(update={"phase": state.phase}) if new_phase else model.training
-    repository.update_model(
-        ws,
-        name,
-        {"training": training, "provider_data": {**model.provider_data, LAST_EVENT_AT: at.isoformat()}},
-        expected_status=_TRAINING,
-    )
+    try:
+        repository.update_model(
+            ws,
+            name,
+            {"training": training, "provider_data": {**model.provider_data, LAST_EVENT_AT: at.isoformat()}},
+            expected_status=_TRAINING,
+        )
+    except InvalidState:
+        return _result("ignored", "the model left training while the event was applied", model)
     if new_phase:
         repository.add_message(ws, name, f"Training phase: {state.phase}.", at=at)
     if metrics is not None and new_metrics:
