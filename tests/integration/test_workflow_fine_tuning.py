@@ -212,3 +212,18 @@ def test_when_finish_training_itself_cannot_run_the_record_is_still_marked_faile
     assert model.status == ModelStatus.TRAINING_FAILED
     assert "could not record how the training ended" in (model.training.failure_reason or "")
     assert model.version > record.version
+
+
+def test_a_stop_before_the_job_started_ends_training_stopped_without_a_job(stack: Stack) -> None:
+    dataset = stack.dataset()
+    record = stack.model(dataset)
+    stack.repo.transition(record.workspace_id, record.name, {"training"}, "stopping_training")
+
+    result = stack.wait_execution(_start(stack, record))
+
+    assert result["status"] == "SUCCEEDED"
+    model = stack.repo.get_model(record.workspace_id, record.name)
+    assert model.status == ModelStatus.TRAINING_STOPPED
+    assert model.training.job_id is None
+    assert model.training.failure_reason == "Training was stopped before the job started."
+    assert "StartTraining" not in stack.states_entered(result["executionArn"])

@@ -1,0 +1,126 @@
+"""The fine-tuning workflow for a SageMaker (BYOK) model: data and job in the customer's account.
+
+moto plays both accounts (the customer's role is assumed through moto's STS); its training jobs
+are created for real and the job's end is reported as the provider-event handler would.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pytest
+
+from tests.integration.conftest import ACCOUNT
+from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
+from tunelab.providers.sagemaker import forget_sessions
+from tunelab.records import ModelRecord, ProviderConnectionRecord, Resources, utcnow
+from tunelab.status import ModelStatus
+from tunelab.workflows import TrainingOutcome, send_training_outcome, start_fine_tuning
+from tunelab.workflows.tasks import S3_STANDARD_PER_GB_MONTH_USD
+
+pytestmark = pytest.mark.moto
+CUSTOMER_BUCKET = "acme-ml-artifacts"
+
+
+def _connect(stack: Stack, workspace: str) -> None:
+    forget_sessions()
+    stack.services.s3.create_bucket(Bucket=CUSTOMER_BUCKET)
+    now = utcnow()
+    stack.repo.put_provider_connection(
+        ProviderConnectionRecord(
+            workspace_id=workspace,
+            role_arn=f"arn:aws:iam::{ACCOUNT}:role/tunelab-connector",
+            external_id="ext-123456",
+            region="us-east-1",
+            artifact_bucket=CUSTOMER_BUCKET,
+            status="connected",
+            created_at=now,
+            updated_at=now,
+        )
+    )
+
+
+def _archive(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_sagemaker_job_reads_from_the_customer_bucket_and_completes_with_listed_artifacts(
+    stack: Stack,
+) -> None:
+    dataset = stack.dataset()
+    _connect(stack, dataset.workspace_id)
+    record: ModelRecord = stack.model(
+        dataset,
+        provider="sagemaker",
+        hosting="byok",
+        base_model_id="sagemaker.qwen2-5-7b-instruct",
+        base_model_name="Qwen2.5 7B Instruct",
+        resources=Resources(instance_type="ml.g6e.2xlarge", instance_count=1, volume_size_gb=100),
+        hyperparameters={"epochs": 2, "learning_rate": 0.0002, "batch_size": 4},
+        validation={"mode": "split", "percent": 20},
+    )
+
+    arn = start_fine_tuning(stack.sfn, stack.fine_tuning_arn, record, correlation_id="corr-sm")
+    token = stack.wait_for_token(record)
+    stack.wait_for(
+        lambda: stack.repo.get_model(record.workspace_id, record.name).training.job_id, what="the job's id"
+    )
+
+    # The job exists in the customer's account, reading the data tunelab wrote there
+    waiting = stack.repo.get_model(record.workspace_id, record.name)
+    assert waiting.training.job_id == record.name
+    job = stack.services.client("sagemaker").describe_training_job(TrainingJobName=record.name)
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
+    assert channels["training"].startswith(f"s3://{CUSTOMER_BUCKET}/tunelab/{record.workspace_id}/")
+    assert channels["validation"].endswith("/validation.jsonl")
+    train_key = channels["training"].removeprefix(f"s3://{CUSTOMER_BUCKET}/")
+    rows = stack.services.s3.get_object(Bucket=CUSTOMER_BUCKET, Key=train_key)["Body"].read().splitlines()
+    assert 140 <= len(rows) <= 185  # about 80% of 200 rows
+    assert job["HyperParameters"]["epochs"] == "2"
+
+    # When the job completes with its model.tar.gz
+    summary = {"artifacts": {"merged": True}}
+    archive = _archive(
+        {
+            "config.json": b"{}",
+            "model.safetensors": b"\0" * 2048,
+            "adapter/adapter_model.safetensors": b"\0" * 512,
+            "tunelab-training.json": json.dumps(summary).encode(),
+        }
+    )
+    output_key = f"tunelab/{record.workspace_id}/{record.name}/output/{record.name}/output/model.tar.gz"
+    stack.services.s3.put_object(Bucket=CUSTOMER_BUCKET, Key=output_key, Body=archive)
+    send_training_outcome(
+        stack.sfn,
+        token,
+        TrainingOutcome(
+            outcome="completed",
+            artifacts_uri=f"s3://{CUSTOMER_BUCKET}/{output_key}",
+            metrics={"train_loss": 1.1, "eval_loss": 1.3, "step": 120, "epoch": 2.0},
+        ),
+    )
+    result = stack.wait_execution(arn)
+
+    # Then the model is not deployed, its artifacts listed with their size and the storage cost
+    assert result["status"] == "SUCCEEDED"
+    model = stack.repo.get_model(record.workspace_id, record.name)
+    assert model.status == ModelStatus.NOT_DEPLOYED
+    assert model.artifacts is not None
+    assert model.artifacts.files == sorted(
+        ["config.json", "model.safetensors", "adapter/adapter_model.safetensors", "tunelab-training.json"]
+    )
+    assert model.artifacts.size_bytes == len(archive)
+    assert model.artifacts.merged is True
+    assert model.storage_per_month_usd == round(len(archive) / 1e9 * S3_STANDARD_PER_GB_MONTH_USD, 2)
+    assert model.training.metrics is not None
+    assert model.training.metrics.step == 120
+    [email] = stack.emails()
+    assert "is ready" in email.subject
