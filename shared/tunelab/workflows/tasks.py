@@ -455,9 +455,17 @@ def _completed_changes(services: Services, record: ModelRecord, outcome: Trainin
         # Bedrock keeps the weights; its output folder holds only the job's metrics.
         artifacts = Artifacts(uri=artifacts_uri, size_bytes=None, files=[], merged=False)
     elif artifacts_uri:
-        artifacts = describe_archive(
-            _artifacts_s3(services, record), artifacts_uri, merged_default=_merged_flag(record)
-        )
+        try:
+            artifacts = describe_archive(
+                _artifacts_s3(services, record), artifacts_uri, merged_default=_merged_flag(record)
+            )
+        except ProviderTransientError:
+            raise
+        except (TunelabError, tarfile.TarError, OSError, ValueError) as error:
+            # The weights exist; only their listing failed (e.g. the role may not read them): the
+            # model is still usable, its file list stays empty.
+            logger.warning("could not list the artifacts %s of %s: %s", artifacts_uri, record.name, error)
+            artifacts = Artifacts(uri=artifacts_uri, merged=_merged_flag(record))
         if artifacts.size_bytes is not None:
             rate = 0.0 if record.provider == "local" else S3_STANDARD_PER_GB_MONTH_USD
             storage = round(artifacts.size_bytes / 1e9 * rate, 2)
@@ -511,9 +519,18 @@ def finish_training(services: Services, event: FinishTrainingEvent) -> FinishedT
         outcome = event.outcome
         if outcome.outcome == "completed":
             target, reason = S.NOT_DEPLOYED, None
-            changes = (
-                _completed_changes(services, record, outcome) if record.status in TRAINING_STATES else {}
-            )
+            try:
+                changes = (
+                    _completed_changes(services, record, outcome) if record.status in TRAINING_STATES else {}
+                )
+            except ProviderTransientError:
+                raise
+            except TunelabError as unusable:
+                target, reason = (
+                    S.TRAINING_FAILED,
+                    f"The job completed, but its result cannot be used: {unusable}",
+                )
+                changes = {}
         else:
             target = S.TRAINING_FAILED if outcome.outcome == "failed" else S.TRAINING_STOPPED
             reason = outcome.reason or (

@@ -1,0 +1,113 @@
+"""Deterministic names of executions and schedules; reminder timing; ASL placeholders."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tunelab.providers.base import ModelIdentity
+from tunelab.schedules import at_expression, reminder_time, schedule_names
+from tunelab.stack_definitions import STATE_MACHINES, placeholders, state_machine_variables
+from tunelab.workflows import (
+    TaskError,
+    definition,
+    definition_text,
+    deployment_execution_name,
+    execution_arn,
+    execution_name,
+    table_key,
+)
+
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+# Step Functions execution names: 1-80 characters, none of whitespace, brackets, wildcards and
+# the punctuation the StartExecution reference lists.
+EXECUTION_NAME = re.compile(r"^[^\s<>{}\[\]?*\"#%\\^|~`$&,;:/]{1,80}$")
+SCHEDULE_NAME = re.compile(r"^[0-9a-zA-Z\-_.]{1,64}$")
+
+
+@pytest.mark.parametrize("name", ["a", "support-bot-v1", "x" * 63, "Mixed-Case-9"])
+def test_execution_names_are_valid_deterministic_and_per_model_life(name: str) -> None:
+    first = execution_name(name, "0123456789abcdef")
+    assert EXECUTION_NAME.match(first)
+    assert first.startswith(name[:60])
+    assert first == execution_name(name, "0123456789abcdef")
+    assert first != execution_name(name, "fedcba9876543210")
+    deploy = deployment_execution_name(name, "0123456789abcdef", T0)
+    assert EXECUTION_NAME.match(deploy)
+    assert deploy != deployment_execution_name(name, "0123456789abcdef", T0 + timedelta(seconds=1))
+
+
+def test_execution_arn_follows_the_state_machine() -> None:
+    machine = "arn:aws:states:us-east-1:123456789012:stateMachine:tunelab-fine-tuning"
+    assert (
+        execution_arn(machine, "m-1")
+        == "arn:aws:states:us-east-1:123456789012:execution:tunelab-fine-tuning:m-1"
+    )
+
+
+def test_schedule_names_are_valid_and_differ_per_deploy_request() -> None:
+    identity = ModelIdentity(workspace_id="ws-acme", model_name="x" * 63, created_at=T0)
+    undeploy, remind = schedule_names(identity, T0)
+    assert SCHEDULE_NAME.match(undeploy)
+    assert SCHEDULE_NAME.match(remind)
+    assert undeploy.endswith("-undeploy")
+    assert remind.endswith("-remind")
+    assert schedule_names(identity, T0) == (undeploy, remind)
+    assert schedule_names(identity, T0 + timedelta(hours=1))[0] != undeploy
+
+
+def test_at_expression_is_utc_without_seconds() -> None:
+    moment = datetime(2026, 11, 28, 18, 30, 45, tzinfo=UTC)
+    assert at_expression(moment) == "at(2026-11-28T18:30:00)"
+    assert at_expression(moment.astimezone(datetime.now().astimezone().tzinfo)) == "at(2026-11-28T18:30:00)"
+
+
+@pytest.mark.parametrize(
+    ("window", "lead"),
+    [
+        (timedelta(hours=24), timedelta(hours=1)),  # capped at an hour
+        (timedelta(hours=4), timedelta(minutes=24)),  # 10% of the window
+        (timedelta(minutes=60), timedelta(minutes=6)),
+        (timedelta(minutes=40), None),  # too short to be worth a reminder
+    ],
+)
+def test_reminder_comes_a_tenth_of_the_window_before_at_most_an_hour(
+    window: timedelta, lead: timedelta | None
+) -> None:
+    remind = reminder_time(T0, T0 + window)
+    assert (None if remind is None else T0 + window - remind) == lead
+
+
+def test_every_placeholder_of_the_definitions_is_known_and_every_task_has_a_timeout() -> None:
+    known = set(state_machine_variables())
+    for machine in STATE_MACHINES:
+        text = definition_text(machine.asl_file)
+        assert placeholders(text) <= known, machine.asl_file
+        rendered = json.loads(definition(machine.asl_file, dict.fromkeys(placeholders(text), "arn:x")))
+        for name, state in rendered["States"].items():
+            if state["Type"] == "Task":
+                assert "TimeoutSeconds" in state or "TimeoutSecondsPath" in state, name
+                assert state.get("Catch"), f"{name} catches nothing"
+
+
+def test_definition_refuses_a_missing_value() -> None:
+    with pytest.raises(KeyError, match="PrepareDataFunctionArn"):
+        definition("fine_tuning.asl.json", {})
+
+
+def test_table_key_is_the_repository_layout() -> None:
+    assert table_key("ws-acme", "Support-Bot").model_dump() == {"pk": "WS#ws-acme", "sk": "MODEL#support-bot"}
+
+
+def test_task_error_reads_a_lambda_error_cause() -> None:
+    error = TaskError(
+        Error="ValidationFailed", Cause=json.dumps({"errorType": "ValidationFailed", "errorMessage": "bad"})
+    )
+    assert error.error_type() == "ValidationFailed"
+    assert error.message() == "bad"
+    timeout = TaskError(Error="States.Timeout", Cause=None)
+    assert timeout.error_type() == "States.Timeout"
+    assert timeout.message() is None
