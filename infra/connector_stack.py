@@ -393,7 +393,7 @@ class ConnectorStack(Stack):
         CfnOutput(
             self,
             "HfTokenSecretArnOutput",
-            key="HuggingFaceSecretArn",
+            key="HfTokenSecretArn",
             value=hf_secret_param.value_as_string,
             condition=has_hf_secret,
             description="hf_token_secret_arn",
