@@ -85,31 +85,37 @@ _PRIORITIES = ("low", "medium", "high")
 
 
 def generate(path: Path, size_mb: int, seed: int = 7) -> int:
-    """Write a realistic dataset CSV of about `size_mb` MB; returns its row count."""
+    """Write a realistic dataset CSV of about `size_mb` MB; returns its row count.
+
+    Ticket bodies come from a pool built once; each row gets its own ticket number, so rows are
+    distinct, and one in seven holds quotes, a comma and a newline. Rows are written 20,000 at a
+    time through `csv.writer.writerows`, so generating a gigabyte takes seconds, not minutes.
+    """
     rng = random.Random(seed)
-    # A pool of sentences, recombined per row with the row number so every row is distinct.
     sentences = [" ".join(rng.choices(_WORDS, k=rng.randint(6, 18))).capitalize() + "." for _ in range(4000)]
+    bodies = [" ".join(rng.choices(sentences, k=rng.randint(2, 14))) for _ in range(20_000)]
+    bodies += [b + ' Quote: "it says, error 42"\nSecond line.' for b in bodies[: len(bodies) // 6]]
+    completions = [f"category={c}; priority={p}" for c in _CATEGORIES for p in _PRIORITIES]
     target = size_mb * 1_000_000
     written = rows = 0
+    batch = 20_000
     with path.open("w", encoding="utf-8", newline="") as f:
         f.write("prompt,completion\r\n")
         while written < target:
             buf = io.StringIO()
-            writer = csv.writer(buf)
-            chunk = []
-            for _ in range(5_000):
-                rows += 1
-                k = rng.randint(2, 14)
-                body = " ".join(rng.choices(sentences, k=k))
-                if rows % 7 == 0:
-                    body += ' Quote: "it says, error 42"\nSecond line.'  # quotes, commas, newlines
-                prompt = f"Triage ticket #{rows}. Reply with category and priority.\nTicket: {body}"
-                completion = f"category={rng.choice(_CATEGORIES)}; priority={rng.choice(_PRIORITIES)}"
-                chunk.append((prompt, completion))
-            writer.writerows(chunk)
+            csv.writer(buf).writerows(
+                (f"Triage ticket #{n}. Reply with category and priority.\nTicket: {body}", completion)
+                for n, body, completion in zip(
+                    range(rows + 1, rows + batch + 1),
+                    rng.choices(bodies, k=batch),
+                    rng.choices(completions, k=batch),
+                    strict=True,
+                )
+            )
             data = buf.getvalue()
             f.write(data)
             written += len(data)
+            rows += batch
     return rows
 
 
