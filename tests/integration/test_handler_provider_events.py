@@ -465,6 +465,7 @@ def _endpoint(name: str, status: str, **detail: Any) -> EventEnvelope:
         ),
         ("OUT_OF_SERVICE", {}, "failed."),
         ("DELETED", {}, "was deleted outside tunelab."),
+        ("DELETING", {}, "is being deleted outside tunelab."),
     ],
 )
 def test_an_endpoint_lost_after_deployment_undeploys_the_model(
@@ -497,7 +498,7 @@ def test_an_endpoint_lost_after_deployment_undeploys_the_model(
     assert reason in email.body
 
 
-@pytest.mark.parametrize("status", ["IN_SERVICE", "UPDATING", "DELETING", "CREATING"])
+@pytest.mark.parametrize("status", ["IN_SERVICE", "UPDATING", "SYSTEM_UPDATING", "CREATING"])
 def test_endpoint_events_that_change_nothing(
     deployed_services: Services, repo: Repository, status: str
 ) -> None:
@@ -550,3 +551,20 @@ def test_a_repeated_endpoint_failure_changes_nothing_more(
     assert repo.get_model(WS, model.name) == after
     assert len(emails()) == 1
     assert len(sagemaker.called("undeploy")) == 1
+
+
+def test_the_deletion_of_a_deployment_that_never_came_into_service_is_ignored(
+    deployed_services: Services, repo: Repository, sagemaker: RecordingProvider
+) -> None:
+    connect_sagemaker(repo, CUSTOMER_ACCOUNT)
+    model = create_deployed_model(deployed_services, repo, requested_at=utcnow())
+    endpoint = str(model.deployment.endpoint if model.deployment else "")
+    repo.transition(WS, model.name, {ModelStatus.DEPLOYED}, ModelStatus.NOT_DEPLOYED)
+    repo.transition(WS, model.name, {ModelStatus.NOT_DEPLOYED}, ModelStatus.DEPLOYING)
+    before = repo.get_model(WS, model.name)
+
+    result = handle_provider_event(deployed_services, _endpoint(endpoint, "DELETING"))
+
+    assert result.action == "ignored"
+    assert repo.get_model(WS, model.name) == before
+    assert sagemaker.calls == []

@@ -10,7 +10,7 @@ by its job id or endpoint, and applies it idempotently:
 * Training finished (completed, failed, stopped): the fine-tuning workflow waits on a task token;
   it gets the `TrainingOutcome` (`apply_training_state`, shared with the reconciler). Its
   FinishTraining task is the one writer of the final status.
-* Endpoint failed or deleted outside tunelab while the model is deployed: the model is undeployed
+* Endpoint failed, or deleted outside tunelab, while the model is deployed: the model is undeployed
   (`operations.undeploy_model`: what is left of the endpoint is removed, the schedules deleted,
   the status `not_deployed` with the reason, the creator told). While deploying, the deployment
   workflow polls the endpoint itself: the event only becomes a message.
@@ -187,13 +187,18 @@ def _deployment_event(
         return _result("dropped", f"no model is deployed on {state.deployment_id}")
     if model.provider != provider or not _from_the_models_account(services, model, event):
         return _result("dropped", f"the event's account {event.account} is not the model's", model)
-    if state.status not in ("failed", "gone"):
+    if state.status in ("creating", "in_service"):
         return _result("ignored", f"the endpoint is {state.status}; nothing to do", model)
-    what = (
-        f"The endpoint {state.deployment_id} failed" + (f": {state.reason}" if state.reason else ".")
-        if state.status == "failed"
-        else f"The endpoint {state.deployment_id} was deleted outside tunelab."
-    )
+    if state.status == "deleting" and model.status != ModelStatus.DEPLOYED:
+        # tunelab's own cleanup of a deployment that did not come into service.
+        return _result("ignored", "the endpoint of a model not deployed is being deleted", model)
+    endpoint = state.deployment_id
+    what = {
+        "failed": f"The endpoint {endpoint} failed" + (f": {state.reason}" if state.reason else "."),
+        # SageMaker may say Deleting and nothing after: a deployed model's endpoint going away is enough.
+        "deleting": f"The endpoint {endpoint} is being deleted outside tunelab.",
+        "gone": f"The endpoint {endpoint} was deleted outside tunelab.",
+    }[state.status]
     if model.status != ModelStatus.DEPLOYED:
         # The deployment workflow polls the endpoint while deploying and settles it itself.
         services.repository.add_message(model.workspace_id, model.name, what, at=event.time)
