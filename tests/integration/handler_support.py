@@ -164,7 +164,6 @@ class BusSpy:
     """Creates tunelab's event bus with a catch-all rule into a queue, and reads what was published."""
 
     def __init__(self, bus: str, region: str = "us-east-1") -> None:
-        import boto3  # noqa: PLC0415
 
         self.events = boto3.client("events", region_name=region)
         self.sqs = boto3.client("sqs", region_name=region)
@@ -197,7 +196,6 @@ SCHEDULE_GROUP = "tunelab-test"  # the conftest's SCHEDULE_GROUP
 
 def build_services(repo: Repository, *providers: RecordingProvider) -> Services:
     """Services on the mock account, with these provider doubles; SES sender verified, schedule group made."""
-    import boto3  # noqa: PLC0415
 
     boto3.client("ses", region_name="us-east-1").verify_email_identity(EmailAddress=SENDER)
     boto3.client("scheduler", region_name="us-east-1").create_schedule_group(Name=SCHEDULE_GROUP)
@@ -214,7 +212,6 @@ def emails() -> list[Any]:
 
 
 def schedules() -> list[str]:
-    import boto3  # noqa: PLC0415
 
     listed = boto3.client("scheduler", region_name="us-east-1").list_schedules(GroupName=SCHEDULE_GROUP)
     return sorted(s["Name"] for s in listed["Schedules"])
