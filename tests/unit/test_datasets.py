@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import tracemalloc
 from pathlib import Path
 from unittest.mock import patch
 
@@ -516,3 +517,53 @@ def test_chunk_boundaries_do_not_change_rows(chunk: int) -> None:
         small = rows_of(data)
     assert small == rows_of(data)
     assert small == [Row(1, "a\r\nb", 'say "x"'), Row(2, "plain", "row"), EmptyRow(3), Row(4, "q", "w")]
+
+
+class _LazyCsv(io.RawIOBase):
+    """A dataset CSV of `rows` long rows, made as it is read (the test itself holds none of it)."""
+
+    def __init__(self, rows: int, row_bytes: int = 20_000) -> None:
+        text = "x" * (row_bytes // 2)
+        self._row = f'"{text}\nline two","{text}"\r\n'.encode()
+        self._header = b"prompt,completion\r\n"
+        self._left = rows
+        self._pending = memoryview(self._header)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        if not self._pending:
+            if not self._left:
+                return 0
+            self._left -= 1
+            self._pending = memoryview(self._row)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+def test_memory_stays_flat_whatever_the_file_size() -> None:
+    class Discard:
+        written = 0
+
+        def write(self, data: bytes) -> int:
+            self.written += len(data)
+            return len(data)
+
+    peaks = []
+    for rows in (200, 2000):  # 4 MB, then 40 MB
+        out = Discard()
+        tracemalloc.start()
+        try:
+            report = convert_to_jsonl(io.BufferedReader(_LazyCsv(rows)), out, "trainer_jsonl")  # type: ignore[arg-type]
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+        assert report.rows == rows
+        assert report.stats.duplicate_rows == rows - 1
+        assert out.written > report.size_bytes > rows * 20_000
+    # Ten times the data, about the same peak: a few chunks' worth, not the file.
+    assert peaks[1] < 12_000_000
+    assert peaks[1] < 1.5 * peaks[0]
