@@ -532,7 +532,7 @@ class _LazyCsv(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+    def readinto(self, buffer) -> int:
         if not self._pending:
             if not self._left:
                 return 0
