@@ -96,7 +96,7 @@ class ConnectorStack(Stack):
             allowed_pattern=r"^$|^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$",
         )
         acknowledge(
-            self,
+            hf_secret_param,
             "CloudFormation-Validate::W2509",
             "HuggingFaceSecretArn is the ARN of a secret, not a secret: the value stays in Secrets Manager.",
         )
