@@ -1,0 +1,175 @@
+"""The local runtime's API over HTTP: health, tokens and 401s, the workspace, base models."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.e2e.conftest import REPO_ROOT, LocalApi, runtime_environment
+from tunelab.local.tokens import claims_for, encode, load_or_create_secret
+
+pytestmark = pytest.mark.xdist_group("e2e")
+
+TOKEN_COMMAND = (sys.executable, "-m", "tunelab.cli", "local", "token")
+
+
+def test_health_answers_without_a_token(local: LocalApi) -> None:
+    answer = local.call("GET", "/v1/health", token=None)
+
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ok"}
+
+
+def test_health_ignores_a_bad_token(local: LocalApi) -> None:
+    assert local.call("GET", "/v1/health", token="not-a-token").status_code == 200
+
+
+def test_a_request_without_a_token_is_401_in_the_contracts_shape(local: LocalApi) -> None:
+    answer = local.call("GET", "/v1/workspace", token=None)
+
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "unauthorized"
+    assert "Bearer" in answer.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("token", "says"),
+    [
+        ("garbage", "not a tunelab local token"),
+        ("a.b.c", "cannot be read"),
+    ],
+)
+def test_an_unreadable_token_is_401(local: LocalApi, token: str, says: str) -> None:
+    answer = local.call("GET", "/v1/workspace", token=token)
+
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "unauthorized"
+    assert says in answer.json()["error"]["message"]
+
+
+def test_a_token_signed_with_another_secret_is_401(local: LocalApi) -> None:
+    forged = encode(claims_for("ws-e2e", "ada@example.com"), b"another runtime's secret" * 2)
+
+    answer = local.call("GET", "/v1/workspace", token=forged)
+
+    assert answer.status_code == 401
+    assert "not signed by this local runtime" in answer.json()["error"]["message"]
+
+
+def test_an_expired_token_is_401(local: LocalApi) -> None:
+    claims = claims_for("ws-e2e", "ada@example.com")
+    claims["exp"] = int(time.time()) - 60
+    expired = encode(claims, load_or_create_secret(local.data_dir))
+
+    answer = local.call("GET", "/v1/workspace", token=expired)
+
+    assert answer.status_code == 401
+    assert answer.json() == {
+        "error": {
+            "code": "unauthorized",
+            "message": "The bearer token has expired. "
+            "Mint a new one with 'tunelab local token --workspace W --email E'.",
+        }
+    }
+
+
+def test_a_non_bearer_authorization_is_401(local: LocalApi) -> None:
+    answer = local.call("GET", "/v1/workspace", token=None, headers={"Authorization": "Basic YWRhOnB3"})
+
+    assert answer.status_code == 401
+
+
+def test_the_token_names_the_workspace_and_its_plan(local: LocalApi) -> None:
+    answer = local.call("GET", "/v1/workspace", token=local.token("ws-plans", plan="trial"))
+
+    assert answer.status_code == 200
+    assert answer.json() == {"id": "ws-plans", "plan": "trial", "byok_allowed": False}
+
+    # A later token with another plan moves the workspace to that plan.
+    again = local.call("GET", "/v1/workspace", token=local.token("ws-plans", plan="enterprise_usage_credit"))
+    assert again.json()["plan"] == "enterprise_usage_credit"
+    assert again.json()["byok_allowed"] is True
+
+
+def test_local_token_prints_the_token_alone_and_it_works(local: LocalApi) -> None:
+    done = subprocess.run(
+        [
+            *TOKEN_COMMAND,
+            "--workspace",
+            "ws-cli",
+            "--email",
+            "bo@example.com",
+            "--plan",
+            "internal",
+            "--data-dir",
+            str(local.data_dir),
+        ],
+        cwd=REPO_ROOT,
+        env=runtime_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1
+    token = lines[0]
+    assert token.count(".") == 2
+    answer = local.call("GET", "/v1/workspace", token=token)
+    assert answer.json() == {"id": "ws-cli", "plan": "internal", "byok_allowed": True}
+
+
+def test_local_token_refuses_a_bad_workspace(local: LocalApi) -> None:
+    done = subprocess.run(
+        [
+            *TOKEN_COMMAND,
+            "--workspace",
+            "no/slashes",
+            "--email",
+            "bo@example.com",
+            "--data-dir",
+            str(local.data_dir),
+        ],
+        check=False,
+        cwd=REPO_ROOT,
+        env=runtime_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "workspace" in done.stderr
+
+
+def test_cloud_base_models_are_unavailable_with_the_reason(local: LocalApi) -> None:
+    answer = local.call("GET", "/v1/base-models")
+
+    assert answer.status_code == 200
+    models = answer.json()["items"]
+    cloud = [m for m in models if m["provider"] in {"bedrock", "sagemaker"}]
+    assert cloud, "the catalog lists Bedrock and SageMaker models"
+    for model in cloud:
+        assert model["available"] is False, model["id"]
+        assert model["unavailable_reason"], model["id"]
+
+
+def test_providers_say_bedrock_is_not_available_locally(local: LocalApi) -> None:
+    answer = local.call("GET", "/v1/providers")
+
+    assert answer.status_code == 200
+    bedrock = next(p for p in answer.json()["items"] if p["provider"] == "bedrock")
+    assert bedrock["status"] != "connected"
+    assert "local runtime" in bedrock["message"]
+
+
+def test_an_unknown_route_is_404_for_a_signed_in_caller(local: LocalApi) -> None:
+    answer = local.call("GET", "/v1/no-such-thing")
+
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "not_found"
