@@ -1,0 +1,230 @@
+"""One training run: load the base model, tokenize, train with TRL's SFTTrainer, save, record."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from trainer.artifacts import library_versions, save_model, write_summary
+from trainer.data import EncodedRows, Row, encode_rows
+from trainer.environment import Paths, is_main_process
+from trainer.errors import TrainerInputError
+from trainer.hyperparameters import Hyperparameters
+from trainer.model_source import BaseModel, read_hf_token, resolve_base_model
+from trainer.planning import (
+    build_lora_arguments,
+    build_sft_arguments,
+    default_max_length,
+    plan_model_init,
+    recorded_lora_config,
+    recorded_sft_config,
+)
+from trainer.reporting import ReportingCallback, StopOnSignal
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint with the highest step that the trainer finished writing."""
+    if not folder.is_dir():
+        return None
+    found = [
+        (int(match.group(1)), path)
+        for path in folder.iterdir()
+        if (match := CHECKPOINT_PATTERN.match(path.name)) and (path / "trainer_state.json").is_file()
+    ]
+    return max(found)[1] if found else None
+
+
+def _quiet_libraries() -> None:
+    import datasets
+    from transformers.utils import logging
+
+    hf_logging: Any = logging  # untyped functions
+    datasets.disable_progress_bars()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _say(env: Mapping[str, str], message: str) -> None:
+    if is_main_process(env):
+        print(message, flush=True)
+
+
+def _encode(
+    rows: Sequence[Row], tokenizer: Any, max_length: int, channel: str, env: Mapping[str, str]
+) -> EncodedRows:
+    encoded = encode_rows(rows, tokenizer, max_length)
+    if encoded.dropped_too_long:
+        _say(
+            env,
+            f"{channel} data: {encoded.dropped_too_long} of {encoded.read} rows are longer than max_length "
+            f"{max_length} tokens and were left out (longest {encoded.longest_tokens}): "
+            + ", ".join(encoded.dropped_rows),
+        )
+    if not encoded.examples:
+        raise TrainerInputError(
+            f"every {channel} row is longer than max_length {max_length} tokens "
+            f"(longest {encoded.longest_tokens}); raise max_length or shorten the rows"
+        )
+    return encoded
+
+
+def _load_model(base: BaseModel, hp: Hyperparameters, init_kwargs: dict[str, Any], token: str | None) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        base.load_from, token=token, revision=hp.base_model_revision, **init_kwargs
+    )
+    if base.adapter_dir is None:
+        return model
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(model, str(base.adapter_dir), is_trainable=hp.use_lora)
+    return model if hp.use_lora else model.merge_and_unload()
+
+
+def run_training(
+    *,
+    hp: Hyperparameters,
+    paths: Paths,
+    train_rows: Sequence[Row],
+    validation_rows: Sequence[Row] | None,
+    env: Mapping[str, str],
+    stop: StopOnSignal,
+    secrets: list[str],
+) -> dict[str, Any]:
+    """Train, save the model and the summary; returns the summary."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer, EarlyStoppingCallback, PrinterCallback, set_seed
+    from transformers.utils.import_utils import is_flash_attn_2_available
+    from trl.trainer.sft_config import SFTConfig
+    from trl.trainer.sft_trainer import SFTTrainer
+
+    _quiet_libraries()
+    started = dt.datetime.now(dt.UTC)
+    on_gpu = torch.cuda.is_available()
+    base = resolve_base_model(hp.base_model, paths.base_model_dir, Path(tempfile.mkdtemp(prefix="tunelab-")))
+    token = read_hf_token(hp.hf_token_secret_arn) if hp.hf_token_secret_arn else None
+    if token:
+        secrets.append(token)
+    plan = plan_model_init(hp, on_gpu, is_flash_attn_2_available())
+    for note in plan.notes:
+        _say(env, f"note: {note}")
+
+    set_seed(hp.seed)
+    tokenizer = AutoTokenizer.from_pretrained(
+        base.tokenizer_from, token=token, revision=hp.base_model_revision
+    )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = _load_model(base, hp, plan.model_init_kwargs, token)
+    continued_adapter = base.adapter_dir is not None and hp.use_lora
+    if base.adapter_dir is not None:
+        plan.notes.append(
+            "continued training the earlier model's adapter (its LoRA configuration is kept)"
+            if continued_adapter
+            else "merged the earlier model's adapter into its base before full fine-tuning"
+        )
+
+    max_length = hp.max_length or default_max_length(model.config, tokenizer)
+    train = _encode(train_rows, tokenizer, max_length, "training", env)
+    validation = (
+        _encode(validation_rows, tokenizer, max_length, "validation", env) if validation_rows else None
+    )
+
+    sft_arguments = build_sft_arguments(
+        hp,
+        plan,
+        output_dir=str(paths.checkpoint_dir),
+        has_validation=validation is not None,
+        max_length=max_length,
+        on_gpu=on_gpu,
+    )
+    sft_config = SFTConfig(**sft_arguments)
+    peft_config = None
+    if hp.use_lora and not continued_adapter:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(**build_lora_arguments(hp, model.config))
+
+    reporter = ReportingCallback(paths.output_data_dir / "metrics.json", enabled=is_main_process(env))
+    callbacks: list[Any] = [reporter, stop]
+    if hp.early_stopping_patience is not None:
+        callbacks.append(
+            EarlyStoppingCallback(
+                early_stopping_patience=hp.early_stopping_patience,
+                early_stopping_threshold=hp.early_stopping_threshold,
+            )
+        )
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config,
+        train_dataset=Dataset.from_list(train.examples),
+        eval_dataset=Dataset.from_list(validation.examples) if validation else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)  # its raw dict lines would duplicate the metric lines
+    resume_from = latest_checkpoint(paths.checkpoint_dir)
+    if resume_from is not None:
+        _say(env, f"resuming from checkpoint {resume_from.name}")
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    final_model = trainer.accelerator.unwrap_model(trainer.model)
+    is_adapter = hp.use_lora
+    lora_recorded = None
+    if is_adapter:
+        lora_recorded = recorded_lora_config(final_model.peft_config["default"], hp.lora_config or {})
+    summary: dict[str, Any] = {
+        "format_version": 1,
+        "status": "stopped" if stop.stopped_at_step is not None else "completed",
+        "started_at": started.isoformat(),
+        "ended_at": dt.datetime.now(dt.UTC).isoformat(),
+        "base_model": base.describe(),
+        "hyperparameters": {
+            "epochs": hp.epochs,
+            "learning_rate": hp.learning_rate,
+            "batch_size": hp.batch_size,
+            "warmup_steps": hp.warmup_steps,
+            "early_stopping_patience": hp.early_stopping_patience,
+            "early_stopping_threshold": hp.early_stopping_threshold if hp.early_stopping_patience else None,
+            "max_length": max_length,
+            "seed": hp.seed,
+        },
+        "optional_hyperparameters": {
+            "use_lora": hp.use_lora,
+            "lora_config": lora_recorded,
+            "merge_adapters": hp.merge_adapters,
+            "sft_config": recorded_sft_config(sft_config, set(hp.sft_config)),
+            "model_init_config": plan.recorded_model_init,
+        },
+        "notes": plan.notes,
+        "rows": {"training": train.summary(), "validation": validation.summary() if validation else None},
+        "metrics": {**reporter.metrics(), "resumed_from_step": reporter.first_step or 0},
+        "device": {
+            "type": "gpu" if on_gpu else "cpu",
+            "name": torch.cuda.get_device_name(0) if on_gpu else "cpu",
+            "processes": int(env.get("WORLD_SIZE", "1")),
+        },
+        "versions": library_versions(),
+    }
+    if trainer.accelerator.is_main_process:
+        summary["artifacts"] = save_model(
+            final_model,
+            tokenizer,
+            paths.model_dir,
+            is_adapter=is_adapter,
+            merge=hp.merge_adapters,
+            base_name=base.name,
+        )
+        write_summary(paths.model_dir, summary)
+        reporter.write()
+    trainer.accelerator.wait_for_everyone()
+    return summary
