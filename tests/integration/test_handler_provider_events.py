@@ -61,7 +61,7 @@ def _model(
     repo: Repository, *, provider: str = "bedrock", job_id: str = BEDROCK_JOB, **fields: Any
 ) -> ModelRecord:
     dataset = repo.create_dataset(factories.dataset(WS))
-    hosting = "byok" if provider == "sagemaker" else "managed"
+    hosting = fields.pop("hosting", "byok" if provider == "sagemaker" else "managed")
     record = factories.model(
         WS,
         dataset_id=dataset.dataset_id,
@@ -568,3 +568,37 @@ def test_the_deletion_of_a_deployment_that_never_came_into_service_is_ignored(
     assert result.action == "ignored"
     assert repo.get_model(WS, model.name) == before
     assert sagemaker.calls == []
+
+
+# --- the local runtime's jobs (SageMaker-shaped detail, source "tunelab.local") ------------------------
+
+
+def test_progress_within_a_phase_updates_the_phase_without_a_message_each_time(
+    services: Services, repo: Repository
+) -> None:
+    model = _model(repo, provider="local", job_id="local-job-1", hosting="local")
+    start = utcnow()
+
+    def local(secondary: str, step: int, seconds: int) -> EventEnvelope:
+        sample = _sagemaker("InProgress", secondary, time=start + timedelta(seconds=seconds))
+        detail = {
+            **sample.detail,
+            "TrainingJobName": "local-job-1",
+            "Progress": {"step": step, "max_steps": 120, "eta_seconds": 120 - step},
+        }
+        return sample.model_copy(
+            update={
+                "source": "tunelab.local",
+                "detail_type": "Local Training Job State Change",
+                "detail": detail,
+            }
+        )
+
+    for i, (secondary, step) in enumerate([("Training", 10), ("Training", 40), ("Uploading", 120)]):
+        assert handle_provider_event(services, local(secondary, step, i)).action == "applied"
+        if i == 1:
+            assert repo.get_model(WS, model.name).training.phase == "Training 40/120 steps, ETA 1:20"
+
+    assert repo.get_model(WS, model.name).training.phase == "Uploading"
+    messages = [m for kind, m in _events(repo, model) if kind == "message"]
+    assert messages == ["Training phase: Training.", "Training phase: Uploading."]

@@ -1,12 +1,14 @@
-"""Provider state changes: Bedrock customization jobs, SageMaker training jobs and endpoints.
+"""Provider state changes: Bedrock customization jobs, SageMaker training jobs and endpoints, and the
+local runtime's jobs (source "tunelab.local").
 
 EventBridge rules send the events to the provider-events queue; each message body is one event
 (SageMaker's come from connected customer accounts through tunelab's bus, with the customer's
 `account`). `handle_provider_event` parses it with `tunelab.providers.parse_event`, finds the model
 by its job id or endpoint, and applies it idempotently:
 
-* Training, not finished: a new phase becomes a message of the model's history, new metrics a
-  `metrics` event (`Repository.record_metrics`); the waiting workflow gets a heartbeat.
+* Training, not finished: the phase is kept on the model (with its progress, e.g. "Training
+  40/120 steps"), a new phase becomes a message of the model's history, new metrics a `metrics`
+  event (`Repository.record_metrics`); the waiting workflow gets a heartbeat.
 * Training finished (completed, failed, stopped): the fine-tuning workflow waits on a task token;
   it gets the `TrainingOutcome` (`apply_training_state`, shared with the reconciler). Its
   FinishTraining task is the one writer of the final status.
@@ -23,6 +25,7 @@ moment before its id was recorded, so the message is received again (`RetryLater
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
@@ -51,6 +54,8 @@ UNKNOWN_JOB_RETRY_WINDOW = timedelta(minutes=10)
 LAST_EVENT_AT = "last_event_at"
 
 _TRAINING = frozenset({ModelStatus.TRAINING, ModelStatus.STOPPING_TRAINING})
+# Where a phase's progress begins: the first number ("Training 40/120 steps").
+_PROGRESS = re.compile(r"\s+(?=\d)")
 
 EventAction = Literal["applied", "ignored", "dropped"]
 
@@ -150,6 +155,8 @@ def _record_progress(
     repository = services.repository
     ws, name = model.workspace_id, model.name
     new_phase = bool(state.phase) and state.phase != model.training.phase
+    # A message for each new phase, not for each progress report within one ("Training 40/120 steps").
+    new_stage = new_phase and phase_name(state.phase) != phase_name(model.training.phase)
     metrics = Metrics(**state.metrics.model_dump()) if state.metrics else None
     new_metrics = metrics is not None and metrics != model.training.metrics
     if not (new_phase or new_metrics):
@@ -165,12 +172,17 @@ def _record_progress(
         )
     except InvalidState:
         return _result("ignored", "the model left training while the event was applied", model)
-    if new_phase:
-        repository.add_message(ws, name, f"Training phase: {state.phase}.", at=at)
+    if new_stage:
+        repository.add_message(ws, name, f"Training phase: {phase_name(state.phase)}.", at=at)
     if metrics is not None and new_metrics:
         repository.record_metrics(ws, name, metrics, at=at)
     _heartbeat(services, model)
     return _result("applied", "training news recorded", model)
+
+
+def phase_name(phase: str | None) -> str | None:
+    """The phase without its progress: "Training 40/120 steps, ETA 0:35" is "Training"."""
+    return _PROGRESS.split(phase, maxsplit=1)[0].strip() if phase else None
 
 
 def _heartbeat(services: Services, model: ModelRecord) -> None:
