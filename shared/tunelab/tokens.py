@@ -17,11 +17,12 @@ The bound and what it rests on
 `TOKEN_BOUNDS`: the true count lies between 0.75× and 1.25× the estimate for English prose, for
 BPE tokenizers of 32k–131k vocabularies. Measured offline on real tokenizers: the 32,000-piece
 SentencePiece BPE of Mistral 7B (the Llama-2 family's kind) and the 131,072-token tiktoken-style
-BPE "Tekken" of Mistral NeMo (the Llama-3 / cl100k family's kind), over 107 paragraphs of English
-technical prose (CPython docstrings without code examples) and the 200 rows of the support-triage
-sample. True count ÷ estimate, 5th–95th percentile: 32k 0.85–1.18 (median 0.97), 131k 0.77–1.06
-(median 0.89); the extremes were 0.71 and 1.32. The recorded counts are in
-`tests/unit/data/token_counts.json` and `tests/unit/test_tokens.py` checks the estimator against
+BPE "Tekken" of Mistral NeMo (the Llama-3 / cl100k family's kind), over 91 paragraphs of English
+technical prose (CPython docstrings without code examples or markup). True count ÷ estimate,
+5th–95th percentile: 32k 0.85–1.18 (median 0.97), 131k 0.79–1.06 (median 0.90); the extremes
+were 0.74 and 1.32. On the 200 rows of the support-triage sample every row fell inside the bound
+(0.77–1.13). The recorded counts are in `tests/unit/data/token_counts.json` (rebuilt by
+`make_token_counts.py` beside it) and `tests/unit/test_tokens.py` checks the estimator against
 them; it also trains a GPT-2-style byte-level BPE (16k vocabulary) on the standard library's
 source with the `tokenizers` package and checks the bound against it on the same prose.
 

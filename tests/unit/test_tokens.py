@@ -47,10 +47,10 @@ def test_estimate_carries_the_bound() -> None:
 
 @pytest.mark.parametrize("tokenizer", TOKENIZERS)
 def test_bound_holds_for_english_prose_of_real_tokenizers(tokenizer: str) -> None:
-    # 107 paragraphs of English technical prose, counted by a 32k SentencePiece BPE and a 131k
+    # 91 paragraphs of English technical prose, counted by a 32k SentencePiece BPE and a 131k
     # tiktoken-style BPE: 90% of them lie inside the stated bound.
     ratios = _ratios(REFERENCE["prose"], tokenizer)
-    assert len(ratios) >= 100
+    assert len(ratios) >= 90
     assert _quantile(ratios, 0.05) >= TOKEN_BOUNDS.low_factor
     assert _quantile(ratios, 0.95) <= TOKEN_BOUNDS.high_factor
     assert 0.85 <= statistics.median(ratios) <= 1.05
