@@ -9,6 +9,7 @@ function — which answers the workflow's waiting task.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -23,7 +24,12 @@ from tunelab.workflows import start_fine_tuning
 
 pytestmark = pytest.mark.moto
 
-SAMPLE = "tests/fixtures/events/bedrock_model_customization_job_state_change.json"
+SAMPLE = (
+    Path(__file__).resolve().parents[1]
+    / "fixtures"
+    / "events"
+    / "bedrock_model_customization_job_state_change.json"
+)
 CUSTOM_MODEL = "arn:aws:bedrock:us-east-1:123456789012:custom-model/meta.llama3-1-8b/abc123"
 
 
