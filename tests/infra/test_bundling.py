@@ -1,0 +1,69 @@
+"""The Lambda bundle: what pip is asked for, what is staged, when the asset changes (no jsii here)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from infra.bundling import asset_hash, lambda_dependencies, pip_command, stage_sources
+from infra.config import REPO_ROOT
+
+pytestmark = pytest.mark.xdist_group("infra")
+
+
+def test_dependencies_are_the_projects_runtime_dependencies() -> None:
+    names = [requirement.split(">")[0].split("[")[0].split("=")[0] for requirement in lambda_dependencies()]
+    assert names == ["pydantic", "pydantic-settings", "aws-lambda-powertools", "boto3"]
+    assert "aws-lambda-powertools[tracer]>=3.20,<4" in lambda_dependencies()
+
+
+def test_pip_fetches_only_wheels_for_lambdas_arm64_python(tmp_path: Path) -> None:
+    command = pip_command(["pydantic>=2"], tmp_path)
+    text = " ".join(command)
+    assert "--only-binary=:all:" in command
+    assert "--platform manylinux2014_aarch64" in text
+    assert "--python-version 3.14" in text
+    assert "--implementation cp" in text
+    assert command[-3:] == ["--target", str(tmp_path), "pydantic>=2"]
+
+
+def fake_repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    (root / "functions").mkdir(parents=True)
+    (root / "functions" / "__init__.py").write_text("")
+    (root / "functions" / "api.py").write_text("def handler(event, context): ...\n")
+    (root / "functions" / "__pycache__").mkdir()
+    (root / "functions" / "__pycache__" / "api.cpython-311.pyc").write_bytes(b"\0")
+    shutil.copytree(
+        REPO_ROOT / "shared" / "tunelab" / "catalog_data", root / "shared" / "tunelab" / "catalog_data"
+    )
+    (root / "shared" / "tunelab" / "__init__.py").write_text("")
+    return root
+
+
+def test_sources_are_staged_at_the_bundles_root_without_bytecode(tmp_path: Path) -> None:
+    root = fake_repo(tmp_path)
+    out = tmp_path / "out"
+    stage_sources(root, out)
+    assert (out / "functions" / "api.py").exists()
+    assert (out / "tunelab" / "__init__.py").exists()
+    assert any((out / "tunelab" / "catalog_data").iterdir())
+    assert not list(out.rglob("*.pyc"))
+
+
+def test_the_asset_changes_with_a_source_file_or_the_dependencies_and_not_with_bytecode(
+    tmp_path: Path,
+) -> None:
+    root = fake_repo(tmp_path)
+    first = asset_hash(root, ["pydantic>=2"], install_dependencies=True)
+    (root / "functions" / "__pycache__" / "api.cpython-311.pyc").write_bytes(b"\1")
+    assert asset_hash(root, ["pydantic>=2"], install_dependencies=True) == first
+    (root / "functions" / "api.py").write_text("def handler(event, context): return 1\n")
+    second = asset_hash(root, ["pydantic>=2"], install_dependencies=True)
+    assert second != first
+    assert asset_hash(root, ["pydantic>=2.1"], install_dependencies=True) != second
+    assert asset_hash(root, ["pydantic>=2.1"], install_dependencies=False) != asset_hash(
+        root, ["pydantic>=2.1"], install_dependencies=True
+    )
