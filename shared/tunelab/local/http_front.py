@@ -14,8 +14,10 @@ event on a module-level object, as Lambda's one-request-per-container model allo
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -195,6 +197,7 @@ class HttpFront:
             self._server.shutdown()
             self._thread.join()
             self._thread = None
+        self._server.close_connections()
         self._server.server_close()
 
     # --- one request ---------------------------------------------------------------------------
@@ -229,10 +232,45 @@ class HttpFront:
 
 
 class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+    """Tracks its connections so that stopping closes kept-alive ones and joins their threads."""
+
+    # server_close joins the connection threads (after `close_connections` unblocked them).
+    daemon_threads = False
+    block_on_close = True
     # An address in use must fail; SO_REUSEADDR is still set (as http.server does) so a port left in
     # TIME_WAIT by a runtime that just stopped can be bound again at once.
     allow_reuse_address = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        self._closing = False
+        super().__init__(*args, **kwargs)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            if self._closing:
+                self.shutdown_request(request)
+                return
+            self._connections.add(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.discard(request)
+
+    def close_connections(self) -> None:
+        """End every open connection: a kept-alive one waits for its next request until then."""
+        with self._connections_lock:
+            self._closing = True
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away (or a connection closed by stop) is not the runtime's error.
+        logger.debug("connection from %s ended with an error", client_address, exc_info=True)
 
 
 def _make_request_handler(front: HttpFront) -> type[BaseHTTPRequestHandler]:

@@ -357,6 +357,7 @@ class LocalRuntime:
         self._moto_endpoint = f"http://{host}:{port}"
 
         def stop_moto() -> None:
+            self._stop_executions()
             self._moto_api("reset")  # the state is the runtime's: gone with it
             server.stop()
             inner = getattr(server, "_server", None)
@@ -368,6 +369,21 @@ class LocalRuntime:
         previous = dict(default_user_config.get("stepfunctions") or {})
         self._moto_api("config", {"stepfunctions": {"execute_state_machine": True}})
         self._undo.append(("moto config", lambda: self._moto_api("config", {"stepfunctions": previous})))
+
+    def _stop_executions(self) -> None:
+        """Stop running executions, so that their worker threads end with the runtime."""
+        try:
+            sfn = self.client("stepfunctions")
+            for machine in sfn.list_state_machines()["stateMachines"]:
+                running = sfn.list_executions(
+                    stateMachineArn=machine["stateMachineArn"], statusFilter="RUNNING"
+                )
+                for execution in running["executions"]:
+                    sfn.stop_execution(
+                        executionArn=execution["executionArn"], cause="the local runtime stopped"
+                    )
+        except Exception:  # stopping goes on; the executions' threads are daemons
+            logger.debug("stopping running executions failed", exc_info=True)
 
     def _moto_api(self, action: str, body: Mapping[str, Any] | None = None) -> None:
         request = urllib.request.Request(  # noqa: S310  # our own loopback server

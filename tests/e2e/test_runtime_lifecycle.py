@@ -1,0 +1,125 @@
+"""Starting and stopping the local runtime: a port in use, Ctrl-C, and nothing left behind."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.e2e.conftest import REPO_ROOT, runtime_environment, start_runtime
+from tunelab.local.runtime import LocalRuntime, PortInUse, RuntimeAlreadyRunning
+
+pytestmark = [pytest.mark.xdist_group("e2e"), pytest.mark.slow]
+
+IN_USE = "is in use: is another tunelab local runtime running? Stop it or use --port"
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port something else listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield int(holder.getsockname()[1])
+
+
+def _listening_ports() -> set[int]:
+    return {
+        c.laddr.port for c in psutil.Process().net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
+    }
+
+
+def _refused(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2)
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_port_in_use_is_refused_with_a_clear_message(tmp_path: Path, taken_port: int) -> None:
+    threads_before = set(threading.enumerate())
+    ports_before = _listening_ports()
+
+    with pytest.raises(PortInUse) as refused:
+        LocalRuntime(tmp_path, port=taken_port).start()
+
+    assert str(refused.value) == f"port {taken_port} {IN_USE}"
+    # Nothing was started: no thread, no listening socket (the port is checked before moto starts).
+    assert set(threading.enumerate()) <= threads_before
+    assert _listening_ports() <= ports_before
+
+
+def test_local_up_on_a_port_in_use_exits_non_zero_saying_so(tmp_path: Path, taken_port: int) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tunelab.cli",
+            "local",
+            "up",
+            "--port",
+            str(taken_port),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=REPO_ROOT,
+        env=runtime_environment(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+    assert done.returncode == 1
+    assert f"tunelab: port {taken_port} {IN_USE}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_stop_leaves_no_thread_and_no_listening_socket(tmp_path: Path) -> None:
+    threads_before = set(threading.enumerate())
+    ports_before = _listening_ports()
+    runtime = LocalRuntime(tmp_path, port=0, scheduler_interval=0.2, outbox_interval=0.2)
+
+    with runtime:
+        api_port = runtime.port
+        moto_port = int(runtime.moto_endpoint.rsplit(":", 1)[1])
+        assert {api_port, moto_port} <= _listening_ports()
+        with httpx.Client(base_url=runtime.base_url) as client:  # a kept-alive connection
+            assert client.get("/v1/health").status_code == 200
+            with pytest.raises(RuntimeAlreadyRunning):
+                LocalRuntime(tmp_path / "other", port=0).start()
+            runtime.stop()
+        assert not runtime.running
+
+    deadline = time.monotonic() + 10
+    while set(threading.enumerate()) - threads_before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [t.name for t in set(threading.enumerate()) - threads_before] == []
+    assert _listening_ports() <= ports_before
+    assert _refused(api_port)
+    assert _refused(moto_port)
+
+
+def test_ctrl_c_stops_local_up_cleanly(tmp_path: Path) -> None:
+    runtime = start_runtime(tmp_path / "data", tmp_path / "runtime.log")
+    api_url = runtime.ready["api_url"]
+    assert httpx.get(f"{api_url}/v1/health", timeout=30).json() == {"status": "ok"}
+    banner = runtime.log()
+    assert "records, datasets and jobs live in memory" in banner
+    assert "lost when the runtime stops" in banner
+    assert "files in the data dir stay" in banner
+    assert str(tmp_path / "data") in banner
+
+    exit_code = runtime.interrupt()
+
+    assert exit_code == 0, runtime.log()
+    assert "tunelab: stopped" in runtime.log()
+    assert "Traceback" not in runtime.log()
+    assert _refused(int(api_url.rsplit(":", 1)[1]))
