@@ -1,7 +1,7 @@
 """Auto-undeploy: EventBridge Scheduler one-time schedules that undeploy a model (and remind before).
 
-When a deployment comes into service with an auto-undeploy time, tunelab creates two one-time
-schedules in its schedule group, both targeting the AutoUndeploy function
+When a deployment with an auto-undeploy time is created (StartDeployment; a deployment that then
+fails deletes them again), tunelab creates two one-time schedules in its schedule group, both targeting the AutoUndeploy function
 (settings `AUTO_UNDEPLOY_TARGET_ARN`) through the scheduler's role:
 
 * `<model>-<digest>-undeploy` at the chosen time, input `{"action": "undeploy", ...}`;

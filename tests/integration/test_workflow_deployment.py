@@ -170,7 +170,7 @@ def test_a_deployment_that_never_comes_into_service_times_out_and_is_removed(sta
     record = _trained(stack)
 
     arn = _deploy(stack, record, datetime.now(UTC), poll_seconds=1, timeout_seconds=2)
-    result = stack.wait_execution(arn, timeout=40)
+    result = stack.wait_execution(arn, timeout=60)
 
     assert result["status"] == "SUCCEEDED"
     model = stack.repo.get_model(record.workspace_id, record.name)

@@ -161,7 +161,7 @@ def test_a_job_that_outlives_its_time_limit_is_stopped_and_failed(stack: Stack) 
 
     # The wait on the provider is limited to 2 seconds; nobody reports the job's end.
     arn = _start(stack, record, training_timeout_seconds=2)
-    result = stack.wait_execution(arn, timeout=40)
+    result = stack.wait_execution(arn, timeout=60)
 
     assert result["status"] == "SUCCEEDED"
     model = stack.repo.get_model(record.workspace_id, record.name)

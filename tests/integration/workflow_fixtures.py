@@ -79,7 +79,7 @@ class Stack:
             factories.model(dataset.workspace_id, dataset_id=dataset.dataset_id, **fields)
         )
 
-    def wait_execution(self, arn: str, timeout: float = 30.0) -> dict[str, Any]:
+    def wait_execution(self, arn: str, timeout: float = 60.0) -> dict[str, Any]:
         """The execution once it has ended (fails the test if it runs past `timeout`)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -91,7 +91,7 @@ class Stack:
                 pytest.fail(f"execution still running after {timeout}s: {[e['type'] for e in history][-8:]}")
             time.sleep(0.05)
 
-    def wait_for(self, check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    def wait_for(self, check: Callable[[], Any], timeout: float = 40.0, what: str = "condition") -> Any:
         deadline = time.monotonic() + timeout
         while True:
             value = check()
@@ -101,7 +101,7 @@ class Stack:
                 pytest.fail(f"timed out waiting for {what}")
             time.sleep(0.05)
 
-    def wait_for_token(self, record: ModelRecord, timeout: float = 20.0) -> str:
+    def wait_for_token(self, record: ModelRecord, timeout: float = 40.0) -> str:
         token: str = self.wait_for(
             lambda: self.repo.get_task_token(record.workspace_id, record.name, "training"),
             timeout,

@@ -623,8 +623,24 @@ def start_deployment(services: Services, event: StartDeploymentEvent) -> Started
     )
     provider = services.provider_for(record)
     ref = provider.deploy(request)
+    # The auto-undeploy schedules are made now, with the deployment (the time was chosen with the
+    # request); a deployment that fails removes them again (FinishDeployment "failed").
+    scheduler = _scheduler(services)
+    auto = None
+    if event.auto_undeploy_at is not None:
+        auto = scheduler.create_auto_undeploy(
+            request.identity,
+            uid=record.uid,
+            requested_at=event.requested_at,
+            undeploy_at=event.auto_undeploy_at,
+        )
     deployment = (record.deployment or DeploymentState()).model_copy(
-        update={"endpoint": ref.deployment_id, "endpoint_arn": None}
+        update={
+            "endpoint": ref.deployment_id,
+            "endpoint_arn": None,
+            "auto_undeploy_at": auto.undeploy_at if auto else None,
+            "schedule_name": auto.undeploy_name if auto else None,
+        }
     )
     try:
         repo.update_model(
@@ -638,6 +654,7 @@ def start_deployment(services: Services, event: StartDeploymentEvent) -> Started
         )
     except InvalidState:
         provider.undeploy(ref)
+        scheduler.delete_auto_undeploy(request.identity, event.requested_at)
         raise DeploymentCancelled(
             f"'{record.name}' was undeployed while its deployment was created."
         ) from None
@@ -685,24 +702,7 @@ def _deployed(services: Services, event: FinishDeploymentEvent) -> FinishedDeplo
     if record is None:
         return FinishedDeployment(status=None, notification=None)
     identity = model_identity(record)
-    now = utcnow()
-    scheduler = _scheduler(services)
-    auto = None
-    if state.auto_undeploy_at is not None and record.status == S.DEPLOYING:
-        auto = scheduler.create_auto_undeploy(
-            identity,
-            uid=record.uid,
-            requested_at=state.requested_at,
-            undeploy_at=state.auto_undeploy_at,
-            deployed_at=now,
-        )
-    deployment = (record.deployment or DeploymentState()).model_copy(
-        update={
-            "deployed_at": now,
-            "auto_undeploy_at": auto.undeploy_at if auto else None,
-            "schedule_name": auto.undeploy_name if auto else None,
-        }
-    )
+    deployment = (record.deployment or DeploymentState()).model_copy(update={"deployed_at": utcnow()})
     updated = repo.try_transition(
         record.workspace_id, record.name, {S.DEPLOYING}, S.DEPLOYED, {"deployment": deployment}
     )
@@ -710,7 +710,7 @@ def _deployed(services: Services, event: FinishDeploymentEvent) -> FinishedDeplo
         current = repo.get_model(record.workspace_id, record.name)
         if current.status != S.DEPLOYED:
             # Undeployed while it came into service: the undeploy removed the deployment; drop the schedules.
-            scheduler.delete_auto_undeploy(identity, state.requested_at)
+            _scheduler(services).delete_auto_undeploy(identity, state.requested_at)
             return FinishedDeployment(status=current.status.value, notification=None)
         updated = current
     _publish_status(services, updated, S.DEPLOYING, None, state.correlation_id)
