@@ -1,8 +1,9 @@
 """Auto-undeploy: EventBridge Scheduler one-time schedules that undeploy a model (and remind before).
 
 When a deployment with an auto-undeploy time is created (StartDeployment; a deployment that then
-fails deletes them again), tunelab creates two one-time schedules in its schedule group, both targeting the AutoUndeploy function
-(settings `AUTO_UNDEPLOY_TARGET_ARN`) through the scheduler's role:
+fails deletes them again), tunelab creates two one-time schedules in its schedule group, both
+targeting the AutoUndeploy function (settings `AUTO_UNDEPLOY_TARGET_ARN`) through the scheduler's
+role:
 
 * `<model>-<digest>-undeploy` at the chosen time, input `{"action": "undeploy", ...}`;
 * `<model>-<digest>-remind` some time before (10% of the window, at most an hour, none for a
