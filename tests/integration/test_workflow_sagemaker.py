@@ -15,9 +15,9 @@ import pytest
 from tests.integration.conftest import ACCOUNT
 from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
 from tunelab.providers.sagemaker import forget_sessions
-from tunelab.records import ModelRecord, ProviderConnectionRecord, Resources, utcnow
+from tunelab.records import Artifacts, ModelRecord, ProviderConnectionRecord, Resources, utcnow
 from tunelab.status import ModelStatus
-from tunelab.workflows import TrainingOutcome, send_training_outcome, start_fine_tuning
+from tunelab.workflows import TrainingOutcome, send_training_outcome, start_deployment, start_fine_tuning
 from tunelab.workflows.tasks import S3_STANDARD_PER_GB_MONTH_USD
 
 pytestmark = pytest.mark.moto
@@ -124,3 +124,51 @@ def test_sagemaker_job_reads_from_the_customer_bucket_and_completes_with_listed_
     assert model.training.metrics.step == 120
     [email] = stack.emails()
     assert "is ready" in email.subject
+
+
+def test_sagemaker_model_deploys_to_an_endpoint_in_the_customer_account(stack: Stack) -> None:
+    dataset = stack.dataset()
+    _connect(stack, dataset.workspace_id)
+    record: ModelRecord = stack.model(
+        dataset,
+        provider="sagemaker",
+        hosting="byok",
+        base_model_id="sagemaker.qwen2-5-7b-instruct",
+        base_model_name="Qwen2.5 7B Instruct",
+        resources=Resources(instance_type="ml.g6e.2xlarge", instance_count=1, volume_size_gb=100),
+        hyperparameters={"epochs": 2, "learning_rate": 0.0002, "batch_size": 4},
+    )
+    artifacts = f"s3://{CUSTOMER_BUCKET}/tunelab/{record.workspace_id}/{record.name}/output/model.tar.gz"
+    stack.repo.transition(
+        record.workspace_id,
+        record.name,
+        {"training"},
+        "not_deployed",
+        {"artifacts": Artifacts(uri=artifacts)},
+    )
+    deploying = stack.repo.transition(record.workspace_id, record.name, {"not_deployed"}, "deploying")
+    requested = utcnow()
+
+    # moto's endpoint configurations refuse GPU instance types; the workflow passes the one asked for
+    arn = start_deployment(
+        stack.sfn,
+        stack.deployment_arn,
+        deploying,
+        requested_at=requested,
+        correlation_id="corr-sm-d",
+        instance_type="ml.m5.xlarge",
+        poll_seconds=0,
+    )
+    result = stack.wait_execution(arn)
+
+    assert result["status"] == "SUCCEEDED", result
+    model = stack.repo.get_model(record.workspace_id, record.name)
+    assert model.status == ModelStatus.DEPLOYED
+    assert model.deployment is not None
+    endpoint = stack.services.client("sagemaker").describe_endpoint(EndpointName=model.deployment.endpoint)
+    assert endpoint["EndpointStatus"] == "InService"
+    sm_model = stack.services.client("sagemaker").describe_model(ModelName=model.deployment.endpoint)
+    assert sm_model["PrimaryContainer"]["ModelDataUrl"] == artifacts
+    assert model.deployment.auto_undeploy_at is None
+    [email] = stack.emails()
+    assert "stays deployed, and billed, until you undeploy it" in email.body
