@@ -6,9 +6,10 @@ import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 
-from tests.e2e.conftest import REPO_ROOT, LocalApi, runtime_environment
+from tests.e2e.conftest import REPO_ROOT, LocalApi, runtime_environment, wait_for
 from tunelab.local.tokens import claims_for, encode, load_or_create_secret
 
 pytestmark = pytest.mark.xdist_group("e2e")
@@ -173,3 +174,59 @@ def test_an_unknown_route_is_404_for_a_signed_in_caller(local: LocalApi) -> None
 
     assert answer.status_code == 404
     assert answer.json()["error"]["code"] == "not_found"
+
+
+# --- datasets through the API -------------------------------------------------------------------
+
+SAMPLE_CSV = REPO_ROOT / "shared" / "tunelab" / "sample_data" / "support-triage.csv"
+
+
+def test_a_csv_posted_to_the_api_is_validated_at_once(local: LocalApi) -> None:
+    token = local.token("ws-datasets")
+    answer = local.call(
+        "POST",
+        "/v1/datasets",
+        token=token,
+        params={"name": "support-sync"},
+        content=SAMPLE_CSV.read_bytes(),
+        headers={"Content-Type": "text/csv"},
+    )
+
+    assert answer.status_code == 201, answer.text
+    dataset = answer.json()
+    assert dataset["status"] == "ready"
+    assert dataset["rows"] == 200
+    assert dataset["created_by"]["email"] == "ada@example.com"
+    again = local.call("GET", f"/v1/datasets/{dataset['id']}", token=token)
+    assert again.json()["status"] == "ready"
+    # Another workspace does not see it.
+    assert (
+        local.call("GET", f"/v1/datasets/{dataset['id']}", token=local.token("ws-other")).status_code == 404
+    )
+
+
+def test_a_dataset_uploaded_to_its_presigned_url_becomes_ready(local: LocalApi) -> None:
+    """The presigned PUT goes to the embedded S3; S3 → EventBridge → SQS → the DatasetUploaded function."""
+    token = local.token("ws-datasets")
+    created = local.call("POST", "/v1/datasets", token=token, json={"name": "support-presigned"})
+    assert created.status_code == 201, created.text
+    dataset, upload = created.json()["dataset"], created.json()["upload"]
+    assert dataset["status"] == "uploading"
+    assert upload["url"].startswith(local.aws_endpoint)
+
+    put = httpx.request(
+        upload["method"],
+        upload["url"],
+        content=SAMPLE_CSV.read_bytes(),
+        headers=upload["headers"],
+        timeout=120,
+    )
+    assert put.status_code == 200, put.text
+
+    def settled() -> dict[str, object] | None:
+        found = local.call("GET", f"/v1/datasets/{dataset['id']}", token=token).json()
+        return found if found["status"] in {"ready", "invalid"} else None
+
+    ready = wait_for(settled, timeout=120, what="the uploaded dataset to be validated")
+    assert ready["status"] == "ready", ready
+    assert ready["rows"] == 200
