@@ -25,6 +25,14 @@ T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 # Step Functions execution names: 1-80 characters, none of whitespace, brackets, wildcards and
 # the punctuation the StartExecution reference lists.
 EXECUTION_NAME = re.compile(r"^[^\s<>{}\[\]?*\"#%\\^|~`$&,;:/]{1,80}$")
+# https://docs.aws.amazon.com/step-functions/latest/dg/bp-lambda-serviceexception.html
+LAMBDA_SERVICE_ERRORS = {
+    "Lambda.ClientExecutionTimeoutException",
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+}
 SCHEDULE_NAME = re.compile(r"^[0-9a-zA-Z\-_.]{1,64}$")
 
 
@@ -91,6 +99,9 @@ def test_every_placeholder_of_the_definitions_is_known_and_every_task_has_a_time
             if state["Type"] == "Task":
                 assert "TimeoutSeconds" in state or "TimeoutSecondsPath" in state, name
                 assert state.get("Catch"), f"{name} catches nothing"
+            if state["Type"] == "Task" and state["Resource"].startswith("arn:aws:states:::lambda:"):
+                retried = {error for rule in state["Retry"] for error in rule["ErrorEquals"]}
+                assert LAMBDA_SERVICE_ERRORS | {"ProviderTransientError"} <= retried, name
 
 
 def test_definition_refuses_a_missing_value() -> None:
