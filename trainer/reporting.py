@@ -63,6 +63,7 @@ class ReportingCallback(TrainerCallback):
         self.summary: dict[str, Any] = {}
         self.first_step: int | None = None
         self._last_progress = 0.0
+        self._cpu_started = 0.0
 
     def _emit(self, line: str) -> None:
         if self.enabled:
@@ -84,6 +85,7 @@ class ReportingCallback(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.first_step = int(state.global_step)
+        self._cpu_started = time.process_time()
         self.latest["step"] = int(state.global_step)
         self.progress(state, force=True)
 
@@ -125,6 +127,8 @@ class ReportingCallback(TrainerCallback):
         self.latest["step"] = int(state.global_step)
         self.latest["epoch"] = float(state.epoch or 0.0)
         self.latest["max_steps"] = int(state.max_steps)
+        # CPU time of this process while training: a throughput figure that other load does not skew.
+        self.latest["train_cpu_seconds"] = round(time.process_time() - self._cpu_started, 3)
         self.progress(state, force=True)
         self.write()
 
