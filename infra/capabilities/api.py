@@ -158,18 +158,6 @@ class Api(Construct):
             request_validator=validator,
             request_parameters={"method.request.path.proxy": True},
         )
-        if cors:
-            for resource in (self.rest_api.root, v1, health, proxy):
-                options = resource.node.try_find_child("OPTIONS")
-                if options is None:
-                    continue
-                for rule in ("AwsSolutions-APIG4", "AwsSolutions-COG4"):
-                    acknowledge(
-                        options,
-                        rule,
-                        "CORS preflight (OPTIONS) is answered by API Gateway itself; browsers send it "
-                        "without credentials, so it cannot require them.",
-                    )
 
     def _add_gateway_responses(self, allowed_origins: Sequence[str]) -> None:
         headers = {"Content-Type": "'application/json'"}

@@ -7,7 +7,6 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra.nag import acknowledge
 from tunelab.stack_definitions import (
     ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS,
     ACCESS_LOGS_EXPIRE_AFTER_DAYS,
@@ -73,11 +72,6 @@ class Data(Construct):
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(ACCESS_LOGS_EXPIRE_AFTER_DAYS))],
             removal_policy=RemovalPolicy.RETAIN,
-        )
-        acknowledge(
-            self.access_logs_bucket,
-            "AwsSolutions-S1",
-            "This is the access-log bucket; logging its own access would loop.",
         )
 
         abort_uploads = s3.LifecycleRule(

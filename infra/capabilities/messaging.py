@@ -45,10 +45,15 @@ def secure_queue(scope: Construct, construct_id: str, **props: Any) -> sqs.Queue
     )
 
 
-def acknowledge_dead_letter_queue(queue: sqs.IQueue, whose: str) -> None:
-    """A DLQ has no DLQ of its own; cdk-nag only recognises DLQs named in a redrive policy."""
+def acknowledge_dead_letter_queue(queue: sqs.IQueue, whose: str, *, redrive_target: bool = False) -> None:
+    """A DLQ has no DLQ of its own; AwsSolutions recognises only DLQs named in a redrive policy."""
     reason = f"This queue is a dead-letter queue: {whose}."
-    for rule in ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy"):
+    rules = (
+        ("Serverless-SQSRedrivePolicy",)
+        if redrive_target
+        else ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy")
+    )
+    for rule in rules:
         acknowledge(queue, rule, reason)
 
 
@@ -89,7 +94,7 @@ class Messaging(Construct):
             dlq = secure_queue(
                 self, f"{spec.logical_id}Dlq", retention_period=Duration.days(spec.dlq_retention_days)
             )
-            acknowledge_dead_letter_queue(dlq, f"the redrive target of {spec.name}")
+            acknowledge_dead_letter_queue(dlq, f"the redrive target of {spec.name}", redrive_target=True)
             queue = secure_queue(
                 self,
                 spec.logical_id,
