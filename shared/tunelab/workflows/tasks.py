@@ -44,6 +44,7 @@ from tunelab.providers.base import (
     s3_split,
 )
 from tunelab.providers.base import Resources as ProviderResources
+from tunelab.providers.sagemaker import DEFAULT_MAX_RUNTIME_S as SAGEMAKER_MAX_RUNTIME_S
 from tunelab.records import Artifacts, DeploymentState, Metrics, ModelRecord, utcnow
 from tunelab.schedules import Scheduler
 from tunelab.stack_definitions import PROVIDER_RESOURCE_TAG
@@ -75,12 +76,13 @@ logger = logging.getLogger(__name__)
 S = ModelStatus
 TRAINING_STATES = frozenset({S.TRAINING, S.STOPPING_TRAINING})
 
-# How long the workflow waits for the provider's job before giving up and stopping it. SageMaker's
-# own limit (MaxRuntimeInSeconds, 48 h by default) plus time to queue, download and upload;
-# Bedrock states no limit, so a week; the local runtime trains small models.
+# How long the workflow waits for the provider's job before giving up and stopping it: SageMaker's
+# own limit (the job's MaxRuntimeInSeconds) plus time to queue, download and upload; Bedrock
+# states no limit, so a week; the local runtime trains small models.
+STARTUP_MARGIN_S = 2 * 3600
 TRAINING_TIMEOUT_S: dict[str, int] = {
     "bedrock": 7 * 24 * 3600,
-    "sagemaker": 48 * 3600 + 2 * 3600,
+    "sagemaker": SAGEMAKER_MAX_RUNTIME_S + STARTUP_MARGIN_S,
     "local": 12 * 3600,
 }
 # The task token is kept a day past the wait, so a late event still finds (and drops) it.
