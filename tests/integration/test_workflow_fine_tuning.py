@@ -12,11 +12,14 @@ from tunelab.providers.bedrock import job_name
 from tunelab.status import ModelStatus
 from tunelab.wiring import model_identity
 from tunelab.workflows import (
+    PrepareDataEvent,
     TrainingOutcome,
     execution_name,
     send_training_outcome,
     start_fine_tuning,
+    table_key,
 )
+from tunelab.workflows.tasks import prepare_data
 
 pytestmark = pytest.mark.moto
 
@@ -227,3 +230,32 @@ def test_a_stop_before_the_job_started_ends_training_stopped_without_a_job(stack
     assert model.training.job_id is None
     assert model.training.failure_reason == "Training was stopped before the job started."
     assert "StartTraining" not in stack.states_entered(result["executionArn"])
+
+
+def test_prepare_data_uses_the_validation_dataset_when_one_is_chosen(stack: Stack) -> None:
+    train = stack.dataset()
+    validation = stack.dataset(name="support-validation", csv="support-triage-validation.csv")
+    record = stack.model(
+        train,
+        validation={
+            "mode": "dataset",
+            "dataset": {"id": validation.dataset_id, "name": validation.name, "rows": validation.rows},
+        },
+    )
+    event = PrepareDataEvent(
+        workspace_id=record.workspace_id,
+        model_name=record.name,
+        uid=record.uid,
+        correlation_id="corr-p",
+        table_key=table_key(record.workspace_id, record.name),
+    )
+
+    prepared = prepare_data(stack.services, event)
+
+    assert prepared.training_rows == 200
+    assert prepared.validation_rows == 40
+    assert prepared.validation_data_uri is not None
+    bucket, _, key = prepared.validation_data_uri[5:].partition("/")
+    lines = stack.services.s3.get_object(Bucket=bucket, Key=key)["Body"].read().splitlines()
+    assert len(lines) == 40
+    assert prepared.training_timeout_seconds == 7 * 24 * 3600  # Bedrock: a week
