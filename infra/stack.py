@@ -11,7 +11,12 @@ from infra.capabilities.api import Api
 from infra.capabilities.auth import Auth
 from infra.capabilities.data import Data
 from infra.capabilities.functions import FunctionResources, Functions, function_arn, state_machine_arn
-from infra.capabilities.messaging import Messaging, acknowledge_dead_letter_queue, secure_queue
+from infra.capabilities.messaging import (
+    Messaging,
+    acknowledge_dead_letter_queue,
+    dead_letter_alarm,
+    secure_queue,
+)
 from infra.capabilities.notifications import Notifications
 from infra.capabilities.schedules import Schedules
 from infra.capabilities.training import Training
@@ -44,6 +49,7 @@ class TunelabStack(Stack):
             self, "Training", datasets_bucket=data.datasets_bucket, artifacts_bucket=data.artifacts_bucket
         )
         schedules_dlq = secure_queue(self, "SchedulesDlq", retention_period=Duration.days(14))
+        dead_letter_alarm(schedules_dlq)
         acknowledge_dead_letter_queue(
             schedules_dlq, "EventBridge Scheduler's, for schedules it could not deliver"
         )

@@ -20,7 +20,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra.capabilities.messaging import secure_queue
+from infra.capabilities.messaging import dead_letter_alarm, secure_queue
 from infra.nag import acknowledge, objects_finding
 from tunelab.stack_definitions import (
     CONNECTOR_ROLE_PREFIX,
@@ -214,6 +214,7 @@ class Functions(Construct):
                 "which retries or dead-letters it.",
             )
         else:
+            dead_letter_alarm(async_dlq)
             for rule in ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy"):
                 acknowledge(
                     async_dlq,

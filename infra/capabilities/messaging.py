@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aws_cdk import Duration, Names
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -42,6 +43,22 @@ def secure_queue(scope: Construct, construct_id: str, **props: Any) -> sqs.Queue
     """An SQS queue encrypted with SQS-managed keys that refuses requests without TLS."""
     return sqs.Queue(
         scope, construct_id, encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True, **props
+    )
+
+
+def dead_letter_alarm(queue: sqs.Queue) -> cloudwatch.Alarm:
+    """In alarm while a dead-letter queue holds a message: something failed for good and waits."""
+    return cloudwatch.Alarm(
+        queue,
+        "NotEmptyAlarm",
+        alarm_description=f"Messages wait in a dead-letter queue ({queue.node.path}): inspect and redrive.",
+        metric=queue.metric_approximate_number_of_messages_visible(
+            period=Duration.minutes(5), statistic="Maximum"
+        ),
+        threshold=1,
+        evaluation_periods=1,
+        comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
     )
 
 
@@ -124,6 +141,8 @@ class Messaging(Construct):
             )
             self.queues[spec.logical_id] = queue
             self.dead_letter_queues[spec.logical_id] = dlq
+        for dlq in (self.delivery_dlq, *self.dead_letter_queues.values()):
+            dead_letter_alarm(dlq)
 
     def add_rules(self, values: Mapping[str, str], specs: Sequence[EventRuleSpec] = EVENT_RULES) -> None:
         """One rule per spec; `values` fills the patterns' `${Name}` placeholders."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from enum import StrEnum
-from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -42,8 +41,6 @@ CONNECTOR_ROLE_PREFIX = "tunelab-"
 # The Powertools idempotency table's attributes (Powertools' defaults).
 IDEMPOTENCY_KEY_ATTRIBUTE = "id"
 IDEMPOTENCY_TTL_ATTRIBUTE = "expiration"
-
-WORKFLOWS_PACKAGE_DIR = PurePosixPath("shared/tunelab/workflows")
 
 
 class _Frozen(BaseModel):

@@ -137,3 +137,23 @@ def test_bus_accepts_sagemaker_events_only_from_connected_accounts(synthesized: 
     assert statement["Action"] == "events:PutEvents"
     assert statement["Condition"] == {"StringEquals": {"events:source": "aws.sagemaker"}}
     assert "EventsEventBus" in render(statement["Resource"])
+
+
+def test_every_dead_letter_queue_raises_an_alarm_when_a_message_waits(synthesized: Synthesized) -> None:
+    template = synthesized.platform
+    redrive_targets = {
+        q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        for q in resources(template, "AWS::SQS::Queue").values()
+        if "RedrivePolicy" in q["Properties"]
+    }
+    other_dlqs = {key for key in resources(template, "AWS::SQS::Queue") if "Dlq" in key}
+    alarmed = set()
+    for alarm in resources(template, "AWS::CloudWatch::Alarm").values():
+        props = alarm["Properties"]
+        if props["MetricName"] == "ApproximateNumberOfMessagesVisible":
+            assert props["Threshold"] == 1
+            assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+            (dimension,) = props["Dimensions"]
+            alarmed.add(dimension["Value"]["Fn::GetAtt"][0])
+    assert redrive_targets | other_dlqs <= alarmed
+    assert len(alarmed) >= 6
