@@ -1,0 +1,213 @@
+"""A SageMaker (BYOK) model's whole life through the API, with the state machines executing in moto and
+the job's end arriving as the AWS documentation's "SageMaker Training Job State Change" sample:
+connect (verified through the role) → create → training job in the customer's account → "Completed" →
+not deployed → download → deploy → deployed → invoke → undeploy → delete.
+
+moto plays the customer's account too (the role is assumed through moto's STS). Its endpoint
+configurations refuse GPU instance types, so the provider used here is the real `SageMakerProvider`
+deploying on `ml.m5.xlarge` instead of the model's GPU type; the sandbox's answer is queued in moto's
+SageMaker runtime the way its documentation describes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from typing import Any
+
+import pytest
+import requests
+from botocore.stub import Stubber
+from moto.sagemakerruntime.models import sagemakerruntime_backends
+
+import functions.provider_events as provider_events
+from tests.integration.api_support import GOOD_CSV
+from tests.integration.apigw import ApiResponse, api_event, call, claims_for
+from tests.integration.conftest import ACCOUNT, REGION
+from tests.integration.handler_support import CONTEXT, event, sqs_batch
+from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
+from tunelab import service
+from tunelab.catalog import load_catalog
+from tunelab.providers.base import DeploymentRef, DeployRequest
+from tunelab.providers.sagemaker import SageMakerProvider, forget_sessions
+
+pytestmark = pytest.mark.moto
+
+WS = "ws-acme"
+NAME = "byok-bot-v1"
+BASE = f"/v1/fine-tuned-models/{NAME}"
+CUSTOMER_BUCKET = "acme-ml-artifacts"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/tunelab-connector"
+
+
+class CpuEndpoints(SageMakerProvider):
+    """The real SageMaker provider, deploying on a CPU instance type (moto refuses GPU ones)."""
+
+    requested_instance_type: str | None = None
+
+    def deploy(self, request: DeployRequest) -> DeploymentRef:
+        self.requested_instance_type = (
+            request.instance_type or request.base_model.deployment.default_instance_type
+        )
+        return super().deploy(request.model_copy(update={"instance_type": "ml.m5.xlarge"}))
+
+
+def _call(method: str, path: str, body: Any = None, **kwargs: Any) -> ApiResponse:
+    claims = claims_for(WS, **{"custom:plan": "subscription"})
+    return call(api_event(method, path, body, claims=claims, **kwargs))
+
+
+def _archive(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def sagemaker(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> CpuEndpoints:
+    """The workspace connected through the API (verified for real), and its provider."""
+    monkeypatch.setattr(service, "DEPLOY_POLL_SECONDS", 0)
+    forget_sessions()
+    stack.services.s3.create_bucket(Bucket=CUSTOMER_BUCKET)
+    connected = _call(
+        "PUT",
+        "/v1/providers/sagemaker",
+        {"role_arn": ROLE, "external_id": "ext-123456", "region": REGION, "artifact_bucket": CUSTOMER_BUCKET},
+    )
+    assert connected.status == 200, connected.body
+    assert connected.body["status"] == "connected"
+    provider = CpuEndpoints(stack.services.sagemaker_config(WS), session=stack.services.session)
+    stack.services.set_provider("sagemaker", provider)
+    return provider
+
+
+def _job_event(stack: Stack, status: str, **detail: Any) -> None:
+    model = stack.repo.get_model(WS, NAME)
+    sample = event(
+        "sagemaker_training_job_state_change",
+        TrainingJobName=model.training.job_id,
+        TrainingJobArn=f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{model.training.job_id}",
+        TrainingJobStatus=status,
+        SecondaryStatus=status,
+        **detail,
+    )
+    sample["account"] = ACCOUNT
+    sample["region"] = REGION
+    answer = provider_events.handler(sqs_batch(sample), CONTEXT)
+    assert answer == {"batchItemFailures": []}
+
+
+def test_the_whole_life_of_a_sagemaker_model(stack: Stack, sagemaker: CpuEndpoints) -> None:
+    dataset = _call("POST", "/v1/datasets?name=tickets", raw_body=GOOD_CSV.decode(), content_type="text/csv")
+    created = _call(
+        "POST",
+        "/v1/fine-tuned-models",
+        {
+            "name": NAME,
+            "base_model_id": "sagemaker.qwen2-5-7b-instruct",
+            "dataset_id": dataset.body["id"],
+            "validation": {"mode": "split", "percent": 20},
+            "resources": {"instance_type": "ml.g6e.2xlarge", "instance_count": 1, "volume_size_gb": 100},
+            "hyperparameters": {"epochs": 2, "batch_size": 4},
+            "optional_hyperparameters": {"use_lora": True, "merge_adapters": True},
+            "acknowledge": True,
+        },
+    )
+    assert created.status == 202, created.body
+    assert created.body["cost"]["predicted"]["training"]["hours"] > 0
+
+    # The job runs in the customer's account, on the instance chosen, with the resolved hyperparameters
+    stack.wait_for_token(stack.repo.get_model(WS, NAME))
+    stack.wait_for(lambda: stack.repo.get_model(WS, NAME).training.job_id, what="the job's id")
+    job = stack.services.client("sagemaker").describe_training_job(TrainingJobName=NAME)
+    assert job["ResourceConfig"]["InstanceType"] == "ml.g6e.2xlarge"
+    assert job["HyperParameters"]["epochs"] == "2"
+    assert job["HyperParameters"]["use_lora"] == "true"
+
+    # The job wrote its archive; SageMaker announces the end
+    archive = _archive(
+        {
+            "config.json": b"{}",
+            "model.safetensors": b"\0" * 2048,
+            "adapter/adapter_model.safetensors": b"\0" * 256,
+            "tokenizer.json": b"{}",
+        }
+    )
+    key = f"tunelab/{WS}/{NAME}/output/{NAME}/output/model.tar.gz"
+    stack.services.s3.put_object(Bucket=CUSTOMER_BUCKET, Key=key, Body=archive)
+    _job_event(
+        stack,
+        "Completed",
+        ModelArtifacts={"S3ModelArtifacts": f"s3://{CUSTOMER_BUCKET}/{key}"},
+        FinalMetricDataList=[{"MetricName": "train_loss", "Value": 0.9, "Timestamp": "1583831889050"}],
+    )
+    stack.wait_execution(created.body["training"]["execution_arn"])
+    trained = _call("GET", BASE).body
+    assert trained["status"] == "not_deployed", trained
+    assert trained["artifacts"]["files"] == sorted(
+        ["config.json", "model.safetensors", "adapter/adapter_model.safetensors", "tokenizer.json"]
+    )
+    assert trained["artifacts"]["size_bytes"] == len(archive)
+
+    # Download: a short-lived link that serves the archive
+    link = _call("GET", f"{BASE}/download")
+    assert link.status == 200, link.body
+    assert link.body["size_bytes"] == len(archive)
+    assert link.body["files"] == trained["artifacts"]["files"]
+    assert requests.get(link.body["url"], timeout=10).content == archive
+
+    # Deploy: a real endpoint in the customer's account (moto's), then in service
+    deploying = _call("POST", f"{BASE}/deploy", {"auto_undeploy": None})
+    assert deploying.status == 202, deploying.body
+    executions = stack.sfn.list_executions(stateMachineArn=stack.deployment_arn)["executions"]
+    stack.wait_execution(executions[0]["executionArn"])
+    deployed = _call("GET", BASE).body
+    assert deployed["status"] == "deployed", deployed
+    endpoint = deployed["deployment"]["endpoint"]
+    assert deployed["deployment"]["auto_undeploy_at"] is None
+    # the model's own serving instance type was asked for (moto serves it on a CPU type)
+    spec = load_catalog().model("sagemaker.qwen2-5-7b-instruct")
+    assert sagemaker.requested_instance_type == spec.deployment.default_instance_type
+    described = stack.services.client("sagemaker").describe_endpoint(EndpointName=endpoint)
+    assert described["EndpointStatus"] == "InService"
+
+    # The sandbox: TGI's answer, queued in moto's runtime
+    answer = [{"generated_text": "billing", "details": {"generated_tokens": 1, "prefill": [{}, {}, {}]}}]
+    sagemakerruntime_backends[ACCOUNT][REGION].results_queue.append(
+        (json.dumps(answer), "application/json", "AllTraffic", "")
+    )
+    invoked = _call("POST", f"{BASE}/invoke", {"prompt": "My invoice is wrong", "temperature": 0})
+    assert invoked.status == 200, invoked.body
+    assert invoked.body["completion"] == "billing"
+    assert invoked.body["usage"] == {"input_tokens": 3, "output_tokens": 1}
+
+    # While deployed, the connection cannot go and the model cannot be deleted
+    assert _call("DELETE", "/v1/providers/sagemaker").error_code == "in_use"
+    assert _call("DELETE", f"{BASE}?acknowledge=true").error_code == "invalid_state"
+
+    # Undeploy removes the endpoint
+    undeployed = _call("POST", f"{BASE}/undeploy")
+    assert undeployed.status == 202
+    assert undeployed.body["status"] == "not_deployed"
+    endpoints = stack.services.client("sagemaker").list_endpoints()["Endpoints"]
+    assert endpoint not in [e["EndpointName"] for e in endpoints]
+
+    # Delete removes the job's output in the customer's bucket, the job (moto lacks DeleteTrainingJob:
+    # Stubber answers it, checking the request) and the record
+    stub = Stubber(sagemaker.sagemaker)
+    stub.add_response("delete_training_job", {}, {"TrainingJobName": NAME})
+    with stub:
+        assert _call("DELETE", f"{BASE}?acknowledge=true").status == 204
+    stub.assert_no_pending_responses()
+    assert _call("GET", BASE).status == 404
+    left = stack.services.s3.list_objects_v2(Bucket=CUSTOMER_BUCKET, Prefix=f"tunelab/{WS}/{NAME}/output/")
+    assert left.get("KeyCount", 0) == 0
+    assert stack.repo.find_model(WS, NAME) is None
+    emails = [e.subject for e in stack.emails()]
+    assert any("deployed" in s.lower() for s in emails), emails
+    assert any("undeployed" in s.lower() for s in emails), emails
