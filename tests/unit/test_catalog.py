@@ -47,6 +47,7 @@ SAGEMAKER_HF_IDS = {
     "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B",
     "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
 }
+LOCAL_IDS = {"local.tiny-llama", "local.smollm2-135m-instruct"}
 NOVA = ("amazon.nova-micro-v1:0:128k", "amazon.nova-lite-v1:0:300k", "amazon.nova-pro-v1:0:300k")
 TITAN = ("amazon.titan-text-express-v1:0:8k", "amazon.titan-text-lite-v1:0:4k")
 COHERE = ("cohere.command-text-v14:7:4k", "cohere.command-light-text-v14:7:4k")
@@ -91,8 +92,8 @@ def test_shipped_catalog_loads_every_product_model(catalog: Catalog) -> None:
     sagemaker = {m.hf_id for m in catalog.models if m.provider == "sagemaker"}
     assert bedrock == BEDROCK_IDS
     assert sagemaker == SAGEMAKER_HF_IDS
-    # local.json is filled by the local runtime through Catalog.with_models.
-    assert [m for m in catalog.models if m.provider == "local"] == []
+    # local.json ships the local runtime's own models; operators' folders come through Catalog.with_models.
+    assert {m.id for m in catalog.models if m.provider == "local"} == LOCAL_IDS
 
 
 def test_lookup_by_exact_id_and_unknown_ids_are_not_found(catalog: Catalog) -> None:
@@ -324,7 +325,7 @@ def _entry(models: dict[str, Any], file: str, model_id: str) -> dict[str, Any]:
 
 
 def test_unmodified_data_parses(data: tuple[dict[str, Any], Any]) -> None:
-    assert len(parse_catalog(*data).models) == len(BEDROCK_IDS) + len(SAGEMAKER_HF_IDS)
+    assert len(parse_catalog(*data).models) == len(BEDROCK_IDS) + len(SAGEMAKER_HF_IDS) + len(LOCAL_IDS)
 
 
 def test_default_outside_range_fails_naming_the_model(data: tuple[dict[str, Any], Any]) -> None:

@@ -24,7 +24,11 @@ PROVIDER_MODULES: dict[str, str] = {
     "local": "tunelab.providers.local",
 }
 # EventBridge `source` of each provider's events.
-EVENT_SOURCES: dict[str, str] = {"aws.bedrock": "bedrock", "aws.sagemaker": "sagemaker"}
+EVENT_SOURCES: dict[str, str] = {
+    "aws.bedrock": "bedrock",
+    "aws.sagemaker": "sagemaker",
+    "tunelab.local": "local",
+}
 
 
 def get_provider(name: ProviderName, config: Any, **options: Any) -> TrainingProvider:
