@@ -1,0 +1,1049 @@
+"""The local provider's runtime side: training jobs in subprocesses, an in-process inference server.
+
+* Training (`LocalJobs`): a job is a folder `<data-dir>/jobs/<job name>/` laid out like SageMaker's
+  container (`input/data/<channel>/`, `input/config/hyperparameters.json`, `model/`,
+  `output/data/`, `output/failure`, `checkpoints/`), plus `job.json` (its state) and `trainer.log`.
+  A thread downloads the data from the embedded S3, prepares the base model
+  (`tunelab.local.models`), runs `python trainer/train.py` with the SM_* variables, reads its
+  progress and metric lines, and reports each change as a "Local Training Job State Change" event
+  (`tunelab.providers.local`) on tunelab's bus. On success `model/` is packed into `model.tar.gz`
+  and uploaded to the artifacts bucket; a non-zero exit fails the job with the trainer's failure
+  file (or the last lines it printed); a stop sends SIGTERM (the trainer saves) and kills after a
+  grace period.
+* Serving (`InferenceServers`): a deployment downloads `model.tar.gz`, loads it with transformers on
+  the CPU (merged weights, or base + LoRA adapter through peft) in a background thread, and answers
+  `invoke` with the tokenizer's chat template.
+* `install(context)`: what the embedded runtime calls once its stack exists; registers the provider
+  factory in `tunelab.wiring` and returns the shutdown hook.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Literal
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, ConfigDict, Field
+
+from tunelab.errors import InvalidState, NotFound, ProviderError, TunelabError, ValidationFailed
+from tunelab.local import models
+from tunelab.providers._aws import aws_call, is_not_found
+from tunelab.providers.base import (
+    DeploymentRef,
+    DeploymentState,
+    DeploymentStatus,
+    DeployRequest,
+    DownloadLink,
+    InvokeParams,
+    InvokeResult,
+    ModelIdentity,
+    ProviderName,
+    TrainedModel,
+    TrainingJobRef,
+    TrainingRequest,
+    TrainingState,
+    derived_name,
+    s3_split,
+)
+from tunelab.providers.local import (
+    EVENT_SOURCE,
+    TRAINING_EVENT,
+    TRAINING_PHASE,
+    JobProgress,
+    LocalProviderConfig,
+    parse_event,
+    progress_phase,
+    training_state,
+)
+from tunelab.stack_definitions import EventRuleSpec
+
+if TYPE_CHECKING:
+    from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_s3 import S3Client
+
+    from tunelab.local.context import LocalContext
+    from tunelab.wiring import Services
+
+logger = logging.getLogger("tunelab.local.provider")
+
+# The local jobs' events go to the provider-events queue, like SageMaker's.
+LOCAL_EVENT_RULES: tuple[EventRuleSpec, ...] = (
+    EventRuleSpec(
+        logical_id="LocalTrainingRule",
+        description="Local training job state changes (the embedded runtime's trainer)",
+        bus="tunelab",
+        event_pattern={"source": [EVENT_SOURCE], "detail-type": [TRAINING_EVENT]},
+        target_queue="ProviderEventsQueue",
+    ),
+)
+
+JOBS_DIR = "jobs"
+DEPLOYMENTS_DIR = "deployments"
+JOB_FILE = "job.json"
+LOG_FILE = "trainer.log"
+TRAINER_PROGRAM = "train.py"
+PROGRESS_PREFIX = "tunelab-progress "
+ARTIFACTS_PREFIX = "local-jobs"
+DOWNLOAD_EXPIRES_S = 15 * 60
+# Lines of the trainer's output kept for a failure reason when it wrote no failure file.
+TAIL_LINES = 12
+FAILURE_REASON_LIMIT = 1024
+# Shutdown (Ctrl-C) waits this long for stopped trainers to save before killing them.
+SHUTDOWN_GRACE_S = 15.0
+# Below this size a model trains fastest on one CPU thread: its matrices are too small to share out,
+# and on a busy machine more threads wait on each other (the tiny Llama: 12 s on one thread, 78 s on
+# two, for the same 25 steps on a loaded 2-core machine).
+ONE_THREAD_BELOW_PARAMETERS = 10_000_000
+# A sandbox call answers within API Gateway's 29 s integration limit: generation stops at this time.
+INVOKE_MAX_TIME_S = 25.0
+
+JobStatus = Literal["InProgress", "Completed", "Failed", "Stopping", "Stopped"]
+_TERMINAL: frozenset[str] = frozenset({"Completed", "Failed", "Stopped"})
+_METRIC = re.compile(r"^(train_loss|eval_loss)=")
+_PAIR = re.compile(r"(\w+)=(\S+)")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def job_name(identity: ModelIdentity) -> str:
+    """One job name per model record: a retried start finds the same job."""
+    return derived_name(identity.model_name, identity.digest("local-training"))
+
+
+def deployment_name(request: DeployRequest) -> str:
+    return derived_name(request.identity.model_name, request.deploy_digest(), digest_len=8)
+
+
+def model_prefix(identity: ModelIdentity) -> str:
+    return f"{ARTIFACTS_PREFIX}/{identity.workspace_id}/{identity.model_name}"
+
+
+# --- the job's state, kept in job.json ----------------------------------------------------------------
+
+
+class JobRecord(BaseModel):
+    """A local training job as `job.json` holds it; the events and `describe_training` read it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    arn: str
+    workspace_id: str
+    model_name: str
+    base_model_id: str
+    status: JobStatus = "InProgress"
+    secondary: str = "Starting"
+    failure_reason: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    progress: JobProgress | None = None
+    output_uri: str
+    artifacts_uri: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime
+    training_started_at: datetime | None = None
+    ended_at: datetime | None = None
+    stop_requested: bool = False
+    exit_code: int | None = None
+    pid: int | None = None
+    # CPU threads the trainer may use (OMP_NUM_THREADS); None: torch's default.
+    threads: int | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in _TERMINAL
+
+    def detail(self) -> dict[str, Any]:
+        """The event detail, shaped like SageMaker's "Training Job State Change"."""
+        stamp = int((self.ended_at or _now()).timestamp() * 1000)
+        detail: dict[str, Any] = {
+            "TrainingJobName": self.name,
+            "TrainingJobArn": self.arn,
+            "TrainingJobStatus": self.status,
+            "SecondaryStatus": self.secondary,
+            "CreationTime": int(self.created_at.timestamp() * 1000),
+            "LastModifiedTime": int(_now().timestamp() * 1000),
+            "FinalMetricDataList": [
+                {"MetricName": name, "Value": value, "Timestamp": stamp}
+                for name, value in sorted(self.metrics.items())
+            ],
+            "ModelArtifacts": {"S3ModelArtifacts": self.artifacts_uri} if self.artifacts_uri else {},
+            "OutputDataConfig": {"S3OutputPath": self.output_uri},
+            "Tags": dict(self.tags),
+        }
+        if self.failure_reason:
+            detail["FailureReason"] = self.failure_reason
+        if self.progress is not None:
+            detail["Progress"] = self.progress.model_dump()
+        if self.training_started_at is not None:
+            detail["TrainingStartTime"] = int(self.training_started_at.timestamp() * 1000)
+        if self.ended_at is not None:
+            detail["TrainingEndTime"] = int(self.ended_at.timestamp() * 1000)
+        return detail
+
+    def state(self) -> TrainingState:
+        return training_state(self.detail())
+
+
+class StopRequestedError(Exception):
+    """A stop arrived before the trainer started."""
+
+
+@dataclass
+class _Job:
+    record: JobRecord
+    folder: Path
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    process: subprocess.Popen[str] | None = None
+    thread: threading.Thread | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES))
+
+
+def _clip(reason: str) -> str:
+    reason = reason.strip() or "training failed"
+    return reason if len(reason) <= FAILURE_REASON_LIMIT else reason[: FAILURE_REASON_LIMIT - 3] + "..."
+
+
+def _float(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def pack_model(model_dir: Path, archive: Path) -> Path:
+    """`model.tar.gz` with the folder's files at its root, as SageMaker packs /opt/ml/model."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(model_dir.rglob("*")):
+            if path.is_file():
+                tar.add(path, arcname=path.relative_to(model_dir).as_posix())
+    return archive
+
+
+class LocalJobs:
+    """Training jobs of one data dir: started, watched, stopped and removed by name."""
+
+    def __init__(
+        self,
+        config: LocalProviderConfig,
+        s3: S3Client,
+        events: EventBridgeClient,
+        *,
+        trainer_dir: Callable[[], Path],
+    ) -> None:
+        self.config = config
+        self.s3 = s3
+        self.events = events
+        self._trainer_dir = trainer_dir
+        self.root = config.data_dir / JOBS_DIR
+        self._jobs: dict[str, _Job] = {}
+        self._lock = threading.Lock()
+
+    # --- the public operations ---
+
+    def start(self, request: TrainingRequest) -> TrainingJobRef:
+        """Start the job of this request; a second call for the same model finds the first job."""
+        identity = request.identity
+        name = job_name(identity)
+        output_uri = f"s3://{self.config.artifacts_bucket}/{model_prefix(identity)}/output/"
+        ref = TrainingJobRef(provider="local", job_id=name, job_name=name, output_uri=output_uri)
+        with self._lock:
+            if name in self._jobs or self._load(name) is not None:
+                return ref
+            folder = self.root / name
+            record = JobRecord(
+                name=name,
+                arn=f"arn:tunelab:local:{self.config.region}:{self.config.account_id}:training-job/{name}",
+                workspace_id=identity.workspace_id,
+                model_name=identity.model_name,
+                base_model_id=request.base_model.id,
+                output_uri=output_uri,
+                tags={**request.tags, "tunelab-model": identity.model_name},
+                created_at=_now(),
+                threads=_threads(request),
+            )
+            for sub in ("input/data", "input/config", "model", "output/data", "checkpoints"):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+            (folder / "request.json").write_text(request.model_dump_json(indent=2), encoding="utf-8")
+            job = _Job(record=record, folder=folder)
+            self._save(job)
+            self._jobs[name] = job
+            job.thread = threading.Thread(
+                target=self._run, args=(job, request), name=f"local-job-{name}", daemon=True
+            )
+        # The first event goes out before the job's thread can send the next one.
+        self._emit(job)
+        job.thread.start()
+        return ref
+
+    def describe(self, name: str) -> JobRecord:
+        with self._lock:
+            job = self._jobs.get(name) or self._load(name)
+        if job is None:
+            raise NotFound(f"There is no local training job {name}.")
+        with job.lock:
+            return job.record.model_copy(deep=True)
+
+    def stop(self, name: str, *, grace_s: float | None = None, reason: str | None = None) -> None:
+        """SIGTERM the trainer (it saves and exits); killed after `grace_s`. An ended job stays as it is."""
+        with self._lock:
+            job = self._jobs.get(name)
+        if job is None:
+            return
+        with job.lock:
+            if job.record.terminal or job.record.stop_requested:
+                return
+            job.record.stop_requested = True
+            job.record.status = "Stopping"
+            job.record.secondary = "Stopping"
+            if reason:
+                job.record.failure_reason = reason
+            self._save(job)
+            process = job.process
+        self._emit(job)
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            grace = self.config.stop_grace_s if grace_s is None else grace_s
+            killer = threading.Timer(grace, self._kill, args=(job,))
+            killer.daemon = True
+            killer.start()
+
+    def wait(self, name: str, timeout: float | None = None) -> bool:
+        """Wait until the job has ended (tests, shutdown); True when it has."""
+        with self._lock:
+            job = self._jobs.get(name)
+        return True if job is None else job.done.wait(timeout)
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            job = self._jobs.pop(name, None)
+        if job is not None and not job.done.is_set():
+            self.stop(name, grace_s=0.1)
+            job.done.wait(30)
+        shutil.rmtree(self.root / name, ignore_errors=True)
+
+    def running(self) -> list[str]:
+        with self._lock:
+            return [name for name, job in self._jobs.items() if not job.done.is_set()]
+
+    def shutdown(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+        """Stop every running job (SIGTERM, then kill after `grace_s`) and wait for them to end."""
+        names = self.running()
+        for name in names:
+            self.stop(name, grace_s=grace_s, reason="The local runtime stopped while the job ran.")
+        deadline = time.monotonic() + grace_s + 5
+        for name in names:
+            self.wait(name, max(deadline - time.monotonic(), 0.1))
+
+    # --- the job's thread ---
+
+    def _run(self, job: _Job, request: TrainingRequest) -> None:
+        try:
+            self._prepare(job, request)
+            self._train(job)
+        except StopRequestedError:
+            self._finish(job, "Stopped", "Stopped")
+        except TunelabError as error:
+            self._finish(job, "Failed", "Failed", reason=error.message)
+        except (ClientError, BotoCoreError, OSError, ValueError) as error:
+            self._finish(job, "Failed", "Failed", reason=f"{type(error).__name__}: {error}")
+        except Exception as error:  # a job must always end with a status
+            logger.exception("local job %s failed", job.record.name)
+            self._finish(job, "Failed", "Failed", reason=f"{type(error).__name__}: {error}")
+        finally:
+            job.done.set()
+
+    def _phase(self, job: _Job, secondary: str) -> None:
+        with job.lock:
+            if job.record.stop_requested:
+                raise StopRequestedError
+            job.record.secondary = secondary
+            self._save(job)
+        self._emit(job)
+
+    def _download(self, uri: str, target: Path) -> None:
+        bucket, key = s3_split(uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.s3.download_file(bucket, key, str(target))
+        except ClientError as error:
+            if is_not_found(error) or error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise ProviderError(f"The job's input {uri} does not exist.") from None
+            raise
+
+    def _prepare(self, job: _Job, request: TrainingRequest) -> None:
+        data = job.folder / "input" / "data"
+        self._phase(job, "Downloading")
+        self._download(request.training_data_uri, data / "training" / _file_name(request.training_data_uri))
+        if request.validation_data_uri:
+            self._download(
+                request.validation_data_uri, data / "validation" / _file_name(request.validation_data_uri)
+            )
+        if request.parent is not None and request.parent.artifacts_uri:
+            # The trainer unpacks a channel that holds only model.tar.gz.
+            self._download(request.parent.artifacts_uri, data / "model" / "model.tar.gz")
+        self._phase(job, "Preparing the base model")
+        base = models.base_model_folder(request.base_model, self.config.data_dir, trainer_dir=self._trainer())
+        hyperparameters = {**request.hyperparameters, "base_model": str(base)}
+        (job.folder / "input" / "config" / "hyperparameters.json").write_text(
+            json.dumps(hyperparameters, indent=2, sort_keys=True), encoding="utf-8"
+        )
+
+    def _trainer(self) -> Path:
+        return self.config.trainer_dir or self._trainer_dir()
+
+    def environment(self, job: _Job) -> dict[str, str]:
+        """The trainer's environment: SageMaker's variables with every folder in the job's folder."""
+        folder = job.folder
+        data = folder / "input" / "data"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "TUNELAB_"))}
+        env.update(
+            SM_MODEL_DIR=str(folder / "model"),
+            SM_OUTPUT_DIR=str(folder / "output"),
+            SM_OUTPUT_DATA_DIR=str(folder / "output" / "data"),
+            SM_CHANNEL_TRAINING=str(data / "training"),
+            SM_INPUT_DIR=str(folder / "input"),
+            SM_NUM_GPUS="0",
+            SM_HOSTS='["localhost"]',
+            SM_CURRENT_HOST="localhost",
+            TUNELAB_CHECKPOINT_DIR=str(folder / "checkpoints"),
+            TUNELAB_HYPERPARAMETERS_FILE=str(folder / "input" / "config" / "hyperparameters.json"),
+            TUNELAB_FAILURE_FILE=str(folder / "output" / "failure"),
+            HF_HUB_OFFLINE="1",
+            TOKENIZERS_PARALLELISM="false",
+            PYTHONUNBUFFERED="1",
+        )
+        if job.record.threads is not None:
+            env.update(OMP_NUM_THREADS=str(job.record.threads), MKL_NUM_THREADS=str(job.record.threads))
+        for channel, variable in (("validation", "SM_CHANNEL_VALIDATION"), ("model", "SM_CHANNEL_MODEL")):
+            if (data / channel).is_dir() and any((data / channel).iterdir()):
+                env[variable] = str(data / channel)
+        return env
+
+    def _train(self, job: _Job) -> None:
+        program = self._trainer() / TRAINER_PROGRAM
+        if not program.is_file():
+            raise ProviderError(f"The trainer is missing: {program} does not exist.")
+        with job.lock:
+            if job.record.stop_requested:
+                raise StopRequestedError
+            job.record.secondary = TRAINING_PHASE
+            job.record.training_started_at = _now()
+            log = (job.folder / LOG_FILE).open("w", encoding="utf-8")
+            # Its own session: Ctrl-C in the runtime's terminal reaches the runtime, which stops the
+            # trainer itself (SIGTERM, so it saves).
+            job.process = subprocess.Popen(
+                [sys.executable, str(program)],
+                cwd=str(job.folder),
+                env=self.environment(job),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+                start_new_session=True,
+            )
+            job.record.pid = job.process.pid
+            self._save(job)
+        self._emit(job)
+        process = job.process
+        assert process.stdout is not None
+        try:
+            self._watch(job, process.stdout, log)
+        finally:
+            code = process.wait()
+            log.close()
+        with job.lock:
+            job.record.exit_code = code
+            job.record.pid = None
+        self._metrics_from_file(job)
+        if job.record.stop_requested:
+            self._finish_stopped(job)
+        elif code == 0:
+            self._finish_completed(job)
+        else:
+            self._finish(job, "Failed", "Failed", reason=self._failure_reason(job, code))
+
+    def _watch(self, job: _Job, stream: IO[str], log: IO[str]) -> None:
+        """Read the trainer's lines: progress and metrics into the record, events at a modest rate."""
+        last_emit = time.monotonic()
+        first: tuple[float, int] | None = None
+        for line in stream:
+            log.write(line)
+            text = line.rstrip("\n")
+            force = False
+            changed = False
+            if text.startswith(PROGRESS_PREFIX):
+                try:
+                    data = json.loads(text[len(PROGRESS_PREFIX) :])
+                except ValueError:
+                    continue
+                now = time.monotonic()
+                step, max_steps = int(data.get("step") or 0), int(data.get("max_steps") or 0)
+                if first is None or step < first[1]:
+                    first = (now, step)
+                eta = None
+                if step > first[1] and max_steps:
+                    eta = (max_steps - step) * (now - first[0]) / (step - first[1])
+                with job.lock:
+                    job.record.progress = JobProgress(
+                        step=step,
+                        max_steps=max_steps,
+                        epoch=data.get("epoch"),
+                        loss=data.get("loss"),
+                        eval_loss=data.get("eval_loss"),
+                        eta_seconds=round(eta, 1) if eta is not None else None,
+                    )
+                changed = True
+            elif _METRIC.match(text):
+                values = {k: _float(v) for k, v in _PAIR.findall(text)}
+                with job.lock:
+                    for name in ("train_loss", "eval_loss", "step", "epoch"):
+                        value = values.get(name)
+                        if value is not None:
+                            job.record.metrics[name] = value
+                changed = True
+                force = text.startswith("eval_loss=")
+            elif text.strip():
+                job.tail.append(text)
+            if changed and (force or time.monotonic() - last_emit >= self.config.progress_interval_s):
+                with job.lock:
+                    if job.record.status != "InProgress":
+                        continue
+                    self._save(job)
+                last_emit = time.monotonic()
+                self._emit(job)
+
+    def _metrics_from_file(self, job: _Job) -> None:
+        path = job.folder / "output" / "data" / "metrics.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        with job.lock:
+            for name in ("train_loss", "eval_loss", "step", "epoch"):
+                value = data.get(name)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    job.record.metrics[name] = float(value)
+
+    def _failure_reason(self, job: _Job, code: int) -> str:
+        failure = job.folder / "output" / "failure"
+        if failure.is_file():
+            text = failure.read_text(encoding="utf-8", errors="replace").strip()
+            if text:
+                return text
+        if code < 0:
+            return f"The trainer was killed by signal {-code}."
+        lines = "\n".join(job.tail) or "(it printed nothing)"
+        return f"The trainer exited with code {code}: {lines}"
+
+    def _upload_model(self, job: _Job) -> str:
+        with job.lock:
+            job.record.secondary = "Uploading"
+            self._save(job)
+        self._emit(job)
+        archive = pack_model(job.folder / "model", job.folder / "output" / "model.tar.gz")
+        uri = f"{job.record.output_uri}{job.record.name}/output/model.tar.gz"
+        bucket, key = s3_split(uri)
+        self.s3.upload_file(str(archive), bucket, key, ExtraArgs={"ContentType": "application/gzip"})
+        return uri
+
+    def _finish_completed(self, job: _Job) -> None:
+        try:
+            uri = self._upload_model(job)
+        except (ClientError, BotoCoreError, OSError) as error:
+            self._finish(job, "Failed", "Failed", reason=f"Uploading the model failed: {error}")
+            return
+        self._finish(job, "Completed", "Completed", artifacts_uri=uri)
+
+    def _finish_stopped(self, job: _Job) -> None:
+        # Like SageMaker, what the stopped trainer saved is uploaded too.
+        uri = None
+        if any((job.folder / "model").iterdir()):
+            try:
+                uri = self._upload_model(job)
+            except (ClientError, BotoCoreError, OSError) as error:
+                logger.warning("uploading the stopped job %s's model failed: %s", job.record.name, error)
+        self._finish(job, "Stopped", "Stopped", artifacts_uri=uri)
+
+    def _finish(
+        self,
+        job: _Job,
+        status: JobStatus,
+        secondary: str,
+        *,
+        reason: str | None = None,
+        artifacts_uri: str | None = None,
+    ) -> None:
+        with job.lock:
+            if job.record.terminal:
+                return
+            record = job.record
+            record.status = status
+            record.secondary = secondary
+            if reason:
+                record.failure_reason = _clip(reason)
+            if status == "Completed":
+                record.failure_reason = None
+            record.artifacts_uri = artifacts_uri
+            record.ended_at = _now()
+            if record.progress is not None:
+                record.progress = record.progress.model_copy(update={"eta_seconds": None})
+            self._save(job)
+        self._emit(job)
+
+    def _kill(self, job: _Job) -> None:
+        process = job.process
+        if process is not None and process.poll() is None:
+            logger.warning("the trainer of %s did not stop in time; killing it", job.record.name)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+    # --- persistence and events ---
+
+    def _save(self, job: _Job) -> None:
+        path = job.folder / JOB_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(job.record.model_dump_json(indent=2), encoding="utf-8")
+        temporary.replace(path)
+
+    def _load(self, name: str) -> _Job | None:
+        """A job folder left by an earlier run of the runtime: it no longer runs."""
+        path = self.root / name / JOB_FILE
+        if not path.is_file():
+            return None
+        record = JobRecord.model_validate_json(path.read_text(encoding="utf-8"))
+        job = _Job(record=record, folder=path.parent)
+        if not record.terminal:
+            record.status = "Failed"
+            record.secondary = "Failed"
+            record.failure_reason = "The local runtime stopped while the job ran; start a new job."
+            record.ended_at = record.ended_at or _now()
+            self._save(job)
+        job.done.set()
+        self._jobs[name] = job
+        return job
+
+    def _emit(self, job: _Job) -> None:
+        with job.lock:
+            detail = job.record.detail()
+        try:
+            answer = self.events.put_events(
+                Entries=[
+                    {
+                        "Source": EVENT_SOURCE,
+                        "DetailType": TRAINING_EVENT,
+                        "Detail": json.dumps(detail),
+                        "EventBusName": self.config.event_bus_name,
+                        "Resources": [detail["TrainingJobArn"]],
+                    }
+                ]
+            )
+        except (ClientError, BotoCoreError) as error:
+            # The reconciler asks `describe_training` when events go missing.
+            logger.warning("could not send the event of the local job %s: %s", job.record.name, error)
+            return
+        if answer.get("FailedEntryCount"):
+            logger.warning(
+                "the event of the local job %s was refused: %s", job.record.name, answer["Entries"]
+            )
+
+
+def _threads(request: TrainingRequest) -> int | None:
+    if "OMP_NUM_THREADS" in os.environ:
+        return None  # the operator's choice reaches the trainer as it is
+    count = request.base_model.parameter_count
+    return 1 if count is not None and count < ONE_THREAD_BELOW_PARAMETERS else None
+
+
+def _file_name(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1] or "data.jsonl"
+
+
+# --- serving --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Server:
+    deployment_id: str
+    folder: Path
+    status: DeploymentStatus = "creating"
+    reason: str | None = None
+    model: Any = None
+    tokenizer: Any = None
+    context_length: int = 2048
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    ready: threading.Event = field(default_factory=threading.Event)
+
+
+def load_for_inference(folder: Path) -> tuple[Any, Any]:
+    """The model and tokenizer of an artifacts folder: full weights, or base + LoRA adapter (merged)."""
+    import torch  # noqa: PLC0415  # the training libraries load only when a model is served
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+
+    if (folder / "config.json").is_file():
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    elif (folder / "adapter_config.json").is_file():
+        from peft import PeftModel  # noqa: PLC0415
+
+        adapter = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+        base_name = adapter.get("base_model_name_or_path")
+        if not base_name or not Path(base_name).is_dir():
+            raise ProviderError(f"The adapter's base model {base_name!r} is not on this machine.")
+        base = AutoModelForCausalLM.from_pretrained(base_name, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+    else:
+        raise ProviderError("The model archive holds neither weights (config.json) nor a LoRA adapter.")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model.eval()  # type: ignore[no-untyped-call]
+    return model, tokenizer
+
+
+def generate(model: Any, tokenizer: Any, params: InvokeParams, context_length: int) -> InvokeResult:
+    """One completion of the prompt as the user's turn (the chat template), with token counts."""
+    import torch  # noqa: PLC0415
+
+    started = time.perf_counter()
+    if getattr(tokenizer, "chat_template", None):
+        inputs = tokenizer.apply_chat_template(
+            [{"role": "user", "content": params.prompt}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
+    else:
+        inputs = tokenizer(params.prompt, return_tensors="pt")
+    prompt_tokens = int(inputs["input_ids"].shape[1])
+    room = context_length - prompt_tokens
+    if room < 1:
+        raise ValidationFailed.of(
+            "prompt", f"The prompt is {prompt_tokens} tokens; the model reads at most {context_length}."
+        )
+    eos = tokenizer.eos_token_id
+    options: dict[str, Any] = {
+        "max_new_tokens": min(params.max_tokens, room),
+        "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
+        "max_time": INVOKE_MAX_TIME_S,
+    }
+    if params.temperature > 0:
+        options.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+    else:
+        options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    with torch.no_grad():
+        output = model.generate(**inputs, **options)
+    new = output[0, prompt_tokens:].tolist()
+    if eos is not None and eos in new:
+        new = new[: new.index(eos) + 1]
+    completion = tokenizer.decode(new, skip_special_tokens=True)
+    return InvokeResult(
+        completion=completion,
+        input_tokens=prompt_tokens,
+        output_tokens=len(new),
+        latency_ms=round((time.perf_counter() - started) * 1000),
+    )
+
+
+class InferenceServers:
+    """Models served in this process, by deployment id; each loads in a background thread."""
+
+    def __init__(self, config: LocalProviderConfig, s3: S3Client) -> None:
+        self.config = config
+        self.s3 = s3
+        self.root = config.data_dir / DEPLOYMENTS_DIR
+        self._servers: dict[str, _Server] = {}
+        self._lock = threading.Lock()
+
+    def deploy(self, request: DeployRequest) -> DeploymentRef:
+        name = deployment_name(request)
+        ref = DeploymentRef(provider="local", kind="local_server", deployment_id=name)
+        if not request.artifacts_uri:
+            raise ValidationFailed.of("artifacts_uri", "The model has no trained artifacts to serve.")
+        with self._lock:
+            if name in self._servers:
+                return ref
+            server = _Server(deployment_id=name, folder=self.root / name)
+            server.context_length = request.base_model.context_length
+            self._servers[name] = server
+        thread = threading.Thread(
+            target=self._load, args=(server, request.artifacts_uri), name=f"local-serve-{name}", daemon=True
+        )
+        thread.start()
+        return ref
+
+    def _load(self, server: _Server, artifacts_uri: str) -> None:
+        try:
+            archive = server.folder / "model.tar.gz"
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            bucket, key = s3_split(artifacts_uri)
+            self.s3.download_file(bucket, key, str(archive))
+            model_dir = server.folder / "model"
+            shutil.rmtree(model_dir, ignore_errors=True)
+            with tarfile.open(archive) as tar:
+                tar.extractall(model_dir, filter="data")
+            archive.unlink()
+            model, tokenizer = load_for_inference(model_dir)
+        except Exception as error:  # any failure is the deployment's reason
+            logger.warning("loading %s failed: %s", server.deployment_id, error)
+            reason = error.message if isinstance(error, TunelabError) else f"{type(error).__name__}: {error}"
+            with self._lock:
+                server.status, server.reason = "failed", _clip(reason)
+            server.ready.set()
+            return
+        with self._lock:
+            if self._servers.get(server.deployment_id) is not server:
+                return  # undeployed while loading
+            server.model, server.tokenizer = model, tokenizer
+            server.context_length = int(
+                getattr(model.config, "max_position_embeddings", 0) or server.context_length
+            )
+            server.status = "in_service"
+        server.ready.set()
+
+    def describe(self, deployment_id: str) -> DeploymentState:
+        with self._lock:
+            server = self._servers.get(deployment_id)
+            if server is None:
+                return DeploymentState(deployment_id=deployment_id, status="gone")
+            return DeploymentState(deployment_id=deployment_id, status=server.status, reason=server.reason)
+
+    def wait(self, deployment_id: str, timeout: float | None = None) -> bool:
+        with self._lock:
+            server = self._servers.get(deployment_id)
+        return True if server is None else server.ready.wait(timeout)
+
+    def invoke(self, deployment_id: str, params: InvokeParams) -> InvokeResult:
+        with self._lock:
+            server = self._servers.get(deployment_id)
+        if server is None:
+            raise InvalidState(
+                f"The local deployment {deployment_id} does not exist; deploy the model first."
+            )
+        if server.status != "in_service":
+            raise InvalidState(
+                f"The local deployment {deployment_id} is {server.status.replace('_', ' ')}; "
+                "it answers once it is in service."
+            )
+        with server.lock:
+            return generate(server.model, server.tokenizer, params, server.context_length)
+
+    def undeploy(self, deployment_id: str) -> None:
+        with self._lock:
+            server = self._servers.pop(deployment_id, None)
+        if server is not None:
+            server.model = server.tokenizer = None
+            shutil.rmtree(server.folder, ignore_errors=True)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            names = list(self._servers)
+        for name in names:
+            self.undeploy(name)
+
+
+# --- the provider ----------------------------------------------------------------------------------------
+
+
+class LocalProvider:
+    """`TrainingProvider` of the embedded runtime: jobs in subprocesses, models served in-process."""
+
+    name: ProviderName = "local"
+
+    def __init__(self, jobs: LocalJobs, servers: InferenceServers, s3: S3Client) -> None:
+        self.jobs = jobs
+        self.servers = servers
+        self.s3 = s3
+
+    def start_training(self, request: TrainingRequest) -> TrainingJobRef:
+        return self.jobs.start(request)
+
+    def stop_training(self, ref: TrainingJobRef) -> None:
+        self.jobs.stop(ref.job_name)
+
+    def describe_training(self, ref: TrainingJobRef) -> TrainingState:
+        try:
+            return self.jobs.describe(ref.job_name).state()
+        except NotFound:
+            # The folder is gone (the data dir was cleared): the job cannot end any other way.
+            return TrainingState(
+                job_id=ref.job_id,
+                status="failed",
+                phase="Failed",
+                failure_reason="The local job's folder no longer exists; start a new job.",
+                ended_at=_now(),
+            )
+
+    def deploy(self, request: DeployRequest) -> DeploymentRef:
+        return self.servers.deploy(request)
+
+    def describe_deployment(self, ref: DeploymentRef) -> DeploymentState:
+        return self.servers.describe(ref.deployment_id)
+
+    def undeploy(self, ref: DeploymentRef) -> None:
+        self.servers.undeploy(ref.deployment_id)
+
+    def invoke(self, ref: DeploymentRef, params: InvokeParams) -> InvokeResult:
+        return self.servers.invoke(ref.deployment_id, params)
+
+    def download(self, artifacts_uri: str, *, expires_in_s: int = DOWNLOAD_EXPIRES_S) -> DownloadLink:
+        bucket, key = s3_split(artifacts_uri)
+        with aws_call(f"Reading {artifacts_uri}", permission="s3:GetObject"):
+            head = self.s3.head_object(Bucket=bucket, Key=key)
+            url = self.s3.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_in_s
+            )
+        return DownloadLink(
+            url=url,
+            expires_at=_now() + timedelta(seconds=expires_in_s),
+            size_bytes=int(head.get("ContentLength", 0)),
+        )
+
+    def delete_model(self, model: TrainedModel) -> None:
+        """Remove the job's folder and what it uploaded; already gone is fine."""
+        name = model.job.job_name if model.job else job_name(model.identity)
+        self.jobs.delete(name)
+        bucket = self.jobs.config.artifacts_bucket
+        prefix = f"{model_prefix(model.identity)}/output/{name}/"
+        with aws_call(f"Deleting the artifacts of {name}", permission=f"s3:DeleteObject on {bucket}"):
+            pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+            for start in range(0, len(keys), 1000):
+                self.s3.delete_objects(
+                    Bucket=bucket,
+                    Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]], "Quiet": True},
+                )
+
+    def parse_event(self, detail_type: str, detail: Mapping[str, Any]) -> TrainingState | DeploymentState:
+        return parse_event(detail_type, detail)
+
+
+# --- one set of jobs and servers per data dir in this process ----------------------------------------------
+
+
+@dataclass
+class LocalTraining:
+    """The jobs, the servers and the clients of one data dir."""
+
+    config: LocalProviderConfig
+    jobs: LocalJobs
+    servers: InferenceServers
+    s3: S3Client
+
+    def provider(self) -> LocalProvider:
+        return LocalProvider(self.jobs, self.servers, self.s3)
+
+    def shutdown(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+        self.jobs.shutdown(grace_s)
+        self.servers.shutdown()
+
+
+def _trainer_dir() -> Path:
+    from tunelab.wiring import trainer_dir  # noqa: PLC0415
+
+    return trainer_dir()
+
+
+def make_training(config: LocalProviderConfig, *, session: boto3.Session | None = None) -> LocalTraining:
+    """Jobs and servers over the embedded S3 and EventBridge named by `config`."""
+    session = session or boto3.Session(region_name=config.region)
+    options: dict[str, Any] = {"region_name": config.region}
+    if config.endpoint_url:
+        options["endpoint_url"] = config.endpoint_url
+    s3: S3Client = session.client("s3", config=Config(s3={"addressing_style": "path"}), **options)
+    events: EventBridgeClient = session.client("events", **options)
+    return LocalTraining(
+        config=config,
+        jobs=LocalJobs(config, s3, events, trainer_dir=_trainer_dir),
+        servers=InferenceServers(config, s3),
+        s3=s3,
+    )
+
+
+_TRAININGS: dict[Path, LocalTraining] = {}
+_TRAININGS_LOCK = threading.Lock()
+
+
+def provider_for_config(config: LocalProviderConfig) -> LocalProvider:
+    """The provider over this process's jobs and servers of `config.data_dir` (made on first use)."""
+    key = config.data_dir.resolve()
+    with _TRAININGS_LOCK:
+        training = _TRAININGS.get(key)
+        if training is None:
+            training = _TRAININGS[key] = make_training(config)
+    return training.provider()
+
+
+def install(context: LocalContext, **options: Any) -> Callable[[], None]:
+    """Start the local provider for the embedded runtime: jobs and servers over its S3 and bus, the
+    provider factory registered in `tunelab.wiring`. Returns the shutdown hook, which stops running
+    jobs (SIGTERM, then kill after a grace period) and unloads served models.
+
+    `options`: more `LocalProviderConfig` fields (e.g. `progress_interval_s`, `trainer_dir`).
+    """
+    from tunelab import wiring  # noqa: PLC0415  # wiring imports the repository and the providers
+
+    config = LocalProviderConfig(
+        data_dir=context.data_dir,
+        endpoint_url=context.endpoint_url,
+        region=context.region,
+        event_bus_name=context.event_bus_name,
+        artifacts_bucket=context.artifacts_bucket,
+        account_id=context.account_id,
+        **options,
+    )
+    training = make_training(config)
+    key = config.data_dir.resolve()
+    with _TRAININGS_LOCK:
+        _TRAININGS[key] = training
+    models.set_data_dir(config.data_dir)
+
+    def factory(services: Services, workspace_id: str) -> LocalProvider:
+        return training.provider()
+
+    wiring.register_provider_factory("local", factory)
+
+    def shutdown() -> None:
+        wiring.unregister_provider_factory("local")
+        training.shutdown()
+        with _TRAININGS_LOCK:
+            if _TRAININGS.get(key) is training:
+                del _TRAININGS[key]
+        models.set_data_dir(None)
+
+    return shutdown
+
+
+__all__ = [
+    "LOCAL_EVENT_RULES",
+    "InferenceServers",
+    "JobRecord",
+    "LocalJobs",
+    "LocalProvider",
+    "LocalTraining",
+    "install",
+    "job_name",
+    "load_for_inference",
+    "make_training",
+    "progress_phase",
+    "provider_for_config",
+]

@@ -1,0 +1,427 @@
+"""The local provider for real: the tiny Llama trains in a subprocess, reports SageMaker-shaped events on
+the bus (read back from a queue), is served in-process, downloaded and deleted; under moto in-process.
+
+One moto account and one data dir serve the whole module: the tiny base model is built once, and the
+job trained to completion is the one the deployment, download and delete tests use.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from moto import mock_aws
+
+from tunelab.catalog import load_catalog
+from tunelab.errors import InvalidState
+from tunelab.handlers.common import parse_envelope
+from tunelab.local.context import LocalContext
+from tunelab.local.models import TINY_LLAMA_ID
+from tunelab.local.provider import LOCAL_EVENT_RULES, LocalTraining, install, job_name, make_training
+from tunelab.providers import parse_event
+from tunelab.providers.base import (
+    DeployRequest,
+    InvokeParams,
+    ModelIdentity,
+    TrainedModel,
+    TrainingJobRef,
+    TrainingRequest,
+    TrainingState,
+)
+from tunelab.providers.local import EVENT_SOURCE, TRAINING_EVENT, LocalProviderConfig
+from tunelab.wiring import Services, unregister_provider_factory
+
+pytestmark = [pytest.mark.xdist_group("local-provider"), pytest.mark.slow, pytest.mark.moto]
+
+REGION = "us-east-1"
+BUCKET = "tunelab-local-artifacts"
+BUS = "tunelab-local-events"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = REPO_ROOT / "shared" / "tunelab" / "sample_data"
+TRAINER_DIR = REPO_ROOT / "trainer"
+
+
+def _pairs(name: str) -> list[tuple[str, str]]:
+    with (SAMPLE / name).open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    return [(row[0], row[1]) for row in rows[1:]]
+
+
+def _jsonl(pairs: list[tuple[str, str]]) -> bytes:
+    return "".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in pairs).encode()
+
+
+@dataclass
+class Env:
+    training: LocalTraining
+    s3: Any
+    sqs: Any
+    queue_url: str
+    data_dir: Path
+    events: list[dict[str, Any]]
+
+    def upload(self, key: str, body: bytes) -> str:
+        self.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+        return f"s3://{BUCKET}/{key}"
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Every event delivered so far (kept across calls: tests share the queue)."""
+        while True:
+            answer = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10)
+            messages = answer.get("Messages", [])
+            if not messages:
+                return self.events
+            for message in messages:
+                self.events.append(json.loads(message["Body"]))
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def states(self, job: str) -> list[TrainingState]:
+        """The job's events, parsed the way the provider-events handler parses them."""
+        states = []
+        for body in self.drain():
+            envelope = parse_envelope(body)
+            state = parse_event(envelope.source, envelope.detail_type, envelope.detail)
+            assert isinstance(state, TrainingState)
+            if state.job_id == job:
+                states.append(state)
+        return states
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "HF_HUB_OFFLINE": "1",
+        }.items():
+            patch.setenv(name, value)
+        patch.delenv("AWS_ENDPOINT_URL", raising=False)
+        patch.delenv("AWS_PROFILE", raising=False)
+        with mock_aws():
+            s3 = boto3.client("s3", region_name=REGION)
+            s3.create_bucket(Bucket=BUCKET)
+            events = boto3.client("events", region_name=REGION)
+            events.create_event_bus(Name=BUS)
+            sqs = boto3.client("sqs", region_name=REGION)
+            queue_url = sqs.create_queue(QueueName="provider-events")["QueueUrl"]
+            queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+                "Attributes"
+            ]["QueueArn"]
+            (rule,) = LOCAL_EVENT_RULES
+            events.put_rule(
+                Name=rule.logical_id, EventBusName=BUS, EventPattern=json.dumps(rule.event_pattern)
+            )
+            events.put_targets(
+                Rule=rule.logical_id, EventBusName=BUS, Targets=[{"Id": "queue", "Arn": queue_arn}]
+            )
+            data_dir = tmp_path_factory.mktemp("local-data")
+            config = LocalProviderConfig(
+                data_dir=data_dir,
+                region=REGION,
+                event_bus_name=BUS,
+                artifacts_bucket=BUCKET,
+                trainer_dir=TRAINER_DIR,
+                progress_interval_s=0.5,
+                stop_grace_s=60,
+            )
+            training = make_training(config)
+            yield Env(training, s3, sqs, queue_url, data_dir, [])
+            training.shutdown(grace_s=5)
+
+
+def _identity(name: str) -> ModelIdentity:
+    return ModelIdentity(
+        workspace_id="ws-local", model_name=name, created_at=datetime(2026, 11, 28, tzinfo=UTC)
+    )
+
+
+def _request(
+    env: Env, name: str, hyperparameters: dict[str, Any], train: bytes, validation: bytes | None = None
+):
+    spec = load_catalog().model(TINY_LLAMA_ID)
+    prefix = f"training-data/ws-local/{name}"
+    return TrainingRequest(
+        identity=_identity(name),
+        base_model=spec,
+        training_data_uri=env.upload(f"{prefix}/train.jsonl", train),
+        validation_data_uri=env.upload(f"{prefix}/validation.jsonl", validation) if validation else None,
+        hyperparameters={
+            k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in hyperparameters.items()
+        },
+        tags={"tunelab-workspace": "ws-local"},
+    )
+
+
+@pytest.fixture(scope="module")
+def completed(env: Env) -> tuple[TrainingJobRef, float]:
+    """A tiny-llama job trained on the sample data with the catalog's defaults, to completion."""
+    provider = env.training.provider()
+    request = _request(
+        env,
+        "triage-bot",
+        {
+            "epochs": 8,
+            "learning_rate": 0.01,
+            "batch_size": 8,
+            "seed": 7,
+            "sft_config": {"logging_strategy": "steps", "logging_steps": 20},
+        },
+        _jsonl(_pairs("support-triage.csv")),
+        _jsonl(_pairs("support-triage-validation.csv")),
+    )
+    started = time.monotonic()
+    ref = provider.start_training(request)
+    assert env.training.jobs.wait(ref.job_name, timeout=600)
+    return ref, time.monotonic() - started
+
+
+def test_a_job_trains_to_completed_uploads_its_model_and_reports_like_sagemaker(env: Env, completed):
+    ref, seconds = completed
+    provider = env.training.provider()
+
+    state = provider.describe_training(ref)
+    assert state.status == "completed", state.failure_reason
+    assert state.artifacts_uri == f"{ref.output_uri}{ref.job_name}/output/model.tar.gz"
+    assert state.metrics is not None
+    assert state.metrics.step == 200
+    assert state.metrics.train_loss is not None
+    # The archive holds the model at its root, as SageMaker packs /opt/ml/model.
+    body = env.s3.get_object(Bucket=BUCKET, Key=state.artifacts_uri.split(f"{BUCKET}/", 1)[1])["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as archive:
+        names = set(archive.getnames())
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tunelab-training.json"} <= names
+    print(f"tiny-llama: 200 rows x 8 epochs trained and uploaded in {seconds:.1f} s")
+
+    # The job folder is SageMaker's layout.
+    folder = env.data_dir / "jobs" / ref.job_name
+    assert (folder / "input" / "data" / "training" / "train.jsonl").is_file()
+    assert (folder / "input" / "data" / "validation" / "validation.jsonl").is_file()
+    hyperparameters = json.loads((folder / "input" / "config" / "hyperparameters.json").read_text())
+    assert hyperparameters["epochs"] == "8"
+    assert hyperparameters["base_model"] == str(env.data_dir / "models" / "tiny-llama")
+
+    # Events: tunelab's own source, parsed by the same function the provider-events handler uses.
+    bodies = [b for b in env.drain() if b["detail"]["TrainingJobName"] == ref.job_name]
+    assert {b["source"] for b in bodies} == {EVENT_SOURCE}
+    assert {b["detail-type"] for b in bodies} == {TRAINING_EVENT}
+    assert bodies[0]["detail"]["Tags"]["tunelab-workspace"] == "ws-local"
+    states = env.states(ref.job_name)
+    assert [s.status for s in states][-1] == "completed"
+    assert all(s.status == "in_progress" for s in states[:-1])
+    phases = [s.phase for s in states]
+    assert phases[:3] == ["Starting", "Downloading", "Preparing the base model"]
+    with_metrics = [s for s in states[:-1] if s.metrics and s.metrics.train_loss is not None]
+    assert with_metrics, phases
+    assert any(s.phase and s.phase.startswith("Training ") and "/200 steps" in s.phase for s in states)
+    assert states[-1].artifacts_uri == state.artifacts_uri
+    assert states[-1].metrics == state.metrics
+
+
+def test_starting_the_same_job_again_finds_it(env: Env, completed):
+    ref, _ = completed
+    provider = env.training.provider()
+    request = _request(env, "triage-bot", {"epochs": 1}, _jsonl(_pairs("support-triage.csv")[:10]))
+
+    again = provider.start_training(request)
+
+    assert again == ref
+    assert provider.describe_training(again).status == "completed"
+
+
+def test_a_crashing_trainer_fails_the_job_with_its_reason(env: Env):
+    provider = env.training.provider()
+    bad = b'{"prompt": "Reset my password", "completion": "category=login"}\n{"prompt": "no answer"}\n'
+    request = _request(env, "bad-data", {"epochs": 1}, bad)
+
+    ref = provider.start_training(request)
+    assert env.training.jobs.wait(ref.job_name, timeout=300)
+
+    state = provider.describe_training(ref)
+    assert state.status == "failed"
+    assert state.failure_reason is not None
+    assert "train.jsonl line 2: missing the field 'completion'" in state.failure_reason
+    final = env.states(ref.job_name)[-1]
+    assert final.status == "failed"
+    assert final.failure_reason == state.failure_reason
+
+
+def test_a_stopped_job_ends_stopped_with_a_model_that_loads(env: Env):
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415  # heavy; this test only
+
+    provider = env.training.provider()
+    request = _request(env, "long-run", {"epochs": 50, "batch_size": 8}, _jsonl(_pairs("support-triage.csv")))
+    ref = provider.start_training(request)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        record = env.training.jobs.describe(ref.job_name)
+        if (record.progress is not None and record.progress.step >= 5) or record.status != "InProgress":
+            break
+        time.sleep(0.5)
+    assert record.status == "InProgress"
+    assert record.progress is not None
+    assert record.progress.step >= 5
+
+    provider.stop_training(ref)
+    assert env.training.jobs.wait(ref.job_name, timeout=180)
+
+    state = provider.describe_training(ref)
+    assert state.status == "stopped"
+    record = env.training.jobs.describe(ref.job_name)
+    assert record.artifacts_uri is not None
+    summary = json.loads(
+        (env.data_dir / "jobs" / ref.job_name / "model" / "tunelab-training.json").read_text()
+    )
+    assert summary["status"] == "stopped"
+    assert summary["metrics"]["step"] < summary["metrics"]["max_steps"]
+    model_dir = env.data_dir / "jobs" / ref.job_name / "model"
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    assert model.config.vocab_size == len(tokenizer)
+    statuses = [s.status for s in env.states(ref.job_name)]
+    assert "stopping" in statuses
+    assert statuses[-1] == "stopped"
+
+
+def test_a_deployed_model_answers_with_what_it_learned_and_goes_away_when_undeployed(env: Env, completed):
+    ref, _ = completed
+    provider = env.training.provider()
+    artifacts = provider.describe_training(ref).artifacts_uri
+    request = DeployRequest(
+        identity=_identity("triage-bot"),
+        requested_at=datetime(2026, 11, 28, 12, tzinfo=UTC),
+        base_model=load_catalog().model(TINY_LLAMA_ID),
+        artifacts_uri=artifacts,
+    )
+
+    deployment = provider.deploy(request)
+    assert provider.deploy(request) == deployment
+    assert provider.describe_deployment(deployment).status in ("creating", "in_service")
+    assert env.training.servers.wait(deployment.deployment_id, timeout=120)
+    assert provider.describe_deployment(deployment).status == "in_service"
+
+    prompt, expected = _pairs("support-triage.csv")[0]
+    result = provider.invoke(deployment, InvokeParams(prompt=prompt, max_tokens=24, temperature=0.0))
+    assert result.completion == expected
+    assert result.input_tokens > 10
+    # The completion's tokens and the end-of-turn token.
+    assert 1 < result.output_tokens <= 24
+    sampled = provider.invoke(
+        deployment, InvokeParams(prompt="Hello", max_tokens=5, temperature=1.0, top_p=0.9)
+    )
+    assert sampled.output_tokens <= 5
+
+    provider.undeploy(deployment)
+    provider.undeploy(deployment)
+    assert provider.describe_deployment(deployment).status == "gone"
+    with pytest.raises(InvalidState):
+        provider.invoke(deployment, InvokeParams(prompt=prompt))
+
+
+def test_a_deployment_without_loadable_weights_fails_with_the_reason(env: Env):
+    provider = env.training.provider()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo("README.txt")
+        info.size = 5
+        archive.addfile(info, io.BytesIO(b"empty"))
+    uri = env.upload("local-jobs/ws-local/empty/model.tar.gz", buffer.getvalue())
+    request = DeployRequest(
+        identity=_identity("empty"),
+        requested_at=datetime(2026, 11, 28, 12, tzinfo=UTC),
+        base_model=load_catalog().model(TINY_LLAMA_ID),
+        artifacts_uri=uri,
+    )
+
+    deployment = provider.deploy(request)
+    assert env.training.servers.wait(deployment.deployment_id, timeout=60)
+
+    state = provider.describe_deployment(deployment)
+    assert state.status == "failed"
+    assert state.reason is not None
+    assert "neither weights" in state.reason
+
+
+def test_the_download_link_fetches_the_model_archive(env: Env, completed):
+    ref, _ = completed
+    provider = env.training.provider()
+    artifacts = provider.describe_training(ref).artifacts_uri
+    assert artifacts is not None
+    key = artifacts.split(f"{BUCKET}/", 1)[1]
+    stored = env.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+    link = provider.download(artifacts, expires_in_s=600)
+
+    assert link.size_bytes == len(stored)
+    assert f"/{key}" in link.url
+    assert "Signature" in link.url
+    assert requests.get(link.url, timeout=30).content == stored
+
+
+def test_deleting_a_model_removes_its_job_folder_and_uploads(env: Env):
+    provider = env.training.provider()
+    bad = b'{"prompt": "only a prompt"}\n'
+    ref = provider.start_training(_request(env, "to-delete", {"epochs": 1}, bad))
+    assert env.training.jobs.wait(ref.job_name, timeout=300)
+    output_key = f"local-jobs/ws-local/to-delete/output/{ref.job_name}/output/model.tar.gz"
+    env.s3.put_object(Bucket=BUCKET, Key=output_key, Body=b"archive")
+
+    provider.delete_model(TrainedModel(identity=_identity("to-delete"), job=ref))
+    provider.delete_model(TrainedModel(identity=_identity("to-delete"), job=ref))
+
+    assert not (env.data_dir / "jobs" / ref.job_name).exists()
+    listed = env.s3.list_objects_v2(Bucket=BUCKET, Prefix="local-jobs/ws-local/to-delete/")
+    assert listed.get("KeyCount", 0) == 0
+    state = provider.describe_training(ref)
+    assert state.status == "failed"
+    assert "no longer exists" in (state.failure_reason or "")
+
+
+def test_install_registers_the_provider_and_its_shutdown_stops_running_jobs(env: Env):
+    context = LocalContext(
+        data_dir=env.data_dir,
+        endpoint_url=os.environ.get("AWS_ENDPOINT_URL", "") or None,  # type: ignore[arg-type]
+        region=REGION,
+        event_bus_name=BUS,
+        artifacts_bucket=BUCKET,
+        datasets_bucket="unused",
+        account_id="123456789012",
+    )
+    shutdown = install(context, trainer_dir=TRAINER_DIR, progress_interval_s=0.5)
+    try:
+        provider = Services().provider_for("local", "ws-local")
+        request = _request(env, "interrupted", {"epochs": 50}, _jsonl(_pairs("support-triage.csv")))
+        ref = provider.start_training(request)
+        assert ref.job_name == job_name(_identity("interrupted"))
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            record = provider.jobs.describe(ref.job_name)  # type: ignore[attr-defined]
+            if record.secondary == "Training" or record.status != "InProgress":
+                break
+            time.sleep(0.2)
+    finally:
+        started = time.monotonic()
+        shutdown()
+        took = time.monotonic() - started
+
+    record = provider.jobs.describe(ref.job_name)  # type: ignore[attr-defined]
+    assert record.status == "Stopped"
+    assert record.failure_reason == "The local runtime stopped while the job ran."
+    assert record.pid is None
+    assert took < 30
+    with pytest.raises(ValueError, match="no provider 'local'"):
+        Services().provider_for("local", "ws-local")
+    unregister_provider_factory("local")
