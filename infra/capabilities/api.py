@@ -21,6 +21,7 @@ from infra.capabilities.functions import RETENTION
 from infra.nag import acknowledge
 
 STAGE_NAME = "prod"
+CSV_MEDIA_TYPES = ("text/csv", "application/csv")
 CORS_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key"]
 CORS_METHODS = ["GET", "POST", "PUT", "DELETE", "OPTIONS"]
 
@@ -91,6 +92,8 @@ class Api(Construct):
             rest_api_name=name,
             description="tunelab HTTPS API v1",
             endpoint_types=[apigw.EndpointType.REGIONAL],
+            # CSV uploads reach the function as the exact bytes sent (base64), BOM and all.
+            binary_media_types=list(CSV_MEDIA_TYPES),
             cloud_watch_role=True,
             cloud_watch_role_removal_policy=RemovalPolicy.DESTROY,
             default_cors_preflight_options=cors,

@@ -115,3 +115,9 @@ def test_users_cannot_write_their_workspace_or_plan(synthesized: Synthesized) ->
     assert {"custom:workspace", "custom:plan"} <= set(client["ReadAttributes"])
     assert not {"custom:workspace", "custom:plan"} & set(client["WriteAttributes"])
     assert client["GenerateSecret"] is False
+
+
+def test_csv_bodies_reach_the_function_as_the_bytes_sent(synthesized: Synthesized) -> None:
+    api = only(synthesized.platform, "AWS::ApiGateway::RestApi")[1]["Properties"]
+    assert set(api["BinaryMediaTypes"]) == {"text/csv", "application/csv"}
+    assert api["EndpointConfiguration"] == {"Types": ["REGIONAL"]}
