@@ -17,6 +17,8 @@ from tunelab.costs import usd
 from tunelab.datasets import SplitPlan
 from tunelab.providers.sagemaker import forget_sessions
 from tunelab.records import ProviderConnectionRecord
+from tunelab.settings import reset_settings
+from tunelab.wiring import Services, set_services
 
 pytestmark = pytest.mark.moto
 
@@ -142,3 +144,16 @@ def test_the_acknowledgement_is_not_needed_but_accepted(api: Api) -> None:
     for extra in ({}, {"acknowledge": True}, {"acknowledge": False}, {"name": "support-bot-v1"}):
         body = {"base_model_id": NOVA, "dataset_id": dataset_id, **extra}
         assert api.call("POST", "/v1/cost-estimates", body).status == 200, extra
+
+
+def test_cloud_models_are_refused_in_the_local_runtime(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    dataset_id = api.dataset()
+    monkeypatch.setenv("RUNTIME", "local")
+    reset_settings()
+    set_services(Services(repository=api.repo))
+
+    answer = api.call("POST", "/v1/cost-estimates", {"base_model_id": NOVA, "dataset_id": dataset_id})
+
+    assert answer.status == 400
+    assert answer.body["error"]["details"][0]["field"] == "base_model_id"
+    assert "local runtime" in answer.body["error"]["message"]

@@ -783,3 +783,45 @@ def test_another_workspace_gets_404_on_every_model_route(doubles: tuple[Api, Dou
 def test_a_name_that_breaks_the_rules_is_404_in_paths(ft: Api) -> None:
     assert ft.call("GET", "/v1/fine-tuned-models/not_a_name").status == 404
     assert ft.call("GET", "/v1/fine-tuned-models/unknown-model").status == 404
+
+
+def test_the_openapi_document_has_every_route_with_its_models(api: Api) -> None:
+    document = api.call("GET", "/v1/openapi.json").body
+    paths = document["paths"]
+    expected = {
+        "/v1/datasets": {"get", "post"},
+        "/v1/datasets/{dataset_id}": {"get", "delete"},
+        "/v1/fine-tuned-models": {"get", "post"},
+        "/v1/fine-tuned-models/{name}": {"get", "delete"},
+        "/v1/fine-tuned-models/{name}/events": {"get"},
+        "/v1/fine-tuned-models/{name}/stop": {"post"},
+        "/v1/fine-tuned-models/{name}/deploy": {"post"},
+        "/v1/fine-tuned-models/{name}/undeploy": {"post"},
+        "/v1/fine-tuned-models/{name}/invoke": {"post"},
+        "/v1/fine-tuned-models/{name}/download": {"get"},
+        "/v1/cost-estimates": {"post"},
+        "/v1/providers/sagemaker": {"put", "delete"},
+    }
+    for path, methods in expected.items():
+        assert methods <= set(paths[path]), path
+    create = paths["/v1/fine-tuned-models"]["post"]
+    assert create["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "CreateFineTunedModelIn"
+    )
+    assert create["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "FineTunedModelOut"
+    )
+    assert {"400", "403", "409"} <= set(create["responses"])
+    upload = paths["/v1/datasets"]["post"]["requestBody"]["content"]
+    assert set(upload) == {"text/csv", "application/json"}
+    assert "content" not in paths["/v1/datasets/{dataset_id}"]["delete"]["responses"]["204"]
+    schemas = document["components"]["schemas"]
+    for model in (
+        "DatasetOut",
+        "CreateDatasetOut",
+        "CostEstimate",
+        "ModelEventOut",
+        "DownloadOut",
+        "InvokeOut",
+    ):
+        assert model in schemas, model
