@@ -150,8 +150,22 @@ class StopOnSignal(TrainerCallback):
         self.stopped_at_step: int | None = None
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-        if self.requested.is_set():
+        if _on_any_rank(self.requested.is_set()):
             self.stopped_at_step = int(state.global_step)
             control.should_training_stop = True
             control.should_save = True
         return control
+
+
+def _on_any_rank(flag: bool) -> bool:
+    """True when ``flag`` is set on any process: every rank must stop at the same step or DDP hangs."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    on_gpu = dist.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+    value = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())

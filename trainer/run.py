@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,8 @@ def run_training(
     from trl.trainer.sft_trainer import SFTTrainer
 
     _quiet_libraries()
+    # peft and TRL still call a deprecated transformers name; the warning says nothing to a user.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     started = dt.datetime.now(dt.UTC)
     on_gpu = torch.cuda.is_available()
     base = resolve_base_model(hp.base_model, paths.base_model_dir, Path(tempfile.mkdtemp(prefix="tunelab-")))
