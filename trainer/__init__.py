@@ -1,0 +1,1 @@
+"""tunelab's training program; the contract is in README.md."""

@@ -192,7 +192,7 @@ def run_training(
         "ended_at": dt.datetime.now(dt.UTC).isoformat(),
         "base_model": base.describe(),
         "hyperparameters": {
-            "epochs": hp.epochs,
+            "epochs": int(hp.epochs) if float(hp.epochs).is_integer() else hp.epochs,
             "learning_rate": hp.learning_rate,
             "batch_size": hp.batch_size,
             "warmup_steps": hp.warmup_steps,
