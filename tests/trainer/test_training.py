@@ -143,3 +143,16 @@ def test_resume_from_a_checkpoint_continues_the_step_count(run_trainer, triage_p
     assert second.summary["metrics"]["resumed_from_step"] == 8
     assert metrics["step"] == 16
     assert [entry["step"] for entry in metrics["history"]] == [10, 12, 14, 16]
+
+
+def test_packing_on_request_trains_without_cutting_rows(run_trainer, triage_pairs):
+    run = run_trainer(
+        {"epochs": 1, "batch_size": 2, "max_length": 128, "sft_config": {"packing": True, "max_steps": 2}},
+        triage_pairs[:32],
+    )
+
+    assert run.exit_code == 0, run.failure
+    recorded = run.summary["optional_hyperparameters"]["sft_config"]
+    assert recorded["packing"] is True
+    assert run.summary["rows"]["training"]["trained"] == 32
+    assert run.metrics["step"] == 2
