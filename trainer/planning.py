@@ -96,10 +96,10 @@ def plan_model_init(hp: Hyperparameters, on_gpu: bool, flash_attention_available
         attention = CPU_ATTENTION
         plan.notes.append(f"{requested or FLASH_ATTENTION} needs a GPU: using {CPU_ATTENTION} on the CPU")
     elif attention.startswith("flash_attention") and not flash_attention_available:
-        attention = CPU_ATTENTION
         plan.notes.append(
             f"the flash-attn package is not installed: using {CPU_ATTENTION} instead of {attention}"
         )
+        attention = CPU_ATTENTION
     plan.attn_implementation = attention
 
     bf16 = _bool("bf16", sft["bf16"]) if "bf16" in sft else False
