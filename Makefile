@@ -35,8 +35,9 @@ $(NODE_STAMP): package.json package-lock.json
 synth: $(STAMP) $(NODE_STAMP)
 	CDK_DISABLE_CLI_TELEMETRY=true $(CDK) synth --quiet --no-notices $(CDK_ARGS)
 
+# `make demo DEMO_ARGS="--model local.tiny-llama"` for the quick variant.
 demo: $(STAMP)
-	$(BIN)/tunelab demo
+	$(BIN)/tunelab demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

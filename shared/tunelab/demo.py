@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -92,7 +93,9 @@ PLANS: dict[str, DemoPlan] = {
         validation_rows=34,
         prompts=6,
         hyperparameters={"epochs": 8, "learning_rate": 0.01, "batch_size": 8},
-        optional_hyperparameters=None,
+        optional_hyperparameters={
+            "sft_config": {"logging_strategy": "steps", "logging_steps": 5, "eval_strategy": "epoch"}
+        },
         max_tokens=16,
         training_timeout_s=15 * 60,
         why="full fine-tuning of a random 0.23 M-parameter model on all 200 rows for 8 epochs: it learns "
@@ -276,6 +279,10 @@ class Demo:
             raise StageFailed(f"the local runtime cannot start: {error}") from error
         data_dir = self.data_dir or default_data_dir()
         self.say(f"No runtime answers; starting one in this process (data dir {data_dir}) ...")
+        # The runtime shares this terminal: its handlers log warnings only, and loading a model draws
+        # no progress bars over the demo's own.
+        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         runtime = LocalRuntime(data_dir, port=DEFAULT_PORT)
         try:
             runtime.start()
@@ -484,6 +491,16 @@ def fmt(value: Any) -> str:
 def run_demo(args: argparse.Namespace) -> int:
     """`tunelab demo`."""
     plan = PLANS[args.model]
+    if args.train_rows is not None:
+        plan = replace(
+            plan, train_rows=args.train_rows, why=f"{plan.why} (rows: {args.train_rows}, as asked)"
+        )
+    if args.epochs is not None:
+        plan = replace(
+            plan,
+            hyperparameters=plan.hyperparameters | {"epochs": args.epochs},
+            why=f"{plan.why} (epochs: {args.epochs}, as asked)",
+        )
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else None
     return Demo(plan, keep=args.keep, api_url=args.api_url, data_dir=data_dir).run()
 
@@ -504,5 +521,7 @@ def add_demo_command(commands: Any) -> None:
         help=f"the base model (default {SMOLLM2}; {TINY} takes seconds and learns little)",
     )
     demo.add_argument("--keep", action="store_true", help="keep the model and datasets at the end")
+    demo.add_argument("--train-rows", type=int, default=None, help="train on this many sample rows (1-200)")
+    demo.add_argument("--epochs", type=int, default=None, help="train this many epochs")
     demo.add_argument("--data-dir", default=None, help="the data dir of a runtime started by the demo")
     demo.set_defaults(handler=run_demo)

@@ -847,3 +847,77 @@ def test_api_error_keeps_status_code_and_details() -> None:
 
     assert cli.exit_code_for(failure) == cli.EXIT_CONFLICT
     assert str(failure) == "bot is deployed."
+
+
+# --- the demo --------------------------------------------------------------------------------------
+
+
+def test_the_sample_rows_ship_with_the_package_and_survive_a_csv_round_trip() -> None:
+    from tunelab.demo import sample_rows, to_csv  # noqa: PLC0415
+
+    rows = sample_rows("support-triage.csv")
+    held = sample_rows("support-triage-validation.csv")
+
+    assert len(rows) == 200
+    assert len(held) == 40
+    assert all(completion.startswith("category=") for _, completion in rows + held)
+    assert "\n" in rows[0][0]  # prompts span lines: quoting must hold
+    again = to_csv(rows[:5]).decode("utf-8")
+    assert again.startswith("prompt,completion\n")
+    import csv as csv_module  # noqa: PLC0415
+
+    assert [tuple(r) for r in csv_module.reader(io.StringIO(again))][1:] == rows[:5]
+
+
+def _failing_demo_api() -> FakeApi:
+    """An API on which everything before training works, and training fails."""
+    fake = FakeApi()
+    base = {"id": "local.tiny-llama", "name": "Tiny", "available": True, "parameter_count": 229696}
+    fake.on("GET", "/v1/health", {"status": "ok"})
+    fake.on("GET", "/v1/workspace", {"id": "local", "plan": "subscription", "byok_allowed": True})
+    fake.on("GET", "/v1/base-models/local.tiny-llama", base)
+
+    def dataset(request: httpx.Request) -> httpx.Response:
+        name = request.url.params["name"]
+        return httpx.Response(201, json={"id": "ds_0123456789", "name": name, "status": "ready", "rows": 3})
+
+    fake.on("POST", "/v1/datasets", dataset)
+    fake.on("POST", "/v1/cost-estimates", ESTIMATE)
+    advice = {"vram_gb": {}, "storage_gb": {}, "instances": [], "instance_count": 1, "notes": []}
+    fake.on("POST", "/v1/resource-estimates", advice)
+
+    def created(request: httpx.Request) -> httpx.Response:
+        name = json.loads(request.content)["name"]
+        reason = {"failure_reason": "The trainer was killed by signal 9."}
+        fake.on(
+            "GET", f"/v1/fine-tuned-models/{name}", model(name, status="training_failed", training=reason)
+        )
+        fake.on("GET", f"/v1/fine-tuned-models/{name}/events", {"items": [], "next_token": None})
+        return httpx.Response(202, json=model(name))
+
+    fake.on("POST", "/v1/fine-tuned-models", created)
+    return fake
+
+
+def test_a_demo_whose_training_fails_names_the_stage_and_exits_6(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = _failing_demo_api()
+    monkeypatch.setattr(TunelabClient, "from_environment", classmethod(lambda cls, **kw: fake.client()))
+    monkeypatch.setattr("tunelab.progress.time.sleep", lambda seconds: None)
+
+    code, out, err = run(capsys, "--api-url", BASE, "demo", "--model", "local.tiny-llama")
+
+    assert code == cli.EXIT_FAILED
+    assert (
+        "the training stage failed: training ended training_failed: The trainer was killed by signal 9."
+        in err
+    )
+    summary = out.split("== Summary (the training stage failed)", 1)[1]
+    stages = [line[2:].split("  ")[0] for line in summary.splitlines() if line.startswith("  ")]
+    assert stages == ["local runtime", "datasets", "estimates", "training", "total"]
+    assert "FAILED" in summary
+    assert not [r for r in fake.requests if r.url.path.endswith("/deploy")]  # nothing ran after it
+    created = json.loads(fake.sent("POST", "/v1/fine-tuned-models")[0].content)
+    assert created["validation"]["mode"] == "dataset"
+    assert created["acknowledge"] is True
