@@ -35,6 +35,7 @@ from tunelab.providers.base import (
     DeployRequest,
     InvokeParams,
     ModelIdentity,
+    ParentModel,
     TrainedModel,
     TrainingJobRef,
     TrainingRequest,
@@ -240,6 +241,25 @@ def test_starting_the_same_job_again_finds_it(env: Env, completed):
 
     assert again == ref
     assert provider.describe_training(again).status == "completed"
+
+
+def test_a_job_continues_from_a_fine_tuned_parent(env: Env, completed):
+    ref, _ = completed
+    provider = env.training.provider()
+    parent = provider.describe_training(ref).artifacts_uri
+    request = _request(
+        env, "triage-bot-v2", {"epochs": 1, "batch_size": 8}, _jsonl(_pairs("support-triage.csv")[:16])
+    ).model_copy(update={"parent": ParentModel(artifacts_uri=parent)})
+
+    child = provider.start_training(request)
+    assert env.training.jobs.wait(child.job_name, timeout=300)
+
+    assert provider.describe_training(child).status == "completed"
+    folder = env.data_dir / "jobs" / child.job_name
+    assert (folder / "input" / "data" / "model" / "model.tar.gz").is_file()
+    summary = json.loads((folder / "model" / "tunelab-training.json").read_text())
+    assert summary["base_model"]["source"] == "channel"
+    assert summary["metrics"]["step"] == 2
 
 
 def test_a_crashing_trainer_fails_the_job_with_its_reason(env: Env):

@@ -32,7 +32,7 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -108,9 +108,9 @@ TAIL_LINES = 12
 FAILURE_REASON_LIMIT = 1024
 # Shutdown (Ctrl-C) waits this long for stopped trainers to save before killing them.
 SHUTDOWN_GRACE_S = 15.0
-# Below this size a model trains fastest on one CPU thread: its matrices are too small to share out,
-# and on a busy machine more threads wait on each other (the tiny Llama: 12 s on one thread, 78 s on
-# two, for the same 25 steps on a loaded 2-core machine).
+# Below this size a model trains and generates fastest on one CPU thread: its matrices are too small to
+# share out, and on a busy machine more threads wait on each other (the tiny Llama on a loaded 2-core
+# machine: 25 training steps in 12 s on one thread, 78 s on two; 17 against 6 generated tokens/s).
 ONE_THREAD_BELOW_PARAMETERS = 10_000_000
 # A sandbox call answers within API Gateway's 29 s integration limit: generation stops at this time.
 INVOKE_MAX_TIME_S = 25.0
@@ -693,7 +693,8 @@ class _Server:
     model: Any = None
     tokenizer: Any = None
     context_length: int = 2048
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # CPU threads for generation (None: torch's default), as for training (ONE_THREAD_BELOW_PARAMETERS).
+    threads: int | None = None
     ready: threading.Event = field(default_factory=threading.Event)
 
 
@@ -764,6 +765,26 @@ def generate(model: Any, tokenizer: Any, params: InvokeParams, context_length: i
     )
 
 
+# One generation at a time in this process: they compete for the same CPU cores anyway, and the thread
+# count torch uses is the process's.
+_GENERATION_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    if threads is None:
+        yield
+        return
+    import torch  # noqa: PLC0415
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class InferenceServers:
     """Models served in this process, by deployment id; each loads in a background thread."""
 
@@ -784,6 +805,8 @@ class InferenceServers:
                 return ref
             server = _Server(deployment_id=name, folder=self.root / name)
             server.context_length = request.base_model.context_length
+            count = request.base_model.parameter_count
+            server.threads = 1 if count is not None and count < ONE_THREAD_BELOW_PARAMETERS else None
             self._servers[name] = server
         thread = threading.Thread(
             target=self._load, args=(server, request.artifacts_uri), name=f"local-serve-{name}", daemon=True
@@ -844,7 +867,7 @@ class InferenceServers:
                 f"The local deployment {deployment_id} is {server.status.replace('_', ' ')}; "
                 "it answers once it is in service."
             )
-        with server.lock:
+        with _GENERATION_LOCK, _torch_threads(server.threads):
             return generate(server.model, server.tokenizer, params, server.context_length)
 
     def undeploy(self, deployment_id: str) -> None:

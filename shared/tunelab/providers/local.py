@@ -64,7 +64,7 @@ class LocalProviderConfig(LocalConfig):
     # The trainer's folder (with train.py); `wiring.trainer_dir()` when absent.
     trainer_dir: Path | None = None
     # At most one in-progress event per this many seconds (an evaluation is sent at once).
-    progress_interval_s: float = Field(default=5.0, gt=0)
+    progress_interval_s: float = Field(default=10.0, gt=0)
     # How long a stopped trainer may take to save before it is killed (SageMaker gives 120 s).
     stop_grace_s: float = Field(default=120.0, gt=0)
 
