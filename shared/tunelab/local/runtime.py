@@ -281,7 +281,6 @@ class LocalRuntime:
             host=self.host,
             port=self.requested_port,
         )
-        self._undo.append(("HTTP front", self._front.stop))
         self._start_moto()
         self._undo.append(("in-process Lambda", install_in_process_lambda()))
         self._undo.append(("SES capture", capture_sesv2_simple()))
@@ -320,6 +319,11 @@ class LocalRuntime:
     def stop(self) -> None:
         """Stop the front, the threads, the provider and moto; restore the environment. Idempotent."""
         global _RUNNING  # noqa: PLW0603
+        # First no new requests, and no execution left to call a function while the rest stops.
+        if self._front is not None:
+            self._front.stop()
+        if self._moto is not None:
+            self._stop_executions()
         while self._undo:
             what, undo = self._undo.pop()
             try:
@@ -357,7 +361,6 @@ class LocalRuntime:
         self._moto_endpoint = f"http://{host}:{port}"
 
         def stop_moto() -> None:
-            self._stop_executions()
             self._moto_api("reset")  # the state is the runtime's: gone with it
             server.stop()
             inner = getattr(server, "_server", None)
