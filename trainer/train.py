@@ -34,6 +34,7 @@ from trainer.data import Row, read_rows
 from trainer.environment import (
     Paths,
     is_local_main_process,
+    is_main_process,
     read_cluster,
     resolve_paths,
     torchrun_command,
@@ -161,6 +162,8 @@ def _train(
     finally:
         signal.signal(signal.SIGTERM, previous)
     metrics = summary.get("metrics", {})
+    if not is_main_process(env):
+        return 0
     print(
         f"training {summary['status']}: step {metrics.get('step')} of {metrics.get('max_steps')}, "
         f"model saved to {paths.model_dir}",
