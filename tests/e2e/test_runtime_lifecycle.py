@@ -116,6 +116,9 @@ def test_ctrl_c_stops_local_up_cleanly(tmp_path: Path) -> None:
     assert "lost when the runtime stops" in banner
     assert "files in the data dir stay" in banner
     assert str(tmp_path / "data") in banner
+    # How to reach this runtime (not on the defaults) with the token command and the CLI.
+    assert f"tunelab local token --workspace W --email E --data-dir {tmp_path / 'data'}" in banner
+    assert f"export TUNELAB_API_URL={api_url}" in banner
 
     exit_code = runtime.interrupt()
 

@@ -172,6 +172,8 @@ class LocalRuntime:
         names: StackNames | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
+        # Read before start() sets TUNELAB_LOCAL_DATA_DIR to this runtime's own data dir.
+        self._default_data_dir = default_data_dir()
         self.requested_port = port
         self.host = host
         self.names = names or StackNames()
@@ -670,11 +672,17 @@ class LocalRuntime:
 
     def describe(self) -> list[str]:
         """Where things are and what survives a restart, for the start-up message."""
+        exports = []
+        if self.port != DEFAULT_PORT:
+            exports.append(f"export TUNELAB_API_URL={self.base_url}")
+        if self.data_dir != self._default_data_dir:
+            exports.append(f"export TUNELAB_LOCAL_DATA_DIR={self.data_dir}")
         return [
             "tunelab local runtime is up",
             f"  API:            {self.base_url}/v1   (health: {self.base_url}/v1/health)",
             "  token:          tunelab local token --workspace W --email E"
-            + (f" --data-dir {self.data_dir}" if self.data_dir != default_data_dir() else ""),
+            + (f" --data-dir {self.data_dir}" if self.data_dir != self._default_data_dir else ""),
+            *([f"  CLI:            {'; '.join(exports)}"] if exports else []),
             f"  AWS endpoint:   {self.moto_endpoint}   (moto; AWS_ENDPOINT_URL for the aws CLI and boto3)",
             f"  data dir:       {self.data_dir}",
             "                  trained models, local copies of datasets, the token secret",
