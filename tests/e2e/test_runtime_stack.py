@@ -373,3 +373,23 @@ def test_an_html_only_email_gets_a_text_part(local: LocalApi) -> None:
     text = message.get_body(("plain",))
     assert text is not None
     assert text.get_content().split() == ["The", "endpoint", "failed.", "Try", "again."]
+
+
+def test_the_recurring_reconciler_runs_in_the_runtime(local: LocalApi) -> None:
+    """What the reconciler's rate schedule invokes every 15 minutes works here (no function error)."""
+    spec = next(s for s in SCHEDULES if s.logical_id == "ReconcilerSchedule")
+    target = next(f for f in FUNCTIONS if f.logical_id == spec.target_function)
+
+    answer = local.client("lambda").invoke(FunctionName=f"{STACK}-{target.name_suffix}", Payload=b"{}")
+
+    body = json.loads(answer["Payload"].read())
+    assert "FunctionError" not in answer, body
+    assert isinstance(body, dict)
+
+
+def test_secrets_manager_and_sts_answer_on_the_endpoint(local: LocalApi) -> None:
+    assert local.client("sts").get_caller_identity()["Account"] == ACCOUNT
+    secrets = local.client("secretsmanager")
+    name = f"hf-token-{uuid.uuid4().hex[:6]}"
+    secrets.create_secret(Name=name, SecretString="hf_example")
+    assert secrets.get_secret_value(SecretId=name)["SecretString"] == "hf_example"
