@@ -626,8 +626,14 @@ def cmd_models_watch(args: argparse.Namespace, client: TunelabClient) -> int:
 
 
 def _action_result(
-    args: argparse.Namespace, client: TunelabClient, model: JsonObject, moving: frozenset[str]
+    args: argparse.Namespace,
+    client: TunelabClient,
+    model: JsonObject,
+    moving: frozenset[str],
+    goal: str,
 ) -> int:
+    """Print the model after an action; with `--wait`, poll while it is `moving` and exit 6 unless it
+    reached `goal` (e.g. a deployment that failed went back to not deployed)."""
     if args.wait and model.get("status") in moving:
         model = wait_for_status(client, args.name, moving, interval=args.interval)
     if args.json:
@@ -637,11 +643,15 @@ def _action_result(
         deployment = model.get("deployment") or {}
         if deployment.get("auto_undeploy_at") and model.get("status") in ("deploying", "deployed"):
             print(f"Automatic undeploy at {deployment['auto_undeploy_at']}")
-    return _outcome(model) if args.wait else EXIT_OK
+    if args.wait and model.get("status") != goal:
+        _err(f"{args.name} is {model.get('status')}, not {goal}")
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def cmd_models_stop(args: argparse.Namespace, client: TunelabClient) -> int:
-    return _action_result(args, client, client.stop(args.name), frozenset({"stopping_training", "training"}))
+    moving = frozenset({"stopping_training", "training"})
+    return _action_result(args, client, client.stop(args.name), moving, "training_stopped")
 
 
 def cmd_models_deploy(args: argparse.Namespace, client: TunelabClient) -> int:
@@ -651,17 +661,12 @@ def cmd_models_deploy(args: argparse.Namespace, client: TunelabClient) -> int:
     elif args.auto_undeploy_at is not None:
         schedule = {"at": args.auto_undeploy_at}
     model = client.deploy(args.name, schedule)
-    code = _action_result(args, client, model, DEPLOYING_STATUSES)
-    if args.wait and code == EXIT_OK and model.get("status") != "deployed":
-        latest = client.model(args.name)
-        if latest.get("status") != "deployed":
-            _err(f"the deployment of {args.name} did not come into service (now {latest.get('status')})")
-            return EXIT_FAILED
-    return code
+    return _action_result(args, client, model, DEPLOYING_STATUSES, "deployed")
 
 
 def cmd_models_undeploy(args: argparse.Namespace, client: TunelabClient) -> int:
-    return _action_result(args, client, client.undeploy(args.name), DEPLOYING_STATUSES | {"deployed"})
+    moving = DEPLOYING_STATUSES | {"deployed"}
+    return _action_result(args, client, client.undeploy(args.name), moving, "not_deployed")
 
 
 def cmd_models_invoke(args: argparse.Namespace, client: TunelabClient) -> int:

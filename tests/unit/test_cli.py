@@ -921,3 +921,28 @@ def test_a_demo_whose_training_fails_names_the_stage_and_exits_6(
     created = json.loads(fake.sent("POST", "/v1/fine-tuned-models")[0].content)
     assert created["validation"]["mode"] == "dataset"
     assert created["acknowledge"] is True
+
+
+def test_stop_wait_succeeds_once_stopped_and_deploy_wait_fails_if_the_deployment_does(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api.on(
+        "POST", "/v1/fine-tuned-models/bot/stop", httpx.Response(202, json=model(status="stopping_training"))
+    )
+    api.on("POST", "/v1/fine-tuned-models/bot/deploy", httpx.Response(202, json=model(status="deploying")))
+    api.on(
+        "GET",
+        "/v1/fine-tuned-models/bot",
+        model(status="stopping_training"),
+        model(status="training_stopped"),
+        model(status="deploying"),
+        model(status="not_deployed"),
+    )
+
+    stopped, out, _ = run(capsys, "models", "stop", "bot", "--wait")
+    failed, _, err = run(capsys, "models", "deploy", "bot", "--wait")
+
+    assert stopped == 0
+    assert "bot: Training stopped (training_stopped)" in out
+    assert failed == cli.EXIT_FAILED
+    assert "bot is not_deployed, not deployed" in err
