@@ -13,6 +13,10 @@ Names derive from the model and the deploy request's time, so a retried step fin
 schedules (a deploy after an undeploy gets new ones). Both delete themselves after they ran
 (`ActionAfterCompletion: DELETE`); undeploying earlier deletes them (`delete_auto_undeploy`).
 
+An event Scheduler could not deliver after its retries goes to the stack's schedules DLQ when one
+is given (`dead_letter_arn`, settings `SCHEDULES_DLQ_ARN`; the scheduler's role may send to it),
+where an alarm shows it: an undeploy that did not happen costs money until someone acts.
+
 Expression format `at(yyyy-mm-ddThh:mm:ss)` in UTC (`ScheduleExpressionTimezone: "UTC"`), per the
 EventBridge Scheduler user guide, "Schedule types" (one-time schedules).
 """
@@ -105,12 +109,14 @@ class Scheduler:
         group: str,
         role_arn: str,
         target_arn: str,
+        dead_letter_arn: str | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.client = client
         self.group = group
         self.role_arn = role_arn
         self.target_arn = target_arn
+        self.dead_letter_arn = dead_letter_arn
         self._clock = clock
 
     def create_auto_undeploy(
@@ -184,6 +190,8 @@ class Scheduler:
                 "MaximumRetryAttempts": MAX_RETRY_ATTEMPTS,
             },
         }
+        if self.dead_letter_arn:
+            target["DeadLetterConfig"] = {"Arn": self.dead_letter_arn}
         request = {
             "Name": name,
             "GroupName": self.group,

@@ -13,8 +13,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, StringConstraints, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tunelab.identity import Plan
 
@@ -63,10 +63,14 @@ class Settings(BaseSettings):
         description="Role EventBridge Scheduler assumes to start the undeploy."
     )
     auto_undeploy_target_arn: _Required = Field(description="ARN the auto-undeploy schedule targets.")
-    bedrock_role_arn: _Required = Field(description="Service role Bedrock model customization jobs run with.")
-    trainer_source_s3_uri: _Required = Field(
-        description="s3:// URI of the packaged trainer/ for training jobs."
+    schedules_dlq_arn: str | None = Field(
+        default=None,
+        description=(
+            "SQS queue EventBridge Scheduler sends an auto-undeploy schedule's event to when it cannot "
+            "invoke the target (the schedule's DeadLetterConfig); unset: such events are dropped."
+        ),
     )
+    bedrock_role_arn: _Required = Field(description="Service role Bedrock model customization jobs run with.")
     platform_account_id: _Required = Field(
         pattern=r"^\d{12}$", description="AWS account id of the platform (the BYOK role trusts it)."
     )
@@ -76,7 +80,22 @@ class Settings(BaseSettings):
             "Plan given to a workspace seen for the first time when its token carries no `custom:plan` claim."
         ),
     )
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description=(
+            "Browser origins the API answers with CORS headers, comma-separated (the stack's "
+            "`allowedOrigins`); empty: no browser origin is allowed."
+        ),
+    )
     log_level: str = Field(default="INFO", description="Log level of the Powertools logger.")
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        # One comma-separated variable (as the stack sets it), not JSON; blanks between commas drop.
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
 
 @cache

@@ -602,6 +602,7 @@ def _scheduler(services: Services) -> Scheduler:
         group=settings.schedule_group,
         role_arn=settings.scheduler_role_arn,
         target_arn=settings.auto_undeploy_target_arn,
+        dead_letter_arn=settings.schedules_dlq_arn,
     )
 
 
