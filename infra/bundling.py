@@ -1,6 +1,9 @@
 """The one code asset of every Lambda function, built without Docker.
 
-The asset holds `functions/` and the `tunelab` package at its root, plus the Lambda dependencies
+The asset holds `functions/` and the `tunelab` package at its root, the trainer's source as
+`trainer/` (what a SageMaker job runs: its `.py` files, `requirements.txt` and
+`metric_definitions.json`, which `wiring.trainer_dir` finds and the provider packs as
+sourcedir.tar.gz), plus the Lambda dependencies
 (`[project].dependencies` of pyproject.toml) installed by pip as wheels for Lambda's platform
 (manylinux, aarch64, the runtime's CPython). Its hash is computed here from those inputs, so CDK
 reuses a bundle in `cdk.out/` until a source file or the dependency list changes.
@@ -24,12 +27,15 @@ from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 
 from infra.config import REPO_ROOT
-from tunelab.stack_definitions import LAMBDA_PYTHON_VERSION
+from tunelab.stack_definitions import LAMBDA_PYTHON_VERSION, TRAINER_BUNDLE_DIR
 
 # Wheels Lambda's Amazon Linux 2023 (glibc 2.34) can load on arm64, newest tag first.
 PLATFORMS = ("manylinux_2_28_aarch64", "manylinux2014_aarch64")
 SOURCE_DIRS = (("functions", "functions"), ("shared/tunelab", "tunelab"))
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache")
+# The trainer's files a training job needs (its README stays out of the job's source).
+TRAINER_SOURCE = "trainer"
+TRAINER_FILES = ("*.py", "requirements.txt", "metric_definitions.json")
 
 
 def lambda_dependencies(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
@@ -40,11 +46,18 @@ def lambda_dependencies(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[
     return [str(item) for item in dependencies]
 
 
+def trainer_files(root: Path) -> list[Path]:
+    """The trainer's files that go into the bundle (top level of `trainer/`, sorted)."""
+    folder = root / TRAINER_SOURCE
+    return sorted({path for pattern in TRAINER_FILES for path in folder.glob(pattern) if path.is_file()})
+
+
 def _source_files(root: Path) -> Iterator[Path]:
     for relative, _ in SOURCE_DIRS:
         for path in sorted((root / relative).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
                 yield path
+    yield from trainer_files(root)
 
 
 def asset_hash(root: Path, requirements: Sequence[str], install_dependencies: bool) -> str:
@@ -79,9 +92,17 @@ def pip_command(requirements: Sequence[str], target: Path) -> list[str]:
 
 
 def stage_sources(root: Path, output_dir: Path) -> None:
-    """Copy `functions/` and `shared/tunelab` (as `tunelab/`) to the bundle's root."""
+    """Copy `functions/`, `shared/tunelab` (as `tunelab/`) and the trainer's files (as `trainer/`) to
+    the bundle's root."""
     for relative, name in SOURCE_DIRS:
         shutil.copytree(root / relative, output_dir / name, ignore=_IGNORED, dirs_exist_ok=True)
+    files = trainer_files(root)
+    if not any(path.name == "train.py" for path in files):
+        raise FileNotFoundError(f"{root / TRAINER_SOURCE / 'train.py'} is missing: SageMaker jobs need it")
+    trainer = output_dir / TRAINER_BUNDLE_DIR
+    trainer.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        shutil.copy2(path, trainer / path.name)
 
 
 @jsii.implements(ILocalBundling)

@@ -5,8 +5,11 @@ customer can deploy it from the console; CDK context only sets the parameters' d
 
 What it makes:
 * the cross-account role tunelab assumes (trusts the platform's account, with an external id):
-  SageMaker training jobs and endpoints it tags `tunelab-workspace`, the artifact bucket, and
-  `iam:PassRole` of the execution role to SageMaker only;
+  exactly the calls tunelab makes with it (`tunelab.providers.sagemaker`, PrepareData and
+  FinishTraining in `tunelab.workflows.tasks`) — SageMaker training jobs and endpoints it tags
+  `tunelab-workspace`, objects under `tunelab/` in the artifact bucket, `DescribeSecret` (never the
+  value) of the optional Hugging Face token secret, and `iam:PassRole` of the execution role to
+  SageMaker only;
 * the SageMaker execution role the jobs and endpoints run with: the artifact bucket, the optional
   Hugging Face token secret, their logs, image pulls from AWS's Deep Learning Containers;
 * the artifact bucket (training data in, `model.tar.gz` out);
@@ -42,6 +45,7 @@ from infra.nag import acknowledge, objects_finding
 from tunelab.stack_definitions import (
     ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS,
     ACCESS_LOGS_EXPIRE_AFTER_DAYS,
+    CONNECTOR_BUCKET_PREFIX,
     CONNECTOR_ROLE_PREFIX,
     EVENT_RULES,
     PROVIDER_RESOURCE_TAG,
@@ -58,6 +62,26 @@ DLC_ACCOUNTS = (
 )
 
 SAGEMAKER_RESOURCES = ("training-job", "endpoint", "endpoint-config", "model")
+# What tunelab calls through the connector's role, by the condition each is allowed under.
+READ_ACTIONS = ("sagemaker:DescribeTrainingJob", "sagemaker:DescribeEndpoint")
+CREATE_ACTIONS = (  # the request must tag what it creates (tags on create need AddTags)
+    "sagemaker:CreateTrainingJob",
+    "sagemaker:CreateModel",
+    "sagemaker:CreateEndpointConfig",
+    "sagemaker:CreateEndpoint",
+    "sagemaker:AddTags",
+)
+CHANGE_ACTIONS = (  # only resources that carry the tag
+    "sagemaker:StopTrainingJob",
+    "sagemaker:DeleteTrainingJob",
+    "sagemaker:DeleteEndpoint",
+    "sagemaker:DeleteEndpointConfig",
+    "sagemaker:DeleteModel",
+    "sagemaker:InvokeEndpoint",
+)
+# Objects: the training data and the trainer's source (put), job outputs (head, get, presigned
+# downloads), a deleted model's outputs (delete); multipart uploads of large training files.
+OBJECT_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")
 _TAG_PRESENT_IN_REQUEST = {"Null": {f"aws:RequestTag/{PROVIDER_RESOURCE_TAG}": "false"}}
 _TAG_PRESENT_ON_RESOURCE = {"Null": {f"aws:ResourceTag/{PROVIDER_RESOURCE_TAG}": "false"}}
 
@@ -156,10 +180,10 @@ class ConnectorStack(Stack):
             ),
         )
         execution = self.execution_role
+        objects = bucket.arn_for_objects(f"{CONNECTOR_BUCKET_PREFIX}*")
         execution.add_to_policy(
             iam.PolicyStatement(
-                actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
-                resources=[bucket.arn_for_objects("*")],
+                actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"], resources=[objects]
             )
         )
         execution.add_to_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]))
@@ -220,9 +244,9 @@ class ConnectorStack(Stack):
         acknowledge(
             execution,
             "AwsSolutions-IAM5",
-            "Training jobs and endpoints read and write objects under per-job keys; the artifact bucket "
-            "is the scope.",
-            applies_to=(objects_finding(bucket),),
+            "Training jobs and endpoints read and write objects under per-job keys; the scope is the "
+            f"artifact bucket's {CONNECTOR_BUCKET_PREFIX} folder.",
+            applies_to=(objects_finding(bucket, CONNECTOR_BUCKET_PREFIX),),
         )
         acknowledge(
             execution,
@@ -268,38 +292,19 @@ class ConnectorStack(Stack):
         }
         access.add_to_policy(
             iam.PolicyStatement(
-                actions=[
-                    "sagemaker:DescribeTrainingJob",
-                    "sagemaker:DescribeEndpoint",
-                    "sagemaker:DescribeEndpointConfig",
-                    "sagemaker:DescribeModel",
-                ],
-                resources=list(arns.values()),
+                actions=list(READ_ACTIONS), resources=[arns["training-job"], arns["endpoint"]]
             )
         )
         access.add_to_policy(
             iam.PolicyStatement(
-                actions=[
-                    "sagemaker:CreateTrainingJob",
-                    "sagemaker:CreateModel",
-                    "sagemaker:CreateEndpointConfig",
-                    "sagemaker:CreateEndpoint",
-                    "sagemaker:AddTags",
-                ],
+                actions=list(CREATE_ACTIONS),
                 resources=list(arns.values()),
                 conditions=_TAG_PRESENT_IN_REQUEST,
             )
         )
         access.add_to_policy(
             iam.PolicyStatement(
-                actions=[
-                    "sagemaker:StopTrainingJob",
-                    "sagemaker:UpdateEndpoint",
-                    "sagemaker:DeleteEndpoint",
-                    "sagemaker:DeleteEndpointConfig",
-                    "sagemaker:DeleteModel",
-                    "sagemaker:InvokeEndpoint",
-                ],
+                actions=list(CHANGE_ACTIONS),
                 resources=list(arns.values()),
                 conditions=_TAG_PRESENT_ON_RESOURCE,
             )
@@ -311,37 +316,36 @@ class ConnectorStack(Stack):
                 conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
             )
         )
-        access.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
-                resources=[bucket.arn_for_objects("*")],
-            )
+        access.add_to_policy(iam.PolicyStatement(actions=list(OBJECT_ACTIONS), resources=[objects]))
+        # HeadBucket and ListObjectsV2 (a connection check, a deleted model's outputs) need ListBucket.
+        access.add_to_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]))
+        # The connection check confirms the token secret exists; only the jobs read its value.
+        describe_secret = iam.Policy(
+            self,
+            "HfTokenSecretDescribePolicy",
+            roles=[access],
+            statements=[
+                iam.PolicyStatement(
+                    actions=["secretsmanager:DescribeSecret"], resources=[hf_secret_param.value_as_string]
+                )
+            ],
         )
-        access.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:ListBucket", "s3:GetBucketLocation"], resources=[bucket.bucket_arn]
-            )
-        )
-        training_logs = log_groups[0]
-        access.add_to_policy(
-            iam.PolicyStatement(
-                actions=["logs:GetLogEvents", "logs:FilterLogEvents"],
-                resources=[training_logs, f"{training_logs}:log-stream:*"],
-            )
-        )
+        cfn_describe_secret = describe_secret.node.default_child
+        assert isinstance(cfn_describe_secret, iam.CfnPolicy)
+        cfn_describe_secret.cfn_options.condition = has_hf_secret
         acknowledge(
             access,
             "AwsSolutions-IAM5",
             "Job, endpoint and model names are chosen per fine-tuned model at run time; changes are "
             f"limited to resources tagged {PROVIDER_RESOURCE_TAG} (by condition), reads to this account's "
-            "SageMaker resources, objects to the artifact bucket, logs to training jobs' log streams.",
+            "SageMaker jobs and endpoints, objects to the artifact bucket's "
+            f"{CONNECTOR_BUCKET_PREFIX} folder.",
             applies_to=(
                 *(
                     f"Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:{kind}/*"
                     for kind in SAGEMAKER_RESOURCES
                 ),
-                objects_finding(bucket),
-                "Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/TrainingJobs:log-stream:*",
+                objects_finding(bucket, CONNECTOR_BUCKET_PREFIX),
             ),
         )
 

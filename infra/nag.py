@@ -31,10 +31,10 @@ def add_rule_packs(app: App) -> None:
     Validations.of(app).add_plugins(AwsSolutionsChecks(app), ServerlessChecks(app))
 
 
-def objects_finding(bucket: IBucket) -> str:
-    """The IAM5 finding cdk-nag reports for `bucket.arn_for_objects("*")` in a policy."""
+def objects_finding(bucket: IBucket, prefix: str = "") -> str:
+    """The IAM5 finding cdk-nag reports for `bucket.arn_for_objects(prefix + "*")` in a policy."""
     resolved = Stack.of(bucket).resolve(bucket.bucket_arn)
-    return f"Resource::<{resolved['Fn::GetAtt'][0]}.Arn>/*"
+    return f"Resource::<{resolved['Fn::GetAtt'][0]}.Arn>/{prefix}*"
 
 
 ACKNOWLEDGED = "aws:cdk:acknowledged-rules"

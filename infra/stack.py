@@ -25,7 +25,9 @@ from infra.config import PlatformConfig
 from tunelab.stack_definitions import (
     AUTO_UNDEPLOY_FUNCTION,
     FUNCTIONS,
+    LAMBDA_TASK_ROOT,
     STATE_MACHINES,
+    TRAINER_BUNDLE_DIR,
     table_definition,
 )
 
@@ -45,9 +47,7 @@ class TunelabStack(Stack):
         messaging = Messaging(self, "Events", bus_name=f"{name}-events")
         messaging.allow_forwarding_from(config.connected_accounts)
         notifications = Notifications(self, "Notifications", sender_email=config.sender_email)
-        training = Training(
-            self, "Training", datasets_bucket=data.datasets_bucket, artifacts_bucket=data.artifacts_bucket
-        )
+        training = Training(self, "Training", artifacts_bucket=data.artifacts_bucket)
         schedules_dlq = secure_queue(self, "SchedulesDlq", retention_period=Duration.days(14))
         dead_letter_alarm(schedules_dlq)
         acknowledge_dead_letter_queue(
@@ -62,7 +62,6 @@ class TunelabStack(Stack):
             dlq=schedules_dlq,
         )
         state_machine_names = {spec.settings_field: f"{name}-{spec.name_suffix}" for spec in STATE_MACHINES}
-        asset = training.trainer_source
         environment = {
             "RUNTIME": "aws",
             "TABLE_NAME": data.table.table_name,
@@ -77,7 +76,8 @@ class TunelabStack(Stack):
             "SCHEDULES_DLQ_ARN": schedules_dlq.queue_arn,
             "AUTO_UNDEPLOY_TARGET_ARN": function_arns[AUTO_UNDEPLOY_FUNCTION],
             "BEDROCK_ROLE_ARN": training.bedrock_role.role_arn,
-            "TRAINER_SOURCE_S3_URI": asset.s3_object_url,
+            # The trainer's source is bundled with the code (infra.bundling); SageMaker jobs start from it.
+            "TRAINER_DIR": f"{LAMBDA_TASK_ROOT}/{TRAINER_BUNDLE_DIR}",
             "PLATFORM_ACCOUNT_ID": Aws.ACCOUNT_ID,
             "DEFAULT_PLAN": config.default_plan,
             "ALLOWED_ORIGINS": ",".join(config.allowed_origins),
@@ -107,8 +107,6 @@ class TunelabStack(Stack):
                 schedule_group_name=schedules.group_name,
                 ses_identity_arn=notifications.identity_arn,
                 ses_configuration_set_arn=notifications.configuration_set_arn,
-                trainer_source_bucket=asset.s3_bucket_name,
-                trainer_source_key=asset.s3_object_key,
                 environment=environment,
             ),
         )

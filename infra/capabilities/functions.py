@@ -83,6 +83,13 @@ _BEDROCK_GRANTS: dict[Permission, tuple[list[str], tuple[str, ...]]] = {
     ),
 }
 
+# Answering the fine-tuning workflow's task tokens: the actions tunelab.workflows calls. The Service
+# Authorization Reference lists no resource type for them, so a policy must name "*".
+SEND_TASK_RESULT_ACTIONS = ("states:SendTaskSuccess", "states:SendTaskHeartbeat")
+SEND_TASK_RESULT_DOC = (
+    "https://docs.aws.amazon.com/service-authorization/latest/reference/list_awsstepfunctions.html"
+)
+
 _CALLERS = {
     "api": "API Gateway",
     "state_machine": "a Step Functions task, whose Retry/Catch handle it",
@@ -109,12 +116,6 @@ def state_machine_arn(stack: Stack, name: str) -> str:
     return stack.format_arn(service="states", resource="stateMachine", resource_name=name, arn_format=_COLON)
 
 
-def executions_arn(stack: Stack, state_machine_name: str) -> str:
-    return stack.format_arn(
-        service="states", resource="execution", resource_name=f"{state_machine_name}:*", arn_format=_COLON
-    )
-
-
 @dataclass(frozen=True)
 class FunctionResources:
     """The resources functions are granted on and configured with."""
@@ -131,8 +132,6 @@ class FunctionResources:
     schedule_group_name: str
     ses_identity_arn: str
     ses_configuration_set_arn: str
-    trainer_source_bucket: str
-    trainer_source_key: str
     environment: Mapping[str, str]
 
 
@@ -227,12 +226,15 @@ class Functions(Construct):
                 "Failed asynchronous invocations go to an on-failure destination (SQS), "
                 "which supersedes a DLQ.",
             )
-        acknowledge(
-            role,
-            "AwsSolutions-IAM5",
-            "X-Ray's PutTraceSegments and PutTelemetryRecords support no resource-level permissions.",
-            applies_to=("Resource::*",),
+        star_reason = (
+            "X-Ray's PutTraceSegments and PutTelemetryRecords support no resource-level permissions."
         )
+        if Permission.SEND_TASK_RESULT in spec.permissions:
+            star_reason += (
+                " Neither do Step Functions' SendTaskSuccess and SendTaskHeartbeat (no resource type in "
+                f"{SEND_TASK_RESULT_DOC}); a task token, kept only in the records table, names the task."
+            )
+        acknowledge(role, "AwsSolutions-IAM5", star_reason, applies_to=("Resource::*",))
         self.functions[spec.logical_id] = function
         self.roles[spec.logical_id] = role
 
@@ -316,31 +318,15 @@ class Functions(Construct):
                 role, ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"], [objects(bucket)]
             )
             ack_objects(bucket, "datasets" if bucket is r.datasets_bucket else "artifacts")
-        elif permission is Permission.TRAINER_SOURCE_READ:
-            self._allow(
-                role,
-                ["s3:GetObject"],
-                [f"arn:{Aws.PARTITION}:s3:::{r.trainer_source_bucket}/{r.trainer_source_key}"],
-            )
         elif permission is Permission.PUT_EVENTS:
             self._allow(role, ["events:PutEvents"], [r.event_bus.event_bus_arn])
         elif permission is Permission.START_EXECUTIONS:
             self._allow(
                 role, ["states:StartExecution"], [state_machine_arn(stack, n) for n in state_machines]
             )
-            self._allow(
-                role, ["states:DescribeExecution"], [executions_arn(stack, n) for n in state_machines]
-            )
-            self._ack_executions(role, state_machines)
-        elif permission is Permission.STOP_EXECUTIONS:
-            self._allow(role, ["states:StopExecution"], [executions_arn(stack, n) for n in state_machines])
-            self._ack_executions(role, state_machines)
         elif permission is Permission.SEND_TASK_RESULT:
-            self._allow(
-                role,
-                ["states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"],
-                [state_machine_arn(stack, n) for n in state_machines],
-            )
+            # No resource-level permissions (SEND_TASK_RESULT_DOC): "*" is the only resource that works.
+            self._allow(role, list(SEND_TASK_RESULT_ACTIONS), ["*"])
         elif permission is Permission.ASSUME_CONNECTOR_ROLE:
             pattern = f"arn:{Aws.PARTITION}:iam::*:role/{CONNECTOR_ROLE_PREFIX}*"
             self._allow(role, ["sts:AssumeRole"], [pattern])
@@ -386,18 +372,6 @@ class Functions(Construct):
             self._ack_schedules(role)
         else:  # pragma: no cover - a new Permission must be mapped here
             raise ValueError(f"no grant for {permission}")
-
-    def _ack_executions(self, role: iam.Role, names: list[str]) -> None:
-        acknowledge(
-            role,
-            "AwsSolutions-IAM5",
-            "Executions are named per model at run time; "
-            "the scope is the executions of tunelab's state machines.",
-            applies_to=tuple(
-                f"Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:{n}:*"
-                for n in names
-            ),
-        )
 
     def _ack_schedules(self, role: iam.Role) -> None:
         acknowledge(

@@ -1,26 +1,25 @@
-"""Training: the Bedrock customization service role and the trainer's source as an S3 asset."""
+"""Training: the service role Bedrock model customization jobs run with.
+
+The jobs read the training (and validation) files PrepareData writes under `training-data/` in
+the artifacts bucket, and write their output under `bedrock-output/` there (Bedrock keeps the
+weights; the output holds the job's metrics). The bucket is encrypted with S3-managed keys, so no
+KMS permission is needed. SageMaker jobs run in customers' accounts (the connector stack); their
+trainer source is bundled with the Lambda code (`infra.bundling`).
+"""
 
 from __future__ import annotations
 
 from aws_cdk import Aws
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
-from infra.config import REPO_ROOT
 from infra.nag import acknowledge, objects_finding
+from tunelab.stack_definitions import BEDROCK_OUTPUT_PREFIX, BEDROCK_TRAINING_DATA_PREFIX
 
 
 class Training(Construct):
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        datasets_bucket: s3.IBucket,
-        artifacts_bucket: s3.IBucket,
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, artifacts_bucket: s3.IBucket) -> None:
         super().__init__(scope, construct_id)
         jobs = f"arn:{Aws.PARTITION}:bedrock:{Aws.REGION}:{Aws.ACCOUNT_ID}:model-customization-job/*"
         # Only Bedrock, only for this account's customization jobs (the confused-deputy guard).
@@ -36,27 +35,27 @@ class Training(Construct):
                 },
             ),
         )
+        training_data = artifacts_bucket.arn_for_objects(f"{BEDROCK_TRAINING_DATA_PREFIX}*")
+        output = artifacts_bucket.arn_for_objects(f"{BEDROCK_OUTPUT_PREFIX}*")
+        # What Bedrock's guide for a customization service role asks: read the training and
+        # validation files, read and write the output folder, list the buckets they are in.
         self.bedrock_role.add_to_policy(
-            iam.PolicyStatement(actions=["s3:GetObject"], resources=[datasets_bucket.arn_for_objects("*")])
+            iam.PolicyStatement(actions=["s3:GetObject"], resources=[training_data])
         )
         self.bedrock_role.add_to_policy(
-            iam.PolicyStatement(actions=["s3:PutObject"], resources=[artifacts_bucket.arn_for_objects("*")])
+            iam.PolicyStatement(actions=["s3:GetObject", "s3:PutObject"], resources=[output])
         )
         self.bedrock_role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:ListBucket"], resources=[datasets_bucket.bucket_arn, artifacts_bucket.bucket_arn]
-            )
+            iam.PolicyStatement(actions=["s3:ListBucket"], resources=[artifacts_bucket.bucket_arn])
         )
         acknowledge(
             self.bedrock_role,
             "AwsSolutions-IAM5",
-            "Bedrock reads the prepared training files and writes its outputs under per-model keys; "
-            "the datasets (read) and artifacts (write) buckets are the scope.",
-            applies_to=tuple(objects_finding(bucket) for bucket in (datasets_bucket, artifacts_bucket)),
-        )
-        self.trainer_source = s3_assets.Asset(
-            self,
-            "TrainerSource",
-            path=str(REPO_ROOT / "trainer"),
-            exclude=["__pycache__", "*.pyc", ".pytest_cache"],
+            "Bedrock reads the training files PrepareData writes and writes its output under per-model "
+            f"keys; the scope is the artifacts bucket's {BEDROCK_TRAINING_DATA_PREFIX} (read) and "
+            f"{BEDROCK_OUTPUT_PREFIX} (read and write) folders.",
+            applies_to=tuple(
+                objects_finding(artifacts_bucket, prefix)
+                for prefix in (BEDROCK_TRAINING_DATA_PREFIX, BEDROCK_OUTPUT_PREFIX)
+            ),
         )

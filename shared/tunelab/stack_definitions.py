@@ -38,6 +38,21 @@ PROVIDER_RESOURCE_TAG = "tunelab-workspace"
 # only roles so named (`arn:aws:iam::*:role/tunelab-*`).
 CONNECTOR_ROLE_PREFIX = "tunelab-"
 
+# Where the Bedrock provider's files live in the platform's artifacts bucket: PrepareData writes the
+# training data under the first (`workflows.tasks.data_store`), customization jobs write their
+# output under the second (`BedrockConfig.output_prefix`). Bedrock's service role reads and writes
+# only there.
+BEDROCK_TRAINING_DATA_PREFIX = "training-data/"
+BEDROCK_OUTPUT_PREFIX = "bedrock-output/"
+# Where tunelab's objects live in a BYOK customer's artifact bucket (`providers.sagemaker.BUCKET_PREFIX`):
+# training data, the trainer's source, job outputs and checkpoints. The connector's roles are
+# limited to it.
+CONNECTOR_BUCKET_PREFIX = "tunelab/"
+# Where the trainer's source (`trainer/`) sits in the Lambda bundle, whose root is Lambda's task root:
+# SageMaker jobs are started with it packed as sourcedir.tar.gz (`wiring.trainer_dir`, TRAINER_DIR).
+LAMBDA_TASK_ROOT = "/var/task"
+TRAINER_BUNDLE_DIR = "trainer"
+
 # The Powertools idempotency table's attributes (Powertools' defaults).
 IDEMPOTENCY_KEY_ATTRIBUTE = "id"
 IDEMPOTENCY_TTL_ATTRIBUTE = "expiration"
@@ -56,14 +71,12 @@ class Permission(StrEnum):
     DATASETS_WRITE = "datasets_write"  # put and delete objects (presigned uploads too)
     ARTIFACTS_READ = "artifacts_read"
     ARTIFACTS_WRITE = "artifacts_write"
-    TRAINER_SOURCE_READ = "trainer_source_read"
     PUT_EVENTS = "put_events"  # on tunelab's own event bus
     START_EXECUTIONS = "start_executions"  # of tunelab's state machines
-    STOP_EXECUTIONS = "stop_executions"
-    SEND_TASK_RESULT = "send_task_result"  # task tokens of tunelab's state machines
+    SEND_TASK_RESULT = "send_task_result"  # answer task tokens (success, heartbeat)
     ASSUME_CONNECTOR_ROLE = "assume_connector_role"  # customers' BYOK roles, `tunelab-*`
     BEDROCK_CUSTOMIZE = "bedrock_customize"  # create customization jobs, passing the service role
-    BEDROCK_STOP_TRAINING = "bedrock_stop_training"
+    BEDROCK_STOP_TRAINING = "bedrock_stop_training"  # stop customization jobs (not create them)
     BEDROCK_DEPLOY = "bedrock_deploy"  # custom model deployments and provisioned throughput
     BEDROCK_UNDEPLOY = "bedrock_undeploy"
     BEDROCK_DELETE_MODEL = "bedrock_delete_model"
@@ -166,6 +179,9 @@ class ScheduleSpec(_Frozen):
 
 P = Permission
 
+# Each function's permissions are what its code calls (tests/infra/test_functions.py lists the calls):
+# the API, workflow tasks and handlers share `tunelab.operations` (stop, undeploy, delete), whose
+# undeploy deletes the auto-undeploy schedules, publishes the change and emails the creator.
 FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec(
         logical_id="Api",
@@ -177,13 +193,12 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         permissions=frozenset(
             {
                 P.TABLE_READ_WRITE,
-                P.IDEMPOTENCY,
-                P.DATASETS_READ,
-                P.DATASETS_WRITE,
+                P.IDEMPOTENCY,  # Idempotency-Key on creates
+                P.DATASETS_READ,  # listing a deleted model's folders
+                P.DATASETS_WRITE,  # CSV uploads, presigned PUTs, deletes
                 P.ARTIFACTS_READ,
-                P.ARTIFACTS_WRITE,
+                P.ARTIFACTS_WRITE,  # deleting a model's training data and outputs
                 P.START_EXECUTIONS,
-                P.STOP_EXECUTIONS,
                 P.ASSUME_CONNECTOR_ROLE,
                 P.BEDROCK_READ,
                 P.BEDROCK_INVOKE,
@@ -192,6 +207,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
                 P.BEDROCK_DELETE_MODEL,
                 P.SCHEDULE_DELETE,
                 P.PUT_EVENTS,
+                P.SEND_EMAIL,  # the "undeployed" email
             }
         ),
     ),
@@ -217,9 +233,8 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
             {
                 P.TABLE_READ_WRITE,
                 P.BEDROCK_CUSTOMIZE,
+                P.BEDROCK_STOP_TRAINING,  # a stop asked while the job was being created
                 P.ASSUME_CONNECTOR_ROLE,
-                P.TRAINER_SOURCE_READ,
-                P.ARTIFACTS_READ,
             }
         ),
     ),
@@ -233,9 +248,9 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         permissions=frozenset(
             {
                 P.TABLE_READ_WRITE,
-                P.ARTIFACTS_READ,
                 P.ASSUME_CONNECTOR_ROLE,
                 P.BEDROCK_READ,
+                P.BEDROCK_STOP_TRAINING,  # the job of a workflow that timed out or failed
                 P.PUT_EVENTS,
             }
         ),
@@ -260,10 +275,10 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
             {
                 P.TABLE_READ_WRITE,
                 P.BEDROCK_DEPLOY,
-                P.BEDROCK_READ,
+                P.BEDROCK_UNDEPLOY,  # a model undeployed while its deployment was created
                 P.ASSUME_CONNECTOR_ROLE,
                 P.SCHEDULE_CREATE,
-                P.PUT_EVENTS,
+                P.SCHEDULE_DELETE,  # the same
             }
         ),
     ),
@@ -292,7 +307,17 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         trigger="queue",
         timeout_seconds=60,
         memory_mb=512,
-        permissions=frozenset({P.TABLE_READ_WRITE, P.IDEMPOTENCY, P.SEND_TASK_RESULT, P.PUT_EVENTS}),
+        permissions=frozenset(
+            {
+                P.TABLE_READ_WRITE,
+                P.SEND_TASK_RESULT,
+                # A deployed model whose endpoint failed or went away is undeployed.
+                P.ASSUME_CONNECTOR_ROLE,
+                P.SCHEDULE_DELETE,
+                P.PUT_EVENTS,
+                P.SEND_EMAIL,
+            }
+        ),
     ),
     FunctionSpec(
         logical_id="DatasetUploaded",
@@ -301,15 +326,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         trigger="queue",
         timeout_seconds=900,
         memory_mb=2048,
-        permissions=frozenset(
-            {
-                P.TABLE_READ_WRITE,
-                P.IDEMPOTENCY,
-                P.DATASETS_READ,
-                P.DATASETS_WRITE,
-                P.PUT_EVENTS,
-            }
-        ),
+        permissions=frozenset({P.TABLE_READ_WRITE, P.DATASETS_READ, P.DATASETS_WRITE, P.PUT_EVENTS}),
     ),
     FunctionSpec(
         logical_id="AutoUndeploy",
@@ -321,9 +338,9 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         permissions=frozenset(
             {
                 P.TABLE_READ_WRITE,
-                P.START_EXECUTIONS,
                 P.BEDROCK_UNDEPLOY,
                 P.ASSUME_CONNECTOR_ROLE,
+                P.SCHEDULE_DELETE,  # the reminder, when it has not fired
                 P.SEND_EMAIL,
                 P.PUT_EVENTS,
             }
@@ -340,9 +357,9 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
             {
                 P.TABLE_READ_WRITE,
                 P.BEDROCK_READ,
+                P.BEDROCK_STOP_TRAINING,  # stops that were lost are issued again
                 P.ASSUME_CONNECTOR_ROLE,
                 P.SEND_TASK_RESULT,
-                P.PUT_EVENTS,
             }
         ),
     ),

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from infra.bundling import asset_hash, lambda_dependencies, pip_command, stage_sources
 from infra.config import REPO_ROOT
+from tunelab.stack_definitions import TRAINER_BUNDLE_DIR
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -40,6 +43,9 @@ def fake_repo(tmp_path: Path) -> Path:
         REPO_ROOT / "shared" / "tunelab" / "catalog_data", root / "shared" / "tunelab" / "catalog_data"
     )
     (root / "shared" / "tunelab" / "__init__.py").write_text("")
+    (root / "trainer").mkdir()
+    for name in ("train.py", "requirements.txt", "metric_definitions.json", "README.md"):
+        (root / "trainer" / name).write_text(f"# {name}\n")
     return root
 
 
@@ -51,6 +57,38 @@ def test_sources_are_staged_at_the_bundles_root_without_bytecode(tmp_path: Path)
     assert (out / "tunelab" / "__init__.py").exists()
     assert any((out / "tunelab" / "catalog_data").iterdir())
     assert not list(out.rglob("*.pyc"))
+    # the trainer's job files, without its README
+    assert sorted(p.name for p in (out / TRAINER_BUNDLE_DIR).iterdir()) == [
+        "metric_definitions.json",
+        "requirements.txt",
+        "train.py",
+    ]
+
+
+def test_a_bundle_without_the_trainer_is_refused(tmp_path: Path) -> None:
+    root = fake_repo(tmp_path)
+    (root / "trainer" / "train.py").unlink()
+    with pytest.raises(FileNotFoundError, match=r"train\.py"):
+        stage_sources(root, tmp_path / "out")
+
+
+def test_the_bundled_trainer_is_what_sagemaker_jobs_start_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the real repository's bundle, with TRAINER_DIR as the stack sets it (relative to the root)
+    out = tmp_path / "bundle"
+    stage_sources(REPO_ROOT, out)
+    trainer = out / TRAINER_BUNDLE_DIR
+    monkeypatch.setenv("TRAINER_DIR", str(trainer))
+    from tunelab.providers.sagemaker import build_trainer_archive  # noqa: PLC0415  # boto3-heavy
+    from tunelab.wiring import trainer_dir  # noqa: PLC0415
+
+    # Then wiring finds it, and sourcedir.tar.gz holds the program and what the container installs
+    assert trainer_dir() == trainer
+    with tarfile.open(fileobj=io.BytesIO(build_trainer_archive(trainer_dir()))) as archive:
+        names = set(archive.getnames())
+    expected = {p.name for p in (REPO_ROOT / "trainer").glob("*.py")}
+    assert {"train.py", "requirements.txt", "metric_definitions.json"} | expected == names
 
 
 def test_the_asset_changes_with_a_source_file_or_the_dependencies_and_not_with_bytecode(
@@ -64,6 +102,12 @@ def test_the_asset_changes_with_a_source_file_or_the_dependencies_and_not_with_b
     second = asset_hash(root, ["pydantic>=2"], install_dependencies=True)
     assert second != first
     assert asset_hash(root, ["pydantic>=2.1"], install_dependencies=True) != second
+    (root / "trainer" / "train.py").write_text("print('changed')\n")
+    assert asset_hash(root, ["pydantic>=2"], install_dependencies=True) != second
+    (root / "trainer" / "README.md").write_text("not in the bundle\n")
+    third = asset_hash(root, ["pydantic>=2"], install_dependencies=True)
+    (root / "trainer" / "README.md").write_text("still not in the bundle\n")
+    assert asset_hash(root, ["pydantic>=2"], install_dependencies=True) == third
     assert asset_hash(root, ["pydantic>=2.1"], install_dependencies=False) != asset_hash(
         root, ["pydantic>=2.1"], install_dependencies=True
     )

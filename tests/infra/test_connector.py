@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from tests.infra.conftest import (
     render,
     statements_of_role,
 )
+from tunelab.stack_definitions import CONNECTOR_BUCKET_PREFIX
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -60,10 +62,15 @@ def test_access_role_changes_only_tagged_sagemaker_resources(synthesized: Synthe
             conditions[action] = statement.get("Condition")
     for action in ("sagemaker:CreateTrainingJob", "sagemaker:CreateEndpoint", "sagemaker:AddTags"):
         assert conditions[action] == {"Null": {"aws:RequestTag/tunelab-workspace": "false"}}, action
-    for action in ("sagemaker:StopTrainingJob", "sagemaker:DeleteEndpoint", "sagemaker:InvokeEndpoint"):
+    for action in (
+        "sagemaker:StopTrainingJob",
+        "sagemaker:DeleteTrainingJob",
+        "sagemaker:DeleteEndpoint",
+        "sagemaker:InvokeEndpoint",
+    ):
         assert conditions[action] == {"Null": {"aws:ResourceTag/tunelab-workspace": "false"}}, action
     assert conditions["sagemaker:DescribeTrainingJob"] is None
-    assert not any(a.startswith("secretsmanager:") for a in conditions), "the platform never reads the token"
+    assert "secretsmanager:GetSecretValue" not in conditions, "the platform never reads the token"
 
 
 def test_access_role_passes_only_the_execution_role_and_only_to_sagemaker(synthesized: Synthesized) -> None:
@@ -87,8 +94,8 @@ def test_execution_role_reads_data_writes_models_pulls_dlc_images_and_the_option
         a: [render(r) for r in rs] for a, rs in actions_on(statements_of_role(template, execution_id)).items()
     }
     bucket_id, _ = only(template, "AWS::S3::Bucket", "ArtifactBucket")
-    assert granted["s3:GetObject"] == [f"${{{bucket_id}.Arn}}/*"]
-    assert granted["s3:PutObject"] == [f"${{{bucket_id}.Arn}}/*"]
+    assert granted["s3:GetObject"] == [f"${{{bucket_id}.Arn}}/tunelab/*"]
+    assert granted["s3:PutObject"] == [f"${{{bucket_id}.Arn}}/tunelab/*"]
     assert all(":763104351884:" in r or ":repository/*" in r for r in granted["ecr:BatchGetImage"])
     assert any(":763104351884:repository/*" in r for r in granted["ecr:BatchGetImage"])
     assert granted["secretsmanager:GetSecretValue"] == ["${HuggingFaceSecretArn}"]
@@ -120,3 +127,71 @@ def test_outputs_are_what_the_provider_connection_needs(synthesized: Synthesized
     outputs = synthesized.connector["Outputs"]
     assert {"RoleArn", "ExternalId", "ArtifactBucketName", "Region", "ExecutionRoleArn"} <= set(outputs)
     assert outputs["HfTokenSecretArn"]["Condition"] == "HasHfTokenSecret"
+
+
+# What tunelab calls with the connector's role: tunelab.providers.sagemaker (the provider and
+# verify_connection) and workflows.tasks (PrepareData writes the training data, FinishTraining
+# lists model.tar.gz), through the assumed session.
+ACCESS_CALLS = {
+    "sagemaker:DescribeTrainingJob",  # a retried start, the reconciler, the connection check
+    "sagemaker:CreateTrainingJob",
+    "sagemaker:StopTrainingJob",
+    "sagemaker:DeleteTrainingJob",  # deleting a model frees the job's name
+    "sagemaker:CreateModel",
+    "sagemaker:CreateEndpointConfig",
+    "sagemaker:CreateEndpoint",
+    "sagemaker:AddTags",  # tags on create
+    "sagemaker:DescribeEndpoint",
+    "sagemaker:DeleteEndpoint",
+    "sagemaker:DeleteEndpointConfig",
+    "sagemaker:DeleteModel",
+    "sagemaker:InvokeEndpoint",  # the sandbox (sagemaker-runtime)
+    "iam:PassRole",  # the execution role, to CreateTrainingJob and CreateModel
+    "s3:GetObject",  # HeadObject/GetObject of artifacts, presigned downloads
+    "s3:PutObject",  # training data, the trainer's source, the connection check
+    "s3:DeleteObject",  # a deleted model's outputs and checkpoints
+    "s3:AbortMultipartUpload",  # large training files go up in parts
+    "s3:ListBucket",  # HeadBucket, ListObjectsV2 under tunelab/
+    "secretsmanager:DescribeSecret",  # the connection check, never the value
+}
+
+
+def access_grants(synthesized: Synthesized) -> dict[str, list[str]]:
+    role_id, _ = role(synthesized.connector, "PlatformAccessRole")
+    return {
+        action: [render(r) for r in targets]
+        for action, targets in actions_on(statements_of_role(synthesized.connector, role_id)).items()
+    }
+
+
+def test_access_role_allows_exactly_the_calls_tunelab_makes(synthesized: Synthesized) -> None:
+    assert set(access_grants(synthesized)) == ACCESS_CALLS
+
+
+def test_access_role_objects_are_tunelabs_folder_of_the_artifact_bucket(synthesized: Synthesized) -> None:
+    from tunelab.providers.sagemaker import BUCKET_PREFIX  # noqa: PLC0415  # boto3-heavy
+
+    assert f"{BUCKET_PREFIX}/" == CONNECTOR_BUCKET_PREFIX
+    granted = access_grants(synthesized)
+    bucket_id, _ = only(synthesized.connector, "AWS::S3::Bucket", "ArtifactBucket")
+    for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"):
+        assert granted[action] == [f"${{{bucket_id}.Arn}}/{CONNECTOR_BUCKET_PREFIX}*"], action
+    assert granted["s3:ListBucket"] == [f"${{{bucket_id}.Arn}}"]
+
+
+def test_access_role_may_describe_only_the_hf_token_secret_and_only_when_there_is_one(
+    synthesized: Synthesized,
+) -> None:
+    template = synthesized.connector
+    role_id, _ = role(template, "PlatformAccessRole")
+    (policy,) = [
+        p
+        for p in template["Resources"].values()
+        if p["Type"] == "AWS::IAM::Policy"
+        and {"Ref": role_id} in p["Properties"]["Roles"]
+        and "secretsmanager:DescribeSecret" in json.dumps(p["Properties"]["PolicyDocument"])
+    ]
+    assert policy["Condition"] == "HasHfTokenSecret"
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "secretsmanager:DescribeSecret"
+    assert statement["Resource"] == {"Ref": "HuggingFaceSecretArn"}

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
+from infra.capabilities.functions import SEND_TASK_RESULT_ACTIONS
 from tests.infra.conftest import (
+    ORIGINS,
     SENDER,
     Synthesized,
     actions_on,
@@ -18,6 +20,8 @@ from tunelab.settings import Settings
 from tunelab.stack_definitions import (
     FUNCTIONS,
     LAMBDA_PYTHON_VERSION,
+    LAMBDA_TASK_ROOT,
+    TRAINER_BUNDLE_DIR,
     FunctionSpec,
     Permission,
     table_definition,
@@ -93,7 +97,18 @@ def test_the_environment_satisfies_the_settings_model(synthesized: Synthesized) 
     assert ":stateMachine:Tunelab-fine-tuning" in environment["FINE_TUNING_STATE_MACHINE_ARN"]
     assert ":stateMachine:Tunelab-deployment" in environment["DEPLOYMENT_STATE_MACHINE_ARN"]
     assert environment["AUTO_UNDEPLOY_TARGET_ARN"].endswith(":function:Tunelab-auto-undeploy")
-    assert environment["TRAINER_SOURCE_S3_URI"].startswith("s3://")
+    # The trainer SageMaker jobs start from is the one bundled with the code, not an S3 asset
+    assert environment["TRAINER_DIR"] == f"{LAMBDA_TASK_ROOT}/{TRAINER_BUNDLE_DIR}"
+    assert not any("TRAINER_SOURCE" in key for key in environment)
+    # Every variable the stack sets is read: a settings field, TRAINER_DIR (wiring), Powertools'
+    assert {key.lower() for key in environment} - {"trainer_dir"} <= set(Settings.model_fields) | {
+        "powertools_service_name",
+        "powertools_metrics_namespace",
+        "powertools_log_level",
+    }
+    assert settings.allowed_origins == tuple(ORIGINS)
+    assert settings.schedules_dlq_arn is not None
+    assert "${SchedulesDlq" in settings.schedules_dlq_arn
 
 
 # One action (on one resource, where several share it) that only a given permission grants: the
@@ -105,10 +120,8 @@ SIGNATURE: dict[Permission, tuple[str, str]] = {
     Permission.DATASETS_WRITE: ("s3:PutObject", "${DataDatasetsBucket"),
     Permission.ARTIFACTS_READ: ("s3:GetObject", "${DataArtifactsBucket"),
     Permission.ARTIFACTS_WRITE: ("s3:PutObject", "${DataArtifactsBucket"),
-    Permission.TRAINER_SOURCE_READ: ("s3:GetObject", "cdk-"),
     Permission.PUT_EVENTS: ("events:PutEvents", ""),
     Permission.START_EXECUTIONS: ("states:StartExecution", ""),
-    Permission.STOP_EXECUTIONS: ("states:StopExecution", ""),
     Permission.SEND_TASK_RESULT: ("states:SendTaskSuccess", ""),
     Permission.ASSUME_CONNECTOR_ROLE: ("sts:AssumeRole", ""),
     Permission.BEDROCK_CUSTOMIZE: ("bedrock:CreateModelCustomizationJob", ""),
@@ -144,13 +157,22 @@ def spec(module: str) -> FunctionSpec:
     return next(s for s in FUNCTIONS if s.module == module)
 
 
-def test_provider_events_completes_task_tokens_of_both_state_machines_only(synthesized: Synthesized) -> None:
-    granted = allowed(synthesized, spec("provider_events"))
-    for action in ("states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"):
-        targets = granted[action]
-        assert len(targets) == 2
-        assert any(t.endswith(":stateMachine:Tunelab-fine-tuning") for t in targets)
-        assert any(t.endswith(":stateMachine:Tunelab-deployment") for t in targets)
+def test_task_tokens_are_answered_on_resource_star_as_step_functions_requires(
+    synthesized: Synthesized,
+) -> None:
+    # SendTaskSuccess and SendTaskHeartbeat support no resource-level permission (Service
+    # Authorization Reference for Step Functions): a state machine ARN there would deny every call.
+    for s in FUNCTIONS:
+        granted = allowed(synthesized, s)
+        for action in (*SEND_TASK_RESULT_ACTIONS, "states:SendTaskFailure"):
+            if action in SEND_TASK_RESULT_ACTIONS and Permission.SEND_TASK_RESULT in s.permissions:
+                assert granted[action] == ["*"], (s.module, action)
+            else:
+                assert action not in granted, (s.module, action)
+    assert {s.module for s in FUNCTIONS if Permission.SEND_TASK_RESULT in s.permissions} == {
+        "provider_events",
+        "reconciler",
+    }
 
 
 def test_only_start_training_may_pass_the_bedrock_role_and_only_to_bedrock(synthesized: Synthesized) -> None:
@@ -191,16 +213,11 @@ def test_table_access_names_the_table_and_its_indexes(synthesized: Synthesized) 
     assert not any(t.endswith("*") for t in targets)
 
 
-def test_the_trainer_source_is_readable_only_by_start_training_as_one_object(
-    synthesized: Synthesized,
-) -> None:
+def test_no_function_reads_an_asset_bucket(synthesized: Synthesized) -> None:
+    # The trainer's source travels with the code; no function needs CDK's asset bucket.
     for s in FUNCTIONS:
         objects = [t for t in allowed(synthesized, s).get("s3:GetObject", []) if "cdk-" in t]
-        if s.module == "start_training":
-            assert len(objects) == 1
-            assert objects[0].endswith(".zip")
-        else:
-            assert objects == [], s.module
+        assert objects == [], s.module
 
 
 def test_asynchronous_functions_send_failures_to_a_queue(synthesized: Synthesized) -> None:
@@ -211,3 +228,121 @@ def test_asynchronous_functions_send_failures_to_a_queue(synthesized: Synthesize
     for config in configs.values():
         assert "OnFailure" in config["Properties"]["DestinationConfig"]
         assert config["Properties"]["MaximumRetryAttempts"] == 2
+
+
+# The records table, as `tunelab.repository` uses it (TransactWriteItems is authorized per item action).
+_TABLE = (
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:Query",
+)
+_UNDEPLOY_BEDROCK = ("bedrock:DeleteCustomModelDeployment", "bedrock:DeleteProvisionedModelThroughput")
+# `operations.undeploy_model`: the provider's deployment, the schedules, the bus, the creator's email.
+_UNDEPLOY = ("sts:AssumeRole", "scheduler:DeleteSchedule", "events:PutEvents", "ses:SendEmail")
+
+# What each function's code calls, as IAM actions: functions/<module>.py → the tunelab code it runs →
+# its boto3 calls (with the platform's credentials; SageMaker calls go through the assumed role).
+CALLS: dict[str, tuple[str, ...]] = {
+    "api": (
+        *_TABLE,
+        *_UNDEPLOY,  # POST .../undeploy
+        *_UNDEPLOY_BEDROCK,
+        "dynamodb:PutItem",  # Idempotency-Key records (idempotency table)
+        "s3:PutObject",  # a CSV body kept; presigned PUTs of uploads
+        "s3:DeleteObject",  # a deleted dataset's files, a deleted model's folders
+        "s3:ListBucket",  # a deleted model's folders
+        "states:StartExecution",  # create a model, deploy it
+        "bedrock:StopModelCustomizationJob",  # POST .../stop
+        "bedrock:GetModelCustomizationJob",  # a stop refused: has the job ended?
+        "bedrock:DeleteCustomModel",  # DELETE a model
+        "bedrock:InvokeModel",  # the sandbox (Converse)
+    ),
+    "prepare_data": (*_TABLE, "s3:GetObject", "s3:PutObject", "sts:AssumeRole"),
+    "start_training": (
+        *_TABLE,
+        "bedrock:CreateModelCustomizationJob",
+        "bedrock:GetModelCustomizationJob",  # a retried start finds its job
+        "bedrock:TagResource",
+        "iam:PassRole",
+        "bedrock:StopModelCustomizationJob",  # stopped while the job was created
+        "sts:AssumeRole",
+    ),
+    "finish_training": (
+        *_TABLE,
+        "bedrock:GetModelCustomizationJob",
+        "bedrock:StopModelCustomizationJob",  # the workflow timed out or failed: stop the job
+        "sts:AssumeRole",
+        "events:PutEvents",
+    ),
+    "notify": (*_TABLE, "ses:SendEmail"),
+    "start_deployment": (
+        *_TABLE,
+        "bedrock:CreateCustomModelDeployment",
+        "bedrock:CreateProvisionedModelThroughput",
+        "bedrock:TagResource",
+        "scheduler:CreateSchedule",
+        "scheduler:UpdateSchedule",  # a retried step makes its schedule say the same
+        "iam:PassRole",
+        "sts:AssumeRole",
+        # undeployed while the deployment was created: remove it and the schedules
+        *_UNDEPLOY_BEDROCK,
+        "scheduler:DeleteSchedule",
+    ),
+    "finish_deployment": (
+        *_TABLE,
+        "bedrock:GetCustomModelDeployment",
+        "bedrock:GetProvisionedModelThroughput",
+        *_UNDEPLOY_BEDROCK,
+        "scheduler:DeleteSchedule",
+        "events:PutEvents",
+        "sts:AssumeRole",
+    ),
+    "provider_events": (
+        *_TABLE,
+        "states:SendTaskSuccess",
+        "states:SendTaskHeartbeat",
+        *_UNDEPLOY,  # a deployed model whose endpoint failed or was deleted
+    ),
+    "dataset_uploaded": (*_TABLE, "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "events:PutEvents"),
+    "auto_undeploy": (*_TABLE, *_UNDEPLOY, *_UNDEPLOY_BEDROCK),
+    "reconciler": (
+        *_TABLE,
+        "bedrock:GetModelCustomizationJob",
+        "bedrock:StopModelCustomizationJob",  # a stop that was lost is issued again
+        "sts:AssumeRole",
+        "states:SendTaskSuccess",
+        "states:SendTaskHeartbeat",
+    ),
+}
+
+
+def test_every_function_is_listed_with_its_calls() -> None:
+    assert set(CALLS) == {s.module for s in FUNCTIONS}
+
+
+@pytest.mark.parametrize("spec", FUNCTIONS, ids=lambda s: s.module)
+def test_a_function_is_granted_every_call_its_code_makes(
+    synthesized: Synthesized, spec: FunctionSpec
+) -> None:
+    granted = allowed(synthesized, spec)
+    missing = sorted(action for action in set(CALLS[spec.module]) if not granted.get(action))
+    assert missing == [], f"{spec.module} calls {missing} without permission"
+
+
+def test_only_the_api_uses_the_idempotency_table_and_starts_executions(synthesized: Synthesized) -> None:
+    for s in FUNCTIONS:
+        granted = allowed(synthesized, s)
+        idempotency = any("IdempotencyTable" in t for ts in granted.values() for t in ts)
+        assert idempotency == (s.module == "api"), s.module
+        assert ("states:StartExecution" in granted) == (s.module == "api"), s.module
+        assert not any(a in granted for a in ("states:StopExecution", "states:DescribeExecution")), s.module
+
+
+def test_stopping_a_bedrock_job_does_not_allow_creating_one(synthesized: Synthesized) -> None:
+    for module in ("finish_training", "reconciler", "api"):
+        granted = allowed(synthesized, spec(module))
+        assert granted["bedrock:StopModelCustomizationJob"], module
+        assert "bedrock:CreateModelCustomizationJob" not in granted, module
+        assert "iam:PassRole" not in granted, module

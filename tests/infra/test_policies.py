@@ -34,12 +34,15 @@ RESOURCE_STAR_ACTIONS = {
     "logs:DescribeLogGroups",
     "ecr:GetAuthorizationToken",
     "cloudwatch:PutMetricData",  # limited by a cloudwatch:namespace condition
+    # No resource type in the Service Authorization Reference for Step Functions:
+    # https://docs.aws.amazon.com/service-authorization/latest/reference/list_awsstepfunctions.html
+    "states:SendTaskSuccess",
+    "states:SendTaskHeartbeat",
 }
 
 # Wildcards over names chosen at run time, as rendered by conftest.render.
 RUNTIME_NAMED = [
-    r"^\$\{[A-Za-z0-9]+\.Arn\}/([a-z]+/)?\*$",  # objects of one named bucket (under a prefix)
-    r":states:\$\{AWS::Region\}:\$\{AWS::AccountId\}:execution:Tunelab-[a-z-]+:\*$",
+    r"^\$\{[A-Za-z0-9]+\.Arn\}/([a-z-]+/)?\*$",  # objects of one named bucket (under a prefix)
     r":scheduler:\$\{AWS::Region\}:\$\{AWS::AccountId\}:schedule/Tunelab-auto-undeploy/\*$",
     r":bedrock:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
     r"(model-customization-job|custom-model|custom-model-deployment|provisioned-model)/\*$",

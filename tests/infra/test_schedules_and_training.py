@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from tests.infra.conftest import Synthesized, actions_on, only, render, resources, statements_of_role
-from tunelab.stack_definitions import SCHEDULES
+from tunelab.stack_definitions import (
+    BEDROCK_OUTPUT_PREFIX,
+    BEDROCK_TRAINING_DATA_PREFIX,
+    SCHEDULES,
+    TRAINER_BUNDLE_DIR,
+)
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -43,7 +48,7 @@ def test_the_reconciler_runs_on_its_schedule_with_retries_and_a_dlq(synthesized:
     assert [render(r) for r in granted["lambda:InvokeFunction"]] == [render(target["Arn"])]
 
 
-def test_bedrock_role_is_for_this_accounts_customization_jobs_reading_datasets_writing_artifacts(
+def test_bedrock_role_reads_the_training_data_and_writes_the_output_where_tunelab_puts_them(
     synthesized: Synthesized,
 ) -> None:
     template = synthesized.platform
@@ -53,16 +58,29 @@ def test_bedrock_role_is_for_this_accounts_customization_jobs_reading_datasets_w
     assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
     assert render(trust["Condition"]["ArnLike"]["aws:SourceArn"]).endswith(":model-customization-job/*")
     granted = {
-        a: [render(r) for r in rs] for a, rs in actions_on(statements_of_role(template, role_id)).items()
+        a: sorted(render(r) for r in rs)
+        for a, rs in actions_on(statements_of_role(template, role_id)).items()
     }
-    datasets, _ = only(template, "AWS::S3::Bucket", "DataDatasetsBucket")
     artifacts, _ = only(template, "AWS::S3::Bucket", "DataArtifactsBucket")
-    assert granted["s3:GetObject"] == [f"${{{datasets}.Arn}}/*"]
-    assert granted["s3:PutObject"] == [f"${{{artifacts}.Arn}}/*"]
+    # PrepareData writes Bedrock's training files under training-data/ in the artifacts bucket, and
+    # jobs write their output under bedrock-output/ (workflows.tasks, BedrockConfig.output_prefix)
+    assert granted == {
+        "s3:GetObject": [
+            f"${{{artifacts}.Arn}}/{BEDROCK_OUTPUT_PREFIX}*",
+            f"${{{artifacts}.Arn}}/{BEDROCK_TRAINING_DATA_PREFIX}*",
+        ],
+        "s3:PutObject": [f"${{{artifacts}.Arn}}/{BEDROCK_OUTPUT_PREFIX}*"],
+        "s3:ListBucket": [f"${{{artifacts}.Arn}}"],
+    }
+    # S3-managed keys: no KMS permission to grant
+    (bucket,) = [b for k, b in resources(template, "AWS::S3::Bucket").items() if k == artifacts]
+    (rule,) = bucket["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
 
 
-def test_the_trainer_source_is_an_asset(synthesized: Synthesized) -> None:
-    assets = (synthesized.outdir / "Tunelab.assets.json").read_text()
-    assert '"packaging": "zip"' in assets
-    staged = [p for p in synthesized.outdir.glob("asset.*") if (p / "train.py").exists()]
-    assert staged, "trainer/ is not staged as an asset"
+def test_the_trainer_travels_in_the_lambda_code_and_is_no_asset_of_its_own(synthesized: Synthesized) -> None:
+    staged = [p for p in synthesized.outdir.glob("asset.*") if p.is_dir()]
+    assert not [p for p in staged if (p / "train.py").exists()], "trainer/ is still an asset of its own"
+    (code,) = [p for p in staged if (p / "functions").is_dir()]
+    assert (code / TRAINER_BUNDLE_DIR / "train.py").is_file()
+    assert (code / TRAINER_BUNDLE_DIR / "requirements.txt").is_file()

@@ -78,3 +78,26 @@ def test_the_repositorys_table_is_the_one_used() -> None:
     assert {i.name for i in definition.global_indexes} == {
         i["IndexName"] for i in repository.TABLE_DEFINITION["GlobalSecondaryIndexes"]
     }
+
+
+def test_the_bedrock_prefixes_are_where_the_code_puts_the_files() -> None:
+    from types import SimpleNamespace  # noqa: PLC0415
+    from typing import Any, cast  # noqa: PLC0415
+
+    from tunelab.providers.base import BedrockConfig  # noqa: PLC0415
+    from tunelab.workflows.tasks import data_store  # noqa: PLC0415  # boto3-heavy
+
+    # Bedrock's service role is scoped to these folders: the code must write exactly there
+    assert f"{BedrockConfig.model_fields['output_prefix'].default.strip('/')}/" == sd.BEDROCK_OUTPUT_PREFIX
+    services = SimpleNamespace(s3=None, settings=SimpleNamespace(artifacts_bucket="artifacts"))
+    record = SimpleNamespace(provider="bedrock", workspace_id="ws", name="m", uid="u1")
+    store = data_store(cast(Any, services), cast(Any, record))
+    assert store.bucket == "artifacts"
+    assert store.uri("train.jsonl").startswith(f"s3://artifacts/{sd.BEDROCK_TRAINING_DATA_PREFIX}")
+
+
+def test_the_bundled_trainer_is_where_wiring_looks_next_to_the_package() -> None:
+    from tunelab import wiring  # noqa: PLC0415
+
+    # In a bundle the package sits at the task root: <root>/tunelab next to <root>/trainer
+    assert wiring._PACKAGE_DIR.parent / sd.TRAINER_BUNDLE_DIR in wiring._TRAINER_CANDIDATES
