@@ -214,6 +214,11 @@ def test_a_job_trains_to_completed_uploads_its_model_and_reports_like_sagemaker(
     hyperparameters = json.loads((folder / "input" / "config" / "hyperparameters.json").read_text())
     assert hyperparameters["epochs"] == "8"
     assert hyperparameters["base_model"] == str(env.data_dir / "models" / "tiny-llama")
+    assert (folder / "model" / "model.safetensors").is_file()
+    assert (folder / "trainer.log").read_text().count("train_loss=") == 200 // 20
+    # What a finished job no longer needs is not kept: the uploaded archive, the checkpoints.
+    assert not (folder / "output" / "model.tar.gz").exists()
+    assert list((folder / "checkpoints").glob("checkpoint-*")) == []
 
     # Events: tunelab's own source, parsed by the same function the provider-events handler uses.
     bodies = [b for b in env.drain() if b["detail"]["TrainingJobName"] == ref.job_name]

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
@@ -43,6 +44,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
+from tunelab.catalog import BaseModelSpec
 from tunelab.errors import InvalidState, NotFound, ProviderError, TunelabError, ValidationFailed
 from tunelab.local import models
 from tunelab.providers._aws import aws_call, is_not_found
@@ -567,6 +569,7 @@ class LocalJobs:
         uri = f"{job.record.output_uri}{job.record.name}/output/model.tar.gz"
         bucket, key = s3_split(uri)
         self.s3.upload_file(str(archive), bucket, key, ExtraArgs={"ContentType": "application/gzip"})
+        archive.unlink()  # the bucket has it; the folder keeps model/ itself
         return uri
 
     def _finish_completed(self, job: _Job) -> None:
@@ -575,6 +578,9 @@ class LocalJobs:
         except (ClientError, BotoCoreError, OSError) as error:
             self._finish(job, "Failed", "Failed", reason=f"Uploading the model failed: {error}")
             return
+        # A finished job is never resumed: its checkpoints (weights and optimizer state) only take space.
+        for checkpoint in (job.folder / "checkpoints").glob("checkpoint-*"):
+            shutil.rmtree(checkpoint, ignore_errors=True)
         self._finish(job, "Completed", "Completed", artifacts_uri=uri)
 
     def _finish_stopped(self, job: _Job) -> None:
@@ -1044,9 +1050,17 @@ def install(context: LocalContext, **options: Any) -> Callable[[], None]:
         return training.provider()
 
     wiring.register_provider_factory("local", factory)
+    # The operator's model folders in the API's catalog, where wiring offers the hook for it.
+    extend: Callable[[], list[BaseModelSpec]] = partial(models.registered_models, config.data_dir)
+    register_extension = getattr(wiring, "register_catalog_extension", None)
+    if register_extension is not None:
+        register_extension(extend)
 
     def shutdown() -> None:
         wiring.unregister_provider_factory("local")
+        unregister_extension = getattr(wiring, "unregister_catalog_extension", None)
+        if unregister_extension is not None:
+            unregister_extension(extend)
         training.shutdown()
         with _TRAININGS_LOCK:
             if _TRAININGS.get(key) is training:
