@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.client import (
+    API_URL_VARIABLE,
     DEFAULT_LOCAL_EMAIL,
     DEFAULT_LOCAL_WORKSPACE,
     ApiError,
@@ -502,7 +503,9 @@ def run_demo(args: argparse.Namespace) -> int:
             why=f"{plan.why} (epochs: {args.epochs}, as asked)",
         )
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else None
-    return Demo(plan, keep=args.keep, api_url=args.api_url, data_dir=data_dir).run()
+    # A URL given (--api-url or TUNELAB_API_URL) is the API to use: the demo starts no runtime for it.
+    api_url = args.api_url or os.environ.get(API_URL_VARIABLE) or None
+    return Demo(plan, keep=args.keep, api_url=api_url, data_dir=data_dir).run()
 
 
 def add_demo_command(commands: Any) -> None:
