@@ -325,7 +325,7 @@ class Functions(Construct):
                 role, ["states:StartExecution"], [state_machine_arn(stack, n) for n in state_machines]
             )
         elif permission is Permission.SEND_TASK_RESULT:
-            # No resource-level permissions (SEND_TASK_RESULT_DOC): "*" is the only resource that works.
+            # No resource type in SEND_TASK_RESULT_DOC: "*" is the resource the reference documents.
             self._allow(role, list(SEND_TASK_RESULT_ACTIONS), ["*"])
         elif permission is Permission.ASSUME_CONNECTOR_ROLE:
             pattern = f"arn:{Aws.PARTITION}:iam::*:role/{CONNECTOR_ROLE_PREFIX}*"
