@@ -135,3 +135,23 @@ def test_exit_codes_for_not_found_bad_request_and_no_api(local: LocalApi) -> Non
     assert unreachable.returncode == cli.EXIT_UNAVAILABLE
     assert f"Cannot reach the tunelab API at {closed}" in unreachable.stderr
     assert "Traceback" not in unreachable.stderr
+
+
+def test_a_csv_over_5_mib_goes_through_a_presigned_upload_and_is_validated(
+    local: LocalApi, tmp_path: Path
+) -> None:
+    rows = sample_rows("support-triage.csv")
+    big = tmp_path / "big.csv"
+    # Distinct rows (a number in each prompt) past the 5 MiB limit of a body.
+    big.write_bytes(
+        csv_of([(f"{prompt} #{i}", completion) for i in range(150) for prompt, completion in rows])
+    )
+    assert big.stat().st_size > 5 * 1024 * 1024
+
+    dataset = as_json(
+        tunelab(local, "datasets", "upload", str(big), "--name", unique("big"), "--wait", "--json")
+    )
+
+    assert dataset["status"] == "ready", dataset
+    assert dataset["rows"] == 150 * len(rows)
+    assert dataset["size_bytes"] == big.stat().st_size
