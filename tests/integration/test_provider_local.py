@@ -321,6 +321,50 @@ def test_a_stopped_job_ends_stopped_with_a_model_that_loads(env: Env):
     assert statuses[-1] == "stopped"
 
 
+def test_a_job_stopped_as_soon_as_it_started_ends_stopped(env: Env):
+    provider = env.training.provider()
+    ref = provider.start_training(
+        _request(env, "stopped-early", {"epochs": 50}, _jsonl(_pairs("support-triage.csv")))
+    )
+
+    provider.stop_training(ref)
+    assert env.training.jobs.wait(ref.job_name, timeout=180)
+    provider.stop_training(ref)  # an ended job is left as it is
+
+    assert provider.describe_training(ref).status == "stopped"
+    statuses = [s.status for s in env.states(ref.job_name)]
+    assert statuses[0] == "in_progress"
+    assert statuses[-1] == "stopped"
+
+
+def test_a_job_the_runtime_left_running_is_reported_failed(env: Env):
+    folder = env.data_dir / "jobs" / "left-behind-0123456789"
+    folder.mkdir(parents=True)
+    (folder / "job.json").write_text(
+        json.dumps(
+            {
+                "name": folder.name,
+                "arn": f"arn:tunelab:local:{REGION}:000000000000:training-job/{folder.name}",
+                "workspace_id": "ws-local",
+                "model_name": "left-behind",
+                "base_model_id": TINY_LLAMA_ID,
+                "status": "InProgress",
+                "secondary": "Training",
+                "output_uri": f"s3://{BUCKET}/local-jobs/ws-local/left-behind/output/",
+                "created_at": "2026-11-28T12:00:00Z",
+                "pid": 999999,
+            }
+        )
+    )
+    ref = TrainingJobRef(provider="local", job_id=folder.name, job_name=folder.name)
+
+    state = env.training.provider().describe_training(ref)
+
+    assert state.status == "failed"
+    assert state.failure_reason == "The local runtime stopped while the job ran; start a new job."
+    assert json.loads((folder / "job.json").read_text())["status"] == "Failed"
+
+
 def test_a_deployed_model_answers_with_what_it_learned_and_goes_away_when_undeployed(env: Env, completed):
     ref, _ = completed
     provider = env.training.provider()
