@@ -36,7 +36,7 @@ from tunelab.hyperparameters import (
 from tunelab.identity import Plan
 from tunelab.naming import ModelName
 from tunelab.resources import ResourceEstimate, ResourceEstimateRequest
-from tunelab.status import ModelStatus
+from tunelab.status import DatasetStatus, ModelEventType, ModelStatus
 
 # --- reusable types --------------------------------------------------------------------------
 
@@ -91,11 +91,12 @@ ProviderName = Provider
 class _In(BaseModel):
     """A request body: unknown fields are refused, so typos are reported instead of ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Validators are built on first use, not at import: a cold start builds only what it touches.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class _Out(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -335,8 +336,6 @@ def model_availability(spec: BaseModelSpec, *, runtime: str, region: str) -> tup
 
 
 # --- datasets ---------------------------------------------------------------------------------
-
-DatasetStatus = Literal["uploading", "validating", "ready", "invalid"]
 
 
 class CreatorOut(_Out):
@@ -606,7 +605,7 @@ class FineTunedModelOut(_Out):
     deployment: DeploymentOut | None = None
 
 
-EventType = Literal["status_changed", "metrics", "message"]
+EventType = ModelEventType
 
 
 class ModelEventOut(_Out):

@@ -155,7 +155,7 @@ def gpu_peak(instance: InstanceType) -> GpuPeak:
 
 
 class _Out(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)  # built on first use
 
 
 class TrainingCost(_Out):

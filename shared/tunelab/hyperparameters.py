@@ -98,7 +98,7 @@ def _unknown_keys_error(data: Any, accepted: Iterable[str], what: str) -> None:
 class EarlyStoppingIn(BaseModel):
     """Early stopping as requested; an omitted value takes the model's default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     patience: _Int | None = Field(None, description="Evaluations without improvement before training stops.")
     threshold: _Float | None = Field(
@@ -115,7 +115,7 @@ class EarlyStoppingIn(BaseModel):
 class HyperparametersIn(BaseModel):
     """The request's hyperparameters; every omitted value takes the base model's default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     epochs: _Int | None = Field(None, description="Passes over the training data (fundamental).")
     learning_rate: _Float | None = Field(None, description="Optimizer step size (fundamental).")
@@ -148,7 +148,7 @@ OptionalHyperparametersIn = Annotated[
 
 
 class _Resolved(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class ResolvedEarlyStopping(_Resolved):

@@ -13,37 +13,30 @@ from __future__ import annotations
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from tunelab.catalog import Hosting, Provider
-from tunelab.contracts import (
-    ArtifactsOut,
-    BaseModelRefOut,
-    CostEstimateOut,
-    CreatorOut,
-    DatasetOut,
-    DatasetRefOut,
-    DatasetRowErrorOut,
-    DatasetStatsOut,
-    DatasetStatus,
-    DatasetWarningOut,
-    DeploymentOut,
-    EventType,
-    FineTunedModelOut,
-    MetricsOut,
-    ModelCostOut,
-    ModelEventOut,
-    ProviderOut,
-    ResourcesOut,
-    TrainingOut,
-    ValidationOut,
-    WorkspaceOut,
-)
+from tunelab.costs import CostEstimate
 from tunelab.hyperparameters import ResolvedHyperparameters, ResolvedOptionalHyperparameters
 from tunelab.identity import Plan, byok_allowed
-from tunelab.status import ModelStatus
+from tunelab.status import DatasetStatus, ModelEventType, ModelStatus
+
+if TYPE_CHECKING:
+    # The API's models are imported where a record is turned into one (`to_out`), not here:
+    # functions that never answer HTTP do not load them at their cold start.
+    from tunelab.contracts import (
+        CreatorOut,
+        DatasetOut,
+        DatasetRefOut,
+        FineTunedModelOut,
+        MetricsOut,
+        ModelEventOut,
+        ProviderOut,
+        ValidationOut,
+        WorkspaceOut,
+    )
 
 
 def utcnow() -> datetime:
@@ -72,7 +65,8 @@ def new_uid() -> str:
 
 class _Record(BaseModel):
     # Unknown attributes are ignored so an older function reads items a newer one wrote.
-    model_config = ConfigDict(extra="ignore", validate_assignment=True)
+    # Validators are built on first use, not at import: a cold start builds only what it touches.
+    model_config = ConfigDict(extra="ignore", validate_assignment=True, defer_build=True)
 
 
 class Creator(_Record):
@@ -80,6 +74,8 @@ class Creator(_Record):
     sub: str | None = None
 
     def to_out(self) -> CreatorOut:
+        from tunelab.contracts import CreatorOut  # noqa: PLC0415  # see TYPE_CHECKING
+
         return CreatorOut(email=self.email, sub=self.sub)
 
 
@@ -94,6 +90,8 @@ class WorkspaceRecord(_Record):
     version: int = 0
 
     def to_out(self) -> WorkspaceOut:
+        from tunelab.contracts import WorkspaceOut  # noqa: PLC0415  # see TYPE_CHECKING
+
         return WorkspaceOut(id=self.workspace_id, plan=self.plan, byok_allowed=byok_allowed(self.plan))
 
 
@@ -118,6 +116,8 @@ class ProviderConnectionRecord(_Record):
     version: int = 0
 
     def to_out(self) -> ProviderOut:
+        from tunelab.contracts import ProviderOut  # noqa: PLC0415  # see TYPE_CHECKING
+
         return ProviderOut(
             provider=self.provider,
             status=self.status,
@@ -174,6 +174,14 @@ class DatasetRecord(_Record):
     version: int = 0
 
     def to_out(self) -> DatasetOut:
+        from tunelab.contracts import (  # noqa: PLC0415  # see TYPE_CHECKING
+            CreatorOut,
+            DatasetOut,
+            DatasetRowErrorOut,
+            DatasetStatsOut,
+            DatasetWarningOut,
+        )
+
         return DatasetOut(
             id=self.dataset_id,
             name=self.name,
@@ -200,6 +208,8 @@ class DatasetRef(_Record):
     rows: int | None = None
 
     def to_out(self) -> DatasetRefOut:
+        from tunelab.contracts import DatasetRefOut  # noqa: PLC0415  # see TYPE_CHECKING
+
         return DatasetRefOut(id=self.id, name=self.name, rows=self.rows)
 
 
@@ -209,6 +219,8 @@ class ValidationChoice(_Record):
     dataset: DatasetRef | None = None
 
     def to_out(self) -> ValidationOut:
+        from tunelab.contracts import ValidationOut  # noqa: PLC0415  # see TYPE_CHECKING
+
         return ValidationOut(
             mode=self.mode, percent=self.percent, dataset=self.dataset.to_out() if self.dataset else None
         )
@@ -227,6 +239,8 @@ class Metrics(_Record):
     epoch: float | None = None
 
     def to_out(self) -> MetricsOut:
+        from tunelab.contracts import MetricsOut  # noqa: PLC0415  # see TYPE_CHECKING
+
         return MetricsOut(**self.model_dump())
 
 
@@ -279,7 +293,7 @@ class ModelRecord(_Record):
     resources: Resources | None = None
     hyperparameters: ResolvedHyperparameters
     optional_hyperparameters: ResolvedOptionalHyperparameters | None = None
-    predicted_cost: CostEstimateOut | None = None
+    predicted_cost: CostEstimate | None = None
     storage_per_month_usd: float = 0.0
     created_by: Creator
     created_at: AwareDatetime
@@ -295,6 +309,16 @@ class ModelRecord(_Record):
     version: int = 0
 
     def to_out(self) -> FineTunedModelOut:
+        from tunelab.contracts import (  # noqa: PLC0415  # see TYPE_CHECKING
+            ArtifactsOut,
+            BaseModelRefOut,
+            DeploymentOut,
+            FineTunedModelOut,
+            ModelCostOut,
+            ResourcesOut,
+            TrainingOut,
+        )
+
         training = self.training
         return FineTunedModelOut(
             name=self.name,
@@ -343,12 +367,14 @@ class ModelEventRecord(_Record):
     """One entry of a model's history: a status change, the latest metrics, or a message."""
 
     at: AwareDatetime
-    type: EventType
+    type: ModelEventType
     status: ModelStatus | None = None
     message: str | None = None
     metrics: Metrics | None = None
 
     def to_out(self) -> ModelEventOut:
+        from tunelab.contracts import ModelEventOut  # noqa: PLC0415  # see TYPE_CHECKING
+
         return ModelEventOut(
             at=self.at,
             type=self.type,

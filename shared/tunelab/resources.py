@@ -80,7 +80,7 @@ MAX_INSTANCE_COUNT = 8
 class ResourceEstimateRequest(BaseModel):
     """Body of `POST /v1/resource-estimates`: a catalog model or a bare parameter count."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     base_model_id: str | None = Field(default=None, min_length=1, max_length=200)
     parameter_count: float | None = Field(default=None, gt=0, le=1e13)
@@ -112,7 +112,7 @@ class ResourceEstimateRequest(BaseModel):
 
 
 class VramGb(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
     weights: float
     gradients: float
     optimizer: float
@@ -122,7 +122,7 @@ class VramGb(BaseModel):
 
 
 class StorageGb(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
     base_model: float
     checkpoints: float
     dataset: float
@@ -131,7 +131,7 @@ class StorageGb(BaseModel):
 
 
 class InstanceAdvice(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
     instance_type: str
     gpus: int
     vram_gb: float
@@ -140,7 +140,7 @@ class InstanceAdvice(BaseModel):
 
 
 class ResourceEstimate(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
     vram_gb: VramGb
     storage_gb: StorageGb
     instances: list[InstanceAdvice]

@@ -27,8 +27,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Literal
 
 from tunelab.errors import InvalidState, ValidationFailed
+
+# A dataset's status (the record's and the API's): uploaded, then validated into ready or invalid.
+DatasetStatus = Literal["uploading", "validating", "ready", "invalid"]
+# The kind of an entry in a model's history (the record's and the API's).
+ModelEventType = Literal["status_changed", "metrics", "message"]
 
 
 class ModelStatus(StrEnum):

@@ -120,6 +120,8 @@ def _cold_start_environment() -> dict[str, str]:
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "HF_HUB_OFFLINE": "1",
+            # This checkout's code, as the bundle holds it (whatever the virtualenv's install points at).
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "shared")]),
         }
     )
     return env
@@ -151,6 +153,28 @@ def test_every_function_of_the_stack_has_an_importable_handler(imported: dict[st
 def test_no_function_imports_heavy_or_test_packages(imported: dict[str, Any], package: str) -> None:
     loaded = [name for name in imported["modules"] if name == package or name.startswith(package + ".")]
     assert loaded == [], f"a Lambda entry module imports {package}: {loaded[:5]}"
+
+
+def test_functions_that_answer_no_http_leave_the_api_models_out() -> None:
+    """Only the API function loads the API's request/response models: the others start without them."""
+    modules = [f"functions.{spec.module}" for spec in FUNCTIONS if spec.trigger != "api"]
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "api = ('tunelab.api', 'tunelab.contracts')\n"
+        "print(json.dumps(sorted(name for name in sys.modules if name.startswith(api))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=_cold_start_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
 
 def test_importing_needs_no_credentials_no_client_and_no_network(imported: dict[str, Any]) -> None:

@@ -51,7 +51,8 @@ class UnhandledEventError(ValueError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Validators are built on first use, not at import: a cold start builds only what it touches.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class ModelIdentity(_Model):

@@ -20,7 +20,7 @@ ImageScope = Literal["training", "inference", "llm_inference"]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)  # built on first load
 
 
 class ImageSource(_Frozen):
