@@ -38,12 +38,20 @@ from __future__ import annotations
 
 import math
 import re
+from functools import cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Characters of three UTF-8 bytes (U+0800–U+FFFF) and of four (astral planes).
-_WIDE = re.compile("[\u0800-\uffff]")
-_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+@cache
+def _wide_and_astral() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """Characters of three UTF-8 bytes (U+0800–U+FFFF) and of four (astral planes).
+
+    Compiled on the first non-ASCII text, not at import: classes this wide take milliseconds to
+    compile, which every cold start would pay.
+    """
+    return re.compile("[\u0800-\uffff]"), re.compile("[\U00010000-\U0010ffff]")
+
 
 _ASCII_CHARS_PER_TOKEN = 4.0
 _TWO_BYTE_TOKENS = 0.35
@@ -75,7 +83,7 @@ TOKEN_BOUNDS = TokenBounds(
 class TokenEstimate(BaseModel):
     """An estimated token count with its range (`low` ≤ true count ≤ `high` within the bound)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)  # built on first use, not at import
 
     tokens: int = Field(ge=0)
     low: int = Field(ge=0)
@@ -96,8 +104,9 @@ def estimate_tokens(text: str) -> int:
     n = len(text)
     if text.isascii():  # O(1) in CPython: the flag is stored on the string
         return (n + 3) // 4
-    wide = len(_WIDE.findall(text))
-    astral = len(_ASTRAL.findall(text))
+    wide_chars, astral_chars = _wide_and_astral()
+    wide = len(wide_chars.findall(text))
+    astral = len(astral_chars.findall(text))
     # Characters below U+0800 are one or two UTF-8 bytes; the UTF-8 length tells how many are two.
     extra_bytes = len(text.encode("utf-8", "surrogatepass")) - n
     two_byte = extra_bytes - 2 * wide - 3 * astral

@@ -14,10 +14,12 @@ from tunelab.errors import ErrorDetail, ValidationFailed
 from tunelab.tokens import TOKEN_BOUNDS, estimate_tokens
 
 
+# Every model here is built on first use, not at import (`defer_build`): a cold start of a function
+# that never validates a dataset does not pay for them.
 class DatasetLimits(BaseModel):
     """Knobs of validation; the defaults suit every base model in the catalog."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     max_field_bytes: int = Field(default=DEFAULT_MAX_FIELD_BYTES, ge=1)
     max_listed: int = Field(default=100, ge=0, description="Errors (and warnings) listed; all are counted.")
@@ -27,6 +29,8 @@ class DatasetLimits(BaseModel):
 
 
 class DatasetStats(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     max_row_tokens: int = 0
@@ -37,7 +41,7 @@ class DatasetStats(BaseModel):
 class RowTokens(BaseModel):
     """A row's estimated length, kept for the longest rows so model limits can name them."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     row: int
     tokens: int
@@ -45,6 +49,8 @@ class RowTokens(BaseModel):
 
 class DatasetReport(BaseModel):
     """What validation found; `ready` when there is no error. Matches the API's Dataset fields."""
+
+    model_config = ConfigDict(defer_build=True)
 
     rows: int = 0
     size_bytes: int = 0

@@ -69,12 +69,15 @@ def parse_upload_key(key: str) -> tuple[str, str] | None:
     return (match["workspace"], match["dataset_id"]) if match else None
 
 
+# Built on first use (`defer_build`): the API imports this module for its key layout only.
 class _Bucket(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     name: str
 
 
 class _Object(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True, defer_build=True)
 
     key: str
     size: int | None = None
@@ -85,7 +88,7 @@ class _Object(BaseModel):
 class ObjectCreated(BaseModel):
     """The `detail` of S3's EventBridge "Object Created" event (the fields tunelab reads)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     bucket: _Bucket
     object: _Object
