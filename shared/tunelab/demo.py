@@ -457,6 +457,11 @@ class Demo:
         with self.stage("delete") as outcome:
             if self.keep:
                 self.say(f"Kept (--keep): {self.name} and datasets {', '.join(self.dataset_ids)}.")
+                if self.runtime is not None:
+                    self.say(
+                        "The runtime this demo started stops next, and its records go with it (the files "
+                        "in its data dir stay); start `tunelab local up` before the demo to keep them."
+                    )
                 outcome.append("kept")
                 return
             self.api.delete_model(self.name)
