@@ -18,7 +18,10 @@ is given (`dead_letter_arn`, settings `SCHEDULES_DLQ_ARN`; the scheduler's role 
 where an alarm shows it: an undeploy that did not happen costs money until someone acts.
 
 Expression format `at(yyyy-mm-ddThh:mm:ss)` in UTC (`ScheduleExpressionTimezone: "UTC"`), per the
-EventBridge Scheduler user guide, "Schedule types" (one-time schedules).
+EventBridge Scheduler user guide, "Schedule types" (one-time schedules). Scheduler invokes with
+60-second precision (a schedule set for 1:00 runs between 1:00:00 and 1:00:59), so every time is
+rounded UP to a whole minute (`fire_time`): the undeploy never runs before the time tunelab stores
+and shows as `auto_undeploy_at`, and at most a minute after it.
 """
 
 from __future__ import annotations
@@ -85,9 +88,20 @@ def schedule_names(identity: ModelIdentity, requested_at: datetime) -> tuple[str
     return f"{base}-undeploy", f"{base}-remind"
 
 
+def fire_time(moment: datetime) -> datetime:
+    """`moment` rounded up to the next whole minute in UTC (unchanged if already whole).
+
+    Scheduler fires anywhere within the expression's minute, so a time with seconds is moved to
+    the following minute rather than truncated, which could fire up to 59 s early.
+    """
+    utc = moment.astimezone(UTC)
+    whole = utc.replace(second=0, microsecond=0)
+    return whole if whole == utc else whole + timedelta(minutes=1)
+
+
 def at_expression(moment: datetime) -> str:
-    """`at(yyyy-mm-ddThh:mm:ss)` in UTC (seconds dropped: Scheduler fires within the minute)."""
-    return f"at({moment.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:00')})"
+    """`at(yyyy-mm-ddThh:mm:ss)` in UTC for `fire_time(moment)` (never earlier than `moment`)."""
+    return f"at({fire_time(moment).strftime('%Y-%m-%dT%H:%M:%S')})"
 
 
 def reminder_time(deployed_at: datetime, undeploy_at: datetime) -> datetime | None:
@@ -130,11 +144,14 @@ class Scheduler:
     ) -> AutoUndeploy:
         """Create (or find) the undeploy schedule and its reminder; returns their names and times."""
         now = self._clock()
-        undeploy_at = max(undeploy_at, now + MIN_DELAY)
+        # The stored and announced time is the one the schedule fires at (whole minutes).
+        undeploy_at = fire_time(max(undeploy_at, now + MIN_DELAY))
         undeploy_name, reminder_name = schedule_names(identity, requested_at)
         remind_at = reminder_time(deployed_at or now, undeploy_at)
-        if remind_at is not None and remind_at < now + MIN_DELAY:
-            remind_at = None
+        if remind_at is not None:
+            remind_at = fire_time(remind_at)
+            if remind_at < now + MIN_DELAY or remind_at >= undeploy_at:
+                remind_at = None
 
         def body(action: ScheduleAction) -> str:
             return ScheduleInput(

@@ -107,6 +107,7 @@ from tunelab.records import (
 )
 from tunelab.records import DatasetStats as DatasetStatsRecord
 from tunelab.resources import Precision, check_resources
+from tunelab.schedules import fire_time
 from tunelab.status import Action, ModelStatus, check_action
 from tunelab.tokens import TOKEN_BOUNDS
 from tunelab.workflows import (
@@ -597,7 +598,8 @@ def auto_undeploy_at(choice: AfterHoursIn | AtIn | None, now: datetime) -> datet
         )
     if at > now + AUTO_UNDEPLOY_MAX:
         raise ValidationFailed.of(field, "The automatic undeploy must be at most 30 days ahead.")
-    return at
+    # Stored and shown as the whole minute the schedule fires at, never before the time asked for.
+    return fire_time(at)
 
 
 def deploy_model(

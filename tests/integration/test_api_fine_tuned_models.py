@@ -603,7 +603,9 @@ def test_deploy_starts_the_deployment_with_its_auto_undeploy(doubles: tuple[Api,
     assert answer.status == 202, answer.body
     assert answer.body["status"] == "deploying"
     auto = datetime.fromisoformat(answer.body["deployment"]["auto_undeploy_at"].replace("Z", "+00:00"))
-    assert before + timedelta(hours=4) <= auto <= datetime.now(UTC) + timedelta(hours=4)
+    # the whole minute the schedule fires at: never before the 4 hours, at most a minute after
+    assert before + timedelta(hours=4) <= auto <= datetime.now(UTC) + timedelta(hours=4, minutes=1)
+    assert auto.second == 0
     [execution] = _executions("deployment")
     started = _execution_input(execution["executionArn"])
     assert started["model_name"] == "support-bot-v1"

@@ -24,7 +24,7 @@ from tunelab.providers.base import (
     TrainingProvider,
 )
 from tunelab.records import Artifacts, ModelRecord
-from tunelab.schedules import schedule_names
+from tunelab.schedules import fire_time, schedule_names
 from tunelab.status import ModelStatus
 from tunelab.wiring import model_identity
 from tunelab.workflows import start_deployment
@@ -109,7 +109,7 @@ def test_in_service_is_deployed_with_an_auto_undeploy_schedule_and_a_reminder(st
     assert model.deployment is not None
     assert model.deployment.endpoint in provider.live
     assert model.deployment.deployed_at is not None
-    assert model.deployment.auto_undeploy_at == undeploy_at
+    assert model.deployment.auto_undeploy_at == fire_time(undeploy_at)  # the whole minute it fires at
     # the deploy used the custom model and the request time
     assert provider.deployed[0].model_ref == "arn:aws:bedrock:us-east-1:123456789012:custom-model/x"
     assert provider.deployed[0].requested_at == requested
@@ -119,14 +119,15 @@ def test_in_service_is_deployed_with_an_auto_undeploy_schedule_and_a_reminder(st
     undeploy_name, reminder_name = schedule_names(model_identity(model), requested)
     assert model.deployment.schedule_name == undeploy_name
     undeploy = scheduler.get_schedule(Name=undeploy_name, GroupName=settings.schedule_group)
-    assert undeploy["ScheduleExpression"] == f"at({undeploy_at.strftime('%Y-%m-%dT%H:%M:00')})"
+    assert undeploy["ScheduleExpression"] == f"at({fire_time(undeploy_at).strftime('%Y-%m-%dT%H:%M:00')})"
     assert undeploy["ScheduleExpressionTimezone"] == "UTC"
     assert undeploy["Target"]["Arn"] == settings.auto_undeploy_target_arn
     assert undeploy["Target"]["RoleArn"] == settings.scheduler_role_arn
     assert json.loads(undeploy["Target"]["Input"])["action"] == "undeploy"
     reminder = scheduler.get_schedule(Name=reminder_name, GroupName=settings.schedule_group)
-    remind_at = undeploy_at - timedelta(minutes=24)  # 10% of a 4-hour window
-    assert reminder["ScheduleExpression"] == f"at({remind_at.strftime('%Y-%m-%dT%H:%M:00')})"
+    # 10% of a 4-hour window before, on a whole minute
+    remind_at = datetime.fromisoformat(reminder["ScheduleExpression"][3:-1]).replace(tzinfo=UTC)
+    assert abs(remind_at - (undeploy_at - timedelta(minutes=24))) <= timedelta(minutes=1)
     assert json.loads(reminder["Target"]["Input"])["action"] == "remind"
     # the creator is told, and the bus carries the change
     [email] = stack.emails()

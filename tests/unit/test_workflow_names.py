@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
 from tunelab.providers.base import ModelIdentity
-from tunelab.schedules import at_expression, reminder_time, schedule_names
+from tunelab.schedules import Scheduler, at_expression, reminder_time, schedule_names
 from tunelab.stack_definitions import STATE_MACHINES, placeholders, state_machine_variables
 from tunelab.workflows import (
     TaskError,
@@ -20,6 +21,9 @@ from tunelab.workflows import (
     execution_name,
     table_key,
 )
+
+if TYPE_CHECKING:
+    from mypy_boto3_scheduler import EventBridgeSchedulerClient
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 # Step Functions execution names: 1-80 characters, none of whitespace, brackets, wildcards and
@@ -67,10 +71,48 @@ def test_schedule_names_are_valid_and_differ_per_deploy_request() -> None:
     assert schedule_names(identity, T0 + timedelta(hours=1))[0] != undeploy
 
 
-def test_at_expression_is_utc_without_seconds() -> None:
+def test_at_expression_is_utc_rounded_up_to_the_minute() -> None:
+    # Scheduler fires anywhere in the expression's minute: 18:30 could run at 18:30:00, before 18:30:45.
     moment = datetime(2026, 11, 28, 18, 30, 45, tzinfo=UTC)
-    assert at_expression(moment) == "at(2026-11-28T18:30:00)"
-    assert at_expression(moment.astimezone(datetime.now().astimezone().tzinfo)) == "at(2026-11-28T18:30:00)"
+    assert at_expression(moment) == "at(2026-11-28T18:31:00)"
+    assert at_expression(moment.astimezone(datetime.now().astimezone().tzinfo)) == "at(2026-11-28T18:31:00)"
+    assert at_expression(datetime(2026, 11, 28, 23, 59, 0, 1, tzinfo=UTC)) == "at(2026-11-29T00:00:00)"
+    assert at_expression(datetime(2026, 11, 28, 18, 30, tzinfo=UTC)) == "at(2026-11-28T18:30:00)"
+
+
+class _RecordingSchedulerClient:
+    def __init__(self) -> None:
+        self.created: dict[str, dict[str, Any]] = {}
+
+    def create_schedule(self, **request: Any) -> dict[str, str]:
+        self.created[request["Name"]] = request
+        return {"ScheduleArn": f"arn:aws:scheduler:::schedule/{request['Name']}"}
+
+
+def test_the_stored_undeploy_time_is_when_the_schedule_fires_never_earlier() -> None:
+    # Given a deploy request asking for an undeploy at 20:30:45
+    client = _RecordingSchedulerClient()
+    scheduler = Scheduler(
+        cast("EventBridgeSchedulerClient", client),
+        group="tunelab",
+        role_arn="arn:aws:iam::123456789012:role/scheduler",
+        target_arn="arn:aws:lambda:us-east-1:123456789012:function:auto-undeploy",
+        clock=lambda: T0,
+    )
+    identity = ModelIdentity(workspace_id="ws-acme", model_name="bot", created_at=T0)
+    asked = T0 + timedelta(hours=8, minutes=30, seconds=45)
+    # When the schedules are made
+    made = scheduler.create_auto_undeploy(identity, uid="u1", requested_at=T0, undeploy_at=asked)
+    # Then the returned (stored) time is the whole minute after, the one the expression names
+    assert made.undeploy_at == datetime(2026, 11, 28, 20, 31, tzinfo=UTC)
+    undeploy = client.created[made.undeploy_name]
+    assert undeploy["ScheduleExpression"] == "at(2026-11-28T20:31:00)"
+    assert json.loads(undeploy["Target"]["Input"])["undeploy_at"].startswith("2026-11-28T20:31:00")
+    assert made.remind_at is not None
+    assert made.remind_at.second == 0
+    assert made.remind_at < made.undeploy_at
+    reminder = client.created[cast("str", made.reminder_name)]
+    assert reminder["ScheduleExpression"] == at_expression(made.remind_at)
 
 
 @pytest.mark.parametrize(
