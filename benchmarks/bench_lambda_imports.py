@@ -148,8 +148,8 @@ class Runner:
         measured: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
         return measured
 
-    def import_times(self, module: str) -> dict[str, tuple[int, int, int]]:
-        """`-X importtime` of a fresh import: module -> (self us, cumulative us, depth)."""
+    def import_times(self, module: str) -> list[tuple[str, int, int]]:
+        """`-X importtime` of a fresh import, in its order (children first): (module, self us, depth)."""
         result = subprocess.run(
             self.command(module, "-X", "importtime"),
             cwd=ROOT,
@@ -158,13 +158,13 @@ class Runner:
             text=True,
             check=True,
         )
-        rows: dict[str, tuple[int, int, int]] = {}
+        rows = []
         for line in result.stderr.splitlines():
             if not line.startswith("import time:") or "self [us]" in line:
                 continue
-            own, cumulative, name = line.split(":", 1)[1].split("|")
+            own, _, name = line.split(":", 1)[1].split("|")
             depth = (len(name) - len(name.lstrip()) - 1) // 2
-            rows[name.strip()] = (int(own), int(cumulative), depth)
+            rows.append((name.strip(), int(own), depth))
         return rows
 
 
@@ -174,31 +174,41 @@ def _group(name: str) -> str:
 
 
 def contributors(runner: Runner, module: str, top: int) -> None:
-    base = runner.import_times(BASELINE)
+    base = {name for name, _, _ in runner.import_times(BASELINE)}
     rows = runner.import_times(module)
-    extra = {name: row for name, row in rows.items() if name not in base}
-    total_base = sum(row[0] for row in base.values()) / 1000
-    total_extra = sum(row[0] for row in extra.values()) / 1000
+    extra = [(name, own, depth) for name, own, depth in rows if name not in base]
     print(
         f"\nTop import-time contributors of {module} (-X importtime, wall, one run): "
-        f"{len(extra)} modules beyond the baseline's {len(base)}, {total_extra:.0f} ms "
-        f"(baseline's own total {total_base:.0f} ms)"
+        f"{len(extra)} modules beyond the baseline's {len(base)}, "
+        f"{sum(own for _, own, _ in extra) / 1000:.0f} ms of their own"
     )
     groups: Counter[str] = Counter()
-    for name, (own, _, _) in extra.items():
+    for name, own, _ in extra:
         groups[_group(name)] += own
     print(f"  {'self ms':>8}  module or package (not imported by the baseline)")
     for name, own in groups.most_common(top):
         print(f"  {own / 1000:8.1f}  {name}")
-    print(f"  {'cum ms':>8}  largest subtrees")
-    subtrees = sorted(((row[1], name) for name, row in extra.items() if row[2] <= 3), reverse=True)
-    for cumulative, name in subtrees[:top]:
-        print(f"  {cumulative / 1000:8.1f}  {name}")
+    # A subtree's cost beyond the baseline: its own modules' time, leaving out what the baseline
+    # imports too (boto3 under the first module that happens to import it, say). The output lists
+    # children before their parent, with the depth as indentation.
+    subtrees: list[tuple[int, str]] = []
+    pending: list[tuple[int, int]] = []  # (depth, beyond-baseline time) of subtrees not yet adopted
+    for name, own, depth in rows:
+        children = 0
+        while pending and pending[-1][0] > depth:
+            children += pending.pop()[1]
+        total = children + (0 if name in base else own)
+        pending.append((depth, total))
+        if name not in base:
+            subtrees.append((total, name))
+    print(f"  {'cum ms':>8}  largest subtrees beyond the baseline")
+    for total, name in sorted(subtrees, reverse=True)[:top]:
+        print(f"  {total / 1000:8.1f}  {name}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--repeat", type=int, default=5, help="imports of each module (median kept)")
+    parser.add_argument("--repeat", type=int, default=5, help="imports of each module (fastest, median)")
     parser.add_argument("--module", action="append", help="only these entry modules (e.g. api)")
     parser.add_argument("--bytecode", choices=("compiled", "source"), default="compiled")
     parser.add_argument("--limit", type=float, default=1.5, help="largest ratio to the baseline that passes")

@@ -25,7 +25,8 @@ class RetryLater(Exception):  # noqa: N818  # a signal, not an error
 class EventEnvelope(BaseModel):
     """An EventBridge event as an SQS message body carries it (the rule's target is the queue)."""
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+    # Built on first use: the API and the reconciler import this module without parsing envelopes.
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore", defer_build=True)
 
     version: str = "0"
     id: str
