@@ -7,6 +7,10 @@ is imported here and called with the event and a context object. Step Functions 
 (`lambda:invoke`, `.waitForTaskToken`), SQS event-source mappings and direct `Invoke` calls then
 run the real handler code — under `mock_aws` and in `ThreadedMotoServer` alike.
 
+One invocation of a function at a time: each function has its own lock, as if it had one Lambda
+execution environment (handler modules keep module-level state, such as a Powertools
+`BatchProcessor`, that is not thread-safe); different functions still run at the same time.
+
 What the handler sees: the process's own environment (one process, one configuration; the
 function's `Environment` variables are not applied, since concurrent invocations share
 `os.environ`), an event parsed from JSON, and a context with the function's name, ARN, memory,
@@ -39,6 +43,18 @@ logger = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()
 _ORIGINAL: Callable[..., tuple[str, bool, str]] | None = None
+# One lock per function name; reentrant so a handler that (oddly) invokes itself in its own thread
+# does not deadlock.
+_FUNCTION_LOCKS: dict[str, threading.RLock] = {}
+
+
+def function_lock(function_name: str) -> threading.RLock:
+    """The lock that serialises invocations of `function_name` (one execution environment)."""
+    with _LOCK:
+        lock = _FUNCTION_LOCKS.get(function_name)
+        if lock is None:
+            lock = _FUNCTION_LOCKS[function_name] = threading.RLock()
+        return lock
 
 
 @dataclass
@@ -109,7 +125,8 @@ def _in_process(self: Any, event: Any = None) -> tuple[str, bool, str]:
         timeout_seconds=int(self.timeout or 3),
         function_version=str(getattr(self, "version", "$LATEST")),
     )
-    return invoke_handler(str(self.handler), event, context)
+    with function_lock(context.function_name):
+        return invoke_handler(str(self.handler), event, context)
 
 
 def _lambda_function_class() -> Any:
