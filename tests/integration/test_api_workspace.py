@@ -36,6 +36,23 @@ def test_the_plan_claim_sets_the_plan(aws: Aws) -> None:
     assert without.body["plan"] == "subscription"
 
 
+def test_a_plan_claim_going_back_to_an_earlier_plan_reaches_the_workspace(aws: Aws) -> None:
+    def workspace_with(plan: str) -> dict[str, object]:
+        claims = claims_for("ws-back", **{"custom:plan": plan})
+        answer = call(api_event("GET", "/v1/workspace", claims=claims))
+        assert answer.status == 200, answer.text
+        return dict(answer.body)
+
+    # Given a workspace that was on trial, then subscribed
+    assert workspace_with("trial")["plan"] == "trial"
+    assert workspace_with("subscription")["plan"] == "subscription"
+    # When its token claims trial again
+    again = workspace_with("trial")
+    # Then the workspace is on trial again, in the answer and in its record
+    assert (again["plan"], again["byok_allowed"]) == ("trial", False)
+    assert Repository(aws.table_name, aws.dynamodb).get_workspace("ws-back").plan == "trial"
+
+
 def test_an_unknown_plan_claim_is_401(aws: Aws) -> None:
     response = call(
         api_event("GET", "/v1/workspace", claims=claims_for("ws-1", **{"custom:plan": "platinum"}))

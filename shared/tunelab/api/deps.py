@@ -8,17 +8,22 @@ one with `app.dependency_overrides[catalog] = ...`.
 
 from __future__ import annotations
 
+import time
+
 from aws_lambda_powertools.event_handler.request import Request
 
 from tunelab import wiring
 from tunelab.api.idempotency import reset_idempotency
 from tunelab.catalog import Catalog
-from tunelab.identity import Identity, identity_from_event
+from tunelab.identity import Identity, Plan, identity_from_event
 from tunelab.repository import Repository
 from tunelab.settings import Settings
 
-# Workspaces (with the plan their token claimed) this container has already ensured exist.
-_seen: set[tuple[str, str | None]] = set()
+# Workspace -> (the plan its record had, monotonic time) for workspaces this container has ensured
+# exist. A claim naming another plan always goes to the repository (so trial -> subscription -> trial
+# lands); entries expire so a change another container wrote is not hidden for long.
+_seen: dict[str, tuple[Plan, float]] = {}
+SEEN_TTL_S = 300.0
 
 
 def settings() -> Settings:
@@ -37,12 +42,13 @@ def current_identity(request: Request) -> Identity:
     """The caller (`Unauthorized` without valid claims); their workspace record exists afterwards,
     created on first sight and following the token's plan claim (see `tunelab.identity`)."""
     identity = identity_from_event(request.resolved_event.raw_event)
-    key = (identity.workspace, identity.plan)
-    if key not in _seen:
-        repository().ensure_workspace(
+    now = time.monotonic()
+    known = _seen.get(identity.workspace)
+    if known is None or now - known[1] >= SEEN_TTL_S or identity.plan not in (None, known[0]):
+        record = repository().ensure_workspace(
             identity.workspace, plan=identity.plan, default_plan=settings().default_plan
         )
-        _seen.add(key)
+        _seen[identity.workspace] = (record.plan, now)
     return identity
 
 
