@@ -4,16 +4,20 @@
 over the limit (413) and requests without valid claims (401) on every path but the public ones,
 so an anonymous caller learns nothing about routes or bodies. Then the Powertools resolver
 validates the request against the routes' pydantic models and calls the route.
+
+CORS follows settings `ALLOWED_ORIGINS`, read at the first request (not at import): a request whose
+`Origin` is one of them gets the CORS headers, any other origin (and every origin when the setting is
+empty) none; a browser's preflight `OPTIONS` (no credentials) is answered 204 when origins are set.
 """
 
 from __future__ import annotations
 
 import json
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
@@ -21,7 +25,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tunelab import __version__
+from tunelab import __version__, wiring
 from tunelab.api.errors import code_for_status, error_response, proxy_error, validation_failed
 from tunelab.api.routes import (
     base_models,
@@ -52,7 +56,15 @@ PUBLIC_PATHS = frozenset({"/v1/health", OPENAPI_PATH})
 # Each module holds one `router`; a new resource adds its module here.
 ROUTERS = (system, base_models, workspace, estimates, datasets, fine_tuned_models, providers)
 
-app = APIGatewayRestResolver(enable_validation=True)
+# Headers a browser may send beyond the CORS-safe ones Powertools always allows, and may read.
+CORS_ALLOW_HEADERS = ["Idempotency-Key"]
+CORS_EXPOSE_HEADERS = ["Retry-After"]
+CORS_MAX_AGE_S = 600
+# Routes register with CORS on (Powertools decides that per route at registration); until the first
+# request sets the configuration from settings, this one allows no origin.
+_NO_ORIGIN = CORSConfig(allow_origin="")
+
+app = APIGatewayRestResolver(enable_validation=True, cors=_NO_ORIGIN)
 for _module in ROUTERS:
     app.include_router(_module.router)
 
@@ -186,8 +198,27 @@ def body_size(event: dict[str, Any]) -> int:
     return len(body.encode("utf-8"))
 
 
+@lru_cache(maxsize=4)
+def cors_config(allowed_origins: tuple[str, ...]) -> CORSConfig:
+    """The resolver's CORS configuration for these origins (none: no origin gets CORS headers)."""
+    if not allowed_origins:
+        return _NO_ORIGIN
+    first, *more = allowed_origins
+    return CORSConfig(
+        allow_origin=first,
+        extra_origins=more,
+        allow_headers=CORS_ALLOW_HEADERS,
+        expose_headers=CORS_EXPOSE_HEADERS,
+        max_age=CORS_MAX_AGE_S,
+    )
+
+
 def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Answer one API Gateway REST proxy event."""
+    origins = wiring.get_services().settings.allowed_origins
+    app._cors = cors_config(origins)  # Powertools reads it per response; set from settings, not at import
+    if event.get("httpMethod") == "OPTIONS" and origins:
+        return app.resolve(event, context)  # a preflight: Powertools answers it from the configuration
     if body_size(event) > MAX_BODY_BYTES:
         return proxy_error(
             PayloadTooLarge(
