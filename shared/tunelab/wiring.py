@@ -13,19 +13,24 @@ Providers:
 * `sagemaker` — from the workspace's stored `ProviderConnectionRecord` (BYOK, the customer's role).
 * `local` (and any other) — from a factory registered with `register_provider_factory(name, f)`;
   the local runtime registers its own at start.
+
+Catalog extensions (`register_catalog_extension(fn)`): functions that return more base models
+(the local runtime's operator-registered model folders); `Services.catalog` adds what they return,
+asked on every read so a folder registered while the runtime runs appears at once.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
 
-from tunelab.catalog import Catalog, load_catalog
+from tunelab.catalog import BaseModelSpec, Catalog, load_catalog
 from tunelab.errors import ValidationFailed
 from tunelab.providers import get_provider
 from tunelab.providers.base import (
@@ -72,6 +77,39 @@ def register_provider_factory(name: str, factory: ProviderFactory) -> None:
 def unregister_provider_factory(name: str) -> None:
     with _FACTORIES_LOCK:
         _FACTORIES.pop(name, None)
+
+
+CatalogExtension = Callable[[], list[BaseModelSpec]]
+_EXTENSIONS: list[CatalogExtension] = []
+
+
+def register_catalog_extension(fn: CatalogExtension) -> None:
+    """Add the base models `fn()` returns to every `Services.catalog` (registering twice adds once)."""
+    with _FACTORIES_LOCK:
+        if fn not in _EXTENSIONS:
+            _EXTENSIONS.append(fn)
+
+
+def unregister_catalog_extension(fn: CatalogExtension) -> None:
+    with _FACTORIES_LOCK:
+        if fn in _EXTENSIONS:
+            _EXTENSIONS.remove(fn)
+
+
+def extended_catalog(base: Catalog) -> Catalog:
+    """`base` with the models of the registered extensions (an id `base` already has is skipped)."""
+    with _FACTORIES_LOCK:
+        extensions = list(_EXTENSIONS)
+    if not extensions:
+        return base
+    known = {model.id for model in base.models}
+    extra: list[BaseModelSpec] = []
+    for extension in extensions:
+        for spec in extension():
+            if spec.id not in known:
+                known.add(spec.id)
+                extra.append(spec)
+    return base.with_models(extra) if extra else base
 
 
 def model_identity(record: ModelRecord) -> ModelIdentity:
@@ -149,9 +187,10 @@ class Services:
 
     @property
     def catalog(self) -> Catalog:
+        """The shipped (or injected) catalog with the registered extensions' models."""
         if self._catalog is None:
             self._catalog = load_catalog()
-        return self._catalog
+        return extended_catalog(self._catalog)
 
     # --- AWS clients in the platform's region --------------------------------------------------
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
+
 import pytest
 
 from tests.integration.apigw import api_event, call
@@ -77,3 +80,36 @@ def test_cloud_models_are_unavailable_in_the_local_runtime(aws: Aws, monkeypatch
     cloud = [m for m in response.body["items"] if m["provider"] != "local"]
     assert cloud
     assert all(m["available"] is False and "local runtime" in m["unavailable_reason"] for m in cloud)
+
+
+def test_a_registered_model_folder_is_listed_through_the_catalog_extension(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Given a Hugging Face folder (the trainer's tiny model) registered in a local data dir
+    from trainer.tiny_model import build_tiny_model  # noqa: PLC0415  # torch: only this test
+    from tunelab import wiring  # noqa: PLC0415
+    from tunelab.local.models import register_model_folder, registered_models  # noqa: PLC0415
+
+    folder = build_tiny_model([("Where is my order?", "category=shipping")], tmp_path / "tiny-folder")
+    data_dir = tmp_path / "data"
+    register_model_folder("my-tiny", folder, data_dir)
+    monkeypatch.setenv("RUNTIME", "local")
+    reset_settings()
+    reset_services()
+    extension = partial(registered_models, data_dir)
+    wiring.register_catalog_extension(extension)
+    try:
+        # When the API lists and reads base models
+        listed = call(api_event("GET", "/v1/base-models"))
+        one = call(api_event("GET", "/v1/base-models/local.my-tiny"))
+    finally:
+        wiring.unregister_catalog_extension(extension)
+    after = call(api_event("GET", "/v1/base-models/local.my-tiny"))
+
+    # Then the folder is a local base model, available in the local runtime, until unregistered
+    assert listed.status == 200, listed.text
+    items = {m["id"]: m for m in listed.body["items"]}
+    assert items["local.my-tiny"]["provider"] == "local"
+    assert items["local.my-tiny"]["available"] is True
+    assert (one.status, one.body["id"]) == (200, "local.my-tiny")
+    assert after.status == 404

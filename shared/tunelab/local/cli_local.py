@@ -63,6 +63,15 @@ def add_local_commands(subparsers: Any) -> None:
         default=None,
         help="write {api_url, aws_endpoint, data_dir, pid} as JSON to this file once ready (for scripts)",
     )
+    up.add_argument(
+        "--model-dir",
+        action="append",
+        type=model_dir_argument,
+        default=[],
+        metavar="NAME=PATH",
+        help="offer the Hugging Face model folder PATH as base model local.NAME (repeatable; kept in "
+        "the data dir's models.json)",
+    )
     up.set_defaults(handler=run_up)
 
     token = commands.add_parser(
@@ -84,6 +93,21 @@ def add_local_commands(subparsers: Any) -> None:
     )
     token.add_argument("--data-dir", type=Path, default=None, help=data_dir_help)
     token.set_defaults(handler=run_token)
+
+
+def model_dir_argument(value: str) -> tuple[str, Path]:
+    """`NAME=PATH` of `--model-dir` as (name, path)."""
+    name, separator, path = value.partition("=")
+    if not separator or not name.strip() or not path.strip():
+        raise argparse.ArgumentTypeError(f"{value!r}: write NAME=PATH, e.g. my-model=~/models/my-model")
+    return name.strip(), Path(path.strip()).expanduser()
+
+
+def register_model_dirs(folders: list[tuple[str, Path]], data_dir: Path) -> list[str]:
+    """Register each (name, folder) in `data_dir`; the base model ids they became."""
+    from tunelab.local.models import register_model_folder  # noqa: PLC0415  # torch-free, but not at start
+
+    return [register_model_folder(name, folder, data_dir).id for name, folder in folders]
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -131,7 +155,14 @@ def run_up(args: argparse.Namespace) -> int:
     from tunelab.local.runtime import LocalRuntime, PortInUse, RuntimeAlreadyRunning  # noqa: PLC0415
 
     _configure_logging(args.log_level)
-    runtime = LocalRuntime(_data_dir(args), port=args.port, log_level=args.log_level)
+    data_dir = _data_dir(args)
+    try:
+        for model_id in register_model_dirs(list(getattr(args, "model_dir", None) or []), data_dir):
+            _say(f"base model {model_id} registered")
+    except TunelabError as error:
+        _say(error.message)
+        return EXIT_USAGE
+    runtime = LocalRuntime(data_dir, port=args.port, log_level=args.log_level)
     _say(f"starting the local runtime (data dir {runtime.data_dir}) ...")
     try:
         runtime.start()
