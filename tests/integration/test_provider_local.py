@@ -299,6 +299,11 @@ def test_a_stopped_job_ends_stopped_with_a_model_that_loads(env: Env):
     assert record.status == "InProgress"
     assert record.progress is not None
     assert record.progress.step >= 5
+    # The trainer leads its own process group: Ctrl-C in the runtime's terminal does not reach it
+    # directly; the runtime's orderly stop (SIGTERM, below) does.
+    assert record.pid is not None
+    assert os.getpgid(record.pid) == record.pid
+    assert os.getpgid(record.pid) != os.getpgid(0)
 
     provider.stop_training(ref)
     assert env.training.jobs.wait(ref.job_name, timeout=180)
