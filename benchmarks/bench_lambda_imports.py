@@ -68,7 +68,6 @@ LAMBDA_ENVIRONMENT = {
     "SCHEDULER_ROLE_ARN": "arn:aws:iam::123456789012:role/tunelab-scheduler",
     "AUTO_UNDEPLOY_TARGET_ARN": "arn:aws:lambda:eu-west-1:123456789012:function:tunelab-auto-undeploy",
     "BEDROCK_ROLE_ARN": "arn:aws:iam::123456789012:role/tunelab-bedrock",
-    "TRAINER_SOURCE_S3_URI": "s3://tunelab-assets/trainer.zip",
     "PLATFORM_ACCOUNT_ID": "123456789012",
     "LOG_LEVEL": "INFO",
     "POWERTOOLS_SERVICE_NAME": "tunelab",

@@ -51,7 +51,6 @@ ENVIRONMENT = {
     "SCHEDULER_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/tunelab-scheduler",
     "AUTO_UNDEPLOY_TARGET_ARN": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:tunelab-deployment",
     "BEDROCK_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/tunelab-bedrock",
-    "TRAINER_SOURCE_S3_URI": "s3://tunelab-test-artifacts/trainer/sourcedir.tar.gz",
     "PLATFORM_ACCOUNT_ID": ACCOUNT,
     "POWERTOOLS_SERVICE_NAME": "tunelab-api",
     "POWERTOOLS_TRACE_DISABLED": "true",

@@ -102,7 +102,6 @@ def _cold_start_environment() -> dict[str, str]:
         "SCHEDULER_ROLE_ARN",
         "AUTO_UNDEPLOY_TARGET_ARN",
         "BEDROCK_ROLE_ARN",
-        "TRAINER_SOURCE_S3_URI",
         "PLATFORM_ACCOUNT_ID",
     }
     env = {

@@ -427,7 +427,6 @@ class LocalRuntime:
             "SCHEDULER_ROLE_ARN": f"arn:aws:iam::{account}:role/{names.role('scheduler')}",
             "AUTO_UNDEPLOY_TARGET_ARN": self._function_arn(AUTO_UNDEPLOY_FUNCTION),
             "BEDROCK_ROLE_ARN": f"arn:aws:iam::{account}:role/{names.role('bedrock')}",
-            "TRAINER_SOURCE_S3_URI": f"s3://{names.artifacts_bucket}/trainer/sourcedir.tar.gz",
             "PLATFORM_ACCOUNT_ID": account,
             "TUNELAB_LOCAL_DATA_DIR": str(self.data_dir),
             "LOG_LEVEL": self.log_level,
