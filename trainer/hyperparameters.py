@@ -17,9 +17,9 @@ from typing import Any
 from trainer.errors import TrainerInputError
 
 DEFAULT_EPOCHS = 3.0
-DEFAULT_LEARNING_RATE = 1e-4
+DEFAULT_LEARNING_RATE = 2e-4
 DEFAULT_BATCH_SIZE = 4
-DEFAULT_WARMUP_STEPS = 0
+DEFAULT_WARMUP_STEPS = 10
 DEFAULT_SEED = 42
 DEFAULT_EARLY_STOPPING_THRESHOLD = 0.0
 # The product's defaults when `use_lora` comes without a (full) `lora_config`.

@@ -1,0 +1,37 @@
+"""The trainer's own defaults are the catalog's SageMaker defaults: a run without values trains the same."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainer.hyperparameters import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_WARMUP_STEPS,
+    parse_hyperparameters,
+)
+from tunelab.catalog import BaseModelSpec, load_catalog
+
+SAGEMAKER = [spec for spec in load_catalog().models if spec.provider == "sagemaker"]
+
+
+def test_the_catalog_has_sagemaker_models() -> None:
+    assert SAGEMAKER
+
+
+@pytest.mark.parametrize("spec", SAGEMAKER, ids=lambda spec: spec.id)
+def test_the_trainer_defaults_equal_the_catalog_sagemaker_defaults(spec: BaseModelSpec) -> None:
+    ranges = spec.hyperparameters
+    assert ranges.batch_size is not None  # every SageMaker model offers both
+    assert ranges.warmup_steps is not None
+    catalog = (
+        ranges.epochs.default,
+        ranges.learning_rate.default,
+        ranges.batch_size.default,
+        ranges.warmup_steps.default,
+    )
+    trainer = parse_hyperparameters({})
+
+    assert catalog == (DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, DEFAULT_BATCH_SIZE, DEFAULT_WARMUP_STEPS)
+    assert (trainer.epochs, trainer.learning_rate, trainer.batch_size, trainer.warmup_steps) == catalog
