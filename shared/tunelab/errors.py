@@ -49,7 +49,7 @@ class TunelabError(Exception):
         return f"{self.message} ({parts})"
 
 
-class ValidationFailed(TunelabError):
+class ValidationFailed(TunelabError):  # noqa: N818  # named for what happened, like the API's codes
     """Bad input: a missing or bad field, a value out of range, a broken rule."""
 
     code = "validation_error"
@@ -61,22 +61,22 @@ class ValidationFailed(TunelabError):
         return cls(summary or message, [ErrorDetail(field=field, message=message)])
 
 
-class Unauthorized(TunelabError):
+class Unauthorized(TunelabError):  # noqa: N818  # named for what happened, like the API's codes
     code = "unauthorized"
     status = 401
 
 
-class Forbidden(TunelabError):
+class Forbidden(TunelabError):  # noqa: N818  # named for what happened, like the API's codes
     code = "forbidden"
     status = 403
 
 
-class NotFound(TunelabError):
+class NotFound(TunelabError):  # noqa: N818  # named for what happened, like the API's codes
     code = "not_found"
     status = 404
 
 
-class Conflict(TunelabError):
+class Conflict(TunelabError):  # noqa: N818  # named for what happened, like the API's codes
     """A lost race or a clash with what exists; subclasses carry the contract's 409 codes."""
 
     code = "conflict"
@@ -99,12 +99,12 @@ class IdempotencyConflict(Conflict):
     code = "idempotency_conflict"
 
 
-class PayloadTooLarge(TunelabError):
+class PayloadTooLarge(TunelabError):  # noqa: N818  # named for what happened, like the API's codes
     code = "payload_too_large"
     status = 413
 
 
-class Throttled(TunelabError):
+class Throttled(TunelabError):  # noqa: N818  # named for what happened, like the API's codes
     code = "throttled"
     status = 429
 
