@@ -891,7 +891,6 @@ def test_a_config_names_exactly_one_trainer_source(tmp_path: Path) -> None:
 REAL_TRAINER = Path(__file__).resolve().parents[2] / "trainer"
 
 
-@pytest.mark.skipif(not (REAL_TRAINER / "train.py").exists(), reason="trainer/train.py is not written yet")
 def test_the_real_trainer_packs_with_its_entry_point_and_requirements() -> None:
     with tarfile.open(fileobj=io.BytesIO(build_trainer_archive(REAL_TRAINER)), mode="r:gz") as tar:
         names = tar.getnames()
