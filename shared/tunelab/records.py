@@ -304,6 +304,10 @@ class ModelRecord(_Record):
     # Last time anything was heard of this model (a status change, metrics, a message): the
     # reconciler asks the provider about transient models with no news for a while.
     last_news_at: AwareDatetime
+    # The `at` of the newest event in its history. Providers stamp their events to the second
+    # (EventBridge's `time`), so an event may carry a time before one already recorded; the history
+    # is kept in the order tunelab learned of things, and its times never go backwards.
+    last_event_at: AwareDatetime | None = None
     # Provider adapters' own data (e.g. a Bedrock custom model ARN, the BYOK role used).
     provider_data: dict[str, Any] = Field(default_factory=dict)
     version: int = 0

@@ -542,7 +542,7 @@ class Repository:
         of its datasets, in one transaction. `NameTaken` when the workspace has a model of that name
         (any case); `ValidationFailed` (`dataset_id`) when a dataset is gone or not ready."""
         now = self._clock()
-        record = _apply(record, {"version": 1, "last_news_at": now, "updated_at": now})
+        record = _apply(record, {"version": 1, "last_news_at": now, "last_event_at": now, "updated_at": now})
         event = ModelEventRecord(at=now, type="status_changed", status=record.status, message=message)
         dataset_ids = sorted(_dataset_ids(record))
         items: list[TransactWriteItemTypeDef] = [
@@ -936,6 +936,9 @@ class Repository:
             if expected_version is not None and version != expected_version:
                 raise _changed(current)
             new = _apply(mutate(current), {"version": version + 1, "updated_at": self._clock()})
+            if events and isinstance(current, ModelRecord):
+                events[:] = _in_order(events, current.last_event_at)
+                new = _apply(new, {"last_event_at": events[-1].at})
             put = self._put_args(new, **self._version_condition(current))
             try:
                 if events and isinstance(new, ModelRecord):
@@ -1068,6 +1071,18 @@ def _apply(record: R, changes: Mapping[str, Any]) -> R:
     data = dict(record)
     data.update(changes)
     return type(record).model_validate(data)
+
+
+def _in_order(events: list[ModelEventRecord], floor: datetime | None) -> list[ModelEventRecord]:
+    """`events` with no time before `floor` (the newest time already in the history) or before the
+    one ahead of it: a provider's whole-second stamp for something learned after an event stamped
+    to the millisecond is shown at that event's time, never before it."""
+    ordered: list[ModelEventRecord] = []
+    for event in events:
+        kept = event if floor is None or event.at >= floor else event.model_copy(update={"at": floor})
+        ordered.append(kept)
+        floor = kept.at
+    return ordered
 
 
 def _dataset_ids(model: ModelRecord) -> set[str]:

@@ -170,6 +170,32 @@ def test_transition_applies_changes_and_appends_events_oldest_first(repo: Reposi
     assert events[1].message == "Training failed: Quota exceeded"
 
 
+def test_history_times_never_go_backwards_when_a_provider_stamps_to_the_second(
+    repo: Repository, clock: Clock
+) -> None:
+    # The model is created at 12:00:00.388; the provider's first note is stamped 12:00:00 (whole
+    # seconds, as EventBridge's `time`) and arrives after it; a later one is stamped 12:00:07.
+    clock.now = clock.now.replace(microsecond=388000)
+    made_at = clock.now
+    created = new_model(repo)
+    provider_second = made_at.replace(microsecond=0)
+    later = provider_second + timedelta(seconds=7)
+
+    repo.add_message(
+        "ws-acme", created.name, "Starting - Launching requested ML instances", at=provider_second
+    )
+    repo.record_metrics("ws-acme", created.name, Metrics(train_loss=1.5, step=1), at=later)
+    repo.add_message("ws-acme", created.name, "late note", at=provider_second)
+
+    events = repo.list_events("ws-acme", created.name).items
+    assert [e.type for e in events] == ["status_changed", "message", "metrics", "message"]
+    times = [e.at for e in events]
+    assert times == sorted(times)
+    # A stamp already in order is kept as the provider gave it.
+    assert times[2] == later
+    assert times[1] == made_at
+
+
 def test_duplicate_event_changes_nothing(repo: Repository) -> None:
     created = new_model(repo)
     first = repo.try_transition("ws-acme", created.name, {S.TRAINING}, S.NOT_DEPLOYED)
