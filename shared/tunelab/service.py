@@ -126,8 +126,6 @@ logger = Logger(child=True)
 # How long a presigned dataset upload URL stays valid.
 UPLOAD_URL_SECONDS = 3600
 UPLOAD_CONTENT_TYPE = "text/csv"
-# The deployment workflow's wait between checks of a deployment coming into service (tests lower it).
-DEPLOY_POLL_SECONDS = 30
 AUTO_UNDEPLOY_MIN = timedelta(minutes=5)
 AUTO_UNDEPLOY_MAX = timedelta(days=30)
 # Statuses in which a SageMaker model runs or bills in the customer's account.
@@ -639,7 +637,7 @@ def deploy_model(
             requested_at=now,
             correlation_id=correlation_id,
             auto_undeploy_at=undeploy_at,
-            poll_seconds=DEPLOY_POLL_SECONDS,
+            poll_seconds=settings.deploy_poll_seconds,
         )
     except Exception as error:
         logger.exception("Could not start the deployment execution", extra={"model": model.name})
@@ -924,7 +922,6 @@ def _refuse_while_active(services: Services, workspace: str, what: str) -> None:
 __all__ = [
     "AUTO_UNDEPLOY_MAX",
     "AUTO_UNDEPLOY_MIN",
-    "DEPLOY_POLL_SECONDS",
     "UPLOAD_URL_SECONDS",
     "TrainingPlan",
     "auto_undeploy_at",

@@ -88,6 +88,15 @@ class Settings(BaseSettings):
         ),
     )
     log_level: str = Field(default="INFO", description="Log level of the Powertools logger.")
+    deploy_poll_seconds: int = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description=(
+            "Seconds the deployment workflow waits between two looks at a deployment that is still "
+            "starting (a SageMaker endpoint or a Bedrock deployment takes minutes; a local one seconds)."
+        ),
+    )
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

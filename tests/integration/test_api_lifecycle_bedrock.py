@@ -23,7 +23,6 @@ from tests.integration.api_support import GOOD_CSV
 from tests.integration.apigw import ApiResponse, api_event, call, claims_for
 from tests.integration.handler_support import CONTEXT, event, sqs_batch
 from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
-from tunelab import service
 from tunelab.providers.base import DeploymentRef, DeploymentState, DeployRequest
 from tunelab.providers.bedrock import BedrockProvider, custom_model_name
 from tunelab.wiring import model_identity
@@ -66,8 +65,7 @@ def _call(method: str, path: str, body: Any = None, **kwargs: Any) -> ApiRespons
 
 
 @pytest.fixture
-def bedrock(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> DeployingBedrock:
-    monkeypatch.setattr(service, "DEPLOY_POLL_SECONDS", 0)
+def bedrock(stack: Stack) -> DeployingBedrock:
     provider = DeployingBedrock(stack.services.bedrock_config, session=stack.services.session)
     stack.services.set_provider("bedrock", provider)
     return provider

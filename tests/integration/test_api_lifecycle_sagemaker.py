@@ -27,7 +27,6 @@ from tests.integration.apigw import ApiResponse, api_event, call, claims_for
 from tests.integration.conftest import ACCOUNT, REGION
 from tests.integration.handler_support import CONTEXT, event, sqs_batch
 from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
-from tunelab import service
 from tunelab.catalog import load_catalog
 from tunelab.providers.base import DeploymentRef, DeployRequest
 from tunelab.providers.sagemaker import SageMakerProvider, forget_sessions
@@ -69,9 +68,8 @@ def _archive(files: dict[str, bytes]) -> bytes:
 
 
 @pytest.fixture
-def sagemaker(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> CpuEndpoints:
+def sagemaker(stack: Stack) -> CpuEndpoints:
     """The workspace connected through the API (verified for real), and its provider."""
-    monkeypatch.setattr(service, "DEPLOY_POLL_SECONDS", 0)
     forget_sessions()
     stack.services.s3.create_bucket(Bucket=CUSTOMER_BUCKET)
     connected = _call(

@@ -142,6 +142,8 @@ class Stack:
 def stack_fixture(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     """The workflows' resources in the `aws` fixture's mock account, state machines executing."""
     monkeypatch.setitem(default_user_config, "stepfunctions", {"execute_state_machine": True})
+    # A deployment requested through the API is looked at again at once, not after 30 s.
+    monkeypatch.setenv("DEPLOY_POLL_SECONDS", "0")
     reset_settings()
     settings = get_settings()
     uninstall = install_in_process_lambda()

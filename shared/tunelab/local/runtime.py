@@ -76,6 +76,7 @@ LOOPBACK = "127.0.0.1"
 REGION = "us-east-1"
 STACK_NAME = "tunelab"
 SENDER_EMAIL = "tunelab@tunelab.local"
+LOCAL_DEPLOY_POLL_SECONDS = 2
 PROVIDER_MODULE = "tunelab.local.provider"
 API_FUNCTION = "Api"
 # The repository root (shared/tunelab/local/runtime.py → four levels up): `functions/` lives there.
@@ -428,6 +429,8 @@ class LocalRuntime:
             "AUTO_UNDEPLOY_TARGET_ARN": self._function_arn(AUTO_UNDEPLOY_FUNCTION),
             "BEDROCK_ROLE_ARN": f"arn:aws:iam::{account}:role/{names.role('bedrock')}",
             "PLATFORM_ACCOUNT_ID": account,
+            # A local deployment loads in seconds: look again soon rather than after half a minute.
+            "DEPLOY_POLL_SECONDS": str(LOCAL_DEPLOY_POLL_SECONDS),
             "TUNELAB_LOCAL_DATA_DIR": str(self.data_dir),
             "LOG_LEVEL": self.log_level,
             "POWERTOOLS_SERVICE_NAME": "tunelab",
