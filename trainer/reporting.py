@@ -112,11 +112,18 @@ class ReportingCallback(TrainerCallback):
             entry = {"step": step, "epoch": epoch, "eval_loss": float(logs["eval_loss"])}
             self._emit(metric_line("eval", logs, step, epoch))
         elif "train_runtime" in logs:  # the trainer's closing summary
+            average = _number(logs.get("train_loss"))
             self.summary = {
-                "train_loss_average": _number(logs.get("train_loss")),
+                "train_loss_average": average,
                 "train_runtime": _number(logs.get("train_runtime")),
                 "train_samples_per_second": _number(logs.get("train_samples_per_second")),
             }
+            if self.latest["train_loss"] is None and average is not None and step > (self.first_step or 0):
+                # A run shorter than one logging interval logged no loss: a logging event now would
+                # have reported the mean since the start, which is this average. Report it as one.
+                self.latest["train_loss"] = average
+                entry = {"step": step, "epoch": epoch, "train_loss": average}
+                self._emit(metric_line("train", {"loss": average}, step, epoch))
         if entry is not None:
             self.history.append(entry)
             self.latest.update(step=step, epoch=epoch or 0.0)

@@ -62,6 +62,20 @@ def test_learns_the_training_completions_and_records_the_requested_values(run_tr
     assert run.metrics["train_loss"] < 1.0
 
 
+def test_a_run_shorter_than_one_logging_interval_still_reports_its_train_loss(
+    run_trainer, triage_pairs, capsys
+):
+    run = run_trainer({"epochs": 1, "batch_size": 8, "sft_config": {"logging_steps": 50}}, triage_pairs[:24])
+
+    assert run.exit_code == 0, run.failure
+    # 3 steps, no logging event: the loss a user sees is the run's mean, reported once at the end.
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("train_loss=")]
+    assert len(lines) == 1
+    assert re.fullmatch(r"train_loss=\S+ step=3 epoch=1\.0", lines[0])
+    assert run.metrics["train_loss"] == pytest.approx(float(lines[0].split()[0].split("=")[1]), rel=1e-5)
+    assert run.metrics["train_loss"] == run.metrics["train_loss_average"]
+
+
 def test_flash_attention_falls_back_on_the_cpu_and_says_so(run_trainer, triage_pairs):
     run = run_trainer({"epochs": 1, "batch_size": 16, "sft_config": {"max_steps": 2}}, triage_pairs[:32])
 
