@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 SOURCE: Final = "tunelab"
 MODEL_STATUS_CHANGED: Final = "Fine-tuned Model Status Changed"
+MODEL_DELETED: Final = "Fine-tuned Model Deleted"
 DATASET_VALIDATED: Final = "Dataset Validated"
 ENVELOPE_VERSION: Final = "1"
 
@@ -102,6 +103,25 @@ def model_status_changed(
         time=when,
         workspace=record.workspace_id,
         data=data,
+    )
+
+
+def model_deleted(record: ModelRecord, *, at: datetime, by: str) -> DomainEvent:
+    """ "Fine-tuned Model Deleted": the model, its provider resources and its history are gone; the
+    name is free again. `model_uid` tells this life of the name from a later one."""
+    return DomainEvent(
+        name=MODEL_DELETED,
+        id=_event_id(record.workspace_id, record.name, record.uid, "deleted"),
+        time=at,
+        workspace=record.workspace_id,
+        data={
+            "model_name": record.name,
+            "model_uid": record.uid,
+            "last_status": ModelStatus(record.status).value,
+            "provider": record.provider,
+            "base_model_id": record.base_model_id,
+            "deleted_by": by,
+        },
     )
 
 

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
-from tunelab.errors import InvalidState
-from tunelab.events import EventPublisher, model_status_changed
+from tunelab.errors import InUse, InvalidState
+from tunelab.events import EventPublisher, model_deleted, model_status_changed
 from tunelab.notify import Notifier, compose
 from tunelab.providers.base import DeploymentRef, TrainedModel, TrainingJobRef, s3_split
-from tunelab.records import ModelRecord
+from tunelab.records import ModelRecord, utcnow
 from tunelab.schedules import Scheduler
 from tunelab.status import ACTIONS, Action, ModelStatus, check_action
 
@@ -177,12 +177,21 @@ def delete_model(services: Services, workspace: str, name: str, *, by: str) -> M
     """Delete the model and everything tunelab made for it: the provider's trained model and files,
     the prepared training data and outputs in tunelab's buckets, the record, its history and tokens.
 
-    `InvalidState` while it trains, stops, deploys or is deployed. The provider goes first: if it
-    refuses, the record stays, so nothing is left behind unseen.
+    `InvalidState` while it trains, stops, deploys or is deployed; `InUse` while a model continuing
+    from it is training (its job reads this one's weights). The provider goes first: if it refuses,
+    the record stays, so nothing is left behind unseen. "Fine-tuned Model Deleted" is published last.
     """
     repository = services.repository
     model = repository.get_model(workspace, name)
     check_action(Action.DELETE, model.status, name)
+    continuing = _training_from(services, workspace, name)
+    if continuing:
+        listed = ", ".join(f"'{child}'" for child in continuing)
+        raise InUse(
+            f"Model '{name}' cannot be deleted while {listed} "
+            f"{'is' if len(continuing) == 1 else 'are'} training from it; "
+            "wait for that training to end or stop it first."
+        )
     from tunelab.wiring import model_identity  # noqa: PLC0415  # wiring imports the providers
 
     stored_ref = model.provider_data.get(MODEL_REF_KEY)
@@ -198,7 +207,28 @@ def delete_model(services: Services, workspace: str, name: str, *, by: str) -> M
             _delete_platform_objects(services, uri, model)
     deleted = repository.delete_model(workspace, name, allowed=ACTIONS[Action.DELETE])
     logger.info("Model deleted", extra={"workspace_id": workspace, "model": name, "by": by})
+    try:
+        publisher(services).publish(model_deleted(deleted, at=utcnow(), by=by))
+    except Exception:
+        logger.exception("Could not publish the deletion", extra={"model": name})
     return deleted
+
+
+def _training_from(services: Services, workspace: str, name: str) -> list[str]:
+    """Names of the workspace's models that continue from `name` and are training or stopping."""
+    found: list[str] = []
+    token: str | None = None
+    while True:
+        page = services.repository.list_models(
+            workspace,
+            limit=100,
+            next_token=token,
+            status={ModelStatus.TRAINING, ModelStatus.STOPPING_TRAINING},
+        )
+        found += [m.name for m in page.items if m.base_fine_tuned_model == name]
+        token = page.next_token
+        if token is None:
+            return found
 
 
 # --- helpers ---------------------------------------------------------------------------------------------

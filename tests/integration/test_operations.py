@@ -24,7 +24,7 @@ from tests.integration.handler_support import (
     schedules,
 )
 from tunelab import operations
-from tunelab.errors import InvalidState, NotFound
+from tunelab.errors import InUse, InvalidState, NotFound
 from tunelab.providers.base import (
     DeploymentRef,
     ProviderPermissionDenied,
@@ -193,7 +193,7 @@ def test_an_undeploy_that_failed_midway_completes_on_retry(
 
 
 def test_delete_leaves_nothing_behind(
-    services: Services, repo: Repository, bedrock: RecordingProvider
+    services: Services, repo: Repository, bedrock: RecordingProvider, bus: BusSpy
 ) -> None:
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket=ARTIFACTS_BUCKET)
@@ -233,6 +233,40 @@ def test_delete_leaves_nothing_behind(
     assert repo.get_task_token(WS, model.name, "training") is None
     # The dataset is no longer in use: it can be deleted.
     repo.delete_dataset(WS, model.dataset.id)
+    # Subscribers on tunelab's bus hear of it.
+    [published] = bus.published()
+    assert published["detail-type"] == "Fine-tuned Model Deleted"
+    assert published["detail"]["workspace"] == WS
+    assert published["detail"]["data"] == {
+        "model_name": model.name,
+        "model_uid": model.uid,
+        "last_status": "not_deployed",
+        "provider": "bedrock",
+        "base_model_id": model.base_model_id,
+        "deleted_by": ADA,
+    }
+
+
+def test_delete_is_refused_while_a_model_continuing_from_it_trains(
+    services: Services, repo: Repository, bedrock: RecordingProvider, bus: BusSpy
+) -> None:
+    parent = create_model(repo, "support-bot-v1", status=ModelStatus.NOT_DEPLOYED)
+    child = create_model(repo, "support-bot-v2", base_fine_tuned_model=parent.name)
+    create_model(repo, "unrelated-bot", status=ModelStatus.TRAINING)
+
+    with pytest.raises(InUse, match="'support-bot-v2' is training from it") as refused:
+        operations.delete_model(services, WS, parent.name, by=ADA)
+
+    assert refused.value.code == "in_use"
+    assert bedrock.called("delete_model") == []
+    assert repo.get_model(WS, parent.name).status == ModelStatus.NOT_DEPLOYED
+    assert bus.published() == []
+
+    # Once the continuing model has trained, the parent can go.
+    repo.transition(WS, child.name, {ModelStatus.TRAINING}, ModelStatus.NOT_DEPLOYED)
+    operations.delete_model(services, WS, parent.name, by=ADA)
+    with pytest.raises(NotFound):
+        repo.get_model(WS, parent.name)
 
 
 def test_delete_is_refused_while_deployed(

@@ -218,7 +218,10 @@ def download(
 
 @router.delete(
     "/v1/fine-tuned-models/<name>",
-    summary="Delete the model and all made for it (not while training, stopping, deploying, deployed)",
+    summary=(
+        "Delete the model and all made for it (not while training, stopping, deploying, deployed, "
+        "nor while a model continuing from it trains)"
+    ),
     tags=TAGS,
     responses=responses(204, "Deleted", conflict=True),
     operation_id="deleteFineTunedModel",
