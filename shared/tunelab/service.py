@@ -553,8 +553,7 @@ def _check_provider_job_name(services: Services, record: ModelRecord) -> None:
 
     provider = services.provider_for(record)
     if isinstance(provider, SageMakerProvider):
-        # Raises NameTaken when a job of that name exists and is not this new record's.
-        provider._existing_job(record.name, model_identity(record))
+        provider.check_job_name(record.name, model_identity(record))
 
 
 def _undo_create(services: Services, record: ModelRecord, error: Exception) -> None:

@@ -494,6 +494,11 @@ class SageMakerProvider:
                 self.s3.put_object(Bucket=bucket, Key=key, Body=archive, ContentType="application/gzip")
         return self._bucket_uri(key)
 
+    def check_job_name(self, name: str, identity: ModelIdentity) -> None:
+        """`NameTaken` when a training job of that name exists in the customer's account and region
+        and is not this model's: checked when the model is created, before any workflow starts."""
+        self._existing_job(name, identity)
+
     def _existing_job(self, name: str, identity: ModelIdentity) -> TrainingJobRef | None:
         """The job of that name if it is this model's (a retry); NameTaken if someone else's."""
         try:
