@@ -141,6 +141,14 @@ class DatasetStats(_Record):
     empty_rows_skipped: int = 0
 
 
+class DatasetLongRow(_Record):
+    """One of the dataset's longest rows (1-based data row, estimated tokens): a model's per-row
+    limit, known only when a model is created from the dataset, names the rows over it."""
+
+    row: int
+    tokens: int
+
+
 class DatasetRowError(_Record):
     row: int | None = None
     column: str | None = None
@@ -168,6 +176,8 @@ class DatasetRecord(_Record):
     errors: list[DatasetRowError] = Field(default_factory=list)
     error_count: int = 0
     warnings: list[DatasetWarning] = Field(default_factory=list)
+    # The longest rows, longest first (up to `DatasetLimits.longest_rows_kept`).
+    longest_rows: list[DatasetLongRow] = Field(default_factory=list)
     # How many fine-tuned models use this dataset (training or validation); kept by the repository in
     # the same transactions that create and delete models, so deleting a used dataset is refused.
     model_refs: int = 0

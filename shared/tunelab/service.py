@@ -92,6 +92,7 @@ from tunelab.identity import Identity, byok_allowed
 from tunelab.providers.base import InvokeParams, SageMakerConnection
 from tunelab.records import (
     Creator,
+    DatasetLongRow,
     DatasetRecord,
     DatasetRef,
     DatasetRowError,
@@ -429,10 +430,13 @@ def _dataset_tokens(dataset: DatasetRecord) -> int:
 def _report_of(dataset: DatasetRecord) -> DatasetReport:
     """What the dataset's stored validation says, as the report the model checks read.
 
-    The record keeps the longest row's length, not each long row: it stands in as row 0 (unknown).
+    The record keeps its longest rows; one validated before it kept them has only the longest
+    length, which stands in as row 0 (unknown).
     """
     stats = dataset.stats
-    longest = [RowTokens(row=0, tokens=stats.max_row_tokens)] if stats and stats.max_row_tokens else []
+    longest = [RowTokens(row=r.row, tokens=r.tokens) for r in dataset.longest_rows]
+    if not longest and stats and stats.max_row_tokens:
+        longest = [RowTokens(row=0, tokens=stats.max_row_tokens)]
     return DatasetReport(
         rows=dataset.rows or 0,
         size_bytes=dataset.size_bytes or 0,
@@ -442,8 +446,11 @@ def _report_of(dataset: DatasetRecord) -> DatasetReport:
 
 
 def _about_longest(detail: ErrorDetail, dataset: DatasetRecord, field: str) -> ErrorDetail:
-    if detail.row != 0:
+    if detail.row is None:
         return detail.model_copy(update={"field": detail.field or field})
+    if detail.row != 0:
+        message = detail.message.replace("row is", f"Row {detail.row} of dataset '{dataset.name}' is", 1)
+        return detail.model_copy(update={"field": detail.field or field, "message": message})
     message = detail.message.replace("row is", f"The longest row of dataset '{dataset.name}' is", 1)
     return ErrorDetail(field=field, message=message)
 
@@ -806,6 +813,7 @@ def _report_fields(report: DatasetReport) -> dict[str, Any]:
         "errors": [DatasetRowError(row=e.row, column=e.column, message=e.message) for e in report.errors],
         "error_count": report.error_count,
         "warnings": [DatasetWarning(row=w.row, message=w.message) for w in report.warnings],
+        "longest_rows": [DatasetLongRow(row=r.row, tokens=r.tokens) for r in report.longest_rows],
     }
 
 

@@ -233,7 +233,7 @@ def test_dataset_checks_name_the_dataset_and_the_rule(ft: Api) -> None:
         (_body(ids["uploading"]), "dataset_id", "not been uploaded"),
         (_body(ids["invalid"]), "dataset_id", "error"),
         (_body(ids["tiny"], validation={"mode": "none"}), "dataset_id", "at least 8 training rows"),
-        (_body(ids["long"], validation={"mode": "none"}), "dataset_id", "longest row"),
+        (_body(ids["long"], validation={"mode": "none"}), "dataset_id", "of dataset 'long' is about"),
         (
             _body(ids["same"], validation={"mode": "dataset", "dataset_id": ids["same"]}),
             "validation.dataset_id",
@@ -251,6 +251,25 @@ def test_dataset_checks_name_the_dataset_and_the_rule(ft: Api) -> None:
         assert field in [d.get("field") for d in answer.body["error"]["details"]], answer.body
         assert words in json.dumps(answer.body["error"]), answer.body
     assert _executions() == []
+
+
+def test_rows_over_the_models_limit_are_named(ft: Api) -> None:
+    # Rows 3 and 7 (data rows, 1-based) are far over Nova Micro's per-row limit; the others are short.
+    rows = [("word " * 40_000 if i in {3, 7} else "My invoice is wrong", "billing") for i in range(1, 21)]
+    data = ("prompt,completion\n" + "".join(f"{p} {i},{c}\n" for i, (p, c) in enumerate(rows, 1))).encode()
+    dataset_id = ft.dataset("two-long-rows", data)
+
+    answer = ft.call("POST", "/v1/fine-tuned-models", _body(dataset_id, validation={"mode": "none"}))
+
+    assert answer.status == 400, answer.body
+    named = [d for d in answer.body["error"]["details"] if d.get("row") is not None]
+    assert [d["row"] for d in named] == [3, 7] or [d["row"] for d in named] == [7, 3]
+    assert all(d["field"] == "dataset_id" for d in named)
+    assert {d["message"].split(" is about")[0] for d in named} == {
+        "Row 3 of dataset 'two-long-rows'",
+        "Row 7 of dataset 'two-long-rows'",
+    }
+    assert ft.repo.find_model(WS, "support-bot-v1") is None
 
 
 def test_a_validation_dataset_is_shown_with_the_model(ft: Api) -> None:

@@ -34,7 +34,7 @@ from tunelab.datasets import DatasetLimits, DatasetReport, validate_dataset
 from tunelab.errors import InvalidState, NotFound
 from tunelab.events import dataset_validated
 from tunelab.handlers.common import EventEnvelope
-from tunelab.records import DatasetRecord, DatasetRowError, DatasetStats, DatasetWarning
+from tunelab.records import DatasetLongRow, DatasetRecord, DatasetRowError, DatasetStats, DatasetWarning
 from tunelab.stack_definitions import UPLOADS_PREFIX
 
 if TYPE_CHECKING:
@@ -244,4 +244,5 @@ def _changes(report: DatasetReport) -> dict[str, Any]:
         "errors": [DatasetRowError(row=e.row, column=e.column, message=e.message) for e in report.errors],
         "error_count": report.error_count,
         "warnings": [DatasetWarning(row=w.row, message=w.message) for w in report.warnings],
+        "longest_rows": [DatasetLongRow(row=r.row, tokens=r.tokens) for r in report.longest_rows],
     }
