@@ -272,6 +272,7 @@ class Demo:
         try:
             from tunelab.local.runtime import (  # noqa: PLC0415  # heavy: only when needed
                 DEFAULT_PORT,
+                DataDirInUse,
                 LocalRuntime,
                 PortInUse,
                 default_data_dir,
@@ -287,10 +288,15 @@ class Demo:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         runtime = LocalRuntime(data_dir, port=DEFAULT_PORT)
         try:
-            runtime.start()
-        except PortInUse:
-            runtime = LocalRuntime(data_dir, port=0)  # something else holds the default port
-            runtime.start()
+            try:
+                runtime.start()
+            except PortInUse:
+                runtime = LocalRuntime(data_dir, port=0)  # something else holds the default port
+                runtime.start()
+        except DataDirInUse as error:
+            raise StageFailed(
+                f"{error} (to run the demo on a runtime you started, set TUNELAB_API_URL to its address)"
+            ) from None
         self.runtime = runtime
         if not runtime.training_available:
             raise StageFailed(runtime.training_note)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import socket
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import psutil
 import pytest
 
 from tests.e2e.conftest import REPO_ROOT, runtime_environment, start_runtime
-from tunelab.local.runtime import LocalRuntime, PortInUse, RuntimeAlreadyRunning
+from tunelab.local.runtime import LOCK_FILE, DataDirInUse, LocalRuntime, PortInUse, RuntimeAlreadyRunning
 
 pytestmark = [pytest.mark.xdist_group("e2e"), pytest.mark.slow]
 
@@ -79,6 +81,52 @@ def test_local_up_on_a_port_in_use_exits_non_zero_saying_so(tmp_path: Path, take
 
     assert done.returncode == 1
     assert f"tunelab: port {taken_port} {IN_USE}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.fixture
+def held_data_dir(tmp_path: Path) -> Iterator[Path]:
+    """A data dir whose lock another runtime holds (this test process, as that runtime would)."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with (data_dir / LOCK_FILE).open("a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield data_dir
+
+
+def test_a_data_dir_another_runtime_uses_is_refused_before_anything_starts(held_data_dir: Path) -> None:
+    threads_before = set(threading.enumerate())
+    ports_before = _listening_ports()
+
+    with pytest.raises(DataDirInUse) as refused:
+        LocalRuntime(held_data_dir, port=0).start()
+
+    assert str(refused.value) == (
+        f"another tunelab local runtime (process {os.getpid()}) uses the data dir {held_data_dir}: "
+        "use that runtime, stop it, or pass --data-dir"
+    )
+    assert set(threading.enumerate()) <= threads_before
+    assert _listening_ports() <= ports_before
+    # The refused runtime left nothing claimed: another can run in this process.
+    with LocalRuntime(held_data_dir.parent / "other", port=0) as other:
+        assert other.running
+
+
+def test_local_up_on_a_data_dir_in_use_exits_non_zero_saying_so(held_data_dir: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tunelab.cli", "local", "up", "--port", "0", "--data-dir", str(held_data_dir)],
+        cwd=REPO_ROOT,
+        env=runtime_environment(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+    assert done.returncode == 1
+    assert f"tunelab: another tunelab local runtime (process {os.getpid()}) uses the data dir" in done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -152,7 +152,12 @@ def _say(message: str) -> None:
 
 def run_up(args: argparse.Namespace) -> int:
     """`tunelab local up`: start, say where things are, serve until Ctrl-C (or SIGTERM), stop."""
-    from tunelab.local.runtime import LocalRuntime, PortInUse, RuntimeAlreadyRunning  # noqa: PLC0415
+    from tunelab.local.runtime import (  # noqa: PLC0415
+        DataDirInUse,
+        LocalRuntime,
+        PortInUse,
+        RuntimeAlreadyRunning,
+    )
 
     _configure_logging(args.log_level)
     data_dir = _data_dir(args)
@@ -166,7 +171,7 @@ def run_up(args: argparse.Namespace) -> int:
     _say(f"starting the local runtime (data dir {runtime.data_dir}) ...")
     try:
         runtime.start()
-    except (PortInUse, RuntimeAlreadyRunning) as error:
+    except (PortInUse, RuntimeAlreadyRunning, DataDirInUse) as error:
         _say(str(error))
         return EXIT_FAILED
 

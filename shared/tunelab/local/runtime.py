@@ -25,6 +25,7 @@ the environment are the process's.
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import io
 import json
@@ -85,6 +86,46 @@ _REPO_ROOT = Path(__file__).resolve().parents[3]
 
 class RuntimeAlreadyRunning(RuntimeError):  # noqa: N818
     """Another LocalRuntime is running in this process (moto's state and the environment are shared)."""
+
+
+class DataDirInUse(RuntimeError):  # noqa: N818  # named for what happened
+    """Another local runtime (any process) runs on this data dir: its job and deployment folders
+    are named by model, so two runtimes on one dir would take each other's."""
+
+    def __init__(self, data_dir: Path, holder: str) -> None:
+        who = f" (process {holder})" if holder else ""
+        super().__init__(
+            f"another tunelab local runtime{who} uses the data dir {data_dir}: use that runtime, "
+            "stop it, or pass --data-dir"
+        )
+
+
+LOCK_FILE = "runtime.lock"
+
+
+def _lock_data_dir(data_dir: Path) -> Callable[[], None]:
+    """Hold an exclusive lock on the data dir while the runtime runs (released by the returned
+    callable, or by the OS when the process ends, however it ends); `DataDirInUse` if held."""
+    handle = (data_dir / LOCK_FILE).open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        raise DataDirInUse(data_dir, holder) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+
+    def release() -> None:
+        handle.seek(0)
+        handle.truncate()
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        handle.close()
+
+    return release
 
 
 @dataclass(frozen=True)
@@ -272,6 +313,7 @@ class LocalRuntime:
 
     def _start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._undo.append(("data dir lock", _lock_data_dir(self.data_dir)))
         secret = load_or_create_secret(self.data_dir)
         ensure_functions_importable()
         from tunelab.api.app import PUBLIC_PATHS  # noqa: PLC0415  # the API's import is heavy
@@ -705,6 +747,7 @@ def default_data_dir() -> Path:
 
 __all__ = [
     "DEFAULT_PORT",
+    "DataDirInUse",
     "LocalRuntime",
     "PortInUse",
     "RuntimeAlreadyRunning",
