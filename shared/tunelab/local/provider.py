@@ -234,9 +234,12 @@ def _float(value: str) -> float | None:
 
 
 def pack_model(model_dir: Path, archive: Path) -> Path:
-    """`model.tar.gz` with the folder's files at its root, as SageMaker packs /opt/ml/model."""
+    """`model.tar.gz` with the folder's files at its root, as SageMaker packs /opt/ml/model.
+
+    Compressed at gzip's fastest level: on SmolLM2-135M's converted weights (538 MB) the
+    default level 9 took 121 s where level 1 took 15 s for an archive 6 % larger (measured)."""
     archive.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "w:gz") as tar:
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
         for path in sorted(model_dir.rglob("*")):
             if path.is_file():
                 tar.add(path, arcname=path.relative_to(model_dir).as_posix())
