@@ -123,6 +123,11 @@ def test_the_whole_life_of_a_model(local: LocalApi, tmp_path: Path) -> None:
     # Then it is gone, and its history had every status in order
     assert local.call("GET", f"/v1/fine-tuned-models/{name}").status_code == 404
     assert name not in [m["name"] for m in local.call("GET", "/v1/fine-tuned-models").json()["items"]]
+    # The runtime's log has its own lines and the handlers' at the chosen level (WARNING): no
+    # handler's INFO line under a service-less logger name, no progress bar of the model's loading.
+    log = local.log()
+    assert "service_undefined" not in log
+    assert "Loading weights" not in log
 
 
 def _generate(folder: Path) -> str:

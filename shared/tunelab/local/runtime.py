@@ -77,6 +77,7 @@ LOOPBACK = "127.0.0.1"
 REGION = "us-east-1"
 STACK_NAME = "tunelab"
 SENDER_EMAIL = "tunelab@tunelab.local"
+SERVICE_NAME = "tunelab"
 LOCAL_DEPLOY_POLL_SECONDS = 2
 PROVIDER_MODULE = "tunelab.local.provider"
 API_FUNCTION = "Api"
@@ -315,6 +316,12 @@ class LocalRuntime:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._undo.append(("data dir lock", _lock_data_dir(self.data_dir)))
         secret = load_or_create_secret(self.data_dir)
+        # Powertools loggers take their service name and level when their module is imported, which
+        # the API's import below does: set those first (`_apply_environment` sets the rest).
+        early = {"POWERTOOLS_SERVICE_NAME": SERVICE_NAME, "POWERTOOLS_LOG_LEVEL": self.log_level}
+        for name, value in early.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
         ensure_functions_importable()
         from tunelab.api.app import PUBLIC_PATHS  # noqa: PLC0415  # the API's import is heavy
 
@@ -475,7 +482,7 @@ class LocalRuntime:
             "DEPLOY_POLL_SECONDS": str(LOCAL_DEPLOY_POLL_SECONDS),
             "TUNELAB_LOCAL_DATA_DIR": str(self.data_dir),
             "LOG_LEVEL": self.log_level,
-            "POWERTOOLS_SERVICE_NAME": "tunelab",
+            "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
             "POWERTOOLS_METRICS_NAMESPACE": "tunelab",
             "POWERTOOLS_LOG_LEVEL": self.log_level,
             "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
