@@ -58,19 +58,11 @@ def test_a_port_in_use_is_refused_with_a_clear_message(tmp_path: Path, taken_por
     assert _listening_ports() <= ports_before
 
 
-def test_local_up_on_a_port_in_use_exits_non_zero_saying_so(tmp_path: Path, taken_port: int) -> None:
+def _local_up_refused(port: int, data_dir: Path) -> str:
+    """Run `tunelab local up`, expect it to refuse (exit 1, no traceback); its stderr."""
+    command = [sys.executable, "-m", "tunelab.cli", "local", "up", "--port", str(port)]
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tunelab.cli",
-            "local",
-            "up",
-            "--port",
-            str(taken_port),
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
+        [*command, "--data-dir", str(data_dir)],
         cwd=REPO_ROOT,
         env=runtime_environment(),
         capture_output=True,
@@ -78,10 +70,15 @@ def test_local_up_on_a_port_in_use_exits_non_zero_saying_so(tmp_path: Path, take
         timeout=180,
         check=False,
     )
-
-    assert done.returncode == 1
-    assert f"tunelab: port {taken_port} {IN_USE}" in done.stderr
+    assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
+    return done.stderr
+
+
+def test_local_up_on_a_port_in_use_exits_non_zero_saying_so(tmp_path: Path, taken_port: int) -> None:
+    said = _local_up_refused(taken_port, tmp_path / "data")
+
+    assert f"tunelab: port {taken_port} {IN_USE}" in said
 
 
 @pytest.fixture
@@ -115,19 +112,9 @@ def test_a_data_dir_another_runtime_uses_is_refused_before_anything_starts(held_
 
 
 def test_local_up_on_a_data_dir_in_use_exits_non_zero_saying_so(held_data_dir: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", "local", "up", "--port", "0", "--data-dir", str(held_data_dir)],
-        cwd=REPO_ROOT,
-        env=runtime_environment(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    said = _local_up_refused(0, held_data_dir)
 
-    assert done.returncode == 1
-    assert f"tunelab: another tunelab local runtime (process {os.getpid()}) uses the data dir" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert f"tunelab: another tunelab local runtime (process {os.getpid()}) uses the data dir" in said
 
 
 def test_stop_leaves_no_thread_and_no_listening_socket(tmp_path: Path) -> None:
