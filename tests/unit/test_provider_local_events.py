@@ -131,3 +131,28 @@ def test_other_phases_are_left_as_they_are():
     assert progress_phase("Downloading", JobProgress(step=3, max_steps=9)) == "Downloading"
     assert format_duration(59.6) == "1:00"
     assert format_duration(605) == "10:05"
+
+
+def test_final_metrics_keep_the_trainers_numbers_and_drop_the_rest():
+    # The same list shape SageMaker's DescribeTrainingJob and state-change events carry.
+    state = _parse(
+        _detail(
+            "Completed",
+            "Completed",
+            ModelArtifacts={"S3ModelArtifacts": ARTIFACTS},
+            FinalMetricDataList=[
+                {"MetricName": "train_loss", "Value": 0.3747, "Timestamp": 1764342237.0},
+                {"MetricName": "eval_loss", "Value": 0.3377},
+                {"MetricName": "step", "Value": 16.0},
+                {"MetricName": "epoch", "Value": 2},
+                {"MetricName": "learning_rate", "Value": 0.0005},  # not one the model shows
+                {"MetricName": "grad_norm", "Value": "n/a"},
+                {"MetricName": "eval_loss", "Value": True},  # not a number: ignored
+            ],
+        )
+    )
+
+    assert state.metrics is not None
+    assert state.metrics.model_dump() == {"train_loss": 0.3747, "eval_loss": 0.3377, "step": 16, "epoch": 2.0}
+    unknown = [{"MetricName": "x", "Value": 1}]
+    assert _parse(_detail("InProgress", "Training", FinalMetricDataList=unknown)).metrics is None

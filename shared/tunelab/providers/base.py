@@ -118,6 +118,32 @@ class TrainingMetrics(_Model):
     epoch: float | None = None
 
 
+_METRIC_NAMES = frozenset(TrainingMetrics.model_fields)
+
+
+def final_metrics(final: object) -> TrainingMetrics | None:
+    """The metrics of a SageMaker-shaped `FinalMetricDataList` (`[{"MetricName", "Value"}]`, as
+    DescribeTrainingJob, its state-change event and the local provider's events give it): the
+    trainer's `train_loss`, `eval_loss`, `step` and `epoch`; None when none of them is there."""
+    if not isinstance(final, list):
+        return None
+    values: dict[str, float] = {}
+    for item in final:
+        if isinstance(item, Mapping) and item.get("MetricName") in _METRIC_NAMES:
+            value = item.get("Value")
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                values[str(item["MetricName"])] = float(value)
+    if not values:
+        return None
+    step = values.get("step")
+    return TrainingMetrics(
+        train_loss=values.get("train_loss"),
+        eval_loss=values.get("eval_loss"),
+        step=int(step) if step is not None else None,
+        epoch=values.get("epoch"),
+    )
+
+
 class TrainingState(_Model):
     job_id: str
     status: TrainingStatus

@@ -23,10 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tunelab.providers.base import (
     LocalConfig,
-    TrainingMetrics,
     TrainingState,
     TrainingStatus,
     UnhandledEventError,
+    final_metrics,
 )
 
 if TYPE_CHECKING:
@@ -46,7 +46,6 @@ _TRAINING_STATUS: dict[str, TrainingStatus] = {
     "Stopping": "stopping",
     "Stopped": "stopped",
 }
-METRIC_NAMES = ("train_loss", "eval_loss", "step", "epoch")
 
 
 class LocalProviderConfig(LocalConfig):
@@ -112,26 +111,6 @@ def _time(value: object) -> datetime | None:
     return None
 
 
-def _metrics(final: object) -> TrainingMetrics | None:
-    if not isinstance(final, list):
-        return None
-    values: dict[str, float] = {}
-    for item in final:
-        if isinstance(item, Mapping) and item.get("MetricName") in METRIC_NAMES:
-            value = item.get("Value")
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                values[str(item["MetricName"])] = float(value)
-    if not values:
-        return None
-    step = values.get("step")
-    return TrainingMetrics(
-        train_loss=values.get("train_loss"),
-        eval_loss=values.get("eval_loss"),
-        step=int(step) if step is not None else None,
-        epoch=values.get("epoch"),
-    )
-
-
 def training_state(detail: Mapping[str, Any]) -> TrainingState:
     """A TrainingState from a local job's event detail (or the provider's own description of a job)."""
     raw = detail.get("TrainingJobStatus")
@@ -153,7 +132,7 @@ def training_state(detail: Mapping[str, Any]) -> TrainingState:
         status=status,
         phase=progress_phase(secondary, progress) if status == "in_progress" else secondary,
         failure_reason=str(failure) if failure and status == "failed" else None,
-        metrics=_metrics(detail.get("FinalMetricDataList")),
+        metrics=final_metrics(detail.get("FinalMetricDataList")),
         artifacts_uri=artifacts.get("S3ModelArtifacts") if status == "completed" else None,
         ended_at=_time(detail.get("TrainingEndTime")) if terminal else None,
     )

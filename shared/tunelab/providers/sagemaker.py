@@ -55,12 +55,12 @@ from tunelab.providers.base import (
     SageMakerConnection,
     TrainedModel,
     TrainingJobRef,
-    TrainingMetrics,
     TrainingRequest,
     TrainingState,
     TrainingStatus,
     UnhandledEventError,
     derived_name,
+    final_metrics,
     s3_split,
 )
 from tunelab.providers.images import llm_inference_image, training_image
@@ -281,28 +281,6 @@ def _time(value: object) -> datetime | None:
     return datetime.fromtimestamp(number / 1000 if number > 1e11 else number, tz=UTC)
 
 
-def _metrics(final: object) -> TrainingMetrics | None:
-    if not isinstance(final, list):
-        return None
-    values: dict[str, float] = {}
-    for item in final:
-        if (
-            isinstance(item, Mapping)
-            and isinstance(item.get("MetricName"), str)
-            and item.get("Value") is not None
-        ):
-            values[item["MetricName"]] = float(item["Value"])
-    if not values:
-        return None
-    step = values.get("step")
-    return TrainingMetrics(
-        train_loss=values.get("train_loss"),
-        eval_loss=values.get("eval_loss"),
-        step=int(step) if step is not None else None,
-        epoch=values.get("epoch"),
-    )
-
-
 def training_state(job: Mapping[str, Any]) -> TrainingState:
     """A TrainingState from DescribeTrainingJob or the "Training Job State Change" event's detail."""
     raw = job.get("TrainingJobStatus")
@@ -326,7 +304,7 @@ def training_state(job: Mapping[str, Any]) -> TrainingState:
         status=status,
         phase=secondary,
         failure_reason=str(failure) if failure and status == "failed" else None,
-        metrics=_metrics(job.get("FinalMetricDataList")),
+        metrics=final_metrics(job.get("FinalMetricDataList")),
         artifacts_uri=artifacts.get("S3ModelArtifacts") if status == "completed" else None,
         ended_at=_time(job.get("TrainingEndTime")) if terminal else None,
     )
