@@ -282,10 +282,8 @@ class Demo:
             raise StageFailed(f"the local runtime cannot start: {error}") from error
         data_dir = self.data_dir or default_data_dir()
         self.say(f"No runtime answers; starting one in this process (data dir {data_dir}) ...")
-        # The runtime shares this terminal: its handlers log warnings only, and loading a model draws
-        # no progress bars over the demo's own.
-        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        # The runtime shares this terminal: its handlers log warnings only (its default level), and
+        # loading a model draws no progress bar over the demo's own (the runtime turns them off).
         runtime = LocalRuntime(data_dir, port=DEFAULT_PORT)
         try:
             try:

@@ -160,8 +160,6 @@ def run_up(args: argparse.Namespace) -> int:
     )
 
     _configure_logging(args.log_level)
-    # A model loading for a deployment draws no progress bar into the runtime's log.
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     data_dir = _data_dir(args)
     try:
         for model_id in register_model_dirs(list(getattr(args, "model_dir", None) or []), data_dir):

@@ -317,8 +317,13 @@ class LocalRuntime:
         self._undo.append(("data dir lock", _lock_data_dir(self.data_dir)))
         secret = load_or_create_secret(self.data_dir)
         # Powertools loggers take their service name and level when their module is imported, which
-        # the API's import below does: set those first (`_apply_environment` sets the rest).
-        early = {"POWERTOOLS_SERVICE_NAME": SERVICE_NAME, "POWERTOOLS_LOG_LEVEL": self.log_level}
+        # the API's import below does: set those first (`_apply_environment` sets the rest). A model
+        # loading for a deployment draws no progress bar into the runtime's log or terminal.
+        early = {
+            "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+            "POWERTOOLS_LOG_LEVEL": self.log_level,
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        }
         for name, value in early.items():
             self._saved_env.setdefault(name, os.environ.get(name))
             os.environ[name] = value
