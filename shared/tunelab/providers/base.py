@@ -118,6 +118,29 @@ class TrainingMetrics(_Model):
     epoch: float | None = None
 
 
+def event_time(value: object) -> datetime | None:
+    """A time as SageMaker-shaped job descriptions and events give it: a datetime (boto3), epoch
+    seconds or milliseconds (events), as a number or numeric text, or ISO 8601 text; naive times
+    are UTC. None for anything else (absent, zero, unreadable)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            try:
+                moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                return None
+            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if number is None or number <= 0:
+        return None
+    return datetime.fromtimestamp(number / 1000 if number > 1e11 else number, tz=UTC)
+
+
 _METRIC_NAMES = frozenset(TrainingMetrics.model_fields)
 
 

@@ -15,7 +15,6 @@ This module imports neither boto3 nor torch: the event handler parses with it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +25,7 @@ from tunelab.providers.base import (
     TrainingState,
     TrainingStatus,
     UnhandledEventError,
+    event_time,
     final_metrics,
 )
 
@@ -99,18 +99,6 @@ def progress_phase(secondary: str | None, progress: JobProgress | None) -> str |
     return text
 
 
-def _time(value: object) -> datetime | None:
-    if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    if isinstance(value, int | float) and value > 0:
-        return datetime.fromtimestamp(value / 1000 if value > 1e11 else value, tz=UTC)
-    return None
-
-
 def training_state(detail: Mapping[str, Any]) -> TrainingState:
     """A TrainingState from a local job's event detail (or the provider's own description of a job)."""
     raw = detail.get("TrainingJobStatus")
@@ -134,7 +122,7 @@ def training_state(detail: Mapping[str, Any]) -> TrainingState:
         failure_reason=str(failure) if failure and status == "failed" else None,
         metrics=final_metrics(detail.get("FinalMetricDataList")),
         artifacts_uri=artifacts.get("S3ModelArtifacts") if status == "completed" else None,
-        ended_at=_time(detail.get("TrainingEndTime")) if terminal else None,
+        ended_at=event_time(detail.get("TrainingEndTime")) if terminal else None,
     )
 
 

@@ -60,6 +60,7 @@ from tunelab.providers.base import (
     TrainingStatus,
     UnhandledEventError,
     derived_name,
+    event_time,
     final_metrics,
     s3_split,
 )
@@ -261,26 +262,6 @@ def _key(status: str) -> str:
     return status.replace("_", "").lower()
 
 
-def _time(value: object) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    number: float | None = None
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            try:
-                return datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
-                return None
-    if number is None or number <= 0:
-        return None
-    # Events carry epoch milliseconds.
-    return datetime.fromtimestamp(number / 1000 if number > 1e11 else number, tz=UTC)
-
-
 def training_state(job: Mapping[str, Any]) -> TrainingState:
     """A TrainingState from DescribeTrainingJob or the "Training Job State Change" event's detail."""
     raw = job.get("TrainingJobStatus")
@@ -306,7 +287,7 @@ def training_state(job: Mapping[str, Any]) -> TrainingState:
         failure_reason=str(failure) if failure and status == "failed" else None,
         metrics=final_metrics(job.get("FinalMetricDataList")),
         artifacts_uri=artifacts.get("S3ModelArtifacts") if status == "completed" else None,
-        ended_at=_time(job.get("TrainingEndTime")) if terminal else None,
+        ended_at=event_time(job.get("TrainingEndTime")) if terminal else None,
     )
 
 
