@@ -120,7 +120,7 @@ def generate(path: Path, size_mb: int, seed: int = 7) -> int:
 
 
 def _child_tunelab(src: str, dst: str) -> dict[str, object]:
-    from tunelab.datasets import convert_to_jsonl  # noqa: PLC0415 - the child alone imports it
+    from tunelab.domain.datasets import convert_to_jsonl  # noqa: PLC0415 - the child alone imports it
 
     start, cpu = time.perf_counter(), time.process_time()
     with open(src, "rb") as fin, open(dst, "wb") as fout:

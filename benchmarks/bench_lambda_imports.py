@@ -100,7 +100,7 @@ def entry_modules() -> list[str]:
     """Every Lambda entry module, as the stack (of this checkout) defines them."""
     code = (
         f"import sys; sys.path.insert(0, {str(ROOT / 'shared')!r})\n"
-        "from tunelab.stack_definitions import FUNCTIONS\n"
+        "from tunelab.composition.stack_definitions import FUNCTIONS\n"
         "print(' '.join(spec.module for spec in FUNCTIONS))"
     )
     listed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -53,7 +53,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def prepare_model(api: httpx.Client) -> str:
     """One fine-tuned model of the workspace, its training stopped: the item both sides read."""
-    from tunelab.demo import sample_rows, to_csv  # noqa: PLC0415
+    from tunelab.client.demo import sample_rows, to_csv  # noqa: PLC0415
 
     name = f"bench-{int(time.time())}"
     dataset = api.post(

@@ -8,8 +8,8 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tunelab.handlers.auto_undeploy import handle_schedule
-from tunelab.wiring import get_services
+from tunelab.application.auto_undeploy import handle_schedule
+from tunelab.composition.wiring import get_services
 
 logger = Logger(service="tunelab-auto-undeploy")
 tracer = Tracer(service="tunelab-auto-undeploy")

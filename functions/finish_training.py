@@ -7,9 +7,9 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tunelab.wiring import get_services
-from tunelab.workflows import FinishTrainingEvent, as_payload
-from tunelab.workflows.tasks import finish_training
+from tunelab.application.workflow_tasks import finish_training
+from tunelab.application.workflows import FinishTrainingEvent, as_payload
+from tunelab.composition.wiring import get_services
 
 logger = Logger(service="tunelab-workflows")
 tracer = Tracer(service="tunelab-workflows")

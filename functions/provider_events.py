@@ -13,9 +13,9 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tunelab.handlers import parse_envelope
-from tunelab.handlers.provider_events import handle_provider_event
-from tunelab.wiring import get_services
+from tunelab.application.provider_events import handle_provider_event
+from tunelab.composition.wiring import get_services
+from tunelab.entrypoints.messages import parse_envelope
 
 logger = Logger(service="tunelab-provider-events")
 tracer = Tracer(service="tunelab-provider-events")

@@ -7,8 +7,8 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tunelab.handlers.reconcile import reconcile
-from tunelab.wiring import get_services
+from tunelab.application.reconcile import reconcile
+from tunelab.composition.wiring import get_services
 
 logger = Logger(service="tunelab-reconciler")
 tracer = Tracer(service="tunelab-reconciler")

@@ -27,7 +27,7 @@ from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 
 from infra.config import REPO_ROOT
-from tunelab.stack_definitions import LAMBDA_PYTHON_VERSION, TRAINER_BUNDLE_DIR
+from tunelab.composition.stack_definitions import LAMBDA_PYTHON_VERSION, TRAINER_BUNDLE_DIR
 
 # Wheels Lambda's Amazon Linux 2023 (glibc 2.34) can load on arm64, newest tag first.
 PLATFORMS = ("manylinux_2_28_aarch64", "manylinux2014_aarch64")

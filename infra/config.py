@@ -45,7 +45,9 @@ class PlatformConfig(BaseModel):
     api_rate_limit: float = Field(default=50, alias="apiRateLimit", gt=0)
     api_burst_limit: int = Field(default=100, alias="apiBurstLimit", gt=0)
     skip_bundling: bool = Field(default=False, alias="skipBundling")
-    workflows_dir: Path = Field(default=REPO_ROOT / "shared" / "tunelab" / "workflows", alias="workflowsDir")
+    workflows_dir: Path = Field(
+        default=REPO_ROOT / "shared" / "tunelab" / "composition" / "state_machines", alias="workflowsDir"
+    )
 
     @field_validator("allowed_origins", "connected_accounts", mode="before")
     @classmethod

@@ -5,8 +5,8 @@ customer can deploy it from the console; CDK context only sets the parameters' d
 
 What it makes:
 * the cross-account role tunelab assumes (trusts the platform's account, with an external id):
-  exactly the calls tunelab makes with it (`tunelab.providers.sagemaker`, PrepareData and
-  FinishTraining in `tunelab.workflows.tasks`) — SageMaker training jobs and endpoints it tags
+  exactly the calls tunelab makes with it (`tunelab.adapters.providers.sagemaker`, PrepareData and
+  FinishTraining in `tunelab.application.workflow_tasks`) — SageMaker training jobs and endpoints it tags
   `tunelab-workspace`, objects under `tunelab/` in the artifact bucket, `DescribeSecret` (never the
   value) of the optional Hugging Face token secret, and `iam:PassRole` of the execution role to
   SageMaker only;
@@ -42,7 +42,7 @@ from constructs import Construct
 from infra.capabilities.messaging import acknowledge_dead_letter_queue, event_pattern, secure_queue
 from infra.config import ConnectorConfig
 from infra.nag import acknowledge, objects_finding
-from tunelab.stack_definitions import (
+from tunelab.composition.stack_definitions import (
     ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS,
     ACCESS_LOGS_EXPIRE_AFTER_DAYS,
     CONNECTOR_BUCKET_PREFIX,

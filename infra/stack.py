@@ -22,7 +22,7 @@ from infra.capabilities.schedules import Schedules
 from infra.capabilities.training import Training
 from infra.capabilities.workflow import Workflow
 from infra.config import PlatformConfig
-from tunelab.stack_definitions import (
+from tunelab.composition.stack_definitions import (
     AUTO_UNDEPLOY_FUNCTION,
     FUNCTIONS,
     LAMBDA_TASK_ROOT,

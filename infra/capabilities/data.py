@@ -7,7 +7,7 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from tunelab.stack_definitions import (
+from tunelab.composition.stack_definitions import (
     ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS,
     ACCESS_LOGS_EXPIRE_AFTER_DAYS,
     IDEMPOTENCY_KEY_ATTRIBUTE,

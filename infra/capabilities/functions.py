@@ -2,7 +2,7 @@
 
 A role starts empty (no managed policy): it may write its own log group, send traces, and do what
 its `Permission`s grant, each on named resources. Every function gets the same environment (the
-fields of `tunelab.settings.Settings`), so one settings model serves them all.
+fields of `tunelab.composition.settings.Settings`), so one settings model serves them all.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from constructs import Construct
 
 from infra.capabilities.messaging import dead_letter_alarm, secure_queue
 from infra.nag import acknowledge, objects_finding
-from tunelab.stack_definitions import (
+from tunelab.composition.stack_definitions import (
     CONNECTOR_ROLE_PREFIX,
     FUNCTIONS,
     LAMBDA_PYTHON_VERSION,
@@ -83,8 +83,8 @@ _BEDROCK_GRANTS: dict[Permission, tuple[list[str], tuple[str, ...]]] = {
     ),
 }
 
-# Answering the fine-tuning workflow's task tokens: the actions tunelab.workflows calls. The Service
-# Authorization Reference lists no resource type for them, so a policy must name "*".
+# Answering the fine-tuning workflow's task tokens: the actions tunelab.application.workflows
+# calls. The Service Authorization Reference lists no resource type for them, so a policy must name "*".
 SEND_TASK_RESULT_ACTIONS = ("states:SendTaskSuccess", "states:SendTaskHeartbeat")
 SEND_TASK_RESULT_DOC = (
     "https://docs.aws.amazon.com/service-authorization/latest/reference/list_awsstepfunctions.html"

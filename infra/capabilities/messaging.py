@@ -16,7 +16,14 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.nag import acknowledge
-from tunelab.stack_definitions import EVENT_RULES, QUEUES, EventRuleSpec, QueueSpec, function, render_pattern
+from tunelab.composition.stack_definitions import (
+    EVENT_RULES,
+    QUEUES,
+    EventRuleSpec,
+    QueueSpec,
+    function,
+    render_pattern,
+)
 
 _PATTERN_FIELDS = {
     "source": "source",

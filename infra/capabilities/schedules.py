@@ -8,7 +8,7 @@ from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from tunelab.stack_definitions import SCHEDULES, ScheduleSpec
+from tunelab.composition.stack_definitions import SCHEDULES, ScheduleSpec
 
 
 def scheduler_role(

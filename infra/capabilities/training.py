@@ -15,7 +15,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.nag import acknowledge, objects_finding
-from tunelab.stack_definitions import BEDROCK_OUTPUT_PREFIX, BEDROCK_TRAINING_DATA_PREFIX
+from tunelab.composition.stack_definitions import BEDROCK_OUTPUT_PREFIX, BEDROCK_TRAINING_DATA_PREFIX
 
 
 class Training(Construct):

@@ -20,7 +20,12 @@ from constructs import Construct
 
 from infra.capabilities.functions import RETENTION
 from infra.nag import acknowledge
-from tunelab.stack_definitions import STATE_MACHINES, StateMachineSpec, placeholders, state_machine_variables
+from tunelab.composition.stack_definitions import (
+    STATE_MACHINES,
+    StateMachineSpec,
+    placeholders,
+    state_machine_variables,
+)
 
 
 class UnknownPlaceholderError(ValueError):

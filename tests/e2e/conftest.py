@@ -1,6 +1,6 @@
 """The local runtime for end-to-end tests: one `tunelab local up` per test session, over HTTP.
 
-The `local` fixture starts the real command (`python -m tunelab.cli local up --port 0`) in its own
+The `local` fixture starts the real command (`python -m tunelab.client.cli local up --port 0`) in its own
 process with a temporary data dir, waits for its ready file, and yields a `LocalApi`: the API's URL,
 the AWS endpoint (moto), helpers to mint tokens and call the API, and the process's log. The runtime
 runs in its own process because moto's state is process-wide: a `mock_aws` test that runs on the
@@ -81,7 +81,7 @@ def start_runtime(
     ready_file = data_dir.parent / f"{data_dir.name}.ready.json"
     ready_file.unlink(missing_ok=True)
     log = log_path.open("wb")
-    command = [sys.executable, "-m", "tunelab.cli", "local", "up", "--port", str(port)]
+    command = [sys.executable, "-m", "tunelab.client.cli", "local", "up", "--port", str(port)]
     command += ["--data-dir", str(data_dir), "--ready-file", str(ready_file), *extra]
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, env=runtime_environment(), stdout=log, stderr=subprocess.STDOUT

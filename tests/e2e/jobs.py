@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import LocalApi
-from tunelab.demo import sample_rows
+from tunelab.client.demo import sample_rows
 
 TINY = "local.tiny-llama"
 _counter = itertools.count(1)

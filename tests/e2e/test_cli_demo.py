@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.e2e.conftest import REPO_ROOT, LocalApi, runtime_environment
-from tunelab import cli
+from tunelab.client import cli
 
 pytestmark = [pytest.mark.xdist_group("e2e"), pytest.mark.slow]
 
@@ -32,7 +32,7 @@ def demo(url: str, token: str, *argv: str) -> subprocess.CompletedProcess[str]:
     env["TUNELAB_API_URL"] = url
     env["TUNELAB_TOKEN"] = token
     return subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", "demo", *argv],
+        [sys.executable, "-m", "tunelab.client.cli", "demo", *argv],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

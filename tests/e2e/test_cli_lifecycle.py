@@ -14,8 +14,8 @@ import pytest
 
 from tests.e2e.conftest import REPO_ROOT, LocalApi, runtime_environment
 from tests.e2e.jobs import TINY, csv_of, unique
-from tunelab import cli
-from tunelab.demo import sample_rows
+from tunelab.client import cli
+from tunelab.client.demo import sample_rows
 
 pytestmark = [pytest.mark.xdist_group("e2e"), pytest.mark.slow]
 
@@ -27,7 +27,7 @@ def tunelab(
     env["TUNELAB_API_URL"] = url or local.base_url
     env["TUNELAB_TOKEN"] = local.token()
     return subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", *argv],
+        [sys.executable, "-m", "tunelab.client.cli", *argv],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

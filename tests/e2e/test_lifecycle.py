@@ -28,7 +28,7 @@ from tests.e2e.jobs import (
     wait_phase,
     wait_status,
 )
-from tunelab.schedules import fire_time
+from tunelab.domain.schedules import fire_time
 
 pytestmark = [pytest.mark.xdist_group("e2e"), pytest.mark.slow]
 

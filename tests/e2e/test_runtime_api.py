@@ -14,7 +14,7 @@ from tunelab.local.tokens import claims_for, encode, load_or_create_secret
 
 pytestmark = pytest.mark.xdist_group("e2e")
 
-TOKEN_COMMAND = (sys.executable, "-m", "tunelab.cli", "local", "token")
+TOKEN_COMMAND = (sys.executable, "-m", "tunelab.client.cli", "local", "token")
 
 
 def test_health_answers_without_a_token(local: LocalApi) -> None:

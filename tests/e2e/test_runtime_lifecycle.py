@@ -60,7 +60,7 @@ def test_a_port_in_use_is_refused_with_a_clear_message(tmp_path: Path, taken_por
 
 def _local_up_refused(port: int, data_dir: Path) -> str:
     """Run `tunelab local up`, expect it to refuse (exit 1, no traceback); its stderr."""
-    command = [sys.executable, "-m", "tunelab.cli", "local", "up", "--port", str(port)]
+    command = [sys.executable, "-m", "tunelab.client.cli", "local", "up", "--port", str(port)]
     done = subprocess.run(
         [*command, "--data-dir", str(data_dir)],
         cwd=REPO_ROOT,

@@ -22,9 +22,8 @@ import pytest
 
 from tests.e2e.conftest import LocalApi, wait_for
 from tests.e2e.probe import PREFIX
-from tunelab.records import Creator, DatasetRecord, new_dataset_id
-from tunelab.repository import Repository
-from tunelab.stack_definitions import (
+from tunelab.adapters.dynamodb import Repository
+from tunelab.composition.stack_definitions import (
     AUTO_UNDEPLOY_FUNCTION,
     EVENT_RULES,
     FUNCTIONS,
@@ -33,7 +32,8 @@ from tunelab.stack_definitions import (
     STATE_MACHINES,
     render_pattern,
 )
-from tunelab.workflows import definition_text
+from tunelab.composition.state_machines import definition_text
+from tunelab.domain.records import Creator, DatasetRecord, new_dataset_id
 
 pytestmark = pytest.mark.xdist_group("e2e")
 

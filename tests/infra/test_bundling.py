@@ -11,7 +11,7 @@ import pytest
 
 from infra.bundling import asset_hash, lambda_dependencies, pip_command, stage_sources
 from infra.config import REPO_ROOT
-from tunelab.stack_definitions import TRAINER_BUNDLE_DIR
+from tunelab.composition.stack_definitions import TRAINER_BUNDLE_DIR
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -80,8 +80,8 @@ def test_the_bundled_trainer_is_what_sagemaker_jobs_start_from(
     stage_sources(REPO_ROOT, out)
     trainer = out / TRAINER_BUNDLE_DIR
     monkeypatch.setenv("TRAINER_DIR", str(trainer))
-    from tunelab.providers.sagemaker import build_trainer_archive  # noqa: PLC0415  # boto3-heavy
-    from tunelab.wiring import trainer_dir  # noqa: PLC0415
+    from tunelab.adapters.providers.sagemaker import build_trainer_archive  # noqa: PLC0415  # boto3-heavy
+    from tunelab.composition.wiring import trainer_dir  # noqa: PLC0415
 
     # Then wiring finds it, and sourcedir.tar.gz holds the program and what the container installs
     assert trainer_dir() == trainer

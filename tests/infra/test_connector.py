@@ -16,7 +16,7 @@ from tests.infra.conftest import (
     render,
     statements_of_role,
 )
-from tunelab.stack_definitions import CONNECTOR_BUCKET_PREFIX
+from tunelab.composition.stack_definitions import CONNECTOR_BUCKET_PREFIX
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -129,7 +129,7 @@ def test_outputs_are_what_the_provider_connection_needs(synthesized: Synthesized
     assert outputs["HfTokenSecretArn"]["Condition"] == "HasHfTokenSecret"
 
 
-# What tunelab calls with the connector's role: tunelab.providers.sagemaker (the provider and
+# What tunelab calls with the connector's role: tunelab.adapters.providers.sagemaker (the provider and
 # verify_connection) and workflows.tasks (PrepareData writes the training data, FinishTraining
 # lists model.tar.gz), through the assumed session.
 ACCESS_CALLS = {
@@ -169,7 +169,7 @@ def test_access_role_allows_exactly_the_calls_tunelab_makes(synthesized: Synthes
 
 
 def test_access_role_objects_are_tunelabs_folder_of_the_artifact_bucket(synthesized: Synthesized) -> None:
-    from tunelab.providers.sagemaker import BUCKET_PREFIX  # noqa: PLC0415  # boto3-heavy
+    from tunelab.adapters.providers.sagemaker import BUCKET_PREFIX  # noqa: PLC0415  # boto3-heavy
 
     assert f"{BUCKET_PREFIX}/" == CONNECTOR_BUCKET_PREFIX
     granted = access_grants(synthesized)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.infra.conftest import CONNECTED_ACCOUNTS, Synthesized, as_list, only, render, resources
-from tunelab.stack_definitions import EVENT_RULES, QUEUES, EventRuleSpec, QueueSpec, function
+from tunelab.composition.stack_definitions import EVENT_RULES, QUEUES, EventRuleSpec, QueueSpec, function
 
 pytestmark = pytest.mark.xdist_group("infra")
 

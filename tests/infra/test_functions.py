@@ -16,8 +16,8 @@ from tests.infra.conftest import (
     resources,
     statements_of_role,
 )
-from tunelab.settings import Settings
-from tunelab.stack_definitions import (
+from tunelab.composition.settings import Settings
+from tunelab.composition.stack_definitions import (
     FUNCTIONS,
     LAMBDA_PYTHON_VERSION,
     LAMBDA_TASK_ROOT,
@@ -230,7 +230,8 @@ def test_asynchronous_functions_send_failures_to_a_queue(synthesized: Synthesize
         assert config["Properties"]["MaximumRetryAttempts"] == 2
 
 
-# The records table, as `tunelab.repository` uses it (TransactWriteItems is authorized per item action).
+# The records table, as `tunelab.adapters.dynamodb` uses it (TransactWriteItems is authorized per
+# item action).
 _TABLE = (
     "dynamodb:GetItem",
     "dynamodb:PutItem",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.infra.conftest import Synthesized, actions_on, only, render, resources, statements_of_role
-from tunelab.stack_definitions import (
+from tunelab.composition.stack_definitions import (
     BEDROCK_OUTPUT_PREFIX,
     BEDROCK_TRAINING_DATA_PREFIX,
     SCHEDULES,

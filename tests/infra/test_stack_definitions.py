@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tunelab import stack_definitions as sd
+from tunelab.composition import stack_definitions as sd
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -71,7 +71,7 @@ def test_table_definition_reads_boto3_create_table_arguments() -> None:
 
 
 def test_the_repositorys_table_is_the_one_used() -> None:
-    from tunelab import repository  # noqa: PLC0415
+    from tunelab.adapters import dynamodb as repository  # noqa: PLC0415
 
     definition = sd.table_definition()
     assert definition.ttl_attribute == repository.TTL_ATTRIBUTE
@@ -84,8 +84,8 @@ def test_the_bedrock_prefixes_are_where_the_code_puts_the_files() -> None:
     from types import SimpleNamespace  # noqa: PLC0415
     from typing import Any, cast  # noqa: PLC0415
 
-    from tunelab.providers.base import BedrockConfig  # noqa: PLC0415
-    from tunelab.workflows.tasks import data_store  # noqa: PLC0415  # boto3-heavy
+    from tunelab.application.workflow_tasks import data_store  # noqa: PLC0415  # boto3-heavy
+    from tunelab.domain.providers import BedrockConfig  # noqa: PLC0415
 
     # Bedrock's service role is scoped to these folders: the code must write exactly there
     assert f"{BedrockConfig.model_fields['output_prefix'].default.strip('/')}/" == sd.BEDROCK_OUTPUT_PREFIX
@@ -97,7 +97,7 @@ def test_the_bedrock_prefixes_are_where_the_code_puts_the_files() -> None:
 
 
 def test_the_bundled_trainer_is_where_wiring_looks_next_to_the_package() -> None:
-    from tunelab import wiring  # noqa: PLC0415
+    from tunelab.composition import wiring  # noqa: PLC0415
 
     # In a bundle the package sits at the task root: <root>/tunelab next to <root>/trainer
     assert wiring._PACKAGE_DIR.parent / sd.TRAINER_BUNDLE_DIR in wiring._TRAINER_CANDIDATES

@@ -11,11 +11,16 @@ import pytest
 
 from infra.config import REPO_ROOT
 from tests.infra.conftest import Synthesized, actions_on, render, resources, statements_of_role
-from tunelab.stack_definitions import STATE_MACHINES, StateMachineSpec, placeholders, state_machine_variables
+from tunelab.composition.stack_definitions import (
+    STATE_MACHINES,
+    StateMachineSpec,
+    placeholders,
+    state_machine_variables,
+)
 
 pytestmark = pytest.mark.xdist_group("infra")
 
-WORKFLOWS = REPO_ROOT / "shared" / "tunelab" / "workflows"
+WORKFLOWS = REPO_ROOT / "shared" / "tunelab" / "composition" / "state_machines"
 
 
 def machine(template: dict[str, Any], spec: StateMachineSpec) -> tuple[str, dict[str, Any]]:

@@ -14,9 +14,9 @@ import pytest
 from tests.integration.apigw import ApiResponse, api_event, call, claims_for
 from tests.integration.conftest import REGION, Aws
 from tests.integration.handler_support import BusSpy
-from tunelab.repository import Repository
-from tunelab.settings import get_settings
-from tunelab.wiring import Services, reset_services, set_services
+from tunelab.adapters.dynamodb import Repository
+from tunelab.composition.settings import get_settings
+from tunelab.composition.wiring import Services, reset_services, set_services
 
 SAMPLE_DATA = Path(__file__).resolve().parents[2] / "shared" / "tunelab" / "sample_data"
 GOOD_CSV = (SAMPLE_DATA / "support-triage.csv").read_bytes()

@@ -1,6 +1,6 @@
 """moto fixtures: each test gets its own `mock_aws`, so tests run in parallel (pytest -n) safely.
 
-The table is created from `tunelab.repository.TABLE_DEFINITION`, the same data the CDK app reads.
+The table is created from `tunelab.adapters.dynamodb.TABLE_DEFINITION`, the same data the CDK app reads.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tunelab.api.deps import reset_services
-from tunelab.repository import (
+from tunelab.adapters.dynamodb import (
     IDEMPOTENCY_TABLE_DEFINITION,
     IDEMPOTENCY_TTL_ATTRIBUTE,
     TABLE_DEFINITION,
     TTL_ATTRIBUTE,
     Repository,
 )
-from tunelab.settings import reset_settings
+from tunelab.composition.settings import reset_settings
+from tunelab.entrypoints.api.deps import reset_services
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -31,7 +31,7 @@ ACCOUNT = "123456789012"
 TABLE_NAME = "tunelab-test"
 IDEMPOTENCY_TABLE_NAME = "tunelab-test-idempotency"
 
-# Every variable `tunelab.settings.Settings` requires, with test values.
+# Every variable `tunelab.composition.settings.Settings` requires, with test values.
 ENVIRONMENT = {
     "AWS_REGION": REGION,
     "AWS_DEFAULT_REGION": REGION,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from tunelab.records import (
+from tunelab.domain.records import (
     Creator,
     DatasetRecord,
     DatasetRef,
@@ -13,7 +13,7 @@ from tunelab.records import (
     ValidationChoice,
     new_dataset_id,
 )
-from tunelab.status import ModelStatus
+from tunelab.domain.status import ModelStatus
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 ADA = Creator(email="ada@example.com", sub="7d8ca528-4931-4254-9273-ea5ee853f271")

@@ -13,7 +13,9 @@ from typing import Any
 
 import boto3
 
-from tunelab.providers.base import (
+from tunelab.adapters.dynamodb import Repository
+from tunelab.composition.wiring import Services, set_services
+from tunelab.domain.providers import (
     DeploymentRef,
     DeploymentState,
     DeployRequest,
@@ -26,12 +28,10 @@ from tunelab.providers.base import (
     TrainingRequest,
     TrainingState,
 )
-from tunelab.records import Artifacts, ModelRecord, ProviderConnectionRecord
-from tunelab.records import DeploymentState as DeploymentRecordState
-from tunelab.records import TrainingState as TrainingRecordState
-from tunelab.repository import Repository
-from tunelab.status import ModelStatus
-from tunelab.wiring import Services, set_services
+from tunelab.domain.records import Artifacts, ModelRecord, ProviderConnectionRecord
+from tunelab.domain.records import DeploymentState as DeploymentRecordState
+from tunelab.domain.records import TrainingState as TrainingRecordState
+from tunelab.domain.status import ModelStatus
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -139,7 +139,7 @@ class RecordingProvider:
         self._call("delete_model", model)
 
     def parse_event(self, detail_type: str, detail: Mapping[str, Any]) -> TrainingState | DeploymentState:
-        raise NotImplementedError("events are parsed by tunelab.providers.parse_event")
+        raise NotImplementedError("events are parsed by tunelab.adapters.providers.parse_event")
 
 
 class LambdaContextStub:
@@ -250,8 +250,8 @@ def create_deployed_model(
     undeploy_in: timedelta = timedelta(hours=4),
 ) -> ModelRecord:
     """A deployed model with its endpoint and the auto-undeploy schedules the deployment made."""
-    from tunelab.operations import scheduler  # noqa: PLC0415
-    from tunelab.wiring import model_identity  # noqa: PLC0415
+    from tunelab.application.operations import scheduler  # noqa: PLC0415
+    from tunelab.composition.wiring import model_identity  # noqa: PLC0415
 
     endpoint = f"{name}-ep-{requested_at:%H%M%S}"
     model = create_model(

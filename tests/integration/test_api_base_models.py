@@ -9,8 +9,8 @@ import pytest
 
 from tests.integration.apigw import api_event, call
 from tests.integration.conftest import Aws
-from tunelab.api.deps import reset_services
-from tunelab.settings import reset_settings
+from tunelab.composition.settings import reset_settings
+from tunelab.entrypoints.api.deps import reset_services
 
 pytestmark = pytest.mark.moto
 
@@ -87,7 +87,7 @@ def test_a_registered_model_folder_is_listed_through_the_catalog_extension(
 ) -> None:
     # Given a Hugging Face folder (the trainer's tiny model) registered in a local data dir
     from trainer.tiny_model import build_tiny_model  # noqa: PLC0415  # torch: only this test
-    from tunelab import wiring  # noqa: PLC0415
+    from tunelab.composition import wiring  # noqa: PLC0415
     from tunelab.local.models import register_model_folder, registered_models  # noqa: PLC0415
 
     folder = build_tiny_model([("Where is my order?", "category=shipping")], tmp_path / "tiny-folder")

@@ -6,8 +6,8 @@ import pytest
 
 from tests.integration.apigw import api_event, call, claims_for
 from tests.integration.conftest import Aws
-from tunelab.api.deps import reset_services
-from tunelab.settings import reset_settings
+from tunelab.composition.settings import reset_settings
+from tunelab.entrypoints.api.deps import reset_services
 
 pytestmark = pytest.mark.moto
 

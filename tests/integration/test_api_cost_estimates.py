@@ -12,13 +12,13 @@ from tests.integration.api_support import (
     Api,
     api_fixture,  # noqa: F401  # the `api` fixture
 )
-from tunelab.catalog import load_catalog
-from tunelab.costs import usd
-from tunelab.datasets import SplitPlan
-from tunelab.providers.sagemaker import forget_sessions
-from tunelab.records import ProviderConnectionRecord
-from tunelab.settings import reset_settings
-from tunelab.wiring import Services, set_services
+from tunelab.adapters.providers.sagemaker import forget_sessions
+from tunelab.composition.settings import reset_settings
+from tunelab.composition.wiring import Services, set_services
+from tunelab.domain.catalog import load_catalog
+from tunelab.domain.costs import usd
+from tunelab.domain.datasets import SplitPlan
+from tunelab.domain.records import ProviderConnectionRecord
 
 pytestmark = pytest.mark.moto
 

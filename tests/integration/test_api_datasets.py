@@ -13,10 +13,10 @@ from tests.integration import factories
 from tests.integration.api_support import GOOD_CSV, OTHER_WS, WS, Api, api_fixture  # noqa: F401  # the `api` fixture
 from tests.integration.apigw import api_event, call, claims_for
 from tests.integration.handler_support import event
-from tunelab.api.app import MAX_BODY_BYTES
-from tunelab.handlers import EventEnvelope
-from tunelab.handlers.dataset_uploads import handle_upload
-from tunelab.settings import get_settings
+from tunelab.application.dataset_uploads import handle_upload
+from tunelab.composition.settings import get_settings
+from tunelab.entrypoints.api.app import MAX_BODY_BYTES
+from tunelab.entrypoints.messages import EventEnvelope
 
 pytestmark = pytest.mark.moto
 

@@ -25,11 +25,14 @@ from tests.integration.api_support import (
 )
 from tests.integration.conftest import ACCOUNT, REGION
 from tests.integration.handler_support import RecordingProvider, emails
-from tunelab import service
-from tunelab.contracts import CreateFineTunedModelIn
-from tunelab.errors import NameTaken
-from tunelab.identity import Identity
-from tunelab.providers.base import (
+from tunelab.adapters.providers.sagemaker import assumed_session, forget_sessions
+from tunelab.application import service
+from tunelab.application.workflows import execution_name
+from tunelab.composition.settings import get_settings
+from tunelab.composition.wiring import Services, set_services
+from tunelab.domain.errors import NameTaken
+from tunelab.domain.identity import Identity
+from tunelab.domain.providers import (
     DeploymentRef,
     DownloadLink,
     InvokeParams,
@@ -37,12 +40,9 @@ from tunelab.providers.base import (
     SageMakerConnection,
     TrainingJobRef,
 )
-from tunelab.providers.sagemaker import assumed_session, forget_sessions
-from tunelab.records import Artifacts, DeploymentState, ProviderConnectionRecord
-from tunelab.settings import get_settings
-from tunelab.status import ModelStatus
-from tunelab.wiring import Services, set_services
-from tunelab.workflows import execution_name
+from tunelab.domain.records import Artifacts, DeploymentState, ProviderConnectionRecord
+from tunelab.domain.status import ModelStatus
+from tunelab.entrypoints.api.contracts import CreateFineTunedModelIn
 
 pytestmark = pytest.mark.moto
 

@@ -23,9 +23,9 @@ from tests.integration.api_support import GOOD_CSV
 from tests.integration.apigw import ApiResponse, api_event, call, claims_for
 from tests.integration.handler_support import CONTEXT, event, sqs_batch
 from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
-from tunelab.providers.base import DeploymentRef, DeploymentState, DeployRequest
-from tunelab.providers.bedrock import BedrockProvider, custom_model_name
-from tunelab.wiring import model_identity
+from tunelab.adapters.providers.bedrock import BedrockProvider, custom_model_name
+from tunelab.composition.wiring import model_identity
+from tunelab.domain.providers import DeploymentRef, DeploymentState, DeployRequest
 
 pytestmark = pytest.mark.moto
 

@@ -27,9 +27,9 @@ from tests.integration.apigw import ApiResponse, api_event, call, claims_for
 from tests.integration.conftest import ACCOUNT, REGION
 from tests.integration.handler_support import CONTEXT, event, sqs_batch
 from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
-from tunelab.catalog import load_catalog
-from tunelab.providers.base import DeploymentRef, DeployRequest
-from tunelab.providers.sagemaker import SageMakerProvider, forget_sessions
+from tunelab.adapters.providers.sagemaker import SageMakerProvider, forget_sessions
+from tunelab.domain.catalog import load_catalog
+from tunelab.domain.providers import DeploymentRef, DeployRequest
 
 pytestmark = pytest.mark.moto
 

@@ -15,9 +15,9 @@ from tests.integration.api_support import (
     Api,
     api_fixture,  # noqa: F401  # the `api` fixture
 )
-from tunelab.providers.base import SageMakerConnection
-from tunelab.providers.sagemaker import assumed_session, forget_sessions
-from tunelab.status import ModelStatus
+from tunelab.adapters.providers.sagemaker import assumed_session, forget_sessions
+from tunelab.domain.providers import SageMakerConnection
+from tunelab.domain.status import ModelStatus
 
 pytestmark = pytest.mark.moto
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.integration.apigw import ApiResponse, api_event, call
 from tests.integration.conftest import Aws
-from tunelab.repository import Repository
+from tunelab.adapters.dynamodb import Repository
 
 pytestmark = pytest.mark.moto
 

@@ -8,10 +8,10 @@ import pytest
 
 from tests.integration.apigw import api_event, call, claims_for
 from tests.integration.conftest import Aws
-from tunelab.api.deps import reset_services
-from tunelab.records import ProviderConnectionRecord
-from tunelab.repository import Repository
-from tunelab.settings import reset_settings
+from tunelab.adapters.dynamodb import Repository
+from tunelab.composition.settings import reset_settings
+from tunelab.domain.records import ProviderConnectionRecord
+from tunelab.entrypoints.api.deps import reset_services
 
 pytestmark = pytest.mark.moto
 

@@ -12,15 +12,15 @@ from botocore.stub import ANY, Stubber
 
 from tests.integration import factories
 from tests.integration.conftest import REGION, Aws
-from tunelab.events import (
+from tunelab.domain.events import (
     DATASET_VALIDATED,
     MODEL_STATUS_CHANGED,
     EventPublisher,
     dataset_validated,
     model_status_changed,
 )
-from tunelab.providers.base import ProviderTransientError
-from tunelab.status import ModelStatus
+from tunelab.domain.providers import ProviderTransientError
+from tunelab.domain.status import ModelStatus
 
 pytestmark = pytest.mark.moto
 BUS = "tunelab-test"

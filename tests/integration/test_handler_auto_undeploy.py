@@ -27,11 +27,11 @@ from tests.integration.handler_support import (
     emails,
     schedules,
 )
-from tunelab.handlers.auto_undeploy import AUTO_UNDEPLOY_REASON
-from tunelab.records import ModelRecord, utcnow
-from tunelab.repository import Repository
-from tunelab.status import ModelStatus
-from tunelab.wiring import Services, reset_services
+from tunelab.adapters.dynamodb import Repository
+from tunelab.application.auto_undeploy import AUTO_UNDEPLOY_REASON
+from tunelab.composition.wiring import Services, reset_services
+from tunelab.domain.records import ModelRecord, utcnow
+from tunelab.domain.status import ModelStatus
 
 
 @pytest.fixture

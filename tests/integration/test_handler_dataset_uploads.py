@@ -17,12 +17,12 @@ from functions import dataset_uploaded
 from tests.integration import factories
 from tests.integration.conftest import REGION, Aws
 from tests.integration.handler_support import CONTEXT, SAMPLE_DATA, BusSpy, event, sqs_batch
-from tunelab.handlers import EventEnvelope
-from tunelab.handlers.dataset_uploads import dataset_key, handle_upload, parse_upload_key, upload_key
-from tunelab.records import DatasetRecord
-from tunelab.repository import Repository
-from tunelab.stack_definitions import EVENT_RULES, render_pattern
-from tunelab.wiring import Services, reset_services, set_services
+from tunelab.adapters.dynamodb import Repository
+from tunelab.application.dataset_uploads import dataset_key, handle_upload, parse_upload_key, upload_key
+from tunelab.composition.stack_definitions import EVENT_RULES, render_pattern
+from tunelab.composition.wiring import Services, reset_services, set_services
+from tunelab.domain.records import DatasetRecord
+from tunelab.entrypoints.messages import EventEnvelope
 
 BUCKET = "tunelab-test-datasets"
 WS = "ws-acme"

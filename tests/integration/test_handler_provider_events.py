@@ -33,13 +33,13 @@ from tests.integration.handler_support import (
     schedules,
     sqs_batch,
 )
-from tunelab.handlers import EventEnvelope, RetryLater
-from tunelab.handlers.provider_events import handle_provider_event
-from tunelab.records import ModelRecord, TrainingState, utcnow
-from tunelab.repository import Repository
-from tunelab.stack_definitions import EVENT_RULES, PROVIDER_RESOURCE_TAG
-from tunelab.status import ModelStatus
-from tunelab.wiring import Services, reset_services, set_services
+from tunelab.adapters.dynamodb import Repository
+from tunelab.application.provider_events import handle_provider_event
+from tunelab.composition.stack_definitions import EVENT_RULES, PROVIDER_RESOURCE_TAG
+from tunelab.composition.wiring import Services, reset_services, set_services
+from tunelab.domain.records import ModelRecord, TrainingState, utcnow
+from tunelab.domain.status import ModelStatus
+from tunelab.entrypoints.messages import EventEnvelope, RetryLater
 
 WS = "ws-acme"
 BEDROCK_JOB = "arn:aws:bedrock:us-east-1:123456789012:model-customization-job/abcdefghwxyz"

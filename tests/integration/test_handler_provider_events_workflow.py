@@ -17,10 +17,10 @@ import pytest
 
 from tests.integration.conftest import REGION
 from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
-from tunelab.records import ModelRecord
-from tunelab.stack_definitions import EVENT_RULES, QUEUES
-from tunelab.status import ModelStatus
-from tunelab.workflows import start_fine_tuning
+from tunelab.application.workflows import start_fine_tuning
+from tunelab.composition.stack_definitions import EVENT_RULES, QUEUES
+from tunelab.domain.records import ModelRecord
+from tunelab.domain.status import ModelStatus
 
 pytestmark = pytest.mark.moto
 

@@ -18,14 +18,14 @@ from tests.integration.handler_support import (
     build_services,
     create_model,
 )
-from tunelab.handlers.reconcile import STALE_AFTER, reconcile
-from tunelab.operations import training_job_ref
-from tunelab.providers.base import ProviderTransientError, TrainingMetrics, TrainingState
-from tunelab.records import ModelRecord, utcnow
-from tunelab.records import TrainingState as TrainingRecord
-from tunelab.repository import Repository
-from tunelab.status import ModelStatus
-from tunelab.wiring import Services, reset_services
+from tunelab.adapters.dynamodb import Repository
+from tunelab.application.operations import training_job_ref
+from tunelab.application.reconcile import STALE_AFTER, reconcile
+from tunelab.composition.wiring import Services, reset_services
+from tunelab.domain.providers import ProviderTransientError, TrainingMetrics, TrainingState
+from tunelab.domain.records import ModelRecord, utcnow
+from tunelab.domain.records import TrainingState as TrainingRecord
+from tunelab.domain.status import ModelStatus
 
 ARTIFACTS = "s3://tunelab-test-artifacts/bedrock-output/ws-acme/support-bot-v1/0a1b2c3d4e/"
 

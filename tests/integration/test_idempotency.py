@@ -6,9 +6,9 @@ import pytest
 
 from tests.integration.apigw import LambdaContext
 from tests.integration.conftest import Aws
-from tunelab.api.idempotency import idempotency_key, idempotent
-from tunelab.errors import IdempotencyConflict, ValidationFailed
-from tunelab.identity import Identity
+from tunelab.domain.errors import IdempotencyConflict, ValidationFailed
+from tunelab.domain.identity import Identity
+from tunelab.entrypoints.api.idempotency import idempotency_key, idempotent
 
 pytestmark = pytest.mark.moto
 

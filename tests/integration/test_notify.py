@@ -11,11 +11,11 @@ from moto.ses.models import ses_backends
 
 from tests.integration import factories
 from tests.integration.conftest import ACCOUNT, REGION, Aws
-from tunelab.costs import CostEstimate, TrainingCost
-from tunelab.errors import ProviderError
-from tunelab.notify import Notifier, compose
-from tunelab.records import DeploymentState, Metrics, TrainingState
-from tunelab.status import ModelStatus
+from tunelab.domain.costs import CostEstimate, TrainingCost
+from tunelab.domain.errors import ProviderError
+from tunelab.domain.notifications import Notifier, compose
+from tunelab.domain.records import DeploymentState, Metrics, TrainingState
+from tunelab.domain.status import ModelStatus
 
 SENDER = "tunelab@example.com"
 

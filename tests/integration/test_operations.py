@@ -23,18 +23,18 @@ from tests.integration.handler_support import (
     emails,
     schedules,
 )
-from tunelab import operations
-from tunelab.errors import InUse, InvalidState, NotFound
-from tunelab.providers.base import (
+from tunelab.adapters.dynamodb import Repository
+from tunelab.application import operations
+from tunelab.composition.wiring import Services, reset_services
+from tunelab.domain.errors import InUse, InvalidState, NotFound
+from tunelab.domain.providers import (
     DeploymentRef,
     ProviderPermissionDenied,
     ProviderTransientError,
     TrainingJobRef,
 )
-from tunelab.records import TrainingState
-from tunelab.repository import Repository
-from tunelab.status import ModelStatus
-from tunelab.wiring import Services, reset_services
+from tunelab.domain.records import TrainingState
+from tunelab.domain.status import ModelStatus
 
 ADA = "ada@example.com"
 REQUESTED = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)

@@ -20,11 +20,20 @@ import pytest
 from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
-from tunelab.catalog import BaseModelSpec, load_catalog
-from tunelab.errors import NotFound, ValidationFailed
-from tunelab.providers import get_provider
-from tunelab.providers import parse_event as parse_any_event
-from tunelab.providers.base import (
+from tunelab.adapters.providers import get_provider
+from tunelab.adapters.providers import parse_event as parse_any_event
+from tunelab.adapters.providers.bedrock import (
+    BedrockProvider,
+    client_token,
+    custom_model_name,
+    deployment_name,
+    job_name,
+    parse_event,
+    training_state,
+)
+from tunelab.domain.catalog import BaseModelSpec, load_catalog
+from tunelab.domain.errors import NotFound, ValidationFailed
+from tunelab.domain.providers import (
     BedrockConfig,
     DeploymentRef,
     DeployRequest,
@@ -39,15 +48,6 @@ from tunelab.providers.base import (
     TrainingRequest,
     TrainingState,
     UnhandledEventError,
-)
-from tunelab.providers.bedrock import (
-    BedrockProvider,
-    client_token,
-    custom_model_name,
-    deployment_name,
-    job_name,
-    parse_event,
-    training_state,
 )
 
 REGION = "us-east-1"

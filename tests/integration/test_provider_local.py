@@ -24,14 +24,12 @@ import pytest
 import requests
 from moto import mock_aws
 
-from tunelab.catalog import load_catalog
-from tunelab.errors import InvalidState
-from tunelab.handlers.common import parse_envelope
-from tunelab.local.context import LocalContext
-from tunelab.local.models import TINY_LLAMA_ID
-from tunelab.local.provider import LOCAL_EVENT_RULES, LocalTraining, install, job_name, make_training
-from tunelab.providers import parse_event
-from tunelab.providers.base import (
+from tunelab.adapters.providers import parse_event
+from tunelab.adapters.providers.local import EVENT_SOURCE, TRAINING_EVENT, LocalProviderConfig
+from tunelab.composition.wiring import Services, unregister_provider_factory
+from tunelab.domain.catalog import load_catalog
+from tunelab.domain.errors import InvalidState
+from tunelab.domain.providers import (
     DeployRequest,
     InvokeParams,
     ModelIdentity,
@@ -41,8 +39,10 @@ from tunelab.providers.base import (
     TrainingRequest,
     TrainingState,
 )
-from tunelab.providers.local import EVENT_SOURCE, TRAINING_EVENT, LocalProviderConfig
-from tunelab.wiring import Services, unregister_provider_factory
+from tunelab.entrypoints.messages import parse_envelope
+from tunelab.local.context import LocalContext
+from tunelab.local.models import TINY_LLAMA_ID
+from tunelab.local.provider import LOCAL_EVENT_RULES, LocalTraining, install, job_name, make_training
 
 pytestmark = [pytest.mark.xdist_group("local-provider"), pytest.mark.slow, pytest.mark.moto]
 

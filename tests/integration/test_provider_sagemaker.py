@@ -27,12 +27,25 @@ from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
-from tunelab.catalog import BaseModelSpec, load_catalog
-from tunelab.errors import NameTaken, ValidationFailed
-from tunelab.providers import get_provider
-from tunelab.providers import parse_event as parse_any_event
-from tunelab.providers import sagemaker as sagemaker_module
-from tunelab.providers.base import (
+from tunelab.adapters.providers import get_provider
+from tunelab.adapters.providers import parse_event as parse_any_event
+from tunelab.adapters.providers import sagemaker as sagemaker_module
+from tunelab.adapters.providers.images import llm_inference_image, training_image
+from tunelab.adapters.providers.sagemaker import (
+    RECORD_ENV,
+    SageMakerProvider,
+    assumed_session,
+    build_trainer_archive,
+    endpoint_name,
+    forget_sessions,
+    metric_definitions,
+    parse_event,
+    session_name,
+    verify_connection,
+)
+from tunelab.domain.catalog import BaseModelSpec, load_catalog
+from tunelab.domain.errors import NameTaken, ValidationFailed
+from tunelab.domain.providers import (
     DeploymentRef,
     DeploymentState,
     DeployRequest,
@@ -49,19 +62,6 @@ from tunelab.providers.base import (
     TrainingProvider,
     TrainingRequest,
     TrainingState,
-)
-from tunelab.providers.images import llm_inference_image, training_image
-from tunelab.providers.sagemaker import (
-    RECORD_ENV,
-    SageMakerProvider,
-    assumed_session,
-    build_trainer_archive,
-    endpoint_name,
-    forget_sessions,
-    metric_definitions,
-    parse_event,
-    session_name,
-    verify_connection,
 )
 
 REGION = "eu-west-1"

@@ -12,10 +12,18 @@ from botocore.stub import Stubber
 
 from tests.integration import factories
 from tests.integration.conftest import Aws
-from tunelab.errors import Conflict, InUse, InvalidState, NameTaken, NotFound, Throttled, ValidationFailed
-from tunelab.records import DeploymentState, Metrics, TrainingState
-from tunelab.repository import Repository
-from tunelab.status import ModelStatus as S
+from tunelab.adapters.dynamodb import Repository
+from tunelab.domain.errors import (
+    Conflict,
+    InUse,
+    InvalidState,
+    NameTaken,
+    NotFound,
+    Throttled,
+    ValidationFailed,
+)
+from tunelab.domain.records import DeploymentState, Metrics, TrainingState
+from tunelab.domain.status import ModelStatus as S
 
 pytestmark = pytest.mark.moto
 

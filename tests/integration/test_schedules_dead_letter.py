@@ -9,11 +9,11 @@ import boto3
 import pytest
 
 from tests.integration.conftest import ACCOUNT, REGION, Aws
-from tunelab.providers.base import ModelIdentity
-from tunelab.schedules import Scheduler
-from tunelab.settings import reset_settings
-from tunelab.wiring import Services
-from tunelab.workflows import tasks
+from tunelab.application import workflow_tasks as tasks
+from tunelab.composition.settings import reset_settings
+from tunelab.composition.wiring import Services
+from tunelab.domain.providers import ModelIdentity
+from tunelab.domain.schedules import Scheduler
 
 pytestmark = pytest.mark.moto
 

@@ -15,7 +15,9 @@ from typing import Any, cast
 import pytest
 
 from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
-from tunelab.providers.base import (
+from tunelab.application.workflows import start_deployment
+from tunelab.composition.wiring import model_identity
+from tunelab.domain.providers import (
     DeploymentRef,
     DeploymentState,
     DeploymentStatus,
@@ -23,11 +25,9 @@ from tunelab.providers.base import (
     ProviderName,
     TrainingProvider,
 )
-from tunelab.records import Artifacts, ModelRecord
-from tunelab.schedules import fire_time, schedule_names
-from tunelab.status import ModelStatus
-from tunelab.wiring import model_identity
-from tunelab.workflows import start_deployment
+from tunelab.domain.records import Artifacts, ModelRecord
+from tunelab.domain.schedules import fire_time, schedule_names
+from tunelab.domain.status import ModelStatus
 
 pytestmark = pytest.mark.moto
 

@@ -8,10 +8,9 @@ import pytest
 
 import functions.finish_training as finish_module
 from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
-from tunelab.providers.bedrock import job_name
-from tunelab.status import ModelStatus
-from tunelab.wiring import model_identity
-from tunelab.workflows import (
+from tunelab.adapters.providers.bedrock import job_name
+from tunelab.application.workflow_tasks import prepare_data
+from tunelab.application.workflows import (
     PrepareDataEvent,
     TrainingOutcome,
     execution_name,
@@ -19,7 +18,8 @@ from tunelab.workflows import (
     start_fine_tuning,
     table_key,
 )
-from tunelab.workflows.tasks import prepare_data
+from tunelab.composition.wiring import model_identity
+from tunelab.domain.status import ModelStatus
 
 pytestmark = pytest.mark.moto
 

@@ -14,11 +14,16 @@ import pytest
 
 from tests.integration.conftest import ACCOUNT
 from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
-from tunelab.providers.sagemaker import forget_sessions
-from tunelab.records import Artifacts, ModelRecord, ProviderConnectionRecord, Resources, utcnow
-from tunelab.status import ModelStatus
-from tunelab.workflows import TrainingOutcome, send_training_outcome, start_deployment, start_fine_tuning
-from tunelab.workflows.tasks import S3_STANDARD_PER_GB_MONTH_USD
+from tunelab.adapters.providers.sagemaker import forget_sessions
+from tunelab.application.workflow_tasks import S3_STANDARD_PER_GB_MONTH_USD
+from tunelab.application.workflows import (
+    TrainingOutcome,
+    send_training_outcome,
+    start_deployment,
+    start_fine_tuning,
+)
+from tunelab.domain.records import Artifacts, ModelRecord, ProviderConnectionRecord, Resources, utcnow
+from tunelab.domain.status import ModelStatus
 
 pytestmark = pytest.mark.moto
 CUSTOMER_BUCKET = "acme-ml-artifacts"

@@ -24,13 +24,13 @@ from moto.ses.models import ses_backends
 
 from tests.integration import factories
 from tests.integration.conftest import ACCOUNT, ENVIRONMENT, REGION, Aws
-from tunelab.moto_lambda import install_in_process_lambda
-from tunelab.records import DatasetRecord, ModelRecord
-from tunelab.repository import Repository
-from tunelab.settings import get_settings, reset_settings
-from tunelab.stack_definitions import FUNCTIONS, STATE_MACHINES, state_machine_variables
-from tunelab.wiring import Services, reset_services, set_services
-from tunelab.workflows import definition
+from tunelab.adapters.dynamodb import Repository
+from tunelab.composition.settings import get_settings, reset_settings
+from tunelab.composition.stack_definitions import FUNCTIONS, STATE_MACHINES, state_machine_variables
+from tunelab.composition.state_machines import definition
+from tunelab.composition.wiring import Services, reset_services, set_services
+from tunelab.domain.records import DatasetRecord, ModelRecord
+from tunelab.local.moto_lambda import install_in_process_lambda
 
 SAMPLE_DATA = Path(__file__).resolve().parents[2] / "shared" / "tunelab" / "sample_data"
 LAMBDA_ROLE = f"arn:aws:iam::{ACCOUNT}:role/tunelab-test-lambda"
@@ -41,7 +41,7 @@ STACK = "tunelab"
 def _zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("placeholder.py", "# the code runs in-process (tunelab.moto_lambda)\n")
+        archive.writestr("placeholder.py", "# the code runs in-process (tunelab.local.moto_lambda)\n")
     return buffer.getvalue()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from tunelab.catalog import (
+from tunelab.domain.catalog import (
     BaseModelSpec,
     DataLimits,
     Deployment,

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from tunelab.api.errors import validation_failed
-from tunelab.contracts import CreateFineTunedModelIn, DeployIn
+from tunelab.entrypoints.api.contracts import CreateFineTunedModelIn, DeployIn
+from tunelab.entrypoints.api.errors import validation_failed
 
 VALID: dict[str, Any] = {
     "name": "support-bot-v1",

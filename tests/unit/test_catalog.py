@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tunelab.catalog import (
+from tunelab.domain.catalog import (
     BaseModelSpec,
     Catalog,
     CatalogError,
@@ -20,7 +20,7 @@ from tunelab.catalog import (
     parse_catalog,
     read_catalog_data,
 )
-from tunelab.errors import NotFound
+from tunelab.domain.errors import NotFound
 
 BEDROCK_IDS = {
     "amazon.nova-micro-v1:0:128k",

@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tunelab import cli
-from tunelab.client import ApiError, ApiUnreachable, TunelabClient, error_from_response
+from tunelab.client import cli
+from tunelab.client.http import ApiError, ApiUnreachable, TunelabClient, error_from_response
+from tunelab.client.progress import EventFollower, ModelWatcher, Progress, render
 from tunelab.local.tokens import load_or_create_secret, verify_token
-from tunelab.progress import EventFollower, ModelWatcher, Progress, render
 
 BASE = "http://api.test"
 Route = Callable[[httpx.Request], httpx.Response]
@@ -125,7 +125,7 @@ class FakeApi:
 def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
     fake = FakeApi()
     monkeypatch.setattr(cli, "make_client", lambda args: fake.client())
-    monkeypatch.setattr("tunelab.progress.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("tunelab.client.progress.time.sleep", lambda seconds: None)
     return fake
 
 
@@ -853,7 +853,7 @@ def test_api_error_keeps_status_code_and_details() -> None:
 
 
 def test_the_sample_rows_ship_with_the_package_and_survive_a_csv_round_trip() -> None:
-    from tunelab.demo import sample_rows, to_csv  # noqa: PLC0415
+    from tunelab.client.demo import sample_rows, to_csv  # noqa: PLC0415
 
     rows = sample_rows("support-triage.csv")
     held = sample_rows("support-triage-validation.csv")
@@ -904,7 +904,7 @@ def test_a_demo_whose_training_fails_names_the_stage_and_exits_6(
 ) -> None:
     fake = _failing_demo_api()
     monkeypatch.setattr(TunelabClient, "from_environment", classmethod(lambda cls, **kw: fake.client()))
-    monkeypatch.setattr("tunelab.progress.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("tunelab.client.progress.time.sleep", lambda seconds: None)
 
     code, out, err = run(capsys, "--api-url", BASE, "demo", "--model", "local.tiny-llama")
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tunelab.catalog import BaseModelSpec, InstanceType, load_catalog
-from tunelab.costs import (
+from tunelab.domain.catalog import BaseModelSpec, InstanceType, load_catalog
+from tunelab.domain.costs import (
     GPU_PEAK_TFLOPS,
     TOKENIZER_NOTE,
     SageMakerRun,
@@ -18,7 +18,7 @@ from tunelab.costs import (
     training_hours,
     usd,
 )
-from tunelab.errors import ValidationFailed
+from tunelab.domain.errors import ValidationFailed
 
 SOURCE = {"url": "https://example.com/prices", "as_of": "2026-11-01"}
 

@@ -11,8 +11,8 @@ from unittest.mock import patch
 import pytest
 
 from tests.unit.model_specs import model_spec
-from tunelab.catalog import DataLimits
-from tunelab.datasets import (
+from tunelab.domain.catalog import DataLimits
+from tunelab.domain.datasets import (
     DatasetLimits,
     EmptyRow,
     ReadStats,
@@ -30,7 +30,7 @@ from tunelab.datasets import (
     validate_dataset,
     write_jsonl,
 )
-from tunelab.errors import ValidationFailed
+from tunelab.domain.errors import ValidationFailed
 
 ROOT = Path(__file__).resolve().parents[2]
 

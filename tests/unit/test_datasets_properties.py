@@ -10,9 +10,17 @@ from unittest.mock import patch
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from tunelab.datasets import EmptyRow, JsonlWriter, Row, RowError, read_rows, validate_dataset, write_jsonl
-from tunelab.datasets import reader as reader_module
-from tunelab.errors import ValidationFailed
+from tunelab.domain.datasets import (
+    EmptyRow,
+    JsonlWriter,
+    Row,
+    RowError,
+    read_rows,
+    validate_dataset,
+    write_jsonl,
+)
+from tunelab.domain.datasets import reader as reader_module
+from tunelab.domain.errors import ValidationFailed
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tunelab.handlers import BadMessageError, parse_envelope
+from tunelab.entrypoints.messages import BadMessageError, parse_envelope
 
 EVENTS = Path(__file__).resolve().parents[1] / "fixtures" / "events"
 

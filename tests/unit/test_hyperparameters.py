@@ -10,9 +10,9 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from tests.unit.model_specs import model_spec
-from tunelab.catalog import IntRange, load_catalog
-from tunelab.errors import ValidationFailed
-from tunelab.hyperparameters import (
+from tunelab.domain.catalog import IntRange, load_catalog
+from tunelab.domain.errors import ValidationFailed
+from tunelab.domain.hyperparameters import (
     HyperparametersIn,
     ResolvedHyperparameters,
     check_provider_split,

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tunelab.errors import ValidationFailed
-from tunelab.providers.images import (
+from tunelab.adapters.providers.images import (
     inference_image,
     llm_inference_image,
     load_images,
     training_image,
 )
+from tunelab.domain.errors import ValidationFailed
 
 ROOT = Path(__file__).resolve().parents[2]
 COPY = ROOT / "shared" / "tunelab" / "catalog_data" / "trainer_metric_definitions.json"

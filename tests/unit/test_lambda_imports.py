@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tunelab.stack_definitions import FUNCTIONS
+from tunelab.composition.stack_definitions import FUNCTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -161,7 +161,7 @@ def test_functions_that_answer_no_http_leave_the_api_models_out() -> None:
         "import importlib, json, sys\n"
         f"for name in {modules!r}:\n"
         "    importlib.import_module(name)\n"
-        "api = ('tunelab.api', 'tunelab.contracts')\n"
+        "api = ('tunelab.entrypoints.api', 'tunelab.entrypoints.api.contracts')\n"
         "print(json.dumps(sorted(name for name in sys.modules if name.startswith(api))))"
     )
     result = subprocess.run(

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tunelab.catalog import load_catalog
-from tunelab.errors import NotFound, ValidationFailed
+from tunelab.domain.catalog import load_catalog
+from tunelab.domain.errors import NotFound, ValidationFailed
 from tunelab.local import models
 from tunelab.local.models import (
     SMOLLM2_ID,

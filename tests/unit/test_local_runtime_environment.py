@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tunelab.composition.settings import Settings
 from tunelab.local.runtime import LocalRuntime
-from tunelab.settings import Settings
 
 # Read by boto3/botocore, moto, Powertools, the HTTP stack, or the local runtime itself.
 NOT_SETTINGS = {"MOTO_PORT", "NO_PROXY", "TUNELAB_LOCAL_DATA_DIR"}

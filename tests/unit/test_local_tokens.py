@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tunelab.errors import ValidationFailed
+from tunelab.domain.errors import ValidationFailed
 from tunelab.local.tokens import (
     SECRET_FILE,
     InvalidToken,

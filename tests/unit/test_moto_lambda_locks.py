@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from tunelab.moto_lambda import LambdaContext, _in_process
+from tunelab.local.moto_lambda import LambdaContext, _in_process
 
 THIS = __name__
 EVENTS: list[tuple[str, str]] = []

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from tunelab.errors import ValidationFailed
-from tunelab.naming import MAX_NAME_LENGTH, ModelName, check_model_name, is_valid_name, name_problems
+from tunelab.domain.errors import ValidationFailed
+from tunelab.domain.naming import MAX_NAME_LENGTH, ModelName, check_model_name, is_valid_name, name_problems
 
 ALNUM = string.ascii_letters + string.digits
 alnum = st.sampled_from(ALNUM)

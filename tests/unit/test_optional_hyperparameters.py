@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.model_specs import instance, model_spec
-from tunelab.catalog import load_catalog
-from tunelab.errors import ValidationFailed
-from tunelab.hyperparameters import (
+from tunelab.domain.catalog import load_catalog
+from tunelab.domain.errors import ValidationFailed
+from tunelab.domain.hyperparameters import (
     RESERVED_OPTIONAL_KEYS,
     Hardware,
     ResolvedOptionalHyperparameters,

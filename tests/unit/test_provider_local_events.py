@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tunelab.providers import EVENT_SOURCES, parse_event
-from tunelab.providers.base import TrainingState, UnhandledEventError
-from tunelab.providers.local import (
+from tunelab.adapters.providers import EVENT_SOURCES, parse_event
+from tunelab.adapters.providers.local import (
     EVENT_SOURCE,
     TRAINING_EVENT,
     JobProgress,
     format_duration,
     progress_phase,
 )
+from tunelab.domain.providers import TrainingState, UnhandledEventError
 
 JOB = "triage-bot-c0e888122d"
 ARTIFACTS = f"s3://tunelab-artifacts/local-jobs/ws/triage-bot/output/{JOB}/output/model.tar.gz"

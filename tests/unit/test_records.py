@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 from tests.integration import factories
-from tunelab.contracts import FineTunedModelOut, rfc3339
-from tunelab.records import Artifacts, DeploymentState, Metrics, TrainingState, new_dataset_id
-from tunelab.status import ModelStatus
+from tunelab.domain.records import Artifacts, DeploymentState, Metrics, TrainingState, new_dataset_id
+from tunelab.domain.status import ModelStatus
+from tunelab.entrypoints.api.contracts import FineTunedModelOut, rfc3339
 
 
 def test_model_record_to_the_contracts_fine_tuned_model() -> None:

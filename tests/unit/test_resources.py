@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from tunelab.catalog import BaseModelSpec, InstanceType, load_catalog
-from tunelab.errors import ValidationFailed
-from tunelab.resources import (
+from tunelab.domain.catalog import BaseModelSpec, InstanceType, load_catalog
+from tunelab.domain.errors import ValidationFailed
+from tunelab.domain.resources import (
     ResourceEstimateRequest,
     activation_gb,
     check_resources,

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from tests.integration.conftest import ENVIRONMENT
-from tunelab.settings import get_settings, reset_settings
+from tunelab.composition.settings import get_settings, reset_settings
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.conftest import ENVIRONMENT
-from tunelab.settings import get_settings, reset_settings
+from tunelab.composition.settings import get_settings, reset_settings
 
 
 @pytest.fixture(autouse=True)

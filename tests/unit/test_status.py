@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tunelab.errors import InvalidState, ValidationFailed
-from tunelab.status import (
+from tunelab.domain.errors import InvalidState, ValidationFailed
+from tunelab.domain.status import (
     ACTION_RESULT,
     ACTIONS,
     TERMINAL,

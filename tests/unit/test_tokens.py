@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tunelab.tokens import TOKEN_BOUNDS, TokenEstimate, estimate, estimate_tokens
+from tunelab.domain.tokens import TOKEN_BOUNDS, TokenEstimate, estimate, estimate_tokens
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "token_counts.json").read_text(encoding="utf-8"))
 TOKENIZERS = ("sp32k", "tekken131k")

@@ -11,7 +11,7 @@ from trainer.hyperparameters import (
     DEFAULT_WARMUP_STEPS,
     parse_hyperparameters,
 )
-from tunelab.catalog import BaseModelSpec, load_catalog
+from tunelab.domain.catalog import BaseModelSpec, load_catalog
 
 SAGEMAKER = [spec for spec in load_catalog().models if spec.provider == "sagemaker"]
 

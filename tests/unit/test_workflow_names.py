@@ -9,18 +9,17 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from tunelab.providers.base import ModelIdentity
-from tunelab.schedules import Scheduler, at_expression, reminder_time, schedule_names
-from tunelab.stack_definitions import STATE_MACHINES, placeholders, state_machine_variables
-from tunelab.workflows import (
+from tunelab.application.workflows import (
     TaskError,
-    definition,
-    definition_text,
     deployment_execution_name,
     execution_arn,
     execution_name,
     table_key,
 )
+from tunelab.composition.stack_definitions import STATE_MACHINES, placeholders, state_machine_variables
+from tunelab.composition.state_machines import definition, definition_text
+from tunelab.domain.providers import ModelIdentity
+from tunelab.domain.schedules import Scheduler, at_expression, reminder_time, schedule_names
 
 if TYPE_CHECKING:
     from mypy_boto3_scheduler import EventBridgeSchedulerClient

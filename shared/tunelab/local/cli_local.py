@@ -17,8 +17,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tunelab.errors import TunelabError
-from tunelab.identity import PLANS
+from tunelab.domain.errors import TunelabError
+from tunelab.domain.identity import PLANS
 
 EXIT_OK = 0
 EXIT_FAILED = 1

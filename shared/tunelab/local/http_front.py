@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from tunelab.errors import PayloadTooLarge, TunelabError, Unauthorized
+from tunelab.domain.errors import PayloadTooLarge, TunelabError, Unauthorized
 from tunelab.local.tokens import InvalidToken
 
 logger = logging.getLogger("tunelab.local.http")

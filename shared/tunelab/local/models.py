@@ -33,8 +33,8 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
-from tunelab.catalog import BaseModelSpec, Catalog, load_catalog
-from tunelab.errors import NotFound, ProviderError, ValidationFailed
+from tunelab.domain.catalog import BaseModelSpec, Catalog, load_catalog
+from tunelab.domain.errors import NotFound, ProviderError, ValidationFailed
 
 TINY_LLAMA_ID = "local.tiny-llama"
 SMOLLM2_ID = "local.smollm2-135m-instruct"
@@ -116,7 +116,7 @@ def _corpus_digest(pairs: Sequence[tuple[str, str]]) -> str:
 
 
 def _default_trainer_dir() -> Path:
-    from tunelab.wiring import trainer_dir  # noqa: PLC0415  # wiring imports boto3
+    from tunelab.composition.wiring import trainer_dir  # noqa: PLC0415  # wiring imports boto3
 
     return trainer_dir()
 

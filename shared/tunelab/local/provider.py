@@ -6,7 +6,7 @@
   A thread downloads the data from the embedded S3, prepares the base model
   (`tunelab.local.models`), runs `python trainer/train.py` with the SM_* variables, reads its
   progress and metric lines, and reports each change as a "Local Training Job State Change" event
-  (`tunelab.providers.local`) on tunelab's bus. On success `model/` is packed into `model.tar.gz`
+  (`tunelab.adapters.providers.local`) on tunelab's bus. On success `model/` is packed into `model.tar.gz`
   and uploaded to the artifacts bucket; a non-zero exit fails the job with the trainer's failure
   file (or the last lines it printed); a stop sends SIGTERM (the trainer saves) and kills after a
   grace period.
@@ -14,7 +14,7 @@
   the CPU (merged weights, or base + LoRA adapter through peft) in a background thread, and answers
   `invoke` with the tokenizer's chat template.
 * `install(context)`: what the embedded runtime calls once its stack exists; registers the provider
-  factory in `tunelab.wiring` and returns the shutdown hook.
+  factory in `tunelab.composition.wiring` and returns the shutdown hook.
 """
 
 from __future__ import annotations
@@ -44,11 +44,21 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
-from tunelab.catalog import BaseModelSpec
-from tunelab.errors import InvalidState, NotFound, ProviderError, TunelabError, ValidationFailed
-from tunelab.local import models
-from tunelab.providers._aws import aws_call, is_not_found
-from tunelab.providers.base import (
+from tunelab.adapters.aws_errors import aws_call, is_not_found
+from tunelab.adapters.providers.local import (
+    EVENT_SOURCE,
+    TRAINING_EVENT,
+    TRAINING_PHASE,
+    JobProgress,
+    LocalProviderConfig,
+    parse_event,
+    progress_phase,
+    training_state,
+)
+from tunelab.composition.stack_definitions import EventRuleSpec
+from tunelab.domain.catalog import BaseModelSpec
+from tunelab.domain.errors import InvalidState, NotFound, ProviderError, TunelabError, ValidationFailed
+from tunelab.domain.providers import (
     DeploymentRef,
     DeploymentState,
     DeploymentStatus,
@@ -65,24 +75,14 @@ from tunelab.providers.base import (
     derived_name,
     s3_split,
 )
-from tunelab.providers.local import (
-    EVENT_SOURCE,
-    TRAINING_EVENT,
-    TRAINING_PHASE,
-    JobProgress,
-    LocalProviderConfig,
-    parse_event,
-    progress_phase,
-    training_state,
-)
-from tunelab.stack_definitions import EventRuleSpec
+from tunelab.local import models
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
 
+    from tunelab.composition.wiring import Services
     from tunelab.local.context import LocalContext
-    from tunelab.wiring import Services
 
 logger = logging.getLogger("tunelab.local.provider")
 
@@ -990,7 +990,7 @@ class LocalTraining:
 
 
 def _trainer_dir() -> Path:
-    from tunelab.wiring import trainer_dir  # noqa: PLC0415
+    from tunelab.composition.wiring import trainer_dir  # noqa: PLC0415
 
     return trainer_dir()
 
@@ -1027,12 +1027,12 @@ def provider_for_config(config: LocalProviderConfig) -> LocalProvider:
 
 def install(context: LocalContext, **options: Any) -> Callable[[], None]:
     """Start the local provider for the embedded runtime: jobs and servers over its S3 and bus, the
-    provider factory registered in `tunelab.wiring`. Returns the shutdown hook, which stops running
-    jobs (SIGTERM, then kill after a grace period) and unloads served models.
+    provider factory registered in `tunelab.composition.wiring`. Returns the shutdown hook, which
+    stops running jobs (SIGTERM, then kill after a grace period) and unloads served models.
 
     `options`: more `LocalProviderConfig` fields (e.g. `progress_interval_s`, `trainer_dir`).
     """
-    from tunelab import wiring  # noqa: PLC0415  # wiring imports the repository and the providers
+    from tunelab.composition import wiring  # noqa: PLC0415  # wiring imports the repository and the providers
 
     config = LocalProviderConfig(
         data_dir=context.data_dir,

@@ -5,10 +5,10 @@
 1. listens on `port` (loopback) for the API first, so a port in use fails before anything starts;
 2. starts moto in server mode on a free loopback port (DynamoDB, S3, SQS, EventBridge, Step
    Functions — told to execute state machines —, Lambda, SES, Scheduler, Secrets Manager, STS, IAM)
-   and makes moto run Lambda functions in this process (`tunelab.moto_lambda`);
-3. sets the environment the handlers read (`tunelab.settings.Settings`, with `RUNTIME=local` and
+   and makes moto run Lambda functions in this process (`tunelab.local.moto_lambda`);
+3. sets the environment the handlers read (`tunelab.composition.settings.Settings`, with `RUNTIME=local` and
    `AWS_ENDPOINT_URL` pointing at moto) and forgets cached settings and services;
-4. creates the stack from `tunelab.stack_definitions`, as the CDK app does: the records and
+4. creates the stack from `tunelab.composition.stack_definitions`, as the CDK app does: the records and
    idempotency tables, the buckets (the datasets bucket tells EventBridge about new objects), the
    event bus, one Lambda function per `FUNCTIONS` entry (`Handler=functions.<module>.handler`, a
    placeholder zip: the code runs here), the queues with their DLQs and event source mappings, the
@@ -43,19 +43,13 @@ from typing import Any
 
 import boto3
 
-from tunelab.local.context import LocalContext
-from tunelab.local.http_front import HttpFront, PortInUse
-from tunelab.local.outbox import OUTBOX_DIR, Outbox, capture_sesv2_simple
-from tunelab.local.scheduler import ScheduleRunner
-from tunelab.local.tokens import load_or_create_secret, verify_token
-from tunelab.moto_lambda import LambdaContext, install_in_process_lambda, resolve_handler
-from tunelab.repository import (
+from tunelab.adapters.dynamodb import (
     IDEMPOTENCY_TABLE_DEFINITION,
     IDEMPOTENCY_TTL_ATTRIBUTE,
     TABLE_DEFINITION,
     TTL_ATTRIBUTE,
 )
-from tunelab.stack_definitions import (
+from tunelab.composition.stack_definitions import (
     AUTO_UNDEPLOY_FUNCTION,
     EVENT_RULES,
     FUNCTIONS,
@@ -69,6 +63,12 @@ from tunelab.stack_definitions import (
     render_pattern,
     state_machine_variables,
 )
+from tunelab.local.context import LocalContext
+from tunelab.local.http_front import HttpFront, PortInUse
+from tunelab.local.moto_lambda import LambdaContext, install_in_process_lambda, resolve_handler
+from tunelab.local.outbox import OUTBOX_DIR, Outbox, capture_sesv2_simple
+from tunelab.local.scheduler import ScheduleRunner
+from tunelab.local.tokens import load_or_create_secret, verify_token
 
 logger = logging.getLogger("tunelab.local")
 
@@ -328,7 +328,7 @@ class LocalRuntime:
             self._saved_env.setdefault(name, os.environ.get(name))
             os.environ[name] = value
         ensure_functions_importable()
-        from tunelab.api.app import PUBLIC_PATHS  # noqa: PLC0415  # the API's import is heavy
+        from tunelab.entrypoints.api.app import PUBLIC_PATHS  # noqa: PLC0415  # the API's import is heavy
 
         self._front = HttpFront(
             handler=lambda: resolve_handler(self._api_handler_name()),
@@ -458,7 +458,7 @@ class LocalRuntime:
     # --- environment -----------------------------------------------------------------------------
 
     def environment(self) -> dict[str, str]:
-        """The variables the handlers read (the fields of `tunelab.settings.Settings` and AWS's own)."""
+        """The variables the handlers read (the fields of `composition.settings.Settings` and AWS's own)."""
         names = self.names
         account = self._account_id
         environment = {
@@ -527,8 +527,8 @@ class LocalRuntime:
 
     @staticmethod
     def _forget_cached_configuration() -> None:
-        from tunelab.api.deps import reset_services  # noqa: PLC0415
-        from tunelab.settings import reset_settings  # noqa: PLC0415
+        from tunelab.composition.settings import reset_settings  # noqa: PLC0415
+        from tunelab.entrypoints.api.deps import reset_services  # noqa: PLC0415
 
         reset_settings()
         reset_services()
@@ -646,7 +646,7 @@ class LocalRuntime:
             )
             self.rule_names[rule.logical_id] = rule_name
 
-        from tunelab.workflows import definition  # noqa: PLC0415
+        from tunelab.composition.state_machines import definition  # noqa: PLC0415
 
         substitutions = {
             name: self.function_arns[target]

@@ -25,8 +25,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tunelab.errors import Unauthorized, ValidationFailed
-from tunelab.identity import PLANS, WORKSPACE_ID_PATTERN, Plan
+from tunelab.domain.errors import Unauthorized, ValidationFailed
+from tunelab.domain.identity import PLANS, WORKSPACE_ID_PATTERN, Plan
 
 SECRET_FILE = "token-secret"  # noqa: S105  # the file name, not a secret
 ISSUER = "tunelab-local"

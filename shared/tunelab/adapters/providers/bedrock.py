@@ -1,0 +1,363 @@
+"""Bedrock ("served by the platform"): model customization, deployments and the Converse sandbox.
+
+Everything runs in the platform's own AWS account, so names must be unique across workspaces:
+they carry a digest of the model record. Request shapes follow the Bedrock API reference
+(CreateModelCustomizationJob, CreateCustomModelDeployment, CreateProvisionedModelThroughput,
+Converse).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from tunelab.adapters.aws_errors import CONFLICT_CODES, aws_call, error_code, is_not_found
+from tunelab.domain.errors import Conflict, ValidationFailed
+from tunelab.domain.providers import (
+    MODEL_TAG,
+    WORKSPACE_TAG,
+    BedrockConfig,
+    DeploymentRef,
+    DeploymentState,
+    DeploymentStatus,
+    DeployRequest,
+    DownloadLink,
+    InvokeParams,
+    InvokeResult,
+    ModelIdentity,
+    ProviderName,
+    TrainedModel,
+    TrainingJobRef,
+    TrainingMetrics,
+    TrainingRequest,
+    TrainingState,
+    TrainingStatus,
+    UnhandledEventError,
+    derived_name,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_bedrock import BedrockClient
+    from mypy_boto3_bedrock.type_defs import CreateModelCustomizationJobRequestTypeDef, TagTypeDef
+    from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
+
+JOB_EVENT = "Model Customization Job State Change"
+
+_JOB_STATUS: dict[str, TrainingStatus] = {
+    "InProgress": "in_progress",
+    "Completed": "completed",
+    "Failed": "failed",
+    "Stopping": "stopping",
+    "Stopped": "stopped",
+}
+_DEPLOYMENT_STATUS: dict[str, DeploymentStatus] = {
+    "Creating": "creating",
+    "Active": "in_service",
+    "Failed": "failed",
+}
+_THROUGHPUT_STATUS: dict[str, DeploymentStatus] = {
+    "Creating": "creating",
+    "InService": "in_service",
+    # Changing model units keeps serving the old ones; tunelab never asks for a change.
+    "Updating": "in_service",
+    "Failed": "failed",
+}
+
+
+def job_name(identity: ModelIdentity) -> str:
+    """The customization job's name: unique in the platform account, the same on every retry."""
+    return derived_name(identity.model_name, identity.digest("job"))
+
+
+def custom_model_name(identity: ModelIdentity) -> str:
+    return derived_name(identity.model_name, identity.digest("model"))
+
+
+def client_token(identity: ModelIdentity, *parts: str) -> str:
+    return identity.digest("token", *parts)
+
+
+def deployment_name(request: DeployRequest) -> str:
+    return derived_name(request.identity.model_name, request.deploy_digest())
+
+
+def _tags(identity: ModelIdentity, extra: Mapping[str, str]) -> list[TagTypeDef]:
+    tags = {**extra, WORKSPACE_TAG: identity.workspace_id, MODEL_TAG: identity.model_name}
+    return [{"key": k, "value": v} for k, v in sorted(tags.items())]
+
+
+def _status(mapping: Mapping[str, Any], key: str) -> str:
+    value = mapping.get(key)
+    if not isinstance(value, str):
+        raise UnhandledEventError(f"no {key} in the event")
+    return value
+
+
+def _time(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
+
+
+def training_state(job: Mapping[str, Any], *, status_key: str = "status") -> TrainingState:
+    """A TrainingState from a GetModelCustomizationJob response or a state-change event's detail."""
+    raw = _status(job, status_key)
+    try:
+        status = _JOB_STATUS[raw]
+    except KeyError:
+        raise UnhandledEventError(f"unknown Bedrock job status {raw!r}") from None
+    train = job.get("trainingMetrics") or {}
+    validation = job.get("validationMetrics") or []
+    train_loss = train.get("trainingLoss") if isinstance(train, Mapping) else None
+    eval_loss = None
+    if isinstance(validation, list) and validation and isinstance(validation[-1], Mapping):
+        eval_loss = validation[-1].get("validationLoss")
+    metrics = None
+    if train_loss is not None or eval_loss is not None:
+        metrics = TrainingMetrics(
+            train_loss=float(train_loss) if train_loss is not None else None,
+            eval_loss=float(eval_loss) if eval_loss is not None else None,
+        )
+    output = job.get("outputDataConfig") or {}
+    terminal = status in ("completed", "failed", "stopped")
+    return TrainingState(
+        job_id=str(job.get("jobArn") or job.get("jobName")),
+        status=status,
+        phase=raw,
+        failure_reason=(job.get("failureMessage") or None) if status == "failed" else None,
+        metrics=metrics,
+        artifacts_uri=output.get("s3Uri") if isinstance(output, Mapping) else None,
+        model_ref=(job.get("outputModelArn") or None) if status == "completed" else None,
+        ended_at=_time(job.get("endTime")) if terminal else None,
+    )
+
+
+def parse_event(detail_type: str, detail: Mapping[str, Any]) -> TrainingState:
+    """Bedrock's EventBridge "Model Customization Job State Change" (status in `detail.jobStatus`)."""
+    if detail_type != JOB_EVENT:
+        raise UnhandledEventError(f"Bedrock events of type {detail_type!r} are not handled")
+    return training_state(detail, status_key="jobStatus")
+
+
+class BedrockProvider:
+    """Bedrock customization in the platform account, behind `TrainingProvider`."""
+
+    name: ProviderName = "bedrock"
+
+    def __init__(self, config: BedrockConfig, *, session: boto3.Session | None = None) -> None:
+        self.config = config
+        self._session = session or boto3.Session(region_name=config.region)
+        self._bedrock: BedrockClient | None = None
+        self._runtime: BedrockRuntimeClient | None = None
+
+    @property
+    def bedrock(self) -> BedrockClient:
+        if self._bedrock is None:
+            self._bedrock = self._session.client("bedrock", region_name=self.config.region)
+        return self._bedrock
+
+    @property
+    def runtime(self) -> BedrockRuntimeClient:
+        if self._runtime is None:
+            self._runtime = self._session.client("bedrock-runtime", region_name=self.config.region)
+        return self._runtime
+
+    # --- training ---
+
+    def output_uri(self, identity: ModelIdentity) -> str:
+        prefix = self.config.output_prefix.strip("/")
+        return (
+            f"s3://{self.config.output_bucket}/{prefix}/{identity.workspace_id}/"
+            f"{identity.model_name}/{identity.digest('job')[:10]}/"
+        )
+
+    def start_training(self, request: TrainingRequest) -> TrainingJobRef:
+        spec = request.base_model
+        if spec.provider != "bedrock":
+            raise ValidationFailed.of("base_model_id", f"{spec.id} is not a Bedrock model.")
+        identity = request.identity
+        name = job_name(identity)
+        token = client_token(identity, "train")
+        base = request.parent.model_ref if request.parent and request.parent.model_ref else spec.id
+        params: CreateModelCustomizationJobRequestTypeDef = {
+            "jobName": name,
+            "customModelName": custom_model_name(identity),
+            "roleArn": self.config.service_role_arn,
+            "clientRequestToken": token,
+            "baseModelIdentifier": base,
+            "customizationType": "FINE_TUNING",
+            "trainingDataConfig": {"s3Uri": request.training_data_uri},
+            "outputDataConfig": {"s3Uri": self.output_uri(identity)},
+            "hyperParameters": dict(request.hyperparameters),
+            "jobTags": _tags(identity, request.tags),
+            "customModelTags": _tags(identity, request.tags),
+        }
+        if request.validation_data_uri:
+            params["validationDataConfig"] = {"validators": [{"s3Uri": request.validation_data_uri}]}
+        action = f"Starting the Bedrock customization job {name}"
+        try:
+            with aws_call(action, permission="bedrock:CreateModelCustomizationJob and iam:PassRole"):
+                arn = self.bedrock.create_model_customization_job(**params)["jobArn"]
+        except Conflict as clash:
+            # A retry after a lost response: the job with our name and token is ours.
+            with aws_call(action):
+                job = self.bedrock.get_model_customization_job(jobIdentifier=name)
+            if job.get("clientRequestToken") not in (None, token):
+                raise clash
+            arn = job["jobArn"]
+        return TrainingJobRef(
+            provider="bedrock", job_id=arn, job_name=name, output_uri=self.output_uri(identity)
+        )
+
+    def stop_training(self, ref: TrainingJobRef) -> None:
+        try:
+            self.bedrock.stop_model_customization_job(jobIdentifier=ref.job_name)
+        except ClientError as error:
+            # Already ended (or stopping): nothing left to stop; the job's state says how it ended.
+            if (
+                error_code(error) in {"ValidationException", *CONFLICT_CODES}
+                and self.describe_training(ref).terminal
+            ):
+                return
+            with aws_call(
+                f"Stopping the Bedrock job {ref.job_name}", permission="bedrock:StopModelCustomizationJob"
+            ):
+                raise
+
+    def describe_training(self, ref: TrainingJobRef) -> TrainingState:
+        with aws_call(
+            f"Reading the Bedrock job {ref.job_name}", permission="bedrock:GetModelCustomizationJob"
+        ):
+            job = self.bedrock.get_model_customization_job(jobIdentifier=ref.job_name)
+        return training_state(dict(job))
+
+    # --- deployment ---
+
+    def deploy(self, request: DeployRequest) -> DeploymentRef:
+        if not request.model_ref:
+            raise ValidationFailed("A Bedrock deployment needs the custom model ARN of a finished job.")
+        name = deployment_name(request)
+        token = client_token(request.identity, "deploy", request.deploy_digest())
+        tags = _tags(request.identity, request.tags)
+        if request.base_model.deployment.method == "on_demand":
+            with aws_call(f"Deploying {name} on demand", permission="bedrock:CreateCustomModelDeployment"):
+                created = self.bedrock.create_custom_model_deployment(
+                    modelDeploymentName=name,
+                    modelArn=request.model_ref,
+                    description=f"tunelab model {request.identity.model_name}",
+                    tags=tags,
+                    clientRequestToken=token,
+                )
+            return DeploymentRef(
+                provider="bedrock",
+                kind="custom_model_deployment",
+                deployment_id=created["customModelDeploymentArn"],
+            )
+        # No commitmentDuration: hourly, no-commitment provisioned throughput that can be deleted any time.
+        with aws_call(
+            f"Buying provisioned throughput {name}", permission="bedrock:CreateProvisionedModelThroughput"
+        ):
+            bought = self.bedrock.create_provisioned_model_throughput(
+                modelUnits=1,
+                provisionedModelName=name,
+                modelId=request.model_ref,
+                tags=tags,
+                clientRequestToken=token,
+            )
+        return DeploymentRef(
+            provider="bedrock", kind="provisioned_throughput", deployment_id=bought["provisionedModelArn"]
+        )
+
+    def describe_deployment(self, ref: DeploymentRef) -> DeploymentState:
+        action = f"Reading the Bedrock deployment {ref.deployment_id}"
+        try:
+            if ref.kind == "custom_model_deployment":
+                got = self.bedrock.get_custom_model_deployment(
+                    customModelDeploymentIdentifier=ref.deployment_id
+                )
+                status = _DEPLOYMENT_STATUS.get(got["status"], "creating")
+            else:
+                pt = self.bedrock.get_provisioned_model_throughput(provisionedModelId=ref.deployment_id)
+                status = _THROUGHPUT_STATUS.get(pt["status"], "creating")
+                got = pt  # type: ignore[assignment]
+        except ClientError as error:
+            if is_not_found(error):
+                return DeploymentState(deployment_id=ref.deployment_id, status="gone")
+            with aws_call(action):
+                raise
+        reason = got.get("failureMessage") if status == "failed" else None
+        return DeploymentState(deployment_id=ref.deployment_id, status=status, reason=reason)
+
+    def undeploy(self, ref: DeploymentRef) -> None:
+        try:
+            if ref.kind == "custom_model_deployment":
+                self.bedrock.delete_custom_model_deployment(customModelDeploymentIdentifier=ref.deployment_id)
+            else:
+                self.bedrock.delete_provisioned_model_throughput(provisionedModelId=ref.deployment_id)
+        except ClientError as error:
+            if is_not_found(error):
+                return
+            with aws_call(f"Deleting the Bedrock deployment {ref.deployment_id}"):
+                raise
+
+    def invoke(self, ref: DeploymentRef, params: InvokeParams) -> InvokeResult:
+        started = time.perf_counter()
+        with aws_call("The sandbox call to Bedrock", permission="bedrock:InvokeModel"):
+            response = self.runtime.converse(
+                modelId=ref.deployment_id,
+                messages=[{"role": "user", "content": [{"text": params.prompt}]}],
+                inferenceConfig={
+                    "maxTokens": params.max_tokens,
+                    "temperature": params.temperature,
+                    "topP": params.top_p,
+                },
+            )
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        content = response.get("output", {}).get("message", {}).get("content", [])
+        completion = "".join(block.get("text", "") for block in content)
+        usage = response.get("usage", {})
+        return InvokeResult(
+            completion=completion,
+            input_tokens=int(usage.get("inputTokens", 0)),
+            output_tokens=int(usage.get("outputTokens", 0)),
+            latency_ms=latency_ms,
+        )
+
+    # --- artifacts ---
+
+    def download(self, artifacts_uri: str, *, expires_in_s: int = 900) -> DownloadLink:
+        raise ValidationFailed(
+            "Bedrock models cannot be downloaded: Bedrock keeps the weights. Models trained on SageMaker "
+            "(BYOK) or locally can be."
+        )
+
+    def delete_model(self, model: TrainedModel) -> None:
+        # Deleted by the name tunelab gave it (the API takes a name or an ARN).
+        name = custom_model_name(model.identity)
+        try:
+            self.bedrock.delete_custom_model(modelIdentifier=name)
+        except ClientError as error:
+            if is_not_found(error):
+                return
+            with aws_call(
+                f"Deleting the Bedrock custom model {name}", permission="bedrock:DeleteCustomModel"
+            ):
+                raise
+
+    def parse_event(self, detail_type: str, detail: Mapping[str, Any]) -> TrainingState:
+        return parse_event(detail_type, detail)
+
+
+def build_provider(config: BedrockConfig, *, session: boto3.Session | None = None) -> BedrockProvider:
+    """The factory hook `get_provider` calls."""
+    return BedrockProvider(config, session=session)

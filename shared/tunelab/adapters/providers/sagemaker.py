@@ -1,0 +1,963 @@
+"""SageMaker (BYOK): training jobs and real-time endpoints in the customer's AWS account.
+
+tunelab reaches the account through the customer's IAM role (STS AssumeRole with the external id);
+the training job runs `trainer/` in the Hugging Face PyTorch training container the way the SDK's
+Hugging Face estimator runs a script (`sagemaker_program` and `sagemaker_submit_directory`);
+endpoints serve the trained `model.tar.gz` with Text Generation Inference (TGI).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import re
+import tarfile
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from tunelab.adapters.aws_errors import (
+    ACCESS_DENIED_CODES,
+    aws_call,
+    error_code,
+    error_message,
+    is_not_found,
+)
+from tunelab.adapters.providers.images import llm_inference_image, training_image
+from tunelab.composition.stack_definitions import CONNECTOR_ROLE_PREFIX
+from tunelab.domain.errors import NameTaken, ProviderError, TunelabError, ValidationFailed
+from tunelab.domain.providers import (
+    MODEL_TAG,
+    WORKSPACE_TAG,
+    ConnectionCheck,
+    ConnectionCheckItem,
+    DeploymentRef,
+    DeploymentState,
+    DeploymentStatus,
+    DeployRequest,
+    DownloadLink,
+    InvokeParams,
+    InvokeResult,
+    ModelIdentity,
+    ProviderName,
+    ProviderTransientError,
+    SageMakerConfig,
+    SageMakerConnection,
+    TrainedModel,
+    TrainingJobRef,
+    TrainingRequest,
+    TrainingState,
+    TrainingStatus,
+    UnhandledEventError,
+    derived_name,
+    event_time,
+    final_metrics,
+    s3_split,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sagemaker import SageMakerClient
+    from mypy_boto3_sagemaker.literals import ProductionVariantInstanceTypeType, TrainingInstanceTypeType
+    from mypy_boto3_sagemaker.type_defs import (
+        ChannelTypeDef,
+        CreateTrainingJobRequestTypeDef,
+        ProductionVariantTypeDef,
+        ResourceConfigTypeDef,
+        TagTypeDef,
+    )
+    from mypy_boto3_sagemaker_runtime import SageMakerRuntimeClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sts import STSClient
+
+TRAINING_EVENT = "SageMaker Training Job State Change"
+ENDPOINT_EVENT = "SageMaker Endpoint State Change"
+
+# The connector stack's role that jobs and endpoints run as (one per region), when the connection
+# names none: `tunelab-sagemaker-execution-<region>`.
+EXECUTION_ROLE_PREFIX = f"{CONNECTOR_ROLE_PREFIX}sagemaker-execution-"
+# Marks a job as this model record's, so a retried start finds its own job; read back through
+# DescribeTrainingJob (the connector's role may describe jobs but not list tags).
+RECORD_ENV = "TUNELAB_RECORD"
+TRAINER_PROGRAM = "train.py"
+DEFAULT_MAX_RUNTIME_S = 48 * 3600
+# SageMaker's own ceiling for MaxRuntimeInSeconds (28 days).
+MAX_RUNTIME_LIMIT_S = 28 * 24 * 3600
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+DOWNLOAD_EXPIRES_S = 15 * 60
+ASSUME_ROLE_SECONDS = 3600
+# Credentials are renewed this long before they expire, so no call runs on dying credentials.
+REFRESH_MARGIN_S = 5 * 60
+# TGI loads large models slowly; SageMaker's default health-check wait is too short for them.
+STARTUP_TIMEOUT_S = 1800
+# Objects tunelab writes in the customer's bucket live under this prefix.
+BUCKET_PREFIX = "tunelab"
+
+_TRAINING_STATUS: dict[str, TrainingStatus] = {
+    "inprogress": "in_progress",
+    "completed": "completed",
+    "failed": "failed",
+    "stopping": "stopping",
+    "stopped": "stopped",
+    "deleting": "stopped",
+}
+_ENDPOINT_STATUS: dict[str, DeploymentStatus] = {
+    "creating": "creating",
+    "inservice": "in_service",
+    # An endpoint being updated by SageMaker keeps serving.
+    "updating": "in_service",
+    "systemupdating": "in_service",
+    "rollingback": "in_service",
+    "deleting": "deleting",
+    "deleted": "gone",
+    "failed": "failed",
+    "outofservice": "failed",
+    "updaterollbackfailed": "failed",
+}
+_TIME_LIMIT_STATUSES = {
+    "MaxRuntimeExceeded": "MaxRuntimeInSeconds",
+    "MaxWaitTimeExceeded": "MaxWaitTimeInSeconds",
+}
+
+
+@cache
+def metric_definitions() -> list[dict[str, str]]:
+    """The trainer's log-line metrics as SageMaker MetricDefinitions (a copy of the trainer's file)."""
+    text = (
+        resources.files("tunelab")
+        .joinpath("catalog_data", "trainer_metric_definitions.json")
+        .read_text(encoding="utf-8")
+    )
+    data: list[dict[str, str]] = json.loads(text)
+    return data
+
+
+# --- names and places -----------------------------------------------------------------------------
+
+
+def session_name(workspace_id: str) -> str:
+    """The STS role session name, so the customer's CloudTrail shows which workspace acted."""
+    cleaned = re.sub(r"[^\w+=,.@-]", "-", workspace_id)
+    return f"tunelab-{cleaned}"[:64]
+
+
+def _arn_account(role_arn: str) -> tuple[str, str]:
+    parts = role_arn.split(":")
+    if len(parts) < 6 or not parts[4]:
+        raise ValidationFailed.of("role_arn", f"{role_arn!r} is not an IAM role ARN.")
+    return parts[1], parts[4]
+
+
+def execution_role_arn(connection: SageMakerConnection) -> str:
+    if connection.execution_role_arn:
+        return connection.execution_role_arn
+    partition, account = _arn_account(connection.role_arn)
+    return f"arn:{partition}:iam::{account}:role/{EXECUTION_ROLE_PREFIX}{connection.region}"
+
+
+def model_prefix(identity: ModelIdentity) -> str:
+    return f"{BUCKET_PREFIX}/{identity.workspace_id}/{identity.model_name}"
+
+
+def endpoint_name(request: DeployRequest) -> str:
+    """One name for the model, endpoint configuration and endpoint of one deploy request."""
+    return derived_name(request.identity.model_name, request.deploy_digest(), digest_len=8)
+
+
+def record_tag(identity: ModelIdentity) -> str:
+    return identity.digest("record")[:32]
+
+
+def _tags(identity: ModelIdentity, extra: Mapping[str, str]) -> list[TagTypeDef]:
+    # The connector's role may create, change and delete only resources tagged PROVIDER_RESOURCE_TAG.
+    tags = {**extra, WORKSPACE_TAG: identity.workspace_id, MODEL_TAG: identity.model_name}
+    return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
+
+
+def _s3_channel(name: str, uri: str) -> ChannelTypeDef:
+    return {
+        "ChannelName": name,
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri": uri,
+                "S3DataDistributionType": "FullyReplicated",
+            }
+        },
+        "InputMode": "File",
+    }
+
+
+# --- the trainer's source ---------------------------------------------------------------------------
+
+_SKIPPED = re.compile(r"(^|/)(__pycache__|\.pytest_cache|\.mypy_cache)(/|$)|\.pyc$")
+
+
+def _tar_info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = 0
+    return info
+
+
+def build_trainer_archive(trainer_dir: Path) -> bytes:
+    """`sourcedir.tar.gz` of the trainer: the same bytes for the same files (sorted, no timestamps)."""
+    if not (trainer_dir / TRAINER_PROGRAM).is_file():
+        raise ProviderError(f"The trainer is missing: {trainer_dir / TRAINER_PROGRAM} does not exist.")
+    files = [
+        (path.relative_to(trainer_dir).as_posix(), path.read_bytes())
+        for path in trainer_dir.rglob("*")
+        if path.is_file()
+    ]
+    return _pack(files)
+
+
+# Packaged trainers by S3 URI: the CDK asset's key carries its content hash, so a URI never changes content.
+_PACKAGED: dict[str, bytes] = {}
+
+
+def _pack(files: list[tuple[str, bytes]]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in sorted(files):
+            if not _SKIPPED.search(name):
+                tar.addfile(_tar_info(name, len(data)), io.BytesIO(data))
+    packed = io.BytesIO()
+    with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0) as archive:
+        archive.write(raw.getvalue())
+    return packed.getvalue()
+
+
+def repack_as_tar_gz(packed: bytes) -> bytes:
+    """A .zip (the CDK asset) as the tar.gz SageMaker's toolkit unpacks; a .tar.gz as it is."""
+    if packed[:2] == b"\x1f\x8b":
+        return packed
+    if packed[:2] != b"PK":
+        raise ProviderError("The packaged trainer is neither a .zip nor a .tar.gz.")
+    with zipfile.ZipFile(io.BytesIO(packed)) as bundle:
+        files = [(i.filename, bundle.read(i)) for i in bundle.infolist() if not i.is_dir()]
+    if not any(name == TRAINER_PROGRAM for name, _ in files):
+        raise ProviderError(f"The packaged trainer has no {TRAINER_PROGRAM} at its top.")
+    return _pack(files)
+
+
+# --- reading SageMaker's answers and events -----------------------------------------------------------
+
+
+def _key(status: str) -> str:
+    # Events spell statuses both "InService" and "IN_SERVICE".
+    return status.replace("_", "").lower()
+
+
+def training_state(job: Mapping[str, Any]) -> TrainingState:
+    """A TrainingState from DescribeTrainingJob or the "Training Job State Change" event's detail."""
+    raw = job.get("TrainingJobStatus")
+    if not isinstance(raw, str):
+        raise UnhandledEventError("no TrainingJobStatus in the event")
+    try:
+        status = _TRAINING_STATUS[_key(raw)]
+    except KeyError:
+        raise UnhandledEventError(f"unknown SageMaker training status {raw!r}") from None
+    secondary = job.get("SecondaryStatus") if isinstance(job.get("SecondaryStatus"), str) else None
+    failure = job.get("FailureReason") or None
+    if status == "stopped" and secondary in _TIME_LIMIT_STATUSES:
+        # Nobody asked for this stop: the job ran out of time, which the user sees as a failure.
+        status = "failed"
+        limit = _TIME_LIMIT_STATUSES[secondary]
+        failure = failure or f"The training job ran past its time limit ({limit}) and was stopped."
+    artifacts = job.get("ModelArtifacts") or {}
+    terminal = status in ("completed", "failed", "stopped")
+    return TrainingState(
+        job_id=str(job.get("TrainingJobName", "")),
+        status=status,
+        phase=secondary,
+        failure_reason=str(failure) if failure and status == "failed" else None,
+        metrics=final_metrics(job.get("FinalMetricDataList")),
+        artifacts_uri=artifacts.get("S3ModelArtifacts") if status == "completed" else None,
+        ended_at=event_time(job.get("TrainingEndTime")) if terminal else None,
+    )
+
+
+def endpoint_state(endpoint: Mapping[str, Any]) -> DeploymentState:
+    """A DeploymentState from DescribeEndpoint or the "Endpoint State Change" event's detail."""
+    raw = endpoint.get("EndpointStatus")
+    if not isinstance(raw, str):
+        raise UnhandledEventError("no EndpointStatus in the event")
+    try:
+        status = _ENDPOINT_STATUS[_key(raw)]
+    except KeyError:
+        raise UnhandledEventError(f"unknown SageMaker endpoint status {raw!r}") from None
+    reason = endpoint.get("FailureReason") if status == "failed" else None
+    return DeploymentState(deployment_id=str(endpoint.get("EndpointName", "")), status=status, reason=reason)
+
+
+def parse_event(detail_type: str, detail: Mapping[str, Any]) -> TrainingState | DeploymentState:
+    """SageMaker's EventBridge events: "Training Job State Change" and "Endpoint State Change"."""
+    if detail_type == TRAINING_EVENT:
+        return training_state(detail)
+    if detail_type == ENDPOINT_EVENT:
+        return endpoint_state(detail)
+    raise UnhandledEventError(f"SageMaker events of type {detail_type!r} are not handled")
+
+
+# --- the customer's credentials -------------------------------------------------------------------------
+
+_CACHE_LOCK = threading.Lock()
+_SESSIONS: dict[tuple[str, str, str, str], tuple[boto3.Session, datetime]] = {}
+
+
+def _assume(
+    base: boto3.Session, connection: SageMakerConnection, name: str
+) -> tuple[boto3.Session, datetime]:
+    sts: STSClient = base.client("sts", region_name=connection.region)
+    with aws_call(
+        f"Assuming the role {connection.role_arn}", permission="sts:AssumeRole (trust policy, external id)"
+    ):
+        answer = sts.assume_role(
+            RoleArn=connection.role_arn,
+            RoleSessionName=name,
+            ExternalId=connection.external_id,
+            DurationSeconds=ASSUME_ROLE_SECONDS,
+        )
+    creds = answer["Credentials"]
+    session = boto3.Session(
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+        region_name=connection.region,
+    )
+    return session, creds["Expiration"]
+
+
+def assumed_session(
+    connection: SageMakerConnection,
+    workspace_id: str,
+    *,
+    base: boto3.Session | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> boto3.Session:
+    """A session in the customer's account, cached until shortly before its credentials expire."""
+    name = session_name(workspace_id)
+    key = (connection.role_arn, connection.external_id, connection.region, name)
+    with _CACHE_LOCK:
+        cached = _SESSIONS.get(key)
+        if cached and cached[1] - now() > timedelta(seconds=REFRESH_MARGIN_S):
+            return cached[0]
+        session, expires = _assume(base or boto3.Session(), connection, name)
+        _SESSIONS[key] = (session, expires)
+        return session
+
+
+def forget_sessions() -> None:
+    """Drop cached credentials (a connection was replaced or deleted)."""
+    with _CACHE_LOCK:
+        _SESSIONS.clear()
+
+
+# --- the provider --------------------------------------------------------------------------------------
+
+
+class SageMakerProvider:
+    """SageMaker in the customer's account, behind `TrainingProvider`."""
+
+    name: ProviderName = "sagemaker"
+
+    def __init__(self, config: SageMakerConfig, *, session: boto3.Session | None = None) -> None:
+        self.config = config
+        self.connection = config.connection
+        self._base = session
+        self._clients: dict[str, Any] = {}
+        self._clients_of: boto3.Session | None = None
+
+    def _client(self, service: str) -> Any:
+        session = assumed_session(self.connection, self.config.workspace_id, base=self._base)
+        if session is not self._clients_of:
+            # New credentials: clients made with the old ones must not be reused.
+            self._clients = {}
+            self._clients_of = session
+        if service not in self._clients:
+            # SigV4 for S3: presigned download links then carry an explicit expiry (X-Amz-Expires).
+            config = Config(signature_version="s3v4") if service == "s3" else None
+            self._clients[service] = session.client(  # type: ignore[call-overload]
+                service, region_name=self.connection.region, config=config
+            )
+        return self._clients[service]
+
+    @property
+    def sagemaker(self) -> SageMakerClient:
+        client: SageMakerClient = self._client("sagemaker")
+        return client
+
+    @property
+    def runtime(self) -> SageMakerRuntimeClient:
+        client: SageMakerRuntimeClient = self._client("sagemaker-runtime")
+        return client
+
+    @property
+    def s3(self) -> S3Client:
+        client: S3Client = self._client("s3")
+        return client
+
+    @property
+    def secrets(self) -> SecretsManagerClient:
+        client: SecretsManagerClient = self._client("secretsmanager")
+        return client
+
+    # --- training ---
+
+    def _bucket_uri(self, key: str) -> str:
+        return f"s3://{self.connection.artifact_bucket}/{key}"
+
+    def trainer_archive(self) -> bytes:
+        """The trainer as sourcedir.tar.gz, from its folder or from the platform's packaged copy."""
+        if self.config.trainer_dir is not None:
+            return _trainer_archive(self.config.trainer_dir)
+        uri = self.config.trainer_source_uri or ""
+        if uri not in _PACKAGED:
+            bucket, key = s3_split(uri)
+            # The platform's own bucket: read with the platform's credentials, not the customer's.
+            platform: S3Client = (self._base or boto3.Session()).client("s3")
+            with aws_call("Reading the packaged trainer", permission=f"s3:GetObject on {uri}"):
+                packed = platform.get_object(Bucket=bucket, Key=key)["Body"].read()
+            _PACKAGED[uri] = repack_as_tar_gz(packed)
+        return _PACKAGED[uri]
+
+    def ensure_trainer_source(self) -> str:
+        """Upload the trainer's sourcedir.tar.gz once per version (named by its digest); its S3 URI."""
+        archive = self.trainer_archive()
+        digest = hashlib.sha256(archive).hexdigest()[:16]
+        key = f"{BUCKET_PREFIX}/trainer/{digest}/sourcedir.tar.gz"
+        bucket = self.connection.artifact_bucket
+        try:
+            self.s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if not is_not_found(error) and error_code(error) != "403":
+                with aws_call("Checking the trainer in the artifact bucket", permission="s3:GetObject"):
+                    raise
+            with aws_call(
+                "Uploading the trainer to the artifact bucket", permission=f"s3:PutObject on {bucket}"
+            ):
+                self.s3.put_object(Bucket=bucket, Key=key, Body=archive, ContentType="application/gzip")
+        return self._bucket_uri(key)
+
+    def check_job_name(self, name: str, identity: ModelIdentity) -> None:
+        """`NameTaken` when a training job of that name exists in the customer's account and region
+        and is not this model's: checked when the model is created, before any workflow starts."""
+        self._existing_job(name, identity)
+
+    def _existing_job(self, name: str, identity: ModelIdentity) -> TrainingJobRef | None:
+        """The job of that name if it is this model's (a retry); NameTaken if someone else's."""
+        try:
+            job = self.sagemaker.describe_training_job(TrainingJobName=name)
+        except ClientError as error:
+            if is_not_found(error):
+                return None
+            with aws_call(f"Looking for the training job {name}", permission="sagemaker:DescribeTrainingJob"):
+                raise
+        if job.get("Environment", {}).get(RECORD_ENV) == record_tag(identity):
+            return TrainingJobRef(
+                provider="sagemaker",
+                job_id=name,
+                job_name=name,
+                output_uri=job["OutputDataConfig"]["S3OutputPath"],
+            )
+        raise NameTaken(
+            f"A SageMaker training job named '{name}' already exists in your AWS account "
+            f"({self.connection.region}); choose another name for the fine-tuned model.",
+        )
+
+    def training_job_request(
+        self, request: TrainingRequest, source_uri: str
+    ) -> CreateTrainingJobRequestTypeDef:
+        """The CreateTrainingJob request for `request` (no call made)."""
+        spec = request.base_model
+        identity = request.identity
+        if spec.provider != "sagemaker" or not spec.hf_id:
+            raise ValidationFailed.of("base_model_id", f"{spec.id} is not a SageMaker model.")
+        if request.resources is None:
+            raise ValidationFailed.of(
+                "resources",
+                "A SageMaker job needs resources: instance_type, instance_count and volume_size_gb.",
+            )
+        secret = self.connection.hf_token_secret_arn
+        if spec.gated and not secret:
+            raise ValidationFailed.of(
+                "base_model_id",
+                f"{spec.name} is a gated Hugging Face model: accept its license on huggingface.co, store "
+                "your Hugging Face token as a secret in Secrets Manager in your AWS account, and add the "
+                "secret's ARN to the SageMaker connection (hf_token_secret_arn).",
+            )
+        region = self.connection.region
+        name = identity.model_name
+        hyperparameters = dict(request.hyperparameters)
+        hyperparameters.setdefault("base_model", spec.hf_id)
+        if spec.gated and secret:
+            hyperparameters["hf_token_secret_arn"] = secret
+        # The training toolkit's own parameters, JSON-encoded as the SDK's estimators send them.
+        hyperparameters.update(
+            {
+                "sagemaker_program": json.dumps(TRAINER_PROGRAM),
+                "sagemaker_submit_directory": json.dumps(source_uri),
+                "sagemaker_region": json.dumps(region),
+                "sagemaker_job_name": json.dumps(name),
+                "sagemaker_container_log_level": "20",
+            }
+        )
+        channels = [_s3_channel("training", request.training_data_uri)]
+        if request.validation_data_uri:
+            channels.append(_s3_channel("validation", request.validation_data_uri))
+        if request.parent and request.parent.artifacts_uri:
+            channels.append(_s3_channel("model", request.parent.artifacts_uri))
+        prefix = model_prefix(identity)
+        resource_config: ResourceConfigTypeDef = {
+            "InstanceType": cast("TrainingInstanceTypeType", request.resources.instance_type),
+            "InstanceCount": request.resources.instance_count,
+            "VolumeSizeInGB": request.resources.volume_size_gb,
+        }
+        runtime = min(request.max_runtime_s or DEFAULT_MAX_RUNTIME_S, MAX_RUNTIME_LIMIT_S)
+        return {
+            "TrainingJobName": name,
+            "HyperParameters": hyperparameters,
+            "AlgorithmSpecification": {
+                "TrainingImage": training_image(region),
+                "TrainingInputMode": "File",
+                "MetricDefinitions": [{"Name": m["Name"], "Regex": m["Regex"]} for m in metric_definitions()],
+                "EnableSageMakerMetricsTimeSeries": True,
+            },
+            "RoleArn": execution_role_arn(self.connection),
+            "InputDataConfig": channels,
+            "OutputDataConfig": {"S3OutputPath": self._bucket_uri(f"{prefix}/output")},
+            "ResourceConfig": resource_config,
+            "StoppingCondition": {"MaxRuntimeInSeconds": runtime},
+            "CheckpointConfig": {
+                "S3Uri": self._bucket_uri(f"{prefix}/checkpoints/"),
+                "LocalPath": CHECKPOINT_LOCAL_PATH,
+            },
+            "EnableManagedSpotTraining": False,
+            "Environment": {RECORD_ENV: record_tag(identity)},
+            "Tags": _tags(identity, request.tags),
+        }
+
+    def start_training(self, request: TrainingRequest) -> TrainingJobRef:
+        name = request.identity.model_name
+        # Checked before anything is uploaded: a bad request costs no S3 write.
+        self.training_job_request(request, "s3://placeholder/sourcedir.tar.gz")
+        existing = self._existing_job(name, request.identity)
+        if existing:
+            return existing
+        params = self.training_job_request(request, self.ensure_trainer_source())
+        try:
+            self.sagemaker.create_training_job(**params)
+        except ClientError as error:
+            if error_code(error) in {"ResourceInUse", "ResourceInUseException"}:
+                # Created between our look and our call: ours (a concurrent retry) or someone else's.
+                existing = self._existing_job(name, request.identity)
+                if existing:
+                    return existing
+            with aws_call(
+                f"Starting the SageMaker training job {name}",
+                permission="sagemaker:CreateTrainingJob and iam:PassRole on the execution role",
+            ):
+                raise
+        return TrainingJobRef(
+            provider="sagemaker",
+            job_id=name,
+            job_name=name,
+            output_uri=params["OutputDataConfig"]["S3OutputPath"],
+        )
+
+    def stop_training(self, ref: TrainingJobRef) -> None:
+        try:
+            self.sagemaker.stop_training_job(TrainingJobName=ref.job_name)
+        except ClientError as error:
+            # A job that already ended cannot be stopped (ValidationException): nothing to do.
+            if error_code(error) == "ValidationException" and self.describe_training(ref).terminal:
+                return
+            with aws_call(
+                f"Stopping the training job {ref.job_name}", permission="sagemaker:StopTrainingJob"
+            ):
+                raise
+
+    def describe_training(self, ref: TrainingJobRef) -> TrainingState:
+        with aws_call(f"Reading the training job {ref.job_name}", permission="sagemaker:DescribeTrainingJob"):
+            job = self.sagemaker.describe_training_job(TrainingJobName=ref.job_name)
+        return training_state(dict(job))
+
+    # --- deployment ---
+
+    def _create(self, what: str, permission: str, create: Callable[[], object]) -> None:
+        try:
+            create()
+        except ClientError as error:
+            # A retry finds what the first attempt made.
+            if error_code(error) == "ValidationException" and "already exist" in error_message(error).lower():
+                return
+            with aws_call(f"Creating the {what}", permission=permission):
+                raise
+
+    def deploy(self, request: DeployRequest) -> DeploymentRef:
+        if not request.artifacts_uri:
+            raise ValidationFailed(
+                "A SageMaker deployment needs the model.tar.gz of a finished training job."
+            )
+        instance_type = request.instance_type or request.base_model.deployment.default_instance_type
+        if not instance_type:
+            raise ValidationFailed.of("instance_type", "Choose an instance type for the endpoint.")
+        name = endpoint_name(request)
+        tags = _tags(request.identity, request.tags)
+        variant: ProductionVariantTypeDef = {
+            "VariantName": "AllTraffic",
+            "ModelName": name,
+            "InstanceType": cast("ProductionVariantInstanceTypeType", instance_type),
+            "InitialInstanceCount": request.instance_count,
+            "ContainerStartupHealthCheckTimeoutInSeconds": STARTUP_TIMEOUT_S,
+            "ModelDataDownloadTimeoutInSeconds": STARTUP_TIMEOUT_S,
+        }
+        region = self.connection.region
+        self._create(
+            f"SageMaker model {name}",
+            "sagemaker:CreateModel and iam:PassRole on the execution role",
+            lambda: self.sagemaker.create_model(
+                ModelName=name,
+                PrimaryContainer={
+                    "Image": llm_inference_image(region),
+                    "ModelDataUrl": request.artifacts_uri or "",
+                    "Environment": {
+                        # TGI serves the weights SageMaker unpacks from model.tar.gz into /opt/ml/model.
+                        "HF_MODEL_ID": "/opt/ml/model",
+                        "SM_NUM_GPUS": str(request.gpus_per_instance),
+                    },
+                },
+                ExecutionRoleArn=execution_role_arn(self.connection),
+                Tags=tags,
+            ),
+        )
+        self._create(
+            f"endpoint configuration {name}",
+            "sagemaker:CreateEndpointConfig",
+            lambda: self.sagemaker.create_endpoint_config(
+                EndpointConfigName=name,
+                ProductionVariants=[variant],
+                Tags=tags,
+            ),
+        )
+        self._create(
+            f"endpoint {name}",
+            "sagemaker:CreateEndpoint",
+            lambda: self.sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name, Tags=tags),
+        )
+        return DeploymentRef(
+            provider="sagemaker",
+            kind="sagemaker_endpoint",
+            deployment_id=name,
+            parts={"model": name, "endpoint_config": name},
+        )
+
+    def describe_deployment(self, ref: DeploymentRef) -> DeploymentState:
+        try:
+            endpoint = self.sagemaker.describe_endpoint(EndpointName=ref.deployment_id)
+        except ClientError as error:
+            if is_not_found(error):
+                return DeploymentState(deployment_id=ref.deployment_id, status="gone")
+            with aws_call(
+                f"Reading the endpoint {ref.deployment_id}", permission="sagemaker:DescribeEndpoint"
+            ):
+                raise
+        return endpoint_state(dict(endpoint))
+
+    def undeploy(self, ref: DeploymentRef) -> None:
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("DeleteEndpoint", lambda: self.sagemaker.delete_endpoint(EndpointName=ref.deployment_id)),
+        ]
+        if "endpoint_config" in ref.parts:
+            config = ref.parts["endpoint_config"]
+            steps.append(
+                (
+                    "DeleteEndpointConfig",
+                    lambda: self.sagemaker.delete_endpoint_config(EndpointConfigName=config),
+                )
+            )
+        if "model" in ref.parts:
+            model = ref.parts["model"]
+            steps.append(("DeleteModel", lambda: self.sagemaker.delete_model(ModelName=model)))
+        for operation, delete in steps:
+            try:
+                delete()
+            except ClientError as error:
+                if is_not_found(error):
+                    continue
+                with aws_call(f"Undeploying {ref.deployment_id}", permission=f"sagemaker:{operation}"):
+                    raise
+
+    def invoke(self, ref: DeploymentRef, params: InvokeParams) -> InvokeResult:
+        parameters: dict[str, Any] = {
+            "max_new_tokens": params.max_tokens,
+            "return_full_text": False,
+            "details": True,
+            "decoder_input_details": True,
+        }
+        # TGI refuses temperature 0 and top_p 1: greedy decoding and "no nucleus cut" are spelled by omission.
+        if params.temperature > 0:
+            parameters.update(do_sample=True, temperature=params.temperature)
+        if params.top_p < 1:
+            parameters["top_p"] = params.top_p
+        body = json.dumps({"inputs": params.prompt, "parameters": parameters})
+        started = time.perf_counter()
+        with aws_call(
+            f"The sandbox call to the endpoint {ref.deployment_id}", permission="sagemaker:InvokeEndpoint"
+        ):
+            response = self.runtime.invoke_endpoint(
+                EndpointName=ref.deployment_id,
+                ContentType="application/json",
+                Accept="application/json",
+                Body=body,
+            )
+            payload = response["Body"].read()
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        return parse_generation(payload, latency_ms)
+
+    # --- artifacts ---
+
+    def download(self, artifacts_uri: str, *, expires_in_s: int = DOWNLOAD_EXPIRES_S) -> DownloadLink:
+        bucket, key = s3_split(artifacts_uri)
+        with aws_call(f"Reading {artifacts_uri}", permission=f"s3:GetObject on {bucket}"):
+            head = self.s3.head_object(Bucket=bucket, Key=key)
+            url = self.s3.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_in_s
+            )
+        return DownloadLink(
+            url=url,
+            expires_at=datetime.now(UTC) + timedelta(seconds=expires_in_s),
+            size_bytes=int(head.get("ContentLength", 0)),
+        )
+
+    def _keys(self, bucket: str, prefix: str) -> Iterator[str]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            for item in page.get("Contents", []):
+                yield item["Key"]
+
+    def delete_model(self, model: TrainedModel) -> None:
+        """Delete what the job wrote (output and checkpoints) and the job itself, freeing its name."""
+        bucket = self.connection.artifact_bucket
+        base = model_prefix(model.identity)
+        job_name = model.job.job_name if model.job else model.identity.model_name
+        with aws_call(
+            f"Deleting the artifacts of {job_name}",
+            permission=f"s3:ListBucket and s3:DeleteObject on {bucket}",
+        ):
+            for prefix in (f"{base}/output/{job_name}/", f"{base}/checkpoints/"):
+                batch: list[str] = []
+                for key in self._keys(bucket, prefix):
+                    batch.append(key)
+                    if len(batch) == 1000:
+                        self._delete_keys(bucket, batch)
+                        batch = []
+                if batch:
+                    self._delete_keys(bucket, batch)
+        try:
+            self.sagemaker.delete_training_job(TrainingJobName=job_name)
+        except ClientError as error:
+            if is_not_found(error):
+                return
+            with aws_call(f"Deleting the training job {job_name}", permission="sagemaker:DeleteTrainingJob"):
+                raise
+
+    def _delete_keys(self, bucket: str, keys: list[str]) -> None:
+        answer = self.s3.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
+        )
+        errors = answer.get("Errors", [])
+        if errors:
+            first = errors[0]
+            raise ProviderError(f"Could not delete s3://{bucket}/{first.get('Key')}: {first.get('Message')}")
+
+    def parse_event(self, detail_type: str, detail: Mapping[str, Any]) -> TrainingState | DeploymentState:
+        return parse_event(detail_type, detail)
+
+    # --- the connection ---
+
+    def verify_connection(self) -> ConnectionCheck:
+        return verify_connection(self.connection, self.config.workspace_id, base=self._base)
+
+
+def parse_generation(payload: bytes, latency_ms: int) -> InvokeResult:
+    """TGI's answer (a list or one object with `generated_text` and `details`) as an InvokeResult."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        raise ProviderError("The endpoint answered with something that is not JSON.") from None
+    item = data[0] if isinstance(data, list) and data else data
+    if not isinstance(item, Mapping) or not isinstance(item.get("generated_text"), str):
+        raise ProviderError(
+            "The endpoint's answer has no generated_text; is it serving a text-generation model?"
+        )
+    details = item.get("details") if isinstance(item.get("details"), Mapping) else {}
+    assert isinstance(details, Mapping)
+    prefill = details.get("prefill")
+    return InvokeResult(
+        completion=item["generated_text"],
+        input_tokens=len(prefill) if isinstance(prefill, list) else 0,
+        output_tokens=int(details.get("generated_tokens", 0) or 0),
+        latency_ms=latency_ms,
+    )
+
+
+@cache
+def _trainer_archive_cached(path: str, stamp: tuple[tuple[str, float], ...]) -> bytes:
+    return build_trainer_archive(Path(path))
+
+
+def _trainer_archive(trainer_dir: Path) -> bytes:
+    # Rebuilt when a file changes (the local runtime edits the trainer while running).
+    stamp = tuple(sorted((p.as_posix(), p.stat().st_mtime) for p in trainer_dir.rglob("*") if p.is_file()))
+    return _trainer_archive_cached(str(trainer_dir), stamp)
+
+
+# --- verifying a connection -------------------------------------------------------------------------------
+
+
+def _check(
+    name: str, run: Callable[[], object], explain: Callable[[ClientError], str]
+) -> ConnectionCheckItem:
+    try:
+        run()
+    except ClientError as error:
+        return ConnectionCheckItem(name=name, ok=False, message=explain(error))
+    return ConnectionCheckItem(name=name, ok=True, message="ok")
+
+
+def _denied(error: ClientError) -> bool:
+    return error_code(error) in ACCESS_DENIED_CODES
+
+
+def verify_connection(
+    connection: SageMakerConnection, workspace_id: str, *, base: boto3.Session | None = None
+) -> ConnectionCheck:
+    """Assume the role and check each permission the jobs need; says what failed and what to do.
+
+    It never reads the hf_token secret's value (DescribeSecret only).
+    """
+    checks: list[ConnectionCheckItem] = []
+    try:
+        session, _ = _assume(base or boto3.Session(), connection, session_name(workspace_id))
+    except ProviderTransientError:
+        raise
+    except TunelabError as error:
+        message = (
+            f"tunelab could not assume the role {connection.role_arn}: {error.message} Check that the role's "
+            "trust policy names tunelab's account and that the external id matches."
+        )
+        checks.append(ConnectionCheckItem(name="sts:AssumeRole", ok=False, message=message))
+        return ConnectionCheck(ok=False, message=message, checks=checks)
+    checks.append(ConnectionCheckItem(name="sts:AssumeRole", ok=True, message="ok"))
+
+    region = connection.region
+    bucket = connection.artifact_bucket
+    s3: S3Client = session.client("s3", region_name=region)
+    sagemaker: SageMakerClient = session.client("sagemaker", region_name=region)
+
+    def bucket_problem(error: ClientError) -> str:
+        if error_code(error) in {"404", "NoSuchBucket", "NotFound"}:
+            return f"The artifact bucket {bucket} does not exist; create it in {region} or fix its name."
+        if _denied(error):
+            return (
+                f"The role cannot read the artifact bucket {bucket}: it needs s3:ListBucket on "
+                f"arn:aws:s3:::{bucket}."
+            )
+        return f"The artifact bucket {bucket} cannot be used: {error_message(error)}"
+
+    def list_bucket() -> None:
+        s3.head_bucket(Bucket=bucket)
+        s3.list_objects_v2(Bucket=bucket, Prefix=f"{BUCKET_PREFIX}/", MaxKeys=1)
+
+    checks.append(_check("s3:ListBucket", list_bucket, bucket_problem))
+    if checks[-1].ok:
+        checks.append(
+            _check(
+                "s3:PutObject",
+                lambda: s3.put_object(Bucket=bucket, Key=f"{BUCKET_PREFIX}/.connection-check", Body=b"ok"),
+                lambda e: (
+                    f"The role cannot write to the artifact bucket {bucket}: it needs s3:PutObject on "
+                    f"arn:aws:s3:::{bucket}/{BUCKET_PREFIX}/*."
+                    if _denied(e)
+                    else f"Writing to the artifact bucket {bucket} failed: {error_message(e)}"
+                ),
+            )
+        )
+
+    def describe_probe() -> None:
+        # A name no job has: allowed answers "not found", a missing permission "access denied".
+        try:
+            sagemaker.describe_training_job(TrainingJobName="tunelab-connection-check")
+        except ClientError as error:
+            if not is_not_found(error):
+                raise
+
+    checks.append(
+        _check(
+            "sagemaker:DescribeTrainingJob",
+            describe_probe,
+            lambda e: (
+                f"The role cannot use SageMaker in {region}: it needs sagemaker:DescribeTrainingJob "
+                "(and the other SageMaker permissions of the connector stack)."
+                if _denied(e)
+                else f"SageMaker in {region} cannot be used: {error_message(e)}"
+            ),
+        )
+    )
+    secret = connection.hf_token_secret_arn
+    if secret:
+        secrets: SecretsManagerClient = session.client("secretsmanager", region_name=region)
+        checks.append(
+            _check(
+                "secretsmanager:DescribeSecret",
+                lambda: secrets.describe_secret(SecretId=secret),
+                lambda e: (
+                    f"The hf_token secret {secret} does not exist; store your Hugging Face token there "
+                    "or fix the ARN."
+                    if is_not_found(e)
+                    else (
+                        "The role cannot see the hf_token secret: it needs secretsmanager:DescribeSecret "
+                        f"on {secret}."
+                    )
+                    if _denied(e)
+                    else f"The hf_token secret {secret} cannot be used: {error_message(e)}"
+                ),
+            )
+        )
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        more = (
+            f" ({len(failed) - 1} more problem{'s' if len(failed) > 2 else ''} below.)"
+            if len(failed) > 1
+            else ""
+        )
+        return ConnectionCheck(ok=False, message=failed[0].message + more, checks=checks)
+    secret_part = " and can see the hf_token secret" if secret else ""
+    return ConnectionCheck(
+        ok=True,
+        message=(
+            f"Connected: tunelab can assume the role, use the artifact bucket {bucket} and SageMaker in "
+            f"{region}{secret_part}."
+        ),
+        checks=checks,
+    )
+
+
+def build_provider(config: SageMakerConfig, *, session: boto3.Session | None = None) -> SageMakerProvider:
+    """The factory hook `get_provider` calls."""
+    return SageMakerProvider(config, session=session)

@@ -1,0 +1,444 @@
+"""The base-model and instance catalog: data files in `catalog_data/`, validated when first loaded.
+
+Every price and limit carries the date it was read (`as_of`) and where (`source`). Nothing here
+branches on a model id: rules read the spec.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import date
+from functools import cache
+from importlib import resources
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tunelab.domain.errors import NotFound
+
+Provider = Literal["bedrock", "sagemaker", "local"]
+Hosting = Literal["managed", "byok", "local"]
+# How rows reach the provider: Bedrock prompt/completion JSONL, the Bedrock conversation schema
+# (`bedrock-conversation-2024`, Nova), or the trainer's prompt/completion JSONL (SageMaker, local).
+TrainingDataFormat = Literal["prompt_completion", "bedrock_conversation", "trainer_jsonl"]
+
+MODEL_FILES = ("bedrock.json", "sagemaker.json", "local.json")
+INSTANCES_FILE = "instances.json"
+
+# The field paths of HyperparameterSpec that a provider may name (`provider_names` keys).
+HYPERPARAMETER_PATHS = (
+    "epochs",
+    "learning_rate",
+    "batch_size",
+    "warmup_steps",
+    "early_stopping.patience",
+    "early_stopping.threshold",
+    "eval_percentage",
+)
+
+
+class CatalogError(Exception):
+    """The shipped (or an operator's) catalog data breaks a rule; raised at start, never per request."""
+
+
+class _Frozen(BaseModel):
+    # Built when the catalog is first loaded, not at import (cold starts of functions without it).
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+
+
+class Source(_Frozen):
+    """Where a figure was read, and when. `verified=False` means the page was the best one found but
+    the figure could not be read on it; `note` then says what is unconfirmed."""
+
+    url: str = Field(pattern=r"^https://\S+$")
+    as_of: date
+    verified: bool = True
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _unverified_has_note(self) -> Self:
+        if not self.verified and not self.note:
+            raise ValueError(f"an unverified source ({self.url}) needs a note saying what is unconfirmed")
+        return self
+
+
+class IntRange(_Frozen):
+    min: int
+    max: int
+    default: int
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if not self.min <= self.default <= self.max:
+            raise ValueError(f"default {self.default} outside [{self.min}, {self.max}]")
+        return self
+
+    def contains(self, value: float) -> bool:
+        return self.min <= value <= self.max
+
+
+class FloatRange(_Frozen):
+    min: float
+    max: float
+    default: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if not self.min <= self.default <= self.max:
+            raise ValueError(f"default {self.default} outside [{self.min}, {self.max}]")
+        return self
+
+    def contains(self, value: float) -> bool:
+        return self.min <= value <= self.max
+
+
+class EarlyStoppingSpec(_Frozen):
+    patience: IntRange
+    threshold: FloatRange
+
+
+class HyperparameterSpec(_Frozen):
+    """What one base model accepts; a `None` entry means the model does not support it."""
+
+    epochs: IntRange
+    learning_rate: FloatRange
+    batch_size: IntRange | None = None
+    warmup_steps: IntRange | None = None
+    early_stopping: EarlyStoppingSpec | None = None
+    # Share of the training rows the provider holds back for validation when the user asks for a
+    # split and the provider does the split itself (Cohere's `evalPercentage`).
+    eval_percentage: IntRange | None = None
+    # Our field path -> the provider's parameter name, e.g. {"epochs": "epochCount",
+    # "early_stopping.patience": "earlyStoppingPatience"}. Empty for the trainer (names are ours).
+    provider_names: dict[str, str] = Field(default_factory=dict)
+    source: Source
+
+    def supported_paths(self) -> list[str]:
+        """The field paths (as in `provider_names`) this model accepts."""
+        paths = ["epochs", "learning_rate"]
+        for name in ("batch_size", "warmup_steps", "eval_percentage"):
+            if getattr(self, name) is not None:
+                paths.append(name)
+        if self.early_stopping is not None:
+            paths += ["early_stopping.patience", "early_stopping.threshold"]
+        return paths
+
+    @model_validator(mode="after")
+    def _names_cover_supported(self) -> Self:
+        unknown = set(self.provider_names) - set(HYPERPARAMETER_PATHS)
+        if unknown:
+            raise ValueError(f"provider_names has unknown hyperparameter paths {sorted(unknown)}")
+        unsupported = set(self.provider_names) - set(self.supported_paths())
+        if unsupported:
+            raise ValueError(
+                f"provider_names names hyperparameters the model does not accept: {sorted(unsupported)}"
+            )
+        return self
+
+
+class Pricing(_Frozen):
+    training_per_1k_tokens_usd: float = Field(ge=0)
+    storage_per_month_usd: float = Field(ge=0)
+    deployment_per_hour_usd: float = Field(ge=0)
+    source: Source
+
+    @property
+    def as_of(self) -> date:
+        return self.source.as_of
+
+
+class BatchTokenLimit(_Frozen):
+    """Longest record allowed when the batch size is at most `max_batch_size` (Titan's tiers)."""
+
+    max_batch_size: int = Field(ge=1)
+    max_record_tokens: int = Field(ge=1)
+
+
+class DataLimits(_Frozen):
+    """Record and token limits of a provider's training data for one model."""
+
+    min_records: int = Field(ge=1)
+    max_records: int = Field(ge=1)
+    # Longest record, prompt + completion, in tokens (at batch size 1 where it depends on it).
+    max_record_tokens: int = Field(ge=1)
+    max_validation_records: int | None = Field(default=None, ge=1)
+    # Separate caps on the prompt (input) and the completion (output), where the provider has them.
+    max_prompt_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    # Where larger batches lower the record limit; ascending by max_batch_size.
+    batch_token_limits: list[BatchTokenLimit] = Field(default_factory=list)
+    source: Source
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.min_records > self.max_records:
+            raise ValueError(f"min_records {self.min_records} is above max_records {self.max_records}")
+        sizes = [t.max_batch_size for t in self.batch_token_limits]
+        if sizes != sorted(set(sizes)):
+            raise ValueError("batch_token_limits must be ascending by max_batch_size, without repeats")
+        if self.batch_token_limits and self.batch_token_limits[0].max_record_tokens != self.max_record_tokens:
+            raise ValueError("the first batch_token_limits tier must equal max_record_tokens")
+        return self
+
+    def max_record_tokens_for(self, batch_size: int | None) -> int | None:
+        """The longest record allowed at this batch size; None where the batch size is beyond every tier."""
+        if not self.batch_token_limits or batch_size is None:
+            return self.max_record_tokens
+        for tier in self.batch_token_limits:
+            if batch_size <= tier.max_batch_size:
+                return tier.max_record_tokens
+        return None
+
+
+class Retirement(_Frozen):
+    """AWS no longer offers fine-tuning of this model; the product still lists it."""
+
+    since: date | None = None
+    note: str
+    source: Source
+
+
+class Deployment(_Frozen):
+    """How a fine-tuned model of this base is served."""
+
+    # bedrock: on-demand custom model deployment where supported, else no-commitment provisioned
+    # throughput; sagemaker: a real-time endpoint; local: the in-process inference server.
+    method: Literal["on_demand", "provisioned_throughput", "sagemaker_endpoint", "local_server"]
+    default_instance_type: str | None = None
+    # Regions where `method` is available, where narrower than the model's training regions.
+    regions: list[str] = Field(default_factory=list)
+
+
+_DEPLOYMENT_METHODS: dict[str, tuple[str, ...]] = {
+    "bedrock": ("on_demand", "provisioned_throughput"),
+    "sagemaker": ("sagemaker_endpoint",),
+    "local": ("local_server",),
+}
+
+
+class BaseModelSpec(_Frozen):
+    id: str
+    name: str
+    vendor: str
+    provider: Provider
+    hosting: Hosting
+    # None where the vendor does not publish it (Amazon Nova and Titan); known for every model that
+    # needs resources (sagemaker, local), where it drives VRAM and storage advice.
+    parameter_count: int | None = Field(default=None, gt=0)
+    context_length: int = Field(gt=0)
+    training_data_format: TrainingDataFormat
+    hyperparameters: HyperparameterSpec
+    pricing: Pricing
+    limits: DataLimits
+    deployment: Deployment
+    regions: list[str] = Field(default_factory=list)
+    retired: Retirement | None = None
+    # sagemaker and local: the Hugging Face id (or local folder) the trainer loads.
+    hf_id: str | None = None
+    gated: bool = False
+    default_instance_type: str | None = None
+    instruct: bool = True
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def supports_optional_hyperparameters(self) -> bool:
+        return self.provider != "bedrock"
+
+    @property
+    def supports_download(self) -> bool:
+        return self.provider != "bedrock"
+
+    @property
+    def requires_resources(self) -> bool:
+        return self.provider == "sagemaker"
+
+    @property
+    def is_retired(self) -> bool:
+        return self.retired is not None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        expected_hosting = {"bedrock": "managed", "sagemaker": "byok", "local": "local"}[self.provider]
+        if self.hosting != expected_hosting:
+            raise ValueError(f"{self.id}: provider {self.provider} is hosted {expected_hosting}")
+        if self.provider == "sagemaker" and not (self.hf_id and self.default_instance_type):
+            raise ValueError(f"{self.id}: a SageMaker model needs hf_id and default_instance_type")
+        if self.provider == "sagemaker" and not self.deployment.default_instance_type:
+            raise ValueError(f"{self.id}: a SageMaker model needs deployment.default_instance_type")
+        if self.provider != "bedrock" and self.parameter_count is None:
+            raise ValueError(f"{self.id}: a {self.provider} model needs its parameter_count")
+        if self.provider == "bedrock" and not self.regions:
+            raise ValueError(f"{self.id}: a Bedrock model needs its regions")
+        if self.deployment.method not in _DEPLOYMENT_METHODS[self.provider]:
+            raise ValueError(
+                f"{self.id}: deployment method {self.deployment.method} is not one of "
+                f"{_DEPLOYMENT_METHODS[self.provider]} for provider {self.provider}"
+            )
+        if self.provider == "bedrock":
+            missing = set(self.hyperparameters.supported_paths()) - set(self.hyperparameters.provider_names)
+            if missing:
+                raise ValueError(f"{self.id}: Bedrock parameter names missing for {sorted(missing)}")
+        elif self.hyperparameters.provider_names:
+            raise ValueError(
+                f"{self.id}: the trainer's hyperparameters use tunelab's names; provider_names must be empty"
+            )
+        if not self.instruct:
+            raise ValueError(f"{self.id}: only instruct (chat) models are offered")
+        return self
+
+
+class InstanceType(_Frozen):
+    name: str
+    family: str
+    gpus: int = Field(ge=1)
+    gpu_model: str
+    vram_per_gpu_gb: float = Field(gt=0)
+    bf16: bool
+    local_storage_gb: float = Field(ge=0)
+    vcpus: int = Field(ge=1)
+    memory_gb: float = Field(gt=0)
+    # On-demand SageMaker training price per instance-hour in the catalog's region.
+    price_per_hour_usd: float = Field(gt=0)
+    # Where the hardware figures were read.
+    source: Source
+    # Where the price was read (the price page and the spec page differ).
+    price_source: Source
+
+    @property
+    def vram_gb(self) -> float:
+        return self.gpus * self.vram_per_gpu_gb
+
+    @model_validator(mode="after")
+    def _family_matches_name(self) -> Self:
+        if not self.name.startswith(f"ml.{self.family}."):
+            raise ValueError(f"instance {self.name} is not of family {self.family}")
+        return self
+
+
+class _ModelsFile(_Frozen):
+    models: list[BaseModelSpec]
+
+
+class _InstancesFile(_Frozen):
+    region: str
+    # Price of training-volume storage (ml storage, general purpose SSD) per GB-month.
+    volume_per_gb_month_usd: float = Field(gt=0)
+    volume_source: Source
+    instances: list[InstanceType]
+
+
+BaseModelId = Annotated[
+    str,
+    Field(min_length=1, max_length=200, description="A base model id from `GET /v1/base-models`."),
+]
+
+
+class Catalog:
+    """Base models and SageMaker instance types, looked up by id."""
+
+    def __init__(self, models: list[BaseModelSpec], instances: _InstancesFile) -> None:
+        ids = [m.id for m in models]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise CatalogError(f"duplicate base model ids in the catalog: {duplicates}")
+        names = [i.name for i in instances.instances]
+        duplicate_names = sorted({n for n in names if names.count(n) > 1})
+        if duplicate_names:
+            raise CatalogError(f"duplicate instance types in the catalog: {duplicate_names}")
+        self._models = {m.id: m for m in models}
+        self._instances = {i.name: i for i in instances.instances}
+        self.instances_region = instances.region
+        self.volume_per_gb_month_usd = instances.volume_per_gb_month_usd
+        self.volume_source = instances.volume_source
+        for m in models:
+            for t in (m.default_instance_type, m.deployment.default_instance_type):
+                if t is not None and t not in self._instances and m.provider == "sagemaker":
+                    raise CatalogError(f"{m.id}: unknown instance type {t} (not in {INSTANCES_FILE})")
+
+    @property
+    def models(self) -> list[BaseModelSpec]:
+        return list(self._models.values())
+
+    @property
+    def instances(self) -> list[InstanceType]:
+        return list(self._instances.values())
+
+    def model(self, model_id: str) -> BaseModelSpec:
+        try:
+            return self._models[model_id]
+        except KeyError:
+            raise NotFound(f"There is no base model '{model_id}'; GET /v1/base-models lists them.") from None
+
+    def find_model(self, model_id: str) -> BaseModelSpec | None:
+        return self._models.get(model_id)
+
+    def instance(self, name: str) -> InstanceType:
+        try:
+            return self._instances[name]
+        except KeyError:
+            raise NotFound(f"There is no SageMaker instance type '{name}' in the catalog.") from None
+
+    def find_instance(self, name: str) -> InstanceType | None:
+        return self._instances.get(name)
+
+    def with_models(self, extra: list[BaseModelSpec]) -> Catalog:
+        """A catalog with more models (the local runtime's, operator-registered folders)."""
+        instances = _InstancesFile(
+            region=self.instances_region,
+            volume_per_gb_month_usd=self.volume_per_gb_month_usd,
+            volume_source=self.volume_source,
+            instances=self.instances,
+        )
+        return Catalog([*self.models, *extra], instances)
+
+
+def _describe(error: ValidationError, data: object) -> str:
+    """One line per problem, naming the entry (model id / instance name) rather than a list index."""
+    lines = []
+    for err in error.errors():
+        loc = list(err["loc"])
+        where = ".".join(str(p) for p in loc)
+        if len(loc) >= 2 and loc[0] in ("models", "instances") and isinstance(loc[1], int):
+            try:
+                entry = data[loc[0]][loc[1]]  # type: ignore[index]
+                key = entry.get("id") or entry.get("name")
+            except (KeyError, IndexError, TypeError, AttributeError):
+                key = None
+            if key:
+                where = f"{loc[0]}[{key}]" + "".join(f".{p}" for p in loc[2:])
+        lines.append(f"{where}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def parse_catalog(model_files: Mapping[str, object], instances: object) -> Catalog:
+    """Validate catalog data (file name -> parsed JSON) into a Catalog; any broken rule raises
+    `CatalogError` naming the file and the entry."""
+    models: list[BaseModelSpec] = []
+    for name, data in model_files.items():
+        try:
+            models.extend(_ModelsFile.model_validate(data).models)
+        except ValidationError as e:
+            raise CatalogError(f"{name}: {_describe(e, data)}") from None
+    try:
+        instances_file = _InstancesFile.model_validate(instances)
+    except ValidationError as e:
+        raise CatalogError(f"{INSTANCES_FILE}: {_describe(e, instances)}") from None
+    return Catalog(models, instances_file)
+
+
+def read_catalog_data() -> tuple[dict[str, Any], Any]:
+    """The shipped catalog files as parsed JSON: ({file name: data} for models, instances data)."""
+    models = {name: json.loads(_read(name)) for name in MODEL_FILES}
+    return models, json.loads(_read(INSTANCES_FILE))
+
+
+def _read(name: str) -> str:
+    return resources.files("tunelab").joinpath("catalog_data", name).read_text(encoding="utf-8")
+
+
+@cache
+def load_catalog() -> Catalog:
+    """The shipped catalog (Bedrock, SageMaker and local models; instance types), validated."""
+    models, instances = read_catalog_data()
+    return parse_catalog(models, instances)

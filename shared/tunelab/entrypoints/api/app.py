@@ -1,0 +1,238 @@
+"""The API's resolver: routes from `routes/`, request validation, and the contract's error mapping.
+
+`handle(event, context)` is what the Lambda entry point calls. Before routing it refuses bodies
+over the limit (413) and requests without valid claims (401) on every path but the public ones,
+so an anonymous caller learns nothing about routes or bodies. Then the Powertools resolver
+validates the request against the routes' pydantic models and calls the route.
+
+CORS follows settings `ALLOWED_ORIGINS`, read at the first request (not at import): a request whose
+`Origin` is one of them gets the CORS headers, any other origin (and every origin when the setting is
+empty) none; a browser's preflight `OPTIONS` (no credentials) is answered 204 when origins are set.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache, lru_cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tunelab import __version__
+from tunelab.composition import wiring
+from tunelab.domain.errors import (
+    NotFound,
+    PayloadTooLarge,
+    TunelabError,
+    Unauthorized,
+    ValidationFailed,
+)
+from tunelab.domain.identity import identity_from_event
+from tunelab.entrypoints.api.errors import code_for_status, error_response, proxy_error, validation_failed
+from tunelab.entrypoints.api.routes import (
+    base_models,
+    datasets,
+    estimates,
+    fine_tuned_models,
+    providers,
+    system,
+    workspace,
+)
+
+logger = Logger(service="tunelab-api")
+tracer = Tracer(service="tunelab-api")
+
+# The contract's limit for a request body (a dataset upload's CSV included).
+MAX_BODY_BYTES = 5 * 1024 * 1024
+OPENAPI_PATH = "/v1/openapi.json"
+PUBLIC_PATHS = frozenset({"/v1/health", OPENAPI_PATH})
+
+# Each module holds one `router`; a new resource adds its module here.
+ROUTERS = (system, base_models, workspace, estimates, datasets, fine_tuned_models, providers)
+
+# Headers a browser may send beyond the CORS-safe ones Powertools always allows, and may read.
+CORS_ALLOW_HEADERS = ["Idempotency-Key"]
+CORS_EXPOSE_HEADERS = ["Retry-After"]
+CORS_MAX_AGE_S = 600
+# Routes register with CORS on (Powertools decides that per route at registration); until the first
+# request sets the configuration from settings, this one allows no origin.
+_NO_ORIGIN = CORSConfig(allow_origin="")
+
+app = APIGatewayRestResolver(enable_validation=True, cors=_NO_ORIGIN)
+for _module in ROUTERS:
+    app.include_router(_module.router)
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+def _domain_error(error: TunelabError) -> Response[str]:
+    if error.status >= 500:
+        logger.exception("Request failed", code=error.code)
+    else:
+        logger.info("Request refused", code=error.code, status=error.status, error_message=error.message)
+    headers = {"Retry-After": "5"} if error.status == 429 else None
+    return error_response(error, headers)
+
+
+def _invalid_request(error: RequestValidationError) -> Response[str]:
+    failed = validation_failed(list(error.errors()), _json_body_or_none())
+    logger.info("Invalid request", details=[d.as_body() for d in failed.details])
+    return error_response(failed)
+
+
+def _unsupported_content_type(error: RequestUnsupportedContentType) -> Response[str]:
+    return error_response(
+        ValidationFailed.of(
+            "Content-Type",
+            "This route takes JSON: send 'Content-Type: application/json'.",
+        )
+    )
+
+
+def _no_route(error: NotFoundError) -> Response[str]:
+    event = app.current_event
+    return error_response(
+        NotFound(f"There is no route {event.http_method} {event.path}; see {OPENAPI_PATH}.")
+    )
+
+
+def _service_error(error: ServiceError) -> Response[str]:
+    status = int(error.status_code)
+    body = {"error": {"code": code_for_status(status), "message": str(error.msg)}}
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body))
+
+
+def _unexpected(error: Exception) -> Response[str]:
+    logger.exception("Unexpected error")
+    request_id = _request_id()
+    unexpected = TunelabError(
+        "Something went wrong on our side; try again, and if it keeps failing, report request id "
+        f"{request_id}."
+    )
+    return error_response(unexpected)
+
+
+# Registered by call: Powertools' decorators are untyped.
+app.exception_handler(TunelabError)(_domain_error)
+app.exception_handler(RequestValidationError)(_invalid_request)
+app.exception_handler(RequestUnsupportedContentType)(_unsupported_content_type)
+app.exception_handler(ServiceError)(_service_error)
+app.exception_handler(Exception)(_unexpected)
+app.not_found(_no_route)
+
+
+def _json_body_or_none() -> Any:
+    try:
+        return app.current_event.json_body
+    except (ValueError, TypeError):
+        return None
+
+
+def _request_id() -> str:
+    context = app.current_event.raw_event.get("requestContext") or {}
+    return str(context.get("requestId") or "unknown")
+
+
+# --- OpenAPI ------------------------------------------------------------------------------------
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document, generated from the routes' pydantic models.
+
+    Powertools documents its own 422 validation response; this API answers 400 with the
+    contract's error body instead, so the 422 entries and their schemas are removed.
+    """
+    from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer  # noqa: PLC0415  # only here
+
+    schema = app.get_openapi_schema(
+        title="tunelab API",
+        version=__version__,
+        description="Fine-tune LLMs and run the whole life of a fine-tuned model. Contract v1.",
+        security_schemes={"bearer": HTTPBearer(scheme="bearer", bearerFormat="JWT")},
+        security=[{"bearer": []}],
+    )
+    document: dict[str, Any] = json.loads(schema.model_dump_json(by_alias=True, exclude_none=True))
+    for path, operations in document.get("paths", {}).items():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            operation.get("responses", {}).pop("422", None)
+            # "No Content" has no body (Powertools documents `null` for a `Response[None]`).
+            operation.get("responses", {}).get("204", {}).pop("content", None)
+            if path in PUBLIC_PATHS:
+                operation["security"] = []
+    # Routes that read their body themselves (several content types) document it in their module.
+    for module in ROUTERS:
+        for (method, path), request_body in getattr(module, "OPENAPI_REQUEST_BODIES", {}).items():
+            document["paths"][path][method]["requestBody"] = request_body
+    schemas = document.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
+        schemas.pop(unused, None)
+    return document
+
+
+@app.get(OPENAPI_PATH, include_in_schema=False)
+def get_openapi() -> Response[str]:
+    return Response(
+        status_code=200, content_type=content_types.APPLICATION_JSON, body=json.dumps(openapi_document())
+    )
+
+
+# --- entry --------------------------------------------------------------------------------------
+
+
+def body_size(event: dict[str, Any]) -> int:
+    """Bytes of the request body as the client sent it."""
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        padding = body.count("=", -2)
+        return len(body) * 3 // 4 - padding
+    return len(body.encode("utf-8"))
+
+
+@lru_cache(maxsize=4)
+def cors_config(allowed_origins: tuple[str, ...]) -> CORSConfig:
+    """The resolver's CORS configuration for these origins (none: no origin gets CORS headers)."""
+    if not allowed_origins:
+        return _NO_ORIGIN
+    first, *more = allowed_origins
+    return CORSConfig(
+        allow_origin=first,
+        extra_origins=more,
+        allow_headers=CORS_ALLOW_HEADERS,
+        expose_headers=CORS_EXPOSE_HEADERS,
+        max_age=CORS_MAX_AGE_S,
+    )
+
+
+def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Answer one API Gateway REST proxy event."""
+    origins = wiring.get_services().settings.allowed_origins
+    app._cors = cors_config(origins)  # Powertools reads it per response; set from settings, not at import
+    if event.get("httpMethod") == "OPTIONS" and origins:
+        return app.resolve(event, context)  # a preflight: Powertools answers it from the configuration
+    if body_size(event) > MAX_BODY_BYTES:
+        return proxy_error(
+            PayloadTooLarge(
+                f"The body is over {MAX_BODY_BYTES // (1024 * 1024)} MiB; for larger datasets, "
+                'POST /v1/datasets with JSON {"name": ...} and upload to the URL it returns.'
+            )
+        )
+    if event.get("path") not in PUBLIC_PATHS:
+        try:
+            identity_from_event(event)
+        except Unauthorized as error:
+            return proxy_error(error)
+    return app.resolve(event, context)
+
+
+__all__ = ["MAX_BODY_BYTES", "app", "handle", "logger", "openapi_document", "tracer"]

@@ -1,0 +1,58 @@
+"""`POST /v1/cost-estimates` (the predicted cost of a fine-tuning request) and `POST /v1/resource-estimates`
+(VRAM, storage and instance advice for a SageMaker job)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler.depends import Depends
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+
+from tunelab.application import service
+from tunelab.composition.wiring import Services
+from tunelab.domain.catalog import Catalog
+from tunelab.domain.identity import Identity
+from tunelab.domain.resources import estimate_resources
+from tunelab.entrypoints.api.contracts import (
+    CostEstimateIn,
+    CostEstimateOut,
+    ResourceEstimateIn,
+    ResourceEstimateOut,
+)
+from tunelab.entrypoints.api.deps import catalog, current_identity
+from tunelab.entrypoints.api.routes.common import responses
+from tunelab.entrypoints.api.routes.services import services
+
+router = APIGatewayRouter()  # type: ignore[no-untyped-call]
+
+
+@router.post(
+    "/v1/resource-estimates",
+    summary="VRAM, storage and instances a SageMaker fine-tuning job needs",
+    tags=["estimates"],
+    responses=responses(),
+    operation_id="createResourceEstimate",
+)
+def create_resource_estimate(
+    body: ResourceEstimateIn,
+    identity: Annotated[Identity, Depends(current_identity)],
+    models: Annotated[Catalog, Depends(catalog)],
+) -> ResourceEstimateOut:
+    return estimate_resources(body, models)
+
+
+@router.post(
+    "/v1/cost-estimates",
+    summary="The predicted cost of a fine-tuning request, before anything starts",
+    description="Takes the body of `POST /v1/fine-tuned-models` (the acknowledgement is not needed) and "
+    "checks it the same way; nothing is started or stored.",
+    tags=["estimates"],
+    responses=responses(forbidden=True),
+    operation_id="createCostEstimate",
+)
+def create_cost_estimate(
+    body: CostEstimateIn,
+    identity: Annotated[Identity, Depends(current_identity)],
+    svc: Annotated[Services, Depends(services)],
+) -> CostEstimateOut:
+    return service.estimate(svc, identity, body)

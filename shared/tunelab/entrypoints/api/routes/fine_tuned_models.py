@@ -1,0 +1,244 @@
+"""Fine-tuned models: create (202, training starts), list, details, history, stop, deploy, undeploy,
+invoke (the sandbox), download and delete. Each route checks nothing itself: the use cases
+do, and the status table (`tunelab.domain.status`) says what each status allows.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.depends import Depends
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+
+from tunelab.adapters.dynamodb import Repository
+from tunelab.application import operations, service
+from tunelab.composition.wiring import Services
+from tunelab.domain.errors import NotFound, ValidationFailed
+from tunelab.domain.identity import Identity
+from tunelab.domain.naming import is_valid_name
+from tunelab.domain.status import parse_status
+from tunelab.entrypoints.api.contracts import (
+    CreateFineTunedModelIn,
+    DeployIn,
+    DownloadOut,
+    FineTunedModelOut,
+    InvokeIn,
+    InvokeOut,
+    ModelEventOut,
+    Page,
+)
+from tunelab.entrypoints.api.deps import current_identity, repository
+from tunelab.entrypoints.api.idempotency import idempotency_key, idempotent
+from tunelab.entrypoints.api.routes.common import DEFAULT_LIMIT, Limit, NextToken, responses
+from tunelab.entrypoints.api.routes.services import correlation_id, services
+
+router = APIGatewayRouter()  # type: ignore[no-untyped-call]
+
+TAGS = ["fine-tuned models"]
+ROUTE = "POST /v1/fine-tuned-models"
+ModelNamePath = Annotated[str, Path(description="The fine-tuned model's name.")]
+
+
+def _name(name: str) -> str:
+    # A name that breaks the naming rules names no model: 404, like an unknown one.
+    if not is_valid_name(name):
+        raise NotFound(f"There is no fine-tuned model '{name}' in this workspace.")
+    return name
+
+
+def _accepted(model: FineTunedModelOut) -> Response[FineTunedModelOut]:
+    return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=model)
+
+
+@router.post(
+    "/v1/fine-tuned-models",
+    summary="Fine-tune a base model (or continue a fine-tuned one): all is checked, then training starts",
+    description="Checks the whole request up front (name, base model, dataset, validation, resources, "
+    "hyperparameters, plan and provider connection, acknowledgement), stores the model with status "
+    "`training` and starts its workflow. `Idempotency-Key` makes a retry return the first answer.",
+    tags=TAGS,
+    responses=responses(202, "Accepted: training starts", conflict=True, forbidden=True),
+    operation_id="createFineTunedModel",
+)
+def create_fine_tuned_model(
+    body: CreateFineTunedModelIn,
+    identity: Annotated[Identity, Depends(current_identity)],
+    svc: Annotated[Services, Depends(services)],
+    correlation: Annotated[str, Depends(correlation_id)],
+) -> Response[FineTunedModelOut]:
+    out = idempotent(
+        identity,
+        ROUTE,
+        idempotency_key(router.current_event.headers),
+        body.model_dump(mode="json"),
+        lambda: (
+            service.create_fine_tuned_model(svc, identity, body, correlation_id=correlation)
+            .to_out()
+            .model_dump(mode="json")
+        ),
+        context=router.lambda_context,
+    )
+    return _accepted(FineTunedModelOut.model_validate(out))
+
+
+@router.get(
+    "/v1/fine-tuned-models",
+    summary="The workspace's fine-tuned models by name, optionally in one status",
+    tags=TAGS,
+    responses=responses(),
+    operation_id="listFineTunedModels",
+)
+def list_fine_tuned_models(
+    identity: Annotated[Identity, Depends(current_identity)],
+    repo: Annotated[Repository, Depends(repository)],
+    status: Annotated[str | None, Query(description="Only models in this status, e.g. `deployed`.")] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    next_token: NextToken = None,
+) -> Page[FineTunedModelOut]:
+    statuses = None if status is None else {parse_status(status)}
+    page = repo.list_models(identity.workspace, limit=limit, next_token=next_token, status=statuses)
+    return Page[FineTunedModelOut](items=[m.to_out() for m in page.items], next_token=page.next_token)
+
+
+@router.get(
+    "/v1/fine-tuned-models/<name>",
+    summary="One fine-tuned model: datasets, base model, hyperparameters, creator, cost, training, deploy",
+    tags=TAGS,
+    responses=responses(),
+    operation_id="getFineTunedModel",
+)
+def get_fine_tuned_model(
+    name: ModelNamePath,
+    identity: Annotated[Identity, Depends(current_identity)],
+    repo: Annotated[Repository, Depends(repository)],
+) -> FineTunedModelOut:
+    return repo.get_model(identity.workspace, _name(name)).to_out()
+
+
+@router.get(
+    "/v1/fine-tuned-models/<name>/events",
+    summary="The model's history, oldest first: status changes, training metrics, messages",
+    tags=TAGS,
+    responses=responses(),
+    operation_id="listFineTunedModelEvents",
+)
+def list_events(
+    name: ModelNamePath,
+    identity: Annotated[Identity, Depends(current_identity)],
+    repo: Annotated[Repository, Depends(repository)],
+    limit: Limit = DEFAULT_LIMIT,
+    next_token: NextToken = None,
+) -> Page[ModelEventOut]:
+    page = repo.list_events(identity.workspace, _name(name), limit=limit, next_token=next_token)
+    return Page[ModelEventOut](items=[e.to_out() for e in page.items], next_token=page.next_token)
+
+
+@router.post(
+    "/v1/fine-tuned-models/<name>/stop",
+    summary="Stop training: training → stopping training → training stopped",
+    tags=TAGS,
+    responses=responses(202, "Accepted: the model as it stands after the request", conflict=True),
+    operation_id="stopFineTunedModelTraining",
+)
+def stop(
+    name: ModelNamePath,
+    identity: Annotated[Identity, Depends(current_identity)],
+    svc: Annotated[Services, Depends(services)],
+) -> Response[FineTunedModelOut]:
+    model = operations.stop_training(svc, identity.workspace, _name(name), by=identity.email)
+    return _accepted(model.to_out())
+
+
+@router.post(
+    "/v1/fine-tuned-models/<name>/deploy",
+    summary="Deploy: not deployed → deploying → deployed, with an optional automatic undeploy",
+    tags=TAGS,
+    responses=responses(202, "Accepted: the model as it stands after the request", conflict=True),
+    operation_id="deployFineTunedModel",
+)
+def deploy(
+    name: ModelNamePath,
+    identity: Annotated[Identity, Depends(current_identity)],
+    svc: Annotated[Services, Depends(services)],
+    correlation: Annotated[str, Depends(correlation_id)],
+    body: DeployIn | None = None,
+) -> Response[FineTunedModelOut]:
+    model = service.deploy_model(svc, identity, _name(name), body or DeployIn(), correlation_id=correlation)
+    return _accepted(model.to_out())
+
+
+@router.post(
+    "/v1/fine-tuned-models/<name>/undeploy",
+    summary="Undeploy: delete the deployment; hourly charges stop",
+    tags=TAGS,
+    responses=responses(202, "Accepted: the model as it stands after the request", conflict=True),
+    operation_id="undeployFineTunedModel",
+)
+def undeploy(
+    name: ModelNamePath,
+    identity: Annotated[Identity, Depends(current_identity)],
+    svc: Annotated[Services, Depends(services)],
+) -> Response[FineTunedModelOut]:
+    model = operations.undeploy_model(svc, identity.workspace, _name(name), by=identity.email)
+    return _accepted(model.to_out())
+
+
+@router.post(
+    "/v1/fine-tuned-models/<name>/invoke",
+    summary="The sandbox: one completion from the deployed model",
+    tags=TAGS,
+    responses=responses(conflict=True),
+    operation_id="invokeFineTunedModel",
+)
+def invoke(
+    name: ModelNamePath,
+    body: InvokeIn,
+    identity: Annotated[Identity, Depends(current_identity)],
+    svc: Annotated[Services, Depends(services)],
+) -> InvokeOut:
+    return service.invoke_model(svc, identity, _name(name), body)
+
+
+@router.get(
+    "/v1/fine-tuned-models/<name>/download",
+    summary="A short-lived link to the trained model's .tar.gz (SageMaker and local models)",
+    tags=TAGS,
+    responses=responses(conflict=True),
+    operation_id="downloadFineTunedModel",
+)
+def download(
+    name: ModelNamePath,
+    identity: Annotated[Identity, Depends(current_identity)],
+    svc: Annotated[Services, Depends(services)],
+) -> DownloadOut:
+    return service.download_model(svc, identity, _name(name))
+
+
+@router.delete(
+    "/v1/fine-tuned-models/<name>",
+    summary=(
+        "Delete the model and all made for it (not while training, stopping, deploying, deployed, "
+        "nor while a model continuing from it trains)"
+    ),
+    tags=TAGS,
+    responses=responses(204, "Deleted", conflict=True),
+    operation_id="deleteFineTunedModel",
+)
+def delete(
+    name: ModelNamePath,
+    identity: Annotated[Identity, Depends(current_identity)],
+    svc: Annotated[Services, Depends(services)],
+    acknowledge: Annotated[
+        Literal["true", "false"] | None,
+        Query(description="Must be `true`: the model, its weights and its history are deleted for good."),
+    ] = None,
+) -> Response[None]:
+    if acknowledge != "true":
+        raise ValidationFailed.of(
+            "acknowledge",
+            "Deleting removes the model, its weights and its history for good: add ?acknowledge=true.",
+        )
+    operations.delete_model(svc, identity.workspace, _name(name), by=identity.email)
+    return Response(status_code=204)
