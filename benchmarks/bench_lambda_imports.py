@@ -66,6 +66,7 @@ LAMBDA_ENVIRONMENT = {
     "SENDER_EMAIL": "noreply@example.com",
     "SCHEDULE_GROUP": "tunelab",
     "SCHEDULER_ROLE_ARN": "arn:aws:iam::123456789012:role/tunelab-scheduler",
+    "SCHEDULES_DLQ_ARN": "arn:aws:sqs:eu-west-1:123456789012:tunelab-schedules-dlq",
     "AUTO_UNDEPLOY_TARGET_ARN": "arn:aws:lambda:eu-west-1:123456789012:function:tunelab-auto-undeploy",
     "BEDROCK_ROLE_ARN": "arn:aws:iam::123456789012:role/tunelab-bedrock",
     "PLATFORM_ACCOUNT_ID": "123456789012",

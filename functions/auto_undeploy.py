@@ -8,7 +8,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tunelab.application.auto_undeploy import handle_schedule
+from tunelab.application import deployments
 from tunelab.composition.wiring import get_services
 
 logger = Logger(service="tunelab-auto-undeploy")
@@ -19,4 +19,5 @@ tracer = Tracer(service="tunelab-auto-undeploy")
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, str]:
     logger.append_keys(workspace_id=event.get("workspace_id"), model=event.get("model_name"))
-    return asdict(handle_schedule(get_services(), event))
+    # The invocation's own id: the events of an undeploy it causes carry it.
+    return asdict(deployments.handle_schedule(get_services(), event, correlation_id=context.aws_request_id))

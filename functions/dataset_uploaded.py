@@ -9,9 +9,8 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tunelab.application.dataset_uploads import handle_upload
 from tunelab.composition.wiring import get_services
-from tunelab.entrypoints.messages import parse_envelope
+from tunelab.entrypoints.messages import handle_upload, parse_envelope
 
 logger = Logger(service="tunelab-dataset-uploaded")
 tracer = Tracer(service="tunelab-dataset-uploaded")

@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tunelab.application.workflow_tasks import finish_deployment
+from tunelab.application import deployments
 from tunelab.application.workflows import FinishDeploymentEvent, as_payload
 from tunelab.composition.wiring import get_services
 
@@ -26,4 +26,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         uid=request.state.uid,
         mode=request.mode,
     )
-    return as_payload(finish_deployment(get_services(), request))
+    return as_payload(deployments.finish_deployment(get_services(), request))

@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tunelab.application.workflow_tasks import finish_training
+from tunelab.application import fine_tuned_models
 from tunelab.application.workflows import FinishTrainingEvent, as_payload
 from tunelab.composition.wiring import get_services
 
@@ -21,4 +21,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = FinishTrainingEvent.model_validate(event)
     logger.set_correlation_id(request.correlation_id)
     logger.append_keys(model=request.model_name, workspace=request.workspace_id, uid=request.uid)
-    return as_payload(finish_training(get_services(), request))
+    return as_payload(fine_tuned_models.finish_training(get_services(), request))

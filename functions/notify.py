@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tunelab.application.workflow_tasks import send_notification
+from tunelab.application import announce
 from tunelab.application.workflows import NotifyEvent, as_payload
 from tunelab.composition.wiring import get_services
 
@@ -20,4 +20,4 @@ tracer = Tracer(service="tunelab-workflows")
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = NotifyEvent.model_validate(event)
     logger.append_keys(model=request.model_name, workspace=request.workspace_id, uid=request.uid)
-    return as_payload(send_notification(get_services(), request))
+    return as_payload(announce.notify(get_services(), request))

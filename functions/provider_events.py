@@ -13,9 +13,8 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tunelab.application.provider_events import handle_provider_event
 from tunelab.composition.wiring import get_services
-from tunelab.entrypoints.messages import parse_envelope
+from tunelab.entrypoints.messages import handle_provider_event, parse_envelope
 
 logger = Logger(service="tunelab-provider-events")
 tracer = Tracer(service="tunelab-provider-events")

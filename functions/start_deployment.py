@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tunelab.application.workflow_tasks import start_deployment
+from tunelab.application import deployments
 from tunelab.application.workflows import StartDeploymentEvent, as_payload
 from tunelab.composition.wiring import get_services
 
@@ -21,4 +21,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = StartDeploymentEvent.model_validate(event)
     logger.set_correlation_id(request.correlation_id)
     logger.append_keys(model=request.model_name, workspace=request.workspace_id, uid=request.uid)
-    return as_payload(start_deployment(get_services(), request))
+    return as_payload(deployments.start_deployment(get_services(), request))

@@ -45,11 +45,9 @@ from infra.nag import acknowledge, objects_finding
 from tunelab.composition.stack_definitions import (
     ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS,
     ACCESS_LOGS_EXPIRE_AFTER_DAYS,
-    CONNECTOR_BUCKET_PREFIX,
-    CONNECTOR_ROLE_PREFIX,
     EVENT_RULES,
-    PROVIDER_RESOURCE_TAG,
 )
+from tunelab.domain.layout import CONNECTOR_BUCKET_PREFIX, CONNECTOR_ROLE_PREFIX, PROVIDER_RESOURCE_TAG
 
 # AWS accounts that publish the Deep Learning Containers (Hugging Face PyTorch images) to ECR:
 # 763104351884 in most regions, and the accounts of the opt-in regions.

@@ -13,9 +13,9 @@ from tunelab.composition.stack_definitions import (
     IDEMPOTENCY_KEY_ATTRIBUTE,
     IDEMPOTENCY_TTL_ATTRIBUTE,
     UPLOADS_EXPIRE_AFTER_DAYS,
-    UPLOADS_PREFIX,
     TableDefinition,
 )
+from tunelab.domain.layout import UPLOADS_PREFIX
 
 _STRING = dynamodb.AttributeType.STRING
 

@@ -23,7 +23,6 @@ from constructs import Construct
 from infra.capabilities.messaging import dead_letter_alarm, secure_queue
 from infra.nag import acknowledge, objects_finding
 from tunelab.composition.stack_definitions import (
-    CONNECTOR_ROLE_PREFIX,
     FUNCTIONS,
     LAMBDA_PYTHON_VERSION,
     LOG_RETENTION_DAYS,
@@ -31,6 +30,7 @@ from tunelab.composition.stack_definitions import (
     Permission,
     TableDefinition,
 )
+from tunelab.domain.layout import CONNECTOR_ROLE_PREFIX
 
 RUNTIME = lambda_.Runtime(f"python{LAMBDA_PYTHON_VERSION}", lambda_.RuntimeFamily.PYTHON)
 RETENTION = logs.RetentionDays.THREE_MONTHS

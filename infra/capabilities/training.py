@@ -15,7 +15,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.nag import acknowledge, objects_finding
-from tunelab.composition.stack_definitions import BEDROCK_OUTPUT_PREFIX, BEDROCK_TRAINING_DATA_PREFIX
+from tunelab.domain.layout import BEDROCK_OUTPUT_PREFIX, TRAINING_DATA_PREFIX
 
 
 class Training(Construct):
@@ -35,7 +35,7 @@ class Training(Construct):
                 },
             ),
         )
-        training_data = artifacts_bucket.arn_for_objects(f"{BEDROCK_TRAINING_DATA_PREFIX}*")
+        training_data = artifacts_bucket.arn_for_objects(f"{TRAINING_DATA_PREFIX}*")
         output = artifacts_bucket.arn_for_objects(f"{BEDROCK_OUTPUT_PREFIX}*")
         # What Bedrock's guide for a customization service role asks: read the training and
         # validation files, read and write the output folder, list the buckets they are in.
@@ -52,10 +52,10 @@ class Training(Construct):
             self.bedrock_role,
             "AwsSolutions-IAM5",
             "Bedrock reads the training files PrepareData writes and writes its output under per-model "
-            f"keys; the scope is the artifacts bucket's {BEDROCK_TRAINING_DATA_PREFIX} (read) and "
+            f"keys; the scope is the artifacts bucket's {TRAINING_DATA_PREFIX} (read) and "
             f"{BEDROCK_OUTPUT_PREFIX} (read and write) folders.",
             applies_to=tuple(
                 objects_finding(artifacts_bucket, prefix)
-                for prefix in (BEDROCK_TRAINING_DATA_PREFIX, BEDROCK_OUTPUT_PREFIX)
+                for prefix in (TRAINING_DATA_PREFIX, BEDROCK_OUTPUT_PREFIX)
             ),
         )

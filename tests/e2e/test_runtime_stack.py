@@ -22,7 +22,7 @@ import pytest
 
 from tests.e2e.conftest import LocalApi, wait_for
 from tests.e2e.probe import PREFIX
-from tunelab.adapters.dynamodb import Repository
+from tunelab.adapters.dynamodb import DynamoDatasets, RecordsTable
 from tunelab.composition.stack_definitions import (
     AUTO_UNDEPLOY_FUNCTION,
     EVENT_RULES,
@@ -195,9 +195,9 @@ def test_an_sqs_message_runs_the_handler(local: LocalApi) -> None:
 
 def test_an_upload_reaches_the_dataset_handler_through_eventbridge_and_sqs(local: LocalApi) -> None:
     """S3 "Object Created" → the DatasetUploaded rule → the uploads queue → functions.dataset_uploaded."""
-    repo = Repository(f"{STACK}-records", local.client("dynamodb"))
+    repo = DynamoDatasets(RecordsTable(f"{STACK}-records", local.client("dynamodb")))
     now = datetime.now(UTC)
-    dataset = repo.create_dataset(
+    dataset = repo.create(
         DatasetRecord(
             workspace_id="ws-upload",
             dataset_id=new_dataset_id(),
@@ -216,7 +216,7 @@ def test_an_upload_reaches_the_dataset_handler_through_eventbridge_and_sqs(local
     assert httpx.put(url, content=SAMPLE_CSV.read_bytes(), timeout=120).status_code == 200
 
     def settled() -> DatasetRecord | None:
-        found = repo.find_dataset("ws-upload", dataset.dataset_id)
+        found = repo.find("ws-upload", dataset.dataset_id)
         return found if found is not None and found.status in {"ready", "invalid"} else None
 
     ready = wait_for(settled, timeout=120, what="the dataset to be validated")

@@ -81,7 +81,7 @@ def test_the_bundled_trainer_is_what_sagemaker_jobs_start_from(
     trainer = out / TRAINER_BUNDLE_DIR
     monkeypatch.setenv("TRAINER_DIR", str(trainer))
     from tunelab.adapters.providers.sagemaker import build_trainer_archive  # noqa: PLC0415  # boto3-heavy
-    from tunelab.composition.wiring import trainer_dir  # noqa: PLC0415
+    from tunelab.composition.trainer import trainer_dir  # noqa: PLC0415
 
     # Then wiring finds it, and sourcedir.tar.gz holds the program and what the container installs
     assert trainer_dir() == trainer

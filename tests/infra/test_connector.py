@@ -16,7 +16,7 @@ from tests.infra.conftest import (
     render,
     statements_of_role,
 )
-from tunelab.composition.stack_definitions import CONNECTOR_BUCKET_PREFIX
+from tunelab.domain.layout import CONNECTOR_BUCKET_PREFIX
 
 pytestmark = pytest.mark.xdist_group("infra")
 

@@ -8,7 +8,8 @@ import pytest
 
 from tests.infra.conftest import Synthesized, as_list, only, render, resources
 from tunelab.adapters import dynamodb as repository
-from tunelab.composition.stack_definitions import UPLOADS_EXPIRE_AFTER_DAYS, UPLOADS_PREFIX
+from tunelab.composition.stack_definitions import UPLOADS_EXPIRE_AFTER_DAYS
+from tunelab.domain.layout import UPLOADS_PREFIX
 
 pytestmark = pytest.mark.xdist_group("infra")
 

@@ -5,12 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.infra.conftest import Synthesized, actions_on, only, render, resources, statements_of_role
-from tunelab.composition.stack_definitions import (
-    BEDROCK_OUTPUT_PREFIX,
-    BEDROCK_TRAINING_DATA_PREFIX,
-    SCHEDULES,
-    TRAINER_BUNDLE_DIR,
-)
+from tunelab.composition.stack_definitions import SCHEDULES, TRAINER_BUNDLE_DIR
+from tunelab.domain.layout import BEDROCK_OUTPUT_PREFIX, TRAINING_DATA_PREFIX
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -67,7 +63,7 @@ def test_bedrock_role_reads_the_training_data_and_writes_the_output_where_tunela
     assert granted == {
         "s3:GetObject": [
             f"${{{artifacts}.Arn}}/{BEDROCK_OUTPUT_PREFIX}*",
-            f"${{{artifacts}.Arn}}/{BEDROCK_TRAINING_DATA_PREFIX}*",
+            f"${{{artifacts}.Arn}}/{TRAINING_DATA_PREFIX}*",
         ],
         "s3:PutObject": [f"${{{artifacts}.Arn}}/{BEDROCK_OUTPUT_PREFIX}*"],
         "s3:ListBucket": [f"${{{artifacts}.Arn}}"],

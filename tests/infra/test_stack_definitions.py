@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from tunelab.composition import stack_definitions as sd
+from tunelab.domain.layout import BEDROCK_OUTPUT_PREFIX, TRAINING_DATA_PREFIX
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -81,23 +84,22 @@ def test_the_repositorys_table_is_the_one_used() -> None:
 
 
 def test_the_bedrock_prefixes_are_where_the_code_puts_the_files() -> None:
-    from types import SimpleNamespace  # noqa: PLC0415
-    from typing import Any, cast  # noqa: PLC0415
-
-    from tunelab.application.workflow_tasks import data_store  # noqa: PLC0415  # boto3-heavy
-    from tunelab.domain.providers import BedrockConfig  # noqa: PLC0415
+    from tunelab.adapters.providers.bedrock import BedrockConfig, BedrockProvider  # noqa: PLC0415  # boto3-heavy
+    from tunelab.domain.providers import ModelIdentity  # noqa: PLC0415
 
     # Bedrock's service role is scoped to these folders: the code must write exactly there
-    assert f"{BedrockConfig.model_fields['output_prefix'].default.strip('/')}/" == sd.BEDROCK_OUTPUT_PREFIX
-    services = SimpleNamespace(s3=None, settings=SimpleNamespace(artifacts_bucket="artifacts"))
-    record = SimpleNamespace(provider="bedrock", workspace_id="ws", name="m", uid="u1")
-    store = data_store(cast(Any, services), cast(Any, record))
-    assert store.bucket == "artifacts"
-    assert store.uri("train.jsonl").startswith(f"s3://artifacts/{sd.BEDROCK_TRAINING_DATA_PREFIX}")
+    provider = BedrockProvider(
+        BedrockConfig(
+            region="us-east-1", service_role_arn="arn:aws:iam::123456789012:role/b", output_bucket="artifacts"
+        )
+    )
+    identity = ModelIdentity(workspace_id="ws", model_name="m", created_at=datetime(2026, 11, 28, tzinfo=UTC))
+    assert provider.output_uri(identity).startswith(f"s3://artifacts/{BEDROCK_OUTPUT_PREFIX}")
+    assert provider.training_data_folder(identity, "u1").startswith(f"s3://artifacts/{TRAINING_DATA_PREFIX}")
 
 
-def test_the_bundled_trainer_is_where_wiring_looks_next_to_the_package() -> None:
-    from tunelab.composition import wiring  # noqa: PLC0415
+def test_the_bundled_trainer_is_where_the_composition_looks_next_to_the_package() -> None:
+    from tunelab.composition import trainer  # noqa: PLC0415
 
     # In a bundle the package sits at the task root: <root>/tunelab next to <root>/trainer
-    assert wiring._PACKAGE_DIR.parent / sd.TRAINER_BUNDLE_DIR in wiring._TRAINER_CANDIDATES
+    assert trainer._PACKAGE_DIR.parent / sd.TRAINER_BUNDLE_DIR in trainer._CANDIDATES

@@ -152,6 +152,9 @@ class ApiResponse:
     headers: dict[str, str]
     body: Any
     text: str
+    # API Gateway's id of the request answered (`requestContext.requestId`): the correlation id of
+    # what the request caused (status events, workflows).
+    request_id: str | None = None
 
     @property
     def error_code(self) -> str | None:
@@ -175,4 +178,5 @@ def call(event: dict[str, Any]) -> ApiResponse:
         body = json.loads(text) if text else None
     except json.JSONDecodeError:
         body = None
-    return ApiResponse(status=raw["statusCode"], headers=headers, body=body, text=text)
+    request_id = (event.get("requestContext") or {}).get("requestId")
+    return ApiResponse(status=raw["statusCode"], headers=headers, body=body, text=text, request_id=request_id)

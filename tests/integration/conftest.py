@@ -18,10 +18,9 @@ from tunelab.adapters.dynamodb import (
     IDEMPOTENCY_TTL_ATTRIBUTE,
     TABLE_DEFINITION,
     TTL_ATTRIBUTE,
-    Repository,
 )
-from tunelab.composition.settings import reset_settings
-from tunelab.entrypoints.api.deps import reset_services
+from tunelab.composition.wiring import Services
+from tunelab.entrypoints.api.deps import reset as reset_services
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -49,6 +48,7 @@ ENVIRONMENT = {
     "SENDER_EMAIL": "tunelab@example.com",
     "SCHEDULE_GROUP": "tunelab-test",
     "SCHEDULER_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/tunelab-scheduler",
+    "SCHEDULES_DLQ_ARN": f"arn:aws:sqs:{REGION}:{ACCOUNT}:tunelab-test-schedules-dlq",
     "AUTO_UNDEPLOY_TARGET_ARN": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:tunelab-deployment",
     "BEDROCK_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/tunelab-bedrock",
     "PLATFORM_ACCOUNT_ID": ACCOUNT,
@@ -75,7 +75,6 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    reset_settings()
     reset_services()
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name=REGION)
@@ -91,9 +90,9 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
         )
         yield Aws(dynamodb=dynamodb)
     reset_services()
-    reset_settings()
 
 
 @pytest.fixture
-def repo(aws: Aws) -> Repository:
-    return Repository(aws.table_name, aws.dynamodb)
+def repo(aws: Aws) -> Services:
+    """The records stores (`.models`, `.datasets`, ...) over the mock account's table."""
+    return Services()

@@ -10,6 +10,7 @@ from tunelab.domain.records import (
     DatasetRecord,
     DatasetRef,
     ModelRecord,
+    ProviderConnectionRecord,
     ValidationChoice,
     new_dataset_id,
 )
@@ -61,3 +62,18 @@ def model(
     }
     values.update(fields)
     return ModelRecord(**values)
+
+
+def connection(workspace: str = "ws-acme", **fields: Any) -> ProviderConnectionRecord:
+    values: dict[str, Any] = {
+        "workspace_id": workspace,
+        "role_arn": "arn:aws:iam::210987654321:role/tunelab-connector",
+        "external_id": "ext-1234567890",
+        "region": "us-west-2",
+        "artifact_bucket": "customer-artifacts",
+        "status": "connected",
+        "created_at": T0,
+        "updated_at": T0,
+    }
+    values.update(fields)
+    return ProviderConnectionRecord(**values)

@@ -1,4 +1,4 @@
-"""What handler and operations tests share: AWS documentation events, SQS batches, a recording provider."""
+"""What handler and model-action tests share: AWS documentation events, SQS batches, a recording provider."""
 
 from __future__ import annotations
 
@@ -13,8 +13,14 @@ from typing import Any
 
 import boto3
 
-from tunelab.adapters.dynamodb import Repository
+from tunelab.adapters.s3 import S3Objects
 from tunelab.composition.wiring import Services, set_services
+from tunelab.domain.catalog import BaseModelSpec
+from tunelab.domain.hyperparameters import (
+    ResolvedHyperparameters,
+    ResolvedOptionalHyperparameters,
+    to_trainer_hyperparameters,
+)
 from tunelab.domain.providers import (
     DeploymentRef,
     DeploymentState,
@@ -22,13 +28,21 @@ from tunelab.domain.providers import (
     DownloadLink,
     InvokeParams,
     InvokeResult,
+    ModelIdentity,
     ProviderName,
     TrainedModel,
+    TrainedOutput,
     TrainingJobRef,
     TrainingRequest,
     TrainingState,
 )
-from tunelab.domain.records import Artifacts, ModelRecord, ProviderConnectionRecord
+from tunelab.domain.records import (
+    Artifacts,
+    ModelChanges,
+    ModelRecord,
+    ProviderConnectionRecord,
+    ProviderRefs,
+)
 from tunelab.domain.records import DeploymentState as DeploymentRecordState
 from tunelab.domain.records import TrainingState as TrainingRecordState
 from tunelab.domain.status import ModelStatus
@@ -103,6 +117,41 @@ class RecordingProvider:
     def called(self, what: str) -> list[Any]:
         return [arg for name, arg in self.calls if name == what]
 
+    training_timeout_s = 3600
+
+    @property
+    def storage(self) -> S3Objects:
+        """The platform's artifacts bucket in the mock account (a double keeps its files there)."""
+        return S3Objects(boto3.client("s3", region_name=REGION))
+
+    def training_data_folder(self, identity: ModelIdentity, uid: str) -> str:
+        """Where the Bedrock provider keeps a model's training data (the conftest's ARTIFACTS_BUCKET)."""
+        return (
+            f"s3://tunelab-test-artifacts/training-data/{identity.workspace_id}/{identity.model_name}/{uid}/"
+        )
+
+    def check_new_job(self, identity: ModelIdentity) -> None:
+        self._call("check_new_job", identity)
+
+    def training_hyperparameters(
+        self,
+        spec: BaseModelSpec,
+        hyperparameters: ResolvedHyperparameters,
+        optional: ResolvedOptionalHyperparameters | None,
+        *,
+        provider_split_percent: float | None,
+    ) -> dict[str, str]:
+        return to_trainer_hyperparameters(hyperparameters, optional)
+
+    def trained_output(
+        self, ref: TrainingJobRef | None, *, artifacts_uri: str | None, model_ref: str | None, merged: bool
+    ) -> TrainedOutput:
+        self._call("trained_output", ref)
+        return TrainedOutput(model_ref=model_ref, artifacts_uri=artifacts_uri, merged=merged)
+
+    def speaks_for(self, account: str | None) -> bool:
+        return True
+
     def start_training(self, request: TrainingRequest) -> TrainingJobRef:
         self._call("start_training", request)
         return TrainingJobRef(provider=self.name, job_id="job", job_name="job")
@@ -137,9 +186,6 @@ class RecordingProvider:
 
     def delete_model(self, model: TrainedModel) -> None:
         self._call("delete_model", model)
-
-    def parse_event(self, detail_type: str, detail: Mapping[str, Any]) -> TrainingState | DeploymentState:
-        raise NotImplementedError("events are parsed by tunelab.adapters.providers.parse_event")
 
 
 class LambdaContextStub:
@@ -194,12 +240,12 @@ SENDER = "tunelab@example.com"  # the conftest's SENDER_EMAIL
 SCHEDULE_GROUP = "tunelab-test"  # the conftest's SCHEDULE_GROUP
 
 
-def build_services(repo: Repository, *providers: RecordingProvider) -> Services:
+def build_services(repo: Services, *providers: RecordingProvider) -> Services:
     """Services on the mock account, with these provider doubles; SES sender verified, schedule group made."""
 
     boto3.client("ses", region_name="us-east-1").verify_email_identity(EmailAddress=SENDER)
     boto3.client("scheduler", region_name="us-east-1").create_schedule_group(Name=SCHEDULE_GROUP)
-    built = Services(repository=repo, providers={p.name: p for p in providers})
+    built = Services(providers={p.name: p for p in providers})
     set_services(built)
     return built
 
@@ -218,12 +264,12 @@ def schedules() -> list[str]:
 
 
 def create_model(
-    repo: Repository, name: str = "support-bot-v1", *, provider: str = "bedrock", **fields: Any
+    repo: Services, name: str = "support-bot-v1", *, provider: str = "bedrock", **fields: Any
 ) -> ModelRecord:
     """A model (and the ready dataset it was trained on) stored as the API would store it."""
     from tests.integration import factories  # noqa: PLC0415
 
-    dataset = repo.create_dataset(factories.dataset(WS, name=f"data-{name}"))
+    dataset = repo.datasets.create(factories.dataset(WS, name=f"data-{name}"))
     job_id = (
         f"{name}-job"
         if provider == "sagemaker"
@@ -234,15 +280,15 @@ def create_model(
         "provider": provider,
         "hosting": "byok" if provider == "sagemaker" else "managed",
         "training": TrainingRecordState(job_id=job_id),
-        "provider_data": {"training_job": job.model_dump()},
+        "refs": ProviderRefs(training_job=job),
     }
     values.update(fields)
-    return repo.create_model(factories.model(WS, name, dataset_id=dataset.dataset_id, **values))
+    return repo.models.create(factories.model(WS, name, dataset_id=dataset.dataset_id, **values))
 
 
 def create_deployed_model(
     services: Services,
-    repo: Repository,
+    repo: Services,
     name: str = "support-bot-v1",
     *,
     provider: str = "sagemaker",
@@ -250,9 +296,6 @@ def create_deployed_model(
     undeploy_in: timedelta = timedelta(hours=4),
 ) -> ModelRecord:
     """A deployed model with its endpoint and the auto-undeploy schedules the deployment made."""
-    from tunelab.application.operations import scheduler  # noqa: PLC0415
-    from tunelab.composition.wiring import model_identity  # noqa: PLC0415
-
     endpoint = f"{name}-ep-{requested_at:%H%M%S}"
     model = create_model(
         repo,
@@ -262,8 +305,8 @@ def create_deployed_model(
         artifacts=Artifacts(uri=f"s3://customer-artifacts/tunelab/{WS}/{name}/model.tar.gz"),
     )
     now = datetime.now(UTC)
-    auto = scheduler(services).create_auto_undeploy(
-        model_identity(model),
+    auto = services.scheduler.create_auto_undeploy(
+        model.identity,
         uid=model.uid,
         requested_at=requested_at,
         undeploy_at=now + undeploy_in,
@@ -271,18 +314,19 @@ def create_deployed_model(
     )
     kind = "sagemaker_endpoint" if provider == "sagemaker" else "custom_model_deployment"
     ref = DeploymentRef(provider=provider, kind=kind, deployment_id=endpoint)  # type: ignore[arg-type]
-    return repo.update_model(
+    return repo.models.update(
         WS,
         name,
-        {
-            "deployment": DeploymentRecordState(
+        ModelChanges(
+            deployment=DeploymentRecordState(
                 endpoint=endpoint,
+                requested_at=requested_at,
                 deployed_at=now,
                 auto_undeploy_at=auto.undeploy_at,
                 schedule_name=auto.undeploy_name,
             ),
-            "provider_data": {**model.provider_data, "deployment": ref.model_dump()},
-        },
+            refs=model.refs.model_copy(update={"deployment": ref}),
+        ),
     )
 
 
@@ -319,8 +363,12 @@ class Workflow:
         self.token = json.loads(
             _poll(lambda: sqs.receive_message(QueueUrl=queue).get("Messages"))[0]["Body"]
         )["token"]
-        services.repository.put_task_token(
-            model.workspace_id, model.name, "training", self.token, ttl=timedelta(days=2)
+        services.task_tokens.put(
+            model.workspace_id,
+            model.name,
+            "training",
+            self.token,
+            until=datetime.now(UTC) + timedelta(days=2),
         )
 
     def status(self) -> str:
@@ -344,10 +392,10 @@ def _poll(probe: Any, seconds: float = 10.0) -> Any:
     raise AssertionError("timed out")
 
 
-def connect_sagemaker(repo: Repository, account: str = ACCOUNT) -> None:
+def connect_sagemaker(repo: Services, account: str = ACCOUNT) -> None:
     """The workspace's BYOK connection to a SageMaker account (whose events are then believed)."""
     now = datetime.now(UTC)
-    repo.put_provider_connection(
+    repo.connections.put(
         ProviderConnectionRecord(
             workspace_id=WS,
             role_arn=f"arn:aws:iam::{account}:role/tunelab-connector",

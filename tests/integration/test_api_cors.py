@@ -7,7 +7,7 @@ import pytest
 from tests.integration.apigw import api_event, call, claims_for
 from tests.integration.conftest import Aws
 from tunelab.composition.settings import reset_settings
-from tunelab.entrypoints.api.deps import reset_services
+from tunelab.entrypoints.api.deps import reset as reset_services
 
 pytestmark = pytest.mark.moto
 

@@ -12,7 +12,6 @@ from tests.integration.api_support import (
     Api,
     api_fixture,  # noqa: F401  # the `api` fixture
 )
-from tunelab.adapters.providers.sagemaker import forget_sessions
 from tunelab.composition.settings import reset_settings
 from tunelab.composition.wiring import Services, set_services
 from tunelab.domain.catalog import load_catalog
@@ -27,7 +26,7 @@ NOVA = "amazon.nova-micro-v1:0:128k"
 
 def _connect(api: Api) -> None:
     now = datetime.now(UTC)
-    api.repo.put_provider_connection(
+    api.repo.connections.put(
         ProviderConnectionRecord(
             workspace_id=WS,
             role_arn="arn:aws:iam::111122223333:role/tunelab-connector",
@@ -39,12 +38,13 @@ def _connect(api: Api) -> None:
             updated_at=now,
         )
     )
-    forget_sessions()
+    # what the services made from an earlier connection must not outlive it
+    api.services.providers.forget("sagemaker", WS)
 
 
 def test_a_bedrock_estimate_prices_the_trained_tokens_and_stores_nothing(api: Api) -> None:
     dataset_id = api.dataset()
-    dataset = api.repo.get_dataset(WS, dataset_id)
+    dataset = api.repo.datasets.get(WS, dataset_id)
     body = {"base_model_id": NOVA, "dataset_id": dataset_id, "validation": {"mode": "split", "percent": 10}}
 
     answer = api.call("POST", "/v1/cost-estimates", {**body, "hyperparameters": {"epochs": 3}})
@@ -72,7 +72,7 @@ def test_a_bedrock_estimate_prices_the_trained_tokens_and_stores_nothing(api: Ap
     assert any("estimated" in note for note in estimate["notes"])
     # nothing was created, and the dataset is not in use
     assert api.call("GET", "/v1/fine-tuned-models").body["items"] == []
-    assert api.repo.get_dataset(WS, dataset_id).model_refs == 0
+    assert api.repo.datasets.get(WS, dataset_id).model_refs == 0
 
 
 def test_more_epochs_cost_more(api: Api) -> None:
@@ -150,7 +150,7 @@ def test_cloud_models_are_refused_in_the_local_runtime(api: Api, monkeypatch: py
     dataset_id = api.dataset()
     monkeypatch.setenv("RUNTIME", "local")
     reset_settings()
-    set_services(Services(repository=api.repo))
+    set_services(Services())  # over the same table, with the local runtime's settings
 
     answer = api.call("POST", "/v1/cost-estimates", {"base_model_id": NOVA, "dataset_id": dataset_id})
 

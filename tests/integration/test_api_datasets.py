@@ -13,10 +13,9 @@ from tests.integration import factories
 from tests.integration.api_support import GOOD_CSV, OTHER_WS, WS, Api, api_fixture  # noqa: F401  # the `api` fixture
 from tests.integration.apigw import api_event, call, claims_for
 from tests.integration.handler_support import event
-from tunelab.application.dataset_uploads import handle_upload
 from tunelab.composition.settings import get_settings
 from tunelab.entrypoints.api.app import MAX_BODY_BYTES
-from tunelab.entrypoints.messages import EventEnvelope
+from tunelab.entrypoints.messages import EventEnvelope, handle_upload
 
 pytestmark = pytest.mark.moto
 
@@ -213,7 +212,7 @@ def test_delete_removes_the_record_and_its_file(api: Api) -> None:
 
 def test_a_dataset_a_model_uses_cannot_be_deleted(api: Api) -> None:
     dataset_id = api.dataset()
-    api.repo.create_model(factories.model(WS, "support-bot-v1", dataset_id=dataset_id))
+    api.repo.models.create(factories.model(WS, "support-bot-v1", dataset_id=dataset_id))
 
     answer = api.call("DELETE", f"/v1/datasets/{dataset_id}")
 

@@ -22,15 +22,16 @@ from tests.integration.api_support import (
     WS,
     Api,
     api_fixture,  # noqa: F401  # the `api` fixture
+    customer_session,
 )
 from tests.integration.conftest import ACCOUNT, REGION
 from tests.integration.handler_support import RecordingProvider, emails
-from tunelab.adapters.providers.sagemaker import assumed_session, forget_sessions
-from tunelab.application import service
+from tunelab.application import fine_tuned_models
 from tunelab.application.workflows import execution_name
 from tunelab.composition.settings import get_settings
 from tunelab.composition.wiring import Services, set_services
 from tunelab.domain.errors import NameTaken
+from tunelab.domain.events import MODEL_DELETED
 from tunelab.domain.identity import Identity
 from tunelab.domain.providers import (
     DeploymentRef,
@@ -40,7 +41,13 @@ from tunelab.domain.providers import (
     SageMakerConnection,
     TrainingJobRef,
 )
-from tunelab.domain.records import Artifacts, DeploymentState, ProviderConnectionRecord
+from tunelab.domain.records import (
+    Artifacts,
+    DeploymentState,
+    ModelChanges,
+    ProviderConnectionRecord,
+    ProviderRefs,
+)
 from tunelab.domain.status import ModelStatus
 from tunelab.entrypoints.api.contracts import CreateFineTunedModelIn
 
@@ -92,9 +99,9 @@ def ft(api: Api) -> Api:
 def doubles(ft: Api) -> tuple[Api, Double, Double]:
     """The API whose bedrock and sagemaker providers are doubles."""
     bedrock, sagemaker = Double("bedrock"), Double("sagemaker")
-    services = Services(repository=ft.repo, providers={"bedrock": bedrock, "sagemaker": sagemaker})
+    services = Services(providers={"bedrock": bedrock, "sagemaker": sagemaker})
     set_services(services)
-    ft.services = services
+    ft.services = ft.repo = services
     return ft, bedrock, sagemaker
 
 
@@ -157,7 +164,7 @@ def test_create_checks_stores_and_starts_the_workflow_named_after_the_model(ft: 
     started = _execution_input(execution["executionArn"])
     assert started["model_name"] == "support-bot-v1"
     assert started["workspace_id"] == WS
-    record = ft.repo.get_model(WS, "support-bot-v1")
+    record = ft.repo.models.get(WS, "support-bot-v1")
     assert execution["name"] == execution_name(record.name, record.uid)
     # it reads back the same, and its history starts with the status change
     assert ft.call("GET", "/v1/fine-tuned-models/support-bot-v1").body == model
@@ -168,6 +175,7 @@ def test_create_checks_stores_and_starts_the_workflow_named_after_the_model(ft: 
     assert ft.bus is not None
     published = [e for e in ft.bus.published() if e["detail-type"] == "Fine-tuned Model Status Changed"]
     assert published[-1]["detail"]["data"]["status"] == "training"
+    assert published[-1]["detail"]["correlation_id"] == created.request_id
 
 
 def _csv(rows: int, prompt: str = "My invoice is wrong") -> bytes:
@@ -217,7 +225,7 @@ def test_create_refuses_a_bad_request_with_400_and_starts_nothing(
     details = answer.body["error"]["details"]
     assert field in [d.get("field") for d in details], details
     assert words in json.dumps(answer.body["error"])
-    assert ft.repo.find_model(WS, body.get("name", "support-bot-v1")) is None
+    assert ft.repo.models.find(WS, body.get("name", "support-bot-v1")) is None
     assert _executions() == []
 
 
@@ -269,7 +277,7 @@ def test_rows_over_the_models_limit_are_named(ft: Api) -> None:
         "Row 3 of dataset 'two-long-rows'",
         "Row 7 of dataset 'two-long-rows'",
     }
-    assert ft.repo.find_model(WS, "support-bot-v1") is None
+    assert ft.repo.models.find(WS, "support-bot-v1") is None
 
 
 def test_a_validation_dataset_is_shown_with_the_model(ft: Api) -> None:
@@ -320,7 +328,7 @@ def test_concurrent_creates_of_one_name_start_one_model(ft: Api, monkeypatch: py
     def create() -> None:
         barrier.wait()
         try:
-            service.create_fine_tuned_model(ft.services, identity, request, correlation_id="c")
+            fine_tuned_models.create(ft.services, identity, request, correlation_id="c")
             outcomes.append("created")
         except NameTaken:
             outcomes.append("name_taken")
@@ -334,7 +342,7 @@ def test_concurrent_creates_of_one_name_start_one_model(ft: Api, monkeypatch: py
     assert sorted(outcomes) == ["created", "name_taken"]
     assert len(_executions()) == 1
     assert ft.call("GET", "/v1/fine-tuned-models/support-bot-v1").status == 200
-    assert ft.repo.get_dataset(WS, dataset_id).model_refs == 1
+    assert ft.repo.datasets.get(WS, dataset_id).model_refs == 1
 
 
 def test_idempotency_key_on_create(ft: Api) -> None:
@@ -361,7 +369,7 @@ def test_when_the_workflow_cannot_start_nothing_is_left(api: Api) -> None:
     assert answer.status == 500
     assert "nothing was created" in answer.body["error"]["message"]
     assert api.call("GET", "/v1/fine-tuned-models/support-bot-v1").status == 404
-    assert api.repo.get_dataset(WS, dataset_id).model_refs == 0
+    assert api.repo.datasets.get(WS, dataset_id).model_refs == 0
     _machines()
     assert api.call("POST", "/v1/fine-tuned-models", _body(dataset_id)).status == 202
 
@@ -373,12 +381,12 @@ def test_continuing_from_a_trained_model(doubles: tuple[Api, Double, Double]) ->
     body = _body(dataset_id, name="bot-v1", base_model_id=None, base_fine_tuned_model="bot-v0")
 
     still_training = ft.call("POST", "/v1/fine-tuned-models", body)
-    ft.repo.transition(
+    ft.repo.models.transition(
         WS,
         "bot-v0",
-        {"training"},
-        "not_deployed",
-        {"provider_data": {"model_ref": "arn:aws:bedrock:us-east-1:123456789012:custom-model/x"}},
+        {ModelStatus.TRAINING},
+        ModelStatus.NOT_DEPLOYED,
+        ModelChanges(refs=ProviderRefs(model_ref="arn:aws:bedrock:us-east-1:123456789012:custom-model/x")),
     )
     continued = ft.call("POST", "/v1/fine-tuned-models", body)
     unknown = ft.call("POST", "/v1/fine-tuned-models", {**body, "base_fine_tuned_model": "nobody"})
@@ -397,7 +405,7 @@ def test_continuing_from_a_trained_model(doubles: tuple[Api, Double, Double]) ->
 
 def _connect(api: Api, *, hf_secret: bool = False, status: str = "connected") -> None:
     now = datetime.now(UTC)
-    api.repo.put_provider_connection(
+    api.repo.connections.put(
         ProviderConnectionRecord(
             workspace_id=WS,
             role_arn=f"arn:aws:iam::{CUSTOMER}:role/tunelab-connector",
@@ -413,7 +421,8 @@ def _connect(api: Api, *, hf_secret: bool = False, status: str = "connected") ->
             updated_at=now,
         )
     )
-    forget_sessions()
+    # what the services made from an earlier connection must not outlive it
+    api.services.providers.forget("sagemaker", WS)
 
 
 def _sagemaker_body(dataset_id: str, **changes: Any) -> dict[str, Any]:
@@ -486,7 +495,7 @@ def _customer_s3() -> Any:
         region=CUSTOMER_REGION,
         artifact_bucket=CUSTOMER_BUCKET,
     )
-    return assumed_session(connection, WS)
+    return customer_session(connection, WS)
 
 
 def test_a_sagemaker_job_name_taken_in_the_customer_account_is_409(ft: Api) -> None:
@@ -531,7 +540,7 @@ def test_lists_filter_by_status_and_page(ft: Api) -> None:
     dataset_id = ft.dataset()
     for name in ("alpha", "bravo", "charlie"):
         assert ft.call("POST", "/v1/fine-tuned-models", _body(dataset_id, name=name)).status == 202
-    ft.repo.transition(WS, "bravo", {"training"}, "training_failed")
+    ft.repo.models.transition(WS, "bravo", {ModelStatus.TRAINING}, ModelStatus.TRAINING_FAILED)
 
     first = ft.call("GET", "/v1/fine-tuned-models?limit=2").body
     rest = ft.call("GET", f"/v1/fine-tuned-models?limit=2&next_token={first['next_token']}").body
@@ -550,7 +559,7 @@ def test_lists_filter_by_status_and_page(ft: Api) -> None:
 # --- actions ----------------------------------------------------------------------------------------------
 
 
-def _trained(api: Api, name: str = "support-bot-v1", provider: str = "bedrock", **changes: Any) -> None:
+def _trained(api: Api, name: str = "support-bot-v1", provider: str = "bedrock") -> None:
     """A model through the API, then moved as its workflow would move it after training."""
     dataset_id = api.dataset(f"data-{name}")
     if provider == "sagemaker":
@@ -560,30 +569,32 @@ def _trained(api: Api, name: str = "support-bot-v1", provider: str = "bedrock", 
         body = _body(dataset_id, name=name)
     assert api.call("POST", "/v1/fine-tuned-models", body).status == 202
     job = TrainingJobRef(provider=provider, job_id=f"{name}-job", job_name=f"{name}-job")  # type: ignore[arg-type]
-    api.repo.update_model(WS, name, {"provider_data": {"training_job": job.model_dump()}})
+    api.repo.models.update(WS, name, ModelChanges(refs=ProviderRefs(training_job=job)))
     artifacts = Artifacts(
         uri=f"s3://{CUSTOMER_BUCKET}/tunelab/{WS}/{name}/output/model.tar.gz",
         size_bytes=4321,
         files=["model.safetensors", "config.json", "tokenizer.json"],
         merged=True,
     )
-    api.repo.transition(WS, name, {"training"}, "not_deployed", {"artifacts": artifacts, **changes})
+    api.repo.models.transition(
+        WS, name, {ModelStatus.TRAINING}, ModelStatus.NOT_DEPLOYED, ModelChanges(artifacts=artifacts)
+    )
 
 
 def _deployed(api: Api, name: str = "support-bot-v1") -> None:
     ref = DeploymentRef(provider="bedrock", kind="custom_model_deployment", deployment_id=f"{name}-ep")
-    model = api.repo.get_model(WS, name)
-    api.repo.transition(
+    model = api.repo.models.get(WS, name)
+    api.repo.models.transition(
         WS,
         name,
-        {"not_deployed"},
-        "deploying",
-        {
-            "deployment": DeploymentState(endpoint=f"{name}-ep"),
-            "provider_data": {**model.provider_data, "deployment": ref.model_dump()},
-        },
+        {ModelStatus.NOT_DEPLOYED},
+        ModelStatus.DEPLOYING,
+        ModelChanges(
+            deployment=DeploymentState(endpoint=f"{name}-ep"),
+            refs=model.refs.model_copy(update={"deployment": ref}),
+        ),
     )
-    api.repo.transition(WS, name, {"deploying"}, "deployed")
+    api.repo.models.transition(WS, name, {ModelStatus.DEPLOYING}, ModelStatus.DEPLOYED)
 
 
 def test_stop_asks_the_provider_and_a_second_stop_is_invalid_state(
@@ -594,7 +605,7 @@ def test_stop_asks_the_provider_and_a_second_stop_is_invalid_state(
     dataset_id = ft.dataset()
     ft.call("POST", "/v1/fine-tuned-models", _body(dataset_id))
     job = TrainingJobRef(provider="bedrock", job_id="j", job_name="j")
-    ft.repo.update_model(WS, "support-bot-v1", {"provider_data": {"training_job": job.model_dump()}})
+    ft.repo.models.update(WS, "support-bot-v1", ModelChanges(refs=ProviderRefs(training_job=job)))
 
     stopped = ft.call("POST", "/v1/fine-tuned-models/support-bot-v1/stop")
     again = ft.call("POST", "/v1/fine-tuned-models/support-bot-v1/stop")
@@ -603,6 +614,10 @@ def test_stop_asks_the_provider_and_a_second_stop_is_invalid_state(
     assert stopped.status == 202
     assert stopped.body["status"] == "stopping_training"
     assert bedrock.called("stop_training") == [job]
+    # the bus heard of it, with the request's correlation id
+    [stopping] = [e for e in ft.published() if e["data"]["status"] == "stopping_training"]
+    assert stopping["data"]["model_name"] == "support-bot-v1"
+    assert stopping["correlation_id"] == stopped.request_id
     assert again.status == 409
     assert again.error_code == "invalid_state"
     assert "Stopping training" in again.body["error"]["message"]
@@ -654,7 +669,7 @@ def test_deploy_refuses_auto_undeploy_times_out_of_bounds(
 
     assert answer.status == 400, answer.body
     assert any(d["field"].startswith(field) for d in answer.body["error"]["details"]), answer.body
-    assert ft.repo.get_model(WS, "support-bot-v1").status == ModelStatus.NOT_DEPLOYED
+    assert ft.repo.models.get(WS, "support-bot-v1").status == ModelStatus.NOT_DEPLOYED
     assert _executions("deployment") == []
 
 
@@ -697,6 +712,10 @@ def test_invoke_only_when_deployed_and_undeploy_stops_it(doubles: tuple[Api, Dou
     assert undeployed.body["status"] == "not_deployed"
     assert undeployed.body["deployment"] is None
     assert [r.deployment_id for r in bedrock.called("undeploy")] == ["support-bot-v1-ep"]
+    # the bus heard of it, with the request's correlation id
+    [after] = [e for e in ft.published() if e["data"]["previous_status"] == "deployed"]
+    assert after["data"]["status"] == "not_deployed"
+    assert after["correlation_id"] == undeployed.request_id
     assert again.status == 409
     assert "not deployed" in again.body["error"]["message"]
     [email] = emails()
@@ -753,8 +772,12 @@ def test_delete_needs_acknowledgement_and_a_resting_status(doubles: tuple[Api, D
     assert ft.call("GET", "/v1/fine-tuned-models/support-bot-v1/events").status == 404
     [trained] = bedrock.called("delete_model")
     assert trained.identity.model_name == "support-bot-v1"
+    # the bus heard of it, with the request's correlation id
+    [gone] = ft.published(MODEL_DELETED)
+    assert (gone["data"]["model_name"], gone["data"]["deleted_by"]) == ("support-bot-v1", "ada@example.com")
+    assert gone["correlation_id"] == deleted.request_id
     # its dataset is free again
-    assert ft.call("DELETE", f"/v1/datasets/{ft.repo.list_datasets(WS).items[0].dataset_id}").status == 204
+    assert ft.call("DELETE", f"/v1/datasets/{ft.repo.datasets.list(WS).items[0].dataset_id}").status == 204
 
 
 def test_events_are_oldest_first_and_paged(doubles: tuple[Api, Double, Double]) -> None:
@@ -776,6 +799,7 @@ def test_another_workspace_gets_404_on_every_model_route(doubles: tuple[Api, Dou
     ft, bedrock, _ = doubles
     _trained(ft)
     _deployed(ft)
+    asked = list(bedrock.calls)  # creating the model asked the provider to check the new job
     base = "/v1/fine-tuned-models/support-bot-v1"
     requests_: list[tuple[str, str, Any]] = [
         ("GET", base, None),
@@ -792,8 +816,8 @@ def test_another_workspace_gets_404_on_every_model_route(doubles: tuple[Api, Dou
         assert answer.status == 404, (method, path, answer.body)
         assert answer.error_code == "not_found"
     # and nothing happened to the owner's model
-    assert ft.repo.get_model(WS, "support-bot-v1").status == ModelStatus.DEPLOYED
-    assert bedrock.calls == []
+    assert ft.repo.models.get(WS, "support-bot-v1").status == ModelStatus.DEPLOYED
+    assert bedrock.calls == asked
     # a dataset of another workspace cannot be used either
     foreign = ft.dataset("theirs", workspace=OTHER_WS)
     answer = ft.call("POST", "/v1/fine-tuned-models", _body(foreign, name="thief"))

@@ -23,8 +23,8 @@ from tests.integration.api_support import GOOD_CSV
 from tests.integration.apigw import ApiResponse, api_event, call, claims_for
 from tests.integration.handler_support import CONTEXT, event, sqs_batch
 from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
-from tunelab.adapters.providers.bedrock import BedrockProvider, custom_model_name
-from tunelab.composition.wiring import model_identity
+from tunelab.adapters.providers.bedrock import BedrockConfig, BedrockProvider, custom_model_name
+from tunelab.domain.events import MODEL_DELETED, MODEL_STATUS_CHANGED
 from tunelab.domain.providers import DeploymentRef, DeploymentState, DeployRequest
 
 pytestmark = pytest.mark.moto
@@ -66,8 +66,14 @@ def _call(method: str, path: str, body: Any = None, **kwargs: Any) -> ApiRespons
 
 @pytest.fixture
 def bedrock(stack: Stack) -> DeployingBedrock:
-    provider = DeployingBedrock(stack.services.bedrock_config, session=stack.services.session)
-    stack.services.set_provider("bedrock", provider)
+    settings = stack.services.settings
+    config = BedrockConfig(
+        region=settings.aws_region,
+        service_role_arn=settings.bedrock_role_arn,
+        output_bucket=settings.artifacts_bucket,
+    )
+    provider = DeployingBedrock(config, session=stack.services.session)
+    stack.services.providers.set("bedrock", provider)
     return provider
 
 
@@ -94,23 +100,26 @@ def _create(stack: Stack) -> dict[str, Any]:
 
 def _wait_training(stack: Stack) -> None:
     """Until the workflow waits on the provider's job, whose id is on the record."""
-    stack.wait_for_token(stack.repo.get_model(WS, NAME))
-    stack.wait_for(lambda: stack.repo.get_model(WS, NAME).training.job_id, what="the job's id")
+    stack.wait_for_token(stack.repo.models.get(WS, NAME))
+    stack.wait_for(lambda: stack.repo.models.get(WS, NAME).training.job_id, what="the job's id")
 
 
 def _job(stack: Stack) -> dict[str, Any]:
     """The Bedrock job in moto (found by name: moto does not look jobs up by ARN)."""
-    name = stack.repo.get_model(WS, NAME).provider_data["training_job"]["job_name"]
+    job = stack.repo.models.get(WS, NAME).refs.training_job
+    assert job is not None
+    name = job.job_name
     return dict(stack.services.client("bedrock").get_model_customization_job(jobIdentifier=name))
 
 
 def _job_event(stack: Stack, status: str, **detail: Any) -> None:
     """Bedrock's "Model Customization Job State Change" for the model's job, through the handler."""
-    model = stack.repo.get_model(WS, NAME)
-    identity = model_identity(model)
+    model = stack.repo.models.get(WS, NAME)
+    identity = model.identity
+    assert model.refs.training_job is not None
     fields = {
         "jobArn": model.training.job_id,
-        "jobName": model.provider_data["training_job"]["job_name"],
+        "jobName": model.refs.training_job.job_name,
         "jobStatus": status,
         "outputModelName": custom_model_name(identity),
         "outputModelArn": f"{CUSTOM_MODELS}{custom_model_name(identity)}",
@@ -134,7 +143,7 @@ def test_the_whole_life_of_a_bedrock_model(stack: Stack, bedrock: DeployingBedro
     created = _create(stack)
     assert created["status"] == "training"
     _wait_training(stack)
-    waiting = stack.repo.get_model(WS, NAME)
+    waiting = stack.repo.models.get(WS, NAME)
     job = _job(stack)
     assert job["status"] == "InProgress"
     assert job["hyperParameters"]["epochCount"] == "2"
@@ -159,10 +168,10 @@ def test_the_whole_life_of_a_bedrock_model(stack: Stack, bedrock: DeployingBedro
     assert deployed["status"] == "deployed", deployed
     assert deployed["deployment"]["endpoint"] in bedrock.live
     assert deployed["deployment"]["auto_undeploy_at"] == deploying.body["deployment"]["auto_undeploy_at"]
-    record = stack.repo.get_model(WS, NAME)
+    record = stack.repo.models.get(WS, NAME)
     assert record.deployment is not None
     assert record.deployment.schedule_name in _schedules(stack)
-    assert [r.model_ref for r in bedrock.live.values()] == [record.provider_data["model_ref"]]
+    assert [r.model_ref for r in bedrock.live.values()] == [record.refs.model_ref]
     assert any("deployed" in e.subject.lower() for e in stack.emails()[1:])
 
     # The sandbox: a Converse call on the deployment
@@ -203,13 +212,27 @@ def test_the_whole_life_of_a_bedrock_model(stack: Stack, bedrock: DeployingBedro
     assert _call("POST", f"{BASE}/invoke", {"prompt": "hi"}).error_code == "invalid_state"
 
     # Delete: the record, its history and the prepared training data are gone
-    data_uri = stack.repo.get_model(WS, NAME).training.data_uri or ""
-    assert _call("DELETE", f"{BASE}?acknowledge=true").status == 204
+    data_uri = stack.repo.models.get(WS, NAME).training.data_uri or ""
+    deleted = _call("DELETE", f"{BASE}?acknowledge=true")
+    assert deleted.status == 204
     assert _call("GET", BASE).status == 404
     bucket, _, key = data_uri[5:].partition("/")
     listed = stack.services.s3.list_objects_v2(Bucket=bucket, Prefix=key.rsplit("/", 1)[0])
     assert listed.get("KeyCount", 0) == 0
-    assert _statuses_of_bus(stack) >= {"training", "not_deployed", "deploying", "deployed"}
+    bus = _bus(stack)
+    assert {e["data"]["status"] for e in bus[MODEL_STATUS_CHANGED]} >= {
+        "training",
+        "not_deployed",
+        "deploying",
+        "deployed",
+    }
+    # what a request caused carries the request's correlation id
+    [after_undeploy] = [e for e in bus[MODEL_STATUS_CHANGED] if e["data"]["previous_status"] == "deployed"]
+    assert after_undeploy["data"]["status"] == "not_deployed"
+    assert after_undeploy["correlation_id"] == undeployed.request_id
+    [gone] = bus[MODEL_DELETED]
+    assert gone["data"]["model_name"] == NAME
+    assert gone["correlation_id"] == deleted.request_id
 
 
 def _deployment_arn(stack: Stack) -> str:
@@ -219,15 +242,16 @@ def _deployment_arn(stack: Stack) -> str:
 
 def _schedules(stack: Stack) -> list[str]:
     group = stack.services.settings.schedule_group
-    return [s["Name"] for s in stack.services.scheduler.list_schedules(GroupName=group)["Schedules"]]
+    return [s["Name"] for s in stack.services.scheduler_client.list_schedules(GroupName=group)["Schedules"]]
 
 
-def _statuses_of_bus(stack: Stack) -> set[str]:
-    return {
-        e["detail"]["data"]["status"]
-        for e in stack.domain_events()
-        if e["detail-type"] == "Fine-tuned Model Status Changed"
-    }
+def _bus(stack: Stack) -> dict[str, list[dict[str, Any]]]:
+    """The details of every event that reached tunelab's bus so far, by detail type, oldest first."""
+    seen: dict[str, list[dict[str, Any]]] = {}
+    while batch := stack.domain_events(timeout=0):
+        for e in batch:
+            seen.setdefault(e["detail-type"], []).append(e["detail"])
+    return seen
 
 
 def test_stop_while_training(stack: Stack, bedrock: DeployingBedrock) -> None:
@@ -247,6 +271,9 @@ def test_stop_while_training(stack: Stack, bedrock: DeployingBedrock) -> None:
     stopped = _call("GET", BASE).body
     assert stopped["status"] == "training_stopped"
     assert _statuses(stack) == ["training", "stopping_training", "training_stopped"]
+    # the stop's status change carries the request's correlation id
+    [asked] = [e for e in _bus(stack)[MODEL_STATUS_CHANGED] if e["data"]["status"] == "stopping_training"]
+    assert asked["correlation_id"] == stopping.request_id
     assert any("stopped" in e.subject for e in stack.emails())
     # a stopped model can be deleted at once; its dataset is then free
     assert _call("DELETE", f"{BASE}?acknowledge=true").status == 204

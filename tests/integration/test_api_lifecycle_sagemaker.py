@@ -22,13 +22,14 @@ from botocore.stub import Stubber
 from moto.sagemakerruntime.models import sagemakerruntime_backends
 
 import functions.provider_events as provider_events
-from tests.integration.api_support import GOOD_CSV
+from tests.integration.api_support import GOOD_CSV, sagemaker_config
 from tests.integration.apigw import ApiResponse, api_event, call, claims_for
 from tests.integration.conftest import ACCOUNT, REGION
 from tests.integration.handler_support import CONTEXT, event, sqs_batch
 from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
-from tunelab.adapters.providers.sagemaker import SageMakerProvider, forget_sessions
+from tunelab.adapters.providers.sagemaker import SageMakerProvider
 from tunelab.domain.catalog import load_catalog
+from tunelab.domain.events import MODEL_DELETED, MODEL_STATUS_CHANGED
 from tunelab.domain.providers import DeploymentRef, DeployRequest
 
 pytestmark = pytest.mark.moto
@@ -70,7 +71,6 @@ def _archive(files: dict[str, bytes]) -> bytes:
 @pytest.fixture
 def sagemaker(stack: Stack) -> CpuEndpoints:
     """The workspace connected through the API (verified for real), and its provider."""
-    forget_sessions()
     stack.services.s3.create_bucket(Bucket=CUSTOMER_BUCKET)
     connected = _call(
         "PUT",
@@ -79,13 +79,14 @@ def sagemaker(stack: Stack) -> CpuEndpoints:
     )
     assert connected.status == 200, connected.body
     assert connected.body["status"] == "connected"
-    provider = CpuEndpoints(stack.services.sagemaker_config(WS), session=stack.services.session)
-    stack.services.set_provider("sagemaker", provider)
+    config = sagemaker_config(stack.services.sagemaker_connection(WS), WS)
+    provider = CpuEndpoints(config, session=stack.services.session)
+    stack.services.providers.set("sagemaker", provider)
     return provider
 
 
 def _job_event(stack: Stack, status: str, **detail: Any) -> None:
-    model = stack.repo.get_model(WS, NAME)
+    model = stack.repo.models.get(WS, NAME)
     sample = event(
         "sagemaker_training_job_state_change",
         TrainingJobName=model.training.job_id,
@@ -120,8 +121,8 @@ def test_the_whole_life_of_a_sagemaker_model(stack: Stack, sagemaker: CpuEndpoin
     assert created.body["cost"]["predicted"]["training"]["hours"] > 0
 
     # The job runs in the customer's account, on the instance chosen, with the resolved hyperparameters
-    stack.wait_for_token(stack.repo.get_model(WS, NAME))
-    stack.wait_for(lambda: stack.repo.get_model(WS, NAME).training.job_id, what="the job's id")
+    stack.wait_for_token(stack.repo.models.get(WS, NAME))
+    stack.wait_for(lambda: stack.repo.models.get(WS, NAME).training.job_id, what="the job's id")
     job = stack.services.client("sagemaker").describe_training_job(TrainingJobName=NAME)
     assert job["ResourceConfig"]["InstanceType"] == "ml.g6e.2xlarge"
     assert job["HyperParameters"]["epochs"] == "2"
@@ -200,12 +201,30 @@ def test_the_whole_life_of_a_sagemaker_model(stack: Stack, sagemaker: CpuEndpoin
     stub = Stubber(sagemaker.sagemaker)
     stub.add_response("delete_training_job", {}, {"TrainingJobName": NAME})
     with stub:
-        assert _call("DELETE", f"{BASE}?acknowledge=true").status == 204
+        deleted = _call("DELETE", f"{BASE}?acknowledge=true")
+    assert deleted.status == 204
     stub.assert_no_pending_responses()
     assert _call("GET", BASE).status == 404
     left = stack.services.s3.list_objects_v2(Bucket=CUSTOMER_BUCKET, Prefix=f"tunelab/{WS}/{NAME}/output/")
     assert left.get("KeyCount", 0) == 0
-    assert stack.repo.find_model(WS, NAME) is None
+    assert stack.repo.models.find(WS, NAME) is None
     emails = [e.subject for e in stack.emails()]
     assert any("deployed" in s.lower() for s in emails), emails
     assert any("undeployed" in s.lower() for s in emails), emails
+    # what the undeploy and delete requests caused carries their correlation ids
+    bus = _bus(stack)
+    [after_undeploy] = [e for e in bus[MODEL_STATUS_CHANGED] if e["data"]["previous_status"] == "deployed"]
+    assert after_undeploy["data"]["status"] == "not_deployed"
+    assert after_undeploy["correlation_id"] == undeployed.request_id
+    [gone] = bus[MODEL_DELETED]
+    assert gone["data"]["model_name"] == NAME
+    assert gone["correlation_id"] == deleted.request_id
+
+
+def _bus(stack: Stack) -> dict[str, list[dict[str, Any]]]:
+    """The details of every event that reached tunelab's bus so far, by detail type, oldest first."""
+    seen: dict[str, list[dict[str, Any]]] = {}
+    while batch := stack.domain_events(timeout=0):
+        for e in batch:
+            seen.setdefault(e["detail-type"], []).append(e["detail"])
+    return seen

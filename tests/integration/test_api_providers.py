@@ -3,7 +3,6 @@ account (reached by assuming the role, as in production) before it is stored."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,8 +13,8 @@ from tests.integration.api_support import (
     WS,
     Api,
     api_fixture,  # noqa: F401  # the `api` fixture
+    customer_session,
 )
-from tunelab.adapters.providers.sagemaker import assumed_session, forget_sessions
 from tunelab.domain.providers import SageMakerConnection
 from tunelab.domain.status import ModelStatus
 
@@ -34,17 +33,15 @@ def _body(**changes: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def customer(api: Api) -> Iterator[Any]:
+def customer(api: Api) -> Any:
     """The customer's account, reached through the role, with its artifact bucket."""
-    forget_sessions()
-    session = assumed_session(
+    session = customer_session(
         SageMakerConnection(role_arn=ROLE, external_id="ext-7f3a2b", region=REGION, artifact_bucket=BUCKET),
         WS,
     )
     s3: Any = session.client("s3")
     s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-    yield session
-    forget_sessions()
+    return session
 
 
 def _sagemaker(api: Api, workspace: str = WS) -> dict[str, Any]:
@@ -93,7 +90,7 @@ def test_a_failed_check_is_400_naming_it_and_stores_nothing(api: Api, customer: 
     assert missing_bucket.body["error"]["details"][0]["field"] == "artifact_bucket"
     assert missing_secret.status == 400
     assert missing_secret.body["error"]["details"][0]["field"] == "hf_token_secret_arn"
-    assert api.repo.find_provider_connection(WS) is None
+    assert api.repo.connections.find(WS) is None
     sagemaker = next(
         p for p in api.call("GET", "/v1/providers").body["items"] if p["provider"] == "sagemaker"
     )
@@ -131,14 +128,14 @@ def test_plans_without_byok_are_403(api: Api, customer: Any) -> None:
 
 def test_delete_forgets_the_connection_and_is_refused_while_models_run(api: Api, customer: Any) -> None:
     assert api.call("PUT", "/v1/providers/sagemaker", _body()).status == 200
-    dataset = api.repo.create_dataset(factories.dataset(WS))
-    api.repo.create_model(
+    dataset = api.repo.datasets.create(factories.dataset(WS))
+    api.repo.models.create(
         factories.model(WS, "byok-bot", dataset_id=dataset.dataset_id, provider="sagemaker", hosting="byok")
     )
 
     busy = api.call("DELETE", "/v1/providers/sagemaker")
     moved = api.call("PUT", "/v1/providers/sagemaker", _body(role_arn="arn:aws:iam::444455556666:role/other"))
-    api.repo.transition(WS, "byok-bot", {"training"}, ModelStatus.TRAINING_FAILED)
+    api.repo.models.transition(WS, "byok-bot", {ModelStatus.TRAINING}, ModelStatus.TRAINING_FAILED)
     deleted = api.call("DELETE", "/v1/providers/sagemaker")
     again = api.call("DELETE", "/v1/providers/sagemaker")
 
@@ -148,7 +145,7 @@ def test_delete_forgets_the_connection_and_is_refused_while_models_run(api: Api,
     assert moved.status == 409
     assert deleted.status == 204
     assert again.status == 204
-    assert api.repo.find_provider_connection(WS) is None
+    assert api.repo.connections.find(WS) is None
 
 
 def test_a_connection_is_the_workspaces_own(api: Api, customer: Any) -> None:
@@ -162,4 +159,4 @@ def test_a_connection_is_the_workspaces_own(api: Api, customer: Any) -> None:
     assert api.call("DELETE", "/v1/providers/sagemaker", workspace=OTHER_WS).status == 204
 
     assert theirs["status"] == "not_connected"
-    assert api.repo.find_provider_connection(WS) is not None
+    assert api.repo.connections.find(WS) is not None

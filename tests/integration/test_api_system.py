@@ -9,7 +9,7 @@ import pytest
 
 from tests.integration.apigw import ApiResponse, api_event, call
 from tests.integration.conftest import Aws
-from tunelab.adapters.dynamodb import Repository
+from tunelab.adapters.dynamodb.workspaces import DynamoWorkspaces
 
 pytestmark = pytest.mark.moto
 
@@ -119,7 +119,7 @@ def test_unexpected_error_is_500_without_internals(aws: Aws, monkeypatch: pytest
     def boom(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("secret internals /var/task/tunelab")
 
-    monkeypatch.setattr(Repository, "get_workspace", boom)
+    monkeypatch.setattr(DynamoWorkspaces, "get", boom)
     event = api_event("GET", "/v1/workspace")
     error = assert_error(call(event), 500, "internal_error")
     assert "internals" not in error["message"]

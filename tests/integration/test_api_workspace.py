@@ -8,10 +8,10 @@ import pytest
 
 from tests.integration.apigw import api_event, call, claims_for
 from tests.integration.conftest import Aws
-from tunelab.adapters.dynamodb import Repository
 from tunelab.composition.settings import reset_settings
+from tunelab.composition.wiring import Services
 from tunelab.domain.records import ProviderConnectionRecord
-from tunelab.entrypoints.api.deps import reset_services
+from tunelab.entrypoints.api.deps import reset as reset_services
 
 pytestmark = pytest.mark.moto
 
@@ -21,7 +21,7 @@ def test_first_request_creates_the_workspace_on_the_default_plan(aws: Aws) -> No
 
     assert response.status == 200, response.text
     assert response.body == {"id": "ws-new", "plan": "pay_as_you_go", "byok_allowed": False}
-    assert Repository(aws.table_name, aws.dynamodb).get_workspace("ws-new").plan == "pay_as_you_go"
+    assert Services().workspaces.get("ws-new").plan == "pay_as_you_go"
 
 
 def test_the_plan_claim_sets_the_plan(aws: Aws) -> None:
@@ -50,7 +50,7 @@ def test_a_plan_claim_going_back_to_an_earlier_plan_reaches_the_workspace(aws: A
     again = workspace_with("trial")
     # Then the workspace is on trial again, in the answer and in its record
     assert (again["plan"], again["byok_allowed"]) == ("trial", False)
-    assert Repository(aws.table_name, aws.dynamodb).get_workspace("ws-back").plan == "trial"
+    assert Services().workspaces.get("ws-back").plan == "trial"
 
 
 def test_an_unknown_plan_claim_is_401(aws: Aws) -> None:
@@ -82,7 +82,7 @@ def test_providers_without_a_connection(aws: Aws) -> None:
 
 def test_providers_show_the_stored_sagemaker_connection(aws: Aws) -> None:
     now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-    Repository(aws.table_name, aws.dynamodb).put_provider_connection(
+    Services().connections.put(
         ProviderConnectionRecord(
             workspace_id="ws-acme",
             role_arn="arn:aws:iam::210987654321:role/tunelab-byok",

@@ -12,14 +12,14 @@ from botocore.stub import ANY, Stubber
 
 from tests.integration import factories
 from tests.integration.conftest import REGION, Aws
+from tunelab.adapters.eventbridge import EventPublisher
+from tunelab.domain.errors import ProviderTransientError
 from tunelab.domain.events import (
     DATASET_VALIDATED,
     MODEL_STATUS_CHANGED,
-    EventPublisher,
     dataset_validated,
     model_status_changed,
 )
-from tunelab.domain.providers import ProviderTransientError
 from tunelab.domain.status import ModelStatus
 
 pytestmark = pytest.mark.moto

@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 from functions import auto_undeploy
-from tests.integration.conftest import REGION, Aws
+from tests.integration.conftest import ENVIRONMENT, REGION, Aws
 from tests.integration.handler_support import (
     CONTEXT,
     SCHEDULE_GROUP,
@@ -27,8 +27,7 @@ from tests.integration.handler_support import (
     emails,
     schedules,
 )
-from tunelab.adapters.dynamodb import Repository
-from tunelab.application.auto_undeploy import AUTO_UNDEPLOY_REASON
+from tunelab.application.deployments import AUTO_UNDEPLOY_REASON
 from tunelab.composition.wiring import Services, reset_services
 from tunelab.domain.records import ModelRecord, utcnow
 from tunelab.domain.status import ModelStatus
@@ -45,7 +44,7 @@ def bus(aws: Aws) -> BusSpy:
 
 
 @pytest.fixture
-def services(aws: Aws, repo: Repository, bus: BusSpy, sagemaker: RecordingProvider) -> Iterator[Services]:
+def services(aws: Aws, repo: Services, bus: BusSpy, sagemaker: RecordingProvider) -> Iterator[Services]:
     yield build_services(repo, sagemaker)
     reset_services()
 
@@ -56,12 +55,14 @@ def _input(model: ModelRecord, action: str) -> dict[str, Any]:
     assert model.deployment.schedule_name is not None
     name = model.deployment.schedule_name.removesuffix("-undeploy") + f"-{action}"
     schedule = boto3.client("scheduler", region_name=REGION).get_schedule(Name=name, GroupName=SCHEDULE_GROUP)
+    # An event Scheduler cannot deliver rests in the schedules dead-letter queue.
+    assert schedule["Target"]["DeadLetterConfig"]["Arn"] == ENVIRONMENT["SCHEDULES_DLQ_ARN"]
     payload: dict[str, Any] = json.loads(schedule["Target"]["Input"])
     return payload
 
 
 def test_the_undeploy_schedule_undeploys(
-    services: Services, repo: Repository, sagemaker: RecordingProvider, bus: BusSpy
+    services: Services, repo: Services, sagemaker: RecordingProvider, bus: BusSpy
 ) -> None:
     model = create_deployed_model(services, repo, requested_at=utcnow())
     payload = _input(model, "undeploy")
@@ -69,9 +70,9 @@ def test_the_undeploy_schedule_undeploys(
     result = auto_undeploy.handler(payload, CONTEXT)
 
     assert result["action"] == "undeployed"
-    stored = repo.get_model(WS, model.name)
+    stored = repo.models.get(WS, model.name)
     assert stored.status == ModelStatus.NOT_DEPLOYED
-    assert repo.list_events(WS, model.name, limit=100).items[-1].message == AUTO_UNDEPLOY_REASON
+    assert repo.models.list_events(WS, model.name, limit=100).items[-1].message == AUTO_UNDEPLOY_REASON
     assert len(sagemaker.called("undeploy")) == 1
     assert schedules() == []  # the reminder too
     [email] = emails()
@@ -79,24 +80,26 @@ def test_the_undeploy_schedule_undeploys(
     assert AUTO_UNDEPLOY_REASON in email.body
     [published] = bus.published()
     assert published["detail"]["data"]["status"] == "not_deployed"
+    # The undeploy's event carries the invocation that caused it.
+    assert published["detail"]["correlation_id"] == CONTEXT.aws_request_id
 
 
 def test_the_reminder_emails_and_leaves_the_model_deployed(
-    services: Services, repo: Repository, sagemaker: RecordingProvider
+    services: Services, repo: Services, sagemaker: RecordingProvider
 ) -> None:
     model = create_deployed_model(services, repo, requested_at=utcnow())
 
     result = auto_undeploy.handler(_input(model, "remind"), CONTEXT)
 
     assert result["action"] == "reminded"
-    assert repo.get_model(WS, model.name).status == ModelStatus.DEPLOYED
+    assert repo.models.get(WS, model.name).status == ModelStatus.DEPLOYED
     [email] = emails()
     assert email.subject.startswith(f"[tunelab] {model.name} will be undeployed at ")
     assert sagemaker.calls == []
 
 
 def test_a_schedule_of_an_earlier_deployment_changes_nothing(
-    services: Services, repo: Repository, sagemaker: RecordingProvider
+    services: Services, repo: Services, sagemaker: RecordingProvider
 ) -> None:
     model = create_deployed_model(services, repo, requested_at=utcnow())
     stale = {
@@ -107,24 +110,24 @@ def test_a_schedule_of_an_earlier_deployment_changes_nothing(
     result = auto_undeploy.handler(stale, CONTEXT)
 
     assert result["action"] == "ignored"
-    assert repo.get_model(WS, model.name) == model
+    assert repo.models.get(WS, model.name) == model
     assert len(schedules()) == 2
     assert sagemaker.calls == []
     assert emails() == []
 
 
 def test_a_schedule_of_a_deleted_model_whose_name_was_reused_changes_nothing(
-    services: Services, repo: Repository, sagemaker: RecordingProvider
+    services: Services, repo: Services, sagemaker: RecordingProvider
 ) -> None:
     model = create_deployed_model(services, repo, requested_at=utcnow())
     other_life = {**_input(model, "undeploy"), "uid": "0123456789abcdef"}
 
     assert auto_undeploy.handler(other_life, CONTEXT)["action"] == "ignored"
-    assert repo.get_model(WS, model.name).status == ModelStatus.DEPLOYED
+    assert repo.models.get(WS, model.name).status == ModelStatus.DEPLOYED
 
 
 def test_a_schedule_after_a_manual_undeploy_changes_nothing(
-    services: Services, repo: Repository, sagemaker: RecordingProvider
+    services: Services, repo: Services, sagemaker: RecordingProvider
 ) -> None:
     model = create_deployed_model(services, repo, requested_at=utcnow())
     payload = _input(model, "undeploy")

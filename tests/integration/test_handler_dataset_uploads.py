@@ -17,12 +17,11 @@ from functions import dataset_uploaded
 from tests.integration import factories
 from tests.integration.conftest import REGION, Aws
 from tests.integration.handler_support import CONTEXT, SAMPLE_DATA, BusSpy, event, sqs_batch
-from tunelab.adapters.dynamodb import Repository
-from tunelab.application.dataset_uploads import dataset_key, handle_upload, parse_upload_key, upload_key
 from tunelab.composition.stack_definitions import EVENT_RULES, render_pattern
 from tunelab.composition.wiring import Services, reset_services, set_services
+from tunelab.domain.layout import dataset_key, parse_upload_key, upload_key
 from tunelab.domain.records import DatasetRecord
-from tunelab.entrypoints.messages import EventEnvelope
+from tunelab.entrypoints.messages import EventEnvelope, handle_upload
 
 BUCKET = "tunelab-test-datasets"
 WS = "ws-acme"
@@ -42,20 +41,20 @@ def bus(aws: Aws) -> BusSpy:
 
 
 @pytest.fixture
-def services(aws: Aws, repo: Repository, bus: BusSpy) -> Iterator[Services]:
+def services(aws: Aws, repo: Services, bus: BusSpy) -> Iterator[Services]:
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket=BUCKET)
-    built = Services(repository=repo)
+    built = Services()
     set_services(built)
     yield built
     reset_services()
 
 
-def _dataset(repo: Repository, **fields: Any) -> DatasetRecord:
+def _dataset(repo: Services, **fields: Any) -> DatasetRecord:
     record = factories.dataset(
         WS, name=fields.pop("name", "support-tickets"), status="uploading", s3_key=None, **fields
     )
-    return repo.create_dataset(record)
+    return repo.datasets.create(record)
 
 
 def _upload(services: Services, dataset: DatasetRecord, body: bytes) -> dict[str, Any]:
@@ -75,14 +74,14 @@ def test_upload_keys_round_trip() -> None:
     assert parse_upload_key("datasets/ws-acme/ds_01jdqz8k3m4n5p6q7r8s9t0v1w.csv") is None
 
 
-def test_a_good_upload_becomes_ready_with_stats(services: Services, repo: Repository, bus: BusSpy) -> None:
+def test_a_good_upload_becomes_ready_with_stats(services: Services, repo: Services, bus: BusSpy) -> None:
     dataset = _dataset(repo)
     body = _upload(services, dataset, GOOD_CSV)
 
     result = handle_upload(services, EventEnvelope.model_validate(body))
 
     assert result.action == "validated"
-    stored = repo.get_dataset(WS, dataset.dataset_id)
+    stored = repo.datasets.get(WS, dataset.dataset_id)
     assert stored.status == "ready"
     assert stored.rows == 200
     assert stored.size_bytes == len(GOOD_CSV)
@@ -101,15 +100,17 @@ def test_a_good_upload_becomes_ready_with_stats(services: Services, repo: Reposi
     assert announced["detail"]["data"]["dataset_id"] == dataset.dataset_id
     assert announced["detail"]["data"]["status"] == "ready"
     assert announced["detail"]["data"]["rows"] == 200
+    # The announcement carries the S3 event that caused it.
+    assert announced["detail"]["correlation_id"] == body["id"]
 
 
-def test_a_bad_csv_becomes_invalid_with_row_errors(services: Services, repo: Repository) -> None:
+def test_a_bad_csv_becomes_invalid_with_row_errors(services: Services, repo: Services) -> None:
     dataset = _dataset(repo)
     body = _upload(services, dataset, BAD_CSV)
 
     handle_upload(services, EventEnvelope.model_validate(body))
 
-    stored = repo.get_dataset(WS, dataset.dataset_id)
+    stored = repo.datasets.get(WS, dataset.dataset_id)
     assert stored.status == "invalid"
     assert stored.rows == 2
     assert stored.error_count == 2
@@ -119,82 +120,83 @@ def test_a_bad_csv_becomes_invalid_with_row_errors(services: Services, repo: Rep
 
 
 def test_a_corrected_file_uploaded_again_makes_an_invalid_dataset_ready(
-    services: Services, repo: Repository
+    services: Services, repo: Services
 ) -> None:
     dataset = _dataset(repo)
     handle_upload(services, EventEnvelope.model_validate(_upload(services, dataset, BAD_CSV)))
-    assert repo.get_dataset(WS, dataset.dataset_id).status == "invalid"
+    assert repo.datasets.get(WS, dataset.dataset_id).status == "invalid"
 
     handle_upload(services, EventEnvelope.model_validate(_upload(services, dataset, GOOD_CSV)))
 
-    stored = repo.get_dataset(WS, dataset.dataset_id)
+    stored = repo.datasets.get(WS, dataset.dataset_id)
     assert stored.status == "ready"
     assert stored.rows == 200
     assert stored.errors == []
     assert stored.error_count == 0
 
 
-def test_a_duplicate_event_changes_nothing(services: Services, repo: Repository, bus: BusSpy) -> None:
+def test_a_duplicate_event_changes_nothing(services: Services, repo: Services, bus: BusSpy) -> None:
     dataset = _dataset(repo)
     body = _upload(services, dataset, GOOD_CSV)
     handle_upload(services, EventEnvelope.model_validate(body))
-    first = repo.get_dataset(WS, dataset.dataset_id)
+    first = repo.datasets.get(WS, dataset.dataset_id)
 
     again = handle_upload(services, EventEnvelope.model_validate(body))
 
     assert again.action == "ignored"
-    assert repo.get_dataset(WS, dataset.dataset_id) == first
+    assert repo.datasets.get(WS, dataset.dataset_id) == first
     assert len(bus.published()) == 1
 
 
 def test_a_redelivery_after_a_failed_cleanup_finishes_it_with_the_same_event(
-    services: Services, repo: Repository, bus: BusSpy
+    services: Services, repo: Services, bus: BusSpy
 ) -> None:
     """The result was stored but publishing failed: the next delivery announces it, same event id."""
     dataset = _dataset(repo)
     body = _upload(services, dataset, GOOD_CSV)
-    real_put = services.events.put_events
-    services.events.put_events = lambda **_: (_ for _ in ()).throw(RuntimeError("bus down"))  # type: ignore[method-assign]
+    real_put = services.eventbridge.put_events
+    services.eventbridge.put_events = lambda **_: (_ for _ in ()).throw(RuntimeError("bus down"))  # type: ignore[method-assign]
     with pytest.raises(RuntimeError):
         handle_upload(services, EventEnvelope.model_validate(body))
-    services.events.put_events = real_put  # type: ignore[method-assign]
-    stored = repo.get_dataset(WS, dataset.dataset_id)
+    services.eventbridge.put_events = real_put  # type: ignore[method-assign]
+    stored = repo.datasets.get(WS, dataset.dataset_id)
     assert stored.status == "ready"
 
     again = handle_upload(services, EventEnvelope.model_validate(body))
 
     assert again.action == "republished"
-    assert repo.get_dataset(WS, dataset.dataset_id) == stored
+    assert repo.datasets.get(WS, dataset.dataset_id) == stored
     [announced] = bus.published()
     assert announced["detail"]["data"]["status"] == "ready"
+    assert announced["detail"]["correlation_id"] == body["id"]
     assert services.s3.list_objects_v2(Bucket=BUCKET, Prefix="uploads/").get("KeyCount", 0) == 0
 
 
-def test_a_duplicate_of_an_invalid_upload_changes_nothing(services: Services, repo: Repository) -> None:
+def test_a_duplicate_of_an_invalid_upload_changes_nothing(services: Services, repo: Services) -> None:
     dataset = _dataset(repo)
     body = _upload(services, dataset, BAD_CSV)
     handle_upload(services, EventEnvelope.model_validate(body))
-    first = repo.get_dataset(WS, dataset.dataset_id)
+    first = repo.datasets.get(WS, dataset.dataset_id)
 
     again = handle_upload(services, EventEnvelope.model_validate(body))
 
     assert again.action == "ignored"
-    assert repo.get_dataset(WS, dataset.dataset_id).version == first.version
+    assert repo.datasets.get(WS, dataset.dataset_id).version == first.version
 
 
-def test_the_same_bad_file_uploaded_again_changes_nothing(services: Services, repo: Repository) -> None:
+def test_the_same_bad_file_uploaded_again_changes_nothing(services: Services, repo: Services) -> None:
     dataset = _dataset(repo)
     handle_upload(services, EventEnvelope.model_validate(_upload(services, dataset, BAD_CSV)))
-    first = repo.get_dataset(WS, dataset.dataset_id)
+    first = repo.datasets.get(WS, dataset.dataset_id)
 
     again = handle_upload(services, EventEnvelope.model_validate(_upload(services, dataset, BAD_CSV)))
 
     assert again.action == "republished"
-    assert repo.get_dataset(WS, dataset.dataset_id) == first
+    assert repo.datasets.get(WS, dataset.dataset_id) == first
 
 
 def test_an_event_for_a_replaced_object_is_left_to_the_newer_event(
-    services: Services, repo: Repository
+    services: Services, repo: Services
 ) -> None:
     dataset = _dataset(repo)
     old = _upload(services, dataset, BAD_CSV)
@@ -203,18 +205,18 @@ def test_an_event_for_a_replaced_object_is_left_to_the_newer_event(
     result = handle_upload(services, EventEnvelope.model_validate(old))
 
     assert result.action == "ignored"
-    assert repo.get_dataset(WS, dataset.dataset_id).status == "uploading"
+    assert repo.datasets.get(WS, dataset.dataset_id).status == "uploading"
 
 
-def test_a_ready_dataset_never_changes(services: Services, repo: Repository) -> None:
+def test_a_ready_dataset_never_changes(services: Services, repo: Services) -> None:
     dataset = _dataset(repo)
     handle_upload(services, EventEnvelope.model_validate(_upload(services, dataset, GOOD_CSV)))
-    ready = repo.get_dataset(WS, dataset.dataset_id)
+    ready = repo.datasets.get(WS, dataset.dataset_id)
 
     result = handle_upload(services, EventEnvelope.model_validate(_upload(services, dataset, BAD_CSV)))
 
     assert result.action != "validated"
-    assert repo.get_dataset(WS, dataset.dataset_id) == ready
+    assert repo.datasets.get(WS, dataset.dataset_id) == ready
     assert services.s3.get_object(Bucket=BUCKET, Key=str(ready.s3_key))["Body"].read() == GOOD_CSV
     assert services.s3.list_objects_v2(Bucket=BUCKET, Prefix="uploads/").get("KeyCount", 0) == 0
 
@@ -233,7 +235,7 @@ def test_what_is_not_a_known_upload_is_ignored(services: Services, bucket: str, 
     assert handle_upload(services, EventEnvelope.model_validate(body)).action == "ignored"
 
 
-def test_the_lambda_validates_through_the_rule_and_the_queue(services: Services, repo: Repository) -> None:
+def test_the_lambda_validates_through_the_rule_and_the_queue(services: Services, repo: Services) -> None:
     """The stack's rule routes the upload event to the queue; the function reports no failures."""
     rule = next(r for r in EVENT_RULES if r.logical_id == "DatasetUploadedRule")
     events = boto3.client("events", region_name=REGION)
@@ -265,4 +267,4 @@ def test_the_lambda_validates_through_the_rule_and_the_queue(services: Services,
     response = dataset_uploaded.handler(sqs_batch(*(m["Body"] for m in received)), CONTEXT)
 
     assert response == {"batchItemFailures": []}
-    assert repo.get_dataset(WS, dataset.dataset_id).status == "ready"
+    assert repo.datasets.get(WS, dataset.dataset_id).status == "ready"

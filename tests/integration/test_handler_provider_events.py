@@ -33,13 +33,12 @@ from tests.integration.handler_support import (
     schedules,
     sqs_batch,
 )
-from tunelab.adapters.dynamodb import Repository
-from tunelab.application.provider_events import handle_provider_event
-from tunelab.composition.stack_definitions import EVENT_RULES, PROVIDER_RESOURCE_TAG
+from tunelab.composition.stack_definitions import EVENT_RULES
 from tunelab.composition.wiring import Services, reset_services, set_services
+from tunelab.domain.layout import PROVIDER_RESOURCE_TAG
 from tunelab.domain.records import ModelRecord, TrainingState, utcnow
 from tunelab.domain.status import ModelStatus
-from tunelab.entrypoints.messages import EventEnvelope, RetryLater
+from tunelab.entrypoints.messages import EventEnvelope, RetryLater, handle_provider_event
 
 WS = "ws-acme"
 BEDROCK_JOB = "arn:aws:bedrock:us-east-1:123456789012:model-customization-job/abcdefghwxyz"
@@ -49,18 +48,18 @@ ARTIFACTS = "s3://customer-artifacts/tunelab/ws-acme/support-bot-v1/output/model
 
 
 @pytest.fixture
-def services(aws: Aws, repo: Repository) -> Iterator[Services]:
+def services(aws: Aws, repo: Services) -> Iterator[Services]:
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        built = Services(repository=repo)
+        built = Services()
         set_services(built)
         yield built
         reset_services()
 
 
 def _model(
-    repo: Repository, *, provider: str = "bedrock", job_id: str = BEDROCK_JOB, **fields: Any
+    repo: Services, *, provider: str = "bedrock", job_id: str = BEDROCK_JOB, **fields: Any
 ) -> ModelRecord:
-    dataset = repo.create_dataset(factories.dataset(WS))
+    dataset = repo.datasets.create(factories.dataset(WS))
     hosting = fields.pop("hosting", "byok" if provider == "sagemaker" else "managed")
     record = factories.model(
         WS,
@@ -70,7 +69,7 @@ def _model(
         training=TrainingState(job_id=job_id),
         **fields,
     )
-    model = repo.create_model(record)
+    model = repo.models.create(record)
     if provider == "sagemaker":
         connect_sagemaker(repo, CUSTOMER_ACCOUNT)
     return model
@@ -100,8 +99,8 @@ def _sagemaker(status: str, secondary: str, **detail: Any) -> EventEnvelope:
     return EventEnvelope.model_validate(body)
 
 
-def _events(repo: Repository, model: ModelRecord) -> list[tuple[str, str | None]]:
-    items = repo.list_events(model.workspace_id, model.name, limit=100).items
+def _events(repo: Services, model: ModelRecord) -> list[tuple[str, str | None]]:
+    items = repo.models.list_events(model.workspace_id, model.name, limit=100).items
     return [(e.type, e.message) for e in items]
 
 
@@ -110,7 +109,7 @@ def _events(repo: Repository, model: ModelRecord) -> list[tuple[str, str | None]
 
 @pytest.mark.parametrize("status", ["InProgress", "Stopping"])
 def test_bedrock_progress_is_a_message_and_the_workflow_keeps_waiting(
-    services: Services, repo: Repository, status: str
+    services: Services, repo: Services, status: str
 ) -> None:
     model = _model(repo)
     workflow = Workflow(services, model)
@@ -118,14 +117,14 @@ def test_bedrock_progress_is_a_message_and_the_workflow_keeps_waiting(
     result = handle_provider_event(services, _bedrock(status))
 
     assert result.action == "applied"
-    stored = repo.get_model(WS, model.name)
+    stored = repo.models.get(WS, model.name)
     assert stored.status == ModelStatus.TRAINING
     assert stored.training.phase == status
     assert ("message", f"Training phase: {status}.") in _events(repo, model)
     assert workflow.status() == "RUNNING"
 
 
-def test_bedrock_completed_sends_the_workflow_the_custom_model(services: Services, repo: Repository) -> None:
+def test_bedrock_completed_sends_the_workflow_the_custom_model(services: Services, repo: Services) -> None:
     model = _model(repo)
     workflow = Workflow(services, model)
 
@@ -140,10 +139,10 @@ def test_bedrock_completed_sends_the_workflow_the_custom_model(services: Service
         "metrics": None,
     }
     # The workflow's FinishTraining task writes the final status, not the event handler.
-    assert repo.get_model(WS, model.name).status == ModelStatus.TRAINING
+    assert repo.models.get(WS, model.name).status == ModelStatus.TRAINING
 
 
-def test_bedrock_failed_sends_the_providers_reason(services: Services, repo: Repository) -> None:
+def test_bedrock_failed_sends_the_providers_reason(services: Services, repo: Services) -> None:
     model = _model(repo)
     workflow = Workflow(services, model)
 
@@ -154,7 +153,7 @@ def test_bedrock_failed_sends_the_providers_reason(services: Services, repo: Rep
     assert output["reason"] == "Failure Message here."
 
 
-def test_bedrock_stopped_after_a_stop_request_says_so(services: Services, repo: Repository) -> None:
+def test_bedrock_stopped_after_a_stop_request_says_so(services: Services, repo: Services) -> None:
     model = _model(repo, status=ModelStatus.STOPPING_TRAINING)
     workflow = Workflow(services, model)
 
@@ -169,7 +168,7 @@ def test_bedrock_stopped_after_a_stop_request_says_so(services: Services, repo: 
     }
 
 
-def test_a_job_stopped_outside_tunelab_is_reported_as_such(services: Services, repo: Repository) -> None:
+def test_a_job_stopped_outside_tunelab_is_reported_as_such(services: Services, repo: Services) -> None:
     model = _model(repo)
     workflow = Workflow(services, model)
 
@@ -184,7 +183,7 @@ def test_a_job_stopped_outside_tunelab_is_reported_as_such(services: Services, r
 # --- SageMaker training: every status ----------------------------------------------------------------
 
 
-def test_sagemaker_phases_and_metrics_become_the_models_history(services: Services, repo: Repository) -> None:
+def test_sagemaker_phases_and_metrics_become_the_models_history(services: Services, repo: Services) -> None:
     model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB)
     workflow = Workflow(services, model)
     start = utcnow()
@@ -201,7 +200,7 @@ def test_sagemaker_phases_and_metrics_become_the_models_history(services: Servic
         _sagemaker("InProgress", "Training", time=start + timedelta(seconds=1), FinalMetricDataList=metrics),
     )
 
-    stored = repo.get_model(WS, model.name)
+    stored = repo.models.get(WS, model.name)
     assert stored.training.phase == "Training"
     assert stored.training.metrics is not None
     assert stored.training.metrics.model_dump() == {
@@ -219,7 +218,7 @@ def test_sagemaker_phases_and_metrics_become_the_models_history(services: Servic
     assert workflow.status() == "RUNNING"
 
 
-def test_sagemaker_completed_sends_artifacts_and_final_metrics(services: Services, repo: Repository) -> None:
+def test_sagemaker_completed_sends_artifacts_and_final_metrics(services: Services, repo: Services) -> None:
     model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB)
     workflow = Workflow(services, model)
 
@@ -257,7 +256,7 @@ def test_sagemaker_completed_sends_artifacts_and_final_metrics(services: Service
 )
 def test_sagemaker_endings_reach_the_workflow(
     services: Services,
-    repo: Repository,
+    repo: Services,
     status: str,
     secondary: str,
     failure: str | None,
@@ -274,7 +273,7 @@ def test_sagemaker_endings_reach_the_workflow(
     assert output["reason"].startswith(expected[1])
 
 
-def test_sagemaker_events_from_another_account_are_dropped(services: Services, repo: Repository) -> None:
+def test_sagemaker_events_from_another_account_are_dropped(services: Services, repo: Services) -> None:
     model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB)
     workflow = Workflow(services, model)
     forged = _sagemaker("Failed", "Failed").model_copy(update={"account": "999999999999"})
@@ -288,7 +287,7 @@ def test_sagemaker_events_from_another_account_are_dropped(services: Services, r
 # --- duplicates, stragglers and strangers ---------------------------------------------------------------
 
 
-def test_a_second_completed_event_changes_nothing(services: Services, repo: Repository) -> None:
+def test_a_second_completed_event_changes_nothing(services: Services, repo: Services) -> None:
     model = _model(repo)
     workflow = Workflow(services, model)
     handle_provider_event(services, _bedrock("Completed"))
@@ -301,40 +300,40 @@ def test_a_second_completed_event_changes_nothing(services: Services, repo: Repo
 
 
 def test_a_completed_event_after_the_model_left_training_is_ignored(
-    services: Services, repo: Repository
+    services: Services, repo: Services
 ) -> None:
     model = _model(repo, status=ModelStatus.NOT_DEPLOYED)
 
     result = handle_provider_event(services, _bedrock("Completed"))
 
     assert result.action == "ignored"
-    assert repo.get_model(WS, model.name).version == model.version
+    assert repo.models.get(WS, model.name).version == model.version
 
 
-def test_a_terminal_event_with_no_waiting_workflow_is_ignored(services: Services, repo: Repository) -> None:
+def test_a_terminal_event_with_no_waiting_workflow_is_ignored(services: Services, repo: Services) -> None:
     _model(repo)
 
     assert handle_provider_event(services, _bedrock("Completed")).action == "ignored"
 
 
-def test_an_in_progress_event_after_completed_changes_nothing(services: Services, repo: Repository) -> None:
+def test_an_in_progress_event_after_completed_changes_nothing(services: Services, repo: Services) -> None:
     model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB)
     workflow = Workflow(services, model)
     later = utcnow()
     handle_provider_event(services, _sagemaker("InProgress", "Uploading", time=later))
     handle_provider_event(services, _sagemaker("Completed", "Completed", time=later + timedelta(seconds=5)))
-    before = repo.get_model(WS, model.name)
+    before = repo.models.get(WS, model.name)
 
     late = handle_provider_event(
         services, _sagemaker("InProgress", "Training", time=later - timedelta(seconds=30))
     )
 
     assert late.action == "ignored"
-    assert repo.get_model(WS, model.name) == before
+    assert repo.models.get(WS, model.name) == before
     assert workflow.output()["outcome"] == "completed"
 
 
-def test_a_repeated_progress_event_adds_nothing_to_the_history(services: Services, repo: Repository) -> None:
+def test_a_repeated_progress_event_adds_nothing_to_the_history(services: Services, repo: Services) -> None:
     model = _model(repo)
     handle_provider_event(services, _bedrock("InProgress"))
     history = _events(repo, model)
@@ -362,7 +361,7 @@ def test_events_of_other_sources_are_dropped(services: Services) -> None:
 
 
 def test_one_bad_message_fails_alone_and_the_good_ones_are_applied(
-    services: Services, repo: Repository
+    services: Services, repo: Services
 ) -> None:
     model = _model(repo)
     workflow = Workflow(services, model)
@@ -384,11 +383,11 @@ def test_one_bad_message_fails_alone_and_the_good_ones_are_applied(
 
     failed = [item["itemIdentifier"] for item in response["batchItemFailures"]]
     assert failed == [ids[1], ids[2]]
-    assert repo.get_model(WS, model.name).training.phase == "InProgress"
+    assert repo.models.get(WS, model.name).training.phase == "InProgress"
     assert workflow.output()["outcome"] == "completed"
 
 
-def test_sagemaker_rules_route_tagged_events_to_the_queue(services: Services, repo: Repository) -> None:
+def test_sagemaker_rules_route_tagged_events_to_the_queue(services: Services, repo: Services) -> None:
     """The stack's rules on tunelab's bus let through only events of resources tunelab tagged."""
     events = boto3.client("events", region_name=REGION)
     sqs = boto3.client("sqs", region_name=REGION)
@@ -425,7 +424,7 @@ def test_sagemaker_rules_route_tagged_events_to_the_queue(services: Services, re
     response = provider_events.handler(sqs_batch(*(m["Body"] for m in received)), CONTEXT)
 
     assert response == {"batchItemFailures": []}
-    assert repo.get_model(WS, model.name).training.phase == "Downloading"
+    assert repo.models.get(WS, model.name).training.phase == "Downloading"
 
 
 # --- endpoints after deployment -----------------------------------------------------------------------
@@ -437,8 +436,14 @@ def sagemaker() -> RecordingProvider:
 
 
 @pytest.fixture
-def deployed_services(aws: Aws, repo: Repository, sagemaker: RecordingProvider) -> Iterator[Services]:
-    BusSpy("tunelab-test")
+def bus(aws: Aws) -> BusSpy:
+    return BusSpy("tunelab-test")
+
+
+@pytest.fixture
+def deployed_services(
+    aws: Aws, repo: Services, bus: BusSpy, sagemaker: RecordingProvider
+) -> Iterator[Services]:
     yield build_services(repo, sagemaker)
     reset_services()
 
@@ -470,8 +475,9 @@ def _endpoint(name: str, status: str, **detail: Any) -> EventEnvelope:
 )
 def test_an_endpoint_lost_after_deployment_undeploys_the_model(
     deployed_services: Services,
-    repo: Repository,
+    repo: Services,
     sagemaker: RecordingProvider,
+    bus: BusSpy,
     status: str,
     detail: dict[str, Any],
     reason: str,
@@ -479,14 +485,15 @@ def test_an_endpoint_lost_after_deployment_undeploys_the_model(
     connect_sagemaker(repo, CUSTOMER_ACCOUNT)
     model = create_deployed_model(deployed_services, repo, requested_at=utcnow())
     endpoint = str(model.deployment.endpoint if model.deployment else "")
+    lost = _endpoint(endpoint, status, **detail)
 
-    result = handle_provider_event(deployed_services, _endpoint(endpoint, status, **detail))
+    result = handle_provider_event(deployed_services, lost)
 
     assert result.action == "applied"
-    stored = repo.get_model(WS, model.name)
+    stored = repo.models.get(WS, model.name)
     assert stored.status == ModelStatus.NOT_DEPLOYED
     assert stored.deployment is None
-    last = repo.list_events(WS, model.name, limit=100).items[-1]
+    last = repo.models.list_events(WS, model.name, limit=100).items[-1]
     assert last.type == "status_changed"
     assert last.message == f"The endpoint {endpoint} {reason} The model is no longer deployed."
     assert [ref.deployment_id for ref in sagemaker.called("undeploy")] == [
@@ -496,11 +503,16 @@ def test_an_endpoint_lost_after_deployment_undeploys_the_model(
     [email] = emails()
     assert email.subject == f"[tunelab] {model.name} was undeployed"
     assert reason in email.body
+    # The status change carries the provider event that caused it.
+    [published] = bus.published()
+    assert published["detail"]["data"]["status"] == "not_deployed"
+    assert published["detail"]["data"]["previous_status"] == "deployed"
+    assert published["detail"]["correlation_id"] == lost.id
 
 
 @pytest.mark.parametrize("status", ["IN_SERVICE", "UPDATING", "SYSTEM_UPDATING", "CREATING"])
 def test_endpoint_events_that_change_nothing(
-    deployed_services: Services, repo: Repository, status: str
+    deployed_services: Services, repo: Services, status: str
 ) -> None:
     connect_sagemaker(repo, CUSTOMER_ACCOUNT)
     model = create_deployed_model(deployed_services, repo, requested_at=utcnow())
@@ -509,64 +521,64 @@ def test_endpoint_events_that_change_nothing(
     result = handle_provider_event(deployed_services, _endpoint(endpoint, status))
 
     assert result.action == "ignored"
-    assert repo.get_model(WS, model.name) == model
+    assert repo.models.get(WS, model.name) == model
     assert len(schedules()) == 2
 
 
 def test_an_endpoint_failing_while_deploying_is_left_to_the_deployment_workflow(
-    deployed_services: Services, repo: Repository, sagemaker: RecordingProvider
+    deployed_services: Services, repo: Services, sagemaker: RecordingProvider
 ) -> None:
     connect_sagemaker(repo, CUSTOMER_ACCOUNT)
     model = create_deployed_model(deployed_services, repo, requested_at=utcnow())
     endpoint = str(model.deployment.endpoint if model.deployment else "")
-    repo.transition(WS, model.name, {ModelStatus.DEPLOYED}, ModelStatus.NOT_DEPLOYED)
-    repo.transition(WS, model.name, {ModelStatus.NOT_DEPLOYED}, ModelStatus.DEPLOYING)
+    repo.models.transition(WS, model.name, {ModelStatus.DEPLOYED}, ModelStatus.NOT_DEPLOYED)
+    repo.models.transition(WS, model.name, {ModelStatus.NOT_DEPLOYED}, ModelStatus.DEPLOYING)
 
     result = handle_provider_event(
         deployed_services, _endpoint(endpoint, "FAILED", FailureReason="no capacity")
     )
 
     assert result.action == "applied"
-    stored = repo.get_model(WS, model.name)
+    stored = repo.models.get(WS, model.name)
     assert stored.status == ModelStatus.DEPLOYING
     assert (
-        repo.list_events(WS, model.name, limit=100).items[-1].message
+        repo.models.list_events(WS, model.name, limit=100).items[-1].message
         == f"The endpoint {endpoint} failed: no capacity"
     )
     assert sagemaker.called("undeploy") == []
 
 
 def test_a_repeated_endpoint_failure_changes_nothing_more(
-    deployed_services: Services, repo: Repository, sagemaker: RecordingProvider
+    deployed_services: Services, repo: Services, sagemaker: RecordingProvider
 ) -> None:
     connect_sagemaker(repo, CUSTOMER_ACCOUNT)
     model = create_deployed_model(deployed_services, repo, requested_at=utcnow())
     failed = _endpoint(str(model.deployment.endpoint if model.deployment else ""), "FAILED")
     handle_provider_event(deployed_services, failed)
-    after = repo.get_model(WS, model.name)
+    after = repo.models.get(WS, model.name)
 
     again = handle_provider_event(deployed_services, failed)
 
     assert again.action == "dropped"  # the endpoint no longer leads to the model
-    assert repo.get_model(WS, model.name) == after
+    assert repo.models.get(WS, model.name) == after
     assert len(emails()) == 1
     assert len(sagemaker.called("undeploy")) == 1
 
 
 def test_the_deletion_of_a_deployment_that_never_came_into_service_is_ignored(
-    deployed_services: Services, repo: Repository, sagemaker: RecordingProvider
+    deployed_services: Services, repo: Services, sagemaker: RecordingProvider
 ) -> None:
     connect_sagemaker(repo, CUSTOMER_ACCOUNT)
     model = create_deployed_model(deployed_services, repo, requested_at=utcnow())
     endpoint = str(model.deployment.endpoint if model.deployment else "")
-    repo.transition(WS, model.name, {ModelStatus.DEPLOYED}, ModelStatus.NOT_DEPLOYED)
-    repo.transition(WS, model.name, {ModelStatus.NOT_DEPLOYED}, ModelStatus.DEPLOYING)
-    before = repo.get_model(WS, model.name)
+    repo.models.transition(WS, model.name, {ModelStatus.DEPLOYED}, ModelStatus.NOT_DEPLOYED)
+    repo.models.transition(WS, model.name, {ModelStatus.NOT_DEPLOYED}, ModelStatus.DEPLOYING)
+    before = repo.models.get(WS, model.name)
 
     result = handle_provider_event(deployed_services, _endpoint(endpoint, "DELETING"))
 
     assert result.action == "ignored"
-    assert repo.get_model(WS, model.name) == before
+    assert repo.models.get(WS, model.name) == before
     assert sagemaker.calls == []
 
 
@@ -574,8 +586,10 @@ def test_the_deletion_of_a_deployment_that_never_came_into_service_is_ignored(
 
 
 def test_progress_within_a_phase_updates_the_phase_without_a_message_each_time(
-    services: Services, repo: Repository
+    services: Services, repo: Services
 ) -> None:
+    # The local runtime registers its provider in the process it runs in; a double stands in for it.
+    services.providers.set("local", RecordingProvider("local"))
     model = _model(repo, provider="local", job_id="local-job-1", hosting="local")
     start = utcnow()
 
@@ -597,8 +611,8 @@ def test_progress_within_a_phase_updates_the_phase_without_a_message_each_time(
     for i, (secondary, step) in enumerate([("Training", 10), ("Training", 40), ("Uploading", 120)]):
         assert handle_provider_event(services, local(secondary, step, i)).action == "applied"
         if i == 1:
-            assert repo.get_model(WS, model.name).training.phase == "Training 40/120 steps, ETA 1:20"
+            assert repo.models.get(WS, model.name).training.phase == "Training 40/120 steps, ETA 1:20"
 
-    assert repo.get_model(WS, model.name).training.phase == "Uploading"
+    assert repo.models.get(WS, model.name).training.phase == "Uploading"
     messages = [m for kind, m in _events(repo, model) if kind == "message"]
     assert messages == ["Training phase: Training.", "Training phase: Uploading."]

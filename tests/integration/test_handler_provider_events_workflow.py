@@ -17,7 +17,6 @@ import pytest
 
 from tests.integration.conftest import REGION
 from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
-from tunelab.application.workflows import start_fine_tuning
 from tunelab.composition.stack_definitions import EVENT_RULES, QUEUES
 from tunelab.domain.records import ModelRecord
 from tunelab.domain.status import ModelStatus
@@ -61,27 +60,34 @@ def test_a_completed_event_finishes_the_workflow_and_a_duplicate_changes_nothing
     # Given a model training on Bedrock, its workflow waiting for the job
     _wire_provider_events(stack)
     record = stack.model(stack.dataset())
-    execution = start_fine_tuning(stack.sfn, stack.fine_tuning_arn, record, correlation_id="corr-e2e")
+    execution = stack.services.workflows.start_fine_tuning(record, correlation_id="corr-e2e")
     waiting = stack.wait_for(
-        lambda: (m := stack.repo.get_model(record.workspace_id, record.name)).training.job_id and m,
+        lambda: (m := stack.repo.models.get(record.workspace_id, record.name)).training.job_id and m,
         20.0,
         "the job's id on the record",
     )
 
     # When Bedrock reports progress, then completion
     _bedrock_says(waiting, "InProgress")
-    assert stack.repo.get_model(record.workspace_id, record.name).training.phase == "InProgress"
+    assert stack.repo.models.get(record.workspace_id, record.name).training.phase == "InProgress"
     _bedrock_says(waiting, "Completed", outputModelArn=CUSTOM_MODEL)
     result = stack.wait_execution(execution)
 
     # Then the workflow ended the training: not deployed, the custom model kept, the creator told
     assert result["status"] == "SUCCEEDED", result
-    done = stack.repo.get_model(record.workspace_id, record.name)
+    done = stack.repo.models.get(record.workspace_id, record.name)
     assert done.status == ModelStatus.NOT_DEPLOYED
-    assert done.provider_data["model_ref"] == CUSTOM_MODEL
+    assert done.refs.model_ref == CUSTOM_MODEL
     assert len(stack.emails()) == 1
+    # and the bus heard of it with the workflow's correlation id
+    changed = [
+        e for e in stack.domain_events(wait_for=1) if e["detail-type"] == "Fine-tuned Model Status Changed"
+    ]
+    assert [e["detail"]["data"]["status"] for e in changed] == ["not_deployed"]
+    assert changed[-1]["detail"]["correlation_id"] == "corr-e2e"
 
     # And the same event delivered again changes nothing
     _bedrock_says(waiting, "Completed", outputModelArn=CUSTOM_MODEL)
-    assert stack.repo.get_model(record.workspace_id, record.name) == done
+    assert stack.repo.models.get(record.workspace_id, record.name) == done
     assert len(stack.emails()) == 1
+    assert stack.domain_events(timeout=0.5) == []

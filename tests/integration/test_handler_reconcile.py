@@ -18,12 +18,11 @@ from tests.integration.handler_support import (
     build_services,
     create_model,
 )
-from tunelab.adapters.dynamodb import Repository
-from tunelab.application.operations import training_job_ref
 from tunelab.application.reconcile import STALE_AFTER, reconcile
 from tunelab.composition.wiring import Services, reset_services
-from tunelab.domain.providers import ProviderTransientError, TrainingMetrics, TrainingState
-from tunelab.domain.records import ModelRecord, utcnow
+from tunelab.domain.errors import ProviderTransientError
+from tunelab.domain.providers import TrainingMetrics, TrainingState
+from tunelab.domain.records import ModelRecord, ProviderRefs, utcnow
 from tunelab.domain.records import TrainingState as TrainingRecord
 from tunelab.domain.status import ModelStatus
 
@@ -36,26 +35,26 @@ def bedrock() -> RecordingProvider:
 
 
 @pytest.fixture
-def services(aws: Aws, repo: Repository, bedrock: RecordingProvider) -> Iterator[Services]:
+def services(aws: Aws, repo: Services, bedrock: RecordingProvider) -> Iterator[Services]:
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         yield build_services(repo, bedrock)
         reset_services()
 
 
-def _silent_for(aws: Aws, repo: Repository, silence: timedelta, name: str, **fields: object) -> ModelRecord:
+def _silent_for(aws: Aws, repo: Services, silence: timedelta, name: str, **fields: object) -> ModelRecord:
     """A model last heard of `silence` ago."""
-    past = Repository(repo.table_name, aws.dynamodb, clock=lambda: utcnow() - silence)
+    past = Services(clock=lambda: utcnow() - silence)
     return create_model(past, name, **fields)  # type: ignore[arg-type]
 
 
 def _job_id(model: ModelRecord) -> str:
-    ref = training_job_ref(model)
+    ref = model.refs.training_job
     assert ref is not None
     return ref.job_id
 
 
 def test_a_stale_finished_job_reaches_its_workflow_and_a_fresh_one_is_left_alone(
-    aws: Aws, services: Services, repo: Repository, bedrock: RecordingProvider
+    aws: Aws, services: Services, repo: Services, bedrock: RecordingProvider
 ) -> None:
     stale = _silent_for(aws, repo, STALE_AFTER + timedelta(minutes=5), "stale-bot")
     fresh = _silent_for(aws, repo, timedelta(minutes=2), "fresh-bot")
@@ -84,7 +83,7 @@ def test_a_stale_finished_job_reaches_its_workflow_and_a_fresh_one_is_left_alone
 
 
 def test_a_stale_running_job_keeps_waiting_and_its_news_is_recorded(
-    aws: Aws, services: Services, repo: Repository, bedrock: RecordingProvider
+    aws: Aws, services: Services, repo: Services, bedrock: RecordingProvider
 ) -> None:
     stale = _silent_for(aws, repo, timedelta(hours=2), "slow-bot")
     workflow = Workflow(services, stale)
@@ -95,12 +94,12 @@ def test_a_stale_running_job_keeps_waiting_and_its_news_is_recorded(
     report = reconcile(services)
 
     assert (report.checked, report.still_running, report.outcomes_sent) == (1, 1, 0)
-    assert repo.get_model(WS, stale.name).training.phase == "InProgress"
+    assert repo.models.get(WS, stale.name).training.phase == "InProgress"
     assert workflow.status() == "RUNNING"
 
 
 def test_a_lost_stop_is_issued_again(
-    aws: Aws, services: Services, repo: Repository, bedrock: RecordingProvider
+    aws: Aws, services: Services, repo: Services, bedrock: RecordingProvider
 ) -> None:
     stopping = _silent_for(aws, repo, timedelta(hours=1), "stop-bot", status=ModelStatus.STOPPING_TRAINING)
     bedrock.training[_job_id(stopping)] = TrainingState(job_id=_job_id(stopping), status="in_progress")
@@ -112,7 +111,7 @@ def test_a_lost_stop_is_issued_again(
 
 
 def test_a_finished_job_no_workflow_waits_for_is_counted(
-    aws: Aws, services: Services, repo: Repository, bedrock: RecordingProvider
+    aws: Aws, services: Services, repo: Services, bedrock: RecordingProvider
 ) -> None:
     orphan = _silent_for(aws, repo, timedelta(hours=1), "orphan-bot")
     bedrock.training[_job_id(orphan)] = TrainingState(
@@ -125,10 +124,10 @@ def test_a_finished_job_no_workflow_waits_for_is_counted(
 
 
 def test_one_failing_model_does_not_stop_the_sweep(
-    aws: Aws, services: Services, repo: Repository, bedrock: RecordingProvider
+    aws: Aws, services: Services, repo: Services, bedrock: RecordingProvider
 ) -> None:
     _silent_for(aws, repo, timedelta(hours=1), "first-bot")
-    _silent_for(aws, repo, timedelta(hours=1), "second-bot", training=TrainingRecord(), provider_data={})
+    _silent_for(aws, repo, timedelta(hours=1), "second-bot", training=TrainingRecord(), refs=ProviderRefs())
     bedrock.fail_with = ProviderTransientError("Bedrock is busy; try again shortly.")
 
     report = reconcile(services)
@@ -136,7 +135,7 @@ def test_one_failing_model_does_not_stop_the_sweep(
     assert (report.checked, report.errors, report.no_job) == (2, 1, 1)
 
 
-def test_the_function_returns_the_counts(aws: Aws, services: Services, repo: Repository) -> None:
+def test_the_function_returns_the_counts(aws: Aws, services: Services, repo: Services) -> None:
     _silent_for(aws, repo, timedelta(hours=1), "quiet-bot")
 
     counts = reconciler.handler({"source": "aws.scheduler"}, CONTEXT)

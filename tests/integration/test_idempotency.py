@@ -8,6 +8,7 @@ from tests.integration.apigw import LambdaContext
 from tests.integration.conftest import Aws
 from tunelab.domain.errors import IdempotencyConflict, ValidationFailed
 from tunelab.domain.identity import Identity
+from tunelab.entrypoints.api.errors import status_of
 from tunelab.entrypoints.api.idempotency import idempotency_key, idempotent
 
 pytestmark = pytest.mark.moto
@@ -42,7 +43,7 @@ def test_same_key_with_another_body_is_an_idempotency_conflict(aws: Aws) -> None
 
     with pytest.raises(IdempotencyConflict) as raised:
         idempotent(ADA, ROUTE, "key-1", {"name": "b"}, work, context=LambdaContext())
-    assert raised.value.status == 409
+    assert status_of(raised.value) == 409
     assert raised.value.code == "idempotency_conflict"
     assert work.calls == 1
 

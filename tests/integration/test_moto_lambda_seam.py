@@ -19,7 +19,7 @@ import pytest
 from moto.core.config import default_user_config
 
 from tests.integration.conftest import ACCOUNT, REGION, Aws
-from tunelab.domain.providers import ProviderTransientError
+from tunelab.domain.errors import ProviderTransientError
 from tunelab.local.moto_lambda import LambdaContext, install_in_process_lambda, is_installed
 
 pytestmark = pytest.mark.moto

@@ -11,9 +11,10 @@ from moto.ses.models import ses_backends
 
 from tests.integration import factories
 from tests.integration.conftest import ACCOUNT, REGION, Aws
+from tunelab.adapters.ses import Notifier
 from tunelab.domain.costs import CostEstimate, TrainingCost
 from tunelab.domain.errors import ProviderError
-from tunelab.domain.notifications import Notifier, compose
+from tunelab.domain.notifications import compose
 from tunelab.domain.records import DeploymentState, Metrics, TrainingState
 from tunelab.domain.status import ModelStatus
 

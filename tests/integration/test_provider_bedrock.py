@@ -20,9 +20,9 @@ import pytest
 from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
-from tunelab.adapters.providers import get_provider
 from tunelab.adapters.providers import parse_event as parse_any_event
 from tunelab.adapters.providers.bedrock import (
+    BedrockConfig,
     BedrockProvider,
     client_token,
     custom_model_name,
@@ -31,20 +31,26 @@ from tunelab.adapters.providers.bedrock import (
     parse_event,
     training_state,
 )
+from tunelab.adapters.s3 import S3Objects
+from tunelab.application.ports import TrainingProvider
 from tunelab.domain.catalog import BaseModelSpec, load_catalog
-from tunelab.domain.errors import NotFound, ValidationFailed
+from tunelab.domain.errors import (
+    NotFound,
+    ProviderPermissionDenied,
+    ProviderTransientError,
+    ValidationFailed,
+)
+from tunelab.domain.hyperparameters import ResolvedEarlyStopping, ResolvedHyperparameters
 from tunelab.domain.providers import (
-    BedrockConfig,
     DeploymentRef,
     DeployRequest,
     InvokeParams,
     ModelIdentity,
     ParentModel,
-    ProviderPermissionDenied,
-    ProviderTransientError,
+    ProviderEvent,
     TrainedModel,
+    TrainedOutput,
     TrainingJobRef,
-    TrainingProvider,
     TrainingRequest,
     TrainingState,
     UnhandledEventError,
@@ -93,9 +99,10 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def provider(aws: None) -> BedrockProvider:
     config = BedrockConfig(region=REGION, service_role_arn=ROLE, output_bucket=BUCKET)
-    built = get_provider("bedrock", config, session=boto3.Session(region_name=REGION))
-    assert isinstance(built, BedrockProvider)
-    return built
+    session = boto3.Session(region_name=REGION)
+    # The platform's artifacts bucket: training data and the jobs' output live there.
+    session.client("s3").create_bucket(Bucket=BUCKET)
+    return BedrockProvider(config, session=session)
 
 
 def _request(**changes: Any) -> TrainingRequest:
@@ -123,7 +130,17 @@ def _deploy_request(spec: BaseModelSpec, **changes: Any) -> DeployRequest:
 
 
 def test_the_provider_meets_the_protocol(provider: BedrockProvider) -> None:
-    assert isinstance(provider, TrainingProvider)
+    port: TrainingProvider = provider  # mypy checks every member's signature
+    members = {n for n in vars(TrainingProvider) if not n.startswith("_")}
+    members |= set(TrainingProvider.__annotations__)
+    assert {"storage", "training_data_folder", "trained_output", "speaks_for"} <= members
+    assert [m for m in sorted(members) if not hasattr(port, m)] == []
+    assert port.name == "bedrock"
+
+
+def test_the_workflow_waits_a_week_for_a_bedrock_job(provider: BedrockProvider) -> None:
+    # Bedrock states no limit on a customization job.
+    assert provider.training_timeout_s == 7 * 24 * 3600
 
 
 # --- training -------------------------------------------------------------------------------------
@@ -239,6 +256,54 @@ def test_a_sagemaker_model_is_refused(provider: BedrockProvider) -> None:
         provider.start_training(_request(base_model=sagemaker_model))
 
 
+def test_training_data_goes_to_the_platforms_artifacts_bucket(provider: BedrockProvider) -> None:
+    folder = provider.training_data_folder(IDENTITY, "01JABCDEF")
+    assert folder == f"s3://{BUCKET}/training-data/ws-acme/support-bot-v1/01JABCDEF/"
+    # The provider's storage writes there with the platform's own credentials.
+    assert isinstance(provider.storage, S3Objects)
+    provider.storage.put(f"{folder}train.jsonl", b'{"prompt": "a", "completion": "b"}\n', content_type="x")
+    platform = boto3.client("s3", region_name=REGION)
+    key = "training-data/ws-acme/support-bot-v1/01JABCDEF/train.jsonl"
+    assert platform.get_object(Bucket=BUCKET, Key=key)["Body"].read().startswith(b'{"prompt"')
+    provider.storage.delete_folder(folder)
+    assert platform.list_objects_v2(Bucket=BUCKET, Prefix="training-data/").get("KeyCount", 0) == 0
+
+
+def test_a_new_job_needs_no_check(provider: BedrockProvider) -> None:
+    # Job names carry a digest of the model record: no other model's job can hold the name.
+    with Stubber(provider.bedrock) as stub:  # any call would fail: nothing is stubbed
+        provider.check_new_job(IDENTITY)
+        stub.assert_no_pending_responses()
+
+
+def test_hyperparameters_travel_in_bedrocks_names() -> None:
+    provider = BedrockProvider(
+        BedrockConfig(region=REGION, service_role_arn=ROLE, output_bucket=BUCKET),
+        session=boto3.Session(region_name=REGION),
+    )
+    resolved = ResolvedHyperparameters(epochs=3, learning_rate=0.0001, warmup_steps=10)
+    assert provider.training_hyperparameters(ON_DEMAND, resolved, None, provider_split_percent=None) == {
+        "epochCount": "3",
+        "learningRate": "0.0001",
+        "learningRateWarmupSteps": "10",
+    }
+    cohere = _model(lambda m: "eval_percentage" in m.hyperparameters.provider_names)
+    with_split = ResolvedHyperparameters(
+        epochs=2,
+        learning_rate=0.00001,
+        batch_size=8,
+        early_stopping=ResolvedEarlyStopping(patience=3, threshold=0.01),
+    )
+    assert provider.training_hyperparameters(cohere, with_split, None, provider_split_percent=20) == {
+        "epochCount": "2",
+        "learningRate": "0.00001",
+        "batchSize": "8",
+        "earlyStoppingPatience": "3",
+        "earlyStoppingThreshold": "0.01",
+        "evalPercentage": "20",
+    }
+
+
 def test_describe_and_stop_follow_the_job(provider: BedrockProvider) -> None:
     ref = provider.start_training(_request())
 
@@ -279,6 +344,24 @@ def test_describe_reads_metrics_failure_and_the_custom_model() -> None:
     assert failed.model_ref is None
 
 
+def _described_job(ref: TrainingJobRef, status: str, **fields: Any) -> dict[str, Any]:
+    """A GetModelCustomizationJob answer for `ref`'s job."""
+    return {
+        "jobArn": ref.job_id,
+        "jobName": ref.job_name,
+        "outputModelName": "m",
+        "roleArn": ROLE,
+        "status": status,
+        "creationTime": datetime(2026, 11, 28, tzinfo=UTC),
+        "baseModelArn": "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0",
+        "hyperParameters": {},
+        "trainingDataConfig": {"s3Uri": "s3://b/t"},
+        "validationDataConfig": {"validators": []},
+        "outputDataConfig": {"s3Uri": "s3://b/o"},
+        **fields,
+    }
+
+
 def test_stopping_a_finished_job_is_not_an_error(provider: BedrockProvider) -> None:
     ref = provider.start_training(_request())
     stub = Stubber(provider.bedrock)
@@ -286,25 +369,66 @@ def test_stopping_a_finished_job_is_not_an_error(provider: BedrockProvider) -> N
         "stop_model_customization_job", "ValidationException", "Job is not in progress", 400
     )
     stub.add_response(
-        "get_model_customization_job",
-        {
-            "jobArn": ref.job_id,
-            "jobName": ref.job_name,
-            "outputModelName": "m",
-            "roleArn": ROLE,
-            "status": "Completed",
-            "creationTime": datetime(2026, 11, 28, tzinfo=UTC),
-            "baseModelArn": "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0",
-            "hyperParameters": {},
-            "trainingDataConfig": {"s3Uri": "s3://b/t"},
-            "validationDataConfig": {"validators": []},
-            "outputDataConfig": {"s3Uri": "s3://b/o"},
-        },
-        {"jobIdentifier": ref.job_name},
+        "get_model_customization_job", _described_job(ref, "Completed"), {"jobIdentifier": ref.job_name}
     )
     with stub:
         provider.stop_training(ref)
     stub.assert_no_pending_responses()
+
+
+# --- what a completed job left --------------------------------------------------------------------------
+
+JOB_REF = TrainingJobRef(
+    provider="bedrock",
+    job_id="arn:aws:bedrock:us-east-1:123456789012:model-customization-job/abcdef123456",
+    job_name=job_name(IDENTITY),
+    output_uri=f"s3://{BUCKET}/bedrock-output/ws-acme/support-bot-v1/abc/",
+)
+
+
+def test_trained_output_reads_the_custom_model_the_outcome_lacked(provider: BedrockProvider) -> None:
+    stub = Stubber(provider.bedrock)
+    stub.add_response(
+        "get_model_customization_job",
+        _described_job(
+            JOB_REF,
+            "Completed",
+            outputModelArn=CUSTOM_MODEL_ARN,
+            outputDataConfig={"s3Uri": JOB_REF.output_uri},
+        ),
+        {"jobIdentifier": JOB_REF.job_name},
+    )
+    with stub:
+        output = provider.trained_output(JOB_REF, artifacts_uri=None, model_ref=None, merged=True)
+    stub.assert_no_pending_responses()
+    # Bedrock keeps the weights: nothing to list, and no adapter merged by tunelab.
+    assert output == TrainedOutput(model_ref=CUSTOM_MODEL_ARN, artifacts_uri=JOB_REF.output_uri)
+    assert (output.size_bytes, output.files, output.merged) == (None, [], False)
+
+
+def test_trained_output_asks_bedrock_nothing_when_the_outcome_said_it_all(
+    provider: BedrockProvider,
+) -> None:
+    with Stubber(provider.bedrock) as stub:  # any call would fail: nothing is stubbed
+        output = provider.trained_output(
+            JOB_REF, artifacts_uri=JOB_REF.output_uri, model_ref=CUSTOM_MODEL_ARN, merged=False
+        )
+        stub.assert_no_pending_responses()
+    assert (output.model_ref, output.artifacts_uri) == (CUSTOM_MODEL_ARN, JOB_REF.output_uri)
+
+
+def test_trained_output_refuses_a_job_that_left_no_custom_model(provider: BedrockProvider) -> None:
+    stub = Stubber(provider.bedrock)
+    stub.add_response(
+        "get_model_customization_job",
+        _described_job(JOB_REF, "Completed"),  # no outputModelArn
+        {"jobIdentifier": JOB_REF.job_name},
+    )
+    with stub, pytest.raises(ValidationFailed, match="no custom model"):
+        provider.trained_output(JOB_REF, artifacts_uri=None, model_ref=None, merged=False)
+    stub.assert_no_pending_responses()
+    with pytest.raises(ValidationFailed, match="no custom model"):
+        provider.trained_output(None, artifacts_uri=JOB_REF.output_uri, model_ref=None, merged=False)
 
 
 # --- deployment --------------------------------------------------------------------------------------
@@ -482,6 +606,25 @@ def test_delete_model_removes_the_custom_model_and_tolerates_a_retry(provider: B
     provider.delete_model(model)
 
 
+def test_delete_model_also_deletes_the_jobs_output_folder(provider: BedrockProvider) -> None:
+    ref = provider.start_training(_request())
+    assert ref.output_uri is not None
+    output_prefix = ref.output_uri.removeprefix(f"s3://{BUCKET}/")
+    other = IDENTITY.model_copy(update={"model_name": "other-model"})
+    other_prefix = provider.output_uri(other).removeprefix(f"s3://{BUCKET}/")
+    s3 = boto3.client("s3", region_name=REGION)
+    written = [f"{output_prefix}training_artifacts/step_wise_training_metrics.csv", f"{output_prefix}m.json"]
+    kept = [f"{other_prefix}m.json", "training-data/ws-acme/support-bot-v1/01JABCDEF/train.jsonl"]
+    for key in written + kept:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+
+    provider.delete_model(TrainedModel(identity=IDENTITY, job=ref))
+    provider.delete_model(TrainedModel(identity=IDENTITY, job=ref))  # a retry completes
+
+    left = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+    assert left == set(kept)
+
+
 def test_bedrock_models_cannot_be_downloaded(provider: BedrockProvider) -> None:
     with pytest.raises(ValidationFailed, match="cannot be downloaded"):
         provider.download("s3://b/k")
@@ -524,9 +667,17 @@ def test_the_documented_event_parses_for_every_status(job_status: str, status: s
 
 def test_the_sample_event_routes_by_source() -> None:
     event = _sample()
-    state = parse_any_event(event["source"], event["detail-type"], event["detail"])
-    assert isinstance(state, TrainingState)
-    assert state.status == "failed"
+    parsed = parse_any_event(event["source"], event["detail-type"], event["detail"], event["account"])
+    assert isinstance(parsed, ProviderEvent)
+    assert (parsed.provider, parsed.account) == ("bedrock", event["account"])
+    assert isinstance(parsed.state, TrainingState)
+    assert parsed.state.status == "failed"
+
+
+def test_bedrock_speaks_for_its_models_from_the_platforms_account(provider: BedrockProvider) -> None:
+    # Its events come from the platform's own account, the only one its rules hear.
+    assert provider.speaks_for("123456789012")
+    assert provider.speaks_for(None)
 
 
 def test_other_events_are_refused() -> None:

@@ -28,7 +28,8 @@ from tunelab.adapters.providers import parse_event
 from tunelab.adapters.providers.local import EVENT_SOURCE, TRAINING_EVENT, LocalProviderConfig
 from tunelab.composition.wiring import Services, unregister_provider_factory
 from tunelab.domain.catalog import load_catalog
-from tunelab.domain.errors import InvalidState
+from tunelab.domain.errors import InvalidState, ValidationFailed
+from tunelab.domain.hyperparameters import ResolvedHyperparameters
 from tunelab.domain.providers import (
     DeployRequest,
     InvokeParams,
@@ -93,7 +94,9 @@ class Env:
         states = []
         for body in self.drain():
             envelope = parse_envelope(body)
-            state = parse_event(envelope.source, envelope.detail_type, envelope.detail)
+            event = parse_event(envelope.source, envelope.detail_type, envelope.detail, envelope.account)
+            assert event.provider == "local"
+            state = event.state
             assert isinstance(state, TrainingState)
             if state.job_id == job:
                 states.append(state)
@@ -235,6 +238,65 @@ def test_a_job_trains_to_completed_uploads_its_model_and_reports_like_sagemaker(
     assert any(s.phase and s.phase.startswith("Training ") and "/200 steps" in s.phase for s in states)
     assert states[-1].artifacts_uri == state.artifacts_uri
     assert states[-1].metrics == state.metrics
+
+
+def test_trained_output_lists_the_uploaded_archive(env: Env, completed):
+    ref, _ = completed
+    provider = env.training.provider()
+    artifacts = provider.describe_training(ref).artifacts_uri
+    assert artifacts is not None
+    stored = env.s3.head_object(Bucket=BUCKET, Key=artifacts.split(f"{BUCKET}/", 1)[1])["ContentLength"]
+    summary = json.loads(
+        (env.data_dir / "jobs" / ref.job_name / "model" / "tunelab-training.json").read_text()
+    )
+
+    # The outcome named no archive: the provider reads it from the job.
+    output = provider.trained_output(ref, artifacts_uri=None, model_ref=None, merged=False)
+
+    assert output.artifacts_uri == artifacts
+    assert output.model_ref is None
+    assert output.size_bytes == stored
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tunelab-training.json"} <= set(
+        output.files
+    )
+    assert output.files == sorted(output.files)
+    # Whether the adapter was merged is what the trainer's summary says.
+    assert output.merged == bool(summary["artifacts"]["merged"])
+    assert provider.trained_output(None, artifacts_uri=artifacts, model_ref=None, merged=False) == output
+
+
+def test_trained_output_refuses_a_job_without_an_archive(env: Env):
+    provider = env.training.provider()
+    with pytest.raises(ValidationFailed, match="no artifacts"):
+        provider.trained_output(None, artifacts_uri=None, model_ref=None, merged=False)
+
+
+def test_the_provider_keeps_training_data_in_the_artifacts_bucket_and_trusts_its_own_jobs(env: Env):
+    provider = env.training.provider()
+    identity = _identity("triage-bot")
+
+    folder = provider.training_data_folder(identity, "01JABCDEF")
+    assert folder == f"s3://{BUCKET}/training-data/ws-local/triage-bot/01JABCDEF/"
+    provider.storage.put(f"{folder}train.jsonl", b"{}\n", content_type="application/jsonl")
+    assert provider.storage.exists(f"{folder}train.jsonl")
+    provider.storage.delete_folder(folder)
+    assert not provider.storage.exists(f"{folder}train.jsonl")
+
+    provider.check_new_job(identity)  # a job's folder is named after the model record: nothing to refuse
+    assert provider.speaks_for(None)
+    assert provider.speaks_for("123456789012")
+    assert provider.training_timeout_s == 12 * 3600
+    hyperparameters = provider.training_hyperparameters(
+        load_catalog().model(TINY_LLAMA_ID),
+        ResolvedHyperparameters(epochs=2, learning_rate=0.001, batch_size=8),
+        None,
+        provider_split_percent=None,
+    )
+    assert {k: hyperparameters[k] for k in ("epochs", "learning_rate", "batch_size")} == {
+        "epochs": "2",
+        "learning_rate": "0.001",
+        "batch_size": "8",
+    }
 
 
 def test_starting_the_same_job_again_finds_it(env: Env, completed):
@@ -476,7 +538,7 @@ def test_install_registers_the_provider_and_its_shutdown_stops_running_jobs(env:
     )
     shutdown = install(context, trainer_dir=TRAINER_DIR, progress_interval_s=0.5)
     try:
-        provider = Services().provider_for("local", "ws-local")
+        provider = Services().providers.named("local", "ws-local")
         request = _request(env, "interrupted", {"epochs": 50}, _jsonl(_pairs("support-triage.csv")))
         ref = provider.start_training(request)
         assert ref.job_name == job_name(_identity("interrupted"))
@@ -497,5 +559,5 @@ def test_install_registers_the_provider_and_its_shutdown_stops_running_jobs(env:
     assert record.pid is None
     assert took < 30
     with pytest.raises(ValueError, match="no provider 'local'"):
-        Services().provider_for("local", "ws-local")
+        Services().providers.named("local", "ws-local")
     unregister_provider_factory("local")

@@ -13,8 +13,7 @@ import io
 import json
 import re
 import tarfile
-import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,24 +26,35 @@ from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
-from tunelab.adapters.providers import get_provider
 from tunelab.adapters.providers import parse_event as parse_any_event
 from tunelab.adapters.providers import sagemaker as sagemaker_module
 from tunelab.adapters.providers.images import llm_inference_image, training_image
 from tunelab.adapters.providers.sagemaker import (
     RECORD_ENV,
+    SageMakerConfig,
     SageMakerProvider,
-    assumed_session,
     build_trainer_archive,
     endpoint_name,
-    forget_sessions,
     metric_definitions,
     parse_event,
+    record_tag,
     session_name,
     verify_connection,
 )
+from tunelab.adapters.s3 import S3Objects
+from tunelab.application.ports import TrainingProvider
 from tunelab.domain.catalog import BaseModelSpec, load_catalog
-from tunelab.domain.errors import NameTaken, ValidationFailed
+from tunelab.domain.errors import (
+    NameTaken,
+    ProviderPermissionDenied,
+    ProviderTransientError,
+    ValidationFailed,
+)
+from tunelab.domain.hyperparameters import (
+    ResolvedHyperparameters,
+    ResolvedOptionalHyperparameters,
+    resolve_optional_hyperparameters,
+)
 from tunelab.domain.providers import (
     DeploymentRef,
     DeploymentState,
@@ -52,17 +62,15 @@ from tunelab.domain.providers import (
     InvokeParams,
     ModelIdentity,
     ParentModel,
-    ProviderPermissionDenied,
-    ProviderTransientError,
+    ProviderEvent,
     Resources,
-    SageMakerConfig,
     SageMakerConnection,
     TrainedModel,
     TrainingJobRef,
-    TrainingProvider,
     TrainingRequest,
     TrainingState,
 )
+from tunelab.entrypoints.api.errors import status_of
 
 REGION = "eu-west-1"
 CUSTOMER = "111122223333"
@@ -93,10 +101,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "AWS_DEFAULT_REGION": REGION,
     }.items():
         monkeypatch.setenv(name, value)
-    forget_sessions()
     with mock_aws():
         yield
-    forget_sessions()
 
 
 @pytest.fixture
@@ -120,13 +126,15 @@ def _connection(**changes: Any) -> SageMakerConnection:
     return SageMakerConnection(**fields)
 
 
-def _provider(trainer_dir: Path, **changes: Any) -> SageMakerProvider:
+def _provider(
+    trainer_dir: Path, *, now: Callable[[], datetime] | None = None, **changes: Any
+) -> SageMakerProvider:
     config = SageMakerConfig(
         connection=_connection(**changes), workspace_id="ws-acme", trainer_dir=trainer_dir
     )
-    built = get_provider("sagemaker", config)
-    assert isinstance(built, SageMakerProvider)
-    return built
+    if now is None:
+        return SageMakerProvider(config)
+    return SageMakerProvider(config, now=now)
 
 
 @pytest.fixture
@@ -175,7 +183,17 @@ def _deny(session: boto3.Session, event: str, code: str = "AccessDenied", status
 
 
 def test_the_provider_meets_the_protocol(provider: SageMakerProvider) -> None:
-    assert isinstance(provider, TrainingProvider)
+    port: TrainingProvider = provider  # mypy checks every member's signature
+    members = {n for n in vars(TrainingProvider) if not n.startswith("_")}
+    members |= set(TrainingProvider.__annotations__)
+    assert {"storage", "training_data_folder", "trained_output", "speaks_for"} <= members
+    assert [m for m in sorted(members) if not hasattr(port, m)] == []
+    assert port.name == "sagemaker"
+
+
+def test_the_workflow_waits_for_the_jobs_limit_and_time_to_start(provider: SageMakerProvider) -> None:
+    # The job's own default limit (48 h, its StoppingCondition) plus 2 h to queue, download and upload.
+    assert provider.training_timeout_s == 48 * 3600 + 2 * 3600
 
 
 # --- training -------------------------------------------------------------------------------------------
@@ -251,7 +269,7 @@ def test_a_job_name_that_exists_in_the_account_is_name_taken(provider: SageMaker
     with pytest.raises(NameTaken) as caught:
         provider.start_training(_request())
     assert caught.value.code == "name_taken"
-    assert caught.value.status == 409
+    assert status_of(caught.value) == 409
     assert "support-bot-v1" in caught.value.message
 
 
@@ -297,6 +315,126 @@ def test_a_job_created_between_look_and_create_is_name_taken(provider: SageMaker
     with stub, pytest.raises(NameTaken):
         provider.start_training(_request())
     stub.assert_no_pending_responses()
+
+
+def _someone_elses_job(provider: SageMakerProvider) -> None:
+    provider.sagemaker.create_training_job(
+        TrainingJobName="support-bot-v1",
+        AlgorithmSpecification={"TrainingImage": training_image(REGION), "TrainingInputMode": "File"},
+        RoleArn=f"arn:aws:iam::{CUSTOMER}:role/someone-else",
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/elsewhere"},
+        ResourceConfig={"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 10},
+        StoppingCondition={"MaxRuntimeInSeconds": 3600},
+    )
+
+
+def test_a_new_model_whose_job_name_is_free_passes_the_check(provider: SageMakerProvider) -> None:
+    provider.check_new_job(IDENTITY)
+    assert provider.sagemaker.list_training_jobs()["TrainingJobSummaries"] == []  # nothing was made
+
+
+def test_a_new_model_is_refused_when_another_models_job_has_its_name(provider: SageMakerProvider) -> None:
+    _someone_elses_job(provider)
+    with pytest.raises(NameTaken) as caught:
+        provider.check_new_job(IDENTITY)
+    assert "support-bot-v1" in caught.value.message
+    assert REGION in caught.value.message
+    # Another model name is free.
+    provider.check_new_job(IDENTITY.model_copy(update={"model_name": "support-bot-v2"}))
+
+
+def test_the_check_passes_for_this_models_own_job(provider: SageMakerProvider) -> None:
+    # A retry (the model record made the job): moto keeps no Environment, so the answer is stubbed.
+    stub = Stubber(provider.sagemaker)
+    stub.add_response(
+        "describe_training_job",
+        _described_job(record_tag(IDENTITY)),
+        {"TrainingJobName": "support-bot-v1"},
+    )
+    stub.add_response(
+        "describe_training_job", _described_job("another-record"), {"TrainingJobName": "support-bot-v1"}
+    )
+    with stub:
+        provider.check_new_job(IDENTITY)
+        # The same name in a model made again later (another record) is someone else's.
+        with pytest.raises(NameTaken):
+            provider.check_new_job(IDENTITY)
+    stub.assert_no_pending_responses()
+
+
+def test_training_data_goes_to_the_customers_bucket(provider: SageMakerProvider) -> None:
+    folder = provider.training_data_folder(IDENTITY, "01JABCDEF")
+    assert folder == f"s3://{BUCKET}/tunelab/ws-acme/support-bot-v1/data/01JABCDEF/"
+    # The provider's storage writes there through the customer's role, in the customer's account.
+    assert isinstance(provider.storage, S3Objects)
+    provider.storage.put(f"{folder}train.jsonl", b'{"prompt": "a", "completion": "b"}\n', content_type="x")
+    key = "tunelab/ws-acme/support-bot-v1/data/01JABCDEF/train.jsonl"
+    assert provider.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().startswith(b'{"prompt"')
+    platform = boto3.client("s3", region_name=REGION)
+    assert BUCKET not in {b["Name"] for b in platform.list_buckets()["Buckets"]}
+    provider.storage.delete_folder(folder)
+    assert provider.s3.list_objects_v2(Bucket=BUCKET, Prefix=key).get("KeyCount", 0) == 0
+
+
+def test_hyperparameters_travel_in_the_trainers_names(provider: SageMakerProvider) -> None:
+    resolved = ResolvedHyperparameters(epochs=3, learning_rate=0.0001, batch_size=4, warmup_steps=10)
+    optional = resolve_optional_hyperparameters(None, OPEN, has_validation=True)
+    assert isinstance(optional, ResolvedOptionalHyperparameters)
+
+    sent = provider.training_hyperparameters(OPEN, resolved, optional, provider_split_percent=None)
+
+    assert {k: sent[k] for k in ("epochs", "learning_rate", "batch_size", "warmup_steps")} == {
+        "epochs": "3",
+        "learning_rate": "0.0001",
+        "batch_size": "4",
+        "warmup_steps": "10",
+    }
+    assert sent["use_lora"] == ("true" if optional.use_lora else "false")
+    assert json.loads(sent["sft_config"])["gradient_accumulation_steps"] == (
+        optional.sft_config.gradient_accumulation_steps
+    )
+    assert all(isinstance(v, str) for v in sent.values())
+    without_optional = provider.training_hyperparameters(OPEN, resolved, None, provider_split_percent=None)
+    assert "use_lora" not in without_optional
+
+
+def _archive(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_trained_output_lists_the_archive_in_the_customers_bucket(provider: SageMakerProvider) -> None:
+    ref = provider.start_training(_request())  # moto completes jobs at once
+    key = "tunelab/ws-acme/support-bot-v1/output/support-bot-v1/output/model.tar.gz"
+    archive = _archive(
+        {
+            "./config.json": b"{}",
+            "adapter_model.safetensors": b"weights",
+            "tunelab-training.json": json.dumps({"artifacts": {"merged": True}}).encode(),
+        }
+    )
+    provider.s3.put_object(Bucket=BUCKET, Key=key, Body=archive)
+
+    # The outcome named no archive: the provider reads it from the job.
+    output = provider.trained_output(ref, artifacts_uri=None, model_ref=None, merged=False)
+
+    assert output.artifacts_uri == f"s3://{BUCKET}/{key}"
+    assert output.model_ref is None
+    assert output.size_bytes == len(archive)
+    assert output.files == ["adapter_model.safetensors", "config.json", "tunelab-training.json"]
+    assert output.merged is True  # the trainer's summary says so
+    again = provider.trained_output(None, artifacts_uri=output.artifacts_uri, model_ref=None, merged=False)
+    assert again == output
+
+
+def test_trained_output_refuses_a_job_without_an_archive(provider: SageMakerProvider) -> None:
+    with pytest.raises(ValidationFailed, match="no artifacts"):
+        provider.trained_output(None, artifacts_uri=None, model_ref=None, merged=False)
 
 
 def test_gated_models_need_the_hf_token_secret(aws: None, trainer_dir: Path) -> None:
@@ -632,7 +770,7 @@ def test_download_is_a_short_lived_link_to_the_archive(provider: SageMakerProvid
     assert url.path.endswith(key)
     assert query["X-Amz-Expires"] == ["900"]
     # Signed with the customer's assumed role, not the platform's own credentials.
-    assumed = assumed_session(_connection(), "ws-acme").get_credentials()
+    assumed = provider.session().get_credentials()
     assert assumed is not None
     assert query["X-Amz-Credential"][0].startswith(assumed.access_key)
     assert assumed.access_key != "testing"
@@ -678,12 +816,40 @@ def test_the_trainer_archive_is_reproducible(trainer_dir: Path) -> None:
 # --- credentials and the connection ------------------------------------------------------------------------
 
 
-def test_credentials_are_cached_until_near_expiry(aws: None) -> None:
-    connection = _connection()
-    first = assumed_session(connection, "ws-acme")
-    assert assumed_session(connection, "ws-acme") is first
-    later = datetime.now(UTC) + timedelta(hours=2)
-    assert assumed_session(connection, "ws-acme", now=lambda: later) is not first
+def test_credentials_are_cached_until_near_expiry(aws: None, trainer_dir: Path) -> None:
+    clock = [datetime.now(UTC)]
+    provider = _provider(trainer_dir, now=lambda: clock[0])
+    first = provider.session()
+    assert provider.session() is first
+    assert provider.sagemaker is provider.sagemaker  # clients are kept with the credentials
+    client = provider.sagemaker
+    clock[0] += timedelta(hours=2)
+    renewed = provider.session()
+    assert renewed is not first
+    assert provider.sagemaker is not client  # clients of the old credentials are not reused
+    # Each provider (one per workspace connection) assumes the role for itself.
+    assert _provider(trainer_dir).session() is not first
+
+
+def test_storage_follows_renewed_credentials(aws: None, trainer_dir: Path) -> None:
+    # A warm container keeps the workspace's provider for hours: the assumed role's credentials last
+    # one, so the storage must not keep a client made with credentials that have expired.
+    start = datetime.now(UTC)
+    clock = [start]
+    provider = _provider(trainer_dir, now=lambda: clock[0])
+    provider.s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    first = provider.session()
+    provider.storage.put(f"s3://{BUCKET}/tunelab/a.txt", b"a", content_type="text/plain")
+    assert provider.storage.client is provider.s3
+
+    clock[0] = start + timedelta(hours=2)
+    renewed = provider.session()
+    clock[0] = start  # the renewed credentials are fresh again
+    assert provider.session() is renewed is not first
+
+    assert provider.storage.client is provider.s3
+    provider.storage.put(f"s3://{BUCKET}/tunelab/b.txt", b"b", content_type="text/plain")
+    assert provider.storage.exists(f"s3://{BUCKET}/tunelab/a.txt")
 
 
 def test_session_names_fit_sts_rules() -> None:
@@ -836,55 +1002,43 @@ def test_the_documented_training_event_parses_for_every_status(
 def test_the_documented_endpoint_event_parses_for_every_status(endpoint_status: str, status: str) -> None:
     event = _sample("sagemaker_endpoint_state_change.json")
     detail = {**event["detail"], "EndpointStatus": endpoint_status}
-    state = parse_any_event(event["source"], event["detail-type"], detail)
+    parsed = parse_any_event(event["source"], event["detail-type"], detail, event["account"])
+    assert (parsed.provider, parsed.account) == ("sagemaker", event["account"])
+    state = parsed.state
     assert isinstance(state, DeploymentState)
     assert (state.deployment_id, state.status) == ("MyEndpoint", status)
 
 
 def test_the_unchanged_training_sample_routes_by_source() -> None:
     event = _sample("sagemaker_training_job_state_change.json")
-    state = parse_any_event(event["source"], event["detail-type"], event["detail"])
-    assert isinstance(state, TrainingState)
-    assert state.status == "completed"
+    parsed = parse_any_event(event["source"], event["detail-type"], event["detail"])
+    assert isinstance(parsed, ProviderEvent)
+    assert (parsed.provider, parsed.account) == ("sagemaker", None)
+    assert isinstance(parsed.state, TrainingState)
+    assert parsed.state.status == "completed"
 
 
-def test_the_packaged_trainer_is_read_from_the_platform_and_repacked(aws: None, tmp_path: Path) -> None:
-    # The CDK asset: a .zip of trainer/ in the platform's own account (moto's default account).
-    platform = boto3.Session(region_name=REGION).client("s3")
-    platform.create_bucket(
-        Bucket="platform-assets", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-    )
-    bundle = io.BytesIO()
-    with zipfile.ZipFile(bundle, "w") as archive:
-        archive.writestr("train.py", "print('training')\n")
-        archive.writestr("requirements.txt", "transformers>=5.0,<6\n")
-        archive.writestr("trainer_helpers/__init__.py", "")
-    platform.put_object(Bucket="platform-assets", Key="abc123.zip", Body=bundle.getvalue())
-    config = SageMakerConfig(
-        connection=_connection(), workspace_id="ws-acme", trainer_source_uri="s3://platform-assets/abc123.zip"
-    )
-    provider = SageMakerProvider(config)
-    provider.s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-
-    uri = provider.ensure_trainer_source()
-
-    bucket, key = uri[5:].split("/", 1)
-    assert bucket == BUCKET
-    uploaded = provider.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    with tarfile.open(fileobj=io.BytesIO(uploaded), mode="r:gz") as tar:
-        assert sorted(tar.getnames()) == ["requirements.txt", "train.py", "trainer_helpers/__init__.py"]
-    assert provider.ensure_trainer_source() == uri  # uploaded once, found the second time
+def test_only_the_customers_account_speaks_for_its_models(provider: SageMakerProvider) -> None:
+    assert provider.connection.account == CUSTOMER
+    assert provider.speaks_for(CUSTOMER)
+    assert not provider.speaks_for("999988887777")
+    assert not provider.speaks_for("123456789012")  # not even the platform's own account
+    assert not provider.speaks_for("")
+    # An event that names no account (moto's EventBridge, the local runtime's AWS) is not refused.
+    assert provider.speaks_for(None)
 
 
-def test_a_config_names_exactly_one_trainer_source(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="exactly one"):
-        SageMakerConfig(connection=_connection(), workspace_id="ws-acme")
-    with pytest.raises(ValueError, match="exactly one"):
+def test_a_config_names_the_trainers_folder(tmp_path: Path) -> None:
+    # The trainer comes from its folder only: a config without one, or with the removed
+    # `trainer_source_uri`, is refused.
+    with pytest.raises(ValueError, match="trainer_dir"):
+        SageMakerConfig(connection=_connection(), workspace_id="ws-acme")  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="trainer_source_uri"):
         SageMakerConfig(
             connection=_connection(),
             workspace_id="ws-acme",
             trainer_dir=tmp_path,
-            trainer_source_uri="s3://b/k.zip",
+            trainer_source_uri="s3://b/k.zip",  # type: ignore[call-arg]
         )
 
 

@@ -8,24 +8,23 @@ record, the schedules (read back from moto's Scheduler), the email and the bus a
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import cast
 
 import pytest
 
 from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
-from tunelab.application.workflows import start_deployment
-from tunelab.composition.wiring import model_identity
+from tunelab.adapters.stepfunctions import table_key
+from tunelab.application.ports import TrainingProvider
+from tunelab.application.workflows import DeploymentInput, deployment_execution_name
 from tunelab.domain.providers import (
     DeploymentRef,
     DeploymentState,
     DeploymentStatus,
     DeployRequest,
     ProviderName,
-    TrainingProvider,
 )
-from tunelab.domain.records import Artifacts, ModelRecord
+from tunelab.domain.records import Artifacts, ModelChanges, ModelRecord
 from tunelab.domain.schedules import fire_time, schedule_names
 from tunelab.domain.status import ModelStatus
 
@@ -60,13 +59,10 @@ class ScriptedProvider:
         self.undeployed.append(ref.deployment_id)
         self.live.discard(ref.deployment_id)
 
-    def parse_event(self, detail_type: str, detail: Mapping[str, Any]) -> Any:
-        raise NotImplementedError
-
 
 def _use(stack: Stack, provider: ScriptedProvider) -> None:
     # Only the deployment half of the protocol is scripted; the workflow calls nothing else.
-    stack.services.set_provider("bedrock", cast("TrainingProvider", provider))
+    stack.services.providers.set("bedrock", cast("TrainingProvider", provider))
 
 
 def _trained(stack: Stack) -> ModelRecord:
@@ -74,24 +70,49 @@ def _trained(stack: Stack) -> ModelRecord:
     dataset = stack.dataset()
     record = stack.model(dataset)
     repo = stack.repo
-    repo.transition(
+    repo.models.transition(
         record.workspace_id,
         record.name,
-        {"training"},
-        "not_deployed",
-        {
-            "artifacts": Artifacts(uri="s3://tunelab-test-artifacts/bedrock-output/x/", files=[]),
-            "provider_data": {"model_ref": "arn:aws:bedrock:us-east-1:123456789012:custom-model/x"},
-        },
+        {ModelStatus.TRAINING},
+        ModelStatus.NOT_DEPLOYED,
+        ModelChanges(
+            artifacts=Artifacts(uri="s3://tunelab-test-artifacts/bedrock-output/x/", files=[]),
+            refs=record.refs.model_copy(
+                update={"model_ref": "arn:aws:bedrock:us-east-1:123456789012:custom-model/x"}
+            ),
+        ),
     )
-    return repo.transition(record.workspace_id, record.name, {"not_deployed"}, "deploying")
+    return repo.models.transition(
+        record.workspace_id, record.name, {ModelStatus.NOT_DEPLOYED}, ModelStatus.DEPLOYING
+    )
 
 
-def _deploy(stack: Stack, record: ModelRecord, requested_at: datetime, **kwargs: Any) -> str:
-    kwargs.setdefault("poll_seconds", 0)
-    return start_deployment(
-        stack.sfn, stack.deployment_arn, record, requested_at=requested_at, correlation_id="corr-d", **kwargs
+def _deploy(
+    stack: Stack, record: ModelRecord, requested_at: datetime, auto_undeploy_at: datetime | None = None
+) -> str:
+    """Start the deployment as the API does (the stack polls at once: DEPLOY_POLL_SECONDS=0)."""
+    return stack.services.workflows.start_deployment(
+        record, requested_at=requested_at, correlation_id="corr-d", auto_undeploy_at=auto_undeploy_at
     )
+
+
+def _deploy_with(stack: Stack, record: ModelRecord, requested_at: datetime, **timing: int) -> str:
+    """Start the deployment with its own polling interval or time limit (`poll_seconds`,
+    `timeout_seconds`), the execution's input otherwise as the API gives it."""
+    body = DeploymentInput(
+        workspace_id=record.workspace_id,
+        model_name=record.name,
+        uid=record.uid,
+        correlation_id="corr-d",
+        table_key=table_key(record.workspace_id, record.name),
+        requested_at=requested_at,
+        **timing,  # type: ignore[arg-type]
+    )
+    name = deployment_execution_name(record.name, record.uid, requested_at)
+    started = stack.sfn.start_execution(
+        stateMachineArn=stack.deployment_arn, name=name, input=body.model_dump_json()
+    )
+    return str(started["executionArn"])
 
 
 def test_in_service_is_deployed_with_an_auto_undeploy_schedule_and_a_reminder(stack: Stack) -> None:
@@ -104,7 +125,7 @@ def test_in_service_is_deployed_with_an_auto_undeploy_schedule_and_a_reminder(st
     result = stack.wait_execution(_deploy(stack, record, requested, auto_undeploy_at=undeploy_at))
 
     assert result["status"] == "SUCCEEDED", result
-    model = stack.repo.get_model(record.workspace_id, record.name)
+    model = stack.repo.models.get(record.workspace_id, record.name)
     assert model.status == ModelStatus.DEPLOYED
     assert model.deployment is not None
     assert model.deployment.endpoint in provider.live
@@ -115,8 +136,8 @@ def test_in_service_is_deployed_with_an_auto_undeploy_schedule_and_a_reminder(st
     assert provider.deployed[0].requested_at == requested
     # the schedules exist in the schedule group, targeting the auto-undeploy function
     settings = stack.services.settings
-    scheduler = stack.services.scheduler
-    undeploy_name, reminder_name = schedule_names(model_identity(model), requested)
+    scheduler = stack.services.scheduler_client
+    undeploy_name, reminder_name = schedule_names(model.identity, requested)
     assert model.deployment.schedule_name == undeploy_name
     undeploy = scheduler.get_schedule(Name=undeploy_name, GroupName=settings.schedule_group)
     assert undeploy["ScheduleExpression"] == f"at({fire_time(undeploy_at).strftime('%Y-%m-%dT%H:%M:00')})"
@@ -124,18 +145,21 @@ def test_in_service_is_deployed_with_an_auto_undeploy_schedule_and_a_reminder(st
     assert undeploy["Target"]["Arn"] == settings.auto_undeploy_target_arn
     assert undeploy["Target"]["RoleArn"] == settings.scheduler_role_arn
     assert json.loads(undeploy["Target"]["Input"])["action"] == "undeploy"
+    assert undeploy["Target"]["DeadLetterConfig"]["Arn"] == settings.schedules_dlq_arn
     reminder = scheduler.get_schedule(Name=reminder_name, GroupName=settings.schedule_group)
     # 10% of a 4-hour window before, on a whole minute
     remind_at = datetime.fromisoformat(reminder["ScheduleExpression"][3:-1]).replace(tzinfo=UTC)
     assert abs(remind_at - (undeploy_at - timedelta(minutes=24))) <= timedelta(minutes=1)
     assert json.loads(reminder["Target"]["Input"])["action"] == "remind"
+    assert reminder["Target"]["DeadLetterConfig"]["Arn"] == settings.schedules_dlq_arn
     # the creator is told, and the bus carries the change
     [email] = stack.emails()
     assert email.subject == f"[tunelab] {record.name} is deployed"
     assert "undeployed automatically" in email.body
-    changed = [e["detail"]["data"] for e in stack.domain_events(wait_for=1)]
-    assert changed[-1]["status"] == "deployed"
-    assert changed[-1]["endpoint"] == model.deployment.endpoint
+    changed = [e["detail"] for e in stack.domain_events(wait_for=1)]
+    assert changed[-1]["data"]["status"] == "deployed"
+    assert changed[-1]["data"]["endpoint"] == model.deployment.endpoint
+    assert changed[-1]["correlation_id"] == "corr-d"
 
 
 def test_a_failed_deployment_is_removed_and_the_model_is_not_deployed_with_the_reason(stack: Stack) -> None:
@@ -149,20 +173,26 @@ def test_a_failed_deployment_is_removed_and_the_model_is_not_deployed_with_the_r
     )
 
     assert result["status"] == "SUCCEEDED"
-    model = stack.repo.get_model(record.workspace_id, record.name)
+    model = stack.repo.models.get(record.workspace_id, record.name)
     assert model.status == ModelStatus.NOT_DEPLOYED
     assert model.deployment is None
-    assert "deployment" not in model.provider_data
+    assert model.refs.deployment is None
     # nothing left behind: the deployment was deleted, no schedule exists
     assert provider.live == set()
     assert len(provider.undeployed) == 1
-    schedules = stack.services.scheduler.list_schedules(GroupName=stack.services.settings.schedule_group)
+    schedules = stack.services.scheduler_client.list_schedules(
+        GroupName=stack.services.settings.schedule_group
+    )
     assert schedules["Schedules"] == []
-    history = stack.repo.list_events(record.workspace_id, record.name).items
+    history = stack.repo.models.list_events(record.workspace_id, record.name).items
     assert "Insufficient capacity" in (history[-1].message or "")
     [email] = stack.emails()
     assert email.subject == f"[tunelab] Deployment of {record.name} failed"
     assert "Insufficient capacity" in email.body
+    changed = [e["detail"] for e in stack.domain_events(wait_for=1)]
+    assert changed[-1]["data"]["status"] == "not_deployed"
+    assert changed[-1]["data"]["previous_status"] == "deploying"
+    assert changed[-1]["correlation_id"] == "corr-d"
 
 
 def test_a_deployment_that_never_comes_into_service_times_out_and_is_removed(stack: Stack) -> None:
@@ -170,11 +200,11 @@ def test_a_deployment_that_never_comes_into_service_times_out_and_is_removed(sta
     _use(stack, provider)
     record = _trained(stack)
 
-    arn = _deploy(stack, record, datetime.now(UTC), poll_seconds=1, timeout_seconds=2)
+    arn = _deploy_with(stack, record, datetime.now(UTC), poll_seconds=1, timeout_seconds=2)
     result = stack.wait_execution(arn, timeout=60)
 
     assert result["status"] == "SUCCEEDED"
-    model = stack.repo.get_model(record.workspace_id, record.name)
+    model = stack.repo.models.get(record.workspace_id, record.name)
     assert model.status == ModelStatus.NOT_DEPLOYED
     assert provider.live == set()
     [email] = stack.emails()
@@ -186,15 +216,19 @@ def test_undeploying_while_deploying_ends_the_workflow_quietly(stack: Stack) -> 
     _use(stack, provider)
     record = _trained(stack)
 
-    arn = _deploy(stack, record, datetime.now(UTC), poll_seconds=1)
+    arn = _deploy_with(stack, record, datetime.now(UTC), poll_seconds=1)
     stack.wait_for(lambda: provider.deployed, what="the deployment to be created")
     # the user undeploys (what the API's undeploy does to the record)
-    stack.repo.transition(
-        record.workspace_id, record.name, {"deploying"}, "not_deployed", {"deployment": None}
+    stack.repo.models.transition(
+        record.workspace_id,
+        record.name,
+        {ModelStatus.DEPLOYING},
+        ModelStatus.NOT_DEPLOYED,
+        ModelChanges(deployment=None),
     )
     result = stack.wait_execution(arn)
 
     assert result["status"] == "SUCCEEDED"
     assert "Cancelled" in stack.states_entered(arn)
-    assert stack.repo.get_model(record.workspace_id, record.name).status == ModelStatus.NOT_DEPLOYED
+    assert stack.repo.models.get(record.workspace_id, record.name).status == ModelStatus.NOT_DEPLOYED
     assert stack.emails() == []

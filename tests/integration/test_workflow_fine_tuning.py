@@ -6,26 +6,19 @@ import json
 
 import pytest
 
-import functions.finish_training as finish_module
 from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
 from tunelab.adapters.providers.bedrock import job_name
-from tunelab.application.workflow_tasks import prepare_data
-from tunelab.application.workflows import (
-    PrepareDataEvent,
-    TrainingOutcome,
-    execution_name,
-    send_training_outcome,
-    start_fine_tuning,
-    table_key,
-)
-from tunelab.composition.wiring import model_identity
+from tunelab.adapters.stepfunctions import table_key
+from tunelab.application import fine_tuned_models
+from tunelab.application.fine_tuned_models import prepare_data
+from tunelab.application.workflows import PrepareDataEvent, TrainingOutcome, execution_name
 from tunelab.domain.status import ModelStatus
 
 pytestmark = pytest.mark.moto
 
 
 def _start(stack: Stack, record, **kwargs) -> str:
-    return start_fine_tuning(stack.sfn, stack.fine_tuning_arn, record, correlation_id="corr-1", **kwargs)
+    return stack.services.workflows.start_fine_tuning(record, correlation_id="corr-1", **kwargs)
 
 
 def test_bedrock_job_completes_to_not_deployed_with_metrics_email_and_event(stack: Stack) -> None:
@@ -36,10 +29,9 @@ def test_bedrock_job_completes_to_not_deployed_with_metrics_email_and_event(stac
     # When the workflow runs and the provider's job completes (as the event handler reports it)
     arn = _start(stack, record)
     token = stack.wait_for_token(record)
-    waiting = stack.repo.get_model(record.workspace_id, record.name)
+    waiting = stack.repo.models.get(record.workspace_id, record.name)
     custom_model = "arn:aws:bedrock:us-east-1:123456789012:custom-model/meta.llama3-1-8b/abc123"
-    sent = send_training_outcome(
-        stack.sfn,
+    sent = stack.services.workflows.send_training_outcome(
         token,
         TrainingOutcome(
             outcome="completed",
@@ -53,17 +45,17 @@ def test_bedrock_job_completes_to_not_deployed_with_metrics_email_and_event(stac
     # Then the execution succeeded and the model is not deployed, with what training produced
     assert sent is True
     assert result["status"] == "SUCCEEDED", result
-    model = stack.repo.get_model(record.workspace_id, record.name)
+    model = stack.repo.models.get(record.workspace_id, record.name)
     assert model.status == ModelStatus.NOT_DEPLOYED
     assert (model.training.job_id or "").startswith("arn:aws:bedrock:")
     assert model.training.metrics is not None
     assert model.training.metrics.train_loss == pytest.approx(0.42)
     assert model.training.metrics.eval_loss == pytest.approx(0.51)
     assert model.training.ended_at is not None
-    assert model.provider_data["model_ref"] == custom_model
+    assert model.refs.model_ref == custom_model
     assert model.artifacts is not None
     assert (model.training.data_uri or "").endswith("/train.jsonl")
-    assert stack.repo.get_task_token(record.workspace_id, record.name, "training") is None
+    assert stack.repo.task_tokens.get(record.workspace_id, record.name, "training") is None
     # the training data the job read: JSONL in the provider's format, split 90/10
     bucket, _, key = (model.training.data_uri or "")[5:].partition("/")
     lines = stack.services.s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines()
@@ -107,14 +99,14 @@ def test_failed_job_is_training_failed_with_the_providers_reason_and_an_email(st
     token = stack.wait_for_token(record)
 
     reason = "Insufficient training data: 3 rows after filtering, at least 8 are required."
-    send_training_outcome(stack.sfn, token, TrainingOutcome(outcome="failed", reason=reason))
+    stack.services.workflows.send_training_outcome(token, TrainingOutcome(outcome="failed", reason=reason))
     result = stack.wait_execution(arn)
 
     assert result["status"] == "SUCCEEDED"
-    model = stack.repo.get_model(record.workspace_id, record.name)
+    model = stack.repo.models.get(record.workspace_id, record.name)
     assert model.status == ModelStatus.TRAINING_FAILED
     assert model.training.failure_reason == reason
-    events = stack.repo.list_events(record.workspace_id, record.name).items
+    events = stack.repo.models.list_events(record.workspace_id, record.name).items
     assert events[-1].status == ModelStatus.TRAINING_FAILED
     assert events[-1].message == reason
     [email] = stack.emails()
@@ -128,13 +120,17 @@ def test_stop_while_training_ends_training_stopped(stack: Stack) -> None:
     arn = _start(stack, record)
     token = stack.wait_for_token(record)
     # the user asked to stop (the API's transition), then the provider reports the job stopped
-    stack.repo.transition(record.workspace_id, record.name, {"training"}, "stopping_training")
+    stack.repo.models.transition(
+        record.workspace_id, record.name, {ModelStatus.TRAINING}, ModelStatus.STOPPING_TRAINING
+    )
 
-    send_training_outcome(stack.sfn, token, TrainingOutcome(outcome="stopped", reason="Stopped by the user."))
+    stack.services.workflows.send_training_outcome(
+        token, TrainingOutcome(outcome="stopped", reason="Stopped by the user.")
+    )
     result = stack.wait_execution(arn)
 
     assert result["status"] == "SUCCEEDED"
-    model = stack.repo.get_model(record.workspace_id, record.name)
+    model = stack.repo.models.get(record.workspace_id, record.name)
     assert model.status == ModelStatus.TRAINING_STOPPED
     [email] = stack.emails()
     assert "was stopped" in email.subject
@@ -150,11 +146,10 @@ def test_a_task_that_fails_for_good_ends_training_failed_with_a_readable_reason(
 
     # Then the model is never left in training: it failed, saying what was missing
     assert result["status"] == "SUCCEEDED"
-    model = stack.repo.get_model(record.workspace_id, record.name)
+    model = stack.repo.models.get(record.workspace_id, record.name)
     assert model.status == ModelStatus.TRAINING_FAILED
     assert model.training.failure_reason is not None
-    assert "Reading the dataset" in model.training.failure_reason
-    assert "not found" in model.training.failure_reason
+    assert "The file of dataset 'support-tickets' is gone" in model.training.failure_reason
     assert "StartTraining" not in stack.states_entered(result["executionArn"])
 
 
@@ -167,12 +162,12 @@ def test_a_job_that_outlives_its_time_limit_is_stopped_and_failed(stack: Stack) 
     result = stack.wait_execution(arn, timeout=60)
 
     assert result["status"] == "SUCCEEDED"
-    model = stack.repo.get_model(record.workspace_id, record.name)
+    model = stack.repo.models.get(record.workspace_id, record.name)
     assert model.status == ModelStatus.TRAINING_FAILED
     assert "did not finish within" in (model.training.failure_reason or "")
     # and the Bedrock job was stopped, so nothing keeps running and billing
     bedrock = stack.services.client("bedrock")
-    job = bedrock.get_model_customization_job(jobIdentifier=job_name(model_identity(model)))
+    job = bedrock.get_model_customization_job(jobIdentifier=job_name(model.identity))
     assert job["jobArn"] == model.training.job_id
     assert job["status"] in {"Stopping", "Stopped"}
 
@@ -185,11 +180,13 @@ def test_an_email_that_cannot_be_sent_does_not_block_the_status(stack: Stack) ->
     arn = _start(stack, record)
     token = stack.wait_for_token(record)
 
-    send_training_outcome(stack.sfn, token, TrainingOutcome(outcome="failed", reason="Out of capacity."))
+    stack.services.workflows.send_training_outcome(
+        token, TrainingOutcome(outcome="failed", reason="Out of capacity.")
+    )
     result = stack.wait_execution(arn)
 
     assert result["status"] == "SUCCEEDED"
-    assert stack.repo.get_model(record.workspace_id, record.name).status == ModelStatus.TRAINING_FAILED
+    assert stack.repo.models.get(record.workspace_id, record.name).status == ModelStatus.TRAINING_FAILED
     assert stack.emails() == []
     assert "NotificationNotSent" in stack.states_entered(arn)
 
@@ -200,18 +197,19 @@ def test_when_finish_training_itself_cannot_run_the_record_is_still_marked_faile
     def broken(*_args, **_kwargs):
         raise RuntimeError("a bug in FinishTraining")
 
-    monkeypatch.setattr(finish_module, "finish_training", broken)
+    # What the FinishTraining function calls
+    monkeypatch.setattr(fine_tuned_models, "finish_training", broken)
     dataset = stack.dataset()
     record = stack.model(dataset)
     arn = _start(stack, record)
     token = stack.wait_for_token(record)
 
-    send_training_outcome(stack.sfn, token, TrainingOutcome(outcome="completed"))
+    stack.services.workflows.send_training_outcome(token, TrainingOutcome(outcome="completed"))
     result = stack.wait_execution(arn)
 
     # The execution shows the failure, and the record left training through the last-resort update
     assert result["status"] == "FAILED"
-    model = stack.repo.get_model(record.workspace_id, record.name)
+    model = stack.repo.models.get(record.workspace_id, record.name)
     assert model.status == ModelStatus.TRAINING_FAILED
     assert "could not record how the training ended" in (model.training.failure_reason or "")
     assert model.version > record.version
@@ -220,12 +218,14 @@ def test_when_finish_training_itself_cannot_run_the_record_is_still_marked_faile
 def test_a_stop_before_the_job_started_ends_training_stopped_without_a_job(stack: Stack) -> None:
     dataset = stack.dataset()
     record = stack.model(dataset)
-    stack.repo.transition(record.workspace_id, record.name, {"training"}, "stopping_training")
+    stack.repo.models.transition(
+        record.workspace_id, record.name, {ModelStatus.TRAINING}, ModelStatus.STOPPING_TRAINING
+    )
 
     result = stack.wait_execution(_start(stack, record))
 
     assert result["status"] == "SUCCEEDED"
-    model = stack.repo.get_model(record.workspace_id, record.name)
+    model = stack.repo.models.get(record.workspace_id, record.name)
     assert model.status == ModelStatus.TRAINING_STOPPED
     assert model.training.job_id is None
     assert model.training.failure_reason == "Training was stopped before the job started."

@@ -9,20 +9,22 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from typing import Any
 
 import pytest
 
 from tests.integration.conftest import ACCOUNT
 from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
-from tunelab.adapters.providers.sagemaker import forget_sessions
-from tunelab.application.workflow_tasks import S3_STANDARD_PER_GB_MONTH_USD
-from tunelab.application.workflows import (
-    TrainingOutcome,
-    send_training_outcome,
-    start_deployment,
-    start_fine_tuning,
+from tunelab.adapters.stepfunctions import table_key
+from tunelab.application.workflows import DeploymentInput, TrainingOutcome, deployment_execution_name
+from tunelab.domain.records import (
+    Artifacts,
+    ModelChanges,
+    ModelRecord,
+    ProviderConnectionRecord,
+    Resources,
+    utcnow,
 )
-from tunelab.domain.records import Artifacts, ModelRecord, ProviderConnectionRecord, Resources, utcnow
 from tunelab.domain.status import ModelStatus
 
 pytestmark = pytest.mark.moto
@@ -30,10 +32,9 @@ CUSTOMER_BUCKET = "acme-ml-artifacts"
 
 
 def _connect(stack: Stack, workspace: str) -> None:
-    forget_sessions()
     stack.services.s3.create_bucket(Bucket=CUSTOMER_BUCKET)
     now = utcnow()
-    stack.repo.put_provider_connection(
+    stack.repo.connections.put(
         ProviderConnectionRecord(
             workspace_id=workspace,
             role_arn=f"arn:aws:iam::{ACCOUNT}:role/tunelab-connector",
@@ -45,6 +46,17 @@ def _connect(stack: Stack, workspace: str) -> None:
             updated_at=now,
         )
     )
+    # As the API does when a connection changes: the workspace's provider is made again from it.
+    stack.services.providers.forget("sagemaker", workspace)
+
+
+def _status_events(stack: Stack, wait_for: int) -> list[dict[str, Any]]:
+    """The details of the status changes on tunelab's bus."""
+    return [
+        e["detail"]
+        for e in stack.domain_events(wait_for=wait_for)
+        if e["detail-type"] == "Fine-tuned Model Status Changed"
+    ]
 
 
 def _archive(files: dict[str, bytes]) -> bytes:
@@ -73,14 +85,14 @@ def test_sagemaker_job_reads_from_the_customer_bucket_and_completes_with_listed_
         validation={"mode": "split", "percent": 20},
     )
 
-    arn = start_fine_tuning(stack.sfn, stack.fine_tuning_arn, record, correlation_id="corr-sm")
+    arn = stack.services.workflows.start_fine_tuning(record, correlation_id="corr-sm")
     token = stack.wait_for_token(record)
     stack.wait_for(
-        lambda: stack.repo.get_model(record.workspace_id, record.name).training.job_id, what="the job's id"
+        lambda: stack.repo.models.get(record.workspace_id, record.name).training.job_id, what="the job's id"
     )
 
     # The job exists in the customer's account, reading the data tunelab wrote there
-    waiting = stack.repo.get_model(record.workspace_id, record.name)
+    waiting = stack.repo.models.get(record.workspace_id, record.name)
     assert waiting.training.job_id == record.name
     job = stack.services.client("sagemaker").describe_training_job(TrainingJobName=record.name)
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
@@ -103,8 +115,7 @@ def test_sagemaker_job_reads_from_the_customer_bucket_and_completes_with_listed_
     )
     output_key = f"tunelab/{record.workspace_id}/{record.name}/output/{record.name}/output/model.tar.gz"
     stack.services.s3.put_object(Bucket=CUSTOMER_BUCKET, Key=output_key, Body=archive)
-    send_training_outcome(
-        stack.sfn,
+    stack.services.workflows.send_training_outcome(
         token,
         TrainingOutcome(
             outcome="completed",
@@ -116,7 +127,7 @@ def test_sagemaker_job_reads_from_the_customer_bucket_and_completes_with_listed_
 
     # Then the model is not deployed, its artifacts listed with their size and the storage cost
     assert result["status"] == "SUCCEEDED"
-    model = stack.repo.get_model(record.workspace_id, record.name)
+    model = stack.repo.models.get(record.workspace_id, record.name)
     assert model.status == ModelStatus.NOT_DEPLOYED
     assert model.artifacts is not None
     assert model.artifacts.files == sorted(
@@ -124,11 +135,15 @@ def test_sagemaker_job_reads_from_the_customer_bucket_and_completes_with_listed_
     )
     assert model.artifacts.size_bytes == len(archive)
     assert model.artifacts.merged is True
-    assert model.storage_per_month_usd == round(len(archive) / 1e9 * S3_STANDARD_PER_GB_MONTH_USD, 2)
+    s3_rate = stack.services.catalog.s3_storage_per_gb_month_usd
+    assert model.storage_per_month_usd == round(len(archive) / 1e9 * s3_rate, 2)
     assert model.training.metrics is not None
     assert model.training.metrics.step == 120
     [email] = stack.emails()
     assert "is ready" in email.subject
+    [changed] = _status_events(stack, wait_for=1)
+    assert (changed["data"]["previous_status"], changed["data"]["status"]) == ("training", "not_deployed")
+    assert changed["correlation_id"] == "corr-sm"
 
 
 def test_sagemaker_model_deploys_to_an_endpoint_in_the_customer_account(stack: Stack) -> None:
@@ -144,30 +159,39 @@ def test_sagemaker_model_deploys_to_an_endpoint_in_the_customer_account(stack: S
         hyperparameters={"epochs": 2, "learning_rate": 0.0002, "batch_size": 4},
     )
     artifacts = f"s3://{CUSTOMER_BUCKET}/tunelab/{record.workspace_id}/{record.name}/output/model.tar.gz"
-    stack.repo.transition(
+    stack.repo.models.transition(
         record.workspace_id,
         record.name,
-        {"training"},
-        "not_deployed",
-        {"artifacts": Artifacts(uri=artifacts)},
+        {ModelStatus.TRAINING},
+        ModelStatus.NOT_DEPLOYED,
+        ModelChanges(artifacts=Artifacts(uri=artifacts)),
     )
-    deploying = stack.repo.transition(record.workspace_id, record.name, {"not_deployed"}, "deploying")
+    deploying = stack.repo.models.transition(
+        record.workspace_id, record.name, {ModelStatus.NOT_DEPLOYED}, ModelStatus.DEPLOYING
+    )
     requested = utcnow()
 
     # moto's endpoint configurations refuse GPU instance types; the workflow passes the one asked for
-    arn = start_deployment(
-        stack.sfn,
-        stack.deployment_arn,
-        deploying,
-        requested_at=requested,
+    # (the execution's input as the API gives it, with that instance type)
+    body = DeploymentInput(
+        workspace_id=deploying.workspace_id,
+        model_name=deploying.name,
+        uid=deploying.uid,
         correlation_id="corr-sm-d",
+        table_key=table_key(deploying.workspace_id, deploying.name),
+        requested_at=requested,
         instance_type="ml.m5.xlarge",
         poll_seconds=0,
     )
+    arn = stack.sfn.start_execution(
+        stateMachineArn=stack.deployment_arn,
+        name=deployment_execution_name(deploying.name, deploying.uid, requested),
+        input=body.model_dump_json(),
+    )["executionArn"]
     result = stack.wait_execution(arn)
 
     assert result["status"] == "SUCCEEDED", result
-    model = stack.repo.get_model(record.workspace_id, record.name)
+    model = stack.repo.models.get(record.workspace_id, record.name)
     assert model.status == ModelStatus.DEPLOYED
     assert model.deployment is not None
     endpoint = stack.services.client("sagemaker").describe_endpoint(EndpointName=model.deployment.endpoint)
@@ -177,3 +201,6 @@ def test_sagemaker_model_deploys_to_an_endpoint_in_the_customer_account(stack: S
     assert model.deployment.auto_undeploy_at is None
     [email] = stack.emails()
     assert "stays deployed, and billed, until you undeploy it" in email.body
+    [changed] = _status_events(stack, wait_for=1)
+    assert (changed["data"]["previous_status"], changed["data"]["status"]) == ("deploying", "deployed")
+    assert changed["correlation_id"] == "corr-sm-d"

@@ -24,7 +24,6 @@ from moto.ses.models import ses_backends
 
 from tests.integration import factories
 from tests.integration.conftest import ACCOUNT, ENVIRONMENT, REGION, Aws
-from tunelab.adapters.dynamodb import Repository
 from tunelab.composition.settings import get_settings, reset_settings
 from tunelab.composition.stack_definitions import FUNCTIONS, STATE_MACHINES, state_machine_variables
 from tunelab.composition.state_machines import definition
@@ -51,7 +50,7 @@ class Stack:
 
     aws: Aws
     services: Services
-    repo: Repository
+    repo: Services
     fine_tuning_arn: str
     deployment_arn: str
     events_queue_url: str
@@ -70,12 +69,12 @@ class Stack:
             workspace, name, s3_key=f"{workspace}/datasets/{name}.csv", size_bytes=len(body)
         )
         self.services.s3.put_object(Bucket=get_settings().datasets_bucket, Key=record.s3_key or "", Body=body)
-        return self.repo.create_dataset(record)
+        return self.repo.datasets.create(record)
 
     def model(self, dataset: DatasetRecord, **fields: Any) -> ModelRecord:
         """A model record in `training` (or the status given), stored as the API would."""
         fields.setdefault("dataset", {"id": dataset.dataset_id, "name": dataset.name, "rows": dataset.rows})
-        return self.repo.create_model(
+        return self.repo.models.create(
             factories.model(dataset.workspace_id, dataset_id=dataset.dataset_id, **fields)
         )
 
@@ -103,7 +102,7 @@ class Stack:
 
     def wait_for_token(self, record: ModelRecord, timeout: float = 40.0) -> str:
         token: str = self.wait_for(
-            lambda: self.repo.get_task_token(record.workspace_id, record.name, "training"),
+            lambda: self.repo.task_tokens.get(record.workspace_id, record.name, "training"),
             timeout,
             "the training task token",
         )
@@ -211,12 +210,12 @@ def stack_fixture(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress=settings.sender_email)
         boto3.client("scheduler", region_name=REGION).create_schedule_group(Name=settings.schedule_group)
 
-        services = Services(settings, repository=Repository(aws.table_name, aws.dynamodb))
+        services = Services(settings)
         set_services(services)
         yield Stack(
             aws=aws,
             services=services,
-            repo=services.repository,
+            repo=services,
             fine_tuning_arn=machine_arns["FineTuningStateMachine"],
             deployment_arn=machine_arns["DeploymentStateMachine"],
             events_queue_url=queue_url,

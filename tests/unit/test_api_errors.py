@@ -8,7 +8,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from tunelab.entrypoints.api.contracts import CreateFineTunedModelIn, DeployIn
-from tunelab.entrypoints.api.errors import validation_failed
+from tunelab.entrypoints.api.errors import status_of, validation_failed
 
 VALID: dict[str, Any] = {
     "name": "support-bot-v1",
@@ -84,5 +84,5 @@ def test_summary_names_every_field() -> None:
     failed = validation_failed(errors, body)
     assert "name" in failed.message
     assert "validation.percent" in failed.message
-    assert failed.status == 400
+    assert status_of(failed) == 400
     assert failed.code == "validation_error"

@@ -25,6 +25,7 @@ from tunelab.domain.hyperparameters import (
     to_provider_params,
     to_trainer_hyperparameters,
 )
+from tunelab.entrypoints.api.errors import status_of
 
 TRAINER = model_spec("sagemaker")
 COHERE_LIKE = model_spec(
@@ -134,7 +135,7 @@ def test_every_problem_is_reported_at_once() -> None:
         "hyperparameters.early_stopping.patience",
     ]
     assert error.message.startswith("4 problems with the hyperparameters:")
-    assert error.status == 400
+    assert status_of(error) == 400
 
 
 # --- what the model does not support -------------------------------------------------------

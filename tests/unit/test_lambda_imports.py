@@ -100,6 +100,7 @@ def _cold_start_environment() -> dict[str, str]:
         "SENDER_EMAIL",
         "SCHEDULE_GROUP",
         "SCHEDULER_ROLE_ARN",
+        "SCHEDULES_DLQ_ARN",
         "AUTO_UNDEPLOY_TARGET_ARN",
         "BEDROCK_ROLE_ARN",
         "PLATFORM_ACCOUNT_ID",

@@ -32,9 +32,10 @@ def _detail(status: str, secondary: str, **more: object) -> dict[str, object]:
 
 
 def _parse(detail: dict[str, object]) -> TrainingState:
-    state = parse_event(EVENT_SOURCE, TRAINING_EVENT, detail)
-    assert isinstance(state, TrainingState)
-    return state
+    event = parse_event(EVENT_SOURCE, TRAINING_EVENT, detail)
+    assert event.provider == "local"
+    assert isinstance(event.state, TrainingState)
+    return event.state
 
 
 def test_local_events_reach_the_local_parser_and_never_claim_an_aws_source():

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tunelab.domain.providers import event_time
+from tunelab.adapters.providers.common import event_time
 
 ENDED = datetime(2026, 11, 28, 15, 14, 18, tzinfo=UTC)
 

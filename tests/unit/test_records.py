@@ -8,6 +8,7 @@ from tests.integration import factories
 from tunelab.domain.records import Artifacts, DeploymentState, Metrics, TrainingState, new_dataset_id
 from tunelab.domain.status import ModelStatus
 from tunelab.entrypoints.api.contracts import FineTunedModelOut, rfc3339
+from tunelab.entrypoints.api.views import dataset_out, model_out
 
 
 def test_model_record_to_the_contracts_fine_tuned_model() -> None:
@@ -25,7 +26,7 @@ def test_model_record_to_the_contracts_fine_tuned_model() -> None:
         deployment=DeploymentState(endpoint="support-bot-v1", deployed_at=factories.T0),
     )
 
-    out = record.to_out().model_dump(mode="json")
+    out = model_out(record).model_dump(mode="json")
 
     assert FineTunedModelOut.model_validate(out)
     assert (out["status"], out["status_label"]) == ("deployed", "Deployed")
@@ -43,7 +44,7 @@ def test_model_record_to_the_contracts_fine_tuned_model() -> None:
 
 
 def test_dataset_record_to_the_contracts_dataset() -> None:
-    out = factories.dataset().to_out().model_dump(mode="json")
+    out = dataset_out(factories.dataset()).model_dump(mode="json")
     assert out["created_by"] == {"email": "ada@example.com", "sub": None}
     assert out["status"] == "ready"
     assert out["errors"] == []

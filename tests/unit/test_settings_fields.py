@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from pydantic import ValidationError
 
 from tests.integration.conftest import ENVIRONMENT
 from tunelab.composition.settings import get_settings, reset_settings
@@ -37,9 +38,10 @@ def test_no_allowed_origin_when_none_is_configured(
     assert get_settings().allowed_origins == ()
 
 
-def test_the_schedules_dead_letter_queue_is_optional(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SCHEDULES_DLQ_ARN", raising=False)
-    assert get_settings().schedules_dlq_arn is None
-    monkeypatch.setenv("SCHEDULES_DLQ_ARN", "arn:aws:sqs:us-east-1:123456789012:Tunelab-SchedulesDlq")
+def test_the_schedules_dead_letter_queue_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every auto-undeploy schedule names it: a deployment without one fails at start, not at a schedule.
+    assert get_settings().schedules_dlq_arn == ENVIRONMENT["SCHEDULES_DLQ_ARN"]
+    monkeypatch.delenv("SCHEDULES_DLQ_ARN")
     reset_settings()
-    assert get_settings().schedules_dlq_arn == "arn:aws:sqs:us-east-1:123456789012:Tunelab-SchedulesDlq"
+    with pytest.raises(ValidationError, match="schedules_dlq_arn"):
+        get_settings()

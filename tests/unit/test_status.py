@@ -21,6 +21,7 @@ from tunelab.domain.status import (
     parse_status,
     status_label,
 )
+from tunelab.entrypoints.api.errors import status_of
 
 S = ModelStatus
 
@@ -71,7 +72,7 @@ def test_each_action_is_allowed_exactly_where_expected(action: Action, status: M
             check_action(action, status)
         # The message names the current status's label; the API answers 409.
         assert f"its status is {status.label}" in caught.value.message
-        assert caught.value.status == 409
+        assert status_of(caught.value) == 409
         assert caught.value.code == "invalid_state"
 
 

@@ -9,17 +9,18 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
+from tunelab.adapters.scheduler import EventBridgeScheduler
+from tunelab.adapters.stepfunctions import table_key
 from tunelab.application.workflows import (
     TaskError,
     deployment_execution_name,
     execution_arn,
     execution_name,
-    table_key,
 )
 from tunelab.composition.stack_definitions import STATE_MACHINES, placeholders, state_machine_variables
 from tunelab.composition.state_machines import definition, definition_text
 from tunelab.domain.providers import ModelIdentity
-from tunelab.domain.schedules import Scheduler, at_expression, reminder_time, schedule_names
+from tunelab.domain.schedules import at_expression, reminder_time, schedule_names
 
 if TYPE_CHECKING:
     from mypy_boto3_scheduler import EventBridgeSchedulerClient
@@ -91,11 +92,12 @@ class _RecordingSchedulerClient:
 def test_the_stored_undeploy_time_is_when_the_schedule_fires_never_earlier() -> None:
     # Given a deploy request asking for an undeploy at 20:30:45
     client = _RecordingSchedulerClient()
-    scheduler = Scheduler(
+    scheduler = EventBridgeScheduler(
         cast("EventBridgeSchedulerClient", client),
         group="tunelab",
         role_arn="arn:aws:iam::123456789012:role/scheduler",
         target_arn="arn:aws:lambda:us-east-1:123456789012:function:auto-undeploy",
+        dead_letter_arn="arn:aws:sqs:us-east-1:123456789012:schedules-dlq",
         clock=lambda: T0,
     )
     identity = ModelIdentity(workspace_id="ws-acme", model_name="bot", created_at=T0)
@@ -112,6 +114,10 @@ def test_the_stored_undeploy_time_is_when_the_schedule_fires_never_earlier() -> 
     assert made.remind_at < made.undeploy_at
     reminder = client.created[cast("str", made.reminder_name)]
     assert reminder["ScheduleExpression"] == at_expression(made.remind_at)
+    # And a schedule Scheduler could not deliver goes to the dead-letter queue, the reminder's too
+    dead_letters = {"Arn": "arn:aws:sqs:us-east-1:123456789012:schedules-dlq"}
+    for request in (undeploy, reminder):
+        assert request["Target"]["DeadLetterConfig"] == dead_letters
 
 
 @pytest.mark.parametrize(
@@ -150,7 +156,7 @@ def test_definition_refuses_a_missing_value() -> None:
         definition("fine_tuning.asl.json", {})
 
 
-def test_table_key_is_the_repository_layout() -> None:
+def test_table_key_is_the_records_table_layout() -> None:
     assert table_key("ws-acme", "Support-Bot").model_dump() == {"pk": "WS#ws-acme", "sk": "MODEL#support-bot"}
 
 

@@ -13,8 +13,15 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from tunelab.domain.errors import Conflict, NotFound, ProviderError, TunelabError, ValidationFailed
-from tunelab.domain.providers import ProviderPermissionDenied, ProviderTransientError
+from tunelab.domain.errors import (
+    Conflict,
+    NotFound,
+    ProviderError,
+    ProviderPermissionDenied,
+    ProviderTransientError,
+    TunelabError,
+    ValidationFailed,
+)
 
 # Codes AWS documents as retryable: throttling and service-side faults.
 TRANSIENT_CODES = frozenset(

@@ -1,31 +1,27 @@
 """The reconciler: asks providers about training jobs whose events may have been lost.
 
-Every 15 minutes (`stack_definitions.SCHEDULES`), `reconcile` takes the models that train or stop
-with no news for a while (`Repository.stale_models`, least recently heard of first), asks each
-one's provider how the job stands (`describe_training`), and applies the answer exactly as the
-provider-event handler applies an event (`provider_events.apply_training_state`): a finished job's
-outcome goes to the waiting workflow, news while it runs goes to the model's history. A model
-stuck stopping while the provider still runs the job gets the stop again.
+Every 15 minutes (`composition.stack_definitions.SCHEDULES`), `reconcile` takes the models that
+train or stop with no news for a while (least recently heard of first), asks each one's provider how
+the job stands, and applies the answer exactly as a provider event is applied
+(`fine_tuned_models.apply_training_state`): a finished job's outcome goes to the waiting workflow,
+news while it runs goes to the model's history. A model stuck stopping while the provider still runs
+the job gets the stop again.
 
-Models that deploy are left to the deployment workflow, which polls the provider itself and has
-its own time limit. One model's failure is counted and logged; the sweep goes on.
+Models that deploy are left to the deployment workflow, which polls the provider itself and has its
+own time limit. One model's failure is counted and logged; the sweep goes on.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel
 
-from tunelab.application.operations import training_job_ref
-from tunelab.application.provider_events import apply_training_state
-from tunelab.domain.records import ModelRecord, utcnow
+from tunelab.application import fine_tuned_models
+from tunelab.application.ports import Context
+from tunelab.domain.records import ModelRecord
 from tunelab.domain.status import ModelStatus
-
-if TYPE_CHECKING:
-    from tunelab.composition.wiring import Services
 
 logger = Logger(child=True)
 
@@ -49,22 +45,22 @@ class ReconcileReport(BaseModel):
 
 
 def reconcile(
-    services: Services,
+    ctx: Context,
     *,
     now: datetime | None = None,
     stale_after: timedelta = STALE_AFTER,
     limit: int = SWEEP_LIMIT,
 ) -> ReconcileReport:
     """One sweep over models that train or stop with no news since `now - stale_after`."""
-    now = now or utcnow()
+    now = now or ctx.now()
     report = ReconcileReport()
-    stale = services.repository.stale_models(
+    stale = ctx.models.stale(
         now - stale_after, statuses={ModelStatus.TRAINING, ModelStatus.STOPPING_TRAINING}, limit=limit
     )
     for model in stale:
         report.checked += 1
         try:
-            _reconcile_one(services, model, now, report)
+            _reconcile_one(ctx, model, now, report)
         except Exception:
             report.errors += 1
             logger.exception(
@@ -74,16 +70,16 @@ def reconcile(
     return report
 
 
-def _reconcile_one(services: Services, model: ModelRecord, now: datetime, report: ReconcileReport) -> None:
-    ref = training_job_ref(model)
+def _reconcile_one(ctx: Context, model: ModelRecord, now: datetime, report: ReconcileReport) -> None:
+    ref = model.refs.training_job
     if ref is None:
         report.no_job += 1
         return
-    provider = services.provider_for(model)
+    provider = ctx.providers.for_model(model)
     state = provider.describe_training(ref)
-    result = apply_training_state(services, model, state, at=now)
+    result = fine_tuned_models.apply_training_state(ctx, model, state, at=now)
     if state.terminal:
-        if result.action == "applied":
+        if result.applied:
             report.outcomes_sent += 1
         else:
             report.unanswered += 1

@@ -1,15 +1,14 @@
 """The Step Functions workflows of a fine-tuning job and of a deployment: their inputs, the events of
-their tasks, and how the rest of tunelab starts them and answers their waiting tasks.
+their tasks and what the tasks answer, and the executions' names.
 
-The state machines are the ASL files next to this module (`fine_tuning.asl.json`,
-`deployment.asl.json`); the CDK app and the local runtime both create them from these files
-(`definition(...)` fills in the placeholders). The task Lambdas (`functions/*.py`) parse their
-event into the models below and call `tunelab.application.workflow_tasks`.
+The state machines are ASL files (`composition/state_machines/`); the CDK app and the local runtime
+both create them from there. The task Lambdas (`functions/*.py`) parse their event into the models
+below and call the use cases (`application.fine_tuned_models`, `application.deployments`).
 
-Answering the training task: the StartTraining task waits on a task token (kept on the record,
-`Repository.get_task_token(ws, name, "training")`). Whoever learns how the provider's job ended
-(the provider-event handler, the reconciler) sends a `TrainingOutcome` with
-`send_training_outcome(sfn, token, outcome)`; FinishTraining then writes the final status.
+Answering the training task: the StartTraining task waits on a task token (kept with the record,
+`TaskTokens`). Whoever learns how the provider's job ended (the provider-event handler, the
+reconciler) sends a `TrainingOutcome` (`Workflows.send_training_outcome`); FinishTraining then
+writes the final status.
 """
 
 from __future__ import annotations
@@ -17,15 +16,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from botocore.exceptions import ClientError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from tunelab.domain.records import ModelRecord
-
-if TYPE_CHECKING:
-    from mypy_boto3_stepfunctions import SFNClient
+from tunelab.domain.notifications import NotificationKind
 
 # Step Functions' limit on execution names.
 EXECUTION_NAME_MAX = 80
@@ -34,15 +29,6 @@ DEFAULT_POLL_SECONDS = 30
 DEFAULT_DEPLOY_TIMEOUT_SECONDS = 2 * 3600
 
 TrainingOutcomeKind = Literal["completed", "failed", "stopped"]
-NotificationKind = Literal[
-    "training_completed",
-    "training_failed",
-    "training_stopped",
-    "deployed",
-    "deploy_failed",
-    "undeploy_reminder",
-    "undeployed",
-]
 DeploymentCheckStatus = Literal["creating", "in_service", "failed", "timed_out", "cancelled"]
 FinishDeploymentMode = Literal["check", "deployed", "failed"]
 
@@ -66,19 +52,11 @@ class _Strict(BaseModel):
 
 
 class TableKey(_Strict):
-    """The model record's key in the table, for the workflows' last-resort DynamoDB update."""
+    """The model record's key in the records table, for the workflows' last-resort update (the ASL
+    cannot call the store); the Step Functions adapter fills it from the store's layout."""
 
     pk: str
     sk: str
-
-
-def table_key(workspace_id: str, model_name: str) -> TableKey:
-    """The record's key as `tunelab.adapters.dynamodb` lays it out (`WS#<ws>`, `MODEL#<lower-case name>`).
-
-    Only the ASL's last-resort update uses it (it cannot call the repository); the workflow tests
-    check that it reaches the record the repository reads.
-    """
-    return TableKey(pk=f"WS#{workspace_id}", sk=f"MODEL#{model_name.lower()}")
 
 
 class FineTuningInput(_Event):
@@ -88,7 +66,7 @@ class FineTuningInput(_Event):
     model_name: str
     uid: str
     correlation_id: str
-    table_key: TableKey
+    table_key: TableKey | None = None
     # Overrides the wait on the provider's job (seconds); PrepareData computes it otherwise.
     training_timeout_seconds: int | None = Field(default=None, ge=1)
 
@@ -100,7 +78,7 @@ class DeploymentInput(_Event):
     model_name: str
     uid: str
     correlation_id: str
-    table_key: TableKey
+    table_key: TableKey | None = None
     requested_at: AwareDatetime
     auto_undeploy_at: AwareDatetime | None = None
     instance_type: str | None = None
@@ -274,98 +252,6 @@ def execution_arn(state_machine_arn: str, name: str) -> str:
     """The ARN an execution `name` of that (Standard) state machine has."""
     prefix, _, machine = state_machine_arn.partition(":stateMachine:")
     return f"{prefix}:execution:{machine}:{name}"
-
-
-def _start(sfn: SFNClient, state_machine_arn: str, name: str, body: BaseModel) -> str:
-    try:
-        return sfn.start_execution(
-            stateMachineArn=state_machine_arn, name=name, input=body.model_dump_json()
-        )["executionArn"]
-    except ClientError as error:
-        # Started before (a retried request): the execution of that name is this one.
-        if error.response.get("Error", {}).get("Code") == "ExecutionAlreadyExists":
-            return execution_arn(state_machine_arn, name)
-        raise
-
-
-def start_fine_tuning(
-    sfn: SFNClient,
-    state_machine_arn: str,
-    record: ModelRecord,
-    *,
-    correlation_id: str,
-    training_timeout_seconds: int | None = None,
-) -> str:
-    """Start the model's fine-tuning execution (once; a second call returns the same ARN)."""
-    body = FineTuningInput(
-        workspace_id=record.workspace_id,
-        model_name=record.name,
-        uid=record.uid,
-        correlation_id=correlation_id,
-        table_key=table_key(record.workspace_id, record.name),
-        training_timeout_seconds=training_timeout_seconds,
-    )
-    return _start(sfn, state_machine_arn, execution_name(record.name, record.uid), body)
-
-
-def start_deployment(
-    sfn: SFNClient,
-    state_machine_arn: str,
-    record: ModelRecord,
-    *,
-    requested_at: datetime,
-    correlation_id: str,
-    auto_undeploy_at: datetime | None = None,
-    instance_type: str | None = None,
-    instance_count: int = 1,
-    poll_seconds: int = DEFAULT_POLL_SECONDS,
-    timeout_seconds: int = DEFAULT_DEPLOY_TIMEOUT_SECONDS,
-) -> str:
-    """Start the deployment execution of a model the API has just set `deploying`."""
-    body = DeploymentInput(
-        workspace_id=record.workspace_id,
-        model_name=record.name,
-        uid=record.uid,
-        correlation_id=correlation_id,
-        table_key=table_key(record.workspace_id, record.name),
-        requested_at=requested_at,
-        auto_undeploy_at=auto_undeploy_at,
-        instance_type=instance_type,
-        instance_count=instance_count,
-        poll_seconds=poll_seconds,
-        timeout_seconds=timeout_seconds,
-    )
-    name = deployment_execution_name(record.name, record.uid, requested_at)
-    return _start(sfn, state_machine_arn, name, body)
-
-
-_GONE_TOKEN_CODES = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
-
-
-def send_training_outcome(sfn: SFNClient, token: str, outcome: TrainingOutcome) -> bool:
-    """Complete the waiting StartTraining task with `outcome`.
-
-    False when the token is no longer waited on (the task already completed, timed out, or the
-    execution ended): a duplicate or late event, which changes nothing. Other errors propagate.
-    """
-    try:
-        sfn.send_task_success(taskToken=token, output=outcome.model_dump_json())
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in _GONE_TOKEN_CODES:
-            return False
-        raise
-    return True
-
-
-def send_training_heartbeat(sfn: SFNClient, token: str) -> bool:
-    """Tell the waiting task the job is alive (for a state with HeartbeatSeconds); False if gone."""
-    try:
-        sfn.send_task_heartbeat(taskToken=token)
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in _GONE_TOKEN_CODES:
-            return False
-        raise
-    return True
 
 
 def as_payload(model: BaseModel) -> dict[str, Any]:

@@ -12,13 +12,28 @@ import json
 import os
 import sys
 import tarfile
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from tunelab.client.demo import add_demo_command
+from tunelab.client.formatting import (
+    fields,
+    format_dataset,
+    format_estimate,
+    format_model,
+    format_resources,
+    list_archive,
+    short_time,
+    size,
+    table,
+    usd,
+)
 from tunelab.client.http import ApiError, ApiUnreachable, JsonObject, TunelabClient
 from tunelab.client.progress import DEPLOYING_STATUSES, TRAINING_STATUSES, ModelWatcher, wait_for_status
+from tunelab.local.cli_local import add_local_commands
 
 EXIT_OK = 0
 EXIT_API_ERROR = 1  # the API refused the request (400, 401, 403, 413, 429 and other 4xx)
@@ -69,56 +84,6 @@ def _err(message: str) -> None:
 
 def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=False), file=_out())
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A plain-text table: columns padded to their widest cell, `-` for missing values."""
-    cells = [[_cell(value) for value in row] for row in rows]
-    widths = [len(h) for h in headers]
-    for row in cells:
-        for i, value in enumerate(row):
-            widths[i] = max(widths[i], len(value))
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def fields(pairs: Iterable[tuple[str, Any]]) -> str:
-    """`key: value` lines, keys aligned; pairs whose value is None are left out."""
-    kept = [(k, v) for k, v in pairs if v is not None]
-    width = max((len(k) for k, _ in kept), default=0)
-    return "\n".join(f"{(k + ':').ljust(width + 1)} {_cell(v)}" for k, v in kept)
-
-
-def usd(value: Any) -> str | None:
-    if not isinstance(value, int | float):
-        return None
-    return f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
-
-
-def size(value: Any) -> str | None:
-    if not isinstance(value, int | float):
-        return None
-    amount = float(value)
-    for unit in ("B", "KB", "MB", "GB"):
-        if amount < 1000 or unit == "GB":
-            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1000
-    return None  # pragma: no cover  # the loop always returns
-
-
-def _short_time(value: Any) -> str | None:
-    return str(value).replace("T", " ").replace("Z", "")[:19] if value else None
 
 
 def print_error(error: ApiError, as_json: bool) -> None:
@@ -234,161 +199,6 @@ def fine_tuning_body(args: argparse.Namespace, *, name: str | None) -> JsonObjec
     return body
 
 
-def format_estimate(estimate: JsonObject) -> str:
-    training = estimate.get("training") or {}
-    low, high = usd(training.get("low_usd")), usd(training.get("high_usd"))
-    hours = training.get("hours")
-    text = fields(
-        [
-            ("Tokens per epoch", f"{training.get('tokens_per_epoch', 0):,}"),
-            ("Epochs", training.get("epochs")),
-            ("Trained tokens", f"{training.get('trained_tokens', 0):,}"),
-            ("Training", f"{usd(training.get('cost_usd'))} (between {low} and {high})"),
-            ("Training time", f"{hours:.2f} h" if isinstance(hours, int | float) else None),
-            ("Storage", f"{usd(estimate.get('storage_per_month_usd'))} a month"),
-            ("Deployment", f"{usd(estimate.get('deployment_per_hour_usd'))} an hour while deployed"),
-            ("Total", f"{usd(estimate.get('total_usd'))} (training and a month of storage)"),
-        ]
-    )
-    notes = [f"  - {note}" for note in estimate.get("notes") or []]
-    return "\n".join([text, *(["Notes:", *notes] if notes else [])])
-
-
-def format_resources(estimate: JsonObject, limit: int | None = None) -> str:
-    """The advice as text; `limit` keeps the first (cheapest) instance types that fit."""
-    vram = estimate.get("vram_gb") or {}
-    storage = estimate.get("storage_gb") or {}
-    lines = [
-        fields(
-            [
-                (
-                    "VRAM",
-                    f"{vram.get('total', 0):.2f} GB (weights {vram.get('weights', 0):.1f}, gradients "
-                    f"{vram.get('gradients', 0):.1f}, optimizer {vram.get('optimizer', 0):.1f}, activations "
-                    f"{vram.get('activations', 0):.1f}); {vram.get('with_buffer', 0):.2f} GB with a buffer",
-                ),
-                (
-                    "Storage",
-                    f"{storage.get('total', 0):.1f} GB (base model {storage.get('base_model', 0):.1f}, "
-                    f"checkpoints {storage.get('checkpoints', 0):.1f}, "
-                    f"dataset {storage.get('dataset', 0):.1f}); "
-                    f"recommended volume {storage.get('recommended')} GB",
-                ),
-                ("Instances", estimate.get("instance_count")),
-            ]
-        )
-    ]
-    instances = estimate.get("instances") or []
-    if limit is not None:
-        fitting = [i for i in instances if i.get("fits")]
-        instances = fitting[:limit]
-    if instances:
-        lines.append(
-            table(
-                ["INSTANCE TYPE", "GPUS", "VRAM GB", "FITS", "PER HOUR"],
-                [
-                    [
-                        i.get("instance_type"),
-                        i.get("gpus"),
-                        i.get("vram_gb"),
-                        i.get("fits"),
-                        usd(i.get("price_per_hour_usd")),
-                    ]
-                    for i in instances
-                ],
-            )
-        )
-    lines += [f"  - {note}" for note in estimate.get("notes") or []]
-    return "\n".join(lines)
-
-
-def format_model(model: JsonObject) -> str:
-    training = model.get("training") or {}
-    metrics = training.get("metrics") or {}
-    validation = model.get("validation") or {}
-    deployment = model.get("deployment") or {}
-    artifacts = model.get("artifacts") or {}
-    dataset = model.get("dataset") or {}
-    cost = model.get("cost") or {}
-    predicted = cost.get("predicted") or {}
-    if validation.get("mode") == "split":
-        validation_text = f"split, {validation.get('percent')}% of the rows"
-    elif validation.get("mode") == "dataset":
-        validation_text = f"dataset {(validation.get('dataset') or {}).get('id')}"
-    else:
-        validation_text = "none"
-    hyperparameters = ", ".join(
-        f"{k} {json.dumps(v) if isinstance(v, dict) else v}"
-        for k, v in (model.get("hyperparameters") or {}).items()
-        if v is not None
-    )
-    metric_text = ", ".join(f"{k} {v:g}" for k, v in metrics.items() if isinstance(v, int | float)) or None
-    rows = [
-        ("Name", model.get("name")),
-        ("Status", f"{model.get('status_label')} ({model.get('status')})"),
-        ("Provider", f"{model.get('provider')} ({model.get('hosting')})"),
-        ("Base model", (model.get("base_model") or {}).get("id")),
-        ("Continues", model.get("base_fine_tuned_model")),
-        ("Dataset", f"{dataset.get('name')} ({dataset.get('id')}, {dataset.get('rows')} rows)"),
-        ("Validation", validation_text),
-        ("Hyperparameters", hyperparameters or None),
-        ("Resources", json.dumps(model["resources"]) if model.get("resources") else None),
-        (
-            "Created",
-            f"{_short_time(model.get('created_at'))} by {(model.get('created_by') or {}).get('email')}",
-        ),
-        ("Phase", training.get("phase")),
-        ("Metrics", metric_text),
-        ("Failure", training.get("failure_reason")),
-        ("Training ended", _short_time(training.get("ended_at"))),
-        ("Predicted cost", usd(predicted.get("total_usd"))),
-        ("Storage", f"{usd(cost.get('storage_per_month_usd'))} a month" if cost else None),
-        ("Artifacts", ", ".join(artifacts.get("files") or []) or None),
-        ("Artifacts size", size(artifacts.get("size_bytes"))),
-        ("Endpoint", deployment.get("endpoint")),
-        ("Deployed", _short_time(deployment.get("deployed_at"))),
-        ("Auto-undeploy", _short_time(deployment.get("auto_undeploy_at")) if deployment else None),
-    ]
-    return fields(rows)
-
-
-def format_dataset(dataset: JsonObject) -> str:
-    stats = dataset.get("stats") or {}
-    lines = [
-        fields(
-            [
-                ("Id", dataset.get("id")),
-                ("Name", dataset.get("name")),
-                ("Status", dataset.get("status")),
-                ("Rows", dataset.get("rows")),
-                ("Size", size(dataset.get("size_bytes"))),
-                ("Prompt tokens", stats.get("prompt_tokens")),
-                ("Completion tokens", stats.get("completion_tokens")),
-                ("Longest row", f"{stats['max_row_tokens']} tokens" if "max_row_tokens" in stats else None),
-                ("Duplicate rows", stats.get("duplicate_rows")),
-                ("Empty rows skipped", stats.get("empty_rows_skipped")),
-                ("Created", _short_time(dataset.get("created_at"))),
-                ("Errors", dataset.get("error_count") or None),
-            ]
-        )
-    ]
-    for error in dataset.get("errors") or []:
-        where = ", ".join(
-            p for p in (f"row {error.get('row')}" if error.get("row") else "", error.get("column") or "") if p
-        )
-        lines.append(f"  error   {where + ': ' if where else ''}{error.get('message')}")
-    for warning in dataset.get("warnings") or []:
-        where = f"row {warning.get('row')}: " if warning.get("row") else ""
-        lines.append(f"  warning {where}{warning.get('message')}")
-    return "\n".join(lines)
-
-
-def list_archive(path: Path) -> list[tuple[str, int]]:
-    """The files of a `.tar.gz` and their sizes."""
-    with tarfile.open(path, "r:gz") as archive:
-        return [(member.name, member.size) for member in archive.getmembers() if member.isfile()]
-
-
 # --- commands ------------------------------------------------------------------------------------
 
 Handler = Callable[[argparse.Namespace, TunelabClient], int]
@@ -461,8 +271,6 @@ def cmd_base_models_show(args: argparse.Namespace, client: TunelabClient) -> int
 
 
 def _wait_for_dataset(client: TunelabClient, dataset: JsonObject, timeout: float = 600.0) -> JsonObject:
-    import time  # noqa: PLC0415
-
     deadline = time.monotonic() + timeout
     while dataset.get("status") in ("uploading", "validating"):
         if time.monotonic() > deadline:
@@ -501,7 +309,7 @@ def cmd_datasets_list(args: argparse.Namespace, client: TunelabClient) -> int:
             d.get("status"),
             d.get("rows"),
             size(d.get("size_bytes")),
-            _short_time(d.get("created_at")),
+            short_time(d.get("created_at")),
         ]
         for d in datasets
     ]
@@ -562,7 +370,7 @@ def cmd_models_list(args: argparse.Namespace, client: TunelabClient) -> int:
             (m.get("base_model") or {}).get("id"),
             (m.get("dataset") or {}).get("name"),
             (m.get("training") or {}).get("phase"),
-            _short_time(m.get("created_at")),
+            short_time(m.get("created_at")),
         ]
         for m in models
     ]
@@ -587,7 +395,7 @@ def cmd_models_events(args: argparse.Namespace, client: TunelabClient) -> int:
         detail = event.get("message") or ", ".join(
             f"{k} {v:g}" for k, v in metrics.items() if isinstance(v, int | float)
         )
-        rows.append([_short_time(event.get("at")), event.get("type"), event.get("status"), detail])
+        rows.append([short_time(event.get("at")), event.get("type"), event.get("status"), detail])
     print(table(["AT", "TYPE", "STATUS", "DETAIL"], rows))
     return EXIT_OK
 
@@ -996,16 +804,8 @@ def build_parser() -> argparse.ArgumentParser:
     leaf.add_argument("--hf-token-secret-arn")
     _leaf(group, "disconnect-sagemaker", cmd_providers_disconnect, "disconnect your AWS account", common)
 
-    from tunelab.client.demo import add_demo_command  # noqa: PLC0415  # the demo imports the CLI's helpers
-
     add_demo_command(commands)
-    try:
-        from tunelab.local.cli_local import add_local_commands  # noqa: PLC0415
-    except ModuleNotFoundError as error:  # a client-only install: no local runtime
-        if not (error.name or "").startswith("tunelab.local"):
-            raise
-    else:
-        add_local_commands(commands)
+    add_local_commands(commands)
     return parser
 
 

@@ -32,6 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from tunelab.client.formatting import format_estimate, format_resources, list_archive, size
 from tunelab.client.http import (
     API_URL_VARIABLE,
     DEFAULT_LOCAL_EMAIL,
@@ -42,6 +43,9 @@ from tunelab.client.http import (
     TunelabClient,
 )
 from tunelab.client.progress import DEPLOYING_STATUSES, TRAINING_STATUSES, ModelWatcher, wait_for_status
+from tunelab.local.environment import prepare as prepare_environment
+from tunelab.local.paths import DEFAULT_PORT, default_data_dir
+from tunelab.local.tokens import issue_token
 
 SMOLLM2 = "local.smollm2-135m-instruct"
 TINY = "local.tiny-llama"
@@ -269,15 +273,11 @@ class Demo:
     def start_local_runtime(self) -> TunelabClient:
         if self.api_url is not None:
             raise StageFailed(f"nothing answers at {self.api_url}")
+        # The runtime (boto3, moto, the API) loads only when the demo starts its own, after the
+        # environment its handlers' loggers read as they load.
+        prepare_environment()
         try:
-            from tunelab.local.runtime import (  # noqa: PLC0415  # heavy: only when needed
-                DEFAULT_PORT,
-                DataDirInUse,
-                LocalRuntime,
-                PortInUse,
-                default_data_dir,
-            )
-            from tunelab.local.tokens import issue_token  # noqa: PLC0415
+            from tunelab.local.runtime import DataDirInUse, LocalRuntime, PortInUse  # noqa: PLC0415
         except ModuleNotFoundError as error:
             raise StageFailed(f"the local runtime cannot start: {error}") from error
         data_dir = self.data_dir or default_data_dir()
@@ -342,7 +342,6 @@ class Demo:
         return ids[0], ids[1], prompts
 
     def estimate(self, train_id: str, validation_id: str) -> JsonObject:
-        from tunelab.client.cli import format_estimate, format_resources  # noqa: PLC0415  # the CLI imports us
 
         plan = self.plan
         self.heading(3, "Predicted cost and resources")
@@ -428,7 +427,6 @@ class Demo:
             outcome.append(f"{exact}/{len(prompts)} exact")
 
     def download(self) -> None:
-        from tunelab.client.cli import list_archive, size  # noqa: PLC0415
 
         self.heading(7, "Download")
         with self.stage("download") as outcome, tempfile.TemporaryDirectory(prefix="tunelab-demo-") as folder:

@@ -23,6 +23,9 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from tunelab.local.paths import default_data_dir
+from tunelab.local.tokens import issue_token
+
 API_URL_VARIABLE = "TUNELAB_API_URL"
 TOKEN_VARIABLE = "TUNELAB_TOKEN"  # noqa: S105  # the variable's name, not a token
 DEFAULT_API_URL = "http://127.0.0.1:8642"
@@ -119,9 +122,6 @@ def local_token(
     email: str = DEFAULT_LOCAL_EMAIL,
 ) -> str:
     """A token of the local runtime whose data dir is `data_dir` (default: the runtime's default)."""
-    from tunelab.local.runtime import default_data_dir  # noqa: PLC0415  # only for the local runtime
-    from tunelab.local.tokens import issue_token  # noqa: PLC0415
-
     return issue_token(data_dir or default_data_dir(), workspace=workspace, email=email)
 
 

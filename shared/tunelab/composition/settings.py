@@ -11,14 +11,13 @@ say in their description what leaving them out means.
 from __future__ import annotations
 
 from functools import cache
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, StringConstraints, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tunelab.domain.catalog import Runtime
 from tunelab.domain.identity import Plan
-
-Runtime = Literal["aws", "local"]
 
 # Required text: present and not blank, so an empty `TABLE_NAME=` fails at start instead of later.
 _Required = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -63,11 +62,10 @@ class Settings(BaseSettings):
         description="Role EventBridge Scheduler assumes to start the undeploy."
     )
     auto_undeploy_target_arn: _Required = Field(description="ARN the auto-undeploy schedule targets.")
-    schedules_dlq_arn: str | None = Field(
-        default=None,
+    schedules_dlq_arn: _Required = Field(
         description=(
             "SQS queue EventBridge Scheduler sends an auto-undeploy schedule's event to when it cannot "
-            "invoke the target (the schedule's DeadLetterConfig); unset: such events are dropped."
+            "invoke the target (every schedule's DeadLetterConfig)."
         ),
     )
     bedrock_role_arn: _Required = Field(description="Service role Bedrock model customization jobs run with.")

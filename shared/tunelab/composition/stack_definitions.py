@@ -19,35 +19,26 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tunelab.adapters.dynamodb.table import TABLE_DEFINITION, TTL_ATTRIBUTE
+
+# Where things live and how provider resources are tagged: the domain's layout, which the stack scopes
+# its permissions, rules and lifecycles with.
+from tunelab.domain.layout import (
+    PROVIDER_RESOURCE_TAG,
+    UPLOADS_PREFIX,
+)
+
 # Lambda's Python: the runtime of every function and the interpreter the bundle's wheels are for.
 LAMBDA_PYTHON_VERSION = "3.14"
 LAMBDA_ARCHITECTURE: Literal["arm64"] = "arm64"
 
-# Objects a presigned upload puts here land first; validation copies them out (they expire).
-UPLOADS_PREFIX = "uploads/"
+# Objects a presigned upload puts under UPLOADS_PREFIX land first; validation copies them out (they
+# expire).
 UPLOADS_EXPIRE_AFTER_DAYS = 7
 ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS = 1
 ACCESS_LOGS_EXPIRE_AFTER_DAYS = 90
 LOG_RETENTION_DAYS = 90
 
-# Every resource tunelab creates in a customer's (BYOK) account carries this tag, with the
-# workspace id as value; the connector's role may change or delete only resources that carry it,
-# and the connector forwards only the events of resources that carry it.
-PROVIDER_RESOURCE_TAG = "tunelab-workspace"
-# The cross-account role of the BYOK connector is named with this prefix; the platform may assume
-# only roles so named (`arn:aws:iam::*:role/tunelab-*`).
-CONNECTOR_ROLE_PREFIX = "tunelab-"
-
-# Where the Bedrock provider's files live in the platform's artifacts bucket: PrepareData writes the
-# training data under the first (`workflows.tasks.data_store`), customization jobs write their
-# output under the second (`BedrockConfig.output_prefix`). Bedrock's service role reads and writes
-# only there.
-BEDROCK_TRAINING_DATA_PREFIX = "training-data/"
-BEDROCK_OUTPUT_PREFIX = "bedrock-output/"
-# Where tunelab's objects live in a BYOK customer's artifact bucket (`providers.sagemaker.BUCKET_PREFIX`):
-# training data, the trainer's source, job outputs and checkpoints. The connector's roles are
-# limited to it.
-CONNECTOR_BUCKET_PREFIX = "tunelab/"
 # Where the trainer's source (`trainer/`) sits in the Lambda bundle, whose root is Lambda's task root:
 # SageMaker jobs are started with it packed as sourcedir.tar.gz (`wiring.trainer_dir`, TRAINER_DIR).
 LAMBDA_TASK_ROOT = "/var/task"
@@ -518,22 +509,8 @@ class TableDefinition(_Frozen):
 
 
 def table_definition() -> TableDefinition:
-    """The records table as the repository publishes it (`tunelab.adapters.dynamodb.TABLE_DEFINITION`).
-
-    The repository owns the table's shape; it publishes boto3 `create_table` keyword arguments
-    (and `TTL_ATTRIBUTE`) or a `TableDefinition`. Imported here, lazily, so this module stays free
-    of the repository's imports for readers that need only the rest.
-    """
-    from tunelab.adapters import dynamodb as repository  # noqa: PLC0415
-
-    published: object = repository.TABLE_DEFINITION
-    if isinstance(published, TableDefinition):
-        return published
-    if isinstance(published, Mapping):
-        return TableDefinition.from_create_table(
-            published, ttl_attribute=getattr(repository, "TTL_ATTRIBUTE", None)
-        )
-    return TableDefinition.model_validate(published, from_attributes=True)
+    """The records table as its stores lay it out (`adapters.dynamodb.TABLE_DEFINITION`)."""
+    return TableDefinition.from_create_table(TABLE_DEFINITION, ttl_attribute=TTL_ATTRIBUTE)
 
 
 def function(logical_id: str) -> FunctionSpec:

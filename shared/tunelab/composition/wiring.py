@@ -1,48 +1,60 @@
-"""Where handlers get what they work with: one `Services` container, built lazily from settings.
+"""The composition root: where the use cases' ports (`application.ports.Context`) are made from the
+settings, over AWS.
 
 Every Lambda function (and the local runtime, which dispatches to the same handlers) asks
-`get_services()` for the repository, the catalog, boto3 clients in the platform's region and the
-provider of a model. Nothing is built at import time; each piece is made on first use and kept for
-the container's life. Tests build their own `Services(...)` with fakes or moto-backed clients and
-install it with `set_services()`; `reset_services()` forgets it.
+`get_services()` for its `Services`: the application context — stores, object storage, workflows,
+the event bus, email, schedules, providers — each made on first use and kept for the execution
+environment's life, like Lambda keeps a warm container's globals. Nothing is built at import time.
+Tests build their own `Services(...)` with moto-backed clients and install it with `set_services()`;
+the in-memory fakes of the fast tests implement `Context` without this module.
+
+The process-wide state of tunelab lives here and nowhere else, each piece with why a warm start needs
+it: the services themselves (clients, the table, providers per workspace), the provider factories and
+catalog extensions the local runtime registers, and the workspaces a container has seen
+(`SeenWorkspaces`).
 
 Providers:
 
-* `bedrock` — `BedrockConfig` from settings (the platform's account, its service role and the
-  artifacts bucket).
-* `sagemaker` — from the workspace's stored `ProviderConnectionRecord` (BYOK, the customer's role).
-* `local` (and any other) — from a factory registered with `register_provider_factory(name, f)`;
+* `bedrock` — the platform's account, its service role and the artifacts bucket (settings).
+* `sagemaker` — the workspace's stored connection (BYOK, the customer's role), made once per
+  workspace and forgotten when the connection changes.
+* any other (`local`) — from a factory registered with `register_provider_factory(name, factory)`;
   the local runtime registers its own at start.
-
-Catalog extensions (`register_catalog_extension(fn)`): functions that return more base models
-(the local runtime's operator-registered model folders); `Services.catalog` adds what they return,
-asked on every read so a folder registered while the runtime runs appears at once.
 """
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from functools import cached_property
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import boto3
 
-from tunelab.adapters.dynamodb import Repository
-from tunelab.adapters.providers import get_provider
-from tunelab.composition.settings import Settings, get_settings
-from tunelab.domain.catalog import BaseModelSpec, Catalog, load_catalog
-from tunelab.domain.errors import ValidationFailed
-from tunelab.domain.providers import (
-    BedrockConfig,
-    ModelIdentity,
-    SageMakerConfig,
-    SageMakerConnection,
-    TrainingProvider,
+from tunelab.adapters import providers as provider_adapters
+from tunelab.adapters.dynamodb import (
+    DynamoConnections,
+    DynamoDatasets,
+    DynamoModels,
+    DynamoTaskTokens,
+    DynamoWorkspaces,
+    RecordsTable,
 )
-from tunelab.domain.records import ModelRecord
+from tunelab.adapters.eventbridge import EventPublisher
+from tunelab.adapters.s3 import S3Objects
+from tunelab.adapters.scheduler import EventBridgeScheduler
+from tunelab.adapters.ses import Notifier
+from tunelab.adapters.stepfunctions import StepFunctionsWorkflows
+from tunelab.application.ports import TrainingProvider, WorkspaceStore
+from tunelab.composition.settings import Settings, get_settings
+from tunelab.composition.trainer import trainer_dir
+from tunelab.domain.catalog import BaseModelSpec, Catalog, Provider, load_catalog
+from tunelab.domain.errors import ValidationFailed
+from tunelab.domain.identity import Plan
+from tunelab.domain.providers import ConnectionCheck, ProviderEvent, SageMakerConnection
+from tunelab.domain.records import ModelRecord, WorkspaceRecord, utcnow
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -59,46 +71,43 @@ class ProviderFactory(Protocol):
     def __call__(self, services: Services, workspace_id: str) -> TrainingProvider: ...
 
 
-_FACTORIES: dict[str, ProviderFactory] = {}
-_FACTORIES_LOCK = threading.Lock()
+CatalogExtension = Callable[[], list[BaseModelSpec]]
+T = TypeVar("T")
 
-# Where the trainer's source folder may be: an explicit TRAINER_DIR, the repository's `trainer/`
-# (the package lives in `shared/tunelab`), or next to the package in a Lambda bundle.
-_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the package `tunelab`
-_TRAINER_CANDIDATES = (_PACKAGE_DIR.parents[1] / "trainer", _PACKAGE_DIR.parent / "trainer")
+# What the local runtime registers for the process it runs in: its provider and its operator's model
+# folders (the runtime and the handlers share one process; they meet here).
+_FACTORIES: dict[str, ProviderFactory] = {}
+_EXTENSIONS: list[CatalogExtension] = []
+_REGISTRY_LOCK = threading.Lock()
 
 
 def register_provider_factory(name: str, factory: ProviderFactory) -> None:
-    """Make `provider_for` build provider `name` with `factory` (replaces a built-in one too)."""
-    with _FACTORIES_LOCK:
+    """Make the services build provider `name` with `factory` (replaces a built-in one too)."""
+    with _REGISTRY_LOCK:
         _FACTORIES[name] = factory
 
 
 def unregister_provider_factory(name: str) -> None:
-    with _FACTORIES_LOCK:
+    with _REGISTRY_LOCK:
         _FACTORIES.pop(name, None)
-
-
-CatalogExtension = Callable[[], list[BaseModelSpec]]
-_EXTENSIONS: list[CatalogExtension] = []
 
 
 def register_catalog_extension(fn: CatalogExtension) -> None:
     """Add the base models `fn()` returns to every `Services.catalog` (registering twice adds once)."""
-    with _FACTORIES_LOCK:
+    with _REGISTRY_LOCK:
         if fn not in _EXTENSIONS:
             _EXTENSIONS.append(fn)
 
 
 def unregister_catalog_extension(fn: CatalogExtension) -> None:
-    with _FACTORIES_LOCK:
+    with _REGISTRY_LOCK:
         if fn in _EXTENSIONS:
             _EXTENSIONS.remove(fn)
 
 
 def extended_catalog(base: Catalog) -> Catalog:
     """`base` with the models of the registered extensions (an id `base` already has is skipped)."""
-    with _FACTORIES_LOCK:
+    with _REGISTRY_LOCK:
         extensions = list(_EXTENSIONS)
     if not extensions:
         return base
@@ -112,32 +121,123 @@ def extended_catalog(base: Catalog) -> Catalog:
     return base.with_models(extra) if extra else base
 
 
-def model_identity(record: ModelRecord) -> ModelIdentity:
-    """The identity every provider name and idempotency token of this model derives from."""
-    return ModelIdentity(
-        workspace_id=record.workspace_id, model_name=record.name, created_at=record.created_at
-    )
+class SeenWorkspaces:
+    """A `WorkspaceStore` that remembers the workspaces this container has ensured exist, so most
+    requests of a warm API container cost no write. A claim naming another plan than the one seen
+    always goes to the store (trial -> subscription -> trial lands); entries expire after `ttl_s`, so
+    a change another container wrote is not hidden for long."""
+
+    def __init__(
+        self, store: WorkspaceStore, *, ttl_s: float = 300.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._seen: dict[str, tuple[WorkspaceRecord, float]] = {}
+        self._lock = threading.Lock()
+
+    def find(self, workspace: str) -> WorkspaceRecord | None:
+        return self.store.find(workspace)
+
+    def get(self, workspace: str) -> WorkspaceRecord:
+        return self.store.get(workspace)
+
+    def ensure(self, workspace: str, *, plan: Plan | None, default_plan: Plan) -> WorkspaceRecord:
+        now = self._clock()
+        with self._lock:
+            known = self._seen.get(workspace)
+        if known is not None and now - known[1] < self.ttl_s and plan in (None, known[0].plan):
+            return known[0]
+        record = self.store.ensure(workspace, plan=plan, default_plan=default_plan)
+        with self._lock:
+            self._seen[workspace] = (record, now)
+        return record
 
 
-def trainer_dir() -> Path:
-    """The trainer's source folder (`train.py`, `requirements.txt`) that SageMaker jobs run."""
-    explicit = os.environ.get("TRAINER_DIR")
-    candidates = (Path(explicit),) if explicit else _TRAINER_CANDIDATES
-    for candidate in candidates:
-        if (candidate / "train.py").is_file():
-            return candidate
-    raise FileNotFoundError(
-        "The trainer's source folder (with train.py) was not found; set TRAINER_DIR or ship trainer/ "
-        "with the function."
-    )
+class ProviderRegistry:
+    """The providers of this deployment (`application.ports.Providers`), made on first use per
+    (provider, workspace) and kept while the services live."""
+
+    def __init__(self, services: Services, injected: Mapping[str, TrainingProvider] | None = None) -> None:
+        self._services = services
+        self._made: dict[tuple[str, str], TrainingProvider] = {}
+        for name, provider in (injected or {}).items():
+            self._made[(name, "*")] = provider
+        self._lock = threading.RLock()
+
+    def for_model(self, record: ModelRecord) -> TrainingProvider:
+        return self.named(record.provider, record.workspace_id)
+
+    def named(self, name: str, workspace: str) -> TrainingProvider:
+        """Provider `name` in `workspace` (a BYOK provider is the workspace's)."""
+        with self._lock:
+            made = self._made.get((name, "*")) or self._made.get((name, workspace))
+            if made is None:
+                made = self._made[(name, workspace)] = self._build(name, workspace)
+            return made
+
+    def set(self, name: str, provider: TrainingProvider, workspace: str | None = None) -> None:
+        """Use `provider` for `name` (in one workspace, or in all when `workspace` is None)."""
+        with self._lock:
+            self._made[(name, workspace or "*")] = provider
+
+    def forget(self, provider: Provider, workspace: str) -> None:
+        with self._lock:
+            self._made.pop((provider, workspace), None)
+
+    def parse_event(
+        self, source: str, detail_type: str, detail: Mapping[str, Any], account: str | None
+    ) -> ProviderEvent:
+        return provider_adapters.parse_event(source, detail_type, detail, account)
+
+    def verify_connection(self, connection: SageMakerConnection, workspace: str) -> ConnectionCheck:
+        # The SageMaker and Bedrock adapters load when first used (40-60 ms of every cold start otherwise;
+        # only BYOK paths need SageMaker's), not to break a cycle: the layers have none.
+        from tunelab.adapters.providers.sagemaker import verify_connection  # noqa: PLC0415  # cold start
+
+        return verify_connection(connection, workspace, base=self._services.session)
+
+    def _build(self, name: str, workspace: str) -> TrainingProvider:
+        services = self._services
+        with _REGISTRY_LOCK:
+            factory = _FACTORIES.get(name)
+        if factory is not None:
+            return factory(services, workspace)
+        if name == "bedrock":
+            from tunelab.adapters.providers.bedrock import BedrockConfig, BedrockProvider  # noqa: PLC0415  # cold start
+
+            settings = services.settings
+            return BedrockProvider(
+                BedrockConfig(
+                    region=settings.aws_region,
+                    service_role_arn=settings.bedrock_role_arn,
+                    output_bucket=settings.artifacts_bucket,
+                ),
+                session=services.session,
+            )
+        if name == "sagemaker":
+            from tunelab.adapters.providers.sagemaker import (  # noqa: PLC0415  # cold start
+                SageMakerConfig,
+                SageMakerProvider,
+            )
+
+            return SageMakerProvider(
+                SageMakerConfig(
+                    connection=services.sagemaker_connection(workspace),
+                    workspace_id=workspace,
+                    trainer_dir=trainer_dir(),
+                ),
+                session=services.session,
+            )
+        raise ValueError(f"no provider {name!r}: register a factory with register_provider_factory")
 
 
 class Services:
-    """The repository, the catalog, AWS clients and providers, each made on first use.
+    """The application context over AWS: every port, made on first use from the settings.
 
-    `session`: the boto3 session clients come from (a fresh default one when absent);
-    `clients`: ready-made clients by service name (`"sfn"`, `"sesv2"`, ...) that win over the session;
-    `repository` / `catalog` / `settings`: ready-made ones (tests, the local runtime).
+    `session`: the boto3 session clients come from (a default one when absent); `clients`: ready-made
+    clients by service name (`"sfn"`, `"sesv2"`, ...) that win over the session; `catalog`: a
+    ready-made catalog; `providers`: ready-made providers by name (tests).
     """
 
     def __init__(
@@ -146,22 +246,20 @@ class Services:
         *,
         session: boto3.Session | None = None,
         clients: dict[str, Any] | None = None,
-        repository: Repository | None = None,
         catalog: Catalog | None = None,
         providers: dict[str, TrainingProvider] | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._settings = settings
         self._session = session
         self._clients: dict[str, Any] = dict(clients or {})
-        self._repository = repository
         self._catalog = catalog
-        # Providers made (or injected) for (name, workspace); reused while the container lives.
-        self._providers: dict[tuple[str, str], TrainingProvider] = {}
-        for name, provider in (providers or {}).items():
-            self._providers[(name, "*")] = provider
+        self._injected = dict(providers or {})
+        self._clock = clock
+        self._shared: dict[str, object] = {}
         self._lock = threading.RLock()
 
-    # --- configuration and records -----------------------------------------------------------
+    # --- configuration ---
 
     @property
     def settings(self) -> Settings:
@@ -170,20 +268,14 @@ class Services:
         return self._settings
 
     @property
-    def region(self) -> str:
-        return self.settings.aws_region
+    def config(self) -> Settings:
+        return self.settings
 
     @property
     def session(self) -> boto3.Session:
         if self._session is None:
-            self._session = boto3.Session(region_name=self.region)
+            self._session = boto3.Session(region_name=self.settings.aws_region)
         return self._session
-
-    @property
-    def repository(self) -> Repository:
-        if self._repository is None:
-            self._repository = Repository(self.settings.table_name, self.dynamodb)
-        return self._repository
 
     @property
     def catalog(self) -> Catalog:
@@ -192,13 +284,24 @@ class Services:
             self._catalog = load_catalog()
         return extended_catalog(self._catalog)
 
-    # --- AWS clients in the platform's region --------------------------------------------------
+    def now(self) -> datetime:
+        return self._clock()
+
+    def shared(self, key: str, make: Callable[[], T]) -> T:
+        """What an entry point keeps for the container's life (e.g. the API's idempotency store), made
+        once with `make`; forgotten with the services."""
+        with self._lock:
+            if key not in self._shared:
+                self._shared[key] = make()
+            return cast("T", self._shared[key])
+
+    # --- AWS clients in the platform's region ---
 
     def client(self, service: str) -> Any:
         """A boto3 client of `service` in the platform's region, made once."""
         with self._lock:
             if service not in self._clients:
-                self._clients[service] = self.session.client(service, region_name=self.region)  # type: ignore[call-overload]
+                self._clients[service] = self.session.client(service, region_name=self.settings.aws_region)  # type: ignore[call-overload]
             return self._clients[service]
 
     @property
@@ -217,7 +320,7 @@ class Services:
         return client
 
     @property
-    def events(self) -> EventBridgeClient:
+    def eventbridge(self) -> EventBridgeClient:
         client: EventBridgeClient = self.client("events")
         return client
 
@@ -227,24 +330,80 @@ class Services:
         return client
 
     @property
-    def scheduler(self) -> EventBridgeSchedulerClient:
+    def scheduler_client(self) -> EventBridgeSchedulerClient:
         client: EventBridgeSchedulerClient = self.client("scheduler")
         return client
 
-    # --- providers -------------------------------------------------------------------------------
+    # --- the ports ---
 
     @cached_property
-    def bedrock_config(self) -> BedrockConfig:
+    def table(self) -> RecordsTable:
+        return RecordsTable(self.settings.table_name, client_factory=lambda: self.dynamodb, clock=self._clock)
+
+    @cached_property
+    def workspaces(self) -> SeenWorkspaces:
+        return SeenWorkspaces(DynamoWorkspaces(self.table))
+
+    @cached_property
+    def connections(self) -> DynamoConnections:
+        return DynamoConnections(self.table)
+
+    @cached_property
+    def datasets(self) -> DynamoDatasets:
+        return DynamoDatasets(self.table)
+
+    @cached_property
+    def models(self) -> DynamoModels:
+        return DynamoModels(self.table)
+
+    @cached_property
+    def task_tokens(self) -> DynamoTaskTokens:
+        return DynamoTaskTokens(self.table)
+
+    @cached_property
+    def files(self) -> S3Objects:
+        return S3Objects(client_factory=lambda: self.s3)
+
+    @cached_property
+    def workflows(self) -> StepFunctionsWorkflows:
         settings = self.settings
-        return BedrockConfig(
-            region=settings.aws_region,
-            service_role_arn=settings.bedrock_role_arn,
-            output_bucket=settings.artifacts_bucket,
+        return StepFunctionsWorkflows(
+            fine_tuning_arn=settings.fine_tuning_state_machine_arn,
+            deployment_arn=settings.deployment_state_machine_arn,
+            client_factory=lambda: self.sfn,
+            poll_seconds=settings.deploy_poll_seconds,
         )
 
+    @cached_property
+    def events(self) -> EventPublisher:
+        return EventPublisher(self.eventbridge, self.settings.event_bus_name)
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        settings = self.settings
+        return Notifier(
+            self.sesv2, sender=settings.sender_email, configuration_set=settings.ses_configuration_set
+        )
+
+    @cached_property
+    def scheduler(self) -> EventBridgeScheduler:
+        settings = self.settings
+        return EventBridgeScheduler(
+            self.scheduler_client,
+            group=settings.schedule_group,
+            role_arn=settings.scheduler_role_arn,
+            target_arn=settings.auto_undeploy_target_arn,
+            dead_letter_arn=settings.schedules_dlq_arn,
+            clock=self._clock,
+        )
+
+    @cached_property
+    def providers(self) -> ProviderRegistry:
+        return ProviderRegistry(self, self._injected)
+
     def sagemaker_connection(self, workspace_id: str) -> SageMakerConnection:
-        """The workspace's stored SageMaker connection; `ValidationFailed` when there is none usable."""
-        record = self.repository.find_provider_connection(workspace_id, "sagemaker")
+        """The workspace's stored SageMaker connection; `ValidationFailed` when there is none."""
+        record = self.connections.find(workspace_id, "sagemaker")
         if record is None:
             raise ValidationFailed.of(
                 "provider",
@@ -258,63 +417,15 @@ class Services:
             hf_token_secret_arn=record.hf_token_secret_arn,
         )
 
-    def sagemaker_config(self, workspace_id: str) -> SageMakerConfig:
-        return SageMakerConfig(
-            connection=self.sagemaker_connection(workspace_id),
-            workspace_id=workspace_id,
-            trainer_dir=trainer_dir(),
-        )
 
-    def provider_for(
-        self, record_or_name: ModelRecord | str, workspace_id: str | None = None
-    ) -> TrainingProvider:
-        """The provider of a model record (its provider and workspace), or of provider `name` in
-        `workspace_id` (required for `sagemaker`, whose connection is the workspace's)."""
-        if isinstance(record_or_name, ModelRecord):
-            name: str = record_or_name.provider
-            workspace = workspace_id or record_or_name.workspace_id
-        else:
-            name, workspace = record_or_name, workspace_id or ""
-        with self._lock:
-            injected = self._providers.get((name, "*")) or self._providers.get((name, workspace))
-            if injected is not None:
-                return injected
-            provider = self._build_provider(name, workspace)
-            # A SageMaker provider holds the connection read now; a replaced connection needs
-            # a new container (connections change rarely, and `forget_provider` drops it).
-            self._providers[(name, workspace)] = provider
-            return provider
-
-    def set_provider(self, name: str, provider: TrainingProvider, workspace_id: str | None = None) -> None:
-        """Use `provider` for `name` (in one workspace, or in all when `workspace_id` is None)."""
-        with self._lock:
-            self._providers[(name, workspace_id or "*")] = provider
-
-    def forget_provider(self, name: str, workspace_id: str) -> None:
-        """Drop a cached provider (the workspace's connection was replaced or deleted)."""
-        with self._lock:
-            self._providers.pop((name, workspace_id), None)
-
-    def _build_provider(self, name: str, workspace: str) -> TrainingProvider:
-        factory = _FACTORIES.get(name)
-        if factory is not None:
-            return factory(self, workspace)
-        if name == "bedrock":
-            return get_provider("bedrock", self.bedrock_config, session=self.session)
-        if name == "sagemaker":
-            if not workspace:
-                raise ValueError("the sagemaker provider needs the workspace id")
-            return get_provider("sagemaker", self.sagemaker_config(workspace), session=self.session)
-        raise ValueError(f"no provider {name!r}: register a factory with register_provider_factory")
-
-
+# One container per process, like Lambda's execution environment keeps its globals between invocations.
 _SERVICES: Services | None = None
 _SERVICES_LOCK = threading.Lock()
 
 
 def get_services() -> Services:
     """The process's services, made on first use from the settings."""
-    global _SERVICES  # noqa: PLW0603  # one container per process, like Lambda's
+    global _SERVICES  # noqa: PLW0603  # see above
     with _SERVICES_LOCK:
         if _SERVICES is None:
             _SERVICES = Services()
@@ -329,7 +440,8 @@ def set_services(services: Services) -> None:
 
 
 def reset_services() -> None:
-    """Forget the services; the next `get_services()` builds them again from the environment."""
+    """Forget the services (and with them every cache they hold); the next `get_services()` builds
+    them again from the environment."""
     global _SERVICES  # noqa: PLW0603
     with _SERVICES_LOCK:
         _SERVICES = None

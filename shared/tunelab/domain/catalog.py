@@ -210,11 +210,101 @@ class Deployment(_Frozen):
     regions: list[str] = Field(default_factory=list)
 
 
-_DEPLOYMENT_METHODS: dict[str, tuple[str, ...]] = {
-    "bedrock": ("on_demand", "provisioned_throughput"),
-    "sagemaker": ("sagemaker_endpoint",),
-    "local": ("local_server",),
+DeploymentMethod = Literal["on_demand", "provisioned_throughput", "sagemaker_endpoint", "local_server"]
+Runtime = Literal["aws", "local"]
+
+
+class ProviderTraits(_Frozen):
+    """What a provider is, as data: every rule that differs by provider reads one of these, so no
+    rule asks which provider it has (`provider_traits`; a new provider is a new entry)."""
+
+    hosting: Hosting
+    # Where tunelab can run it: deployed to AWS, or in the embedded local runtime.
+    runtime: Runtime
+    # Trains only in the regions its models list (Bedrock customization); else wherever it runs.
+    regional: bool
+    # Trains in the customer's own account (BYOK): the workspace's plan and connection are checked.
+    requires_connection: bool
+    # The request names the instances (type, count, volume); the cost is instance-hours.
+    requires_resources: bool
+    # Accepts the trainer's optional hyperparameters (LoRA, precision, ...); else only the basic ones.
+    optional_hyperparameters: bool
+    # Takes the provider's own hyperparameter names (`HyperparameterSpec.provider_names`).
+    provider_hyperparameter_names: bool
+    # The provider keeps the trained weights (a custom model, by `model_ref`): no download, and a
+    # continuation starts from that model. Else the weights are a `model.tar.gz` tunelab can hand out.
+    keeps_weights: bool
+    # The trainer runs it: the model's parameter count is known and drives the resource advice.
+    runs_trainer: bool
+    # Trains on the CPU of the machine tunelab runs on.
+    cpu_training: bool
+    # Stops early on its own whenever there is validation data.
+    always_stops_early: bool
+    # How training is billed: per trained token, per instance-hour, or not at all.
+    billing: Literal["per_token", "instance_hours", "none"]
+    # What keeping the trained model costs a month: the model's price in the catalog (the provider
+    # stores it), S3 storage of the archive's size, or nothing.
+    storage_billing: Literal["catalog_price", "s3_archive", "none"]
+    deployment_methods: tuple[DeploymentMethod, ...]
+
+
+# Built into `ProviderTraits` on first use (`provider_traits`), not at import.
+_TRAITS: Mapping[Provider, Mapping[str, Any]] = {
+    "bedrock": {
+        "hosting": "managed",
+        "runtime": "aws",
+        "regional": True,
+        "requires_connection": False,
+        "requires_resources": False,
+        "optional_hyperparameters": False,
+        "provider_hyperparameter_names": True,
+        "keeps_weights": True,
+        "runs_trainer": False,
+        "cpu_training": False,
+        "always_stops_early": True,
+        "billing": "per_token",
+        "storage_billing": "catalog_price",
+        "deployment_methods": ("on_demand", "provisioned_throughput"),
+    },
+    "sagemaker": {
+        "hosting": "byok",
+        "runtime": "aws",
+        "regional": False,
+        "requires_connection": True,
+        "requires_resources": True,
+        "optional_hyperparameters": True,
+        "provider_hyperparameter_names": False,
+        "keeps_weights": False,
+        "runs_trainer": True,
+        "cpu_training": False,
+        "always_stops_early": False,
+        "billing": "instance_hours",
+        "storage_billing": "s3_archive",
+        "deployment_methods": ("sagemaker_endpoint",),
+    },
+    "local": {
+        "hosting": "local",
+        "runtime": "local",
+        "regional": False,
+        "requires_connection": False,
+        "requires_resources": False,
+        "optional_hyperparameters": True,
+        "provider_hyperparameter_names": False,
+        "keeps_weights": False,
+        "runs_trainer": True,
+        "cpu_training": True,
+        "always_stops_early": False,
+        "billing": "none",
+        "storage_billing": "none",
+        "deployment_methods": ("local_server",),
+    },
 }
+
+
+@cache
+def provider_traits(provider: Provider) -> ProviderTraits:
+    """The traits of `provider` (a model record's or a spec's)."""
+    return ProviderTraits.model_validate(_TRAITS[provider])
 
 
 class BaseModelSpec(_Frozen):
@@ -242,43 +332,64 @@ class BaseModelSpec(_Frozen):
     notes: list[str] = Field(default_factory=list)
 
     @property
+    def traits(self) -> ProviderTraits:
+        return provider_traits(self.provider)
+
+    @property
     def supports_optional_hyperparameters(self) -> bool:
-        return self.provider != "bedrock"
+        return self.traits.optional_hyperparameters
 
     @property
     def supports_download(self) -> bool:
-        return self.provider != "bedrock"
+        return not self.traits.keeps_weights
 
     @property
     def requires_resources(self) -> bool:
-        return self.provider == "sagemaker"
+        return self.traits.requires_resources
 
     @property
     def is_retired(self) -> bool:
         return self.retired is not None
 
+    def availability(self, *, runtime: str, region: str) -> tuple[bool, str | None]:
+        """Whether a deployment (its runtime and region) can fine-tune this model, and if not, why."""
+        traits = self.traits
+        if runtime != traits.runtime:
+            if runtime == "local":
+                return False, "Cloud models cannot be fine-tuned in the local runtime; use a local model."
+            return False, "This model is fine-tuned only in the local runtime (`tunelab local up`)."
+        if self.retired is not None:
+            return False, f"Fine-tuning of this model is no longer offered: {self.retired.note}"
+        if traits.regional and region not in self.regions:
+            offered = ", ".join(sorted(self.regions))
+            who = self.provider.capitalize()
+            return False, f"{who} does not fine-tune this model in {region}; it does in {offered}."
+        return True, None
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        expected_hosting = {"bedrock": "managed", "sagemaker": "byok", "local": "local"}[self.provider]
-        if self.hosting != expected_hosting:
-            raise ValueError(f"{self.id}: provider {self.provider} is hosted {expected_hosting}")
-        if self.provider == "sagemaker" and not (self.hf_id and self.default_instance_type):
-            raise ValueError(f"{self.id}: a SageMaker model needs hf_id and default_instance_type")
-        if self.provider == "sagemaker" and not self.deployment.default_instance_type:
-            raise ValueError(f"{self.id}: a SageMaker model needs deployment.default_instance_type")
-        if self.provider != "bedrock" and self.parameter_count is None:
+        traits = self.traits
+        if self.hosting != traits.hosting:
+            raise ValueError(f"{self.id}: provider {self.provider} is hosted {traits.hosting}")
+        if traits.requires_resources and not (self.hf_id and self.default_instance_type):
+            raise ValueError(f"{self.id}: a {self.provider} model needs hf_id and default_instance_type")
+        if traits.requires_resources and not self.deployment.default_instance_type:
+            raise ValueError(f"{self.id}: a {self.provider} model needs deployment.default_instance_type")
+        if traits.runs_trainer and self.parameter_count is None:
             raise ValueError(f"{self.id}: a {self.provider} model needs its parameter_count")
-        if self.provider == "bedrock" and not self.regions:
-            raise ValueError(f"{self.id}: a Bedrock model needs its regions")
-        if self.deployment.method not in _DEPLOYMENT_METHODS[self.provider]:
+        if traits.regional and not self.regions:
+            raise ValueError(f"{self.id}: a {self.provider} model needs its regions")
+        if self.deployment.method not in traits.deployment_methods:
             raise ValueError(
                 f"{self.id}: deployment method {self.deployment.method} is not one of "
-                f"{_DEPLOYMENT_METHODS[self.provider]} for provider {self.provider}"
+                f"{traits.deployment_methods} for provider {self.provider}"
             )
-        if self.provider == "bedrock":
+        if traits.provider_hyperparameter_names:
             missing = set(self.hyperparameters.supported_paths()) - set(self.hyperparameters.provider_names)
             if missing:
-                raise ValueError(f"{self.id}: Bedrock parameter names missing for {sorted(missing)}")
+                raise ValueError(
+                    f"{self.id}: {self.provider.capitalize()} parameter names missing for {sorted(missing)}"
+                )
         elif self.hyperparameters.provider_names:
             raise ValueError(
                 f"{self.id}: the trainer's hyperparameters use tunelab's names; provider_names must be empty"
@@ -325,6 +436,9 @@ class _InstancesFile(_Frozen):
     # Price of training-volume storage (ml storage, general purpose SSD) per GB-month.
     volume_per_gb_month_usd: float = Field(gt=0)
     volume_source: Source
+    # Price of keeping an object in S3 Standard per GB-month (a trained archive in the customer's bucket).
+    s3_storage_per_gb_month_usd: float = Field(gt=0)
+    s3_storage_source: Source
     instances: list[InstanceType]
 
 
@@ -351,9 +465,11 @@ class Catalog:
         self.instances_region = instances.region
         self.volume_per_gb_month_usd = instances.volume_per_gb_month_usd
         self.volume_source = instances.volume_source
+        self.s3_storage_per_gb_month_usd = instances.s3_storage_per_gb_month_usd
+        self.s3_storage_source = instances.s3_storage_source
         for m in models:
             for t in (m.default_instance_type, m.deployment.default_instance_type):
-                if t is not None and t not in self._instances and m.provider == "sagemaker":
+                if t is not None and t not in self._instances and m.traits.requires_resources:
                     raise CatalogError(f"{m.id}: unknown instance type {t} (not in {INSTANCES_FILE})")
 
     @property
@@ -382,12 +498,26 @@ class Catalog:
     def find_instance(self, name: str) -> InstanceType | None:
         return self._instances.get(name)
 
+    def trained_storage_per_month_usd(
+        self, provider: Provider, size_bytes: int | None, *, predicted: float
+    ) -> float:
+        """What keeping a trained model costs a month, by how its provider bills storage: the predicted
+        catalog price (the provider keeps it), S3 storage of the archive's `size_bytes`, or nothing."""
+        billing = provider_traits(provider).storage_billing
+        if billing == "none":
+            return 0.0
+        if billing == "s3_archive" and size_bytes is not None:
+            return round(size_bytes / 1e9 * self.s3_storage_per_gb_month_usd, 2)
+        return predicted
+
     def with_models(self, extra: list[BaseModelSpec]) -> Catalog:
         """A catalog with more models (the local runtime's, operator-registered folders)."""
         instances = _InstancesFile(
             region=self.instances_region,
             volume_per_gb_month_usd=self.volume_per_gb_month_usd,
             volume_source=self.volume_source,
+            s3_storage_per_gb_month_usd=self.s3_storage_per_gb_month_usd,
+            s3_storage_source=self.s3_storage_source,
             instances=self.instances,
         )
         return Catalog([*self.models, *extra], instances)

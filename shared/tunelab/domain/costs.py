@@ -320,7 +320,8 @@ def estimate_cost(
     notes: list[str] = []
     hours: float | None = None
 
-    if spec.provider == "sagemaker":
+    billing = spec.traits.billing
+    if billing == "instance_hours":
         if sagemaker is None:
             raise ValidationFailed.of(
                 "resources", "SageMaker models need resources: instance type, count, volume."
@@ -363,7 +364,7 @@ def estimate_cost(
                 f"{run.instance.name} trains on its own {run.instance.local_storage_gb:g} GB NVMe storage; "
                 "no separate volume is billed."
             )
-    elif spec.provider == "bedrock":
+    elif billing == "per_token":
         if sagemaker is not None:
             raise ValidationFailed.of("resources", "Resources apply to SageMaker models only.")
         cost = trained_tokens / 1000 * pricing.training_per_1k_tokens_usd
@@ -385,7 +386,7 @@ def estimate_cost(
         high_usd=usd(high),
         hours=hours,
     )
-    if spec.provider != "local":
+    if billing != "none":
         notes.append(
             f"The total is training plus one month of storage; a deployed model costs "
             f"${usd(pricing.deployment_per_hour_usd):.2f} per hour on top. "

@@ -1,4 +1,9 @@
-"""The domain's one error type family; the API maps each to the contract's status and body."""
+"""The domain's one error family: what went wrong, in words a person can act on.
+
+Each error names what happened (`NotFound`, `InvalidState`, ...) and carries the contract's error
+`code`; it knows nothing of HTTP. The API maps each class to its status in one table
+(`tunelab.entrypoints.api.errors.STATUS`); workflows and event handlers read the class name.
+"""
 
 from __future__ import annotations
 
@@ -23,21 +28,14 @@ class ErrorDetail(BaseModel):
 
 
 class TunelabError(Exception):
-    """Base of every error a user can cause or see; carries the API code and HTTP status."""
+    """Base of every error a user can cause or see; `code` is the contract's error code."""
 
     code: ClassVar[str] = "internal_error"
-    status: ClassVar[int] = 500
 
     def __init__(self, message: str, details: Iterable[ErrorDetail] = ()) -> None:
         super().__init__(message)
         self.message = message
         self.details: list[ErrorDetail] = list(details)
-
-    def body(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.details:
-            error["details"] = [d.as_body() for d in self.details]
-        return {"error": error}
 
     def __str__(self) -> str:
         if not self.details:
@@ -53,7 +51,6 @@ class ValidationFailed(TunelabError):  # noqa: N818  # named for what happened, 
     """Bad input: a missing or bad field, a value out of range, a broken rule."""
 
     code = "validation_error"
-    status = 400
 
     @classmethod
     def of(cls, field: str | None, message: str, summary: str | None = None) -> ValidationFailed:
@@ -63,24 +60,20 @@ class ValidationFailed(TunelabError):  # noqa: N818  # named for what happened, 
 
 class Unauthorized(TunelabError):  # noqa: N818  # named for what happened, like the API's codes
     code = "unauthorized"
-    status = 401
 
 
 class Forbidden(TunelabError):  # noqa: N818  # named for what happened, like the API's codes
     code = "forbidden"
-    status = 403
 
 
 class NotFound(TunelabError):  # noqa: N818  # named for what happened, like the API's codes
     code = "not_found"
-    status = 404
 
 
 class Conflict(TunelabError):  # noqa: N818  # named for what happened, like the API's codes
     """A lost race or a clash with what exists; subclasses carry the contract's 409 codes."""
 
     code = "conflict"
-    status = 409
 
 
 class NameTaken(Conflict):
@@ -101,16 +94,35 @@ class IdempotencyConflict(Conflict):
 
 class PayloadTooLarge(TunelabError):  # noqa: N818  # named for what happened, like the API's codes
     code = "payload_too_large"
-    status = 413
 
 
 class Throttled(TunelabError):  # noqa: N818  # named for what happened, like the API's codes
     code = "throttled"
-    status = 429
 
 
 class ProviderError(TunelabError):
     """A provider refused or failed in a way the user should hear about (e.g. a quota)."""
 
     code = "provider_error"
-    status = 502
+
+
+class ProviderTransientError(TunelabError):
+    """A passing provider fault (throttling, a 5xx, a dropped connection): the workflow retries the step."""
+
+    code = "provider_unavailable"
+
+
+class ProviderPermissionDenied(Forbidden):
+    """A role (the platform's or the customer's) lacks a permission a step needs; the message names it."""
+
+
+class TrainingCancelled(TunelabError):  # noqa: N818  # the fine-tuning ASL catches it by this name
+    """The model stopped being trained before the job started (a stop request, or it is gone)."""
+
+    code = "training_cancelled"
+
+
+class DeploymentCancelled(TunelabError):  # noqa: N818  # the deployment ASL catches it by this name
+    """The model was undeployed (or deleted) before the deployment started."""
+
+    code = "deployment_cancelled"

@@ -7,39 +7,27 @@ matches e.g. `{"source": ["tunelab"], "detail-type": ["Fine-tuned Model Status C
 
 `id` is deterministic for a status change (the model's life, the status and the time of the
 change), so a task retried after publishing sends the same id again and consumers can drop the
-duplicate. PutEvents answers per entry: failed entries are retried a bounded number of times,
-then `ProviderTransientError` is raised (the workflow's Retry runs the task again).
+duplicate. `correlation_id` is the request's (API Gateway's request id), the workflow's, or the
+provider event's id that caused the change. The bus adapter (`adapters.eventbridge`) publishes them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
-from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from tunelab.adapters.aws_errors import aws_call
-from tunelab.domain.providers import ProviderTransientError
 from tunelab.domain.records import DatasetRecord, ModelRecord
 from tunelab.domain.status import ModelStatus
-
-if TYPE_CHECKING:
-    from mypy_boto3_events import EventBridgeClient
-    from mypy_boto3_events.type_defs import PutEventsRequestEntryTypeDef
 
 SOURCE: Final = "tunelab"
 MODEL_STATUS_CHANGED: Final = "Fine-tuned Model Status Changed"
 MODEL_DELETED: Final = "Fine-tuned Model Deleted"
 DATASET_VALIDATED: Final = "Dataset Validated"
 ENVELOPE_VERSION: Final = "1"
-
-# PutEvents takes at most 10 entries per call.
-_BATCH = 10
-DEFAULT_ATTEMPTS = 3
 
 
 class DomainEvent(BaseModel):
@@ -106,12 +94,15 @@ def model_status_changed(
     )
 
 
-def model_deleted(record: ModelRecord, *, at: datetime, by: str) -> DomainEvent:
+def model_deleted(
+    record: ModelRecord, *, at: datetime, by: str, correlation_id: str | None = None
+) -> DomainEvent:
     """ "Fine-tuned Model Deleted": the model, its provider resources and its history are gone; the
     name is free again. `model_uid` tells this life of the name from a later one."""
     return DomainEvent(
         name=MODEL_DELETED,
         id=_event_id(record.workspace_id, record.name, record.uid, "deleted"),
+        correlation_id=correlation_id,
         time=at,
         workspace=record.workspace_id,
         data={
@@ -143,63 +134,3 @@ def dataset_validated(dataset: DatasetRecord, *, correlation_id: str | None = No
             "warning_count": len(dataset.warnings),
         },
     )
-
-
-class EventPublisher:
-    """Puts domain events on tunelab's bus; failed entries are retried, then raised as transient."""
-
-    def __init__(
-        self,
-        client: EventBridgeClient,
-        bus_name: str,
-        *,
-        attempts: int = DEFAULT_ATTEMPTS,
-        backoff_s: float = 0.2,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.client = client
-        self.bus_name = bus_name
-        self.attempts = max(1, attempts)
-        self.backoff_s = backoff_s
-        self._sleep = sleep
-
-    def entry(self, event: DomainEvent) -> PutEventsRequestEntryTypeDef:
-        return {
-            "Source": SOURCE,
-            "DetailType": event.name,
-            "Detail": json.dumps(event.detail(), separators=(",", ":")),
-            "EventBusName": self.bus_name,
-            "Time": event.time,
-        }
-
-    def publish(self, *events: DomainEvent) -> None:
-        """Publish `events`; `ProviderTransientError` naming the first failure if some never land."""
-        for start in range(0, len(events), _BATCH):
-            self._put([self.entry(e) for e in events[start : start + _BATCH]])
-
-    def _put(self, entries: Sequence[PutEventsRequestEntryTypeDef]) -> None:
-        pending = list(entries)
-        failure: Mapping[str, Any] = {}
-        for attempt in range(self.attempts):
-            if attempt:
-                self._sleep(self.backoff_s * 2 ** (attempt - 1))
-            try:
-                with aws_call("Publishing tunelab's events", permission="events:PutEvents"):
-                    answer = self.client.put_events(Entries=pending)
-            except ProviderTransientError:
-                if attempt == self.attempts - 1:
-                    raise
-                continue
-            if not answer.get("FailedEntryCount"):
-                return
-            # Entries answer in request order; the failed ones carry an ErrorCode.
-            results = answer.get("Entries", [])
-            retry = [
-                entry for entry, result in zip(pending, results, strict=False) if result.get("ErrorCode")
-            ]
-            failure = next((r for r in results if r.get("ErrorCode")), {})
-            pending = retry or pending
-        raise ProviderTransientError(
-            f"{len(pending)} of tunelab's events could not be published on {self.bus_name} "
-            f"({failure.get('ErrorCode')}: {failure.get('ErrorMessage')}); try again shortly."
-        )

@@ -60,9 +60,6 @@ OPT = "optional_hyperparameters"
 SAGEMAKER_VALUE_MAX = 2500
 DEFAULT_SEED = 42
 
-# Providers that apply early stopping on their own whenever there is validation data.
-_PROVIDERS_ALWAYS_STOPPING_EARLY = frozenset({"bedrock"})
-
 # --------------------------------------------------------------------------------------------
 # Request models (the API's `hyperparameters` object)
 # --------------------------------------------------------------------------------------------
@@ -365,7 +362,7 @@ def early_stopping_requested(request: HyperparametersIn | None, spec: BaseModelS
     if spec.hyperparameters.early_stopping is None:
         return False
     explicit = request is not None and request.early_stopping is not None
-    return explicit or spec.provider in _PROVIDERS_ALWAYS_STOPPING_EARLY
+    return explicit or spec.traits.always_stops_early
 
 
 def _resolve_hyperparameters(
@@ -769,7 +766,7 @@ def _target_modules(
 
 
 def _default_attention(model: BaseModelSpec, hardware: Hardware | None) -> AttnImplementation:
-    if model.provider == "local" or (hardware is not None and hardware.kind == "cpu"):
+    if model.traits.cpu_training or (hardware is not None and hardware.kind == "cpu"):
         return "sdpa"
     return "flash_attention_2"
 

@@ -91,3 +91,28 @@ ModelName = Annotated[
         json_schema_extra={"minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": NAME_PATTERN},
     ),
 ]
+
+
+# --- datasets ---------------------------------------------------------------------------------
+
+DATASET_ID_PATTERN = r"^ds_[0-9a-z]{8,40}$"
+DatasetId = Annotated[
+    str,
+    Field(
+        pattern=DATASET_ID_PATTERN,
+        description="A dataset id from `POST /v1/datasets` (`ds_` and lower-case letters and digits).",
+        examples=["ds_01jdq8k2m3n4p5q6r7s8t9v0w1"],
+    ),
+]
+
+DatasetName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="The dataset's name: 1–100 letters, digits, '.', '_' or '-', starting with a letter "
+        "or digit. Unique in the workspace.",
+        examples=["support-tickets"],
+    ),
+]

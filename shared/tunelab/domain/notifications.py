@@ -1,8 +1,7 @@
-"""Emails to a model's creator when something they should know happens, sent through SES (v2).
+"""Emails to a model's creator when something they should know happens.
 
-`compose(kind, record, ...)` writes the email (pure: no AWS); `Notifier.send(email)` sends it with
-SESv2 `SendEmail` as a Simple message (subject, text and HTML bodies, UTF-8) from the deployment's
-verified sender, with its configuration set when there is one.
+`compose(kind, record, ...)` writes the email (pure: no AWS); the notifier port sends it (SES in
+`adapters.ses`).
 
 Each email says the model's name, its status label, the reason when something went wrong, what to
 do next (the CLI command and the API call), and the costs that matter at that moment. Templates
@@ -17,17 +16,21 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Literal
 
-from tunelab.adapters.aws_errors import aws_call
-from tunelab.application.workflows import NotificationKind
 from tunelab.domain.records import ModelRecord
 from tunelab.domain.status import ModelStatus
 
-if TYPE_CHECKING:
-    from mypy_boto3_sesv2 import SESV2Client
-
-CHARSET = "UTF-8"
+# What a model's creator is told about.
+NotificationKind = Literal[
+    "training_completed",
+    "training_failed",
+    "training_stopped",
+    "deployed",
+    "deploy_failed",
+    "undeploy_reminder",
+    "undeployed",
+]
 API_BASE = "/v1/fine-tuned-models"
 
 
@@ -212,34 +215,3 @@ def compose(
         + f'<p style="color:#666">{html.escape(footer)}</p></body></html>'
     )
     return Email(to=record.created_by.email, subject=subject, text=text, html=body, kind=kind)
-
-
-class Notifier:
-    """Sends emails through SESv2 from the verified sender."""
-
-    def __init__(self, client: SESV2Client, *, sender: str, configuration_set: str | None = None) -> None:
-        self.client = client
-        self.sender = sender
-        self.configuration_set = configuration_set
-
-    def send(self, email: Email) -> str:
-        """Send `email`; its SES message id. Raises the domain's errors (transient ones retryable)."""
-        request: dict[str, object] = {
-            "FromEmailAddress": self.sender,
-            "Destination": {"ToAddresses": [email.to]},
-            "Content": {
-                "Simple": {
-                    "Subject": {"Data": email.subject, "Charset": CHARSET},
-                    "Body": {
-                        "Text": {"Data": email.text, "Charset": CHARSET},
-                        "Html": {"Data": email.html, "Charset": CHARSET},
-                    },
-                }
-            },
-            "EmailTags": [{"Name": "notification", "Value": email.kind}],
-        }
-        if self.configuration_set:
-            request["ConfigurationSetName"] = self.configuration_set
-        with aws_call(f"Sending the '{email.kind}' email", permission="ses:SendEmail"):
-            answer = self.client.send_email(**request)  # type: ignore[arg-type]
-        return str(answer.get("MessageId", ""))

@@ -1,42 +1,36 @@
-"""Persistence records: what tunelab stores about each thing, as pydantic models.
+"""Persistence records: what tunelab stores about each thing, as pydantic models, and the rules every
+store applies when it changes them.
 
-They are not the API's models (`tunelab.entrypoints.api.contracts`): a record holds what the workflows need
-(S3 keys, provider ids, the record's version) and maps to the API's view with `to_out()`.
-`tunelab.adapters.dynamodb` stores them in the one DynamoDB table; the key layout lives there.
+They are not the API's models (`entrypoints.api.contracts`, mapped by `entrypoints.api.views`): a
+record holds what the workflows need (object keys, provider references, its version). The stores
+(`application.ports`; DynamoDB in `adapters.dynamodb`, in memory in the tests' fakes) keep them.
 
-Times are timezone-aware UTC datetimes. `version` counts writes: the repository conditions every
-write on the version it read, so a lost race is a `Conflict`, never an overwrite.
+Times are timezone-aware UTC datetimes. `version` counts writes: a store conditions every write on
+the version it read, so a lost race is a `Conflict`, never an overwrite.
+
+Changes are typed: `ModelChanges` and `DatasetChanges` name the fields a use case may change (the
+identity, the creator and the datasets of a model never change; its status changes only through a
+transition, `status_change`).
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from tunelab.domain.catalog import Hosting, Provider
 from tunelab.domain.costs import CostEstimate
+from tunelab.domain.errors import Conflict, InUse, InvalidState, NameTaken, NotFound, ValidationFailed
 from tunelab.domain.hyperparameters import ResolvedHyperparameters, ResolvedOptionalHyperparameters
-from tunelab.domain.identity import Plan, byok_allowed
-from tunelab.domain.status import DatasetStatus, ModelEventType, ModelStatus
-
-if TYPE_CHECKING:
-    # The API's models are imported where a record is turned into one (`to_out`), not here:
-    # functions that never answer HTTP do not load them at their cold start.
-    from tunelab.entrypoints.api.contracts import (
-        CreatorOut,
-        DatasetOut,
-        DatasetRefOut,
-        FineTunedModelOut,
-        MetricsOut,
-        ModelEventOut,
-        ProviderOut,
-        ValidationOut,
-        WorkspaceOut,
-    )
+from tunelab.domain.identity import Plan
+from tunelab.domain.providers import DeploymentRef, ModelIdentity, ParentModel, TrainedModel, TrainingJobRef
+from tunelab.domain.status import TRAINED, DatasetStatus, ModelEventType, ModelStatus, can_transition
 
 
 def utcnow() -> datetime:
@@ -63,6 +57,18 @@ def new_uid() -> str:
     return secrets.token_hex(8)
 
 
+R = TypeVar("R", bound=BaseModel)
+Item = TypeVar("Item")
+
+
+@dataclass(frozen=True)
+class RecordPage(Generic[Item]):
+    """One page of a list; `next_token` is opaque and None on the last page."""
+
+    items: list[Item]
+    next_token: str | None
+
+
 class _Record(BaseModel):
     # Unknown attributes are ignored so an older function reads items a newer one wrote.
     # Validators are built on first use, not at import: a cold start builds only what it touches.
@@ -72,11 +78,6 @@ class _Record(BaseModel):
 class Creator(_Record):
     email: str
     sub: str | None = None
-
-    def to_out(self) -> CreatorOut:
-        from tunelab.entrypoints.api.contracts import CreatorOut  # noqa: PLC0415  # see TYPE_CHECKING
-
-        return CreatorOut(email=self.email, sub=self.sub)
 
 
 # --- workspace ------------------------------------------------------------------------------------
@@ -88,11 +89,6 @@ class WorkspaceRecord(_Record):
     created_at: AwareDatetime
     updated_at: AwareDatetime
     version: int = 0
-
-    def to_out(self) -> WorkspaceOut:
-        from tunelab.entrypoints.api.contracts import WorkspaceOut  # noqa: PLC0415  # see TYPE_CHECKING
-
-        return WorkspaceOut(id=self.workspace_id, plan=self.plan, byok_allowed=byok_allowed(self.plan))
 
 
 # --- provider connection --------------------------------------------------------------------------
@@ -115,19 +111,11 @@ class ProviderConnectionRecord(_Record):
     updated_at: AwareDatetime
     version: int = 0
 
-    def to_out(self) -> ProviderOut:
-        from tunelab.entrypoints.api.contracts import ProviderOut  # noqa: PLC0415  # see TYPE_CHECKING
-
-        return ProviderOut(
-            provider=self.provider,
-            status=self.status,
-            role_arn=self.role_arn,
-            region=self.region,
-            artifact_bucket=self.artifact_bucket,
-            hf_token_secret_arn=self.hf_token_secret_arn,
-            verified_at=self.verified_at,
-            message=self.message,
-        )
+    @property
+    def account(self) -> str:
+        """The AWS account of the connection's role."""
+        parts = self.role_arn.split(":")
+        return parts[4] if len(parts) > 4 else self.role_arn
 
 
 # --- datasets ---------------------------------------------------------------------------------
@@ -178,33 +166,34 @@ class DatasetRecord(_Record):
     warnings: list[DatasetWarning] = Field(default_factory=list)
     # The longest rows, longest first (up to `DatasetLimits.longest_rows_kept`).
     longest_rows: list[DatasetLongRow] = Field(default_factory=list)
-    # How many fine-tuned models use this dataset (training or validation); kept by the repository in
-    # the same transactions that create and delete models, so deleting a used dataset is refused.
+    # How many fine-tuned models use this dataset (training or validation); kept by the store in the
+    # same transactions that create and delete models, so deleting a used dataset is refused.
     model_refs: int = 0
     version: int = 0
 
-    def to_out(self) -> DatasetOut:
-        from tunelab.entrypoints.api.contracts import (  # noqa: PLC0415  # see TYPE_CHECKING
-            CreatorOut,
-            DatasetOut,
-            DatasetRowErrorOut,
-            DatasetStatsOut,
-            DatasetWarningOut,
-        )
 
-        return DatasetOut(
-            id=self.dataset_id,
-            name=self.name,
-            status=self.status,
-            created_at=self.created_at,
-            created_by=CreatorOut(email=self.created_by.email),
-            size_bytes=self.size_bytes,
-            rows=self.rows,
-            stats=DatasetStatsOut(**self.stats.model_dump()) if self.stats else None,
-            errors=[DatasetRowErrorOut(**e.model_dump()) for e in self.errors],
-            error_count=self.error_count,
-            warnings=[DatasetWarningOut(**w.model_dump()) for w in self.warnings],
-        )
+class DatasetChanges(BaseModel):
+    """What may change on a dataset: its status and what its validation found (never its name)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+
+    status: DatasetStatus | None = None
+    s3_key: str | None = None
+    size_bytes: int | None = None
+    rows: int | None = None
+    stats: DatasetStats | None = None
+    errors: list[DatasetRowError] | None = None
+    error_count: int | None = None
+    warnings: list[DatasetWarning] | None = None
+    longest_rows: list[DatasetLongRow] | None = None
+
+    def apply(self, record: DatasetRecord) -> DatasetRecord:
+        """`record` with the fields given here (those left out stay as they are)."""
+        return _applied(record, self)
+
+    def matches(self, record: DatasetRecord) -> bool:
+        """Whether `record` already holds every field given here."""
+        return all(getattr(record, name) == getattr(self, name) for name in self.model_fields_set)
 
 
 # --- fine-tuned models ------------------------------------------------------------------------
@@ -217,23 +206,11 @@ class DatasetRef(_Record):
     name: str
     rows: int | None = None
 
-    def to_out(self) -> DatasetRefOut:
-        from tunelab.entrypoints.api.contracts import DatasetRefOut  # noqa: PLC0415  # see TYPE_CHECKING
-
-        return DatasetRefOut(id=self.id, name=self.name, rows=self.rows)
-
 
 class ValidationChoice(_Record):
     mode: Literal["split", "dataset", "none"]
     percent: int | None = None
     dataset: DatasetRef | None = None
-
-    def to_out(self) -> ValidationOut:
-        from tunelab.entrypoints.api.contracts import ValidationOut  # noqa: PLC0415  # see TYPE_CHECKING
-
-        return ValidationOut(
-            mode=self.mode, percent=self.percent, dataset=self.dataset.to_out() if self.dataset else None
-        )
 
 
 class Resources(_Record):
@@ -248,15 +225,10 @@ class Metrics(_Record):
     step: int | None = None
     epoch: float | None = None
 
-    def to_out(self) -> MetricsOut:
-        from tunelab.entrypoints.api.contracts import MetricsOut  # noqa: PLC0415  # see TYPE_CHECKING
-
-        return MetricsOut(**self.model_dump())
-
 
 class TrainingState(_Record):
     # The provider's job id, unique per provider (an ARN where names can repeat across accounts);
-    # the repository indexes it so provider events find the model (`find_model_by_job`).
+    # the store indexes it so provider events find the model (`ModelStore.find_by_job`).
     job_id: str | None = None
     execution_arn: str | None = None
     started_at: AwareDatetime | None = None
@@ -278,13 +250,28 @@ class Artifacts(_Record):
 
 class DeploymentState(_Record):
     # The endpoint (or Bedrock deployment / provisioned throughput) name, indexed for
-    # `find_model_by_endpoint`.
+    # `ModelStore.find_by_endpoint`.
     endpoint: str | None = None
     endpoint_arn: str | None = None
     execution_arn: str | None = None
+    # When this deployment was asked for: its provider names and auto-undeploy schedules derive from it.
+    requested_at: AwareDatetime | None = None
     deployed_at: AwareDatetime | None = None
     auto_undeploy_at: AwareDatetime | None = None
     schedule_name: str | None = None
+
+
+class ProviderRefs(_Record):
+    """What the provider holds for this model, as the workflows recorded it."""
+
+    # The training job (StartTraining keeps it).
+    training_job: TrainingJobRef | None = None
+    # The provider's own trained model, where it keeps the weights (Bedrock's custom model ARN).
+    model_ref: str | None = None
+    # The current deployment (StartDeployment keeps it; an undeploy forgets it).
+    deployment: DeploymentRef | None = None
+    # The time of the newest provider event applied: an older one arriving late is skipped.
+    last_event_at: AwareDatetime | None = None
 
 
 class ModelRecord(_Record):
@@ -318,63 +305,70 @@ class ModelRecord(_Record):
     # (EventBridge's `time`), so an event may carry a time before one already recorded; the history
     # is kept in the order tunelab learned of things, and its times never go backwards.
     last_event_at: AwareDatetime | None = None
-    # Provider adapters' own data (e.g. a Bedrock custom model ARN, the BYOK role used).
-    provider_data: dict[str, Any] = Field(default_factory=dict)
+    refs: ProviderRefs = Field(default_factory=ProviderRefs)
     version: int = 0
 
-    def to_out(self) -> FineTunedModelOut:
-        from tunelab.entrypoints.api.contracts import (  # noqa: PLC0415  # see TYPE_CHECKING
-            ArtifactsOut,
-            BaseModelRefOut,
-            DeploymentOut,
-            FineTunedModelOut,
-            ModelCostOut,
-            ResourcesOut,
-            TrainingOut,
+    @model_validator(mode="before")
+    @classmethod
+    def _refs_from_provider_data(cls, data: Any) -> Any:
+        # Items written before `refs` kept the same references in an untyped `provider_data` map.
+        if (
+            isinstance(data, Mapping)
+            and "refs" not in data
+            and isinstance(data.get("provider_data"), Mapping)
+        ):
+            old = data["provider_data"]
+            refs = {
+                "training_job": old.get("training_job"),
+                "model_ref": old.get("model_ref"),
+                "deployment": old.get("deployment"),
+                "last_event_at": old.get("last_event_at"),
+            }
+            return {**data, "refs": {k: v for k, v in refs.items() if v is not None}}
+        return data
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """The identity every provider name and idempotency token of this model derives from."""
+        return ModelIdentity(workspace_id=self.workspace_id, model_name=self.name, created_at=self.created_at)
+
+    def trained(self) -> TrainedModel:
+        """What the provider holds of this model, for deleting it."""
+        return TrainedModel(
+            identity=self.identity,
+            job=self.refs.training_job,
+            model_ref=self.refs.model_ref,
+            artifacts_uri=self.artifacts.uri if self.artifacts else None,
         )
 
-        training = self.training
-        return FineTunedModelOut(
-            name=self.name,
-            status=self.status,
-            status_label=self.status.label,
-            provider=self.provider,
-            hosting=self.hosting,
-            base_model=BaseModelRefOut(id=self.base_model_id, name=self.base_model_name),
-            base_fine_tuned_model=self.base_fine_tuned_model,
-            dataset=self.dataset.to_out(),
-            validation=self.validation.to_out(),
-            resources=ResourcesOut(**self.resources.model_dump()) if self.resources else None,
-            hyperparameters=self.hyperparameters,
-            optional_hyperparameters=self.optional_hyperparameters,
-            cost=ModelCostOut(
-                predicted=self.predicted_cost, storage_per_month_usd=self.storage_per_month_usd
-            ),
-            created_by=self.created_by.to_out(),
-            created_at=self.created_at,
-            updated_at=self.updated_at,
-            training=TrainingOut(
-                job_id=training.job_id,
-                execution_arn=training.execution_arn,
-                started_at=training.started_at,
-                ended_at=training.ended_at,
-                phase=training.phase,
-                failure_reason=training.failure_reason,
-                metrics=training.metrics.to_out() if training.metrics else None,
-            ),
-            artifacts=ArtifactsOut(
-                size_bytes=self.artifacts.size_bytes, files=self.artifacts.files, merged=self.artifacts.merged
-            )
-            if self.artifacts
-            else None,
-            deployment=DeploymentOut(
-                endpoint=self.deployment.endpoint,
-                deployed_at=self.deployment.deployed_at,
-                auto_undeploy_at=self.deployment.auto_undeploy_at,
-            )
-            if self.deployment
-            else None,
-        )
+    def weights(self) -> ParentModel | None:
+        """Where a model continuing from this one reads its weights; None before training succeeded
+        or when the job left none (the provider's model, or the archive)."""
+        if self.status not in TRAINED:
+            return None
+        archive = self.artifacts.uri if self.artifacts else None
+        if self.refs.model_ref is None and archive is None:
+            return None
+        return ParentModel(model_ref=self.refs.model_ref, artifacts_uri=archive)
+
+
+class ModelChanges(BaseModel):
+    """What may change on a fine-tuned model besides its status (which changes only in a transition).
+
+    Fields left out stay as they are; `deployment=None` given explicitly clears the deployment.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+
+    training: TrainingState | None = None
+    artifacts: Artifacts | None = None
+    deployment: DeploymentState | None = None
+    storage_per_month_usd: float | None = None
+    refs: ProviderRefs | None = None
+
+    def apply(self, record: ModelRecord) -> ModelRecord:
+        """`record` with the fields given here."""
+        return _applied(record, self)
 
 
 class ModelEventRecord(_Record):
@@ -386,13 +380,162 @@ class ModelEventRecord(_Record):
     message: str | None = None
     metrics: Metrics | None = None
 
-    def to_out(self) -> ModelEventOut:
-        from tunelab.entrypoints.api.contracts import ModelEventOut  # noqa: PLC0415  # see TYPE_CHECKING
 
-        return ModelEventOut(
-            at=self.at,
-            type=self.type,
-            status=self.status,
-            message=self.message,
-            metrics=self.metrics.to_out() if self.metrics else None,
-        )
+def _applied(record: R, changes: BaseModel) -> R:
+    data = dict(record)
+    data.update({name: getattr(changes, name) for name in changes.model_fields_set})
+    return type(record).model_validate(data)
+
+
+# --- the rules every store applies -------------------------------------------------------------
+
+
+def status_change(
+    current: ModelRecord,
+    expected_from: Collection[ModelStatus],
+    to: ModelStatus,
+    changes: ModelChanges | None,
+    *,
+    now: datetime,
+    message: str | None,
+) -> tuple[ModelRecord, ModelEventRecord]:
+    """`current` moved to `to` with `changes`, and its `status_changed` event; `InvalidState` (naming
+    the current status) unless `current` is in `expected_from`."""
+    if current.status not in expected_from:
+        raise invalid_state(current, expected_from)
+    event = ModelEventRecord(at=now, type="status_changed", status=to, message=message)
+    moved = (changes or ModelChanges()).apply(current)
+    return moved.model_copy(update={"status": to, "last_news_at": now}), event
+
+
+def check_transitions(expected_from: Collection[ModelStatus], to: ModelStatus) -> None:
+    """Every `expected_from` → `to` must be an edge of `tunelab.domain.status.TRANSITIONS`."""
+    for source in expected_from:
+        if not can_transition(source, to):
+            raise ValueError(f"{source.value} -> {to.value} is not a transition of tunelab.domain.status")
+
+
+def written(new: R, current: R, *, now: datetime) -> R:
+    """`new` as the write after `current`: the next version, stamped `now`."""
+    return new.model_copy(update={"version": int(getattr(current, "version")) + 1, "updated_at": now})  # noqa: B009
+
+
+def in_order(events: list[ModelEventRecord], floor: datetime | None) -> list[ModelEventRecord]:
+    """`events` with no time before `floor` (the newest time already in the history) or before the
+    one ahead of it: a provider's whole-second stamp for something learned after an event stamped
+    to the millisecond is shown at that event's time, never before it."""
+    ordered: list[ModelEventRecord] = []
+    for event in events:
+        kept = event if floor is None or event.at >= floor else event.model_copy(update={"at": floor})
+        ordered.append(kept)
+        floor = kept.at
+    return ordered
+
+
+def with_history(
+    new: ModelRecord, events: list[ModelEventRecord]
+) -> tuple[ModelRecord, list[ModelEventRecord]]:
+    """`new` and its `events` in order after its history so far (`last_event_at` moves with them)."""
+    if not events:
+        return new, events
+    ordered = in_order(events, new.last_event_at)
+    return new.model_copy(update={"last_event_at": ordered[-1].at}), ordered
+
+
+def dataset_ids(model: ModelRecord) -> set[str]:
+    """The datasets a model uses (training, and validation when it has its own)."""
+    ids = {model.dataset.id}
+    if model.validation.dataset is not None:
+        ids.add(model.validation.dataset.id)
+    return ids
+
+
+def invalid_state(current: ModelRecord, needed: Collection[ModelStatus]) -> InvalidState:
+    labels = " or ".join(s.label for s in ModelStatus if s in needed)
+    return InvalidState(
+        f"Fine-tuned model '{current.name}' is {current.status.label}; this needs it to be {labels}."
+    )
+
+
+def dataset_in_state(current: DatasetRecord, needed: Collection[str]) -> InvalidState:
+    needs = " or ".join(sorted(needed))
+    return InvalidState(f"Dataset {current.dataset_id} is {current.status}; this needs it to be {needs}.")
+
+
+def dataset_in_use(dataset_id: str, users: list[str]) -> InUse:
+    """A dataset that cannot be deleted: the models using it (`users`, by name)."""
+    shown = ", ".join(f"'{n}'" for n in users[:5]) + (" and others" if len(users) > 5 else "")
+    return InUse(
+        f"Dataset {dataset_id} is used by the fine-tuned model{'s' if len(users) != 1 else ''} "
+        f"{shown or '(being created)'}; delete {'them' if len(users) != 1 else 'it'} first."
+    )
+
+
+def dataset_unusable(dataset_id: str, found: DatasetRecord | None) -> ValidationFailed:
+    """A model cannot be created from a dataset that is gone or not ready."""
+    state = "does not exist" if found is None else f"is {found.status}"
+    return ValidationFailed.of(
+        "dataset_id", f"Dataset {dataset_id} {state}; a fine-tuning job needs a ready dataset."
+    )
+
+
+def bad_page_token() -> ValidationFailed:
+    """A `next_token` that the list it is used on did not return (another list, workspace, or made up)."""
+    return ValidationFailed.of(
+        "next_token", "This next_token was not returned by this list; start again without it."
+    )
+
+
+def model_not_found(name: str) -> NotFound:
+    return NotFound(f"There is no fine-tuned model '{name}' in this workspace.")
+
+
+def dataset_not_found(dataset_id: str) -> NotFound:
+    return NotFound(f"There is no dataset {dataset_id} in this workspace.")
+
+
+def workspace_not_found(workspace: str) -> NotFound:
+    return NotFound(f"There is no workspace '{workspace}'.")
+
+
+def changed_since_read(what: str) -> Conflict:
+    return Conflict(f"The {what} changed since it was read; read it again and retry.")
+
+
+def lost_race(what: str) -> Conflict:
+    return Conflict(f"The {what} kept changing while this request was applied; try again.")
+
+
+def dataset_name_taken(name: str) -> NameTaken:
+    return NameTaken(f"A dataset named '{name}' already exists in this workspace; choose another name.")
+
+
+def model_name_taken(name: str) -> NameTaken:
+    return NameTaken(
+        f"A fine-tuned model named '{name}' already exists in this workspace; choose another name."
+    )
+
+
+__all__ = [
+    "Artifacts",
+    "Creator",
+    "DatasetChanges",
+    "DatasetLongRow",
+    "DatasetRecord",
+    "DatasetRef",
+    "DatasetRowError",
+    "DatasetStats",
+    "DatasetWarning",
+    "DeploymentState",
+    "Metrics",
+    "ModelChanges",
+    "ModelEventRecord",
+    "ModelRecord",
+    "ProviderConnectionRecord",
+    "ProviderRefs",
+    "RecordPage",
+    "Resources",
+    "TrainingState",
+    "ValidationChoice",
+    "WorkspaceRecord",
+]

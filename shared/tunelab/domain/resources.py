@@ -340,7 +340,7 @@ def _resolve_parameter_count(request: ResourceEstimateRequest, catalog: Resource
         raise ValidationFailed.of(
             "base_model_id", f"There is no base model '{model_id}'; GET /v1/base-models lists them."
         )
-    if spec.provider == "bedrock" or spec.parameter_count is None:
+    if not spec.traits.runs_trainer or spec.parameter_count is None:
         raise ValidationFailed.of(
             "base_model_id", f"'{model_id}' is trained by Bedrock, which chooses its own resources."
         )

@@ -11,10 +11,10 @@ role:
 
 Names derive from the model and the deploy request's time, so a retried step finds its own
 schedules (a deploy after an undeploy gets new ones). Both delete themselves after they ran
-(`ActionAfterCompletion: DELETE`); undeploying earlier deletes them (`delete_auto_undeploy`).
+(`ActionAfterCompletion: DELETE`); undeploying earlier deletes them.
 
-An event Scheduler could not deliver after its retries goes to the stack's schedules DLQ when one
-is given (`dead_letter_arn`, settings `SCHEDULES_DLQ_ARN`; the scheduler's role may send to it),
+Every schedule names the stack's schedules dead-letter queue: an event Scheduler could not deliver
+after its retries goes there (settings `SCHEDULES_DLQ_ARN`; the scheduler's role may send to it),
 where an alarm shows it: an undeploy that did not happen costs money until someone acts.
 
 Expression format `at(yyyy-mm-ddThh:mm:ss)` in UTC (`ScheduleExpressionTimezone: "UTC"`), per the
@@ -26,20 +26,12 @@ and shows as `auto_undeploy_at`, and at most a minute after it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from botocore.exceptions import ClientError
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from tunelab.adapters.aws_errors import aws_call, error_code
 from tunelab.domain.providers import ModelIdentity, derived_name, utc_iso
-from tunelab.domain.records import utcnow
-
-if TYPE_CHECKING:
-    from mypy_boto3_scheduler import EventBridgeSchedulerClient
-    from mypy_boto3_scheduler.type_defs import TargetTypeDef
 
 # EventBridge Scheduler's limit on schedule names (letters, digits, - _ .).
 SCHEDULE_NAME_MAX = 64
@@ -113,123 +105,43 @@ def reminder_time(deployed_at: datetime, undeploy_at: datetime) -> datetime | No
     return undeploy_at - lead
 
 
-class Scheduler:
-    """Creates and deletes a deployment's auto-undeploy schedules in tunelab's schedule group."""
+def plan_auto_undeploy(
+    identity: ModelIdentity,
+    *,
+    uid: str,
+    requested_at: datetime,
+    undeploy_at: datetime,
+    now: datetime,
+    deployed_at: datetime | None = None,
+) -> tuple[AutoUndeploy, dict[str, ScheduleInput]]:
+    """The schedules of one deployment (names, times) and what each delivers: the undeploy at the
+    whole minute it fires (never before `undeploy_at`, at least a minute from `now`) and, when the
+    window allows, a reminder before it."""
+    undeploy_at = fire_time(max(undeploy_at, now + MIN_DELAY))
+    undeploy_name, reminder_name = schedule_names(identity, requested_at)
+    remind_at = reminder_time(deployed_at or now, undeploy_at)
+    if remind_at is not None:
+        remind_at = fire_time(remind_at)
+        if remind_at < now + MIN_DELAY or remind_at >= undeploy_at:
+            remind_at = None
 
-    def __init__(
-        self,
-        client: EventBridgeSchedulerClient,
-        *,
-        group: str,
-        role_arn: str,
-        target_arn: str,
-        dead_letter_arn: str | None = None,
-        clock: Callable[[], datetime] = utcnow,
-    ) -> None:
-        self.client = client
-        self.group = group
-        self.role_arn = role_arn
-        self.target_arn = target_arn
-        self.dead_letter_arn = dead_letter_arn
-        self._clock = clock
-
-    def create_auto_undeploy(
-        self,
-        identity: ModelIdentity,
-        *,
-        uid: str,
-        requested_at: datetime,
-        undeploy_at: datetime,
-        deployed_at: datetime | None = None,
-    ) -> AutoUndeploy:
-        """Create (or find) the undeploy schedule and its reminder; returns their names and times."""
-        now = self._clock()
-        # The stored and announced time is the one the schedule fires at (whole minutes).
-        undeploy_at = fire_time(max(undeploy_at, now + MIN_DELAY))
-        undeploy_name, reminder_name = schedule_names(identity, requested_at)
-        remind_at = reminder_time(deployed_at or now, undeploy_at)
-        if remind_at is not None:
-            remind_at = fire_time(remind_at)
-            if remind_at < now + MIN_DELAY or remind_at >= undeploy_at:
-                remind_at = None
-
-        def body(action: ScheduleAction) -> str:
-            return ScheduleInput(
-                action=action,
-                workspace_id=identity.workspace_id,
-                model_name=identity.model_name,
-                uid=uid,
-                deployment_requested_at=requested_at,
-                undeploy_at=undeploy_at,
-            ).model_dump_json()
-
-        self._put(
-            undeploy_name,
-            undeploy_at,
-            body("undeploy"),
-            f"Undeploys the fine-tuned model {identity.model_name} (tunelab auto-undeploy)",
-        )
-        if remind_at is not None:
-            self._put(
-                reminder_name,
-                remind_at,
-                body("remind"),
-                f"Reminds that {identity.model_name} will be undeployed (tunelab auto-undeploy)",
-            )
-        return AutoUndeploy(
-            undeploy_name=undeploy_name,
+    def order(action: ScheduleAction) -> ScheduleInput:
+        return ScheduleInput(
+            action=action,
+            workspace_id=identity.workspace_id,
+            model_name=identity.model_name,
+            uid=uid,
+            deployment_requested_at=requested_at,
             undeploy_at=undeploy_at,
-            reminder_name=reminder_name if remind_at is not None else None,
-            remind_at=remind_at,
         )
 
-    def delete_auto_undeploy(self, identity: ModelIdentity, requested_at: datetime) -> None:
-        """Delete the deployment's schedules; those already gone (fired, or never made) are skipped."""
-        for name in schedule_names(identity, requested_at):
-            self.delete(name)
-
-    def delete(self, name: str) -> None:
-        try:
-            self.client.delete_schedule(Name=name, GroupName=self.group)
-        except ClientError as error:
-            if error_code(error) == "ResourceNotFoundException":
-                return
-            with aws_call(f"Deleting the schedule {name}", permission="scheduler:DeleteSchedule"):
-                raise
-
-    def _put(self, name: str, when: datetime, payload: str, description: str) -> None:
-        target: TargetTypeDef = {
-            "Arn": self.target_arn,
-            "RoleArn": self.role_arn,
-            "Input": payload,
-            "RetryPolicy": {
-                "MaximumEventAgeInSeconds": MAX_EVENT_AGE_S,
-                "MaximumRetryAttempts": MAX_RETRY_ATTEMPTS,
-            },
-        }
-        if self.dead_letter_arn:
-            target["DeadLetterConfig"] = {"Arn": self.dead_letter_arn}
-        request = {
-            "Name": name,
-            "GroupName": self.group,
-            "ScheduleExpression": at_expression(when),
-            "ScheduleExpressionTimezone": "UTC",
-            "FlexibleTimeWindow": {"Mode": "OFF"},
-            "Target": target,
-            "ActionAfterCompletion": "DELETE",
-            "State": "ENABLED",
-            "Description": description,
-        }
-        action = f"Creating the schedule {name}"
-        permission = "scheduler:CreateSchedule and iam:PassRole on the scheduler role"
-        try:
-            with aws_call(action, permission=permission):
-                self.client.create_schedule(**request)  # type: ignore[arg-type]
-        except Exception as error:
-            # A retried step: the schedule of that name is this deployment's; make it say the same.
-            cause = error.__cause__
-            if isinstance(cause, ClientError) and error_code(cause) == "ConflictException":
-                with aws_call(action, permission="scheduler:UpdateSchedule"):
-                    self.client.update_schedule(**request)  # type: ignore[arg-type]
-                return
-            raise
+    orders = {undeploy_name: order("undeploy")}
+    if remind_at is not None:
+        orders[reminder_name] = order("remind")
+    plan = AutoUndeploy(
+        undeploy_name=undeploy_name,
+        undeploy_at=undeploy_at,
+        reminder_name=reminder_name if remind_at is not None else None,
+        remind_at=remind_at,
+    )
+    return plan, orders

@@ -1,4 +1,12 @@
-"""What every event handler shares: the EventBridge envelope and the two ways a message can fail."""
+"""The messages tunelab's event-driven functions receive (EventBridge events through SQS), parsed once
+into typed models and handed to the use cases:
+
+* provider events (Bedrock, SageMaker, the local runtime's jobs) → `application.provider_events`;
+* S3 "Object Created" under `uploads/` → `application.datasets.validate_upload`.
+
+A message that is not what its queue carries is a `BadMessageError` (retrying cannot help; after the
+queue's receive limit it rests in the DLQ); `RetryLater` asks for the message again.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,10 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from tunelab.application import datasets, provider_events
+from tunelab.application.ports import Context
+from tunelab.application.provider_events import EventResult, IncomingEvent, RetryLater
+
 
 class BadMessageError(ValueError):
     """A message that is not what its queue carries (not JSON, not an EventBridge event).
@@ -16,10 +28,6 @@ class BadMessageError(ValueError):
     Retrying cannot help; it is reported as a batch item failure so that, after the queue's
     receive limit, it rests in the dead-letter queue where a person can read it.
     """
-
-
-class RetryLater(Exception):  # noqa: N818  # a signal, not an error
-    """The message cannot be applied yet (e.g. the job's id is not recorded yet): receive it again."""
 
 
 class EventEnvelope(BaseModel):
@@ -60,3 +68,82 @@ def parse_envelope(body: str | bytes | Mapping[str, Any]) -> EventEnvelope:
         raise BadMessageError(
             f"the message body is not an EventBridge event (bad or missing: {fields})"
         ) from None
+
+
+# --- S3 "Object Created" ------------------------------------------------------------------------------
+
+OBJECT_CREATED = "Object Created"
+
+
+# Built on first use (`defer_build`): only the upload handler parses them.
+class _Bucket(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    name: str
+
+
+class _Object(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, defer_build=True)
+
+    key: str
+    size: int | None = None
+    etag: str | None = None
+    version_id: str | None = Field(default=None, alias="version-id")
+
+
+class ObjectCreated(BaseModel):
+    """The `detail` of S3's EventBridge "Object Created" event (the fields tunelab reads)."""
+
+    model_config = ConfigDict(extra="ignore", defer_build=True)
+
+    bucket: _Bucket
+    object: _Object
+    reason: str | None = None
+
+
+def handle_upload(ctx: Context, event: EventEnvelope) -> datasets.UploadResult:
+    """Validate the dataset an "Object Created" event names (`application.datasets.validate_upload`)."""
+    if event.source != "aws.s3" or event.detail_type != OBJECT_CREATED:
+        return datasets.UploadResult(
+            action="ignored", reason=f"not an S3 Object Created event ({event.source}, {event.detail_type})"
+        )
+    try:
+        detail = ObjectCreated.model_validate(event.detail)
+    except ValidationError as error:
+        raise BadMessageError(
+            f"the event's detail is not S3's Object Created: {error.error_count()} problem(s)"
+        ) from None
+    return datasets.validate_upload(
+        ctx,
+        bucket=detail.bucket.name,
+        key=detail.object.key,
+        etag=detail.object.etag,
+        correlation_id=event.id,
+    )
+
+
+def handle_provider_event(ctx: Context, event: EventEnvelope, *, now: datetime | None = None) -> EventResult:
+    """Apply one provider event (`application.provider_events.handle`); `RetryLater` when it is too soon."""
+    return provider_events.handle(
+        ctx,
+        IncomingEvent(
+            id=event.id,
+            source=event.source,
+            detail_type=event.detail_type,
+            detail=event.detail,
+            time=event.time,
+            account=event.account,
+        ),
+        now=now,
+    )
+
+
+__all__ = [
+    "BadMessageError",
+    "EventEnvelope",
+    "ObjectCreated",
+    "RetryLater",
+    "handle_provider_event",
+    "handle_upload",
+    "parse_envelope",
+]

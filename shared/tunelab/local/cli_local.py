@@ -19,6 +19,10 @@ from typing import Any
 
 from tunelab.domain.errors import TunelabError
 from tunelab.domain.identity import PLANS
+from tunelab.local.environment import prepare as prepare_environment
+from tunelab.local.models import register_model_folder
+from tunelab.local.paths import DEFAULT_PORT, default_data_dir
+from tunelab.local.tokens import DEFAULT_PLAN, DEFAULT_TTL, issue_token
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -27,9 +31,6 @@ EXIT_USAGE = 2
 
 def add_local_commands(subparsers: Any) -> None:
     """Add `local up` and `local token` to `subparsers` (from `ArgumentParser.add_subparsers()`)."""
-    from tunelab.local.runtime import DEFAULT_PORT, default_data_dir  # noqa: PLC0415
-    from tunelab.local.tokens import DEFAULT_PLAN, DEFAULT_TTL  # noqa: PLC0415
-
     local = subparsers.add_parser(
         "local",
         help="run tunelab on this machine, without an AWS account",
@@ -105,20 +106,17 @@ def model_dir_argument(value: str) -> tuple[str, Path]:
 
 def register_model_dirs(folders: list[tuple[str, Path]], data_dir: Path) -> list[str]:
     """Register each (name, folder) in `data_dir`; the base model ids they became."""
-    from tunelab.local.models import register_model_folder  # noqa: PLC0415  # torch-free, but not at start
 
     return [register_model_folder(name, folder, data_dir).id for name, folder in folders]
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
-    from tunelab.local.runtime import default_data_dir  # noqa: PLC0415
 
     return Path(args.data_dir).expanduser().resolve() if args.data_dir else default_data_dir()
 
 
 def run_token(args: argparse.Namespace) -> int:
     """`tunelab local token`: the token alone on stdout."""
-    from tunelab.local.tokens import issue_token  # noqa: PLC0415
 
     try:
         token = issue_token(
@@ -152,6 +150,9 @@ def _say(message: str) -> None:
 
 def run_up(args: argparse.Namespace) -> int:
     """`tunelab local up`: start, say where things are, serve until Ctrl-C (or SIGTERM), stop."""
+    # The runtime (boto3, moto, the API) loads only when one starts: `tunelab --help` stays quick, and
+    # the handlers' loggers, made as the runtime loads, get their service name and level.
+    prepare_environment(args.log_level)
     from tunelab.local.runtime import (  # noqa: PLC0415
         DataDirInUse,
         LocalRuntime,

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from tunelab.domain.errors import PayloadTooLarge, TunelabError, Unauthorized
+from tunelab.entrypoints.api.errors import proxy_error
 from tunelab.local.tokens import InvalidToken
 
 logger = logging.getLogger("tunelab.local.http")
@@ -140,12 +141,8 @@ def proxy_event(
 
 
 def _error_answer(error: TunelabError) -> dict[str, Any]:
-    return {
-        "statusCode": error.status,
-        "headers": {"Content-Type": "application/json"},
-        "body": json.dumps(error.body()),
-        "isBase64Encoded": False,
-    }
+    # The API's own answer for the error: the same status and body the function would give.
+    return proxy_error(error)
 
 
 class HttpFront:

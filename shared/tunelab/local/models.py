@@ -33,6 +33,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
+from tunelab.composition.trainer import trainer_dir
 from tunelab.domain.catalog import BaseModelSpec, Catalog, load_catalog
 from tunelab.domain.errors import NotFound, ProviderError, ValidationFailed
 
@@ -116,8 +117,6 @@ def _corpus_digest(pairs: Sequence[tuple[str, str]]) -> str:
 
 
 def _default_trainer_dir() -> Path:
-    from tunelab.composition.wiring import trainer_dir  # noqa: PLC0415  # wiring imports boto3
-
     return trainer_dir()
 
 

@@ -32,7 +32,7 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -45,19 +45,28 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from tunelab.adapters.aws_errors import aws_call, is_not_found
+from tunelab.adapters.providers.common import archive_output
 from tunelab.adapters.providers.local import (
     EVENT_SOURCE,
     TRAINING_EVENT,
     TRAINING_PHASE,
     JobProgress,
     LocalProviderConfig,
-    parse_event,
     progress_phase,
     training_state,
 )
+from tunelab.adapters.s3 import S3Objects
+from tunelab.composition import wiring
 from tunelab.composition.stack_definitions import EventRuleSpec
+from tunelab.composition.trainer import trainer_dir
 from tunelab.domain.catalog import BaseModelSpec
 from tunelab.domain.errors import InvalidState, NotFound, ProviderError, TunelabError, ValidationFailed
+from tunelab.domain.hyperparameters import (
+    ResolvedHyperparameters,
+    ResolvedOptionalHyperparameters,
+    to_trainer_hyperparameters,
+)
+from tunelab.domain.layout import TRAINING_DATA_PREFIX, s3_split
 from tunelab.domain.providers import (
     DeploymentRef,
     DeploymentState,
@@ -69,11 +78,11 @@ from tunelab.domain.providers import (
     ModelIdentity,
     ProviderName,
     TrainedModel,
+    TrainedOutput,
     TrainingJobRef,
     TrainingRequest,
     TrainingState,
     derived_name,
-    s3_split,
 )
 from tunelab.local import models
 
@@ -81,7 +90,6 @@ if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
 
-    from tunelab.composition.wiring import Services
     from tunelab.local.context import LocalContext
 
 logger = logging.getLogger("tunelab.local.provider")
@@ -900,11 +908,56 @@ class LocalProvider:
     """`TrainingProvider` of the embedded runtime: jobs in subprocesses, models served in-process."""
 
     name: ProviderName = "local"
+    # The local runtime trains small models: the workflow waits half a day at most.
+    training_timeout_s = 12 * 3600
 
     def __init__(self, jobs: LocalJobs, servers: InferenceServers, s3: S3Client) -> None:
         self.jobs = jobs
         self.servers = servers
         self.s3 = s3
+        self._storage = S3Objects(s3)
+
+    @property
+    def storage(self) -> S3Objects:
+        """The embedded stack's artifacts bucket: training data and the jobs' archives."""
+        return self._storage
+
+    def training_data_folder(self, identity: ModelIdentity, uid: str) -> str:
+        return (
+            f"s3://{self.jobs.config.artifacts_bucket}/{TRAINING_DATA_PREFIX}{identity.workspace_id}/"
+            f"{identity.model_name}/{uid}/"
+        )
+
+    def check_new_job(self, identity: ModelIdentity) -> None:
+        """Nothing to check: a job's folder is named after the model record."""
+
+    def training_hyperparameters(
+        self,
+        spec: BaseModelSpec,
+        hyperparameters: ResolvedHyperparameters,
+        optional: ResolvedOptionalHyperparameters | None,
+        *,
+        provider_split_percent: float | None,
+    ) -> dict[str, str]:
+        """The trainer's hyperparameters (the same contract as on SageMaker)."""
+        return to_trainer_hyperparameters(hyperparameters, optional)
+
+    def trained_output(
+        self,
+        ref: TrainingJobRef | None,
+        *,
+        artifacts_uri: str | None,
+        model_ref: str | None,
+        merged: bool,
+    ) -> TrainedOutput:
+        """The job's `model.tar.gz` in the embedded S3, listed."""
+        if artifacts_uri is None and ref is not None:
+            artifacts_uri = self.describe_training(ref).artifacts_uri
+        return archive_output(self.storage, artifacts_uri, model_ref=None, merged=merged)
+
+    def speaks_for(self, account: str | None) -> bool:
+        """The local runtime's jobs are its own."""
+        return True
 
     def start_training(self, request: TrainingRequest) -> TrainingJobRef:
         return self.jobs.start(request)
@@ -965,9 +1018,6 @@ class LocalProvider:
                     Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]], "Quiet": True},
                 )
 
-    def parse_event(self, detail_type: str, detail: Mapping[str, Any]) -> TrainingState | DeploymentState:
-        return parse_event(detail_type, detail)
-
 
 # --- one set of jobs and servers per data dir in this process ----------------------------------------------
 
@@ -989,12 +1039,6 @@ class LocalTraining:
         self.servers.shutdown()
 
 
-def _trainer_dir() -> Path:
-    from tunelab.composition.wiring import trainer_dir  # noqa: PLC0415
-
-    return trainer_dir()
-
-
 def make_training(config: LocalProviderConfig, *, session: boto3.Session | None = None) -> LocalTraining:
     """Jobs and servers over the embedded S3 and EventBridge named by `config`."""
     session = session or boto3.Session(region_name=config.region)
@@ -1005,7 +1049,7 @@ def make_training(config: LocalProviderConfig, *, session: boto3.Session | None 
     events: EventBridgeClient = session.client("events", **options)
     return LocalTraining(
         config=config,
-        jobs=LocalJobs(config, s3, events, trainer_dir=_trainer_dir),
+        jobs=LocalJobs(config, s3, events, trainer_dir=trainer_dir),
         servers=InferenceServers(config, s3),
         s3=s3,
     )
@@ -1032,8 +1076,6 @@ def install(context: LocalContext, **options: Any) -> Callable[[], None]:
 
     `options`: more `LocalProviderConfig` fields (e.g. `progress_interval_s`, `trainer_dir`).
     """
-    from tunelab.composition import wiring  # noqa: PLC0415  # wiring imports the repository and the providers
-
     config = LocalProviderConfig(
         data_dir=context.data_dir,
         endpoint_url=context.endpoint_url,
@@ -1049,21 +1091,17 @@ def install(context: LocalContext, **options: Any) -> Callable[[], None]:
         _TRAININGS[key] = training
     models.set_data_dir(config.data_dir)
 
-    def factory(services: Services, workspace_id: str) -> LocalProvider:
+    def factory(services: wiring.Services, workspace_id: str) -> LocalProvider:
         return training.provider()
 
     wiring.register_provider_factory("local", factory)
-    # The operator's model folders in the API's catalog, where wiring offers the hook for it.
+    # The operator's model folders in the API's catalog.
     extend: Callable[[], list[BaseModelSpec]] = partial(models.registered_models, config.data_dir)
-    register_extension = getattr(wiring, "register_catalog_extension", None)
-    if register_extension is not None:
-        register_extension(extend)
+    wiring.register_catalog_extension(extend)
 
     def shutdown() -> None:
         wiring.unregister_provider_factory("local")
-        unregister_extension = getattr(wiring, "unregister_catalog_extension", None)
-        if unregister_extension is not None:
-            unregister_extension(extend)
+        wiring.unregister_catalog_extension(extend)
         training.shutdown()
         with _TRAININGS_LOCK:
             if _TRAININGS.get(key) is training:

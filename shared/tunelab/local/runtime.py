@@ -63,21 +63,24 @@ from tunelab.composition.stack_definitions import (
     render_pattern,
     state_machine_variables,
 )
+from tunelab.composition.state_machines import definition
+from tunelab.entrypoints.api import deps as api_deps
+from tunelab.entrypoints.api.app import PUBLIC_PATHS
 from tunelab.local.context import LocalContext
+from tunelab.local.environment import SERVICE_NAME, early_environment
 from tunelab.local.http_front import HttpFront, PortInUse
 from tunelab.local.moto_lambda import LambdaContext, install_in_process_lambda, resolve_handler
 from tunelab.local.outbox import OUTBOX_DIR, Outbox, capture_sesv2_simple
+from tunelab.local.paths import DEFAULT_PORT, default_data_dir
 from tunelab.local.scheduler import ScheduleRunner
 from tunelab.local.tokens import load_or_create_secret, verify_token
 
 logger = logging.getLogger("tunelab.local")
 
-DEFAULT_PORT = 8642
 LOOPBACK = "127.0.0.1"
 REGION = "us-east-1"
 STACK_NAME = "tunelab"
 SENDER_EMAIL = "tunelab@tunelab.local"
-SERVICE_NAME = "tunelab"
 LOCAL_DEPLOY_POLL_SECONDS = 2
 PROVIDER_MODULE = "tunelab.local.provider"
 API_FUNCTION = "Api"
@@ -162,6 +165,10 @@ class StackNames:
     @property
     def delivery_dlq(self) -> str:
         return f"{self.stack}-event-delivery-dlq"
+
+    @property
+    def schedules_dlq(self) -> str:
+        return f"{self.stack}-schedules-dlq"
 
     def function(self, logical_id: str) -> str:
         return f"{self.stack}-{function(logical_id).name_suffix}"
@@ -316,19 +323,12 @@ class LocalRuntime:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._undo.append(("data dir lock", _lock_data_dir(self.data_dir)))
         secret = load_or_create_secret(self.data_dir)
-        # Powertools loggers take their service name and level when their module is imported, which
-        # the API's import below does: set those first (`_apply_environment` sets the rest). A model
-        # loading for a deployment draws no progress bar into the runtime's log or terminal.
-        early = {
-            "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
-            "POWERTOOLS_LOG_LEVEL": self.log_level,
-            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        }
-        for name, value in early.items():
+        # What `local.environment.prepare` set before this module loaded (a caller that did not gets
+        # it for what loads from now on); `_apply_environment` sets the rest.
+        for name, value in early_environment(self.log_level).items():
             self._saved_env.setdefault(name, os.environ.get(name))
             os.environ[name] = value
         ensure_functions_importable()
-        from tunelab.entrypoints.api.app import PUBLIC_PATHS  # noqa: PLC0415  # the API's import is heavy
 
         self._front = HttpFront(
             handler=lambda: resolve_handler(self._api_handler_name()),
@@ -481,6 +481,7 @@ class LocalRuntime:
             "SCHEDULE_GROUP": names.schedule_group,
             "SCHEDULER_ROLE_ARN": f"arn:aws:iam::{account}:role/{names.role('scheduler')}",
             "AUTO_UNDEPLOY_TARGET_ARN": self._function_arn(AUTO_UNDEPLOY_FUNCTION),
+            "SCHEDULES_DLQ_ARN": f"arn:aws:sqs:{REGION}:{account}:{names.schedules_dlq}",
             "BEDROCK_ROLE_ARN": f"arn:aws:iam::{account}:role/{names.role('bedrock')}",
             "PLATFORM_ACCOUNT_ID": account,
             # A local deployment loads in seconds: look again soon rather than after half a minute.
@@ -527,11 +528,7 @@ class LocalRuntime:
 
     @staticmethod
     def _forget_cached_configuration() -> None:
-        from tunelab.composition.settings import reset_settings  # noqa: PLC0415
-        from tunelab.entrypoints.api.deps import reset_services  # noqa: PLC0415
-
-        reset_settings()
-        reset_services()
+        api_deps.reset()
 
     # --- the stack -------------------------------------------------------------------------------
 
@@ -586,6 +583,10 @@ class LocalRuntime:
         sqs = self.client("sqs")
         delivery_dlq = sqs.create_queue(QueueName=names.delivery_dlq)["QueueUrl"]
         delivery_dlq_arn = self._queue_arn(sqs, delivery_dlq)
+        # Where Scheduler would put an auto-undeploy it could not deliver (every schedule names it).
+        sqs.create_queue(
+            QueueName=names.schedules_dlq, Attributes={"MessageRetentionPeriod": str(14 * 86400)}
+        )
         queue_arns: dict[str, str] = {}
         for queue_spec in QUEUES:
             consumer = function(queue_spec.consumer)
@@ -645,8 +646,6 @@ class LocalRuntime:
                 ],
             )
             self.rule_names[rule.logical_id] = rule_name
-
-        from tunelab.composition.state_machines import definition  # noqa: PLC0415
 
         substitutions = {
             name: self.function_arns[target]
@@ -747,14 +746,6 @@ class LocalRuntime:
             "State: records, datasets and jobs live in memory (moto) and are lost when the runtime stops;",
             "       files in the data dir stay. Press Ctrl-C to stop.",
         ]
-
-
-def default_data_dir() -> Path:
-    """`$TUNELAB_LOCAL_DATA_DIR`, else `~/.tunelab/local`."""
-    explicit = os.environ.get("TUNELAB_LOCAL_DATA_DIR")
-    return (
-        Path(explicit).expanduser().resolve() if explicit else (Path.home() / ".tunelab" / "local").resolve()
-    )
 
 
 __all__ = [

@@ -15,13 +15,24 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict
 
 from tunelab.adapters.aws_errors import CONFLICT_CODES, aws_call, error_code, is_not_found
+from tunelab.adapters.s3 import S3Objects
+from tunelab.domain.catalog import BaseModelSpec
 from tunelab.domain.errors import Conflict, ValidationFailed
-from tunelab.domain.providers import (
+from tunelab.domain.hyperparameters import (
+    ResolvedHyperparameters,
+    ResolvedOptionalHyperparameters,
+    to_provider_params,
+)
+from tunelab.domain.layout import (
+    BEDROCK_OUTPUT_PREFIX,
     MODEL_TAG,
-    WORKSPACE_TAG,
-    BedrockConfig,
+    PROVIDER_RESOURCE_TAG,
+    TRAINING_DATA_PREFIX,
+)
+from tunelab.domain.providers import (
     DeploymentRef,
     DeploymentState,
     DeploymentStatus,
@@ -32,6 +43,7 @@ from tunelab.domain.providers import (
     ModelIdentity,
     ProviderName,
     TrainedModel,
+    TrainedOutput,
     TrainingJobRef,
     TrainingMetrics,
     TrainingRequest,
@@ -47,6 +59,21 @@ if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
 
 JOB_EVENT = "Model Customization Job State Change"
+# Bedrock states no limit on a customization job: the workflow waits a week.
+TRAINING_TIMEOUT_S = 7 * 24 * 3600
+
+
+class BedrockConfig(BaseModel):
+    """The platform's own account: the service role Bedrock assumes to read training data and write
+    output, and the artifacts bucket both live in."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    region: str
+    service_role_arn: str
+    output_bucket: str
+    output_prefix: str = BEDROCK_OUTPUT_PREFIX.rstrip("/")
+
 
 _JOB_STATUS: dict[str, TrainingStatus] = {
     "InProgress": "in_progress",
@@ -87,7 +114,7 @@ def deployment_name(request: DeployRequest) -> str:
 
 
 def _tags(identity: ModelIdentity, extra: Mapping[str, str]) -> list[TagTypeDef]:
-    tags = {**extra, WORKSPACE_TAG: identity.workspace_id, MODEL_TAG: identity.model_name}
+    tags = {**extra, PROVIDER_RESOURCE_TAG: identity.workspace_id, MODEL_TAG: identity.model_name}
     return [{"key": k, "value": v} for k, v in sorted(tags.items())]
 
 
@@ -153,12 +180,21 @@ class BedrockProvider:
     """Bedrock customization in the platform account, behind `TrainingProvider`."""
 
     name: ProviderName = "bedrock"
+    training_timeout_s = TRAINING_TIMEOUT_S
 
     def __init__(self, config: BedrockConfig, *, session: boto3.Session | None = None) -> None:
         self.config = config
         self._session = session or boto3.Session(region_name=config.region)
         self._bedrock: BedrockClient | None = None
         self._runtime: BedrockRuntimeClient | None = None
+        self._storage = S3Objects(
+            client_factory=lambda: self._session.client("s3", region_name=config.region)
+        )
+
+    @property
+    def storage(self) -> S3Objects:
+        """The platform's artifacts bucket: training data and the jobs' output."""
+        return self._storage
 
     @property
     def bedrock(self) -> BedrockClient:
@@ -180,6 +216,26 @@ class BedrockProvider:
             f"s3://{self.config.output_bucket}/{prefix}/{identity.workspace_id}/"
             f"{identity.model_name}/{identity.digest('job')[:10]}/"
         )
+
+    def training_data_folder(self, identity: ModelIdentity, uid: str) -> str:
+        return (
+            f"s3://{self.config.output_bucket}/{TRAINING_DATA_PREFIX}{identity.workspace_id}/"
+            f"{identity.model_name}/{uid}/"
+        )
+
+    def check_new_job(self, identity: ModelIdentity) -> None:
+        """Nothing to check: job names carry a digest of the model record, unique in the account."""
+
+    def training_hyperparameters(
+        self,
+        spec: BaseModelSpec,
+        hyperparameters: ResolvedHyperparameters,
+        optional: ResolvedOptionalHyperparameters | None,
+        *,
+        provider_split_percent: float | None,
+    ) -> dict[str, str]:
+        """Bedrock's own names and formats (`HyperparameterSpec.provider_names`)."""
+        return to_provider_params(hyperparameters, spec, provider_split_percent=provider_split_percent)
 
     def start_training(self, request: TrainingRequest) -> TrainingJobRef:
         spec = request.base_model
@@ -233,6 +289,26 @@ class BedrockProvider:
                 f"Stopping the Bedrock job {ref.job_name}", permission="bedrock:StopModelCustomizationJob"
             ):
                 raise
+
+    def trained_output(
+        self,
+        ref: TrainingJobRef | None,
+        *,
+        artifacts_uri: str | None,
+        model_ref: str | None,
+        merged: bool,
+    ) -> TrainedOutput:
+        """The custom model a completed job made (Bedrock keeps the weights; its output folder holds
+        only the job's metrics, nothing to list)."""
+        if (model_ref is None or artifacts_uri is None) and ref is not None:
+            state = self.describe_training(ref)
+            model_ref = model_ref or state.model_ref
+            artifacts_uri = artifacts_uri or state.artifacts_uri
+        if not model_ref:
+            raise ValidationFailed(
+                "The job completed, but Bedrock reported no custom model; it cannot be used."
+            )
+        return TrainedOutput(model_ref=model_ref, artifacts_uri=artifacts_uri, merged=False)
 
     def describe_training(self, ref: TrainingJobRef) -> TrainingState:
         with aws_call(
@@ -342,7 +418,8 @@ class BedrockProvider:
         )
 
     def delete_model(self, model: TrainedModel) -> None:
-        # Deleted by the name tunelab gave it (the API takes a name or an ARN).
+        """Delete the custom model (by the name tunelab gave it) and the job's output folder."""
+        self.storage.delete_folder(self.output_uri(model.identity))
         name = custom_model_name(model.identity)
         try:
             self.bedrock.delete_custom_model(modelIdentifier=name)
@@ -354,8 +431,9 @@ class BedrockProvider:
             ):
                 raise
 
-    def parse_event(self, detail_type: str, detail: Mapping[str, Any]) -> TrainingState:
-        return parse_event(detail_type, detail)
+    def speaks_for(self, account: str | None) -> bool:
+        """Bedrock's events come from the platform's own account, the only one its rules hear."""
+        return True
 
 
 def build_provider(config: BedrockConfig, *, session: boto3.Session | None = None) -> BedrockProvider:

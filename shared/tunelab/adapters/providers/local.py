@@ -16,23 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tunelab.domain.providers import (
-    LocalConfig,
-    TrainingState,
-    TrainingStatus,
-    UnhandledEventError,
-    event_time,
-    final_metrics,
-)
-
-if TYPE_CHECKING:
-    import boto3
-
-    from tunelab.local.provider import LocalProvider
+from tunelab.adapters.providers.common import event_time, final_metrics
+from tunelab.domain.providers import TrainingState, TrainingStatus, UnhandledEventError
 
 EVENT_SOURCE = "tunelab.local"
 TRAINING_EVENT = "Local Training Job State Change"
@@ -48,7 +37,7 @@ _TRAINING_STATUS: dict[str, TrainingStatus] = {
 }
 
 
-class LocalProviderConfig(LocalConfig):
+class LocalProviderConfig(BaseModel):
     """Where the local provider keeps jobs and models, and the embedded stack it reports to."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -60,7 +49,7 @@ class LocalProviderConfig(LocalConfig):
     event_bus_name: str
     artifacts_bucket: str
     account_id: str = "000000000000"
-    # The trainer's folder (with train.py); `wiring.trainer_dir()` when absent.
+    # The trainer's folder (with train.py); `composition.wiring.trainer_dir()` when absent.
     trainer_dir: Path | None = None
     # At most one in-progress event per this many seconds (an evaluation is sent at once).
     progress_interval_s: float = Field(default=10.0, gt=0)
@@ -131,14 +120,3 @@ def parse_event(detail_type: str, detail: Mapping[str, Any]) -> TrainingState:
     if detail_type == TRAINING_EVENT:
         return training_state(detail)
     raise UnhandledEventError(f"local events of type {detail_type!r} are not handled")
-
-
-def build_provider(config: LocalConfig, *, session: boto3.Session | None = None) -> LocalProvider:
-    """The factory hook `get_provider` calls: the provider over this process's local jobs and servers
-    for `config.data_dir` (made on first use). `session` is accepted for symmetry and not needed."""
-    from tunelab.local.provider import provider_for_config  # noqa: PLC0415  # the runtime side is heavy
-
-    settings = (
-        config if isinstance(config, LocalProviderConfig) else LocalProviderConfig(**config.model_dump())
-    )
-    return provider_for_config(settings)

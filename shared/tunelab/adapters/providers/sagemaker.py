@@ -16,7 +16,6 @@ import re
 import tarfile
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict
 
 from tunelab.adapters.aws_errors import (
     ACCESS_DENIED_CODES,
@@ -35,12 +35,30 @@ from tunelab.adapters.aws_errors import (
     error_message,
     is_not_found,
 )
+from tunelab.adapters.providers.common import archive_output, event_time, final_metrics
 from tunelab.adapters.providers.images import llm_inference_image, training_image
-from tunelab.composition.stack_definitions import CONNECTOR_ROLE_PREFIX
-from tunelab.domain.errors import NameTaken, ProviderError, TunelabError, ValidationFailed
-from tunelab.domain.providers import (
+from tunelab.adapters.s3 import S3Objects
+from tunelab.domain.catalog import BaseModelSpec
+from tunelab.domain.errors import (
+    NameTaken,
+    ProviderError,
+    ProviderTransientError,
+    TunelabError,
+    ValidationFailed,
+)
+from tunelab.domain.hyperparameters import (
+    ResolvedHyperparameters,
+    ResolvedOptionalHyperparameters,
+    to_trainer_hyperparameters,
+)
+from tunelab.domain.layout import (
+    CONNECTOR_BUCKET_PREFIX,
+    CONNECTOR_ROLE_PREFIX,
     MODEL_TAG,
-    WORKSPACE_TAG,
+    PROVIDER_RESOURCE_TAG,
+    s3_split,
+)
+from tunelab.domain.providers import (
     ConnectionCheck,
     ConnectionCheckItem,
     DeploymentRef,
@@ -52,19 +70,15 @@ from tunelab.domain.providers import (
     InvokeResult,
     ModelIdentity,
     ProviderName,
-    ProviderTransientError,
-    SageMakerConfig,
     SageMakerConnection,
     TrainedModel,
+    TrainedOutput,
     TrainingJobRef,
     TrainingRequest,
     TrainingState,
     TrainingStatus,
     UnhandledEventError,
     derived_name,
-    event_time,
-    final_metrics,
-    s3_split,
 )
 
 if TYPE_CHECKING:
@@ -82,6 +96,18 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sts import STSClient
 
+
+class SageMakerConfig(BaseModel):
+    """A workspace's SageMaker: its connection, and the trainer's folder (`train.py`), repacked as
+    sourcedir.tar.gz in the customer's bucket."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    connection: SageMakerConnection
+    workspace_id: str
+    trainer_dir: Path
+
+
 TRAINING_EVENT = "SageMaker Training Job State Change"
 ENDPOINT_EVENT = "SageMaker Endpoint State Change"
 
@@ -93,6 +119,8 @@ EXECUTION_ROLE_PREFIX = f"{CONNECTOR_ROLE_PREFIX}sagemaker-execution-"
 RECORD_ENV = "TUNELAB_RECORD"
 TRAINER_PROGRAM = "train.py"
 DEFAULT_MAX_RUNTIME_S = 48 * 3600
+# How long the workflow waits for a job: its own limit plus time to queue, download and upload.
+STARTUP_MARGIN_S = 2 * 3600
 # SageMaker's own ceiling for MaxRuntimeInSeconds (28 days).
 MAX_RUNTIME_LIMIT_S = 28 * 24 * 3600
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
@@ -103,7 +131,7 @@ REFRESH_MARGIN_S = 5 * 60
 # TGI loads large models slowly; SageMaker's default health-check wait is too short for them.
 STARTUP_TIMEOUT_S = 1800
 # Objects tunelab writes in the customer's bucket live under this prefix.
-BUCKET_PREFIX = "tunelab"
+BUCKET_PREFIX = CONNECTOR_BUCKET_PREFIX.rstrip("/")
 
 _TRAINING_STATUS: dict[str, TrainingStatus] = {
     "inprogress": "in_progress",
@@ -182,7 +210,7 @@ def record_tag(identity: ModelIdentity) -> str:
 
 def _tags(identity: ModelIdentity, extra: Mapping[str, str]) -> list[TagTypeDef]:
     # The connector's role may create, change and delete only resources tagged PROVIDER_RESOURCE_TAG.
-    tags = {**extra, WORKSPACE_TAG: identity.workspace_id, MODEL_TAG: identity.model_name}
+    tags = {**extra, PROVIDER_RESOURCE_TAG: identity.workspace_id, MODEL_TAG: identity.model_name}
     return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
 
 
@@ -225,10 +253,6 @@ def build_trainer_archive(trainer_dir: Path) -> bytes:
     return _pack(files)
 
 
-# Packaged trainers by S3 URI: the CDK asset's key carries its content hash, so a URI never changes content.
-_PACKAGED: dict[str, bytes] = {}
-
-
 def _pack(files: list[tuple[str, bytes]]) -> bytes:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
@@ -239,19 +263,6 @@ def _pack(files: list[tuple[str, bytes]]) -> bytes:
     with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0) as archive:
         archive.write(raw.getvalue())
     return packed.getvalue()
-
-
-def repack_as_tar_gz(packed: bytes) -> bytes:
-    """A .zip (the CDK asset) as the tar.gz SageMaker's toolkit unpacks; a .tar.gz as it is."""
-    if packed[:2] == b"\x1f\x8b":
-        return packed
-    if packed[:2] != b"PK":
-        raise ProviderError("The packaged trainer is neither a .zip nor a .tar.gz.")
-    with zipfile.ZipFile(io.BytesIO(packed)) as bundle:
-        files = [(i.filename, bundle.read(i)) for i in bundle.infolist() if not i.is_dir()]
-    if not any(name == TRAINER_PROGRAM for name, _ in files):
-        raise ProviderError(f"The packaged trainer has no {TRAINER_PROGRAM} at its top.")
-    return _pack(files)
 
 
 # --- reading SageMaker's answers and events -----------------------------------------------------------
@@ -315,9 +326,6 @@ def parse_event(detail_type: str, detail: Mapping[str, Any]) -> TrainingState | 
 
 # --- the customer's credentials -------------------------------------------------------------------------
 
-_CACHE_LOCK = threading.Lock()
-_SESSIONS: dict[tuple[str, str, str, str], tuple[boto3.Session, datetime]] = {}
-
 
 def _assume(
     base: boto3.Session, connection: SageMakerConnection, name: str
@@ -342,31 +350,6 @@ def _assume(
     return session, creds["Expiration"]
 
 
-def assumed_session(
-    connection: SageMakerConnection,
-    workspace_id: str,
-    *,
-    base: boto3.Session | None = None,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
-) -> boto3.Session:
-    """A session in the customer's account, cached until shortly before its credentials expire."""
-    name = session_name(workspace_id)
-    key = (connection.role_arn, connection.external_id, connection.region, name)
-    with _CACHE_LOCK:
-        cached = _SESSIONS.get(key)
-        if cached and cached[1] - now() > timedelta(seconds=REFRESH_MARGIN_S):
-            return cached[0]
-        session, expires = _assume(base or boto3.Session(), connection, name)
-        _SESSIONS[key] = (session, expires)
-        return session
-
-
-def forget_sessions() -> None:
-    """Drop cached credentials (a connection was replaced or deleted)."""
-    with _CACHE_LOCK:
-        _SESSIONS.clear()
-
-
 # --- the provider --------------------------------------------------------------------------------------
 
 
@@ -374,16 +357,43 @@ class SageMakerProvider:
     """SageMaker in the customer's account, behind `TrainingProvider`."""
 
     name: ProviderName = "sagemaker"
+    training_timeout_s = DEFAULT_MAX_RUNTIME_S + STARTUP_MARGIN_S
 
-    def __init__(self, config: SageMakerConfig, *, session: boto3.Session | None = None) -> None:
+    def __init__(
+        self,
+        config: SageMakerConfig,
+        *,
+        session: boto3.Session | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.config = config
         self.connection = config.connection
         self._base = session
+        self._now = now
+        self._lock = threading.Lock()
+        # The customer's credentials, kept until shortly before they expire: the composition root
+        # keeps one provider per workspace, so a warm Lambda assumes the role once an hour, not per call.
+        self._session: boto3.Session | None = None
+        self._expires: datetime | None = None
         self._clients: dict[str, Any] = {}
         self._clients_of: boto3.Session | None = None
+        self._storage: S3Objects | None = None
+
+    def session(self) -> boto3.Session:
+        """A session in the customer's account (the role assumed with the external id)."""
+        with self._lock:
+            if (
+                self._session is None
+                or self._expires is None
+                or self._expires - self._now() <= timedelta(seconds=REFRESH_MARGIN_S)
+            ):
+                self._session, self._expires = _assume(
+                    self._base or boto3.Session(), self.connection, session_name(self.config.workspace_id)
+                )
+            return self._session
 
     def _client(self, service: str) -> Any:
-        session = assumed_session(self.connection, self.config.workspace_id, base=self._base)
+        session = self.session()
         if session is not self._clients_of:
             # New credentials: clients made with the old ones must not be reused.
             self._clients = {}
@@ -422,18 +432,8 @@ class SageMakerProvider:
         return f"s3://{self.connection.artifact_bucket}/{key}"
 
     def trainer_archive(self) -> bytes:
-        """The trainer as sourcedir.tar.gz, from its folder or from the platform's packaged copy."""
-        if self.config.trainer_dir is not None:
-            return _trainer_archive(self.config.trainer_dir)
-        uri = self.config.trainer_source_uri or ""
-        if uri not in _PACKAGED:
-            bucket, key = s3_split(uri)
-            # The platform's own bucket: read with the platform's credentials, not the customer's.
-            platform: S3Client = (self._base or boto3.Session()).client("s3")
-            with aws_call("Reading the packaged trainer", permission=f"s3:GetObject on {uri}"):
-                packed = platform.get_object(Bucket=bucket, Key=key)["Body"].read()
-            _PACKAGED[uri] = repack_as_tar_gz(packed)
-        return _PACKAGED[uri]
+        """The trainer as sourcedir.tar.gz, from its folder."""
+        return _trainer_archive(self.config.trainer_dir)
 
     def ensure_trainer_source(self) -> str:
         """Upload the trainer's sourcedir.tar.gz once per version (named by its digest); its S3 URI."""
@@ -453,10 +453,53 @@ class SageMakerProvider:
                 self.s3.put_object(Bucket=bucket, Key=key, Body=archive, ContentType="application/gzip")
         return self._bucket_uri(key)
 
-    def check_job_name(self, name: str, identity: ModelIdentity) -> None:
-        """`NameTaken` when a training job of that name exists in the customer's account and region
-        and is not this model's: checked when the model is created, before any workflow starts."""
-        self._existing_job(name, identity)
+    @property
+    def storage(self) -> S3Objects:
+        """The customer's artifact bucket, through their role: the job in their account reads only there.
+
+        Over the current S3 client: when the role's credentials are renewed, so is the storage's client
+        (one made with the old credentials would fail once they expire)."""
+        client = self.s3
+        if self._storage is None or self._storage.client is not client:
+            self._storage = S3Objects(client)
+        return self._storage
+
+    def training_data_folder(self, identity: ModelIdentity, uid: str) -> str:
+        return self._bucket_uri(f"{model_prefix(identity)}/data/{uid}/")
+
+    def check_new_job(self, identity: ModelIdentity) -> None:
+        """`NameTaken` when a training job of the model's name exists in the customer's account and
+        region and is not this model's: checked when the model is created, before any workflow starts."""
+        self._existing_job(identity.model_name, identity)
+
+    def training_hyperparameters(
+        self,
+        spec: BaseModelSpec,
+        hyperparameters: ResolvedHyperparameters,
+        optional: ResolvedOptionalHyperparameters | None,
+        *,
+        provider_split_percent: float | None,
+    ) -> dict[str, str]:
+        """The trainer's hyperparameters (`trainer/`'s contract: tunelab's names, as strings)."""
+        return to_trainer_hyperparameters(hyperparameters, optional)
+
+    def trained_output(
+        self,
+        ref: TrainingJobRef | None,
+        *,
+        artifacts_uri: str | None,
+        model_ref: str | None,
+        merged: bool,
+    ) -> TrainedOutput:
+        """The job's `model.tar.gz` in the customer's bucket, listed."""
+        if artifacts_uri is None and ref is not None:
+            artifacts_uri = self.describe_training(ref).artifacts_uri
+        return archive_output(self.storage, artifacts_uri, model_ref=None, merged=merged)
+
+    def speaks_for(self, account: str | None) -> bool:
+        """Only the customer's own account may speak for its models (forwarded events name it; moto,
+        the local runtime's AWS, names none)."""
+        return account is None or account == self.connection.account
 
     def _existing_job(self, name: str, identity: ModelIdentity) -> TrainingJobRef | None:
         """The job of that name if it is this model's (a retry); NameTaken if someone else's."""
@@ -784,9 +827,6 @@ class SageMakerProvider:
         if errors:
             first = errors[0]
             raise ProviderError(f"Could not delete s3://{bucket}/{first.get('Key')}: {first.get('Message')}")
-
-    def parse_event(self, detail_type: str, detail: Mapping[str, Any]) -> TrainingState | DeploymentState:
-        return parse_event(detail_type, detail)
 
     # --- the connection ---
 

@@ -23,10 +23,11 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
+from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tunelab import __version__
-from tunelab.composition import wiring
+from tunelab.composition.wiring import get_services
 from tunelab.domain.errors import (
     NotFound,
     PayloadTooLarge,
@@ -34,8 +35,14 @@ from tunelab.domain.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from tunelab.domain.identity import identity_from_event
-from tunelab.entrypoints.api.errors import code_for_status, error_response, proxy_error, validation_failed
+from tunelab.entrypoints.api.auth import identity_from_event
+from tunelab.entrypoints.api.errors import (
+    code_for_status,
+    error_response,
+    proxy_error,
+    status_of,
+    validation_failed,
+)
 from tunelab.entrypoints.api.routes import (
     base_models,
     datasets,
@@ -74,11 +81,12 @@ for _module in ROUTERS:
 
 
 def _domain_error(error: TunelabError) -> Response[str]:
-    if error.status >= 500:
+    status = status_of(error)
+    if status >= 500:
         logger.exception("Request failed", code=error.code)
     else:
-        logger.info("Request refused", code=error.code, status=error.status, error_message=error.message)
-    headers = {"Retry-After": "5"} if error.status == 429 else None
+        logger.info("Request refused", code=error.code, status=status, error_message=error.message)
+    headers = {"Retry-After": "5"} if status in (429, 503) else None
     return error_response(error, headers)
 
 
@@ -144,6 +152,8 @@ def _request_id() -> str:
 # --- OpenAPI ------------------------------------------------------------------------------------
 
 
+# Kept for the container's life: the document depends only on the code, and building it takes
+# a warm container's request a second it need not spend again.
 @cache
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document, generated from the routes' pydantic models.
@@ -151,8 +161,6 @@ def openapi_document() -> dict[str, Any]:
     Powertools documents its own 422 validation response; this API answers 400 with the
     contract's error body instead, so the 422 entries and their schemas are removed.
     """
-    from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer  # noqa: PLC0415  # only here
-
     schema = app.get_openapi_schema(
         title="tunelab API",
         version=__version__,
@@ -199,6 +207,7 @@ def body_size(event: dict[str, Any]) -> int:
     return len(body.encode("utf-8"))
 
 
+# One configuration per set of origins (the settings' are fixed for a container's life).
 @lru_cache(maxsize=4)
 def cors_config(allowed_origins: tuple[str, ...]) -> CORSConfig:
     """The resolver's CORS configuration for these origins (none: no origin gets CORS headers)."""
@@ -216,7 +225,7 @@ def cors_config(allowed_origins: tuple[str, ...]) -> CORSConfig:
 
 def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Answer one API Gateway REST proxy event."""
-    origins = wiring.get_services().settings.allowed_origins
+    origins = get_services().settings.allowed_origins
     app._cors = cors_config(origins)  # Powertools reads it per response; set from settings, not at import
     if event.get("httpMethod") == "OPTIONS" and origins:
         return app.resolve(event, context)  # a preflight: Powertools answers it from the configuration

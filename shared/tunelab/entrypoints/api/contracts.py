@@ -1,8 +1,10 @@
 """The HTTPS API's request and response bodies (contract v1, design/api.md), as pydantic models.
 
 These models are the contract: the resolver validates requests against them and the OpenAPI
-document (`GET /v1/openapi.json`) is generated from them, field descriptions included. They are
-separate from the persistence records (`tunelab.domain.records`), which map to them with `to_out()`.
+document (`GET /v1/openapi.json`) is generated from them, field descriptions included. The request
+bodies that start something are the use cases' own commands (`application.commands`), served as they
+are; the responses are separate from the persistence records (`domain.records`), which
+`entrypoints.api.views` maps to them.
 
 Conventions: snake_case fields; times are RFC 3339 UTC strings ending in `Z`; money is a number
 in USD in a field ending in `_usd`. Request models forbid unknown fields so a typo
@@ -11,88 +13,41 @@ in USD in a field ending in `_usd`. Request models forbid unknown fields so a ty
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
-from typing import Annotated, Generic, Literal, Self, TypeVar
+from datetime import date
+from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import (
-    AfterValidator,
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    model_validator,
+from pydantic import BaseModel, ConfigDict, Field
+
+from tunelab.application.commands import (
+    AfterHoursIn,
+    AtIn,
+    CostEstimateIn,
+    CreateDatasetIn,
+    CreateFineTunedModelIn,
+    DatasetValidationIn,
+    DeployIn,
+    InvokeIn,
+    NoValidationIn,
+    PutSageMakerProviderIn,
+    ResourcesIn,
+    SplitValidationIn,
+    ValidationIn,
 )
-from pydantic_core import PydanticCustomError
-
-from tunelab.domain.catalog import BaseModelId, BaseModelSpec, FloatRange, Hosting, IntRange, Provider
+from tunelab.domain.catalog import BaseModelSpec, FloatRange, Hosting, IntRange, Provider
 from tunelab.domain.costs import CostEstimate, TrainingCost
-from tunelab.domain.hyperparameters import (
-    HyperparametersIn,
-    OptionalHyperparametersIn,
-    ResolvedHyperparameters,
-    ResolvedOptionalHyperparameters,
-)
+from tunelab.domain.hyperparameters import ResolvedHyperparameters, ResolvedOptionalHyperparameters
 from tunelab.domain.identity import Plan
-from tunelab.domain.naming import ModelName
+from tunelab.domain.naming import DATASET_ID_PATTERN, DatasetId, DatasetName
 from tunelab.domain.resources import ResourceEstimate, ResourceEstimateRequest
 from tunelab.domain.status import DatasetStatus, ModelEventType, ModelStatus
+from tunelab.domain.times import Timestamp, rfc3339
 
 # --- reusable types --------------------------------------------------------------------------
 
 
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
-
-
-def rfc3339(value: datetime) -> str:
-    """`2026-11-28T12:00:00Z` (milliseconds only when there are any)."""
-    value = value.astimezone(UTC)
-    millis = f".{value.microsecond // 1000:03d}" if value.microsecond // 1000 else ""
-    return value.strftime("%Y-%m-%dT%H:%M:%S") + millis + "Z"
-
-
-Timestamp = Annotated[
-    AwareDatetime,
-    AfterValidator(_utc),
-    PlainSerializer(rfc3339, return_type=str, when_used="json"),
-    Field(
-        description="RFC 3339 time in UTC, e.g. `2026-11-28T12:00:00Z`.", examples=["2026-11-28T12:00:00Z"]
-    ),
-]
-
-DATASET_ID_PATTERN = r"^ds_[0-9a-z]{8,40}$"
-DatasetId = Annotated[
-    str,
-    Field(
-        pattern=DATASET_ID_PATTERN,
-        description="A dataset id from `POST /v1/datasets` (`ds_` and lower-case letters and digits).",
-        examples=["ds_01jdq8k2m3n4p5q6r7s8t9v0w1"],
-    ),
-]
-
-DatasetName = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=100,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
-        description="The dataset's name: 1–100 letters, digits, '.', '_' or '-', starting with a letter "
-        "or digit. Unique in the workspace.",
-        examples=["support-tickets"],
-    ),
-]
-
 Usd = Annotated[float, Field(description="US dollars.")]
 
 ProviderName = Provider
-
-
-class _In(BaseModel):
-    """A request body: unknown fields are refused, so typos are reported instead of ignored."""
-
-    # Validators are built on first use, not at import: a cold start builds only what it touches.
-    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class _Out(BaseModel):
@@ -175,34 +130,6 @@ class ProviderOut(_Out):
     )
     verified_at: Timestamp | None = Field(default=None, description="When the connection was last checked.")
     message: str | None = Field(default=None, description="Why the provider is not usable, when it is not.")
-
-
-ROLE_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}$"
-SECRET_ARN_PATTERN = r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9_/+=.@-]+$"  # noqa: S105
-REGION_PATTERN = r"^[a-z]{2}(-gov)?-[a-z]+-\d$"
-BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
-
-
-class PutSageMakerProviderIn(_In):
-    role_arn: str = Field(
-        pattern=ROLE_ARN_PATTERN, description="The IAM role tunelab assumes in the customer's account."
-    )
-    external_id: str = Field(
-        min_length=2,
-        max_length=1224,
-        pattern=r"^[A-Za-z0-9_+=,.@:/-]+$",
-        description="The external id the role's trust policy requires.",
-    )
-    region: str = Field(pattern=REGION_PATTERN, description="Region of the training jobs and endpoints.")
-    artifact_bucket: str = Field(
-        pattern=BUCKET_PATTERN, description="Bucket in the customer's account for datasets and model outputs."
-    )
-    hf_token_secret_arn: str | None = Field(
-        default=None,
-        pattern=SECRET_ARN_PATTERN,
-        description="Secrets Manager secret (in the customer's account) holding a Hugging Face token for "
-        "gated models; tunelab passes its ARN to the job and never reads the value.",
-    )
 
 
 # --- base models ------------------------------------------------------------------------------
@@ -323,16 +250,7 @@ class BaseModelOut(_Out):
 
 def model_availability(spec: BaseModelSpec, *, runtime: str, region: str) -> tuple[bool, str | None]:
     """Whether this deployment (runtime, region) can fine-tune `spec`, and if not, why."""
-    if runtime == "local" and spec.provider != "local":
-        return False, "Cloud models cannot be fine-tuned in the local runtime; use a local model."
-    if runtime != "local" and spec.provider == "local":
-        return False, "This model is fine-tuned only in the local runtime (`tunelab local up`)."
-    if spec.retired is not None:
-        return False, f"Fine-tuning of this model is no longer offered: {spec.retired.note}"
-    if spec.provider == "bedrock" and region not in spec.regions:
-        offered = ", ".join(sorted(spec.regions))
-        return False, f"Bedrock does not fine-tune this model in {region}; it does in {offered}."
-    return True, None
+    return spec.availability(runtime=runtime, region=region)
 
 
 # --- datasets ---------------------------------------------------------------------------------
@@ -376,10 +294,6 @@ class DatasetOut(_Out):
     warnings: list[DatasetWarningOut] = Field(default_factory=list)
 
 
-class CreateDatasetIn(_In):
-    name: DatasetName
-
-
 class UploadOut(_Out):
     url: str
     method: Literal["PUT"] = "PUT"
@@ -393,102 +307,6 @@ class CreateDatasetOut(_Out):
 
 
 # --- fine-tuning requests ---------------------------------------------------------------------
-
-
-class SplitValidationIn(_In):
-    mode: Literal["split"]
-    percent: int = Field(ge=1, le=50, description="Share of the dataset's rows held back for validation.")
-
-
-class DatasetValidationIn(_In):
-    mode: Literal["dataset"]
-    dataset_id: DatasetId
-
-
-class NoValidationIn(_In):
-    mode: Literal["none"]
-
-
-ValidationIn = Annotated[
-    SplitValidationIn | DatasetValidationIn | NoValidationIn,
-    Field(discriminator="mode", description="Where validation data comes from."),
-]
-
-
-class ResourcesIn(_In):
-    instance_type: str = Field(
-        min_length=1, max_length=64, description="SageMaker instance type, e.g. `ml.g5.12xlarge`."
-    )
-    instance_count: int = Field(default=1, ge=1, le=64, description="Instances; more than one runs torchrun.")
-    volume_size_gb: int = Field(default=100, ge=1, le=16384, description="Training volume per instance.")
-
-
-def _one_base(base_model_id: str | None, base_fine_tuned_model: str | None) -> None:
-    if (base_model_id is None) == (base_fine_tuned_model is None):
-        # `field` in ctx tells the API's error mapping which field to name.
-        raise PydanticCustomError(
-            "base_model",
-            "Give either base_model_id or base_fine_tuned_model (exactly one).",
-            {"field": "base_model_id"},
-        )
-
-
-class CostEstimateIn(_In):
-    """The body of `POST /v1/fine-tuned-models`, where the acknowledgement is not needed."""
-
-    name: ModelName | None = None
-    base_model_id: BaseModelId | None = None
-    base_fine_tuned_model: ModelName | None = Field(
-        default=None,
-        description="Continue from this fine-tuned model of the workspace instead of a base model.",
-    )
-    dataset_id: DatasetId
-    validation: ValidationIn = Field(default_factory=lambda: NoValidationIn(mode="none"))
-    resources: ResourcesIn | None = Field(default=None, description="SageMaker only, and required there.")
-    hyperparameters: HyperparametersIn = Field(default_factory=HyperparametersIn)
-    optional_hyperparameters: OptionalHyperparametersIn = None
-    acknowledge: bool | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one_base(self) -> Self:
-        _one_base(self.base_model_id, self.base_fine_tuned_model)
-        return self
-
-
-class CreateFineTunedModelIn(CostEstimateIn):
-    name: ModelName
-    acknowledge: bool = Field(description="Must be true: the user has read the predicted cost.")
-
-    @model_validator(mode="after")
-    def _acknowledged(self) -> Self:
-        if not self.acknowledge:
-            raise PydanticCustomError(
-                "acknowledge",
-                "Set acknowledge to true once you have read the predicted cost (POST /v1/cost-estimates).",
-                {"field": "acknowledge"},
-            )
-        return self
-
-
-class AfterHoursIn(_In):
-    after_hours: float = Field(gt=0, le=24 * 30, description="Undeploy this many hours after deployment.")
-
-
-class AtIn(_In):
-    at: Timestamp = Field(description="Undeploy at this time (UTC).")
-
-
-class DeployIn(_In):
-    auto_undeploy: AfterHoursIn | AtIn | None = Field(
-        default=None, description="When to undeploy automatically; null keeps it deployed until undeployed."
-    )
-
-
-class InvokeIn(_In):
-    prompt: str = Field(min_length=1, max_length=100_000)
-    max_tokens: int = Field(default=256, ge=1, le=8192)
-    temperature: float = Field(default=0.7, ge=0, le=2)
-    top_p: float = Field(default=0.9, gt=0, le=1)
 
 
 class UsageOut(_Out):
@@ -614,3 +432,25 @@ class ModelEventOut(_Out):
     status: ModelStatus | None = None
     message: str | None = None
     metrics: MetricsOut | None = None
+
+
+__all__ = [
+    "DATASET_ID_PATTERN",
+    "AfterHoursIn",
+    "AtIn",
+    "CostEstimateIn",
+    "CreateDatasetIn",
+    "CreateFineTunedModelIn",
+    "DatasetId",
+    "DatasetName",
+    "DatasetValidationIn",
+    "DeployIn",
+    "InvokeIn",
+    "NoValidationIn",
+    "PutSageMakerProviderIn",
+    "ResourcesIn",
+    "SplitValidationIn",
+    "Timestamp",
+    "ValidationIn",
+    "rfc3339",
+]

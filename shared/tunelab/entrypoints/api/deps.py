@@ -1,60 +1,43 @@
-"""What routes depend on: the settings, the repository, the catalog and the caller's identity.
+"""What routes depend on: the application context and the caller.
 
-They come from the process's `tunelab.composition.wiring.Services` (built lazily, shared with every other
-handler; tests and the local runtime install their own with `wiring.set_services`). Routes take
-them as parameters (`Annotated[Identity, Depends(current_identity)]`); a test may also replace
-one with `app.dependency_overrides[catalog] = ...`.
+Both come from the composition root (`composition.wiring.get_services()`, built lazily and shared
+with every other handler; tests and the local runtime install their own with `wiring.set_services`).
+Routes take them as parameters (`Annotated[Identity, Depends(current_identity)]`).
 """
 
 from __future__ import annotations
 
-import time
-
 from aws_lambda_powertools.event_handler.request import Request
 
-from tunelab.adapters.dynamodb import Repository
+from tunelab.application import workspaces
 from tunelab.composition import wiring
-from tunelab.composition.settings import Settings
-from tunelab.domain.catalog import Catalog
-from tunelab.domain.identity import Identity, Plan, identity_from_event
-from tunelab.entrypoints.api.idempotency import reset_idempotency
-
-# Workspace -> (the plan its record had, monotonic time) for workspaces this container has ensured
-# exist. A claim naming another plan always goes to the repository (so trial -> subscription -> trial
-# lands); entries expire so a change another container wrote is not hidden for long.
-_seen: dict[str, tuple[Plan, float]] = {}
-SEEN_TTL_S = 300.0
+from tunelab.composition.settings import reset_settings
+from tunelab.composition.wiring import Services
+from tunelab.domain.identity import Identity
+from tunelab.entrypoints.api.auth import identity_from_event
 
 
-def settings() -> Settings:
-    return wiring.get_services().settings
-
-
-def repository() -> Repository:
-    return wiring.get_services().repository
-
-
-def catalog() -> Catalog:
-    return wiring.get_services().catalog
+def services() -> Services:
+    """The process's services: the application context the use cases work on."""
+    return wiring.get_services()
 
 
 def current_identity(request: Request) -> Identity:
-    """The caller (`Unauthorized` without valid claims); their workspace record exists afterwards,
-    created on first sight and following the token's plan claim (see `tunelab.domain.identity`)."""
+    """The caller (`Unauthorized` without valid claims); their workspace exists afterwards, created on
+    first sight and following the token's plan claim (see `domain.identity`)."""
     identity = identity_from_event(request.resolved_event.raw_event)
-    now = time.monotonic()
-    known = _seen.get(identity.workspace)
-    if known is None or now - known[1] >= SEEN_TTL_S or identity.plan not in (None, known[0]):
-        record = repository().ensure_workspace(
-            identity.workspace, plan=identity.plan, default_plan=settings().default_plan
-        )
-        _seen[identity.workspace] = (record.plan, now)
+    workspaces.enter(services(), identity)
     return identity
 
 
-def reset_services() -> None:
-    """Forget the services, the workspaces seen and the idempotency store (tests, the local runtime
+def correlation_id(request: Request) -> str:
+    """API Gateway's request id: it follows the request into workflows, domain events and logs."""
+    context = request.resolved_event.raw_event.get("requestContext") or {}
+    return str(context.get("requestId") or "unknown")
+
+
+def reset() -> None:
+    """Forget the settings and the services with every cache they hold (tests, the local runtime
     after changing the environment)."""
+    reset_settings()
     wiring.reset_services()
-    _seen.clear()
-    reset_idempotency()

@@ -1,7 +1,8 @@
 """Every error the API answers, in the contract's body: `{"error": {"code", "message", "details"}}`.
 
-One place maps what can go wrong to a status and a body: the domain's `TunelabError` family by
-its own `.status`/`.code`; Powertools' request validation errors (its default is 422) to 400
+One place maps what can go wrong to a status and a body: the domain's errors by the table `STATUS`
+(the first of an error's classes that it names, so a subclass answers like its parent unless listed)
+with their own `code`; Powertools' request validation errors (its default is 422) to 400
 `validation_error` with field paths such as `hyperparameters.epochs`; unknown routes to 404;
 anything unexpected to a logged 500 whose message gives the request id and nothing internal.
 """
@@ -15,17 +16,62 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 
-from tunelab.domain.errors import ErrorDetail, TunelabError, ValidationFailed
+from tunelab.domain.errors import (
+    Conflict,
+    DeploymentCancelled,
+    ErrorDetail,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    ProviderError,
+    ProviderTransientError,
+    Throttled,
+    TrainingCancelled,
+    TunelabError,
+    Unauthorized,
+    ValidationFailed,
+)
 
 _JSON_HEADERS = {"Content-Type": content_types.APPLICATION_JSON}
+
+# The HTTP status of each domain error; an error answers with the status of its first class listed.
+STATUS: Mapping[type[TunelabError], int] = {
+    ValidationFailed: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TrainingCancelled: 409,
+    DeploymentCancelled: 409,
+    PayloadTooLarge: 413,
+    Throttled: 429,
+    ProviderError: 502,
+    ProviderTransientError: 503,
+}
+
+
+def status_of(error: TunelabError) -> int:
+    """The HTTP status a domain error answers with (500 for one the table does not name)."""
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def error_body(error: TunelabError) -> dict[str, Any]:
+    """The contract's error body."""
+    body: dict[str, Any] = {"code": error.code, "message": error.message}
+    if error.details:
+        body["details"] = [d.as_body() for d in error.details]
+    return {"error": body}
 
 
 def error_response(error: TunelabError, headers: Mapping[str, str] | None = None) -> Response[str]:
     """The resolver's response for a domain error."""
     return Response(
-        status_code=error.status,
+        status_code=status_of(error),
         content_type=content_types.APPLICATION_JSON,
-        body=json.dumps(error.body()),
+        body=json.dumps(error_body(error)),
         headers=dict(headers or {}),
     )
 
@@ -33,9 +79,9 @@ def error_response(error: TunelabError, headers: Mapping[str, str] | None = None
 def proxy_error(error: TunelabError) -> dict[str, Any]:
     """An API Gateway proxy response for a domain error, for answers given before the resolver runs."""
     return {
-        "statusCode": error.status,
+        "statusCode": status_of(error),
         "headers": dict(_JSON_HEADERS),
-        "body": json.dumps(error.body()),
+        "body": json.dumps(error_body(error)),
         "isBase64Encoded": False,
     }
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from functools import cache
 from typing import Any, TypeVar
 
 from aws_lambda_powertools.utilities.idempotency import (
@@ -33,7 +32,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tunelab.composition.settings import get_settings
+from tunelab.composition.wiring import get_services
 from tunelab.domain.errors import IdempotencyConflict, ValidationFailed
 from tunelab.domain.identity import Identity
 
@@ -56,14 +55,13 @@ def idempotency_key(headers: Mapping[str, str] | None) -> str | None:
     return None
 
 
-@cache
 def _persistence() -> DynamoDBPersistenceLayer:
-    return DynamoDBPersistenceLayer(table_name=get_settings().idempotency_table_name)
-
-
-def reset_idempotency() -> None:
-    """Forget the persistence layer (tests, after changing the environment)."""
-    _persistence.cache_clear()
+    # One per container (the services hold it): it keeps its DynamoDB client.
+    services = get_services()
+    return services.shared(
+        "idempotency",
+        lambda: DynamoDBPersistenceLayer(table_name=services.settings.idempotency_table_name),
+    )
 
 
 def idempotent(

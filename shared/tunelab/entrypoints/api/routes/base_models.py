@@ -8,11 +8,10 @@ from urllib.parse import unquote
 from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
-from tunelab.composition.settings import Settings
-from tunelab.domain.catalog import Catalog
+from tunelab.composition.wiring import Services
 from tunelab.domain.identity import Identity
 from tunelab.entrypoints.api.contracts import BaseModelOut, Page
-from tunelab.entrypoints.api.deps import catalog, current_identity, settings
+from tunelab.entrypoints.api.deps import current_identity, services
 from tunelab.entrypoints.api.routes.common import responses
 
 router = APIGatewayRouter()  # type: ignore[no-untyped-call]
@@ -27,11 +26,12 @@ router = APIGatewayRouter()  # type: ignore[no-untyped-call]
 )
 def list_base_models(
     identity: Annotated[Identity, Depends(current_identity)],
-    models: Annotated[Catalog, Depends(catalog)],
-    config: Annotated[Settings, Depends(settings)],
+    ctx: Annotated[Services, Depends(services)],
 ) -> Page[BaseModelOut]:
+    config = ctx.settings
     items = [
-        BaseModelOut.from_spec(m, runtime=config.runtime, region=config.aws_region) for m in models.models
+        BaseModelOut.from_spec(m, runtime=config.runtime, region=config.aws_region)
+        for m in ctx.catalog.models
     ]
     # Available models first; then by provider and name, as a person scans the list.
     items.sort(key=lambda m: (not m.available, m.provider, m.name))
@@ -48,9 +48,8 @@ def list_base_models(
 def get_base_model(
     model_id: str,
     identity: Annotated[Identity, Depends(current_identity)],
-    models: Annotated[Catalog, Depends(catalog)],
-    config: Annotated[Settings, Depends(settings)],
+    ctx: Annotated[Services, Depends(services)],
 ) -> BaseModelOut:
     # Ids hold ':' and '.'; a client may send ':' percent-encoded.
-    spec = models.model(unquote(model_id))
-    return BaseModelOut.from_spec(spec, runtime=config.runtime, region=config.aws_region)
+    spec = ctx.catalog.model(unquote(model_id))
+    return BaseModelOut.from_spec(spec, runtime=ctx.settings.runtime, region=ctx.settings.aws_region)

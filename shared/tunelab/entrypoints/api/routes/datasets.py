@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
@@ -20,8 +21,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import TypeAdapter, ValidationError
 
-from tunelab.adapters.dynamodb import Repository
-from tunelab.application import service
+from tunelab.application import datasets
 from tunelab.composition.wiring import Services
 from tunelab.domain.errors import NotFound, ValidationFailed
 from tunelab.domain.identity import Identity
@@ -32,12 +32,13 @@ from tunelab.entrypoints.api.contracts import (
     DatasetName,
     DatasetOut,
     Page,
+    UploadOut,
 )
-from tunelab.entrypoints.api.deps import current_identity, repository
+from tunelab.entrypoints.api.deps import current_identity, services
 from tunelab.entrypoints.api.errors import validation_failed
 from tunelab.entrypoints.api.idempotency import idempotency_key, idempotent
 from tunelab.entrypoints.api.routes.common import DEFAULT_LIMIT, Limit, NextToken, responses
-from tunelab.entrypoints.api.routes.services import services
+from tunelab.entrypoints.api.views import dataset_out
 
 router = APIGatewayRouter()  # type: ignore[no-untyped-call]
 
@@ -67,8 +68,6 @@ CREATED = responses(
 
 def _dataset_id(dataset_id: str) -> str:
     # A malformed id names no dataset: 404, like an unknown one.
-    import re  # noqa: PLC0415
-
     if not re.fullmatch(DATASET_ID_PATTERN, dataset_id):
         raise NotFound(f"There is no dataset {dataset_id} in this workspace.")
     return dataset_id
@@ -104,7 +103,7 @@ def _raw_body() -> bytes:
 )
 def create_dataset(
     identity: Annotated[Identity, Depends(current_identity)],
-    svc: Annotated[Services, Depends(services)],
+    ctx: Annotated[Services, Depends(services)],
     name: Annotated[
         str | None, Query(description="The dataset's name, with a `text/csv` body (JSON bodies carry it).")
     ] = None,
@@ -122,8 +121,8 @@ def create_dataset(
             ROUTE,
             key,
             fingerprint,
-            lambda: (
-                service.create_dataset_from_csv(svc, identity, checked, data).to_out().model_dump(mode="json")
+            lambda: dataset_out(datasets.create_from_csv(ctx, identity, checked, data)).model_dump(
+                mode="json"
             ),
             context=router.lambda_context,
         )
@@ -133,8 +132,9 @@ def create_dataset(
             raise ValidationFailed.of("name", "Give the name once: in the JSON body.")
 
         def upload() -> dict[str, Any]:
-            dataset, link = service.create_dataset_upload(svc, identity, request.name)
-            return CreateDatasetOut(dataset=dataset.to_out(), upload=link).model_dump(mode="json")
+            dataset, link = datasets.create_upload(ctx, identity, request.name)
+            out = UploadOut(url=link.url, headers=link.headers, expires_at=link.expires_at)
+            return CreateDatasetOut(dataset=dataset_out(dataset), upload=out).model_dump(mode="json")
 
         out = idempotent(
             identity, ROUTE, key, request.model_dump(mode="json"), upload, context=router.lambda_context
@@ -181,12 +181,12 @@ def _json_request() -> CreateDatasetIn:
 )
 def list_datasets(
     identity: Annotated[Identity, Depends(current_identity)],
-    repo: Annotated[Repository, Depends(repository)],
+    ctx: Annotated[Services, Depends(services)],
     limit: Limit = DEFAULT_LIMIT,
     next_token: NextToken = None,
 ) -> Page[DatasetOut]:
-    page = repo.list_datasets(identity.workspace, limit=limit, next_token=next_token)
-    return Page[DatasetOut](items=[d.to_out() for d in page.items], next_token=page.next_token)
+    page = datasets.list_datasets(ctx, identity, limit=limit, next_token=next_token)
+    return Page[DatasetOut](items=[dataset_out(d) for d in page.items], next_token=page.next_token)
 
 
 @router.get(
@@ -199,9 +199,9 @@ def list_datasets(
 def get_dataset(
     dataset_id: Annotated[str, Path(description="The dataset's id (`ds_...`).")],
     identity: Annotated[Identity, Depends(current_identity)],
-    repo: Annotated[Repository, Depends(repository)],
+    ctx: Annotated[Services, Depends(services)],
 ) -> DatasetOut:
-    return repo.get_dataset(identity.workspace, _dataset_id(dataset_id)).to_out()
+    return dataset_out(datasets.get(ctx, identity, _dataset_id(dataset_id)))
 
 
 @router.delete(
@@ -214,7 +214,7 @@ def get_dataset(
 def delete_dataset(
     dataset_id: Annotated[str, Path(description="The dataset's id (`ds_...`).")],
     identity: Annotated[Identity, Depends(current_identity)],
-    svc: Annotated[Services, Depends(services)],
+    ctx: Annotated[Services, Depends(services)],
 ) -> Response[None]:
-    service.delete_dataset(svc, identity, _dataset_id(dataset_id))
+    datasets.delete(ctx, identity, _dataset_id(dataset_id))
     return Response(status_code=204)

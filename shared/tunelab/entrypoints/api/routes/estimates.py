@@ -8,9 +8,8 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
-from tunelab.application import service
+from tunelab.application import fine_tuned_models
 from tunelab.composition.wiring import Services
-from tunelab.domain.catalog import Catalog
 from tunelab.domain.identity import Identity
 from tunelab.domain.resources import estimate_resources
 from tunelab.entrypoints.api.contracts import (
@@ -19,9 +18,8 @@ from tunelab.entrypoints.api.contracts import (
     ResourceEstimateIn,
     ResourceEstimateOut,
 )
-from tunelab.entrypoints.api.deps import catalog, current_identity
+from tunelab.entrypoints.api.deps import current_identity, services
 from tunelab.entrypoints.api.routes.common import responses
-from tunelab.entrypoints.api.routes.services import services
 
 router = APIGatewayRouter()  # type: ignore[no-untyped-call]
 
@@ -36,9 +34,9 @@ router = APIGatewayRouter()  # type: ignore[no-untyped-call]
 def create_resource_estimate(
     body: ResourceEstimateIn,
     identity: Annotated[Identity, Depends(current_identity)],
-    models: Annotated[Catalog, Depends(catalog)],
+    ctx: Annotated[Services, Depends(services)],
 ) -> ResourceEstimateOut:
-    return estimate_resources(body, models)
+    return estimate_resources(body, ctx.catalog)
 
 
 @router.post(
@@ -53,6 +51,6 @@ def create_resource_estimate(
 def create_cost_estimate(
     body: CostEstimateIn,
     identity: Annotated[Identity, Depends(current_identity)],
-    svc: Annotated[Services, Depends(services)],
+    ctx: Annotated[Services, Depends(services)],
 ) -> CostEstimateOut:
-    return service.estimate(svc, identity, body)
+    return fine_tuned_models.estimate(ctx, identity, body)

@@ -12,8 +12,7 @@ from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
-from tunelab.adapters.dynamodb import Repository
-from tunelab.application import operations, service
+from tunelab.application import deployments, fine_tuned_models
 from tunelab.composition.wiring import Services
 from tunelab.domain.errors import NotFound, ValidationFailed
 from tunelab.domain.identity import Identity
@@ -28,11 +27,12 @@ from tunelab.entrypoints.api.contracts import (
     InvokeOut,
     ModelEventOut,
     Page,
+    UsageOut,
 )
-from tunelab.entrypoints.api.deps import current_identity, repository
+from tunelab.entrypoints.api.deps import correlation_id, current_identity, services
 from tunelab.entrypoints.api.idempotency import idempotency_key, idempotent
 from tunelab.entrypoints.api.routes.common import DEFAULT_LIMIT, Limit, NextToken, responses
-from tunelab.entrypoints.api.routes.services import correlation_id, services
+from tunelab.entrypoints.api.views import event_out, model_out
 
 router = APIGatewayRouter()  # type: ignore[no-untyped-call]
 
@@ -65,7 +65,7 @@ def _accepted(model: FineTunedModelOut) -> Response[FineTunedModelOut]:
 def create_fine_tuned_model(
     body: CreateFineTunedModelIn,
     identity: Annotated[Identity, Depends(current_identity)],
-    svc: Annotated[Services, Depends(services)],
+    ctx: Annotated[Services, Depends(services)],
     correlation: Annotated[str, Depends(correlation_id)],
 ) -> Response[FineTunedModelOut]:
     out = idempotent(
@@ -73,11 +73,9 @@ def create_fine_tuned_model(
         ROUTE,
         idempotency_key(router.current_event.headers),
         body.model_dump(mode="json"),
-        lambda: (
-            service.create_fine_tuned_model(svc, identity, body, correlation_id=correlation)
-            .to_out()
-            .model_dump(mode="json")
-        ),
+        lambda: model_out(
+            fine_tuned_models.create(ctx, identity, body, correlation_id=correlation)
+        ).model_dump(mode="json"),
         context=router.lambda_context,
     )
     return _accepted(FineTunedModelOut.model_validate(out))
@@ -92,14 +90,19 @@ def create_fine_tuned_model(
 )
 def list_fine_tuned_models(
     identity: Annotated[Identity, Depends(current_identity)],
-    repo: Annotated[Repository, Depends(repository)],
+    ctx: Annotated[Services, Depends(services)],
     status: Annotated[str | None, Query(description="Only models in this status, e.g. `deployed`.")] = None,
     limit: Limit = DEFAULT_LIMIT,
     next_token: NextToken = None,
 ) -> Page[FineTunedModelOut]:
-    statuses = None if status is None else {parse_status(status)}
-    page = repo.list_models(identity.workspace, limit=limit, next_token=next_token, status=statuses)
-    return Page[FineTunedModelOut](items=[m.to_out() for m in page.items], next_token=page.next_token)
+    page = fine_tuned_models.list_models(
+        ctx,
+        identity,
+        limit=limit,
+        next_token=next_token,
+        status=None if status is None else parse_status(status),
+    )
+    return Page[FineTunedModelOut](items=[model_out(m) for m in page.items], next_token=page.next_token)
 
 
 @router.get(
@@ -112,9 +115,9 @@ def list_fine_tuned_models(
 def get_fine_tuned_model(
     name: ModelNamePath,
     identity: Annotated[Identity, Depends(current_identity)],
-    repo: Annotated[Repository, Depends(repository)],
+    ctx: Annotated[Services, Depends(services)],
 ) -> FineTunedModelOut:
-    return repo.get_model(identity.workspace, _name(name)).to_out()
+    return model_out(fine_tuned_models.get(ctx, identity, _name(name)))
 
 
 @router.get(
@@ -127,12 +130,12 @@ def get_fine_tuned_model(
 def list_events(
     name: ModelNamePath,
     identity: Annotated[Identity, Depends(current_identity)],
-    repo: Annotated[Repository, Depends(repository)],
+    ctx: Annotated[Services, Depends(services)],
     limit: Limit = DEFAULT_LIMIT,
     next_token: NextToken = None,
 ) -> Page[ModelEventOut]:
-    page = repo.list_events(identity.workspace, _name(name), limit=limit, next_token=next_token)
-    return Page[ModelEventOut](items=[e.to_out() for e in page.items], next_token=page.next_token)
+    page = fine_tuned_models.history(ctx, identity, _name(name), limit=limit, next_token=next_token)
+    return Page[ModelEventOut](items=[event_out(e) for e in page.items], next_token=page.next_token)
 
 
 @router.post(
@@ -145,10 +148,11 @@ def list_events(
 def stop(
     name: ModelNamePath,
     identity: Annotated[Identity, Depends(current_identity)],
-    svc: Annotated[Services, Depends(services)],
+    ctx: Annotated[Services, Depends(services)],
+    correlation: Annotated[str, Depends(correlation_id)],
 ) -> Response[FineTunedModelOut]:
-    model = operations.stop_training(svc, identity.workspace, _name(name), by=identity.email)
-    return _accepted(model.to_out())
+    model = fine_tuned_models.stop(ctx, identity, _name(name), correlation_id=correlation)
+    return _accepted(model_out(model))
 
 
 @router.post(
@@ -161,12 +165,12 @@ def stop(
 def deploy(
     name: ModelNamePath,
     identity: Annotated[Identity, Depends(current_identity)],
-    svc: Annotated[Services, Depends(services)],
+    ctx: Annotated[Services, Depends(services)],
     correlation: Annotated[str, Depends(correlation_id)],
     body: DeployIn | None = None,
 ) -> Response[FineTunedModelOut]:
-    model = service.deploy_model(svc, identity, _name(name), body or DeployIn(), correlation_id=correlation)
-    return _accepted(model.to_out())
+    model = deployments.deploy(ctx, identity, _name(name), body or DeployIn(), correlation_id=correlation)
+    return _accepted(model_out(model))
 
 
 @router.post(
@@ -179,10 +183,11 @@ def deploy(
 def undeploy(
     name: ModelNamePath,
     identity: Annotated[Identity, Depends(current_identity)],
-    svc: Annotated[Services, Depends(services)],
+    ctx: Annotated[Services, Depends(services)],
+    correlation: Annotated[str, Depends(correlation_id)],
 ) -> Response[FineTunedModelOut]:
-    model = operations.undeploy_model(svc, identity.workspace, _name(name), by=identity.email)
-    return _accepted(model.to_out())
+    model = deployments.undeploy_for(ctx, identity, _name(name), correlation_id=correlation)
+    return _accepted(model_out(model))
 
 
 @router.post(
@@ -196,9 +201,14 @@ def invoke(
     name: ModelNamePath,
     body: InvokeIn,
     identity: Annotated[Identity, Depends(current_identity)],
-    svc: Annotated[Services, Depends(services)],
+    ctx: Annotated[Services, Depends(services)],
 ) -> InvokeOut:
-    return service.invoke_model(svc, identity, _name(name), body)
+    result = deployments.invoke(ctx, identity, _name(name), body)
+    return InvokeOut(
+        completion=result.completion,
+        usage=UsageOut(input_tokens=result.input_tokens, output_tokens=result.output_tokens),
+        latency_ms=result.latency_ms,
+    )
 
 
 @router.get(
@@ -211,9 +221,15 @@ def invoke(
 def download(
     name: ModelNamePath,
     identity: Annotated[Identity, Depends(current_identity)],
-    svc: Annotated[Services, Depends(services)],
+    ctx: Annotated[Services, Depends(services)],
 ) -> DownloadOut:
-    return service.download_model(svc, identity, _name(name))
+    model, link = fine_tuned_models.download(ctx, identity, _name(name))
+    return DownloadOut(
+        url=link.url,
+        expires_at=link.expires_at,
+        size_bytes=link.size_bytes,
+        files=list(model.artifacts.files) if model.artifacts else [],
+    )
 
 
 @router.delete(
@@ -229,7 +245,8 @@ def download(
 def delete(
     name: ModelNamePath,
     identity: Annotated[Identity, Depends(current_identity)],
-    svc: Annotated[Services, Depends(services)],
+    ctx: Annotated[Services, Depends(services)],
+    correlation: Annotated[str, Depends(correlation_id)],
     acknowledge: Annotated[
         Literal["true", "false"] | None,
         Query(description="Must be `true`: the model, its weights and its history are deleted for good."),
@@ -240,5 +257,5 @@ def delete(
             "acknowledge",
             "Deleting removes the model, its weights and its history for good: add ?acknowledge=true.",
         )
-    operations.delete_model(svc, identity.workspace, _name(name), by=identity.email)
+    fine_tuned_models.delete(ctx, identity, _name(name), correlation_id=correlation)
     return Response(status_code=204)

@@ -11,13 +11,13 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
-from tunelab.application import service
+from tunelab.application import provider_connections
 from tunelab.composition.wiring import Services
 from tunelab.domain.identity import Identity
 from tunelab.entrypoints.api.contracts import ProviderOut, PutSageMakerProviderIn
-from tunelab.entrypoints.api.deps import current_identity
+from tunelab.entrypoints.api.deps import current_identity, services
 from tunelab.entrypoints.api.routes.common import responses
-from tunelab.entrypoints.api.routes.services import services
+from tunelab.entrypoints.api.views import provider_out
 
 router = APIGatewayRouter()  # type: ignore[no-untyped-call]
 
@@ -36,9 +36,9 @@ router = APIGatewayRouter()  # type: ignore[no-untyped-call]
 def put_sagemaker(
     body: PutSageMakerProviderIn,
     identity: Annotated[Identity, Depends(current_identity)],
-    svc: Annotated[Services, Depends(services)],
+    ctx: Annotated[Services, Depends(services)],
 ) -> ProviderOut:
-    return service.connect_sagemaker(svc, identity, body).to_out()
+    return provider_out(provider_connections.connect_sagemaker(ctx, identity, body))
 
 
 @router.delete(
@@ -50,7 +50,7 @@ def put_sagemaker(
 )
 def delete_sagemaker(
     identity: Annotated[Identity, Depends(current_identity)],
-    svc: Annotated[Services, Depends(services)],
+    ctx: Annotated[Services, Depends(services)],
 ) -> Response[None]:
-    service.disconnect_sagemaker(svc, identity)
+    provider_connections.disconnect_sagemaker(ctx, identity)
     return Response(status_code=204)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from tunelab.entrypoints.api.contracts import HealthOut
-from tunelab.entrypoints.api.deps import catalog, settings
+from tunelab.entrypoints.api.deps import services
 
 router = APIGatewayRouter()  # type: ignore[no-untyped-call]
 
@@ -19,6 +19,6 @@ router = APIGatewayRouter()  # type: ignore[no-untyped-call]
 )
 def health() -> HealthOut:
     # Configuration and catalog load once per container; a broken deployment fails here, visibly.
-    settings()
-    catalog()
+    ctx = services()
+    _ = (ctx.settings, ctx.catalog)
     return HealthOut()

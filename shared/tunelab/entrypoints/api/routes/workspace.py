@@ -7,12 +7,13 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
-from tunelab.adapters.dynamodb import Repository
-from tunelab.composition.settings import Settings
+from tunelab.application import provider_connections, workspaces
+from tunelab.composition.wiring import Services
 from tunelab.domain.identity import Identity
 from tunelab.entrypoints.api.contracts import Page, ProviderOut, WorkspaceOut
-from tunelab.entrypoints.api.deps import current_identity, repository, settings
+from tunelab.entrypoints.api.deps import current_identity, services
 from tunelab.entrypoints.api.routes.common import responses
+from tunelab.entrypoints.api.views import provider_out, workspace_out
 
 router = APIGatewayRouter()  # type: ignore[no-untyped-call]
 
@@ -26,9 +27,9 @@ router = APIGatewayRouter()  # type: ignore[no-untyped-call]
 )
 def get_workspace(
     identity: Annotated[Identity, Depends(current_identity)],
-    repo: Annotated[Repository, Depends(repository)],
+    ctx: Annotated[Services, Depends(services)],
 ) -> WorkspaceOut:
-    return repo.get_workspace(identity.workspace).to_out()
+    return workspace_out(workspaces.get(ctx, identity))
 
 
 @router.get(
@@ -40,31 +41,14 @@ def get_workspace(
 )
 def list_providers(
     identity: Annotated[Identity, Depends(current_identity)],
-    repo: Annotated[Repository, Depends(repository)],
-    config: Annotated[Settings, Depends(settings)],
+    ctx: Annotated[Services, Depends(services)],
 ) -> Page[ProviderOut]:
-    items: list[ProviderOut] = []
-    if config.runtime == "local":
-        items.append(ProviderOut(provider="local", status="connected"))
-        items.append(
-            ProviderOut(
-                provider="bedrock",
-                status="not_connected",
-                message="Bedrock is not available in the local runtime; deploy tunelab to AWS to use it.",
-            )
+    items = [
+        provider_out(entry.connection)
+        if entry.connection is not None
+        else ProviderOut(
+            provider=entry.provider, status=entry.status, region=entry.region, message=entry.message
         )
-    else:
-        # Served by the platform in its own account: always there.
-        items.append(ProviderOut(provider="bedrock", status="connected", region=config.aws_region))
-    connection = repo.find_provider_connection(identity.workspace, "sagemaker")
-    if connection is not None:
-        items.append(connection.to_out())
-    else:
-        items.append(
-            ProviderOut(
-                provider="sagemaker",
-                status="not_connected",
-                message="Connect your AWS account with PUT /v1/providers/sagemaker (plans with BYOK).",
-            )
-        )
+        for entry in provider_connections.list_providers(ctx, identity)
+    ]
     return Page[ProviderOut](items=items, next_token=None)

@@ -1,0 +1,1088 @@
+"""Fine-tuned models: what users (through the API), the fine-tuning workflow's tasks, provider events
+and the reconciler do to a model's training and its life, in one place.
+
+* Requests: `plan` / `estimate` (every check, nothing started), `create`, `stop`, `delete`,
+  `download`, and the reads (`get`, `list_models`, `history`).
+* The fine-tuning workflow's tasks: `prepare_data` → `start_training` (waits on a task token) →
+  `finish_training` (the only writer of the training's final status).
+* What providers say: `apply_training_state` (from an event or the reconciler) records news while a
+  job runs and hands a finished job's outcome to the waiting workflow.
+
+Rules every step follows: a status changes only through the status table (`domain.status`), with a
+`status_changed` event, and is announced on tunelab's bus with the correlation id of what caused it
+(`application.announce`). Provider calls come first where a failure must leave the model as it was;
+clean-ups tolerate what is already gone, so a retry completes. A workflow task acts only on the model
+life it was started for (`uid`): a model deleted and created again under the same name is not
+touched by an old execution.
+
+Decisions a user will notice (the API's contract leaves them open):
+
+* A request that names another resource of the workspace in its body (`dataset_id`,
+  `validation.dataset_id`, `base_fine_tuned_model`) that does not exist or is not usable is 400
+  `validation_error` naming that field; 404 is kept for the resource in the path.
+* A base model this deployment cannot fine-tune — a cloud model in the local runtime, a local model
+  on AWS, a Bedrock model outside its regions, a retired model — is 400 saying why.
+* If the workflow cannot be started, the record just written is deleted again (its name is free, its
+  datasets released) and the request fails; if even that fails, the model ends `training_failed`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import BinaryIO, cast
+
+from aws_lambda_powertools import Logger
+
+from tunelab.application import announce
+from tunelab.application.commands import (
+    CostEstimateIn,
+    CreateFineTunedModelIn,
+    DatasetValidationIn,
+    SplitValidationIn,
+)
+from tunelab.application.ports import Context, TrainingProvider
+from tunelab.application.workflows import (
+    FinishedTraining,
+    FinishTrainingEvent,
+    PrepareDataEvent,
+    PreparedData,
+    StartTrainingEvent,
+    TaskError,
+    TrainingOutcome,
+)
+from tunelab.domain.catalog import BaseModelSpec, InstanceType
+from tunelab.domain.costs import CostEstimate, Method, SageMakerRun, estimate_cost
+from tunelab.domain.datasets import (
+    DatasetReport,
+    DatasetStats,
+    RowTokens,
+    SplitPlan,
+    check_for_model,
+    convert_split,
+    convert_to_jsonl,
+    model_warnings,
+    validate_dataset,
+)
+from tunelab.domain.errors import (
+    ErrorDetail,
+    Forbidden,
+    InUse,
+    InvalidState,
+    NotFound,
+    ProviderTransientError,
+    TrainingCancelled,
+    TunelabError,
+    ValidationFailed,
+)
+from tunelab.domain.hyperparameters import (
+    Hardware,
+    ResolvedHyperparameters,
+    ResolvedOptionalHyperparameters,
+    check_provider_split,
+    has_validation_data,
+    provider_splits_validation,
+    resolve_training_parameters,
+)
+from tunelab.domain.identity import Identity, byok_allowed
+from tunelab.domain.layout import PROVIDER_RESOURCE_TAG, s3_uri
+from tunelab.domain.notifications import NotificationKind
+from tunelab.domain.providers import DownloadLink, TrainingJobRef, TrainingRequest, TrainingState
+from tunelab.domain.providers import Resources as ProviderResources
+from tunelab.domain.records import (
+    Artifacts,
+    Creator,
+    DatasetRecord,
+    DatasetRef,
+    Metrics,
+    ModelChanges,
+    ModelEventRecord,
+    ModelRecord,
+    RecordPage,
+    Resources,
+    ValidationChoice,
+)
+from tunelab.domain.records import (
+    TrainingState as TrainingRecord,
+)
+from tunelab.domain.resources import Precision, check_resources
+from tunelab.domain.status import ACTIONS, Action, ModelStatus, check_action
+from tunelab.domain.tokens import TOKEN_BOUNDS
+
+logger = Logger(child=True)
+
+S = ModelStatus
+# Where a phase's progress begins: the first number ("Training 40/120 steps").
+_PROGRESS = re.compile(r"\s+(?=\d)")
+TRAINING_STATES = frozenset({S.TRAINING, S.STOPPING_TRAINING})
+# The task token is kept a day past the workflow's wait, so a late event still finds (and drops) it.
+TOKEN_TTL_MARGIN = timedelta(days=1)
+# Up to this size the JSONL is built in memory; beyond it in a temporary file (Lambda's /tmp).
+SPOOL_BYTES = 64 * 1024 * 1024
+
+
+# --- reads -----------------------------------------------------------------------------------------
+
+
+def get(ctx: Context, identity: Identity, name: str) -> ModelRecord:
+    """The caller's model `name` (`NotFound` in another workspace)."""
+    return ctx.models.get(identity.workspace, name)
+
+
+def list_models(
+    ctx: Context,
+    identity: Identity,
+    *,
+    limit: int,
+    next_token: str | None,
+    status: ModelStatus | None = None,
+) -> RecordPage[ModelRecord]:
+    return ctx.models.list(
+        identity.workspace, limit=limit, next_token=next_token, status=None if status is None else {status}
+    )
+
+
+def history(
+    ctx: Context, identity: Identity, name: str, *, limit: int, next_token: str | None
+) -> RecordPage[ModelEventRecord]:
+    return ctx.models.list_events(identity.workspace, name, limit=limit, next_token=next_token)
+
+
+# --- the plan checked before anything starts -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Everything a fine-tuning request resolves to; made only when every check passed."""
+
+    spec: BaseModelSpec
+    parent: ModelRecord | None
+    dataset: DatasetRecord
+    validation: ValidationChoice
+    resources: Resources | None
+    hyperparameters: ResolvedHyperparameters
+    optional_hyperparameters: ResolvedOptionalHyperparameters | None
+    cost: CostEstimate
+
+
+def plan(ctx: Context, identity: Identity, request: CostEstimateIn) -> TrainingPlan:
+    """Check a fine-tuning request the way `create` does (everything but the name's uniqueness and the
+    acknowledgement) and resolve it: base model, datasets, validation, resources, hyperparameters and
+    the predicted cost. `ValidationFailed` naming the field at fault; `Forbidden` for a BYOK model on
+    a plan without BYOK."""
+    workspace = identity.workspace
+    spec, parent = _base_model(ctx, workspace, request)
+    _check_provider_access(ctx, workspace, spec)
+
+    dataset = _ready_dataset(ctx, workspace, request.dataset_id, "dataset_id")
+    rows = dataset.rows or 0
+    validation, validation_dataset, validation_rows = _validation(ctx, workspace, request, spec, dataset)
+    training_rows = rows - validation_rows if validation.mode == "split" else rows
+
+    instance, hardware = _hardware(ctx, request, spec)
+    hyperparameters, optional = resolve_training_parameters(
+        request.hyperparameters,
+        request.optional_hyperparameters,
+        spec,
+        has_validation=has_validation_data(validation.mode, spec),
+        hardware=hardware,
+    )
+
+    errors = _dataset_errors(dataset, spec, "dataset_id", training_rows=training_rows, validation_rows=None)
+    notes = _dataset_notes(dataset, spec)
+    if validation_dataset is not None:
+        errors += _dataset_errors(
+            validation_dataset,
+            spec,
+            "validation.dataset_id",
+            training_rows=None,
+            validation_rows=validation_rows,
+        )
+        notes += _dataset_notes(validation_dataset, spec)
+    elif validation.mode == "split":
+        errors += [
+            e
+            for e in check_for_model(
+                DatasetReport(rows=rows), spec, training_rows=training_rows, validation_rows=validation_rows
+            )
+            if e.field == "validation"
+        ]
+    if errors:
+        raise ValidationFailed(
+            errors[0].message if len(errors) == 1 else f"The dataset cannot train {spec.name}; see details.",
+            errors,
+        )
+
+    resources: Resources | None = None
+    run: SageMakerRun | None = None
+    if instance is not None and request.resources is not None:
+        method: Method = "lora" if optional is not None and optional.use_lora else "full"
+        resources = Resources(
+            instance_type=instance.name,
+            instance_count=request.resources.instance_count,
+            volume_size_gb=request.resources.volume_size_gb,
+        )
+        notes += check_resources(
+            spec,
+            instance,
+            resources.instance_count,
+            resources.volume_size_gb,
+            method=method,
+            precision=_precision(optional),
+            dataset_bytes=dataset.size_bytes or 0,
+            sequence_length=_sequence_length(dataset, spec),
+            batch_size=hyperparameters.batch_size or 1,
+        )
+        run = SageMakerRun.from_catalog(
+            ctx.catalog,
+            instance_type=instance.name,
+            instance_count=resources.instance_count,
+            volume_size_gb=resources.volume_size_gb,
+            method=method,
+        )
+
+    total_tokens = _dataset_tokens(dataset)
+    tokens_per_epoch = round(total_tokens * training_rows / rows) if rows else 0
+    cost = estimate_cost(
+        spec,
+        tokens_per_epoch=tokens_per_epoch,
+        epochs=hyperparameters.epochs,
+        token_error=(TOKEN_BOUNDS.low_factor, TOKEN_BOUNDS.high_factor),
+        sagemaker=run,
+    )
+    if parent is not None:
+        notes.append(f"Training continues from the fine-tuned model '{parent.name}' ({spec.name}).")
+    if notes:
+        cost = cost.model_copy(update={"notes": [*cost.notes, *dict.fromkeys(notes)]})
+    return TrainingPlan(
+        spec=spec,
+        parent=parent,
+        dataset=dataset,
+        validation=validation,
+        resources=resources,
+        hyperparameters=hyperparameters,
+        optional_hyperparameters=optional,
+        cost=cost,
+    )
+
+
+def estimate(ctx: Context, identity: Identity, request: CostEstimateIn) -> CostEstimate:
+    """`POST /v1/cost-estimates`: the predicted cost of the request, nothing started or stored."""
+    return plan(ctx, identity, request).cost
+
+
+def _base_model(
+    ctx: Context, workspace: str, request: CostEstimateIn
+) -> tuple[BaseModelSpec, ModelRecord | None]:
+    parent: ModelRecord | None = None
+    if request.base_fine_tuned_model is not None:
+        field = "base_fine_tuned_model"
+        parent = ctx.models.find(workspace, request.base_fine_tuned_model)
+        if parent is None:
+            raise ValidationFailed.of(
+                field,
+                f"There is no fine-tuned model '{request.base_fine_tuned_model}' in this workspace to "
+                "continue from.",
+            )
+        try:
+            check_action(Action.CONTINUE_TRAINING, parent.status, parent.name)
+        except InvalidState as refused:
+            raise ValidationFailed.of(field, refused.message) from None
+        spec = ctx.catalog.find_model(parent.base_model_id)
+        if spec is None:
+            raise ValidationFailed.of(
+                field, f"The base model {parent.base_model_id} of '{parent.name}' is no longer offered."
+            )
+        if parent.weights() is None:
+            raise ValidationFailed.of(
+                field, f"'{parent.name}' has no trained weights recorded to continue from."
+            )
+    else:
+        field = "base_model_id"
+        spec = ctx.catalog.find_model(request.base_model_id or "")
+        if spec is None:
+            raise ValidationFailed.of(
+                field, f"There is no base model '{request.base_model_id}'; GET /v1/base-models lists them."
+            )
+    available, reason = spec.availability(runtime=ctx.config.runtime, region=ctx.config.aws_region)
+    if not available:
+        raise ValidationFailed.of(field, f"{spec.name} cannot be fine-tuned here: {reason}")
+    return spec, parent
+
+
+def _check_provider_access(ctx: Context, workspace: str, spec: BaseModelSpec) -> None:
+    """A model that trains in the customer's own account: the plan must include BYOK and the
+    workspace's connection must be verified."""
+    if not spec.traits.requires_connection:
+        return
+    plan_name = ctx.workspaces.get(workspace).plan
+    if not byok_allowed(plan_name):
+        raise Forbidden(
+            f"{spec.name} trains in your own AWS account (SageMaker, bring your own key), which the "
+            f"{plan_name.replace('_', ' ')} plan does not include; choose a Bedrock model or change plans."
+        )
+    connection = ctx.connections.find(workspace, spec.provider)
+    if connection is None or connection.status != "connected":
+        raise ValidationFailed.of(
+            "base_model_id",
+            f"{spec.name} trains in your own AWS account: connect it first with "
+            f"PUT /v1/providers/{spec.provider}"
+            + (f" (the last check said: {connection.message})" if connection and connection.message else "")
+            + ".",
+        )
+    if spec.gated and not connection.hf_token_secret_arn:
+        raise ValidationFailed.of(
+            "base_model_id",
+            f"{spec.name} is a gated Hugging Face model: store your Hugging Face token as a secret in your "
+            f"account and add its ARN as hf_token_secret_arn with PUT /v1/providers/{spec.provider}.",
+        )
+
+
+def _ready_dataset(ctx: Context, workspace: str, dataset_id: str, field: str) -> DatasetRecord:
+    dataset = ctx.datasets.find(workspace, dataset_id)
+    if dataset is None:
+        raise ValidationFailed.of(field, f"There is no dataset {dataset_id} in this workspace.")
+    if dataset.status != "ready":
+        why = {
+            "uploading": "its file has not been uploaded yet",
+            "validating": "it is still being validated; try again in a moment",
+            "invalid": f"it has {dataset.error_count:,} error(s); fix them and upload it again",
+        }.get(dataset.status, dataset.status)
+        raise ValidationFailed.of(
+            field,
+            f"Dataset '{dataset.name}' ({dataset_id}) is {dataset.status}: {why}. A ready dataset is needed.",
+        )
+    return dataset
+
+
+def _validation(
+    ctx: Context, workspace: str, request: CostEstimateIn, spec: BaseModelSpec, dataset: DatasetRecord
+) -> tuple[ValidationChoice, DatasetRecord | None, int]:
+    """The validation choice as stored, the validation dataset (if any) and the validation rows."""
+    choice = request.validation
+    rows = dataset.rows or 0
+    if isinstance(choice, SplitValidationIn):
+        if provider_splits_validation(spec):
+            check_provider_split(choice.percent, spec)
+            validation_rows = math.ceil(rows * choice.percent / 100)
+        else:
+            validation_rows = SplitPlan(rows, choice.percent).validation_rows()
+        return ValidationChoice(mode="split", percent=choice.percent), None, validation_rows
+    if isinstance(choice, DatasetValidationIn):
+        if choice.dataset_id == dataset.dataset_id:
+            raise ValidationFailed.of(
+                "validation.dataset_id",
+                "The validation dataset must differ from the training dataset; for a part of the same "
+                'dataset use {"mode": "split", "percent": 10}.',
+            )
+        other = _ready_dataset(ctx, workspace, choice.dataset_id, "validation.dataset_id")
+        ref = DatasetRef(id=other.dataset_id, name=other.name, rows=other.rows)
+        return ValidationChoice(mode="dataset", dataset=ref), other, other.rows or 0
+    return ValidationChoice(mode="none"), None, 0
+
+
+def _hardware(
+    ctx: Context, request: CostEstimateIn, spec: BaseModelSpec
+) -> tuple[InstanceType | None, Hardware | InstanceType | None]:
+    if not spec.requires_resources:
+        if request.resources is not None:
+            raise ValidationFailed.of(
+                "resources",
+                f"{spec.name} is a {spec.provider} model; resources (instance type, count, volume) apply to "
+                "SageMaker models only: remove resources.",
+            )
+        return None, (Hardware.cpu() if spec.traits.cpu_training else None)
+    if request.resources is None:
+        raise ValidationFailed.of(
+            "resources",
+            f"{spec.name} trains on SageMaker: give resources with instance_type (e.g. "
+            f"{spec.default_instance_type}), instance_count and volume_size_gb; POST /v1/resource-estimates "
+            "advises them.",
+        )
+    instance = ctx.catalog.find_instance(request.resources.instance_type)
+    if instance is None:
+        offered = ", ".join(sorted(i.name for i in ctx.catalog.instances)[:12])
+        raise ValidationFailed.of(
+            "resources.instance_type",
+            f"'{request.resources.instance_type}' is not a SageMaker instance type tunelab offers "
+            f"({offered}, …).",
+        )
+    return instance, instance
+
+
+def _precision(optional: ResolvedOptionalHyperparameters | None) -> Precision:
+    if optional is None or optional.sft_config.bf16:
+        return "bf16"
+    return "fp16" if optional.sft_config.fp16 else "fp32"
+
+
+def _sequence_length(dataset: DatasetRecord, spec: BaseModelSpec) -> int:
+    longest = dataset.stats.max_row_tokens if dataset.stats else 0
+    return max(1, min(spec.context_length, longest or 2048))
+
+
+def _dataset_tokens(dataset: DatasetRecord) -> int:
+    stats = dataset.stats
+    return (stats.prompt_tokens + stats.completion_tokens) if stats else 0
+
+
+def _report_of(dataset: DatasetRecord) -> DatasetReport:
+    """What the dataset's stored validation says, as the report the model checks read.
+
+    The record keeps its longest rows; one validated before it kept them has only the longest
+    length, which stands in as row 0 (unknown).
+    """
+    stats = dataset.stats
+    longest = [RowTokens(row=r.row, tokens=r.tokens) for r in dataset.longest_rows]
+    if not longest and stats and stats.max_row_tokens:
+        longest = [RowTokens(row=0, tokens=stats.max_row_tokens)]
+    return DatasetReport(
+        rows=dataset.rows or 0,
+        size_bytes=dataset.size_bytes or 0,
+        stats=DatasetStats(**stats.model_dump()) if stats else DatasetStats(),
+        longest_rows=longest,
+    )
+
+
+def _about_longest(detail: ErrorDetail, dataset: DatasetRecord, field: str) -> ErrorDetail:
+    if detail.row is None:
+        return detail.model_copy(update={"field": detail.field or field})
+    if detail.row != 0:
+        message = detail.message.replace("row is", f"Row {detail.row} of dataset '{dataset.name}' is", 1)
+        return detail.model_copy(update={"field": detail.field or field, "message": message})
+    message = detail.message.replace("row is", f"The longest row of dataset '{dataset.name}' is", 1)
+    return ErrorDetail(field=field, message=message)
+
+
+def _dataset_errors(
+    dataset: DatasetRecord,
+    spec: BaseModelSpec,
+    field: str,
+    *,
+    training_rows: int | None,
+    validation_rows: int | None,
+) -> list[ErrorDetail]:
+    found = check_for_model(
+        _report_of(dataset),
+        spec,
+        training_rows=training_rows if training_rows is not None else spec.limits.min_records,
+        validation_rows=validation_rows,
+    )
+    if training_rows is None:
+        # A validation dataset: only its row lengths and its size as validation data count.
+        found = [e for e in found if e.field != "dataset_id"]
+    return [_about_longest(e, dataset, field) for e in found]
+
+
+def _dataset_notes(dataset: DatasetRecord, spec: BaseModelSpec) -> list[str]:
+    notes = []
+    for warning in model_warnings(_report_of(dataset), spec):
+        text = warning.message.replace("row is", f"The longest row of dataset '{dataset.name}' is", 1)
+        notes.append(text if text.endswith(".") else text + ".")
+    return notes
+
+
+# --- create ----------------------------------------------------------------------------------------
+
+
+def create(
+    ctx: Context, identity: Identity, request: CreateFineTunedModelIn, *, correlation_id: str
+) -> ModelRecord:
+    """`POST /v1/fine-tuned-models`: check everything, store the model `training`, start its workflow.
+
+    `NameTaken` when the workspace (or the provider's account) has that name. If the workflow cannot
+    be started, the stored record is removed again (see the module's decisions).
+    """
+    planned = plan(ctx, identity, request)
+    now = ctx.now()
+    record = ModelRecord(
+        workspace_id=identity.workspace,
+        name=request.name,
+        status=S.TRAINING,
+        provider=planned.spec.provider,
+        hosting=planned.spec.hosting,
+        base_model_id=planned.spec.id,
+        base_model_name=planned.spec.name,
+        base_fine_tuned_model=planned.parent.name if planned.parent else None,
+        dataset=DatasetRef(
+            id=planned.dataset.dataset_id, name=planned.dataset.name, rows=planned.dataset.rows
+        ),
+        validation=planned.validation,
+        resources=planned.resources,
+        hyperparameters=planned.hyperparameters,
+        optional_hyperparameters=planned.optional_hyperparameters,
+        predicted_cost=planned.cost,
+        storage_per_month_usd=planned.cost.storage_per_month_usd,
+        created_by=Creator(email=identity.email, sub=identity.sub),
+        created_at=now,
+        updated_at=now,
+        last_news_at=now,
+    )
+    # The execution's name derives from the record: its ARN is known before it starts, so no write
+    # after the start races the workflow's own writes.
+    record = record.model_copy(
+        update={
+            "training": TrainingRecord(
+                execution_arn=ctx.workflows.fine_tuning_arn(record), started_at=now, phase="Starting"
+            )
+        }
+    )
+    ctx.providers.for_model(record).check_new_job(record.identity)
+    requested = f"Training requested by {identity.email}."
+    stored = ctx.models.create(record, message=requested)
+    try:
+        ctx.workflows.start_fine_tuning(stored, correlation_id=correlation_id)
+    except Exception as error:
+        _undo_create(ctx, stored, error)
+        raise TunelabError(
+            f"tunelab could not start the training workflow of '{stored.name}', so nothing was created; "
+            "try again in a minute."
+        ) from error
+    announce.status_changed(ctx, stored, previous=None, reason=requested, correlation_id=correlation_id)
+    logger.info(
+        "Fine-tuned model created",
+        extra={"workspace_id": stored.workspace_id, "model": stored.name, "provider": stored.provider},
+    )
+    return stored
+
+
+def _undo_create(ctx: Context, record: ModelRecord, error: Exception) -> None:
+    logger.exception("Could not start the fine-tuning execution", extra={"model": record.name})
+    try:
+        ctx.models.delete(record.workspace_id, record.name, allowed={S.TRAINING})
+        return
+    except Exception:
+        logger.exception("Could not remove the model after a failed start", extra={"model": record.name})
+    reason = (
+        f"tunelab could not start the training workflow ({type(error).__name__}); delete this model and "
+        "try again."
+    )
+    ctx.models.try_transition(
+        record.workspace_id,
+        record.name,
+        {S.TRAINING},
+        S.TRAINING_FAILED,
+        ModelChanges(
+            training=record.training.model_copy(update={"failure_reason": reason, "ended_at": ctx.now()})
+        ),
+        message=reason,
+    )
+
+
+# --- stop, download, delete ------------------------------------------------------------------------
+
+
+def stop(ctx: Context, identity: Identity, name: str, *, correlation_id: str) -> ModelRecord:
+    """Stop the model's training: the provider is asked to stop the job, then the model is
+    `stopping_training`; the fine-tuning workflow settles it (`training_stopped`, or `not_deployed`
+    when the job completed first) once the provider confirms.
+
+    `InvalidState` unless the model is `training`; a provider refusal leaves it `training`. When the
+    job has not started yet, the model becomes `stopping_training` at once and the stop is issued as
+    soon as the job exists (the reconciler re-issues stops of models stuck stopping).
+    """
+    workspace, by = identity.workspace, identity.email
+    model = ctx.models.get(workspace, name)
+    check_action(Action.STOP, model.status, name)
+    ref = model.refs.training_job
+    if ref is not None:
+        ctx.providers.for_model(model).stop_training(ref)
+        message = f"Stop requested by {by}."
+    else:
+        message = f"Stop requested by {by}; the job will be stopped as soon as it has started."
+    updated = ctx.models.transition(workspace, name, {S.TRAINING}, S.STOPPING_TRAINING, message=message)
+    announce.status_changed(
+        ctx, updated, previous=model.status, reason=message, correlation_id=correlation_id
+    )
+    return updated
+
+
+def download(ctx: Context, identity: Identity, name: str) -> tuple[ModelRecord, DownloadLink]:
+    """`GET .../download`: a short-lived link to the trained archive, where the provider hands one out."""
+    model = ctx.models.get(identity.workspace, name)
+    spec = ctx.catalog.find_model(model.base_model_id)
+    if spec is not None and not spec.supports_download:
+        raise ValidationFailed(
+            f"'{model.name}' was trained on {model.provider.capitalize()}, which keeps the weights and "
+            "offers no download; models trained on SageMaker (your own account) or locally can be downloaded."
+        )
+    check_action(Action.DOWNLOAD, model.status, model.name)
+    uri = model.artifacts.uri if model.artifacts else None
+    if not uri:
+        raise InvalidState(f"Model '{model.name}' has no archive recorded; its training produced no files.")
+    return model, ctx.providers.for_model(model).download(uri)
+
+
+def delete(ctx: Context, identity: Identity, name: str, *, correlation_id: str) -> ModelRecord:
+    """Delete the model and everything tunelab made for it: the provider's trained model and files, the
+    prepared training data, the record, its history and its task tokens.
+
+    `InvalidState` while it trains, stops, deploys or is deployed; `InUse` while a model continuing
+    from it trains (its job reads this one's weights). The provider goes first: if it refuses, the
+    record stays, so nothing is left behind unseen. "Fine-tuned Model Deleted" is published last.
+    """
+    workspace, by = identity.workspace, identity.email
+    model = ctx.models.get(workspace, name)
+    check_action(Action.DELETE, model.status, name)
+    continuing = _training_from(ctx, workspace, name)
+    if continuing:
+        listed = ", ".join(f"'{child}'" for child in continuing)
+        raise InUse(
+            f"Model '{name}' cannot be deleted while {listed} "
+            f"{'is' if len(continuing) == 1 else 'are'} training from it; "
+            "wait for that training to end or stop it first."
+        )
+    provider = ctx.providers.for_model(model)
+    provider.delete_model(model.trained())
+    provider.storage.delete_folder(provider.training_data_folder(model.identity, model.uid))
+    deleted = ctx.models.delete(workspace, name, allowed=ACTIONS[Action.DELETE])
+    logger.info("Model deleted", extra={"workspace_id": workspace, "model": name, "by": by})
+    announce.deleted(ctx, deleted, by=by, correlation_id=correlation_id)
+    return deleted
+
+
+def _training_from(ctx: Context, workspace: str, name: str) -> list[str]:
+    """Names of the workspace's models that continue from `name` and are training or stopping."""
+    found: list[str] = []
+    token: str | None = None
+    while True:
+        page = ctx.models.list(workspace, limit=100, next_token=token, status=TRAINING_STATES)
+        found += [m.name for m in page.items if m.base_fine_tuned_model == name]
+        token = page.next_token
+        if token is None:
+            return found
+
+
+# --- the fine-tuning workflow: PrepareData ---------------------------------------------------------
+
+
+def _find(ctx: Context, workspace_id: str, name: str, uid: str) -> ModelRecord | None:
+    """The model record of this life, or None when it was deleted (or replaced under the same name)."""
+    record = ctx.models.find(workspace_id, name)
+    return record if record is not None and record.uid == uid else None
+
+
+def _to_train(ctx: Context, workspace_id: str, name: str, uid: str) -> ModelRecord:
+    record = _find(ctx, workspace_id, name, uid)
+    if record is None:
+        raise TrainingCancelled(f"The fine-tuned model '{name}' was deleted before training started.")
+    if record.status == S.STOPPING_TRAINING:
+        raise TrainingCancelled("Training was stopped before the job started.")
+    if record.status != S.TRAINING:
+        raise InvalidState(f"The model is {record.status.label}; there is nothing to train.")
+    return record
+
+
+@contextmanager
+def _spool() -> Iterator[BinaryIO]:
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as buffer:
+        yield cast("BinaryIO", buffer)
+
+
+def _open_dataset(ctx: Context, workspace_id: str, dataset_id: str) -> tuple[BinaryIO, int | None]:
+    dataset = ctx.datasets.get(workspace_id, dataset_id)
+    if dataset.status != "ready" or not dataset.s3_key:
+        raise ValidationFailed.of(
+            "dataset_id", f"Dataset {dataset_id} is {dataset.status}; a training job needs a ready dataset."
+        )
+    body = ctx.files.open(s3_uri(ctx.config.datasets_bucket, dataset.s3_key))
+    if body is None:
+        raise NotFound(f"The file of dataset '{dataset.name}' is gone; upload it again as a new dataset.")
+    return body, dataset.rows
+
+
+def prepare_data(ctx: Context, event: PrepareDataEvent) -> PreparedData:
+    """CSV → the provider's JSONL (`training_data_format`), with the validation split or the validation
+    dataset, written where the provider's job reads (`TrainingProvider.training_data_folder`)."""
+    record = _to_train(ctx, event.workspace_id, event.model_name, event.uid)
+    spec = ctx.catalog.model(record.base_model_id)
+    fmt = spec.training_data_format
+    provider = ctx.providers.for_model(record)
+    folder = provider.training_data_folder(record.identity, record.uid)
+
+    def upload(name: str, body: BinaryIO) -> str:
+        body.seek(0)
+        uri = folder + name
+        provider.storage.put(uri, body, content_type="application/jsonl")
+        return uri
+
+    validation = record.validation
+    training_rows = validation_rows = 0
+    validation_uri: str | None = None
+    with _spool() as train_out:
+        if validation.mode == "split" and not provider_splits_validation(spec):
+            # The split needs the count of valid rows first; the dataset's validation recorded it.
+            body, rows = _open_dataset(ctx, record.workspace_id, record.dataset.id)
+            if not rows:
+                rows = validate_dataset(body).rows
+                body, _ = _open_dataset(ctx, record.workspace_id, record.dataset.id)
+            split = SplitPlan(rows, int(validation.percent or 10))
+            with _spool() as validation_out:
+                report, training_rows, validation_rows = convert_split(
+                    body, train_out, validation_out, fmt, split
+                )
+                report.raise_for_errors()
+                validation_uri = upload("validation.jsonl", validation_out)
+        else:
+            body, _ = _open_dataset(ctx, record.workspace_id, record.dataset.id)
+            report = convert_to_jsonl(body, train_out, fmt)
+            report.raise_for_errors()
+            training_rows = report.rows
+            if validation.mode == "dataset" and validation.dataset is not None:
+                body, _ = _open_dataset(ctx, record.workspace_id, validation.dataset.id)
+                with _spool() as validation_out:
+                    checked = convert_to_jsonl(body, validation_out, fmt)
+                    checked.raise_for_errors()
+                    validation_rows = checked.rows
+                    validation_uri = upload("validation.jsonl", validation_out)
+        training_uri = upload("train.jsonl", train_out)
+    ctx.models.update(
+        record.workspace_id,
+        record.name,
+        ModelChanges(
+            training=record.training.model_copy(update={"data_uri": training_uri, "phase": "Preparing data"})
+        ),
+    )
+    return PreparedData(
+        training_data_uri=training_uri,
+        validation_data_uri=validation_uri,
+        training_rows=training_rows,
+        validation_rows=validation_rows,
+        training_timeout_seconds=event.training_timeout_seconds or provider.training_timeout_s,
+    )
+
+
+# --- the fine-tuning workflow: StartTraining ---------------------------------------------------------
+
+
+def training_request(
+    ctx: Context, record: ModelRecord, provider: TrainingProvider, prepared: PreparedData
+) -> TrainingRequest:
+    """The provider's training request for the record (hyperparameters in the provider's names)."""
+    spec = ctx.catalog.model(record.base_model_id)
+    split = None
+    if record.validation.mode == "split" and provider_splits_validation(spec):
+        split = float(record.validation.percent or 10)
+    hyperparameters = provider.training_hyperparameters(
+        spec, record.hyperparameters, record.optional_hyperparameters, provider_split_percent=split
+    )
+    parent = None
+    if record.base_fine_tuned_model:
+        parent = ctx.models.get(record.workspace_id, record.base_fine_tuned_model).weights()
+    resources = (
+        ProviderResources(
+            instance_type=record.resources.instance_type,
+            instance_count=record.resources.instance_count,
+            volume_size_gb=record.resources.volume_size_gb,
+        )
+        if record.resources
+        else None
+    )
+    return TrainingRequest(
+        identity=record.identity,
+        base_model=spec,
+        parent=parent,
+        training_data_uri=prepared.training_data_uri,
+        validation_data_uri=prepared.validation_data_uri,
+        hyperparameters=hyperparameters,
+        resources=resources,
+        tags={PROVIDER_RESOURCE_TAG: record.workspace_id},
+    )
+
+
+def start_training(ctx: Context, event: StartTrainingEvent) -> TrainingJobRef:
+    """Keep the task token, start the provider's job (idempotent), record its reference.
+
+    The token is stored before the job starts, so an event about the job always finds it.
+    """
+    record = _to_train(ctx, event.workspace_id, event.model_name, event.uid)
+    until = ctx.now() + timedelta(seconds=event.prepared.training_timeout_seconds) + TOKEN_TTL_MARGIN
+    ctx.task_tokens.put(record.workspace_id, record.name, "training", event.task_token, until=until)
+    provider = ctx.providers.for_model(record)
+    ref = provider.start_training(training_request(ctx, record, provider, event.prepared))
+    training = record.training.model_copy(
+        update={
+            "job_id": ref.job_id,
+            "execution_arn": event.execution_arn,
+            "started_at": record.training.started_at or ctx.now(),
+            "output_uri": ref.output_uri,
+            "phase": "Starting",
+        }
+    )
+    try:
+        updated = ctx.models.update(
+            record.workspace_id,
+            record.name,
+            ModelChanges(training=training, refs=record.refs.model_copy(update={"training_job": ref})),
+            expected_status=TRAINING_STATES,
+        )
+    except InvalidState:
+        updated = ctx.models.get(record.workspace_id, record.name)
+    if updated.status == S.STOPPING_TRAINING:
+        # A stop asked while the job was being created found no job to stop: stop it now.
+        provider.stop_training(ref)
+    return ref
+
+
+# --- the fine-tuning workflow: FinishTraining --------------------------------------------------------
+
+
+_NOTIFICATION: dict[ModelStatus, NotificationKind] = {
+    S.NOT_DEPLOYED: "training_completed",
+    S.TRAINING_FAILED: "training_failed",
+    S.TRAINING_STOPPED: "training_stopped",
+}
+# Errors whose message is already a sentence for the user.
+_TOLD_AS_IS = frozenset(
+    {"ValidationFailed", "NotFound", "NameTaken", "ProviderPermissionDenied", "Forbidden", "ProviderError"}
+)
+
+
+def _reason_of(error: TaskError, timeout_s: int | None) -> tuple[ModelStatus, str]:
+    """The status and the sentence a person reads for an error the state machine caught."""
+    kind = error.error_type()
+    message = error.message()
+    if kind == "States.Timeout" or error.Error == "States.Timeout":
+        hours = f"{timeout_s / 3600:g} hours" if timeout_s else "its time limit"
+        return S.TRAINING_FAILED, (
+            f"The training job did not finish within {hours}, tunelab's limit for it, so it was stopped."
+        )
+    if kind == TrainingCancelled.__name__:
+        return S.TRAINING_STOPPED, message or "Training was stopped before the job started."
+    if kind in _TOLD_AS_IS:
+        return S.TRAINING_FAILED, message or kind
+    if kind == ProviderTransientError.__name__:
+        return S.TRAINING_FAILED, (
+            f"The provider stayed unavailable after several retries ({message}). Start the job again later."
+        )
+    detail = f": {message[:300]}" if message else ""
+    return S.TRAINING_FAILED, f"tunelab could not run the training workflow ({kind}{detail})."
+
+
+def _metrics(record: ModelRecord, outcome: TrainingOutcome) -> Metrics | None:
+    known = {k: v for k, v in (outcome.metrics or {}).items() if k in Metrics.model_fields and v is not None}
+    base = record.training.metrics.model_dump() if record.training.metrics else {}
+    merged = {**base, **known}
+    return Metrics.model_validate(merged) if merged else None
+
+
+def _merged_flag(record: ModelRecord) -> bool:
+    optional = record.optional_hyperparameters
+    return optional is not None and optional.use_lora and optional.merge_adapters
+
+
+def _completed_changes(ctx: Context, record: ModelRecord, outcome: TrainingOutcome) -> ModelChanges:
+    # A listing the provider could not read leaves the files empty; nothing usable is ValidationFailed.
+    output = ctx.providers.for_model(record).trained_output(
+        record.refs.training_job,
+        artifacts_uri=outcome.artifacts_uri,
+        model_ref=outcome.model_ref,
+        merged=_merged_flag(record),
+    )
+    artifacts = Artifacts(
+        uri=output.artifacts_uri, size_bytes=output.size_bytes, files=output.files, merged=output.merged
+    )
+    storage = ctx.catalog.trained_storage_per_month_usd(
+        record.provider, output.size_bytes, predicted=record.storage_per_month_usd
+    )
+    training = record.training.model_copy(
+        update={
+            "ended_at": ctx.now(),
+            "phase": "Completed",
+            "failure_reason": None,
+            "metrics": _metrics(record, outcome),
+        }
+    )
+    refs = record.refs.model_copy(update={"model_ref": output.model_ref}) if output.model_ref else record.refs
+    return ModelChanges(training=training, artifacts=artifacts, storage_per_month_usd=storage, refs=refs)
+
+
+def _stop_job(ctx: Context, record: ModelRecord) -> None:
+    ref = record.refs.training_job
+    if ref is None:
+        return
+    try:
+        ctx.providers.for_model(record).stop_training(ref)
+    except ProviderTransientError:
+        raise
+    except (TunelabError, NotImplementedError) as error:
+        # The status still changes; the reconciler and the provider's own limits end the job.
+        logger.warning("could not stop the job %s of %s: %s", ref.job_name, record.name, error)
+
+
+def finish_training(ctx: Context, event: FinishTrainingEvent) -> FinishedTraining:
+    """Write the training's final status — the only writer of it — and announce it."""
+    record = _find(ctx, event.workspace_id, event.model_name, event.uid)
+    if record is None:
+        return FinishedTraining(status=None, notification=None, reason="the model no longer exists")
+    timeout = event.training_timeout_seconds or ctx.providers.for_model(record).training_timeout_s
+    changes = ModelChanges()
+    if event.outcome is not None:
+        outcome = event.outcome
+        if outcome.outcome == "completed":
+            target, reason = S.NOT_DEPLOYED, None
+            try:
+                if record.status in TRAINING_STATES:
+                    changes = _completed_changes(ctx, record, outcome)
+            except ProviderTransientError:
+                raise
+            except TunelabError as unusable:
+                target = S.TRAINING_FAILED
+                reason = f"The job completed, but its result cannot be used: {unusable}"
+        else:
+            target = S.TRAINING_FAILED if outcome.outcome == "failed" else S.TRAINING_STOPPED
+            reason = outcome.reason or (
+                "The provider reported that the job failed without saying why."
+                if outcome.outcome == "failed"
+                else None
+            )
+    else:
+        error = event.error or TaskError(
+            Error="States.Runtime", Cause="FinishTraining ran without an outcome"
+        )
+        target, reason = _reason_of(error, timeout)
+        if record.status in TRAINING_STATES:
+            _stop_job(ctx, record)
+    if target != S.NOT_DEPLOYED and record.status in TRAINING_STATES:
+        changes = ModelChanges(
+            training=record.training.model_copy(
+                update={
+                    "ended_at": ctx.now(),
+                    "phase": "Failed" if target == S.TRAINING_FAILED else "Stopped",
+                    "failure_reason": reason,
+                }
+            )
+        )
+    previous = record.status
+    updated = ctx.models.try_transition(
+        record.workspace_id, record.name, TRAINING_STATES, target, changes, message=reason
+    )
+    if updated is None:
+        current = ctx.models.get(record.workspace_id, record.name)
+        if current.status != target:
+            # Someone else ended it another way: tell nobody twice.
+            return FinishedTraining(status=current.status.value, notification=None, reason=reason)
+        updated, previous = current, current.status
+    ctx.task_tokens.delete(record.workspace_id, record.name, "training")
+    announce.status_changed(
+        ctx, updated, previous=previous, reason=reason, correlation_id=event.correlation_id, strict=True
+    )
+    return FinishedTraining(status=updated.status.value, notification=_NOTIFICATION[target], reason=reason)
+
+
+# --- what providers say about a job ----------------------------------------------------------------
+
+
+def training_outcome(model: ModelRecord, state: TrainingState) -> TrainingOutcome:
+    """The `TrainingOutcome` a finished job's state means for the waiting workflow."""
+    if state.status == "completed":
+        return TrainingOutcome(
+            outcome="completed",
+            artifacts_uri=state.artifacts_uri,
+            model_ref=state.model_ref,
+            metrics=state.metrics.model_dump() if state.metrics else None,
+        )
+    if state.status == "failed":
+        return TrainingOutcome(
+            outcome="failed",
+            reason=state.failure_reason
+            or "The provider reports that the training job failed; it gave no reason.",
+        )
+    reason = (
+        "The training job was stopped as requested."
+        if model.status == S.STOPPING_TRAINING
+        else "The training job was stopped outside tunelab (in the provider's console or API)."
+    )
+    return TrainingOutcome(outcome="stopped", reason=reason)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying a provider's news did: `applied`, or `ignored` with why."""
+
+    applied: bool
+    reason: str
+
+
+def apply_training_state(ctx: Context, model: ModelRecord, state: TrainingState, *, at: datetime) -> Applied:
+    """Apply what the provider says of a model's job: news while it runs (phase, metrics), the outcome
+    to the waiting workflow when it ended. Duplicates and late news change nothing."""
+    if model.status not in TRAINING_STATES:
+        return Applied(False, f"the model is {model.status.value}; training news no longer applies")
+    if state.terminal:
+        token = ctx.task_tokens.get(model.workspace_id, model.name, "training")
+        if token is None:
+            return Applied(False, f"the job {state.status}, but no workflow waits for it (answered before?)")
+        if not ctx.workflows.send_training_outcome(token, training_outcome(model, state)):
+            return Applied(False, f"the job {state.status}; the workflow had its answer already")
+        return Applied(True, f"the job {state.status}; the workflow was told")
+    return _record_progress(ctx, model, state, at)
+
+
+def _record_progress(ctx: Context, model: ModelRecord, state: TrainingState, at: datetime) -> Applied:
+    last = model.refs.last_event_at
+    if last is not None and last > at:
+        return Applied(False, "an older event than the last one applied")
+    ws, name = model.workspace_id, model.name
+    new_phase = bool(state.phase) and state.phase != model.training.phase
+    # A message for each new phase, not for each progress report within one ("Training 40/120 steps").
+    new_stage = new_phase and phase_name(state.phase) != phase_name(model.training.phase)
+    metrics = Metrics(**state.metrics.model_dump()) if state.metrics else None
+    new_metrics = metrics is not None and metrics != model.training.metrics
+    if not (new_phase or new_metrics):
+        _heartbeat(ctx, model)
+        return Applied(False, "nothing new in the event")
+    training = model.training.model_copy(update={"phase": state.phase}) if new_phase else model.training
+    try:
+        ctx.models.update(
+            ws,
+            name,
+            ModelChanges(training=training, refs=model.refs.model_copy(update={"last_event_at": at})),
+            expected_status=TRAINING_STATES,
+        )
+    except InvalidState:
+        return Applied(False, "the model left training while the event was applied")
+    if new_stage:
+        ctx.models.add_message(ws, name, f"Training phase: {phase_name(state.phase)}.", at=at)
+    if metrics is not None and new_metrics:
+        ctx.models.record_metrics(ws, name, metrics, at=at)
+    _heartbeat(ctx, model)
+    return Applied(True, "training news recorded")
+
+
+def phase_name(phase: str | None) -> str | None:
+    """The phase without its progress: "Training 40/120 steps, ETA 0:35" is "Training"."""
+    return _PROGRESS.split(phase, maxsplit=1)[0].strip() if phase else None
+
+
+def _heartbeat(ctx: Context, model: ModelRecord) -> None:
+    token = ctx.task_tokens.get(model.workspace_id, model.name, "training")
+    if token is not None:
+        ctx.workflows.send_training_heartbeat(token)
+
+
+__all__ = [
+    "Applied",
+    "TrainingPlan",
+    "apply_training_state",
+    "create",
+    "delete",
+    "download",
+    "estimate",
+    "finish_training",
+    "get",
+    "history",
+    "list_models",
+    "phase_name",
+    "plan",
+    "prepare_data",
+    "start_training",
+    "stop",
+    "training_outcome",
+    "training_request",
+]

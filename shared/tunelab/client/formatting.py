@@ -1,0 +1,217 @@
+"""How the command line and the demo show what the API answers: tables, `key: value` lines, money,
+sizes, and the estimate, model, dataset and archive views."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tunelab.client.http import JsonObject
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A plain-text table: columns padded to their widest cell, `-` for missing values."""
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, value in enumerate(row):
+            widths[i] = max(widths[i], len(value))
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def fields(pairs: Iterable[tuple[str, Any]]) -> str:
+    """`key: value` lines, keys aligned; pairs whose value is None are left out."""
+    kept = [(k, v) for k, v in pairs if v is not None]
+    width = max((len(k) for k, _ in kept), default=0)
+    return "\n".join(f"{(k + ':').ljust(width + 1)} {_cell(v)}" for k, v in kept)
+
+
+def usd(value: Any) -> str | None:
+    if not isinstance(value, int | float):
+        return None
+    return f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
+
+
+def size(value: Any) -> str | None:
+    if not isinstance(value, int | float):
+        return None
+    amount = float(value)
+    for unit in ("B", "KB", "MB", "GB"):
+        if amount < 1000 or unit == "GB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1000
+    return None  # pragma: no cover  # the loop always returns
+
+
+def short_time(value: Any) -> str | None:
+    return str(value).replace("T", " ").replace("Z", "")[:19] if value else None
+
+
+def format_estimate(estimate: JsonObject) -> str:
+    training = estimate.get("training") or {}
+    low, high = usd(training.get("low_usd")), usd(training.get("high_usd"))
+    hours = training.get("hours")
+    text = fields(
+        [
+            ("Tokens per epoch", f"{training.get('tokens_per_epoch', 0):,}"),
+            ("Epochs", training.get("epochs")),
+            ("Trained tokens", f"{training.get('trained_tokens', 0):,}"),
+            ("Training", f"{usd(training.get('cost_usd'))} (between {low} and {high})"),
+            ("Training time", f"{hours:.2f} h" if isinstance(hours, int | float) else None),
+            ("Storage", f"{usd(estimate.get('storage_per_month_usd'))} a month"),
+            ("Deployment", f"{usd(estimate.get('deployment_per_hour_usd'))} an hour while deployed"),
+            ("Total", f"{usd(estimate.get('total_usd'))} (training and a month of storage)"),
+        ]
+    )
+    notes = [f"  - {note}" for note in estimate.get("notes") or []]
+    return "\n".join([text, *(["Notes:", *notes] if notes else [])])
+
+
+def format_resources(estimate: JsonObject, limit: int | None = None) -> str:
+    """The advice as text; `limit` keeps the first (cheapest) instance types that fit."""
+    vram = estimate.get("vram_gb") or {}
+    storage = estimate.get("storage_gb") or {}
+    lines = [
+        fields(
+            [
+                (
+                    "VRAM",
+                    f"{vram.get('total', 0):.2f} GB (weights {vram.get('weights', 0):.1f}, gradients "
+                    f"{vram.get('gradients', 0):.1f}, optimizer {vram.get('optimizer', 0):.1f}, activations "
+                    f"{vram.get('activations', 0):.1f}); {vram.get('with_buffer', 0):.2f} GB with a buffer",
+                ),
+                (
+                    "Storage",
+                    f"{storage.get('total', 0):.1f} GB (base model {storage.get('base_model', 0):.1f}, "
+                    f"checkpoints {storage.get('checkpoints', 0):.1f}, "
+                    f"dataset {storage.get('dataset', 0):.1f}); "
+                    f"recommended volume {storage.get('recommended')} GB",
+                ),
+                ("Instances", estimate.get("instance_count")),
+            ]
+        )
+    ]
+    instances = estimate.get("instances") or []
+    if limit is not None:
+        fitting = [i for i in instances if i.get("fits")]
+        instances = fitting[:limit]
+    if instances:
+        lines.append(
+            table(
+                ["INSTANCE TYPE", "GPUS", "VRAM GB", "FITS", "PER HOUR"],
+                [
+                    [
+                        i.get("instance_type"),
+                        i.get("gpus"),
+                        i.get("vram_gb"),
+                        i.get("fits"),
+                        usd(i.get("price_per_hour_usd")),
+                    ]
+                    for i in instances
+                ],
+            )
+        )
+    lines += [f"  - {note}" for note in estimate.get("notes") or []]
+    return "\n".join(lines)
+
+
+def format_model(model: JsonObject) -> str:
+    training = model.get("training") or {}
+    metrics = training.get("metrics") or {}
+    validation = model.get("validation") or {}
+    deployment = model.get("deployment") or {}
+    artifacts = model.get("artifacts") or {}
+    dataset = model.get("dataset") or {}
+    cost = model.get("cost") or {}
+    predicted = cost.get("predicted") or {}
+    if validation.get("mode") == "split":
+        validation_text = f"split, {validation.get('percent')}% of the rows"
+    elif validation.get("mode") == "dataset":
+        validation_text = f"dataset {(validation.get('dataset') or {}).get('id')}"
+    else:
+        validation_text = "none"
+    hyperparameters = ", ".join(
+        f"{k} {json.dumps(v) if isinstance(v, dict) else v}"
+        for k, v in (model.get("hyperparameters") or {}).items()
+        if v is not None
+    )
+    metric_text = ", ".join(f"{k} {v:g}" for k, v in metrics.items() if isinstance(v, int | float)) or None
+    rows = [
+        ("Name", model.get("name")),
+        ("Status", f"{model.get('status_label')} ({model.get('status')})"),
+        ("Provider", f"{model.get('provider')} ({model.get('hosting')})"),
+        ("Base model", (model.get("base_model") or {}).get("id")),
+        ("Continues", model.get("base_fine_tuned_model")),
+        ("Dataset", f"{dataset.get('name')} ({dataset.get('id')}, {dataset.get('rows')} rows)"),
+        ("Validation", validation_text),
+        ("Hyperparameters", hyperparameters or None),
+        ("Resources", json.dumps(model["resources"]) if model.get("resources") else None),
+        (
+            "Created",
+            f"{short_time(model.get('created_at'))} by {(model.get('created_by') or {}).get('email')}",
+        ),
+        ("Phase", training.get("phase")),
+        ("Metrics", metric_text),
+        ("Failure", training.get("failure_reason")),
+        ("Training ended", short_time(training.get("ended_at"))),
+        ("Predicted cost", usd(predicted.get("total_usd"))),
+        ("Storage", f"{usd(cost.get('storage_per_month_usd'))} a month" if cost else None),
+        ("Artifacts", ", ".join(artifacts.get("files") or []) or None),
+        ("Artifacts size", size(artifacts.get("size_bytes"))),
+        ("Endpoint", deployment.get("endpoint")),
+        ("Deployed", short_time(deployment.get("deployed_at"))),
+        ("Auto-undeploy", short_time(deployment.get("auto_undeploy_at")) if deployment else None),
+    ]
+    return fields(rows)
+
+
+def format_dataset(dataset: JsonObject) -> str:
+    stats = dataset.get("stats") or {}
+    lines = [
+        fields(
+            [
+                ("Id", dataset.get("id")),
+                ("Name", dataset.get("name")),
+                ("Status", dataset.get("status")),
+                ("Rows", dataset.get("rows")),
+                ("Size", size(dataset.get("size_bytes"))),
+                ("Prompt tokens", stats.get("prompt_tokens")),
+                ("Completion tokens", stats.get("completion_tokens")),
+                ("Longest row", f"{stats['max_row_tokens']} tokens" if "max_row_tokens" in stats else None),
+                ("Duplicate rows", stats.get("duplicate_rows")),
+                ("Empty rows skipped", stats.get("empty_rows_skipped")),
+                ("Created", short_time(dataset.get("created_at"))),
+                ("Errors", dataset.get("error_count") or None),
+            ]
+        )
+    ]
+    for error in dataset.get("errors") or []:
+        where = ", ".join(
+            p for p in (f"row {error.get('row')}" if error.get("row") else "", error.get("column") or "") if p
+        )
+        lines.append(f"  error   {where + ': ' if where else ''}{error.get('message')}")
+    for warning in dataset.get("warnings") or []:
+        where = f"row {warning.get('row')}: " if warning.get("row") else ""
+        lines.append(f"  warning {where}{warning.get('message')}")
+    return "\n".join(lines)
+
+
+def list_archive(path: Path) -> list[tuple[str, int]]:
+    """The files of a `.tar.gz` and their sizes."""
+    with tarfile.open(path, "r:gz") as archive:
+        return [(member.name, member.size) for member in archive.getmembers() if member.isfile()]

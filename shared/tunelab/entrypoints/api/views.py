@@ -1,0 +1,148 @@
+"""The API's view of each record: persistence records (`domain.records`) mapped to the contract's
+response bodies (`contracts`). Only the API loads the contract's models."""
+
+from __future__ import annotations
+
+from tunelab.domain.identity import byok_allowed
+from tunelab.domain.records import (
+    Creator,
+    DatasetRecord,
+    DatasetRef,
+    Metrics,
+    ModelEventRecord,
+    ModelRecord,
+    ProviderConnectionRecord,
+    ValidationChoice,
+    WorkspaceRecord,
+)
+from tunelab.entrypoints.api.contracts import (
+    ArtifactsOut,
+    BaseModelRefOut,
+    CreatorOut,
+    DatasetOut,
+    DatasetRefOut,
+    DatasetRowErrorOut,
+    DatasetStatsOut,
+    DatasetWarningOut,
+    DeploymentOut,
+    FineTunedModelOut,
+    MetricsOut,
+    ModelCostOut,
+    ModelEventOut,
+    ProviderOut,
+    ResourcesOut,
+    TrainingOut,
+    ValidationOut,
+    WorkspaceOut,
+)
+
+
+def creator_out(creator: Creator) -> CreatorOut:
+    return CreatorOut(email=creator.email, sub=creator.sub)
+
+
+def workspace_out(record: WorkspaceRecord) -> WorkspaceOut:
+    return WorkspaceOut(id=record.workspace_id, plan=record.plan, byok_allowed=byok_allowed(record.plan))
+
+
+def provider_out(record: ProviderConnectionRecord) -> ProviderOut:
+    return ProviderOut(
+        provider=record.provider,
+        status=record.status,
+        role_arn=record.role_arn,
+        region=record.region,
+        artifact_bucket=record.artifact_bucket,
+        hf_token_secret_arn=record.hf_token_secret_arn,
+        verified_at=record.verified_at,
+        message=record.message,
+    )
+
+
+def dataset_out(record: DatasetRecord) -> DatasetOut:
+    return DatasetOut(
+        id=record.dataset_id,
+        name=record.name,
+        status=record.status,
+        created_at=record.created_at,
+        # A dataset shows its creator's email only.
+        created_by=CreatorOut(email=record.created_by.email),
+        size_bytes=record.size_bytes,
+        rows=record.rows,
+        stats=DatasetStatsOut(**record.stats.model_dump()) if record.stats else None,
+        errors=[DatasetRowErrorOut(**e.model_dump()) for e in record.errors],
+        error_count=record.error_count,
+        warnings=[DatasetWarningOut(**w.model_dump()) for w in record.warnings],
+    )
+
+
+def dataset_ref_out(ref: DatasetRef) -> DatasetRefOut:
+    return DatasetRefOut(id=ref.id, name=ref.name, rows=ref.rows)
+
+
+def validation_out(choice: ValidationChoice) -> ValidationOut:
+    return ValidationOut(
+        mode=choice.mode,
+        percent=choice.percent,
+        dataset=dataset_ref_out(choice.dataset) if choice.dataset else None,
+    )
+
+
+def metrics_out(metrics: Metrics) -> MetricsOut:
+    return MetricsOut(**metrics.model_dump())
+
+
+def model_out(record: ModelRecord) -> FineTunedModelOut:
+    training = record.training
+    return FineTunedModelOut(
+        name=record.name,
+        status=record.status,
+        status_label=record.status.label,
+        provider=record.provider,
+        hosting=record.hosting,
+        base_model=BaseModelRefOut(id=record.base_model_id, name=record.base_model_name),
+        base_fine_tuned_model=record.base_fine_tuned_model,
+        dataset=dataset_ref_out(record.dataset),
+        validation=validation_out(record.validation),
+        resources=ResourcesOut(**record.resources.model_dump()) if record.resources else None,
+        hyperparameters=record.hyperparameters,
+        optional_hyperparameters=record.optional_hyperparameters,
+        cost=ModelCostOut(
+            predicted=record.predicted_cost, storage_per_month_usd=record.storage_per_month_usd
+        ),
+        created_by=creator_out(record.created_by),
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        training=TrainingOut(
+            job_id=training.job_id,
+            execution_arn=training.execution_arn,
+            started_at=training.started_at,
+            ended_at=training.ended_at,
+            phase=training.phase,
+            failure_reason=training.failure_reason,
+            metrics=metrics_out(training.metrics) if training.metrics else None,
+        ),
+        artifacts=ArtifactsOut(
+            size_bytes=record.artifacts.size_bytes,
+            files=record.artifacts.files,
+            merged=record.artifacts.merged,
+        )
+        if record.artifacts
+        else None,
+        deployment=DeploymentOut(
+            endpoint=record.deployment.endpoint,
+            deployed_at=record.deployment.deployed_at,
+            auto_undeploy_at=record.deployment.auto_undeploy_at,
+        )
+        if record.deployment
+        else None,
+    )
+
+
+def event_out(record: ModelEventRecord) -> ModelEventOut:
+    return ModelEventOut(
+        at=record.at,
+        type=record.type,
+        status=record.status,
+        message=record.message,
+        metrics=metrics_out(record.metrics) if record.metrics else None,
+    )

@@ -1,0 +1,75 @@
+"""The SageMaker (BYOK) connection on the fakes: verified before it is stored, never moved under the
+models that run in it."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.application.conftest import ADA, SAGEMAKER_MODEL, create_request, ready_dataset
+from tests.fakes import FakeContext
+from tunelab.application import fine_tuned_models, provider_connections
+from tunelab.application.commands import PutSageMakerProviderIn
+from tunelab.domain.errors import Forbidden, InUse, ValidationFailed
+from tunelab.domain.providers import ConnectionCheck, ConnectionCheckItem
+from tunelab.domain.records import ModelChanges
+from tunelab.domain.status import ModelStatus as S
+
+REQUEST = PutSageMakerProviderIn(
+    role_arn="arn:aws:iam::210987654321:role/tunelab-connector",
+    external_id="ext-1234567890",
+    region="us-west-2",
+    artifact_bucket="customer-artifacts",
+)
+
+
+def test_a_verified_connection_is_stored_and_listed(ctx: FakeContext) -> None:
+    stored = provider_connections.connect_sagemaker(ctx, ADA, REQUEST)
+
+    assert (stored.status, stored.region, stored.account) == ("connected", "us-west-2", "210987654321")
+    listed = {p.provider: p for p in provider_connections.list_providers(ctx, ADA)}
+    assert listed["sagemaker"].connection == stored
+    assert listed["bedrock"].status == "connected"
+    assert ctx.providers.forgotten == [("sagemaker", ADA.workspace)]
+
+
+def test_a_failed_check_stores_nothing_and_names_the_field(ctx: FakeContext) -> None:
+    problem = "The role cannot read the artifact bucket customer-artifacts."
+    ctx.providers.check = ConnectionCheck(
+        ok=False,
+        message=problem,
+        checks=[ConnectionCheckItem(name="s3:ListBucket", ok=False, message=problem)],
+    )
+
+    with pytest.raises(ValidationFailed) as refused:
+        provider_connections.connect_sagemaker(ctx, ADA, REQUEST)
+
+    assert refused.value.details[0].field == "artifact_bucket"
+    assert ctx.connections.find(ADA.workspace, "sagemaker") is None
+
+
+def test_a_plan_without_byok_cannot_connect(ctx: FakeContext) -> None:
+    ctx.workspaces.ensure(ADA.workspace, plan="pay_as_you_go", default_plan="trial")
+    with pytest.raises(Forbidden, match="pay as you go plan"):
+        provider_connections.connect_sagemaker(ctx, ADA, REQUEST)
+
+
+def test_the_connection_cannot_move_or_go_while_its_models_train(ctx: FakeContext) -> None:
+    provider_connections.connect_sagemaker(ctx, ADA, REQUEST)
+    dataset = ready_dataset(ctx)
+    request = create_request(
+        dataset,
+        base_model_id=SAGEMAKER_MODEL,
+        resources={"instance_type": "ml.g6e.2xlarge", "instance_count": 1, "volume_size_gb": 50},
+    )
+    model = fine_tuned_models.create(ctx, ADA, request, correlation_id="r")
+    moved = REQUEST.model_copy(update={"role_arn": "arn:aws:iam::999999999999:role/tunelab-connector"})
+
+    with pytest.raises(InUse, match="'support-bot' \\(Training\\)"):
+        provider_connections.connect_sagemaker(ctx, ADA, moved)
+    with pytest.raises(InUse):
+        provider_connections.disconnect_sagemaker(ctx, ADA)
+    # Re-verifying the same account is fine; once the model has ended, the connection may go.
+    provider_connections.connect_sagemaker(ctx, ADA, REQUEST)
+    ctx.models.transition(ADA.workspace, model.name, {S.TRAINING}, S.TRAINING_FAILED, ModelChanges())
+    provider_connections.disconnect_sagemaker(ctx, ADA)
+    assert ctx.connections.find(ADA.workspace, "sagemaker") is None
