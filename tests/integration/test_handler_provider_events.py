@@ -284,6 +284,19 @@ def test_sagemaker_events_from_another_account_are_dropped(services: Services, r
     assert workflow.status() == "RUNNING"
 
 
+def test_sagemaker_events_of_a_workspace_whose_connection_is_gone_are_dropped_not_retried(
+    services: Services, repo: Services
+) -> None:
+    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB)
+    workflow = Workflow(services, model)
+    repo.connections.delete(WS, "sagemaker")
+
+    result = handle_provider_event(services, _sagemaker("Failed", "Failed"))
+
+    assert result.action == "dropped"
+    assert workflow.status() == "RUNNING"
+
+
 # --- duplicates, stragglers and strangers ---------------------------------------------------------------
 
 

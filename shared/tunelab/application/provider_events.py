@@ -23,6 +23,7 @@ from aws_lambda_powertools import Logger
 
 from tunelab.application import deployments, fine_tuned_models
 from tunelab.application.ports import Context
+from tunelab.domain.errors import ValidationFailed
 from tunelab.domain.providers import TrainingState, UnhandledEventError
 from tunelab.domain.records import ModelRecord
 
@@ -77,19 +78,29 @@ def handle(ctx: Context, event: IncomingEvent, *, now: datetime | None = None) -
             if (now or ctx.now()) - event.time < UNKNOWN_JOB_RETRY_WINDOW:
                 raise RetryLater(f"no model has the {parsed.provider} job {state.job_id} yet")
             return _result("dropped", f"no model has the {parsed.provider} job {state.job_id}")
-        if not ctx.providers.for_model(model).speaks_for(parsed.account):
+        if not _speaks_for(ctx, model, parsed.account):
             return _result("dropped", f"the event's account {parsed.account} is not the model's", model)
         applied = fine_tuned_models.apply_training_state(ctx, model, state, at=event.time)
         return _result("applied" if applied.applied else "ignored", applied.reason, model)
     model = ctx.models.find_by_endpoint(parsed.provider, state.deployment_id)
     if model is None:
         return _result("dropped", f"no model is deployed on {state.deployment_id}")
-    if not ctx.providers.for_model(model).speaks_for(parsed.account):
+    if not _speaks_for(ctx, model, parsed.account):
         return _result("dropped", f"the event's account {parsed.account} is not the model's", model)
     applied_deployment = deployments.apply_deployment_state(
         ctx, model, state, at=event.time, correlation_id=event.id
     )
     return _result("applied" if applied_deployment.applied else "ignored", applied_deployment.reason, model)
+
+
+def _speaks_for(ctx: Context, model: ModelRecord, account: str | None) -> bool:
+    """Whether an event from `account` may change `model`; nobody may once the provider cannot be made
+    for it (a BYOK workspace whose connection is gone: its events are dropped, not retried)."""
+    try:
+        provider = ctx.providers.for_model(model)
+    except ValidationFailed:
+        return False
+    return provider.speaks_for(account)
 
 
 def _result(action: EventAction, reason: str, model: ModelRecord | None = None) -> EventResult:

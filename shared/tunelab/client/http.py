@@ -24,7 +24,6 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from tunelab.local.paths import default_data_dir
-from tunelab.local.tokens import issue_token
 
 API_URL_VARIABLE = "TUNELAB_API_URL"
 TOKEN_VARIABLE = "TUNELAB_TOKEN"  # noqa: S105  # the variable's name, not a token
@@ -122,6 +121,9 @@ def local_token(
     email: str = DEFAULT_LOCAL_EMAIL,
 ) -> str:
     """A token of the local runtime whose data dir is `data_dir` (default: the runtime's default)."""
+    # Minting loads pydantic (a quarter of a second): only a command that needs a local token pays it.
+    from tunelab.local.tokens import issue_token  # noqa: PLC0415  # start-up time, not a cycle
+
     return issue_token(data_dir or default_data_dir(), workspace=workspace, email=email)
 
 
