@@ -369,6 +369,36 @@ def test_find_by_provider_job_and_endpoint(repo: Any) -> None:
     assert repo.models.find_by_endpoint("local", "ep-1") is None
 
 
+def test_a_deployed_model_written_by_the_earlier_release_is_found_by_its_endpoint(
+    dynamodb: Services, aws: Aws
+) -> None:
+    # Before endpoint keys named their provider, the item held the bare endpoint name: a model
+    # deployed then still gets its endpoint's events after the upgrade.
+    created = new_model(dynamodb, provider="sagemaker", hosting="byok")
+    dynamodb.models.transition("ws-acme", created.name, {S.TRAINING}, S.NOT_DEPLOYED)
+    dynamodb.models.transition(
+        "ws-acme",
+        created.name,
+        {S.NOT_DEPLOYED},
+        S.DEPLOYING,
+        ModelChanges(deployment=DeploymentState(endpoint="ep-old")),
+    )
+    dynamodb.models.transition("ws-acme", created.name, {S.DEPLOYING}, S.DEPLOYED)
+    key = {"pk": {"S": "WS#ws-acme"}, "sk": {"S": "MODEL#support-bot-v1"}}
+    aws.dynamodb.update_item(
+        TableName=aws.table_name,
+        Key=key,
+        UpdateExpression="SET endpoint_key = :bare",
+        ExpressionAttributeValues={":bare": {"S": "ep-old"}},
+    )
+
+    found = dynamodb.models.find_by_endpoint("sagemaker", "ep-old")
+
+    assert found is not None
+    assert (found.name, found.status) == ("support-bot-v1", S.DEPLOYED)
+    assert dynamodb.models.find_by_endpoint("bedrock", "ep-old") is None
+
+
 def test_another_workspace_sees_nothing(repo: Any) -> None:
     created = new_model(repo, workspace="ws-acme")
     ds = repo.datasets.list("ws-acme").items[0]

@@ -92,7 +92,10 @@ class DynamoModels:
         return self.table.find_by_index(JOB_INDEX, "job_key", provider_id_key(provider, job_id))
 
     def find_by_endpoint(self, provider: str, endpoint: str) -> ModelRecord | None:
-        return self.table.find_by_index(ENDPOINT_INDEX, "endpoint_key", provider_id_key(provider, endpoint))
+        # Releases before the provider-qualified key stored the bare endpoint name.
+        return self.table.find_by_index(
+            ENDPOINT_INDEX, "endpoint_key", provider_id_key(provider, endpoint), written_before_as=endpoint
+        )
 
     def stale(
         self, no_news_since: datetime, *, statuses: Collection[ModelStatus], limit: int = 100

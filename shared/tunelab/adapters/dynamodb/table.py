@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import json
 from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import UTC, date, datetime
@@ -510,8 +511,21 @@ class RecordsTable:
             if not start:
                 return
 
-    def find_by_index(self, index: str, attribute: str, value: str) -> ModelRecord | None:
-        records = [
+    def find_by_index(
+        self, index: str, attribute: str, value: str, *, written_before_as: str | None = None
+    ) -> ModelRecord | None:
+        """The newest model whose `attribute` is `value`. `written_before_as` is the value an item
+        written by an earlier release holds instead (found when nothing holds `value`; the item
+        gets `value` the next time it is written)."""
+        records = self._indexed(index, attribute, value)
+        if not records and written_before_as is not None:
+            records = self._indexed(index, attribute, written_before_as)
+        # The index is eventually consistent: confirm on the item itself.
+        records = [r for r in records if derived(r).get(attribute) == value]
+        return max(records, key=lambda r: r.created_at) if records else None
+
+    def _indexed(self, index: str, attribute: str, value: str) -> builtins.list[ModelRecord]:
+        return [
             record
             for key in self.query_keys(
                 IndexName=index,
@@ -520,9 +534,6 @@ class RecordsTable:
             )
             if (record := self.get(ModelRecord, key)) is not None
         ]
-        # The index is eventually consistent: confirm on the item itself.
-        records = [r for r in records if derived(r).get(attribute) == value]
-        return max(records, key=lambda r: r.created_at) if records else None
 
     def delete_partition(self, pk: str) -> None:
         keys = list(
