@@ -71,7 +71,8 @@ class RuntimeProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise
+            # The log ends with where each thread waited (the command prints it when stopping is slow).
+            pytest.fail(f"tunelab local up did not stop within {timeout}s:\n{self.log()}")
 
 
 def start_runtime(

@@ -7,6 +7,7 @@ subcommand sets `handler` (a function of the parsed arguments that returns the e
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
@@ -27,6 +28,8 @@ from tunelab.local.tokens import DEFAULT_PLAN, DEFAULT_TTL, issue_token
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+# Stopping takes seconds; a process still alive this long after Ctrl-C prints where each thread waits.
+SLOW_STOP_S = 30.0
 
 
 def add_local_commands(subparsers: Any) -> None:
@@ -189,6 +192,9 @@ def run_up(args: argparse.Namespace) -> int:
         pass
     finally:
         _say("stopping the local runtime ...")
+        # Left armed on purpose: the process ends well within it, unless a thread that never ends
+        # holds it up after this function returns, and then the dump says which.
+        faulthandler.dump_traceback_later(SLOW_STOP_S, exit=False)
         runtime.stop()
         signal.signal(signal.SIGTERM, previous)
     _say("stopped; the data dir's files stay, the in-memory state is gone.")
