@@ -2,7 +2,7 @@
 
 The asset holds `functions/` and the `tunelab` package at its root, the trainer's source as
 `trainer/` (what a SageMaker job runs: its `.py` files, `requirements.txt` and
-`metric_definitions.json`, which `wiring.trainer_dir` finds and the provider packs as
+`metric_definitions.json`, which `composition.trainer.trainer_dir` finds and the provider packs as
 sourcedir.tar.gz), plus the Lambda dependencies
 (`[project].dependencies` of pyproject.toml) installed by pip as wheels for Lambda's platform
 (manylinux, aarch64, the runtime's CPython). Its hash is computed here from those inputs, so CDK

@@ -5,8 +5,8 @@ customer can deploy it from the console; CDK context only sets the parameters' d
 
 What it makes:
 * the cross-account role tunelab assumes (trusts the platform's account, with an external id):
-  exactly the calls tunelab makes with it (`tunelab.adapters.providers.sagemaker`, PrepareData and
-  FinishTraining in `tunelab.application.workflow_tasks`) — SageMaker training jobs and endpoints it tags
+  exactly the calls tunelab makes with it (`tunelab.adapters.providers.sagemaker`; PrepareData and
+  FinishTraining through its storage) — SageMaker training jobs and endpoints it tags
   `tunelab-workspace`, objects under `tunelab/` in the artifact bucket, `DescribeSecret` (never the
   value) of the optional Hugging Face token secret, and `iam:PassRole` of the execution role to
   SageMaker only;

@@ -54,3 +54,15 @@ def created_model(ctx: FakeContext, **fields: object) -> ModelRecord:
     """A model created through the use case (status `training`, its workflow started)."""
     dataset = ready_dataset(ctx, name=f"data-{len(ctx.table.datasets)}")
     return fine_tuned_models.create(ctx, ADA, create_request(dataset, **fields), correlation_id="req-create")
+
+
+def workflow_input(model: ModelRecord, correlation_id: str, **more: object) -> dict[str, object]:
+    """What a workflow execution of `model` carries into each task (the fields every task event has)."""
+    return {
+        "workspace_id": model.workspace_id,
+        "model_name": model.name,
+        "uid": model.uid,
+        "correlation_id": correlation_id,
+        "table_key": {"pk": f"WS#{model.workspace_id}", "sk": f"MODEL#{model.name.lower()}"},
+        **more,
+    }

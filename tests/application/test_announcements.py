@@ -4,7 +4,7 @@ auto-undeploy schedule's invocation."""
 
 from __future__ import annotations
 
-from tests.application.conftest import ADA, created_model
+from tests.application.conftest import ADA, created_model, workflow_input
 from tests.fakes import FakeContext
 from tunelab.application import deployments, fine_tuned_models, provider_events
 from tunelab.application.commands import DeployIn
@@ -16,19 +16,19 @@ from tunelab.application.workflows import (
     StartDeploymentEvent,
     StartTrainingEvent,
 )
+from tunelab.domain.errors import ValidationFailed
 from tunelab.domain.events import MODEL_DELETED, MODEL_STATUS_CHANGED
 from tunelab.domain.providers import DeploymentState
 
 
 def _completed(ctx: FakeContext, name: str) -> None:
     model = created_model(ctx, name=name)
-    event = {
-        "workspace_id": ADA.workspace,
-        "model_name": model.name,
-        "uid": model.uid,
-        "correlation_id": "req-create",  # the workflow carries its request's id
-        "outcome": {"outcome": "completed", "model_ref": "arn:custom/1", "artifacts_uri": "s3://b/o/"},
-    }
+    # the workflow carries its request's id
+    event = workflow_input(
+        model,
+        "req-create",
+        outcome={"outcome": "completed", "model_ref": "arn:custom/1", "artifacts_uri": "s3://b/o/"},
+    )
     fine_tuned_models.finish_training(ctx, FinishTrainingEvent.model_validate(event))
 
 
@@ -36,13 +36,7 @@ def _deployed(ctx: FakeContext, name: str, correlation_id: str) -> None:
     model = deployments.deploy(ctx, ADA, name, DeployIn(), correlation_id=correlation_id)
     started = ctx.workflows.started[-1]
     run = StartDeploymentEvent.model_validate(
-        {
-            "workspace_id": ADA.workspace,
-            "model_name": name,
-            "uid": model.uid,
-            "correlation_id": started.correlation_id,
-            "requested_at": started.requested_at,
-        }
+        workflow_input(model, started.correlation_id, requested_at=started.requested_at)
     )
     deployments.start_deployment(ctx, run)
     deployments.finish_deployment(
@@ -94,7 +88,7 @@ def test_each_status_event_names_what_caused_it(ctx: FakeContext) -> None:
 
 def test_a_training_event_from_another_account_changes_nothing(ctx: FakeContext) -> None:
     model = created_model(ctx)
-    base = {"workspace_id": ADA.workspace, "model_name": model.name, "uid": model.uid, "correlation_id": "c"}
+    base = workflow_input(model, "c")
     prepared = fine_tuned_models.prepare_data(ctx, PrepareDataEvent.model_validate(base))
     fine_tuned_models.start_training(
         ctx,
@@ -111,6 +105,33 @@ def test_a_training_event_from_another_account_changes_nothing(ctx: FakeContext)
         detail={"jobArn": job, "jobName": job, "jobStatus": "Failed", "failureMessage": "forged"},
         time=ctx.now(),
         account="999999999999",
+    )
+
+    result = provider_events.handle(ctx, event)
+
+    assert result.action == "dropped"
+    assert ctx.workflows.outcomes == []
+
+
+def test_events_of_a_workspace_whose_byok_connection_is_gone_are_dropped(ctx: FakeContext) -> None:
+    model = created_model(ctx)
+    base = workflow_input(model, "c")
+    prepared = fine_tuned_models.prepare_data(ctx, PrepareDataEvent.model_validate(base))
+    fine_tuned_models.start_training(
+        ctx,
+        StartTrainingEvent.model_validate(
+            {**base, "task_token": "t", "execution_arn": "arn", "prepared": prepared.model_dump()}
+        ),
+    )
+    job = ctx.models.get(ADA.workspace, model.name).training.job_id
+    gone = ValidationFailed.of("provider", "This workspace has no connection.")
+    ctx.providers.unavailable["bedrock"] = gone
+    event = IncomingEvent(
+        id="eb-2",
+        source="aws.bedrock",
+        detail_type="Model Customization Job State Change",
+        detail={"jobArn": job, "jobName": job, "jobStatus": "Failed", "failureMessage": "late"},
+        time=ctx.now(),
     )
 
     result = provider_events.handle(ctx, event)

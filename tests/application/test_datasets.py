@@ -7,7 +7,7 @@ import pytest
 from tests.application.conftest import ADA, TRAINING_CSV, created_model, ready_dataset
 from tests.fakes import FakeContext
 from tunelab.application import datasets
-from tunelab.domain.errors import InUse, NameTaken
+from tunelab.domain.errors import InUse, NameTaken, ProviderPermissionDenied
 from tunelab.domain.events import DATASET_VALIDATED
 from tunelab.domain.layout import dataset_key, s3_uri, upload_key
 
@@ -80,3 +80,15 @@ def test_a_dataset_a_model_uses_cannot_be_deleted_and_its_files_go_with_it_after
     datasets.delete(ctx, ADA, other.dataset_id)
     assert ctx.datasets.find(ADA.workspace, other.dataset_id) is None
     assert not ctx.files.exists(s3_uri("datasets", dataset_key(ADA.workspace, other.dataset_id)))
+
+
+def test_a_dataset_whose_file_cannot_be_deleted_is_deleted_all_the_same(ctx: FakeContext) -> None:
+    # The record goes first: a retry would answer 404, so a file S3 keeps is logged, not raised.
+    dataset = ready_dataset(ctx)
+    uri = s3_uri("datasets", dataset_key(ADA.workspace, dataset.dataset_id))
+    ctx.files.fail_delete = ProviderPermissionDenied("Deleting the dataset's file was refused.")
+
+    datasets.delete(ctx, ADA, dataset.dataset_id)
+
+    assert ctx.datasets.find(ADA.workspace, dataset.dataset_id) is None
+    assert ctx.files.exists(uri)

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.application.conftest import ADA, created_model
+from tests.application.conftest import ADA, created_model, workflow_input
 from tests.fakes import FakeContext
 from tunelab.application import deployments, fine_tuned_models, provider_events
 from tunelab.application.commands import DeployIn, InvokeIn
@@ -30,12 +30,7 @@ from tunelab.domain.status import ModelStatus as S
 def _trained(ctx: FakeContext) -> ModelRecord:
     """A model whose training completed on the local provider's double (it keeps an archive)."""
     model = created_model(ctx)
-    base = {
-        "workspace_id": ADA.workspace,
-        "model_name": model.name,
-        "uid": model.uid,
-        "correlation_id": "run-1",
-    }
+    base = workflow_input(model, "run-1")
     outcome = TrainingOutcome(
         outcome="completed", model_ref="arn:aws:bedrock:custom-model/x", artifacts_uri="s3://b/o/"
     )
@@ -55,14 +50,12 @@ def _run(ctx: FakeContext, model: ModelRecord) -> StartDeploymentEvent:
     started = ctx.workflows.started[-1]
     assert started.requested_at is not None
     return StartDeploymentEvent.model_validate(
-        {
-            "workspace_id": model.workspace_id,
-            "model_name": model.name,
-            "uid": model.uid,
-            "correlation_id": started.correlation_id,
-            "requested_at": started.requested_at,
-            "auto_undeploy_at": started.auto_undeploy_at,
-        }
+        workflow_input(
+            model,
+            started.correlation_id,
+            requested_at=started.requested_at,
+            auto_undeploy_at=started.auto_undeploy_at,
+        )
     )
 
 
@@ -145,7 +138,11 @@ def test_undeploy_removes_the_deployment_and_both_schedules_and_tells_everyone(c
     assert ctx.scheduler.schedules == {}
     event = ctx.events.named(MODEL_STATUS_CHANGED)[-1]
     assert (event.data["status"], event.correlation_id) == ("not_deployed", "req-undeploy")
-    assert ctx.notifier.sent[-1].kind == "undeployed"
+    email = ctx.notifier.sent[-1]
+    assert email.kind == "undeployed"
+    # The creator asked: the email gives no reason, the history says who (the status event's reason).
+    assert "Reason:" not in email.text
+    assert event.data["reason"] == "Undeployed by ada@example.com."
     with pytest.raises(InvalidState):
         deployments.invoke(ctx, ADA, model.name, InvokeIn(prompt="hello"))
 
@@ -172,6 +169,7 @@ def test_the_auto_undeploy_schedule_undeploys_its_own_deployment_only(ctx: FakeC
     event = ctx.events.named(MODEL_STATUS_CHANGED)[-1]
     assert (event.data["status"], event.correlation_id) == ("not_deployed", "lambda-3")
     assert event.data["reason"] == deployments.AUTO_UNDEPLOY_REASON
+    assert f"Reason: {deployments.AUTO_UNDEPLOY_REASON}" in ctx.notifier.sent[-1].text
 
 
 def test_an_endpoint_gone_outside_tunelab_undeploys_the_model_under_the_events_id(ctx: FakeContext) -> None:

@@ -15,6 +15,7 @@ from tests.application.conftest import (
     create_request,
     created_model,
     ready_dataset,
+    workflow_input,
 )
 from tests.fakes import FakeContext
 from tunelab.application import fine_tuned_models
@@ -65,12 +66,7 @@ def _sagemaker_request(ctx: FakeContext, **fields: object) -> CreateFineTunedMod
 
 def _started(ctx: FakeContext, record: ModelRecord) -> ModelRecord:
     """Run PrepareData and StartTraining as the workflow would; the model with its job recorded."""
-    base = {
-        "workspace_id": record.workspace_id,
-        "model_name": record.name,
-        "uid": record.uid,
-        "correlation_id": "req-create",
-    }
+    base = workflow_input(record, "req-create")
     prepared = fine_tuned_models.prepare_data(ctx, PrepareDataEvent.model_validate(base))
     fine_tuned_models.start_training(
         ctx,
@@ -87,12 +83,7 @@ def _started(ctx: FakeContext, record: ModelRecord) -> ModelRecord:
 
 
 def _finish(ctx: FakeContext, record: ModelRecord, **fields: object) -> FinishedTraining:
-    base = {
-        "workspace_id": record.workspace_id,
-        "model_name": record.name,
-        "uid": record.uid,
-        "correlation_id": "run-7",
-    }
+    base = workflow_input(record, "run-7")
     return fine_tuned_models.finish_training(ctx, FinishTrainingEvent.model_validate({**base, **fields}))
 
 
@@ -261,7 +252,7 @@ def test_another_workspace_sees_no_model(ctx: FakeContext) -> None:
 
 def test_prepare_data_writes_the_providers_jsonl_split_where_its_job_reads(ctx: FakeContext) -> None:
     model = created_model(ctx)
-    base = {"workspace_id": ADA.workspace, "model_name": model.name, "uid": model.uid, "correlation_id": "c"}
+    base = workflow_input(model, "c")
 
     prepared = fine_tuned_models.prepare_data(ctx, PrepareDataEvent.model_validate(base))
 
@@ -390,3 +381,20 @@ def test_news_while_training_is_recorded_once_and_late_news_is_skipped(ctx: Fake
         ("metrics", None),
     ]
     assert ctx.workflows.heartbeats == ["token-1"]  # late news is not a sign of life either
+
+
+def test_a_timed_out_training_ends_failed_even_when_its_provider_cannot_be_made(ctx: FakeContext) -> None:
+    # The BYOK connection was deleted while the job ran: the final status is still written.
+    model = _started(ctx, created_model(ctx))
+    ctx.providers.unavailable["bedrock"] = ValidationFailed.of(
+        "provider", "This workspace has no connection."
+    )
+
+    finished = _finish(ctx, model, error={"Error": "States.Timeout", "Cause": ""})
+
+    assert finished.status == S.TRAINING_FAILED
+    stored = ctx.models.get(ADA.workspace, model.name)
+    assert stored.status == S.TRAINING_FAILED
+    assert stored.training.failure_reason == (
+        "The training job did not finish within its time limit, tunelab's limit for it, so it was stopped."
+    )

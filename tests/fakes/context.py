@@ -19,7 +19,7 @@ from tests.fakes.stores import (
 )
 from tunelab.adapters.providers import parse_event
 from tunelab.application.workflows import TrainingOutcome
-from tunelab.domain.catalog import BaseModelSpec, Catalog, Provider, Runtime, load_catalog
+from tunelab.domain.catalog import BaseModelSpec, Catalog, Provider, Runtime, load_catalog, provider_traits
 from tunelab.domain.errors import NameTaken, NotFound, ValidationFailed
 from tunelab.domain.events import DomainEvent
 from tunelab.domain.hyperparameters import (
@@ -72,6 +72,8 @@ class MemoryObjects:
         self.objects: dict[str, bytes] = {}
         self.etags: dict[str, str] = {}
         self._version = 0
+        # Raised by `delete` when set (a store that refuses).
+        self.fail_delete: Exception | None = None
 
     def put(self, uri: str, body: bytes | BinaryIO, *, content_type: str) -> None:
         self._version += 1
@@ -95,6 +97,8 @@ class MemoryObjects:
         self.put(target, self.objects[source], content_type="")
 
     def delete(self, *uris: str) -> None:
+        if self.fail_delete is not None:
+            raise self.fail_delete
         for uri in uris:
             self.objects.pop(uri, None)
             self.etags.pop(uri, None)
@@ -280,7 +284,12 @@ class FakeProvider:
     def trained_output(
         self, ref: TrainingJobRef | None, *, artifacts_uri: str | None, model_ref: str | None, merged: bool
     ) -> TrainedOutput:
-        if not artifacts_uri and not model_ref:
+        # As the real ones: a provider keeping the weights needs its model, the others an archive.
+        if provider_traits(self.name).keeps_weights and not model_ref:
+            raise ValidationFailed(
+                "The job completed, but the provider reported no model; it cannot be used."
+            )
+        if not provider_traits(self.name).keeps_weights and not artifacts_uri:
             raise ValidationFailed("The job completed but reported no artifacts; the model cannot be used.")
         size = len(self.storage.objects.get(artifacts_uri or "", b"")) or None
         return TrainedOutput(model_ref=model_ref, artifacts_uri=artifacts_uri, size_bytes=size, merged=merged)
@@ -326,9 +335,14 @@ class FakeProviders:
     def __init__(self, providers: Mapping[str, FakeProvider]) -> None:
         self.providers = dict(providers)
         self.forgotten: list[tuple[str, str]] = []
+        # Providers that cannot be made now, and why (e.g. a BYOK workspace whose connection is gone).
+        self.unavailable: dict[str, Exception] = {}
         self.check: ConnectionCheck = ConnectionCheck(ok=True, message="Connected.", checks=[])
 
     def for_model(self, record: ModelRecord) -> FakeProvider:
+        refused = self.unavailable.get(record.provider)
+        if refused is not None:
+            raise refused
         return self.providers[record.provider]
 
     def parse_event(

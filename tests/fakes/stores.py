@@ -1,7 +1,7 @@
 """In-memory stores: the records ports (`application.ports`) kept in dictionaries.
 
 They apply the same domain rules as the DynamoDB stores (`domain.records`: transitions, event order,
-versions, dataset users) and answer with the same errors; `tests/contract/test_stores.py` runs one
+versions, dataset users) and answer with the same errors; `tests/integration/test_stores.py` runs one
 suite against both, so a use-case test on these fakes means what it says.
 """
 
@@ -38,6 +38,7 @@ from tunelab.domain.records import (
     dataset_not_found,
     dataset_unusable,
     invalid_state,
+    lost_race,
     model_name_taken,
     model_not_found,
     status_change,
@@ -442,11 +443,14 @@ class MemoryModels:
             if current.status not in allowed:
                 raise invalid_state(current, allowed)
             key = (workspace, name.lower())
+            used = dataset_ids(current)
+            if any(self._datasets.find(workspace, d) is None for d in used):
+                # DynamoDB's transaction releasing a dataset that is gone never succeeds either.
+                raise lost_race(f"fine-tuned model '{name}'")
             del self.table.models[key]
             self.table.events.pop((*key, current.uid), None)
-            for dataset_id in dataset_ids(current):
-                if self._datasets.find(workspace, dataset_id) is not None:
-                    self._datasets.count_user(workspace, dataset_id, -1)
+            for dataset_id in used:
+                self._datasets.count_user(workspace, dataset_id, -1)
             for purpose in TASK_PURPOSES:
                 self.table.tokens.pop((workspace, name.lower(), purpose), None)
             return current

@@ -130,8 +130,8 @@ def test_outputs_are_what_the_provider_connection_needs(synthesized: Synthesized
 
 
 # What tunelab calls with the connector's role: tunelab.adapters.providers.sagemaker (the provider and
-# verify_connection) and workflows.tasks (PrepareData writes the training data, FinishTraining
-# lists model.tar.gz), through the assumed session.
+# verify_connection), whose storage PrepareData writes the training data to and FinishTraining lists
+# model.tar.gz in, through the assumed session.
 ACCESS_CALLS = {
     "sagemaker:DescribeTrainingJob",  # a retried start, the reconciler, the connection check
     "sagemaker:CreateTrainingJob",

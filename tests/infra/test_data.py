@@ -1,4 +1,4 @@
-"""Data: the records table from the repository's definition, the idempotency table, private buckets."""
+"""Data: the records table from its stores' definition, the idempotency table, private buckets."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.infra.conftest import Synthesized, as_list, only, render, resources
-from tunelab.adapters import dynamodb as repository
+from tunelab.adapters import dynamodb
 from tunelab.composition.stack_definitions import UPLOADS_EXPIRE_AFTER_DAYS
 from tunelab.domain.layout import UPLOADS_PREFIX
 
@@ -21,10 +21,10 @@ def table(synthesized: Synthesized, prefix: str) -> dict[str, Any]:
 
 def test_records_table_is_the_repositorys_on_demand_with_recovery_and_ttl(synthesized: Synthesized) -> None:
     props = table(synthesized, "DataTable")
-    definition = repository.TABLE_DEFINITION
+    definition = dynamodb.TABLE_DEFINITION
     assert props["BillingMode"] == "PAY_PER_REQUEST"
     assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
-    assert props["TimeToLiveSpecification"] == {"AttributeName": repository.TTL_ATTRIBUTE, "Enabled": True}
+    assert props["TimeToLiveSpecification"] == {"AttributeName": dynamodb.TTL_ATTRIBUTE, "Enabled": True}
     assert props["DeletionProtectionEnabled"] is True
     assert props["KeySchema"] == definition["KeySchema"]
     expected = {

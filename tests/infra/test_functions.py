@@ -240,7 +240,7 @@ _TABLE = (
     "dynamodb:Query",
 )
 _UNDEPLOY_BEDROCK = ("bedrock:DeleteCustomModelDeployment", "bedrock:DeleteProvisionedModelThroughput")
-# `operations.undeploy_model`: the provider's deployment, the schedules, the bus, the creator's email.
+# `deployments.undeploy`: the provider's deployment, the schedules, the bus, the creator's email.
 _UNDEPLOY = ("sts:AssumeRole", "scheduler:DeleteSchedule", "events:PutEvents", "ses:SendEmail")
 
 # What each function's code calls, as IAM actions: functions/<module>.py → the tunelab code it runs →

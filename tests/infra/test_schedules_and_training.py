@@ -59,7 +59,8 @@ def test_bedrock_role_reads_the_training_data_and_writes_the_output_where_tunela
     }
     artifacts, _ = only(template, "AWS::S3::Bucket", "DataArtifactsBucket")
     # PrepareData writes Bedrock's training files under training-data/ in the artifacts bucket, and
-    # jobs write their output under bedrock-output/ (workflows.tasks, BedrockConfig.output_prefix)
+    # jobs write their output under bedrock-output/ (the Bedrock provider's training_data_folder,
+    # output_uri)
     assert granted == {
         "s3:GetObject": [
             f"${{{artifacts}.Arn}}/{BEDROCK_OUTPUT_PREFIX}*",

@@ -74,12 +74,12 @@ def test_table_definition_reads_boto3_create_table_arguments() -> None:
 
 
 def test_the_repositorys_table_is_the_one_used() -> None:
-    from tunelab.adapters import dynamodb as repository  # noqa: PLC0415
+    from tunelab.adapters import dynamodb  # noqa: PLC0415
 
     definition = sd.table_definition()
-    assert definition.ttl_attribute == repository.TTL_ATTRIBUTE
+    assert definition.ttl_attribute == dynamodb.TTL_ATTRIBUTE
     assert {i.name for i in definition.global_indexes} == {
-        i["IndexName"] for i in repository.TABLE_DEFINITION["GlobalSecondaryIndexes"]
+        i["IndexName"] for i in dynamodb.TABLE_DEFINITION["GlobalSecondaryIndexes"]
     }
 
 

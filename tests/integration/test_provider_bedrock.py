@@ -693,3 +693,21 @@ def test_not_found_is_a_domain_error(provider: BedrockProvider) -> None:
     missing = TrainingJobRef(provider="bedrock", job_id="arn:x", job_name="no-such-job")
     with pytest.raises(NotFound):
         provider.describe_training(missing)
+
+
+def test_a_custom_model_bedrock_refuses_to_delete_keeps_its_output_folder(provider: BedrockProvider) -> None:
+    # The model's record stays when the delete fails, so its files must too: a retry deletes both.
+    ref = provider.start_training(_request())
+    assert ref.output_uri is not None
+    output = f"{ref.output_uri.removeprefix(f's3://{BUCKET}/')}m.json"
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.put_object(Bucket=BUCKET, Key=output, Body=b"x")
+    stub = Stubber(provider.bedrock)
+    stub.add_client_error("delete_custom_model", "AccessDeniedException", "not allowed", 403)
+
+    with stub, pytest.raises(ProviderPermissionDenied, match="bedrock:DeleteCustomModel"):
+        provider.delete_model(TrainedModel(identity=IDENTITY, job=ref))
+
+    assert s3.get_object(Bucket=BUCKET, Key=output)["Body"].read() == b"x"
+    provider.delete_model(TrainedModel(identity=IDENTITY, job=ref))
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=output)

@@ -2,7 +2,7 @@
 real handlers in this process, the buckets, tunelab's bus routed to a queue, SES and Scheduler.
 
 Everything is created from the same data the CDK app reads (`stack_definitions.FUNCTIONS`,
-`STATE_MACHINES`, the ASL files, `repository.TABLE_DEFINITION` through the `aws` fixture).
+`STATE_MACHINES`, the ASL files, `adapters.dynamodb.TABLE_DEFINITION` through the `aws` fixture).
 A test module imports `stack_fixture` (which registers the fixture `stack`).
 """
 

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 from tests.integration import factories
-from tunelab.domain.records import Artifacts, DeploymentState, Metrics, TrainingState, new_dataset_id
+from tunelab.domain.providers import ParentModel
+from tunelab.domain.records import (
+    Artifacts,
+    DeploymentState,
+    Metrics,
+    ModelRecord,
+    ProviderRefs,
+    TrainingState,
+    new_dataset_id,
+)
 from tunelab.domain.status import ModelStatus
 from tunelab.entrypoints.api.contracts import FineTunedModelOut, rfc3339
 from tunelab.entrypoints.api.views import dataset_out, model_out
@@ -63,3 +73,48 @@ def test_dataset_ids_sort_by_creation_time() -> None:
 def test_rfc3339_is_utc_with_z() -> None:
     paris = timezone(timedelta(hours=1))
     assert rfc3339(datetime(2026, 11, 28, 13, 0, tzinfo=paris)) == "2026-11-28T12:00:00Z"
+
+
+def test_a_record_written_with_the_untyped_provider_data_reads_as_typed_references() -> None:
+    # Items stored before `refs` kept the provider's references in a `provider_data` map.
+    stored = factories.model().model_dump(mode="json", exclude={"refs"})
+    stored["provider_data"] = {
+        "training_job": {
+            "provider": "bedrock",
+            "job_id": "arn:job/1",
+            "job_name": "bot-job",
+            "output_uri": None,
+        },
+        "model_ref": "arn:aws:bedrock:us-east-1:123456789012:custom-model/x",
+        "deployment": {
+            "provider": "bedrock",
+            "kind": "custom_model_deployment",
+            "deployment_id": "arn:dep/1",
+        },
+        "last_event_at": "2026-11-28T12:05:00+00:00",
+    }
+
+    record = ModelRecord.model_validate(stored)
+
+    assert record.refs.training_job is not None
+    assert record.refs.training_job.job_name == "bot-job"
+    assert record.refs.model_ref == "arn:aws:bedrock:us-east-1:123456789012:custom-model/x"
+    assert record.refs.deployment is not None
+    assert record.refs.deployment.kind == "custom_model_deployment"
+    assert record.refs.last_event_at == datetime(2026, 11, 28, 12, 5, tzinfo=UTC)
+
+
+def test_a_continued_model_reads_the_weights_where_its_provider_keeps_them() -> None:
+    archive = Artifacts(uri="s3://artifacts/ws-acme/bot/output/")
+    custom_model = "arn:aws:bedrock:us-east-1:123456789012:custom-model/x"
+    trained: dict[str, Any] = {"status": ModelStatus.NOT_DEPLOYED, "artifacts": archive}
+
+    # Bedrock keeps the weights: its custom model, never the output folder (which holds metrics only).
+    bedrock = factories.model(provider="bedrock", **trained, refs=ProviderRefs(model_ref=custom_model))
+    assert bedrock.weights() == ParentModel(model_ref=custom_model)
+    assert factories.model(provider="bedrock", **trained).weights() is None
+    # SageMaker and the local trainer leave an archive to start from.
+    sagemaker = factories.model(provider="sagemaker", hosting="byok", **trained)
+    assert sagemaker.weights() == ParentModel(artifacts_uri=archive.uri)
+    # Nothing to continue from before training succeeded.
+    assert factories.model(provider="sagemaker", hosting="byok", artifacts=archive).weights() is None

@@ -110,12 +110,6 @@ class S3Objects:
             ExpiresIn=expires_in_s,
         )
 
-    def download_url(self, uri: str, *, expires_in_s: int) -> str:
-        bucket, key = s3_split(uri)
-        return self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_in_s
-        )
-
     def _delete_keys(self, bucket: str, keys: list[str]) -> None:
         for start in range(0, len(keys), _DELETE_BATCH):
             batch = keys[start : start + _DELETE_BATCH]

@@ -35,11 +35,9 @@ def status_changed(
     previous: ModelStatus | None,
     reason: str | None,
     correlation_id: str,
-    notify: NotificationKind | None = None,
     strict: bool = False,
 ) -> None:
-    """Publish "Fine-tuned Model Status Changed" for the record's status (and email its creator about
-    `notify`, when given)."""
+    """Publish "Fine-tuned Model Status Changed" for the record's status."""
     event = model_status_changed(
         record, previous_status=previous, reason=reason, correlation_id=correlation_id
     )
@@ -49,8 +47,6 @@ def status_changed(
         if strict:
             raise
         logger.exception("Could not publish the status change", extra={"model": record.name})
-    if notify is not None:
-        tell_creator(ctx, notify, record, reason=reason, strict=strict)
 
 
 def deleted(ctx: Context, record: ModelRecord, *, by: str, correlation_id: str) -> None:

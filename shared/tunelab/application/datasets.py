@@ -33,7 +33,7 @@ from aws_lambda_powertools import Logger
 from tunelab.application import announce
 from tunelab.application.ports import Context
 from tunelab.domain.datasets import DatasetLimits, DatasetReport, validate_dataset
-from tunelab.domain.errors import InvalidState, NotFound
+from tunelab.domain.errors import InvalidState, NotFound, TunelabError
 from tunelab.domain.identity import Identity
 from tunelab.domain.layout import dataset_key, parse_upload_key, s3_uri, upload_key
 from tunelab.domain.records import (
@@ -138,7 +138,12 @@ def delete(ctx: Context, identity: Identity, dataset_id: str) -> None:
     ctx.datasets.delete(identity.workspace, dataset_id)
     bucket = ctx.config.datasets_bucket
     keys = {upload_key(identity.workspace, dataset_id), *([dataset.s3_key] if dataset.s3_key else [])}
-    ctx.files.delete(*(s3_uri(bucket, key) for key in sorted(keys)))
+    uris = [s3_uri(bucket, key) for key in sorted(keys)]
+    try:
+        ctx.files.delete(*uris)
+    except TunelabError:
+        # The dataset is gone (a retry would answer 404): its file left behind is logged for an operator.
+        logger.exception("Could not delete the files of a deleted dataset", extra={"uris": uris})
 
 
 def report_changes(report: DatasetReport) -> DatasetChanges:

@@ -189,13 +189,10 @@ def undeploy(
         check_action(Action.UNDEPLOY, current.status, name)
         raise InvalidState(f"Model '{name}' changed while it was being undeployed; try again.")
     announce.status_changed(
-        ctx,
-        updated,
-        previous=model.status,
-        reason=message,
-        correlation_id=correlation_id,
-        notify="undeployed",
+        ctx, updated, previous=model.status, reason=message, correlation_id=correlation_id
     )
+    # The email gives a reason only where there is one beyond who asked (the schedule, the provider).
+    announce.tell_creator(ctx, "undeployed", updated, reason=reason)
     logger.info("Model undeployed", extra={"workspace_id": workspace, "model": name, "by": by})
     return updated
 

@@ -56,7 +56,7 @@ from tunelab.application.workflows import (
     TaskError,
     TrainingOutcome,
 )
-from tunelab.domain.catalog import BaseModelSpec, InstanceType
+from tunelab.domain.catalog import BaseModelSpec, InstanceType, provider_traits
 from tunelab.domain.costs import CostEstimate, Method, SageMakerRun, estimate_cost
 from tunelab.domain.datasets import (
     DatasetReport,
@@ -605,11 +605,11 @@ def stop(ctx: Context, identity: Identity, name: str, *, correlation_id: str) ->
 def download(ctx: Context, identity: Identity, name: str) -> tuple[ModelRecord, DownloadLink]:
     """`GET .../download`: a short-lived link to the trained archive, where the provider hands one out."""
     model = ctx.models.get(identity.workspace, name)
-    spec = ctx.catalog.find_model(model.base_model_id)
-    if spec is not None and not spec.supports_download:
+    if provider_traits(model.provider).keeps_weights:
         raise ValidationFailed(
-            f"'{model.name}' was trained on {model.provider.capitalize()}, which keeps the weights and "
-            "offers no download; models trained on SageMaker (your own account) or locally can be downloaded."
+            f"'{model.name}' was trained on {model.provider.capitalize()}, which keeps the weights in AWS "
+            "and offers no download; models trained on SageMaker (your own account) or locally can be "
+            "downloaded."
         )
     check_action(Action.DOWNLOAD, model.status, model.name)
     uri = model.artifacts.uri if model.artifacts else None
@@ -774,6 +774,12 @@ def training_request(
     parent = None
     if record.base_fine_tuned_model:
         parent = ctx.models.get(record.workspace_id, record.base_fine_tuned_model).weights()
+        if parent is None:
+            # Never train from the base model instead, as if it continued: say what is missing.
+            raise ValidationFailed.of(
+                "base_fine_tuned_model",
+                f"'{record.base_fine_tuned_model}' has no trained weights recorded to continue from.",
+            )
     resources = (
         ProviderResources(
             instance_type=record.resources.instance_type,
@@ -902,6 +908,15 @@ def _completed_changes(ctx: Context, record: ModelRecord, outcome: TrainingOutco
     return ModelChanges(training=training, artifacts=artifacts, storage_per_month_usd=storage, refs=refs)
 
 
+def _training_timeout(ctx: Context, record: ModelRecord) -> int | None:
+    """How long the workflow waited for the job, for the reason a person reads; None when the provider
+    cannot be made (the final status is written all the same)."""
+    try:
+        return ctx.providers.for_model(record).training_timeout_s
+    except TunelabError:
+        return None
+
+
 def _stop_job(ctx: Context, record: ModelRecord) -> None:
     ref = record.refs.training_job
     if ref is None:
@@ -920,7 +935,6 @@ def finish_training(ctx: Context, event: FinishTrainingEvent) -> FinishedTrainin
     record = _find(ctx, event.workspace_id, event.model_name, event.uid)
     if record is None:
         return FinishedTraining(status=None, notification=None, reason="the model no longer exists")
-    timeout = event.training_timeout_seconds or ctx.providers.for_model(record).training_timeout_s
     changes = ModelChanges()
     if event.outcome is not None:
         outcome = event.outcome
@@ -945,6 +959,7 @@ def finish_training(ctx: Context, event: FinishTrainingEvent) -> FinishedTrainin
         error = event.error or TaskError(
             Error="States.Runtime", Cause="FinishTraining ran without an outcome"
         )
+        timeout = event.training_timeout_seconds or _training_timeout(ctx, record)
         target, reason = _reason_of(error, timeout)
         if record.status in TRAINING_STATES:
             _stop_job(ctx, record)

@@ -469,9 +469,6 @@ class Config(Protocol):
     @property
     def datasets_bucket(self) -> str: ...
 
-    @property
-    def artifacts_bucket(self) -> str: ...
-
 
 class Context(Protocol):
     """The ports and settings every use case receives as its first argument (`ctx`).

@@ -66,7 +66,7 @@ class FineTuningInput(_Event):
     model_name: str
     uid: str
     correlation_id: str
-    table_key: TableKey | None = None
+    table_key: TableKey
     # Overrides the wait on the provider's job (seconds); PrepareData computes it otherwise.
     training_timeout_seconds: int | None = Field(default=None, ge=1)
 
@@ -78,7 +78,7 @@ class DeploymentInput(_Event):
     model_name: str
     uid: str
     correlation_id: str
-    table_key: TableKey | None = None
+    table_key: TableKey
     requested_at: AwareDatetime
     auto_undeploy_at: AwareDatetime | None = None
     instance_type: str | None = None

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
         default="aws", description="`aws` when deployed; `local` inside the embedded local runtime."
     )
     table_name: _Required = Field(
-        description="The one DynamoDB table of records (repository.TABLE_DEFINITION)."
+        description="The one DynamoDB table of records (adapters.dynamodb.TABLE_DEFINITION)."
     )
     idempotency_table_name: _Required = Field(
         description="DynamoDB table of Idempotency-Key records (key `id`)."

@@ -40,7 +40,7 @@ ACCESS_LOGS_EXPIRE_AFTER_DAYS = 90
 LOG_RETENTION_DAYS = 90
 
 # Where the trainer's source (`trainer/`) sits in the Lambda bundle, whose root is Lambda's task root:
-# SageMaker jobs are started with it packed as sourcedir.tar.gz (`wiring.trainer_dir`, TRAINER_DIR).
+# SageMaker jobs are started with it packed as sourcedir.tar.gz (`composition.trainer`, TRAINER_DIR).
 LAMBDA_TASK_ROOT = "/var/task"
 TRAINER_BUNDLE_DIR = "trainer"
 
@@ -171,8 +171,8 @@ class ScheduleSpec(_Frozen):
 P = Permission
 
 # Each function's permissions are what its code calls (tests/infra/test_functions.py lists the calls):
-# the API, workflow tasks and handlers share `tunelab.application.operations` (stop, undeploy, delete), whose
-# undeploy deletes the auto-undeploy schedules, publishes the change and emails the creator.
+# the API, workflow tasks and handlers share the use cases (`tunelab.application`), whose one undeploy
+# (`deployments.undeploy`) deletes the auto-undeploy schedules, publishes the change and emails the creator.
 FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec(
         logical_id="Api",

@@ -50,7 +50,14 @@ from tunelab.adapters.stepfunctions import StepFunctionsWorkflows
 from tunelab.application.ports import TrainingProvider, WorkspaceStore
 from tunelab.composition.settings import Settings, get_settings
 from tunelab.composition.trainer import trainer_dir
-from tunelab.domain.catalog import BaseModelSpec, Catalog, Provider, load_catalog
+from tunelab.domain.catalog import (
+    PROVIDER_NAMES,
+    BaseModelSpec,
+    Catalog,
+    Provider,
+    load_catalog,
+    provider_traits,
+)
 from tunelab.domain.errors import ValidationFailed
 from tunelab.domain.identity import Plan
 from tunelab.domain.providers import ConnectionCheck, ProviderEvent, SageMakerConnection
@@ -156,34 +163,59 @@ class SeenWorkspaces:
 
 class ProviderRegistry:
     """The providers of this deployment (`application.ports.Providers`), made on first use per
-    (provider, workspace) and kept while the services live."""
+    (provider, workspace) and kept while the services live.
+
+    A provider in the customer's own account (BYOK) is made from the workspace's stored connection
+    and kept with that connection's version: every lookup reads the connection (one GetItem), so a
+    connection replaced or deleted through another container is followed at once — its events are
+    judged, and its data written, with the account the workspace has now, never a stale one.
+    """
 
     def __init__(self, services: Services, injected: Mapping[str, TrainingProvider] | None = None) -> None:
         self._services = services
-        self._made: dict[tuple[str, str], TrainingProvider] = {}
+        self._made: dict[tuple[str, str], tuple[TrainingProvider, int | None]] = {}
         for name, provider in (injected or {}).items():
-            self._made[(name, "*")] = provider
+            self._made[(name, "*")] = (provider, None)
         self._lock = threading.RLock()
 
     def for_model(self, record: ModelRecord) -> TrainingProvider:
         return self.named(record.provider, record.workspace_id)
 
     def named(self, name: str, workspace: str) -> TrainingProvider:
-        """Provider `name` in `workspace` (a BYOK provider is the workspace's)."""
+        """Provider `name` in `workspace` (a BYOK provider is the workspace's); `ValidationFailed`
+        when it needs a connection the workspace no longer has."""
         with self._lock:
-            made = self._made.get((name, "*")) or self._made.get((name, workspace))
-            if made is None:
-                made = self._made[(name, workspace)] = self._build(name, workspace)
+            injected = self._made.get((name, "*")) or self._made.get((name, workspace))
+            if injected is not None and injected[1] is None:
+                return injected[0]
+            version = self._connection_version(name, workspace)
+            if injected is not None and injected[1] == version:
+                return injected[0]
+            made = self._build(name, workspace)
+            self._made[(name, workspace)] = (made, version)
             return made
 
     def set(self, name: str, provider: TrainingProvider, workspace: str | None = None) -> None:
         """Use `provider` for `name` (in one workspace, or in all when `workspace` is None)."""
         with self._lock:
-            self._made[(name, workspace or "*")] = provider
+            self._made[(name, workspace or "*")] = (provider, None)
 
     def forget(self, provider: Provider, workspace: str) -> None:
         with self._lock:
             self._made.pop((provider, workspace), None)
+
+    def _connection_version(self, name: str, workspace: str) -> int | None:
+        """The version of the connection a BYOK provider is made from (None for the others)."""
+        if name not in PROVIDER_NAMES or not provider_traits(cast("Provider", name)).requires_connection:
+            return None
+        record = self._services.connections.find(workspace, name)
+        if record is None:
+            self._made.pop((name, workspace), None)
+            raise ValidationFailed.of(
+                "provider",
+                f"This workspace has no {name} connection; connect one with PUT /v1/providers/{name}.",
+            )
+        return record.version
 
     def parse_event(
         self, source: str, detail_type: str, detail: Mapping[str, Any], account: str | None

@@ -11,13 +11,14 @@ from collections.abc import Mapping
 from datetime import date
 from functools import cache
 from importlib import resources
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tunelab.domain.errors import NotFound
 
 Provider = Literal["bedrock", "sagemaker", "local"]
+PROVIDER_NAMES: frozenset[str] = frozenset(get_args(Provider))
 Hosting = Literal["managed", "byok", "local"]
 # How rows reach the provider: Bedrock prompt/completion JSONL, the Bedrock conversation schema
 # (`bedrock-conversation-2024`, Nova), or the trainer's prompt/completion JSONL (SageMaker, local).
@@ -567,6 +568,7 @@ def _read(name: str) -> str:
     return resources.files("tunelab").joinpath("catalog_data", name).read_text(encoding="utf-8")
 
 
+# Read once per process: the shipped files never change while it runs (a warm Lambda reuses it).
 @cache
 def load_catalog() -> Catalog:
     """The shipped catalog (Bedrock, SageMaker and local models; instance types), validated."""

@@ -73,8 +73,3 @@ def s3_split(uri: str) -> tuple[str, str]:
     if not bucket:
         raise ValueError(f"not an S3 URI: {uri}")
     return bucket, key
-
-
-def folder_of(uri: str) -> str:
-    """The folder (`s3://bucket/prefix/`) of an object or folder URI."""
-    return uri if uri.endswith("/") else uri.rsplit("/", 1)[0] + "/"

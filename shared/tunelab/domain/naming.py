@@ -3,7 +3,7 @@
 A name becomes the SageMaker training job name (and the prefix of the provider resources made
 from it), so it follows SageMaker's rules for job names: 1–63 characters, letters, digits and
 hyphens, starting and ending with a letter or digit. Uniqueness is checked later, by the
-repository (in the workspace) and by the provider (in its account and region).
+model store (in the workspace) and by the provider (in its account and region).
 """
 
 from __future__ import annotations

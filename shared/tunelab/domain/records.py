@@ -24,7 +24,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from tunelab.domain.catalog import Hosting, Provider
+from tunelab.domain.catalog import Hosting, Provider, provider_traits
 from tunelab.domain.costs import CostEstimate
 from tunelab.domain.errors import Conflict, InUse, InvalidState, NameTaken, NotFound, ValidationFailed
 from tunelab.domain.hyperparameters import ResolvedHyperparameters, ResolvedOptionalHyperparameters
@@ -342,14 +342,15 @@ class ModelRecord(_Record):
         )
 
     def weights(self) -> ParentModel | None:
-        """Where a model continuing from this one reads its weights; None before training succeeded
-        or when the job left none (the provider's model, or the archive)."""
+        """Where a model continuing from this one reads its weights: the provider's own model where the
+        provider keeps the weights (Bedrock), else the archive; None before training succeeded or when
+        the job left none."""
         if self.status not in TRAINED:
             return None
+        if provider_traits(self.provider).keeps_weights:
+            return ParentModel(model_ref=self.refs.model_ref) if self.refs.model_ref else None
         archive = self.artifacts.uri if self.artifacts else None
-        if self.refs.model_ref is None and archive is None:
-            return None
-        return ParentModel(model_ref=self.refs.model_ref, artifacts_uri=archive)
+        return ParentModel(artifacts_uri=archive) if archive else None
 
 
 class ModelChanges(BaseModel):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -48,9 +48,6 @@ class EventEnvelope(BaseModel):
     resources: list[str] = Field(default_factory=list)
     detail_type: str = Field(alias="detail-type")
     detail: dict[str, Any]
-
-    def age(self, now: datetime) -> timedelta:
-        return now - self.time
 
 
 def parse_envelope(body: str | bytes | Mapping[str, Any]) -> EventEnvelope:

@@ -15,8 +15,7 @@ from typing import Any
 from tunelab.domain.catalog import Provider
 from tunelab.domain.providers import DeploymentState, ProviderEvent, TrainingState, UnhandledEventError
 
-# Each module defines `parse_event(detail_type, detail)`; Bedrock's and SageMaker's also
-# `build_provider(config, **options)`.
+# Each module defines `parse_event(detail_type, detail)`: a provider's events, as states.
 PROVIDER_MODULES: dict[Provider, str] = {
     "bedrock": "tunelab.adapters.providers.bedrock",
     "sagemaker": "tunelab.adapters.providers.sagemaker",

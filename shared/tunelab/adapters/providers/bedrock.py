@@ -418,24 +418,19 @@ class BedrockProvider:
         )
 
     def delete_model(self, model: TrainedModel) -> None:
-        """Delete the custom model (by the name tunelab gave it) and the job's output folder."""
-        self.storage.delete_folder(self.output_uri(model.identity))
+        """Delete the custom model (by the name tunelab gave it), then the job's output folder: if
+        Bedrock refuses, the model's record and files stay, so nothing is left behind unseen."""
         name = custom_model_name(model.identity)
         try:
             self.bedrock.delete_custom_model(modelIdentifier=name)
         except ClientError as error:
-            if is_not_found(error):
-                return
-            with aws_call(
-                f"Deleting the Bedrock custom model {name}", permission="bedrock:DeleteCustomModel"
-            ):
-                raise
+            if not is_not_found(error):
+                with aws_call(
+                    f"Deleting the Bedrock custom model {name}", permission="bedrock:DeleteCustomModel"
+                ):
+                    raise
+        self.storage.delete_folder(self.output_uri(model.identity))
 
     def speaks_for(self, account: str | None) -> bool:
         """Bedrock's events come from the platform's own account, the only one its rules hear."""
         return True
-
-
-def build_provider(config: BedrockConfig, *, session: boto3.Session | None = None) -> BedrockProvider:
-    """The factory hook `get_provider` calls."""
-    return BedrockProvider(config, session=session)

@@ -53,6 +53,7 @@ class HfImages(_Frozen):
         ]
 
 
+# Read once per process: the shipped file never changes while it runs (a warm Lambda reuses it).
 @cache
 def load_images() -> HfImages:
     """The shipped image table, validated."""

@@ -49,7 +49,7 @@ class LocalProviderConfig(BaseModel):
     event_bus_name: str
     artifacts_bucket: str
     account_id: str = "000000000000"
-    # The trainer's folder (with train.py); `composition.wiring.trainer_dir()` when absent.
+    # The trainer's folder (with train.py); `composition.trainer.trainer_dir()` when absent.
     trainer_dir: Path | None = None
     # At most one in-progress event per this many seconds (an evaluation is sent at once).
     progress_interval_s: float = Field(default=10.0, gt=0)

@@ -160,6 +160,7 @@ _TIME_LIMIT_STATUSES = {
 }
 
 
+# Read once per process: the shipped file never changes while it runs.
 @cache
 def metric_definitions() -> list[dict[str, str]]:
     """The trainer's log-line metrics as SageMaker MetricDefinitions (a copy of the trainer's file)."""
@@ -828,11 +829,6 @@ class SageMakerProvider:
             first = errors[0]
             raise ProviderError(f"Could not delete s3://{bucket}/{first.get('Key')}: {first.get('Message')}")
 
-    # --- the connection ---
-
-    def verify_connection(self) -> ConnectionCheck:
-        return verify_connection(self.connection, self.config.workspace_id, base=self._base)
-
 
 def parse_generation(payload: bytes, latency_ms: int) -> InvokeResult:
     """TGI's answer (a list or one object with `generated_text` and `details`) as an InvokeResult."""
@@ -856,6 +852,7 @@ def parse_generation(payload: bytes, latency_ms: int) -> InvokeResult:
     )
 
 
+# One archive per version of the trainer's files (a warm Lambda packs it once; the key changes with them).
 @cache
 def _trainer_archive_cached(path: str, stamp: tuple[tuple[str, float], ...]) -> bytes:
     return build_trainer_archive(Path(path))
@@ -996,8 +993,3 @@ def verify_connection(
         ),
         checks=checks,
     )
-
-
-def build_provider(config: SageMakerConfig, *, session: boto3.Session | None = None) -> SageMakerProvider:
-    """The factory hook `get_provider` calls."""
-    return SageMakerProvider(config, session=session)
