@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,6 @@ class PlatformConfig(BaseModel):
     @field_validator("connected_accounts")
     @classmethod
     def _accounts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        import re  # noqa: PLC0415
-
         bad = [account for account in value if not re.fullmatch(_ACCOUNT, account)]
         if bad:
             raise ValueError(f"connectedAccounts must be 12-digit account ids; got {bad}")

@@ -76,16 +76,27 @@ class RuntimeProcess:
 
 
 def start_runtime(
-    data_dir: Path, log_path: Path, *extra: str, port: int = 0, wait: bool = True
+    data_dir: Path,
+    log_path: Path,
+    *extra: str,
+    port: int = 0,
+    wait: bool = True,
+    interrupt_ignored: bool = False,
 ) -> RuntimeProcess:
-    """Start `tunelab local up` in its own process; with `wait`, return once it is ready."""
+    """Start `tunelab local up` in its own process; with `wait`, return once it is ready.
+    `interrupt_ignored`: start it with SIGINT ignored, as a shell script's background job is."""
     ready_file = data_dir.parent / f"{data_dir.name}.ready.json"
     ready_file.unlink(missing_ok=True)
     log = log_path.open("wb")
     command = [sys.executable, "-m", "tunelab.client.cli", "local", "up", "--port", str(port)]
     command += ["--data-dir", str(data_dir), "--ready-file", str(ready_file), *extra]
     process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=runtime_environment(), stdout=log, stderr=subprocess.STDOUT
+        command,
+        cwd=REPO_ROOT,
+        env=runtime_environment(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_ignore_interrupt if interrupt_ignored else None,  # noqa: PLW1509  # no threads touch it
     )
     log.close()
     started = RuntimeProcess(process=process, data_dir=data_dir, log_path=log_path)
@@ -101,6 +112,10 @@ def start_runtime(
         time.sleep(0.1)
     started.ready = json.loads(ready_file.read_text(encoding="utf-8"))
     return started
+
+
+def _ignore_interrupt() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "the condition") -> Any:

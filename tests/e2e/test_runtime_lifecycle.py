@@ -142,8 +142,10 @@ def test_stop_leaves_no_thread_and_no_listening_socket(tmp_path: Path) -> None:
     assert _refused(moto_port)
 
 
-def test_ctrl_c_stops_local_up_cleanly(tmp_path: Path) -> None:
-    runtime = start_runtime(tmp_path / "data", tmp_path / "runtime.log")
+@pytest.mark.parametrize("interrupt_ignored", [False, True], ids=["terminal", "background-job"])
+def test_ctrl_c_stops_local_up_cleanly(tmp_path: Path, interrupt_ignored: bool) -> None:
+    # A script or CI that starts it in the background hands it SIGINT ignored: Ctrl-C still stops it.
+    runtime = start_runtime(tmp_path / "data", tmp_path / "runtime.log", interrupt_ignored=interrupt_ignored)
     api_url = runtime.ready["api_url"]
     assert httpx.get(f"{api_url}/v1/health", timeout=30).json() == {"status": "ok"}
     banner = runtime.log()

@@ -183,6 +183,9 @@ def run_up(args: argparse.Namespace) -> int:
         runtime.request_stop()
 
     previous = signal.signal(signal.SIGTERM, on_terminate)
+    # Ctrl-C stops it even where SIGINT came in ignored (a command started in the background by a
+    # script or CI, which Python then leaves ignored).
+    previous_interrupt = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         print("\n".join(runtime.describe()), flush=True)
         if args.ready_file is not None:
@@ -197,6 +200,7 @@ def run_up(args: argparse.Namespace) -> int:
         faulthandler.dump_traceback_later(SLOW_STOP_S, exit=False)
         runtime.stop()
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_interrupt)
     _say("stopped; the data dir's files stay, the in-memory state is gone.")
     return EXIT_OK
 
