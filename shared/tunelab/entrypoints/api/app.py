@@ -2,8 +2,10 @@
 
 `handle(event, context)` is what the Lambda entry point calls. Before routing it refuses bodies
 over the limit (413) and requests without valid claims (401) on every path but the public ones,
-so an anonymous caller learns nothing about routes or bodies. Then the Powertools resolver
-validates the request against the routes' pydantic models and calls the route.
+so an anonymous caller learns nothing about routes or bodies, then bodies no route could read (400:
+not UTF-8, JSON nested deeper than MAX_JSON_DEPTH). Then the Powertools resolver validates the
+request against the routes' pydantic models and calls the route; a known path asked with another
+method answers 405 with `Allow`.
 
 CORS follows settings `ALLOWED_ORIGINS`, read at the first request (not at import): a request whose
 `Origin` is one of them gets the CORS headers, any other origin (and every origin when the setting is
@@ -12,9 +14,14 @@ empty) none; a browser's preflight `OPTIONS` (no credentials) is answered 204 wh
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import math
+import re
 from functools import cache, lru_cache
-from typing import Any
+from itertools import accumulate
+from typing import Any, NoReturn
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response, content_types
@@ -37,6 +44,7 @@ from tunelab.domain.errors import (
 )
 from tunelab.entrypoints.api.auth import identity_from_event
 from tunelab.entrypoints.api.errors import (
+    MethodNotAllowed,
     code_for_status,
     error_response,
     proxy_error,
@@ -58,6 +66,9 @@ tracer = Tracer(service="tunelab-api")
 
 # The contract's limit for a request body (a dataset upload's CSV included).
 MAX_BODY_BYTES = 5 * 1024 * 1024
+# How deeply a JSON body may nest objects and arrays (the API's deepest body nests 4 levels); checked
+# before parsing, without recursion, so no body can exhaust the parser's stack.
+MAX_JSON_DEPTH = 64
 OPENAPI_PATH = "/v1/openapi.json"
 PUBLIC_PATHS = frozenset({"/v1/health", OPENAPI_PATH})
 
@@ -72,7 +83,30 @@ CORS_MAX_AGE_S = 600
 # request sets the configuration from settings, this one allows no origin.
 _NO_ORIGIN = CORSConfig(allow_origin="")
 
-app = APIGatewayRestResolver(enable_validation=True, cors=_NO_ORIGIN)
+
+def _not_json(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"the number {text[:20]} is out of range")
+    return number
+
+
+def strict_json(text: str) -> Any:
+    """`json.loads` for request bodies: what RFC 8259 does not allow (NaN, Infinity), numbers out of a
+    float's range and integers Python will not convert (over 4,300 digits) are invalid JSON too."""
+    try:
+        return json.loads(text, parse_constant=_not_json, parse_float=_finite)
+    except json.JSONDecodeError:
+        raise
+    except (ValueError, RecursionError) as error:
+        raise json.JSONDecodeError(str(error), text, 0) from None
+
+
+app = APIGatewayRestResolver(enable_validation=True, cors=_NO_ORIGIN, json_body_deserializer=strict_json)
 for _module in ROUTERS:
     app.include_router(_module.router)
 
@@ -107,9 +141,23 @@ def _unsupported_content_type(error: RequestUnsupportedContentType) -> Response[
 
 def _no_route(error: NotFoundError) -> Response[str]:
     event = app.current_event
+    allowed = allowed_methods(event.path)
+    if allowed:
+        return error_response(
+            MethodNotAllowed(
+                f"{event.path} does not take {event.http_method}; it takes {', '.join(allowed)}."
+            ),
+            headers={"Allow": ", ".join(allowed)},
+        )
     return error_response(
         NotFound(f"There is no route {event.http_method} {event.path}; see {OPENAPI_PATH}.")
     )
+
+
+def allowed_methods(path: str) -> list[str]:
+    """The methods the routes take at `path` (none: no route has this path)."""
+    routes = app._static_routes + app._dynamic_routes  # Powertools keeps its routes there
+    return sorted({route.method for route in routes if route.rule.match(path)})
 
 
 def _service_error(error: ServiceError) -> Response[str]:
@@ -204,7 +252,52 @@ def body_size(event: dict[str, Any]) -> int:
     if event.get("isBase64Encoded"):
         padding = body.count("=", -2)
         return len(body) * 3 // 4 - padding
-    return len(body.encode("utf-8"))
+    return len(body.encode("utf-8", "surrogatepass"))
+
+
+def check_body(event: dict[str, Any]) -> None:
+    """Refuse, as `ValidationFailed`, a body no route could read: not valid base64 where API Gateway
+    says it is, not UTF-8 text, or JSON nested deeper than MAX_JSON_DEPTH. CSV bodies are the datasets
+    route's to check (an encoding problem is part of a dataset's validation report)."""
+    body = event.get("body")
+    if not body or _content_type(event) in datasets.CSV_TYPES:
+        return
+    if event.get("isBase64Encoded"):
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValidationFailed("The body is not valid base64.") from None
+    else:
+        raw = str(body).encode("utf-8", "surrogatepass")  # a lone surrogate fails the decoding below
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValidationFailed(
+            f"The body is not valid UTF-8 (at byte {error.start}); send JSON encoded as UTF-8."
+        ) from None
+    # Counting brackets is cheap; only a body with enough of them can nest too deep.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and json_depth(text) > MAX_JSON_DEPTH:
+        raise ValidationFailed(
+            f"The JSON body nests objects or arrays more than {MAX_JSON_DEPTH} levels deep, the API's limit."
+        )
+
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def json_depth(text: str) -> int:
+    """How deeply a JSON text nests objects and arrays (0 for a scalar), found without parsing it and
+    without recursion: strings are skipped, brackets counted."""
+    brackets = _NOT_A_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets.encode("ascii"))), default=0)
+
+
+def _content_type(event: dict[str, Any]) -> str:
+    headers = event.get("headers") or {}
+    value = next((str(v) for k, v in headers.items() if k.lower() == "content-type"), "")
+    return value.split(";", 1)[0].strip().lower()
 
 
 # One configuration per set of origins (the settings' are fixed for a container's life).
@@ -241,7 +334,23 @@ def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             identity_from_event(event)
         except Unauthorized as error:
             return proxy_error(error)
+    try:
+        check_body(event)
+    except ValidationFailed as error:
+        logger.info("Unreadable body", error_message=error.message)
+        return proxy_error(error)
     return app.resolve(event, context)
 
 
-__all__ = ["MAX_BODY_BYTES", "app", "handle", "logger", "openapi_document", "tracer"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_JSON_DEPTH",
+    "app",
+    "check_body",
+    "handle",
+    "json_depth",
+    "logger",
+    "openapi_document",
+    "strict_json",
+    "tracer",
+]

@@ -3,7 +3,8 @@
 One place maps what can go wrong to a status and a body: the domain's errors by the table `STATUS`
 (the first of an error's classes that it names, so a subclass answers like its parent unless listed)
 with their own `code`; Powertools' request validation errors (its default is 422) to 400
-`validation_error` with field paths such as `hyperparameters.epochs`; unknown routes to 404;
+`validation_error` with field paths such as `hyperparameters.epochs`; unknown routes to 404 (405
+`method_not_allowed` when the path is known but not the method);
 anything unexpected to a logged 500 whose message gives the request id and nothing internal.
 """
 
@@ -34,12 +35,20 @@ from tunelab.domain.errors import (
 
 _JSON_HEADERS = {"Content-Type": content_types.APPLICATION_JSON}
 
+
+class MethodNotAllowed(TunelabError):  # noqa: N818  # named for what happened, like the API's codes
+    """A known path asked with a method none of its routes takes (an HTTP matter: no use case raises it)."""
+
+    code = "method_not_allowed"
+
+
 # The HTTP status of each domain error; an error answers with the status of its first class listed.
 STATUS: Mapping[type[TunelabError], int] = {
     ValidationFailed: 400,
     Unauthorized: 401,
     Forbidden: 403,
     NotFound: 404,
+    MethodNotAllowed: 405,
     Conflict: 409,
     TrainingCancelled: 409,
     DeploymentCancelled: 409,
@@ -93,6 +102,7 @@ def code_for_status(status: int) -> str:
         401: "unauthorized",
         403: "forbidden",
         404: "not_found",
+        405: "method_not_allowed",
         409: "conflict",
         413: "payload_too_large",
         429: "throttled",
