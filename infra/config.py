@@ -12,6 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 _ACCOUNT = r"^\d{12}$"
+# The BYOK connector's parameters (the application side writes and checks the same shapes).
+WORKSPACE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,55}$"  # `tunelab-<id>` fits STS's 64 characters
+EXTERNAL_ID_PATTERN = r"^tunelab-[0-9a-f]{32}$"  # tunelab generates one per workspace
+ROLE_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9+=,.@_/-]+$"
+# The periods WAF's rate-based rules count over (EvaluationWindowSec).
+WAF_WINDOWS = (60, 120, 300, 600)
 
 
 def _as_list(value: Any) -> Any:
@@ -43,8 +49,14 @@ class PlatformConfig(BaseModel):
     )
     log_level: str = Field(default="INFO", alias="logLevel")
     default_plan: str = Field(default="pay_as_you_go", alias="defaultPlan")
-    api_rate_limit: float = Field(default=50, alias="apiRateLimit", gt=0)
-    api_burst_limit: int = Field(default=100, alias="apiBurstLimit", gt=0)
+    # Stage-wide throttling: a guard for the whole account, not a caller's budget (the web ACL's).
+    api_rate_limit: float = Field(default=500, alias="apiRateLimit", gt=0)
+    api_burst_limit: int = Field(default=1000, alias="apiBurstLimit", gt=0)
+    # The web ACL's rate-based rules: requests per `rateWindowSeconds` (WAF's minimum limit is 10).
+    caller_rate_limit: int = Field(default=300, alias="callerRateLimit", ge=10, le=2_000_000_000)
+    health_rate_limit: int = Field(default=60, alias="healthRateLimit", ge=10, le=2_000_000_000)
+    ip_rate_limit: int = Field(default=1500, alias="ipRateLimit", ge=10, le=2_000_000_000)
+    rate_window_seconds: int = Field(default=60, alias="rateWindowSeconds")
     skip_bundling: bool = Field(default=False, alias="skipBundling")
     workflows_dir: Path = Field(
         default=REPO_ROOT / "shared" / "tunelab" / "composition" / "state_machines", alias="workflowsDir"
@@ -54,6 +66,13 @@ class PlatformConfig(BaseModel):
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _as_list(value)
+
+    @field_validator("rate_window_seconds")
+    @classmethod
+    def _window(cls, value: int) -> int:
+        if value not in WAF_WINDOWS:
+            raise ValueError(f"rateWindowSeconds must be one of {WAF_WINDOWS}; got {value}")
+        return value
 
     @field_validator("skip_bundling", mode="before")
     @classmethod
@@ -83,7 +102,10 @@ class PlatformConfig(BaseModel):
 
 
 class ConnectorConfig(BaseModel):
-    """Context of the BYOK connector stack (defaults of its CloudFormation parameters)."""
+    """Context of the BYOK connector stack (defaults of its CloudFormation parameters).
+
+    Empty (the default) leaves the parameter without a default: the customer must give it.
+    """
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
@@ -93,14 +115,27 @@ class ConnectorConfig(BaseModel):
         alias="platformEventBusArn",
         pattern=r"^$|^arn:aws[a-z-]*:events:[a-z0-9-]+:\d{12}:event-bus/.+$",
     )
-    external_id: str = Field(
-        default="", alias="externalId", max_length=1224, pattern=r"^$|^[A-Za-z0-9+=,.@:/_-]{2,}$"
-    )
+    workspace_id: str = Field(default="", alias="workspaceId", pattern=f"^$|{WORKSPACE_ID_PATTERN}")
+    external_id: str = Field(default="", alias="externalId", pattern=f"^$|{EXTERNAL_ID_PATTERN}")
+    platform_role_arns: tuple[str, ...] = Field(default=(), alias="platformRoleArns")
     hf_token_secret_arn: str = Field(
         default="",
         alias="hfTokenSecretArn",
         pattern=r"^$|^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$",
     )
+
+    @field_validator("platform_role_arns", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        return _as_list(value)
+
+    @field_validator("platform_role_arns")
+    @classmethod
+    def _roles(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [arn for arn in value if not re.fullmatch(ROLE_ARN_PATTERN, arn)]
+        if bad:
+            raise ValueError(f"platformRoleArns must be IAM role ARNs; got {bad}")
+        return value
 
 
 def load_cdk_json_context(path: Path = REPO_ROOT / "cdk.json") -> dict[str, Any]:

@@ -1,31 +1,47 @@
-"""The BYOK connector: what a customer deploys in their own account so tunelab can train there.
+"""The BYOK connector: what a customer deploys in their own account, once per tunelab workspace,
+so tunelab can train there for that workspace.
 
 It is a plain CloudFormation template with parameters (no assets, no CDK bootstrap needed), so a
-customer can deploy it from the console; CDK context only sets the parameters' defaults.
+customer can deploy it from the console; CDK context only sets the parameters' defaults. tunelab
+shows a workspace the values to give: `WorkspaceId`, `ExternalId` (tunelab generates it for the
+workspace: `tunelab-` and 32 hex digits), `PlatformRoleArns` (the platform stack's
+`ConnectorTrustedRoleArns` output) and `PlatformEventBusArn` (its `EventBusArn`).
 
 What it makes:
-* the cross-account role tunelab assumes (trusts the platform's account, with an external id):
-  exactly the calls tunelab makes with it (`tunelab.adapters.providers.sagemaker`; PrepareData and
-  FinishTraining through its storage) — SageMaker training jobs and endpoints it tags
-  `tunelab-workspace`, objects under `tunelab/` in the artifact bucket, `DescribeSecret` (never the
-  value) of the optional Hugging Face token secret, and `iam:PassRole` of the execution role to
-  SageMaker only;
-* the SageMaker execution role the jobs and endpoints run with: the artifact bucket, the optional
-  Hugging Face token secret, their logs, image pulls from AWS's Deep Learning Containers;
+* the cross-account role tunelab assumes: it trusts only the platform's roles named in
+  `PlatformRoleArns` (never the platform's whole account), and only with the workspace's external
+  id and the session name `tunelab-<WorkspaceId>` — another workspace's session cannot use it (no
+  confused deputy). It allows exactly the calls tunelab makes with it
+  (`tunelab.adapters.providers.sagemaker`; PrepareData and FinishTraining through its storage):
+  SageMaker training jobs and endpoints it tags `tunelab-workspace=<WorkspaceId>`, objects under
+  `tunelab/<WorkspaceId>/` in the artifact bucket, `DescribeSecret` (never the value) of the
+  optional Hugging Face token secret, and `iam:PassRole` of the execution role to SageMaker only;
+* the SageMaker execution role the jobs and endpoints run with: the workspace's folder of the
+  artifact bucket, the optional Hugging Face token secret, their logs, and image pulls from the
+  account that publishes tunelab's Hugging Face images in this region (a mapping generated from
+  `tunelab/catalog_data/hf_images.json`; a rule refuses a region the table does not have);
 * the artifact bucket (training data in, `model.tar.gz` out);
-* rules forwarding the tagged resources' SageMaker state changes to tunelab's event bus.
+* rules forwarding the SageMaker state changes of the workspace's resources (tagged
+  `tunelab-workspace=<WorkspaceId>`) to tunelab's event bus.
 
 Outputs are what a user pastes into `PUT /v1/providers/sagemaker`.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from typing import Any
+
 from aws_cdk import (
     ArnFormat,
     Aws,
     CfnCondition,
+    CfnMapping,
     CfnOutput,
     CfnParameter,
+    CfnRule,
+    CfnRuleAssertion,
     CliCredentialsStackSynthesizer,
     Duration,
     Fn,
@@ -40,8 +56,9 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.capabilities.messaging import acknowledge_dead_letter_queue, event_pattern, secure_queue
-from infra.config import ConnectorConfig
-from infra.nag import acknowledge, objects_finding
+from infra.config import EXTERNAL_ID_PATTERN, ROLE_ARN_PATTERN, WORKSPACE_ID_PATTERN, ConnectorConfig
+from infra.nag import acknowledge
+from tunelab.adapters.providers.images import load_images
 from tunelab.composition.stack_definitions import (
     ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS,
     ACCESS_LOGS_EXPIRE_AFTER_DAYS,
@@ -49,15 +66,49 @@ from tunelab.composition.stack_definitions import (
 )
 from tunelab.domain.layout import CONNECTOR_BUCKET_PREFIX, CONNECTOR_ROLE_PREFIX, PROVIDER_RESOURCE_TAG
 
-# AWS accounts that publish the Deep Learning Containers (Hugging Face PyTorch images) to ECR:
-# 763104351884 in most regions, and the accounts of the opt-in regions.
-DLC_ACCOUNTS = (
-    "763104351884",
-    "871362719292",  # ap-east-1
-    "217643126080",  # me-south-1
-    "626614931356",  # af-south-1
-    "692866216735",  # eu-south-1
+# The contract with the platform (tunelab.domain.layout): it assumes a workspace's connector role
+# with the session name `tunelab-<workspace id>`, and keeps every key it writes in the artifact
+# bucket under `tunelab/<workspace id>/`.
+SESSION_NAME_PREFIX = "tunelab-"
+
+
+def session_name(workspace: str) -> str:
+    return f"{SESSION_NAME_PREFIX}{workspace}"
+
+
+def workspace_folder(workspace: str) -> str:
+    return f"{CONNECTOR_BUCKET_PREFIX}{workspace}/"
+
+
+# `<account>.dkr.ecr.<region>.<domain>/<repository>:<tag>`: an image URI of the image table.
+_IMAGE_URI = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.[a-z0-9.-]+/(?P<repo>[^:@]+)"
 )
+
+
+def image_sources() -> tuple[dict[str, str], tuple[str, ...]]:
+    """From tunelab's Hugging Face image table: each region's image account, and the repositories.
+
+    Every region the table has an image for (training or serving) maps to the one account that
+    publishes the Deep Learning Containers there; a table that names two accounts for one region,
+    or an image URI of another shape, fails synth.
+    """
+    images = load_images()
+    accounts: dict[str, str] = {}
+    repositories: set[str] = set()
+    for scope in ("training", "inference", "llm_inference"):
+        for region, uri in images.scope(scope).images.items():
+            match = _IMAGE_URI.match(uri)
+            if match is None or match["region"] != region:
+                raise ValueError(f"hf_images.json: {scope} image of {region} is not an ECR image URI: {uri}")
+            if accounts.setdefault(region, match["account"]) != match["account"]:
+                raise ValueError(
+                    f"hf_images.json names two image accounts for {region}: "
+                    f"{accounts[region]} and {match['account']}"
+                )
+            repositories.add(match["repo"])
+    return dict(sorted(accounts.items())), tuple(sorted(repositories))
+
 
 SAGEMAKER_RESOURCES = ("training-job", "endpoint", "endpoint-config", "model")
 # What tunelab calls through the connector's role, by the condition each is allowed under.
@@ -80,8 +131,16 @@ CHANGE_ACTIONS = (  # only resources that carry the tag
 # Objects: the training data and the trainer's source (put), job outputs (head, get, presigned
 # downloads), a deleted model's outputs (delete); multipart uploads of large training files.
 OBJECT_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")
-_TAG_PRESENT_IN_REQUEST = {"Null": {f"aws:RequestTag/{PROVIDER_RESOURCE_TAG}": "false"}}
-_TAG_PRESENT_ON_RESOURCE = {"Null": {f"aws:ResourceTag/{PROVIDER_RESOURCE_TAG}": "false"}}
+
+
+def workspace_pattern(pattern: Mapping[str, Any], workspace: str) -> dict[str, Any]:
+    """A SageMaker rule's pattern, from "tagged `tunelab-workspace`" to "tagged with this workspace"."""
+    detail = dict(pattern.get("detail", {}))
+    tags = dict(detail.get("Tags", {}))
+    if PROVIDER_RESOURCE_TAG not in tags:
+        raise ValueError(f"a forwarded rule must filter on the {PROVIDER_RESOURCE_TAG} tag: {pattern}")
+    tags[PROVIDER_RESOURCE_TAG] = [workspace]
+    return {**pattern, "detail": {**detail, "Tags": tags}}
 
 
 class ConnectorStack(Stack):
@@ -101,13 +160,35 @@ class ConnectorStack(Stack):
             allowed_pattern=r"^arn:aws[a-z-]*:events:[a-z0-9-]+:\d{12}:event-bus/.+$",
             default=config.platform_event_bus_arn or None,
         )
+        workspace_param = CfnParameter(
+            self,
+            "WorkspaceId",
+            type="String",
+            default=config.workspace_id or None,
+            description="Your tunelab workspace's id (tunelab shows it with the connector's parameters)",
+            allowed_pattern=WORKSPACE_ID_PATTERN,
+            constraint_description="a tunelab workspace id: letters, digits, '_', '.', '-' (at most 56)",
+        )
         external_id_param = CfnParameter(
             self,
             "ExternalId",
             type="String",
-            default=config.external_id,
-            description="External id tunelab must present; empty: this stack's own unique id",
-            allowed_pattern=r"^$|^[A-Za-z0-9+=,.@:/_-]{2,1224}$",
+            default=config.external_id or None,
+            description="The external id tunelab generated for your workspace (tunelab- and 32 hex digits)",
+            allowed_pattern=EXTERNAL_ID_PATTERN,
+            constraint_description="the external id tunelab shows: tunelab- and 32 lower-case hex digits",
+        )
+        platform_roles_param = CfnParameter(
+            self,
+            "PlatformRoleArns",
+            type="CommaDelimitedList",
+            default=",".join(config.platform_role_arns) or None,
+            description=(
+                "The tunelab platform's role ARNs, comma-separated (the platform stack's "
+                "ConnectorTrustedRoleArns output): the only principals that may assume the access role"
+            ),
+            allowed_pattern=ROLE_ARN_PATTERN,  # applies to each value of a list
+            constraint_description="IAM role ARNs (arn:aws:iam::<account>:role/<name>), comma-separated",
         )
         hf_secret_param = CfnParameter(
             self,
@@ -122,21 +203,16 @@ class ConnectorStack(Stack):
             "CloudFormation-Validate::W2509",
             "HuggingFaceSecretArn is the ARN of a secret, not a secret: the value stays in Secrets Manager.",
         )
-        has_external_id = CfnCondition(
-            self, "HasExternalId", expression=Fn.condition_not(Fn.condition_equals(external_id_param, ""))
-        )
         has_hf_secret = CfnCondition(
             self, "HasHfTokenSecret", expression=Fn.condition_not(Fn.condition_equals(hf_secret_param, ""))
         )
-        # The stack id ends in a UUID: unique and unguessable enough as a default external id.
-        external_id = Token.as_string(
-            Fn.condition_if(
-                has_external_id.logical_id,
-                external_id_param.value_as_string,
-                Fn.select(2, Fn.split("/", Aws.STACK_ID)),
-            )
-        )
-        platform_account = Fn.select(4, Fn.split(":", bus_arn.value_as_string))
+        workspace = workspace_param.value_as_string
+        external_id = external_id_param.value_as_string
+        # The workspace's folder of the artifact bucket: every key tunelab writes for it.
+        workspace_prefix = workspace_folder(workspace)
+        tag_in_request = {"StringEquals": {f"aws:RequestTag/{PROVIDER_RESOURCE_TAG}": workspace}}
+        tag_on_resource = {"StringEquals": {f"aws:ResourceTag/{PROVIDER_RESOURCE_TAG}": workspace}}
+        list_workspace_folder = {"StringLike": {"s3:prefix": f"{workspace_prefix}*"}}
 
         # --- the artifact bucket -------------------------------------------------------------
         access_logs = s3.Bucket(
@@ -178,13 +254,21 @@ class ConnectorStack(Stack):
             ),
         )
         execution = self.execution_role
-        objects = bucket.arn_for_objects(f"{CONNECTOR_BUCKET_PREFIX}*")
+        objects = bucket.arn_for_objects(f"{workspace_prefix}*")
+        # What cdk-nag reports for `objects` (a wildcard under the workspace's folder).
+        bucket_arn = self.resolve(bucket.bucket_arn)["Fn::GetAtt"][0]
+        objects_finding = f"Resource::<{bucket_arn}.Arn>/{workspace_folder('<WorkspaceId>')}*"
         execution.add_to_policy(
             iam.PolicyStatement(
                 actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"], resources=[objects]
             )
         )
-        execution.add_to_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]))
+        # Input channels and checkpoints list their folder, which is under the workspace's.
+        execution.add_to_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"], resources=[bucket.bucket_arn], conditions=list_workspace_folder
+            )
+        )
         log_groups = [
             self.format_arn(
                 service="logs",
@@ -213,6 +297,28 @@ class ConnectorStack(Stack):
             )
         )
         execution.add_to_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
+        # Images: the repositories of tunelab's image table, in the account that publishes them in
+        # this region (one mapping entry per region of the table; a region it lacks is refused).
+        image_accounts, image_repositories = image_sources()
+        accounts = CfnMapping(
+            self,
+            "HfImageAccounts",
+            mapping={region: {"Account": account} for region, account in image_accounts.items()},
+        )
+        CfnRule(
+            self,
+            "HfImageRegion",
+            assertions=[
+                CfnRuleAssertion(
+                    assert_=Fn.condition_contains(list(image_accounts), Aws.REGION),
+                    assert_description=(
+                        "tunelab has no Hugging Face training or serving image in this region: deploy the "
+                        "connector in a region of tunelab's image table (catalog_data/hf_images.json)."
+                    ),
+                )
+            ],
+        )
+        image_account = accounts.find_in_map(Aws.REGION, "Account")
         execution.add_to_policy(
             iam.PolicyStatement(
                 actions=[
@@ -221,7 +327,8 @@ class ConnectorStack(Stack):
                     "ecr:BatchCheckLayerAvailability",
                 ],
                 resources=[
-                    f"arn:{Aws.PARTITION}:ecr:{Aws.REGION}:{account}:repository/*" for account in DLC_ACCOUNTS
+                    f"arn:{Aws.PARTITION}:ecr:{Aws.REGION}:{image_account}:repository/{repository}"
+                    for repository in image_repositories
                 ],
             )
         )
@@ -243,8 +350,8 @@ class ConnectorStack(Stack):
             execution,
             "AwsSolutions-IAM5",
             "Training jobs and endpoints read and write objects under per-job keys; the scope is the "
-            f"artifact bucket's {CONNECTOR_BUCKET_PREFIX} folder.",
-            applies_to=(objects_finding(bucket, CONNECTOR_BUCKET_PREFIX),),
+            f"workspace's folder of the artifact bucket ({workspace_folder('<WorkspaceId>')}).",
+            applies_to=(objects_finding,),
         )
         acknowledge(
             execution,
@@ -261,26 +368,27 @@ class ConnectorStack(Stack):
             execution,
             "AwsSolutions-IAM5",
             "ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no resource-level permissions "
-            "(metrics are limited to SageMaker's namespaces by condition); image pulls are limited to "
-            "the Deep Learning Containers' accounts, whose repositories are many and versioned.",
-            applies_to=(
-                "Resource::*",
-                *(
-                    f"Resource::arn:<AWS::Partition>:ecr:<AWS::Region>:{account}:repository/*"
-                    for account in DLC_ACCOUNTS
-                ),
-            ),
+            "(metrics are limited to SageMaker's namespaces by condition).",
+            applies_to=("Resource::*",),
         )
 
         # --- the role tunelab assumes --------------------------------------------------------
+        # Only the platform's roles, with the workspace's external id and session name: another
+        # workspace's session (a different name, a different external id) cannot use this role.
+        platform_roles = iam.ArnPrincipal(Token.as_string(platform_roles_param.value)).with_conditions(
+            {
+                "StringEquals": {
+                    "sts:ExternalId": external_id,
+                    "sts:RoleSessionName": session_name(workspace),
+                }
+            }
+        )
         self.access_role = iam.Role(
             self,
             "PlatformAccessRole",
             role_name=f"{CONNECTOR_ROLE_PREFIX}platform-access-{Aws.REGION}",
             description="Role tunelab assumes to run SageMaker training jobs and endpoints in this account",
-            assumed_by=iam.AccountPrincipal(platform_account).with_conditions(
-                {"StringEquals": {"sts:ExternalId": external_id}}
-            ),
+            assumed_by=platform_roles,
             max_session_duration=Duration.hours(1),
         )
         access = self.access_role
@@ -295,16 +403,12 @@ class ConnectorStack(Stack):
         )
         access.add_to_policy(
             iam.PolicyStatement(
-                actions=list(CREATE_ACTIONS),
-                resources=list(arns.values()),
-                conditions=_TAG_PRESENT_IN_REQUEST,
+                actions=list(CREATE_ACTIONS), resources=list(arns.values()), conditions=tag_in_request
             )
         )
         access.add_to_policy(
             iam.PolicyStatement(
-                actions=list(CHANGE_ACTIONS),
-                resources=list(arns.values()),
-                conditions=_TAG_PRESENT_ON_RESOURCE,
+                actions=list(CHANGE_ACTIONS), resources=list(arns.values()), conditions=tag_on_resource
             )
         )
         access.add_to_policy(
@@ -315,8 +419,13 @@ class ConnectorStack(Stack):
             )
         )
         access.add_to_policy(iam.PolicyStatement(actions=list(OBJECT_ACTIONS), resources=[objects]))
-        # HeadBucket and ListObjectsV2 (a connection check, a deleted model's outputs) need ListBucket.
-        access.add_to_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]))
+        # ListObjectsV2 under the workspace's folder (a deleted model's outputs). Not HeadBucket: it
+        # has no prefix, so this condition refuses it.
+        access.add_to_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"], resources=[bucket.bucket_arn], conditions=list_workspace_folder
+            )
+        )
         # The connection check confirms the token secret exists; only the jobs read its value.
         describe_secret = iam.Policy(
             self,
@@ -335,15 +444,15 @@ class ConnectorStack(Stack):
             access,
             "AwsSolutions-IAM5",
             "Job, endpoint and model names are chosen per fine-tuned model at run time; changes are "
-            f"limited to resources tagged {PROVIDER_RESOURCE_TAG} (by condition), reads to this account's "
-            "SageMaker jobs and endpoints, objects to the artifact bucket's "
-            f"{CONNECTOR_BUCKET_PREFIX} folder.",
+            f"limited to resources tagged {PROVIDER_RESOURCE_TAG}=<WorkspaceId> (by condition), reads to "
+            "this account's SageMaker jobs and endpoints, objects to the workspace's folder of the "
+            f"artifact bucket ({workspace_folder('<WorkspaceId>')}).",
             applies_to=(
                 *(
                     f"Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:{kind}/*"
                     for kind in SAGEMAKER_RESOURCES
                 ),
-                objects_finding(bucket, CONNECTOR_BUCKET_PREFIX),
+                objects_finding,
             ),
         )
 
@@ -370,7 +479,7 @@ class ConnectorStack(Stack):
                 self,
                 f"Forward{spec.logical_id}",
                 description=f"Forward to tunelab: {spec.description}",
-                event_pattern=event_pattern(spec.event_pattern),
+                event_pattern=event_pattern(workspace_pattern(spec.event_pattern, workspace)),
             )
             rule.add_target(
                 targets.EventBus(
@@ -384,6 +493,13 @@ class ConnectorStack(Stack):
             self, "RoleArn", value=access.role_arn, description="role_arn for PUT /v1/providers/sagemaker"
         )
         CfnOutput(self, "ExternalIdOutput", value=external_id, description="external_id", key="ExternalId")
+        CfnOutput(
+            self,
+            "WorkspaceIdOutput",
+            key="WorkspaceId",
+            value=workspace,
+            description="The workspace this connector serves (its roles' objects: tunelab/<WorkspaceId>/)",
+        )
         CfnOutput(self, "ArtifactBucketName", value=bucket.bucket_name, description="artifact_bucket")
         CfnOutput(self, "Region", value=Aws.REGION, description="region")
         CfnOutput(self, "ExecutionRoleArn", value=execution.role_arn, description="Role the jobs run with")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from aws_cdk import Aws, CfnOutput, Duration, Stack
+from aws_cdk import Aws, CfnOutput, Duration, Fn, Stack
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra.bundling import lambda_code
-from infra.capabilities.api import Api
+from infra.capabilities.api import Api, RateLimits
 from infra.capabilities.auth import Auth
 from infra.capabilities.data import Data
 from infra.capabilities.functions import FunctionResources, Functions, function_arn, state_machine_arn
@@ -69,6 +69,8 @@ class TunelabStack(Stack):
             "DATASETS_BUCKET": data.datasets_bucket.bucket_name,
             "ARTIFACTS_BUCKET": data.artifacts_bucket.bucket_name,
             "EVENT_BUS_NAME": messaging.event_bus.event_bus_name,
+            # With CONNECTOR_TRUSTED_ROLE_ARNS (infra.capabilities.functions): a connector's parameters.
+            "EVENT_BUS_ARN": messaging.event_bus.event_bus_arn,
             "SENDER_EMAIL": config.sender_email,
             "SES_CONFIGURATION_SET": notifications.configuration_set.configuration_set_name,
             "SCHEDULE_GROUP": schedules.group_name,
@@ -144,6 +146,12 @@ class TunelabStack(Stack):
             allowed_origins=config.allowed_origins,
             rate_limit=config.api_rate_limit,
             burst_limit=config.api_burst_limit,
+            rate_limits=RateLimits(
+                caller=config.caller_rate_limit,
+                health=config.health_rate_limit,
+                ip=config.ip_rate_limit,
+                window_seconds=config.rate_window_seconds,
+            ),
             name=f"{name}-api",
         )
         self.data, self.auth, self.messaging, self.api = data, auth, messaging, api
@@ -159,5 +167,11 @@ class TunelabStack(Stack):
             description="tunelab's bus: domain events out; the connector's platformEventBusArn",
         )
         CfnOutput(self, "PlatformAccountId", value=Aws.ACCOUNT_ID)
+        CfnOutput(
+            self,
+            "ConnectorTrustedRoleArns",
+            value=Fn.join(",", functions.connector_trusted_role_arns),
+            description="The roles a BYOK connector trusts: its PlatformRoleArns parameter",
+        )
         CfnOutput(self, "DatasetsBucketName", value=data.datasets_bucket.bucket_name)
         CfnOutput(self, "ArtifactsBucketName", value=data.artifacts_bucket.bucket_name)

@@ -2,7 +2,9 @@
 
 A role starts empty (no managed policy): it may write its own log group, send traces, and do what
 its `Permission`s grant, each on named resources. Every function gets the same environment (the
-fields of `tunelab.composition.settings.Settings`), so one settings model serves them all.
+fields of `tunelab.composition.settings.Settings`), so one settings model serves them all; it
+includes `CONNECTOR_TRUSTED_ROLE_ARNS`, the roles here that may assume BYOK connector roles (what a
+connector's `PlatformRoleArns` parameter must name), so every role is made before any function.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aws_cdk import ArnFormat, Aws, Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Aws, Duration, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
@@ -36,6 +38,9 @@ RUNTIME = lambda_.Runtime(f"python{LAMBDA_PYTHON_VERSION}", lambda_.RuntimeFamil
 RETENTION = logs.RetentionDays.THREE_MONTHS
 assert LOG_RETENTION_DAYS == 90  # keep RETENTION and the shared constant in step
 _COLON = ArnFormat.COLON_RESOURCE_NAME
+# The environment variable naming, comma-separated, the roles a BYOK connector must trust (its
+# PlatformRoleArns parameter): those of the functions that assume connector roles.
+CONNECTOR_TRUSTED_ROLE_ARNS = "CONNECTOR_TRUSTED_ROLE_ARNS"
 
 
 # Bedrock resource types → (ARN resource, in the account?, why a wildcard over it is the scope).
@@ -152,10 +157,25 @@ class Functions(Construct):
         self._resources = resources
         self.functions: dict[str, lambda_.Function] = {}
         self.roles: dict[str, iam.Role] = {}
+        log_groups = {spec.logical_id: self._add_role(spec) for spec in specs}
+        # The roles that may assume customers' connector roles: what a connector must trust.
+        self.connector_trusted_roles = [
+            self.roles[spec.logical_id]
+            for spec in specs
+            if Permission.ASSUME_CONNECTOR_ROLE in spec.permissions
+        ]
+        environment = {
+            **resources.environment,
+            CONNECTOR_TRUSTED_ROLE_ARNS: Fn.join(",", self.connector_trusted_role_arns),
+        }
         for spec in specs:
-            self._add(spec, code)
+            self._add(spec, code, log_groups[spec.logical_id], environment)
 
-    def _add(self, spec: FunctionSpec, code: lambda_.Code) -> None:
+    @property
+    def connector_trusted_role_arns(self) -> list[str]:
+        return [role.role_arn for role in self.connector_trusted_roles]
+
+    def _add_role(self, spec: FunctionSpec) -> logs.LogGroup:
         name = function_name(self._stack.stack_name, spec)
         log_group = logs.LogGroup(
             self,
@@ -177,6 +197,14 @@ class Functions(Construct):
         )
         for permission in sorted(spec.permissions):
             self._grant(role, permission)
+        self.roles[spec.logical_id] = role
+        return log_group
+
+    def _add(
+        self, spec: FunctionSpec, code: lambda_.Code, log_group: logs.LogGroup, environment: Mapping[str, str]
+    ) -> None:
+        name = function_name(self._stack.stack_name, spec)
+        role = self.roles[spec.logical_id]
         # Only asynchronous invocations have no caller to report a failure to: they get a failure
         # destination (the event and the error, after Lambda's retries).
         async_dlq = (
@@ -196,7 +224,7 @@ class Functions(Construct):
             timeout=Duration.seconds(spec.timeout_seconds),
             memory_size=spec.memory_mb,
             role=role,
-            environment=dict(self._resources.environment),
+            environment=dict(environment),
             tracing=lambda_.Tracing.ACTIVE,
             logging_format=lambda_.LoggingFormat.JSON,
             application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
@@ -236,7 +264,6 @@ class Functions(Construct):
             )
         acknowledge(role, "AwsSolutions-IAM5", star_reason, applies_to=("Resource::*",))
         self.functions[spec.logical_id] = function
-        self.roles[spec.logical_id] = role
 
     # --- permissions -------------------------------------------------------------------------
 
@@ -334,7 +361,8 @@ class Functions(Construct):
                 role,
                 "AwsSolutions-IAM5",
                 "Customers' connector roles live in accounts connected at run time; only roles named "
-                f"{CONNECTOR_ROLE_PREFIX}* may be assumed, and each trusts tunelab with an external id.",
+                f"{CONNECTOR_ROLE_PREFIX}* may be assumed, and each trusts only these functions' roles, "
+                "with its workspace's external id and session name.",
                 applies_to=(f"Resource::arn:<AWS::Partition>:iam::*:role/{CONNECTOR_ROLE_PREFIX}*",),
             )
         elif permission in _BEDROCK_GRANTS:

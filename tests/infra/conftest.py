@@ -23,6 +23,10 @@ CONNECTED_ACCOUNTS = ["111122223333", "444455556666"]
 SENDER = "notifications@tunelab.test"
 RATE_LIMIT = 25
 BURST_LIMIT = 60
+CALLER_LIMIT = 120
+HEALTH_LIMIT = 30
+IP_LIMIT = 900
+RATE_WINDOW = 300
 PLATFORM_BUS = "arn:aws:events:eu-west-1:999988887777:event-bus/Tunelab-events"
 
 CONTEXT: dict[str, Any] = {
@@ -32,6 +36,10 @@ CONTEXT: dict[str, Any] = {
     "senderEmail": SENDER,
     "apiRateLimit": RATE_LIMIT,
     "apiBurstLimit": BURST_LIMIT,
+    "callerRateLimit": CALLER_LIMIT,
+    "healthRateLimit": HEALTH_LIMIT,
+    "ipRateLimit": IP_LIMIT,
+    "rateWindowSeconds": RATE_WINDOW,
     "platformEventBusArn": PLATFORM_BUS,
 }
 
@@ -129,6 +137,8 @@ def render(value: Any) -> str:
             return "${Select(" + render(arg[1]) + ")}"
         if key == "Fn::Split":
             return "${Split(" + render(arg[1]) + ")}"
+        if key == "Fn::FindInMap":
+            return "${Map(" + ",".join(render(part) for part in arg) + ")}"
         if key == "Fn::If":
             return "${If(" + ",".join(render(part) for part in arg[1:]) + ")}"
     return json.dumps(value, sort_keys=True)

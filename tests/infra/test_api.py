@@ -7,7 +7,22 @@ from typing import Any
 
 import pytest
 
-from tests.infra.conftest import BURST_LIMIT, ORIGINS, RATE_LIMIT, Synthesized, only, render, resources
+from infra.capabilities.api import THROTTLED
+from infra.config import PlatformConfig
+from infra.nag import acknowledgements
+from tests.infra.conftest import (
+    BURST_LIMIT,
+    CALLER_LIMIT,
+    HEALTH_LIMIT,
+    IP_LIMIT,
+    ORIGINS,
+    RATE_LIMIT,
+    RATE_WINDOW,
+    Synthesized,
+    only,
+    render,
+    resources,
+)
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -121,3 +136,121 @@ def test_csv_bodies_reach_the_function_as_the_bytes_sent(synthesized: Synthesize
     api = only(synthesized.platform, "AWS::ApiGateway::RestApi")[1]["Properties"]
     assert set(api["BinaryMediaTypes"]) == {"text/csv", "application/csv"}
     assert api["EndpointConfiguration"] == {"Types": ["REGIONAL"]}
+
+
+# --- rate limits: the WAF web ACL in front of the stage ----------------------------------------
+
+HEALTH_SCOPE = {
+    "AndStatement": {
+        "Statements": [
+            {
+                "ByteMatchStatement": {
+                    "FieldToMatch": {"UriPath": {}},
+                    "PositionalConstraint": "ENDS_WITH",
+                    "SearchString": "/v1/health",
+                    "TextTransformations": [{"Priority": 0, "Type": "NONE"}],
+                }
+            },
+            {
+                "ByteMatchStatement": {
+                    "FieldToMatch": {"Method": {}},
+                    "PositionalConstraint": "EXACTLY",
+                    "SearchString": "GET",
+                    "TextTransformations": [{"Priority": 0, "Type": "NONE"}],
+                }
+            },
+        ]
+    }
+}
+
+
+def web_acl_rules(synthesized: Synthesized) -> dict[str, dict[str, Any]]:
+    _, acl = only(synthesized.platform, "AWS::WAFv2::WebACL")
+    return {rule["Name"]: rule for rule in acl["Properties"]["Rules"]}
+
+
+def test_a_regional_web_acl_guards_the_api_stage(synthesized: Synthesized) -> None:
+    template = synthesized.platform
+    acl_id, acl = only(template, "AWS::WAFv2::WebACL")
+    assert acl["Properties"]["Scope"] == "REGIONAL"
+    assert acl["Properties"]["DefaultAction"] == {"Allow": {}}
+    _, association = only(template, "AWS::WAFv2::WebACLAssociation")
+    props = association["Properties"]
+    assert props["WebACLArn"] == {"Fn::GetAtt": [acl_id, "Arn"]}
+    api_id, _ = only(template, "AWS::ApiGateway::RestApi")
+    stage_id, _ = only(template, "AWS::ApiGateway::Stage")
+    stage_arn = f"::/restapis/${{{api_id}}}/stages/${{{stage_id}}}"
+    assert render(props["ResourceArn"]) == f"arn:${{AWS::Partition}}:apigateway:${{AWS::Region}}{stage_arn}"
+
+
+def test_health_checks_are_limited_per_client_ip_apart_from_the_api(synthesized: Synthesized) -> None:
+    statement = web_acl_rules(synthesized)["HealthPerIp"]["Statement"]["RateBasedStatement"]
+    assert statement["AggregateKeyType"] == "IP"
+    assert statement["Limit"] == HEALTH_LIMIT
+    assert statement["EvaluationWindowSec"] == RATE_WINDOW
+    assert statement["ScopeDownStatement"] == HEALTH_SCOPE
+
+
+def test_every_other_request_is_limited_per_caller_token(synthesized: Synthesized) -> None:
+    statement = web_acl_rules(synthesized)["PerCaller"]["Statement"]["RateBasedStatement"]
+    assert statement["AggregateKeyType"] == "CUSTOM_KEYS"
+    assert statement["CustomKeys"] == [
+        {"Header": {"Name": "authorization", "TextTransformations": [{"Priority": 0, "Type": "NONE"}]}}
+    ]
+    assert statement["Limit"] == CALLER_LIMIT
+    assert statement["EvaluationWindowSec"] == RATE_WINDOW
+    assert statement["ScopeDownStatement"] == {"NotStatement": {"Statement": HEALTH_SCOPE}}
+
+
+def test_every_client_ip_has_a_backstop_over_all_requests(synthesized: Synthesized) -> None:
+    statement = web_acl_rules(synthesized)["PerIp"]["Statement"]["RateBasedStatement"]
+    assert statement == {"AggregateKeyType": "IP", "Limit": IP_LIMIT, "EvaluationWindowSec": RATE_WINDOW}
+    assert IP_LIMIT >= CALLER_LIMIT
+
+
+def test_rate_limited_requests_get_429_with_the_contracts_throttled_body(synthesized: Synthesized) -> None:
+    _, acl = only(synthesized.platform, "AWS::WAFv2::WebACL")
+    rules = acl["Properties"]["Rules"]
+    assert [rule["Priority"] for rule in rules] == [0, 1, 2]
+    for rule in rules:
+        assert rule["Action"] == {
+            "Block": {"CustomResponse": {"ResponseCode": 429, "CustomResponseBodyKey": "throttled"}}
+        }, rule["Name"]
+        assert rule["VisibilityConfig"]["CloudWatchMetricsEnabled"] is True
+    body = acl["Properties"]["CustomResponseBodies"]["throttled"]
+    assert body["ContentType"] == "APPLICATION_JSON"
+    assert json.loads(body["Content"]) == {
+        "error": {"code": "throttled", "message": "Too many requests: wait a moment and retry."}
+    }
+    # The same body API Gateway answers when the stage's own throttling refuses a request
+    gateway = {
+        r["Properties"]["ResponseType"]: r["Properties"]
+        for r in resources(synthesized.platform, "AWS::ApiGateway::GatewayResponse").values()
+    }["THROTTLED"]
+    assert json.loads(gateway["ResponseTemplates"]["application/json"]) == json.loads(body["Content"])
+    assert THROTTLED[0] == "429"
+
+
+def test_samples_of_the_web_acl_show_a_hash_of_the_token_never_the_token(synthesized: Synthesized) -> None:
+    _, acl = only(synthesized.platform, "AWS::WAFv2::WebACL")
+    assert acl["Properties"]["DataProtectionConfig"] == {
+        "DataProtections": [
+            {"Action": "HASH", "Field": {"FieldType": "SINGLE_HEADER", "FieldKeys": ["authorization"]}}
+        ]
+    }
+
+
+def test_the_missing_web_acl_is_fixed_not_acknowledged(synthesized: Synthesized) -> None:
+    rules = {rule for _, rule, _ in acknowledgements(synthesized.outdir)}
+    assert not any("APIG3" in rule for rule in rules)
+
+
+def test_default_limits_guard_the_account_and_give_each_caller_a_budget() -> None:
+    config = PlatformConfig()
+    assert (config.api_rate_limit, config.api_burst_limit) == (500, 1000)
+    assert (config.caller_rate_limit, config.health_rate_limit, config.ip_rate_limit) == (300, 60, 1500)
+    assert config.rate_window_seconds == 60
+    with pytest.raises(ValueError, match="rateWindowSeconds"):
+        PlatformConfig.model_validate({"rateWindowSeconds": 90})
+    with pytest.raises(ValueError, match="greater than or equal to 10"):
+        PlatformConfig.model_validate({"callerRateLimit": 5})  # WAF's minimum is 10

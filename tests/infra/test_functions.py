@@ -12,6 +12,7 @@ from tests.infra.conftest import (
     SENDER,
     Synthesized,
     actions_on,
+    only,
     render,
     resources,
     statements_of_role,
@@ -100,15 +101,40 @@ def test_the_environment_satisfies_the_settings_model(synthesized: Synthesized) 
     # The trainer SageMaker jobs start from is the one bundled with the code, not an S3 asset
     assert environment["TRAINER_DIR"] == f"{LAMBDA_TASK_ROOT}/{TRAINER_BUNDLE_DIR}"
     assert not any("TRAINER_SOURCE" in key for key in environment)
-    # Every variable the stack sets is read: a settings field, TRAINER_DIR (wiring), Powertools'
+    # Every variable the stack sets is read: a settings field, TRAINER_DIR (wiring), Powertools', and
+    # the BYOK connector's parameters the API shows (optional settings of the application)
     assert {key.lower() for key in environment} - {"trainer_dir"} <= set(Settings.model_fields) | {
         "powertools_service_name",
         "powertools_metrics_namespace",
         "powertools_log_level",
+        "event_bus_arn",
+        "connector_trusted_role_arns",
     }
     assert settings.allowed_origins == tuple(ORIGINS)
     assert settings.schedules_dlq_arn is not None
     assert "${SchedulesDlq" in settings.schedules_dlq_arn
+
+
+def test_every_function_and_the_outputs_name_the_roles_a_connector_trusts(synthesized: Synthesized) -> None:
+    template = synthesized.platform
+    # The roles allowed sts:AssumeRole on connector roles: exactly those a connector must trust
+    assuming = [
+        {"Fn::GetAtt": [role_of(function_of(template, spec)[1]), "Arn"]}
+        for spec in FUNCTIONS
+        if Permission.ASSUME_CONNECTOR_ROLE in spec.permissions
+    ]
+    assert len(assuming) > 1
+    for spec in FUNCTIONS:
+        allows_assume = "sts:AssumeRole" in allowed(synthesized, spec)
+        assert allows_assume == (Permission.ASSUME_CONNECTOR_ROLE in spec.permissions), spec.logical_id
+    trusted = {"Fn::Join": [",", assuming]}
+    assert template["Outputs"]["ConnectorTrustedRoleArns"]["Value"] == trusted
+    bus_id, _ = only(template, "AWS::Events::EventBus")
+    for spec in FUNCTIONS:
+        variables = function_of(template, spec)[1]["Properties"]["Environment"]["Variables"]
+        assert variables["CONNECTOR_TRUSTED_ROLE_ARNS"] == trusted, spec.logical_id
+        assert variables["EVENT_BUS_ARN"] == {"Fn::GetAtt": [bus_id, "Arn"]}, spec.logical_id
+    assert template["Outputs"]["EventBusArn"]["Value"] == {"Fn::GetAtt": [bus_id, "Arn"]}
 
 
 # One action (on one resource, where several share it) that only a given permission grants: the

@@ -43,6 +43,7 @@ RESOURCE_STAR_ACTIONS = {
 # Wildcards over names chosen at run time, as rendered by conftest.render.
 RUNTIME_NAMED = [
     r"^\$\{[A-Za-z0-9]+\.Arn\}/([a-z-]+/)?\*$",  # objects of one named bucket (under a prefix)
+    r"^\$\{[A-Za-z0-9]+\.Arn\}/tunelab/\$\{WorkspaceId\}/\*$",  # a connector's workspace folder
     r":scheduler:\$\{AWS::Region\}:\$\{AWS::AccountId\}:schedule/Tunelab-auto-undeploy/\*$",
     r":bedrock:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
     r"(model-customization-job|custom-model|custom-model-deployment|provisioned-model)/\*$",
@@ -50,7 +51,6 @@ RUNTIME_NAMED = [
     r"^arn:\$\{AWS::Partition\}:iam::\*:role/tunelab-\*$",
     r":sagemaker:\$\{AWS::Region\}:\$\{AWS::AccountId\}:(training-job|endpoint|endpoint-config|model)/\*$",
     r":log-group:/aws/sagemaker/(TrainingJobs|Endpoints/\*)(:log-stream:\*)?$",
-    r":ecr:\$\{AWS::Region\}:\d{12}:repository/\*$",
 ]
 
 
