@@ -392,12 +392,12 @@ def _poll(probe: Any, seconds: float = 10.0) -> Any:
     raise AssertionError("timed out")
 
 
-def connect_sagemaker(repo: Services, account: str = ACCOUNT) -> None:
+def connect_sagemaker(repo: Services, account: str = ACCOUNT, workspace: str = WS) -> None:
     """The workspace's BYOK connection to a SageMaker account (whose events are then believed)."""
     now = datetime.now(UTC)
     repo.connections.put(
         ProviderConnectionRecord(
-            workspace_id=WS,
+            workspace_id=workspace,
             role_arn=f"arn:aws:iam::{account}:role/tunelab-connector",
             external_id="ext-1234567890",
             region="us-west-2",

@@ -89,8 +89,8 @@ def _job_event(stack: Stack, status: str, **detail: Any) -> None:
     model = stack.repo.models.get(WS, NAME)
     sample = event(
         "sagemaker_training_job_state_change",
-        TrainingJobName=model.training.job_id,
-        TrainingJobArn=f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{model.training.job_id}",
+        TrainingJobName=model.training.job_id.rsplit("/", 1)[-1],
+        TrainingJobArn=model.training.job_id,
         TrainingJobStatus=status,
         SecondaryStatus=status,
         **detail,
@@ -123,7 +123,10 @@ def test_the_whole_life_of_a_sagemaker_model(stack: Stack, sagemaker: CpuEndpoin
     # The job runs in the customer's account, on the instance chosen, with the resolved hyperparameters
     stack.wait_for_token(stack.repo.models.get(WS, NAME))
     stack.wait_for(lambda: stack.repo.models.get(WS, NAME).training.job_id, what="the job's id")
-    job = stack.services.client("sagemaker").describe_training_job(TrainingJobName=NAME)
+    job_ref = stack.repo.models.get(WS, NAME).refs.training_job
+    assert job_ref is not None and job_ref.job_name.startswith(f"{NAME}-")
+    job_name = job_ref.job_name  # unique across workspaces
+    job = stack.services.client("sagemaker").describe_training_job(TrainingJobName=job_name)
     assert job["ResourceConfig"]["InstanceType"] == "ml.g6e.2xlarge"
     assert job["HyperParameters"]["epochs"] == "2"
     assert job["HyperParameters"]["use_lora"] == "true"
@@ -137,7 +140,7 @@ def test_the_whole_life_of_a_sagemaker_model(stack: Stack, sagemaker: CpuEndpoin
             "tokenizer.json": b"{}",
         }
     )
-    key = f"tunelab/{WS}/{NAME}/output/{NAME}/output/model.tar.gz"
+    key = f"tunelab/{WS}/{NAME}/output/{job_name}/output/model.tar.gz"
     stack.services.s3.put_object(Bucket=CUSTOMER_BUCKET, Key=key, Body=archive)
     _job_event(
         stack,
@@ -199,7 +202,7 @@ def test_the_whole_life_of_a_sagemaker_model(stack: Stack, sagemaker: CpuEndpoin
     # Delete removes the job's output in the customer's bucket, the job (moto lacks DeleteTrainingJob:
     # Stubber answers it, checking the request) and the record
     stub = Stubber(sagemaker.sagemaker)
-    stub.add_response("delete_training_job", {}, {"TrainingJobName": NAME})
+    stub.add_response("delete_training_job", {}, {"TrainingJobName": job_name})
     with stub:
         deleted = _call("DELETE", f"{BASE}?acknowledge=true")
     assert deleted.status == 204

@@ -44,6 +44,7 @@ WS = "ws-acme"
 BEDROCK_JOB = "arn:aws:bedrock:us-east-1:123456789012:model-customization-job/abcdefghwxyz"
 SAGEMAKER_JOB = "support-bot-v1-3f9a1c2b7d"
 CUSTOMER_ACCOUNT = "123456789012"  # the account of the documentation's SageMaker samples
+SAGEMAKER_JOB_ARN = f"arn:aws:sagemaker:us-west-2:{CUSTOMER_ACCOUNT}:training-job/{SAGEMAKER_JOB}"
 ARTIFACTS = "s3://customer-artifacts/tunelab/ws-acme/support-bot-v1/output/model.tar.gz"
 
 
@@ -57,12 +58,18 @@ def services(aws: Aws, repo: Services) -> Iterator[Services]:
 
 
 def _model(
-    repo: Services, *, provider: str = "bedrock", job_id: str = BEDROCK_JOB, **fields: Any
+    repo: Services,
+    *,
+    provider: str = "bedrock",
+    job_id: str = BEDROCK_JOB,
+    workspace: str = WS,
+    account: str = CUSTOMER_ACCOUNT,
+    **fields: Any,
 ) -> ModelRecord:
-    dataset = repo.datasets.create(factories.dataset(WS))
+    dataset = repo.datasets.create(factories.dataset(workspace))
     hosting = fields.pop("hosting", "byok" if provider == "sagemaker" else "managed")
     record = factories.model(
-        WS,
+        workspace,
         dataset_id=dataset.dataset_id,
         provider=provider,
         hosting=hosting,
@@ -71,7 +78,7 @@ def _model(
     )
     model = repo.models.create(record)
     if provider == "sagemaker":
-        connect_sagemaker(repo, CUSTOMER_ACCOUNT)
+        connect_sagemaker(repo, account, workspace)
     return model
 
 
@@ -91,6 +98,7 @@ def _sagemaker(status: str, secondary: str, **detail: Any) -> EventEnvelope:
         "sagemaker_training_job_state_change",
         time=detail.pop("time", utcnow()),
         TrainingJobName=SAGEMAKER_JOB,
+        TrainingJobArn=SAGEMAKER_JOB_ARN,
         TrainingJobStatus=status,
         SecondaryStatus=secondary,
         Tags={PROVIDER_RESOURCE_TAG: WS},
@@ -184,7 +192,7 @@ def test_a_job_stopped_outside_tunelab_is_reported_as_such(services: Services, r
 
 
 def test_sagemaker_phases_and_metrics_become_the_models_history(services: Services, repo: Services) -> None:
-    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB)
+    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB_ARN)
     workflow = Workflow(services, model)
     start = utcnow()
     metrics = [
@@ -219,7 +227,7 @@ def test_sagemaker_phases_and_metrics_become_the_models_history(services: Servic
 
 
 def test_sagemaker_completed_sends_artifacts_and_final_metrics(services: Services, repo: Services) -> None:
-    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB)
+    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB_ARN)
     workflow = Workflow(services, model)
 
     handle_provider_event(
@@ -262,7 +270,7 @@ def test_sagemaker_endings_reach_the_workflow(
     failure: str | None,
     expected: tuple[str, str],
 ) -> None:
-    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB)
+    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB_ARN)
     workflow = Workflow(services, model)
     extra = {"FailureReason": failure} if failure else {}
 
@@ -274,7 +282,7 @@ def test_sagemaker_endings_reach_the_workflow(
 
 
 def test_sagemaker_events_from_another_account_are_dropped(services: Services, repo: Services) -> None:
-    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB)
+    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB_ARN)
     workflow = Workflow(services, model)
     forged = _sagemaker("Failed", "Failed").model_copy(update={"account": "999999999999"})
 
@@ -284,10 +292,37 @@ def test_sagemaker_events_from_another_account_are_dropped(services: Services, r
     assert workflow.status() == "RUNNING"
 
 
+def test_a_model_of_the_same_name_in_another_workspace_does_not_take_the_events(
+    services: Services, repo: Services
+) -> None:
+    # Two tenants, one model name: each job is known by its account, region and name (its ARN), so the
+    # newer model of the same name does not swallow the older one's events.
+    ours = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB_ARN)
+    other_job = f"arn:aws:sagemaker:us-west-2:210987654321:training-job/{ours.name}-0a1b2c3d4e"
+    theirs = _model(
+        repo,
+        provider="sagemaker",
+        job_id=other_job,
+        workspace="ws-globex",
+        account="210987654321",
+        name=ours.name,
+    )
+    workflow = Workflow(services, ours)
+
+    result = handle_provider_event(services, _sagemaker("InProgress", "Training"))
+
+    assert (result.action, result.workspace_id) == ("applied", WS)
+    assert repo.models.get(WS, ours.name).training.phase == "Training"
+    assert repo.models.get("ws-globex", theirs.name).training.phase is None
+    assert workflow.status() == "RUNNING"
+    # An event naming the other tenant's job reaches only that tenant's model.
+    assert repo.models.find_by_job("sagemaker", other_job) == repo.models.get("ws-globex", theirs.name)
+
+
 def test_sagemaker_events_of_a_workspace_whose_connection_is_gone_are_dropped_not_retried(
     services: Services, repo: Services
 ) -> None:
-    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB)
+    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB_ARN)
     workflow = Workflow(services, model)
     repo.connections.delete(WS, "sagemaker")
 
@@ -330,7 +365,7 @@ def test_a_terminal_event_with_no_waiting_workflow_is_ignored(services: Services
 
 
 def test_an_in_progress_event_after_completed_changes_nothing(services: Services, repo: Services) -> None:
-    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB)
+    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB_ARN)
     workflow = Workflow(services, model)
     later = utcnow()
     handle_provider_event(services, _sagemaker("InProgress", "Uploading", time=later))
@@ -417,7 +452,7 @@ def test_sagemaker_rules_route_tagged_events_to_the_queue(services: Services, re
             events.put_targets(
                 Rule=rule.logical_id, EventBusName="tunelab-test", Targets=[{"Id": "queue", "Arn": queue_arn}]
             )
-    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB)
+    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB_ARN)
     tagged = _sagemaker("InProgress", "Downloading").model_dump(by_alias=True, mode="json")
     untagged = {**tagged, "detail": {**tagged["detail"], "Tags": {}}}
     for sample in (tagged, untagged):

@@ -35,6 +35,7 @@ from tunelab.adapters.providers.sagemaker import (
     SageMakerProvider,
     build_trainer_archive,
     endpoint_name,
+    job_name,
     metric_definitions,
     parse_event,
     record_tag,
@@ -69,6 +70,7 @@ from tunelab.domain.providers import (
     TrainingJobRef,
     TrainingRequest,
     TrainingState,
+    UnhandledEventError,
 )
 from tunelab.entrypoints.api.errors import status_of
 
@@ -90,6 +92,9 @@ GATED = _model(lambda m: m.gated)
 IDENTITY = ModelIdentity(
     workspace_id="ws-acme", model_name="support-bot-v1", created_at=datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 )
+# The model's training job: its name and a digest of its record, unique across workspaces.
+JOB = job_name(IDENTITY)
+JOB_ARN = f"arn:aws:sagemaker:{REGION}:{CUSTOMER}:training-job/{JOB}"
 
 
 @pytest.fixture
@@ -204,7 +209,9 @@ def test_start_training_sends_the_job_the_trainer_needs(provider: SageMakerProvi
 
     ref = provider.start_training(_request())
 
-    assert (ref.job_id, ref.job_name) == ("support-bot-v1", "support-bot-v1")
+    assert JOB.startswith("support-bot-v1-") and len(JOB) == len("support-bot-v1-") + 10
+    # Found again by account, region and name: the ARN, lower-cased as SageMaker writes it.
+    assert (ref.job_id, ref.job_name) == (JOB_ARN.lower(), JOB)
     [request] = sent
     hp = request["HyperParameters"]
     assert {k: hp[k] for k in ("epochs", "learning_rate", "use_lora")} == {
@@ -217,7 +224,7 @@ def test_start_training_sends_the_job_the_trainer_needs(provider: SageMakerProvi
     assert json.loads(hp["sagemaker_program"]) == "train.py"
     assert json.loads(hp["sagemaker_region"]) == REGION
     source = json.loads(hp["sagemaker_submit_directory"])
-    assert source.startswith(f"s3://{BUCKET}/tunelab/trainer/")
+    assert source.startswith(f"s3://{BUCKET}/tunelab/ws-acme/trainer/")
     assert source.endswith("/sourcedir.tar.gz")
     spec = request["AlgorithmSpecification"]
     assert spec["TrainingImage"] == training_image(REGION)
@@ -248,7 +255,7 @@ def test_start_training_sends_the_job_the_trainer_needs(provider: SageMakerProvi
     tags = {t["Key"]: t["Value"] for t in request["Tags"]}
     assert tags == {"tunelab-workspace": "ws-acme", "tunelab-model": "support-bot-v1", "team": "support"}
     # The job exists in the customer's account, and so does the trainer it runs.
-    assert provider.sagemaker.describe_training_job(TrainingJobName="support-bot-v1")[
+    assert provider.sagemaker.describe_training_job(TrainingJobName=JOB)[
         "TrainingJobArn"
     ].startswith(f"arn:aws:sagemaker:{REGION}:{CUSTOMER}:training-job/")
     bucket, key = source[5:].split("/", 1)
@@ -259,7 +266,7 @@ def test_start_training_sends_the_job_the_trainer_needs(provider: SageMakerProvi
 
 def test_a_job_name_that_exists_in_the_account_is_name_taken(provider: SageMakerProvider) -> None:
     provider.sagemaker.create_training_job(
-        TrainingJobName="support-bot-v1",
+        TrainingJobName=JOB,
         AlgorithmSpecification={"TrainingImage": training_image(REGION), "TrainingInputMode": "File"},
         RoleArn=f"arn:aws:iam::{CUSTOMER}:role/someone-else",
         OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/elsewhere"},
@@ -275,8 +282,8 @@ def test_a_job_name_that_exists_in_the_account_is_name_taken(provider: SageMaker
 
 def _described_job(record: str, status: str = "InProgress") -> dict[str, Any]:
     return {
-        "TrainingJobName": "support-bot-v1",
-        "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:{CUSTOMER}:training-job/support-bot-v1",
+        "TrainingJobName": JOB,
+        "TrainingJobArn": JOB_ARN,
         "ModelArtifacts": {"S3ModelArtifacts": "s3://x/model.tar.gz"},
         "TrainingJobStatus": status,
         "SecondaryStatus": "Starting",
@@ -296,7 +303,7 @@ def test_a_retried_start_finds_its_own_job(provider: SageMakerProvider) -> None:
     assert len(sent) == 1
     record = sent[0]["Environment"][RECORD_ENV]
     stub = Stubber(provider.sagemaker)
-    stub.add_response("describe_training_job", _described_job(record), {"TrainingJobName": "support-bot-v1"})
+    stub.add_response("describe_training_job", _described_job(record), {"TrainingJobName": JOB})
     with stub:
         again = provider.start_training(_request())
     stub.assert_no_pending_responses()
@@ -310,16 +317,16 @@ def test_a_job_created_between_look_and_create_is_name_taken(provider: SageMaker
     stub.add_client_error("describe_training_job", *missing)
     stub.add_client_error("create_training_job", "ResourceInUse", "Training job names must be unique", 400)
     stub.add_response(
-        "describe_training_job", _described_job("another-record"), {"TrainingJobName": "support-bot-v1"}
+        "describe_training_job", _described_job("another-record"), {"TrainingJobName": JOB}
     )
     with stub, pytest.raises(NameTaken):
         provider.start_training(_request())
     stub.assert_no_pending_responses()
 
 
-def _someone_elses_job(provider: SageMakerProvider) -> None:
+def _someone_elses_job(provider: SageMakerProvider, name: str = JOB) -> None:
     provider.sagemaker.create_training_job(
-        TrainingJobName="support-bot-v1",
+        TrainingJobName=name,
         AlgorithmSpecification={"TrainingImage": training_image(REGION), "TrainingInputMode": "File"},
         RoleArn=f"arn:aws:iam::{CUSTOMER}:role/someone-else",
         OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/elsewhere"},
@@ -349,10 +356,10 @@ def test_the_check_passes_for_this_models_own_job(provider: SageMakerProvider) -
     stub.add_response(
         "describe_training_job",
         _described_job(record_tag(IDENTITY)),
-        {"TrainingJobName": "support-bot-v1"},
+        {"TrainingJobName": JOB},
     )
     stub.add_response(
-        "describe_training_job", _described_job("another-record"), {"TrainingJobName": "support-bot-v1"}
+        "describe_training_job", _described_job("another-record"), {"TrainingJobName": JOB}
     )
     with stub:
         provider.check_new_job(IDENTITY)
@@ -410,7 +417,7 @@ def _archive(files: dict[str, bytes]) -> bytes:
 
 def test_trained_output_lists_the_archive_in_the_customers_bucket(provider: SageMakerProvider) -> None:
     ref = provider.start_training(_request())  # moto completes jobs at once
-    key = "tunelab/ws-acme/support-bot-v1/output/support-bot-v1/output/model.tar.gz"
+    key = f"tunelab/ws-acme/support-bot-v1/output/{JOB}/output/model.tar.gz"
     archive = _archive(
         {
             "./config.json": b"{}",
@@ -475,23 +482,24 @@ def test_describe_reads_the_finished_job(provider: SageMakerProvider) -> None:
     state = provider.describe_training(ref)
     assert state.status == "completed"  # moto completes jobs at once
     assert state.artifacts_uri == (
-        f"s3://{BUCKET}/tunelab/ws-acme/support-bot-v1/output/support-bot-v1/output/model.tar.gz"
+        f"s3://{BUCKET}/tunelab/ws-acme/support-bot-v1/output/{JOB}/output/model.tar.gz"
     )
     assert state.ended_at is not None
+    assert state.job_id == ref.job_id == JOB_ARN.lower()
 
 
 def test_stop_asks_sagemaker_and_a_finished_job_is_left_alone(provider: SageMakerProvider) -> None:
-    ref = TrainingJobRef(provider="sagemaker", job_id="support-bot-v1", job_name="support-bot-v1")
+    ref = TrainingJobRef(provider="sagemaker", job_id=JOB_ARN.lower(), job_name=JOB)
     stub = Stubber(provider.sagemaker)
-    stub.add_response("stop_training_job", {}, {"TrainingJobName": "support-bot-v1"})
+    stub.add_response("stop_training_job", {}, {"TrainingJobName": JOB})
     stub.add_client_error(
         "stop_training_job", "ValidationException", "The job status is Completed; it cannot be stopped.", 400
     )
     stub.add_response(
         "describe_training_job",
         {
-            "TrainingJobName": "support-bot-v1",
-            "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:{CUSTOMER}:training-job/support-bot-v1",
+            "TrainingJobName": JOB,
+            "TrainingJobArn": JOB_ARN,
             "ModelArtifacts": {"S3ModelArtifacts": "s3://x/model.tar.gz"},
             "TrainingJobStatus": "Completed",
             "SecondaryStatus": "Completed",
@@ -500,7 +508,7 @@ def test_stop_asks_sagemaker_and_a_finished_job_is_left_alone(provider: SageMake
             "StoppingCondition": {},
             "CreationTime": datetime(2026, 11, 28, tzinfo=UTC),
         },
-        {"TrainingJobName": "support-bot-v1"},
+        {"TrainingJobName": JOB},
     )
     stub.add_client_error("stop_training_job", "ThrottlingException", "Rate exceeded", 400)
     with stub:
@@ -781,7 +789,7 @@ def test_download_is_a_short_lived_link_to_the_archive(provider: SageMakerProvid
 def test_delete_model_removes_its_artifacts_and_the_job(provider: SageMakerProvider) -> None:
     base = "tunelab/ws-acme/support-bot-v1"
     keys = [
-        f"{base}/output/support-bot-v1/output/model.tar.gz",
+        f"{base}/output/{JOB}/output/model.tar.gz",
         f"{base}/checkpoints/checkpoint-10/adapter_model.safetensors",
     ]
     kept = [
@@ -790,9 +798,9 @@ def test_delete_model_removes_its_artifacts_and_the_job(provider: SageMakerProvi
     ]
     for key in keys + kept:
         provider.s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
-    job = TrainingJobRef(provider="sagemaker", job_id="support-bot-v1", job_name="support-bot-v1")
+    job = TrainingJobRef(provider="sagemaker", job_id=JOB_ARN.lower(), job_name=JOB)
     stub = Stubber(provider.sagemaker)
-    stub.add_response("delete_training_job", {}, {"TrainingJobName": "support-bot-v1"})
+    stub.add_response("delete_training_job", {}, {"TrainingJobName": JOB})
     stub.add_client_error("delete_training_job", "ResourceNotFound", "no such job", 400)
     with stub:
         provider.delete_model(TrainedModel(identity=IDENTITY, job=job))
@@ -801,6 +809,20 @@ def test_delete_model_removes_its_artifacts_and_the_job(provider: SageMakerProvi
     left = {o["Key"] for o in provider.s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
     assert left >= set(kept)
     assert not left & set(keys)
+
+
+def test_a_model_without_a_recorded_job_deletes_no_job_by_its_name(provider: SageMakerProvider) -> None:
+    # Another workspace's job of the model's bare name may exist in a shared account: a model whose job
+    # was never recorded deletes its checkpoints and no job at all (the stub answers no SageMaker call).
+    checkpoint = "tunelab/ws-acme/support-bot-v1/checkpoints/checkpoint-1/x"
+    provider.s3.put_object(Bucket=BUCKET, Key=checkpoint, Body=b"x")
+    _someone_elses_job(provider, name="support-bot-v1")
+    stub = Stubber(provider.sagemaker)
+    with stub:
+        provider.delete_model(TrainedModel(identity=IDENTITY, job=None))
+    stub.assert_no_pending_responses()
+    assert provider.sagemaker.describe_training_job(TrainingJobName="support-bot-v1")["TrainingJobName"]
+    assert "Contents" not in provider.s3.list_objects_v2(Bucket=BUCKET, Prefix=checkpoint)
 
 
 def test_the_trainer_archive_is_reproducible(trainer_dir: Path) -> None:
@@ -852,9 +874,12 @@ def test_storage_follows_renewed_credentials(aws: None, trainer_dir: Path) -> No
     assert provider.storage.exists(f"s3://{BUCKET}/tunelab/a.txt")
 
 
-def test_session_names_fit_sts_rules() -> None:
-    for workspace in ("ws-acme", "ws acme/ü", "w" * 100):
+def test_session_names_are_the_ones_the_connector_requires() -> None:
+    # The connector's trust policy requires `tunelab-<workspace id>` exactly; workspace ids that BYOK
+    # accepts (at most 56 characters of WORKSPACE_ID_PATTERN) fit STS's rules.
+    for workspace in ("ws-acme", "W", "acme_corp.eu-1", "w" * 56):
         name = session_name(workspace)
+        assert name == f"tunelab-{workspace}"
         assert 2 <= len(name) <= 64
         assert re.fullmatch(r"[\w+=,.@-]*", name)
 
@@ -900,7 +925,11 @@ def test_verify_connection_names_a_missing_bucket_and_secret(aws: None) -> None:
     [
         ("sts.AssumeRole", "sts:AssumeRole", "could not assume the role"),
         ("s3.ListObjectsV2", "s3:ListBucket", "s3:ListBucket on arn:aws:s3:::acme-tunelab-artifacts"),
-        ("s3.PutObject", "s3:PutObject", "s3:PutObject on arn:aws:s3:::acme-tunelab-artifacts/tunelab/*"),
+        (
+            "s3.PutObject",
+            "s3:PutObject",
+            "s3:PutObject on arn:aws:s3:::acme-tunelab-artifacts/tunelab/ws-acme/*",
+        ),
         ("sagemaker.DescribeTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:DescribeTrainingJob"),
         (
             "secretsmanager.DescribeSecret",
@@ -973,7 +1002,8 @@ def test_the_documented_training_event_parses_for_every_status(
     state = parse_event(event["detail-type"], detail)
 
     assert isinstance(state, TrainingState)
-    assert state.job_id == "89c96cc8-dded-4739-afcc-6f1dc936701d"
+    # The job is known by its ARN (account, region and name), never by its bare name.
+    assert state.job_id == "arn:aws:sagemaker:us-east-1:123456789012:training-job/kmeans-1"
     assert state.status == status
     assert state.phase == secondary
     if reason is None:
@@ -1007,6 +1037,14 @@ def test_the_documented_endpoint_event_parses_for_every_status(endpoint_status: 
     state = parsed.state
     assert isinstance(state, DeploymentState)
     assert (state.deployment_id, state.status) == ("MyEndpoint", status)
+
+
+def test_a_training_event_without_its_job_arn_is_not_handled() -> None:
+    # Without the ARN the event could only be matched by its bare name, which any workspace can choose.
+    detail = {k: v for k, v in _sample("sagemaker_training_job_state_change.json")["detail"].items()}
+    del detail["TrainingJobArn"]
+    with pytest.raises(UnhandledEventError, match="TrainingJobArn"):
+        parse_event("SageMaker Training Job State Change", detail)
 
 
 def test_the_unchanged_training_sample_routes_by_source() -> None:

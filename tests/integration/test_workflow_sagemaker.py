@@ -93,8 +93,10 @@ def test_sagemaker_job_reads_from_the_customer_bucket_and_completes_with_listed_
 
     # The job exists in the customer's account, reading the data tunelab wrote there
     waiting = stack.repo.models.get(record.workspace_id, record.name)
-    assert waiting.training.job_id == record.name
-    job = stack.services.client("sagemaker").describe_training_job(TrainingJobName=record.name)
+    job_name = waiting.training.job_id.rsplit("/", 1)[-1]
+    assert job_name.startswith(f"{record.name}-")  # the model's name and a digest of its record
+    job = stack.services.client("sagemaker").describe_training_job(TrainingJobName=job_name)
+    assert waiting.training.job_id == job["TrainingJobArn"].lower()
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
     assert channels["training"].startswith(f"s3://{CUSTOMER_BUCKET}/tunelab/{record.workspace_id}/")
     assert channels["validation"].endswith("/validation.jsonl")
@@ -113,7 +115,7 @@ def test_sagemaker_job_reads_from_the_customer_bucket_and_completes_with_listed_
             "tunelab-training.json": json.dumps(summary).encode(),
         }
     )
-    output_key = f"tunelab/{record.workspace_id}/{record.name}/output/{record.name}/output/model.tar.gz"
+    output_key = f"tunelab/{record.workspace_id}/{record.name}/output/{job_name}/output/model.tar.gz"
     stack.services.s3.put_object(Bucket=CUSTOMER_BUCKET, Key=output_key, Body=archive)
     stack.services.workflows.send_training_outcome(
         token,

@@ -61,6 +61,19 @@ CONNECTOR_ROLE_PREFIX = "tunelab-"
 CONNECTOR_BUCKET_PREFIX = "tunelab/"
 
 
+def connector_prefix(workspace: str) -> str:
+    """One workspace's folder in its artifact bucket (`tunelab/<workspace>/`): every object tunelab
+    writes there, and all the connector (deployed for that workspace) lets its roles touch."""
+    return f"{CONNECTOR_BUCKET_PREFIX}{workspace}/"
+
+
+def connector_session_name(workspace: str) -> str:
+    """The STS role session name tunelab assumes a workspace's connector role with; the connector's
+    trust policy requires exactly this (`tunelab-<workspace>`), so the customer's CloudTrail names
+    the workspace and no other workspace's session can use the role."""
+    return f"tunelab-{workspace}"
+
+
 def s3_uri(bucket: str, key: str) -> str:
     return f"s3://{bucket}/{key}"
 

@@ -52,10 +52,11 @@ from tunelab.domain.hyperparameters import (
     to_trainer_hyperparameters,
 )
 from tunelab.domain.layout import (
-    CONNECTOR_BUCKET_PREFIX,
     CONNECTOR_ROLE_PREFIX,
     MODEL_TAG,
     PROVIDER_RESOURCE_TAG,
+    connector_prefix,
+    connector_session_name,
     s3_split,
 )
 from tunelab.domain.providers import (
@@ -130,8 +131,6 @@ ASSUME_ROLE_SECONDS = 3600
 REFRESH_MARGIN_S = 5 * 60
 # TGI loads large models slowly; SageMaker's default health-check wait is too short for them.
 STARTUP_TIMEOUT_S = 1800
-# Objects tunelab writes in the customer's bucket live under this prefix.
-BUCKET_PREFIX = CONNECTOR_BUCKET_PREFIX.rstrip("/")
 
 _TRAINING_STATUS: dict[str, TrainingStatus] = {
     "inprogress": "in_progress",
@@ -177,9 +176,9 @@ def metric_definitions() -> list[dict[str, str]]:
 
 
 def session_name(workspace_id: str) -> str:
-    """The STS role session name, so the customer's CloudTrail shows which workspace acted."""
-    cleaned = re.sub(r"[^\w+=,.@-]", "-", workspace_id)
-    return f"tunelab-{cleaned}"[:64]
+    """The STS role session name (`tunelab-<workspace>`): the connector's trust policy requires it, and
+    the customer's CloudTrail shows which workspace acted."""
+    return connector_session_name(workspace_id)
 
 
 def _arn_account(role_arn: str) -> tuple[str, str]:
@@ -197,7 +196,20 @@ def execution_role_arn(connection: SageMakerConnection) -> str:
 
 
 def model_prefix(identity: ModelIdentity) -> str:
-    return f"{BUCKET_PREFIX}/{identity.workspace_id}/{identity.model_name}"
+    return f"{connector_prefix(identity.workspace_id)}{identity.model_name}"
+
+
+def job_name(identity: ModelIdentity) -> str:
+    """The training job's name: the model's name and a digest of its record (workspace, name, creation
+    time), so no two workspaces' models, nor a model and the one made again under its name, share a job."""
+    return derived_name(identity.model_name, identity.digest("sagemaker-job"))
+
+
+def job_id(job_arn: str) -> str:
+    """What the record keeps to find its job from an event: the job's ARN (partition, region, account and
+    name), lower-cased as SageMaker writes names in ARNs. A bare name would match another workspace's
+    job of the same name; the ARN matches only the job in this account and region."""
+    return job_arn.lower()
 
 
 def endpoint_name(request: DeployRequest) -> str:
@@ -316,10 +328,19 @@ def endpoint_state(endpoint: Mapping[str, Any]) -> DeploymentState:
     return DeploymentState(deployment_id=str(endpoint.get("EndpointName", "")), status=status, reason=reason)
 
 
+def sagemaker_training_state(job: Mapping[str, Any]) -> TrainingState:
+    """`training_state` of a SageMaker job, its `job_id` the job's ARN (`job_id`): events and
+    DescribeTrainingJob both carry `TrainingJobArn`."""
+    arn = job.get("TrainingJobArn")
+    if not isinstance(arn, str) or not arn.startswith("arn:"):
+        raise UnhandledEventError("no TrainingJobArn in the SageMaker training job's detail")
+    return training_state(job).model_copy(update={"job_id": job_id(arn)})
+
+
 def parse_event(detail_type: str, detail: Mapping[str, Any]) -> TrainingState | DeploymentState:
     """SageMaker's EventBridge events: "Training Job State Change" and "Endpoint State Change"."""
     if detail_type == TRAINING_EVENT:
-        return training_state(detail)
+        return sagemaker_training_state(detail)
     if detail_type == ENDPOINT_EVENT:
         return endpoint_state(detail)
     raise UnhandledEventError(f"SageMaker events of type {detail_type!r} are not handled")
@@ -440,7 +461,7 @@ class SageMakerProvider:
         """Upload the trainer's sourcedir.tar.gz once per version (named by its digest); its S3 URI."""
         archive = self.trainer_archive()
         digest = hashlib.sha256(archive).hexdigest()[:16]
-        key = f"{BUCKET_PREFIX}/trainer/{digest}/sourcedir.tar.gz"
+        key = f"{connector_prefix(self.config.workspace_id)}trainer/{digest}/sourcedir.tar.gz"
         bucket = self.connection.artifact_bucket
         try:
             self.s3.head_object(Bucket=bucket, Key=key)
@@ -469,9 +490,9 @@ class SageMakerProvider:
         return self._bucket_uri(f"{model_prefix(identity)}/data/{uid}/")
 
     def check_new_job(self, identity: ModelIdentity) -> None:
-        """`NameTaken` when a training job of the model's name exists in the customer's account and
+        """`NameTaken` when a training job of the model's job name exists in the customer's account and
         region and is not this model's: checked when the model is created, before any workflow starts."""
-        self._existing_job(identity.model_name, identity)
+        self._existing_job(job_name(identity), identity)
 
     def training_hyperparameters(
         self,
@@ -514,7 +535,7 @@ class SageMakerProvider:
         if job.get("Environment", {}).get(RECORD_ENV) == record_tag(identity):
             return TrainingJobRef(
                 provider="sagemaker",
-                job_id=name,
+                job_id=job_id(job["TrainingJobArn"]),
                 job_name=name,
                 output_uri=job["OutputDataConfig"]["S3OutputPath"],
             )
@@ -545,7 +566,7 @@ class SageMakerProvider:
                 "secret's ARN to the SageMaker connection (hf_token_secret_arn).",
             )
         region = self.connection.region
-        name = identity.model_name
+        name = job_name(identity)
         hyperparameters = dict(request.hyperparameters)
         hyperparameters.setdefault("base_model", spec.hf_id)
         if spec.gated and secret:
@@ -596,7 +617,7 @@ class SageMakerProvider:
         }
 
     def start_training(self, request: TrainingRequest) -> TrainingJobRef:
-        name = request.identity.model_name
+        name = job_name(request.identity)
         # Checked before anything is uploaded: a bad request costs no S3 write.
         self.training_job_request(request, "s3://placeholder/sourcedir.tar.gz")
         existing = self._existing_job(name, request.identity)
@@ -604,7 +625,7 @@ class SageMakerProvider:
             return existing
         params = self.training_job_request(request, self.ensure_trainer_source())
         try:
-            self.sagemaker.create_training_job(**params)
+            created = self.sagemaker.create_training_job(**params)
         except ClientError as error:
             if error_code(error) in {"ResourceInUse", "ResourceInUseException"}:
                 # Created between our look and our call: ours (a concurrent retry) or someone else's.
@@ -618,7 +639,7 @@ class SageMakerProvider:
                 raise
         return TrainingJobRef(
             provider="sagemaker",
-            job_id=name,
+            job_id=job_id(created["TrainingJobArn"]),
             job_name=name,
             output_uri=params["OutputDataConfig"]["S3OutputPath"],
         )
@@ -638,7 +659,7 @@ class SageMakerProvider:
     def describe_training(self, ref: TrainingJobRef) -> TrainingState:
         with aws_call(f"Reading the training job {ref.job_name}", permission="sagemaker:DescribeTrainingJob"):
             job = self.sagemaker.describe_training_job(TrainingJobName=ref.job_name)
-        return training_state(dict(job))
+        return sagemaker_training_state(dict(job))
 
     # --- deployment ---
 
@@ -795,15 +816,19 @@ class SageMakerProvider:
                 yield item["Key"]
 
     def delete_model(self, model: TrainedModel) -> None:
-        """Delete what the job wrote (output and checkpoints) and the job itself, freeing its name."""
+        """Delete what the job wrote (output and checkpoints) and the job itself, freeing its name.
+
+        Only the job the record names is deleted: a model whose job was never recorded has none here
+        (a name alone could be another workspace's job in a shared account)."""
         bucket = self.connection.artifact_bucket
         base = model_prefix(model.identity)
-        job_name = model.job.job_name if model.job else model.identity.model_name
+        job = model.job.job_name if model.job else None
+        prefixes = [f"{base}/checkpoints/"] + ([f"{base}/output/{job}/"] if job else [])
         with aws_call(
-            f"Deleting the artifacts of {job_name}",
+            f"Deleting the artifacts of {model.identity.model_name}",
             permission=f"s3:ListBucket and s3:DeleteObject on {bucket}",
         ):
-            for prefix in (f"{base}/output/{job_name}/", f"{base}/checkpoints/"):
+            for prefix in prefixes:
                 batch: list[str] = []
                 for key in self._keys(bucket, prefix):
                     batch.append(key)
@@ -812,12 +837,14 @@ class SageMakerProvider:
                         batch = []
                 if batch:
                     self._delete_keys(bucket, batch)
+        if job is None:
+            return
         try:
-            self.sagemaker.delete_training_job(TrainingJobName=job_name)
+            self.sagemaker.delete_training_job(TrainingJobName=job)
         except ClientError as error:
             if is_not_found(error):
                 return
-            with aws_call(f"Deleting the training job {job_name}", permission="sagemaker:DeleteTrainingJob"):
+            with aws_call(f"Deleting the training job {job}", permission="sagemaker:DeleteTrainingJob"):
                 raise
 
     def _delete_keys(self, bucket: str, keys: list[str]) -> None:
@@ -895,8 +922,9 @@ def verify_connection(
         raise
     except TunelabError as error:
         message = (
-            f"tunelab could not assume the role {connection.role_arn}: {error.message} Check that the role's "
-            "trust policy names tunelab's account and that the external id matches."
+            f"tunelab could not assume the role {connection.role_arn}: {error.message} Check that the "
+            "connector stack was deployed with the parameters GET /v1/providers/sagemaker/connector "
+            "shows for this workspace (workspace id, external id, tunelab's role ARNs)."
         )
         checks.append(ConnectionCheckItem(name="sts:AssumeRole", ok=False, message=message))
         return ConnectionCheck(ok=False, message=message, checks=checks)
@@ -904,6 +932,7 @@ def verify_connection(
 
     region = connection.region
     bucket = connection.artifact_bucket
+    folder = connector_prefix(workspace_id)
     s3: S3Client = session.client("s3", region_name=region)
     sagemaker: SageMakerClient = session.client("sagemaker", region_name=region)
 
@@ -919,17 +948,17 @@ def verify_connection(
 
     def list_bucket() -> None:
         s3.head_bucket(Bucket=bucket)
-        s3.list_objects_v2(Bucket=bucket, Prefix=f"{BUCKET_PREFIX}/", MaxKeys=1)
+        s3.list_objects_v2(Bucket=bucket, Prefix=folder, MaxKeys=1)
 
     checks.append(_check("s3:ListBucket", list_bucket, bucket_problem))
     if checks[-1].ok:
         checks.append(
             _check(
                 "s3:PutObject",
-                lambda: s3.put_object(Bucket=bucket, Key=f"{BUCKET_PREFIX}/.connection-check", Body=b"ok"),
+                lambda: s3.put_object(Bucket=bucket, Key=f"{folder}.connection-check", Body=b"ok"),
                 lambda e: (
                     f"The role cannot write to the artifact bucket {bucket}: it needs s3:PutObject on "
-                    f"arn:aws:s3:::{bucket}/{BUCKET_PREFIX}/*."
+                    f"arn:aws:s3:::{bucket}/{folder}*."
                     if _denied(e)
                     else f"Writing to the artifact bucket {bucket} failed: {error_message(e)}"
                 ),
