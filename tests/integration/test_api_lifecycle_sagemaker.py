@@ -124,7 +124,8 @@ def test_the_whole_life_of_a_sagemaker_model(stack: Stack, sagemaker: CpuEndpoin
     stack.wait_for_token(stack.repo.models.get(WS, NAME))
     stack.wait_for(lambda: stack.repo.models.get(WS, NAME).training.job_id, what="the job's id")
     job_ref = stack.repo.models.get(WS, NAME).refs.training_job
-    assert job_ref is not None and job_ref.job_name.startswith(f"{NAME}-")
+    assert job_ref is not None
+    assert job_ref.job_name.startswith(f"{NAME}-")
     job_name = job_ref.job_name  # unique across workspaces
     job = stack.services.client("sagemaker").describe_training_job(TrainingJobName=job_name)
     assert job["ResourceConfig"]["InstanceType"] == "ml.g6e.2xlarge"

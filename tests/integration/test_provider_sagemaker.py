@@ -209,7 +209,8 @@ def test_start_training_sends_the_job_the_trainer_needs(provider: SageMakerProvi
 
     ref = provider.start_training(_request())
 
-    assert JOB.startswith("support-bot-v1-") and len(JOB) == len("support-bot-v1-") + 10
+    assert JOB.startswith("support-bot-v1-")
+    assert len(JOB) == len("support-bot-v1-") + 10
     # Found again by account, region and name: the ARN, lower-cased as SageMaker writes it.
     assert (ref.job_id, ref.job_name) == (JOB_ARN.lower(), JOB)
     [request] = sent
@@ -255,9 +256,9 @@ def test_start_training_sends_the_job_the_trainer_needs(provider: SageMakerProvi
     tags = {t["Key"]: t["Value"] for t in request["Tags"]}
     assert tags == {"tunelab-workspace": "ws-acme", "tunelab-model": "support-bot-v1", "team": "support"}
     # The job exists in the customer's account, and so does the trainer it runs.
-    assert provider.sagemaker.describe_training_job(TrainingJobName=JOB)[
-        "TrainingJobArn"
-    ].startswith(f"arn:aws:sagemaker:{REGION}:{CUSTOMER}:training-job/")
+    assert provider.sagemaker.describe_training_job(TrainingJobName=JOB)["TrainingJobArn"].startswith(
+        f"arn:aws:sagemaker:{REGION}:{CUSTOMER}:training-job/"
+    )
     bucket, key = source[5:].split("/", 1)
     uploaded = provider.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(uploaded)) as tar:
@@ -316,9 +317,7 @@ def test_a_job_created_between_look_and_create_is_name_taken(provider: SageMaker
     missing = ("ValidationException", "Requested resource not found.", 400)
     stub.add_client_error("describe_training_job", *missing)
     stub.add_client_error("create_training_job", "ResourceInUse", "Training job names must be unique", 400)
-    stub.add_response(
-        "describe_training_job", _described_job("another-record"), {"TrainingJobName": JOB}
-    )
+    stub.add_response("describe_training_job", _described_job("another-record"), {"TrainingJobName": JOB})
     with stub, pytest.raises(NameTaken):
         provider.start_training(_request())
     stub.assert_no_pending_responses()
@@ -358,9 +357,7 @@ def test_the_check_passes_for_this_models_own_job(provider: SageMakerProvider) -
         _described_job(record_tag(IDENTITY)),
         {"TrainingJobName": JOB},
     )
-    stub.add_response(
-        "describe_training_job", _described_job("another-record"), {"TrainingJobName": JOB}
-    )
+    stub.add_response("describe_training_job", _described_job("another-record"), {"TrainingJobName": JOB})
     with stub:
         provider.check_new_job(IDENTITY)
         # The same name in a model made again later (another record) is someone else's.
@@ -1041,7 +1038,7 @@ def test_the_documented_endpoint_event_parses_for_every_status(endpoint_status: 
 
 def test_a_training_event_without_its_job_arn_is_not_handled() -> None:
     # Without the ARN the event could only be matched by its bare name, which any workspace can choose.
-    detail = {k: v for k, v in _sample("sagemaker_training_job_state_change.json")["detail"].items()}
+    detail = dict(_sample("sagemaker_training_job_state_change.json")["detail"].items())
     del detail["TrainingJobArn"]
     with pytest.raises(UnhandledEventError, match="TrainingJobArn"):
         parse_event("SageMaker Training Job State Change", detail)
