@@ -4,12 +4,14 @@ when the upload lands), listed, read and deleted.
 Validation of an upload (`validate_upload`, driven by S3's "Object Created" event):
 
 1. the dataset is found from the key; nothing happens when it is gone;
-2. exactly the object the event names is read (`etag`: a newer upload of the same key has its own
+2. a file over MAX_UPLOAD_BYTES is refused unread: the dataset becomes `invalid` with an error that
+   says so, and the upload is deleted (a presigned PUT cannot bound its size; this check does);
+3. exactly the object the event names is read (`etag`: a newer upload of the same key has its own
    event), streaming — the file is never held in memory;
-3. an `uploading` dataset becomes `validating`, is validated in one pass, and on success its file is
+4. an `uploading` dataset becomes `validating`, is validated in one pass, and on success its file is
    copied to its lasting place (objects under `uploads/` expire); rows, stats, errors and warnings are
    stored with the status `ready` or `invalid`;
-4. "Dataset Validated" is published, then the upload deleted.
+5. "Dataset Validated" is published, then the upload deleted.
 
 A `ready` dataset never changes (models may be using it). An `invalid` one is validated again when a
 corrected file is uploaded to the same key. Duplicates change nothing: once the upload is deleted a
@@ -26,7 +28,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import BinaryIO, Literal, cast
 
 from aws_lambda_powertools import Logger
 
@@ -53,6 +55,9 @@ logger = Logger(child=True)
 # How long a presigned dataset upload URL stays valid.
 UPLOAD_URL_SECONDS = 3600
 UPLOAD_CONTENT_TYPE = "text/csv"
+# The largest dataset file an upload may bring. Preparing a training job writes the dataset, converted,
+# to the function's temporary storage (Lambda's /tmp: 512 MB): 256 MiB leaves room for the conversion.
+MAX_UPLOAD_BYTES = 256 * 1024 * 1024
 
 
 # --- requests ----------------------------------------------------------------------------------------
@@ -183,12 +188,15 @@ def validate_upload(
     etag: str | None,
     correlation_id: str,
     limits: DatasetLimits | None = None,
+    max_bytes: int | None = None,
 ) -> UploadResult:
-    """Validate the dataset an uploaded object belongs to (see the module's description).
+    """Validate the dataset an uploaded object belongs to (see the module's description); a file over
+    `max_bytes` (default MAX_UPLOAD_BYTES) makes it `invalid` unread.
 
     Raises only for what a retry may fix (a dependency's error, publishing, a lost race); what no
     retry can fix is an `ignored` result with its reason.
     """
+    max_bytes = MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
     if bucket != ctx.config.datasets_bucket:
         return _ignored(f"bucket {bucket} is not the datasets bucket")
     parsed = parse_upload_key(key)
@@ -206,23 +214,29 @@ def validate_upload(
             return _ignored(f"dataset {dataset_id} is ready and its upload is gone")
         return _settle(ctx, dataset, uri, "republished", correlation_id)
 
-    body = ctx.files.open(uri, etag=etag)
-    if body is None:
-        return _ignored(f"{key} is gone or was replaced since this event (another event covers it)")
+    try:
+        size = ctx.files.size(uri)
+    except NotFound:
+        return _ignored(f"{key} is gone (another event covers it)")
+    body: BinaryIO | None = None
+    if size <= max_bytes:
+        body = ctx.files.open(uri, etag=etag)
+        if body is None:
+            return _ignored(f"{key} is gone or was replaced since this event (another event covers it)")
     try:
         if dataset.status == "uploading":
             dataset = ctx.datasets.update(
                 workspace, dataset_id, DatasetChanges(status="validating"), expected_status={"uploading"}
             )
-        report = validate_dataset(body, limits=limits)
+        changes = too_large(size, max_bytes) if body is None else _validated(body, max_bytes, limits)
     finally:
-        body.close()
+        if body is not None:
+            body.close()
 
-    changes = report_changes(report)
     if dataset.status == "invalid" and changes.matches(dataset):
         # The same file again (or a redelivery after a partial failure): nothing to change.
         return _settle(ctx, dataset, uri, "republished", correlation_id)
-    if report.ready:
+    if changes.status == "ready":
         lasting = dataset_key(workspace, dataset_id)
         ctx.files.copy(uri, s3_uri(bucket, lasting))
         changes = changes.model_copy(update={"s3_key": lasting})
@@ -243,6 +257,62 @@ def validate_upload(
         },
     )
     return _settle(ctx, stored, uri, "validated", correlation_id)
+
+
+class _TooLargeError(Exception):
+    """The file grew past the limit while it was read (replaced by a larger one since its size was read)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"more than {size} bytes")
+        self.size = size
+
+
+class _Capped:
+    """A stream that refuses to be read past `limit` bytes (`_TooLargeError`)."""
+
+    def __init__(self, source: BinaryIO, limit: int) -> None:
+        self._source = source
+        self._limit = limit
+        self._read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self._read += len(data)
+        if self._read > self._limit:
+            raise _TooLargeError(self._read)
+        return data
+
+
+def _validated(body: BinaryIO, max_bytes: int, limits: DatasetLimits | None) -> DatasetChanges:
+    try:
+        return report_changes(validate_dataset(cast("BinaryIO", _Capped(body, max_bytes)), limits=limits))
+    except _TooLargeError as error:
+        return too_large(error.size, max_bytes)
+
+
+def too_large(size: int, max_bytes: int) -> DatasetChanges:
+    """What an upload over the limit sets on its dataset: `invalid`, with the reason as its one error."""
+    logger.warning(
+        "Dataset upload over the limit refused", extra={"size_bytes": size, "max_bytes": max_bytes}
+    )
+    message = (
+        f"The file is {_mib(size)}; the limit for a dataset is {_mib(max_bytes)}. Upload a smaller file "
+        "(for example, fewer or shorter rows)."
+    )
+    return DatasetChanges(
+        status="invalid",
+        size_bytes=size,
+        rows=0,
+        stats=DatasetStats(prompt_tokens=0, completion_tokens=0, max_row_tokens=0),
+        errors=[DatasetRowError(message=message)],
+        error_count=1,
+        warnings=[],
+        longest_rows=[],
+    )
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):,.1f} MiB" if size >= 1024 * 1024 else f"{size:,} bytes"
 
 
 def _settle(

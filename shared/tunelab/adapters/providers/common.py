@@ -19,8 +19,12 @@ logger = Logger(child=True)
 
 # model.tar.gz up to this size is listed file by file (streamed); larger ones only by size.
 LIST_ARCHIVE_MAX_BYTES = 512 * 1024 * 1024
-# The trainer's summary in the archive (`trainer/reporting.py`): says whether the adapter was merged.
+# At most this many files are listed (a trained model has a few dozen); the listing stops there.
+LIST_ARCHIVE_MAX_FILES = 10_000
+# The trainer's summary in the archive (`trainer/artifacts.py`): says whether the adapter was merged.
 SUMMARY_FILE = "tunelab-training.json"
+# The trainer's summary is a few hundred bytes; a larger one is not the trainer's and is not read.
+SUMMARY_MAX_BYTES = 1024 * 1024
 
 
 def event_time(value: object) -> datetime | None:
@@ -76,7 +80,8 @@ def archive_output(
     objects: S3Objects, uri: str | None, *, model_ref: str | None, merged: bool
 ) -> TrainedOutput:
     """What a job that leaves a `model.tar.gz` left: its size and files (listed up to
-    LIST_ARCHIVE_MAX_BYTES), and whether the adapter was merged (the trainer's summary says so).
+    LIST_ARCHIVE_MAX_BYTES, at most LIST_ARCHIVE_MAX_FILES of them), and whether the adapter was merged
+    (the trainer's summary says so, when it is at most SUMMARY_MAX_BYTES).
 
     `ValidationFailed` when there is no archive: the model cannot be used. When only the listing fails
     (e.g. the role may not read the archive), the model is still usable and its file list stays empty.
@@ -94,12 +99,18 @@ def archive_output(
                 for member in archive:
                     if not member.isfile():
                         continue
+                    if len(files) == LIST_ARCHIVE_MAX_FILES:
+                        # The record has no place to say so: the log does, and the list stays partial.
+                        logger.warning(
+                            "the artifacts %s hold more than %d files; only the first are listed",
+                            uri,
+                            LIST_ARCHIVE_MAX_FILES,
+                        )
+                        break
                     name = member.name.removeprefix("./")
                     files.append(name)
                     if name == SUMMARY_FILE:
-                        extracted = archive.extractfile(member)
-                        summary = json.loads(extracted.read()) if extracted else {}
-                        merged = bool((summary.get("artifacts") or {}).get("merged", merged))
+                        merged = _merged_from_summary(archive, member, uri, merged)
     except (ProviderTransientError, ValidationFailed):
         raise
     except (TunelabError, tarfile.TarError, OSError, ValueError) as error:
@@ -108,3 +119,27 @@ def archive_output(
     return TrainedOutput(
         model_ref=model_ref, artifacts_uri=uri, size_bytes=size, files=sorted(files), merged=merged
     )
+
+
+def _merged_from_summary(archive: tarfile.TarFile, member: tarfile.TarInfo, uri: str, merged: bool) -> bool:
+    """Whether the trainer's summary says the adapter was merged; `merged` when it cannot tell (a summary
+    over SUMMARY_MAX_BYTES is skipped unread)."""
+    if member.size > SUMMARY_MAX_BYTES:
+        logger.warning(
+            "the summary %s in %s is %d bytes, over %d; it is ignored",
+            member.name,
+            uri,
+            member.size,
+            SUMMARY_MAX_BYTES,
+        )
+        return merged
+    extracted = archive.extractfile(member)
+    if extracted is None:
+        return merged
+    try:
+        summary = json.loads(extracted.read(SUMMARY_MAX_BYTES + 1))
+    except (ValueError, RecursionError) as error:
+        logger.warning("the summary %s in %s is not readable JSON: %s", member.name, uri, error)
+        return merged
+    artifacts = summary.get("artifacts") if isinstance(summary, dict) else None
+    return bool(artifacts.get("merged", merged)) if isinstance(artifacts, dict) else merged
