@@ -15,14 +15,14 @@ request, and is stored as the whole minute the schedule fires in (never before t
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from aws_lambda_powertools import Logger
 
-from tunelab.application import announce
+from tunelab.application import announce, redaction
 from tunelab.application.commands import AfterHoursIn, AtIn, DeployIn, InvokeIn
 from tunelab.application.ports import Context
 from tunelab.application.workflows import (
@@ -342,11 +342,12 @@ def _deployed(ctx: Context, event: FinishDeploymentEvent) -> FinishedDeployment:
     return FinishedDeployment(status=updated.status.value, notification="deployed")
 
 
-def _failure_reason(event: FinishDeploymentEvent) -> str:
+def _failure_reason(event: FinishDeploymentEvent, public: Callable[[str], str]) -> str:
     state = event.state
     if state.error is not None:
         kind = state.error.error_type()
         message = state.error.message()
+        message = public(message) if message else message
         if kind == ProviderTransientError.__name__:
             return f"The provider stayed unavailable after several retries ({message}). Try again later."
         if isinstance(message, str) and kind in _TOLD_AS_IS:
@@ -363,7 +364,10 @@ def _failed(ctx: Context, event: FinishDeploymentEvent) -> FinishedDeployment:
     record = _find(ctx, state.workspace_id, state.model_name, state.uid)
     if record is None:
         return FinishedDeployment(status=None, notification=None)
-    reason = _failure_reason(event)
+    # Provider and AWS text may name the platform's roles, buckets and files: the tenant reads it without.
+    reason = redaction.public_reason(
+        ctx, record, _failure_reason(event, lambda text: redaction.public_reason(ctx, record, text))
+    )
     # Nothing is left behind: the deployment (if any) and the schedules (if any) go first.
     live = record.status in {S.DEPLOYING, S.DEPLOYED}
     _remove(ctx, record, record.refs.deployment if live else None, requested_at=state.requested_at)
@@ -468,6 +472,7 @@ def apply_deployment_state(
         "deleting": f"The endpoint {endpoint} is being deleted outside tunelab.",
         "gone": f"The endpoint {endpoint} was deleted outside tunelab.",
     }[state.status]
+    what = redaction.public_reason(ctx, model, what)  # the provider's words and its deployment's ARN
     if model.status != S.DEPLOYED:
         # The deployment workflow polls the endpoint while deploying and settles it itself.
         ctx.models.add_message(model.workspace_id, model.name, what, at=at)

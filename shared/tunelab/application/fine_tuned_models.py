@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,7 +39,7 @@ from typing import BinaryIO, cast
 
 from aws_lambda_powertools import Logger
 
-from tunelab.application import announce
+from tunelab.application import announce, redaction
 from tunelab.application.commands import (
     CostEstimateIn,
     CreateFineTunedModelIn,
@@ -849,10 +849,14 @@ _TOLD_AS_IS = frozenset(
 )
 
 
-def _reason_of(error: TaskError, timeout_s: int | None) -> tuple[ModelStatus, str]:
-    """The status and the sentence a person reads for an error the state machine caught."""
+def _reason_of(
+    error: TaskError, timeout_s: int | None, public: Callable[[str], str]
+) -> tuple[ModelStatus, str]:
+    """The status and the sentence a person reads for an error the state machine caught; `public` makes
+    the error's own text fit for the tenant (before it is cut to length)."""
     kind = error.error_type()
     message = error.message()
+    message = public(message) if message else message
     if kind == "States.Timeout" or error.Error == "States.Timeout":
         hours = f"{timeout_s / 3600:g} hours" if timeout_s else "its time limit"
         return S.TRAINING_FAILED, (
@@ -960,9 +964,11 @@ def finish_training(ctx: Context, event: FinishTrainingEvent) -> FinishedTrainin
             Error="States.Runtime", Cause="FinishTraining ran without an outcome"
         )
         timeout = event.training_timeout_seconds or _training_timeout(ctx, record)
-        target, reason = _reason_of(error, timeout)
+        target, reason = _reason_of(error, timeout, lambda text: redaction.public_reason(ctx, record, text))
         if record.status in TRAINING_STATES:
             _stop_job(ctx, record)
+    # Provider and AWS text may name the platform's roles, buckets and files: the tenant reads it without.
+    reason = redaction.public_reason(ctx, record, reason) if reason else reason
     if target != S.NOT_DEPLOYED and record.status in TRAINING_STATES:
         changes = ModelChanges(
             training=record.training.model_copy(

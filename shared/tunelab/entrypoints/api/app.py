@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import json
 import math
 import re
@@ -34,6 +35,7 @@ from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tunelab import __version__
+from tunelab.application import redaction
 from tunelab.composition.wiring import get_services
 from tunelab.domain.errors import (
     NotFound,
@@ -121,7 +123,23 @@ def _domain_error(error: TunelabError) -> Response[str]:
     else:
         logger.info("Request refused", code=error.code, status=status, error_message=error.message)
     headers = {"Retry-After": "5"} if status in (429, 503) else None
-    return error_response(error, headers)
+    return error_response(_for_tenant(error), headers)
+
+
+def _for_tenant(error: TunelabError) -> TunelabError:
+    """The error as a tenant may read it: AWS's words name the platform's account, roles and buckets,
+    and sometimes server paths; those are hidden (the log above has the full text)."""
+    settings = get_services().settings
+    public = redaction.for_platform(
+        [settings.platform_account_id], [settings.datasets_bucket, settings.artifacts_bucket]
+    )
+    message = public(error.message)
+    details = [d.model_copy(update={"message": public(d.message)}) for d in error.details]
+    if message == error.message and details == error.details:
+        return error
+    shown = copy.copy(error)
+    shown.message, shown.details = message, details
+    return shown
 
 
 def _invalid_request(error: RequestValidationError) -> Response[str]:
