@@ -84,7 +84,6 @@ def s3_refuses_writes(monkeypatch: pytest.MonkeyPatch) -> None:
                     "Message": f"User: {PLATFORM_ROLE} is not authorized to perform: s3:PutObject on "
                     f"resource: arn:aws:s3:::{DATASETS}/datasets/ws-acme/x.csv with an explicit deny",
                 },
-                "ResponseMetadata": {"HTTPStatusCode": 403},
             },
             "PutObject",
         )
