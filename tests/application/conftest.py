@@ -19,7 +19,7 @@ from tunelab.domain.records import DatasetRecord, ModelRecord
 SAMPLE_DATA = Path(__file__).resolve().parents[2] / "shared" / "tunelab" / "sample_data"
 TRAINING_CSV = (SAMPLE_DATA / "support-triage.csv").read_bytes()
 VALIDATION_CSV = (SAMPLE_DATA / "support-triage-validation.csv").read_bytes()
-ADA = Identity(sub="sub-ada", email="ada@example.com", workspace="ws-acme", plan="subscription")
+ADA = Identity(sub="sub-ada", email="ada@example.com", workspace="ws-acme")
 BEDROCK_MODEL = "amazon.nova-micro-v1:0:128k"
 SAGEMAKER_MODEL = "sagemaker.qwen2-5-7b-instruct"
 
@@ -27,7 +27,7 @@ SAGEMAKER_MODEL = "sagemaker.qwen2-5-7b-instruct"
 @pytest.fixture
 def ctx() -> FakeContext:
     context = FakeContext()
-    context.workspaces.ensure(ADA.workspace, plan=ADA.plan, default_plan="pay_as_you_go")
+    context.workspaces.set_plan(ADA.workspace, "subscription", default_plan="pay_as_you_go")
     return context
 
 

@@ -145,7 +145,7 @@ def test_byok_needs_a_plan_with_it_and_a_connection(ctx: FakeContext) -> None:
     )
     with pytest.raises(ValidationFailed, match="connect it first with PUT /v1/providers/sagemaker"):
         fine_tuned_models.create(ctx, ADA, request, correlation_id="r")
-    ctx.workspaces.ensure(ADA.workspace, plan="trial", default_plan="trial")
+    ctx.workspaces.set_plan(ADA.workspace, "trial", default_plan="trial")
     with pytest.raises(Forbidden, match="trial plan does not include"):
         fine_tuned_models.create(ctx, ADA, request, correlation_id="r")
 

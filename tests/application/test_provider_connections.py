@@ -1,7 +1,9 @@
-"""The SageMaker (BYOK) connection on the fakes: verified before it is stored, never moved under the
-models that run in it."""
+"""The SageMaker (BYOK) connection on the fakes: the connector's parameters tunelab makes for a
+workspace, verified before it is stored, never moved under the models that run in it."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -16,10 +18,59 @@ from tunelab.domain.status import ModelStatus as S
 
 REQUEST = PutSageMakerProviderIn(
     role_arn="arn:aws:iam::210987654321:role/tunelab-connector",
-    external_id="ext-1234567890",
     region="us-west-2",
     artifact_bucket="customer-artifacts",
 )
+
+
+def test_tunelab_makes_the_external_id_and_the_connectors_parameters(ctx: FakeContext) -> None:
+    ctx.workspaces.set_plan("ws-globex", "internal", default_plan="trial")
+    setup = provider_connections.connector(ctx, ADA)
+    again = provider_connections.connector(ctx, ADA)
+    other = provider_connections.connector(ctx, ADA.model_copy(update={"workspace": "ws-globex"}))
+
+    assert re.fullmatch(r"tunelab-[0-9a-f]{32}", setup.external_id)
+    assert again.external_id == setup.external_id  # made once, then always the same
+    assert other.external_id != setup.external_id  # one per workspace
+    assert setup.role_session_name == "tunelab-ws-acme"
+    assert setup.parameters == {
+        "WorkspaceId": "ws-acme",
+        "ExternalId": setup.external_id,
+        "PlatformRoleArns": "arn:aws:iam::123456789012:role/tunelab-api",
+        "PlatformEventBusArn": "arn:aws:events:us-east-1:123456789012:event-bus/tunelab",
+    }
+    assert f"ExternalId={setup.external_id}" in setup.deploy_command
+    assert setup.message is None
+
+
+def test_a_connection_uses_the_workspaces_external_id_and_refuses_another(ctx: FakeContext) -> None:
+    chosen = REQUEST.model_copy(update={"external_id": "customer-chosen-id"})
+    with pytest.raises(ValidationFailed) as refused:
+        provider_connections.connect_sagemaker(ctx, ADA, chosen)
+    assert refused.value.details[0].field == "external_id"
+    assert ctx.connections.find(ADA.workspace, "sagemaker") is None
+
+    made = provider_connections.connector(ctx, ADA).external_id
+    stored = provider_connections.connect_sagemaker(ctx, ADA, REQUEST)  # left out: the workspace's
+    again = provider_connections.connect_sagemaker(ctx, ADA, REQUEST.model_copy(update={"external_id": made}))
+    assert stored.external_id == again.external_id == made
+
+
+def test_one_role_cannot_serve_two_workspaces(ctx: FakeContext) -> None:
+    provider_connections.connect_sagemaker(ctx, ADA, REQUEST)
+    globex = ADA.model_copy(update={"workspace": "ws-globex"})
+    ctx.workspaces.set_plan("ws-globex", "subscription", default_plan="trial")
+
+    with pytest.raises(InUse, match="another tunelab workspace"):
+        provider_connections.connect_sagemaker(ctx, globex, REQUEST)
+    assert ctx.connections.find("ws-globex", "sagemaker") is None
+
+
+def test_workspace_ids_too_long_for_a_session_name_cannot_use_byok(ctx: FakeContext) -> None:
+    long_id = ADA.model_copy(update={"workspace": "w" * 57})
+    ctx.workspaces.set_plan(long_id.workspace, "subscription", default_plan="trial")
+    with pytest.raises(Forbidden, match="longer than 56 characters"):
+        provider_connections.connector(ctx, long_id)
 
 
 def test_a_verified_connection_is_stored_and_listed(ctx: FakeContext) -> None:
@@ -48,9 +99,11 @@ def test_a_failed_check_stores_nothing_and_names_the_field(ctx: FakeContext) -> 
 
 
 def test_a_plan_without_byok_cannot_connect(ctx: FakeContext) -> None:
-    ctx.workspaces.ensure(ADA.workspace, plan="pay_as_you_go", default_plan="trial")
+    ctx.workspaces.set_plan(ADA.workspace, "pay_as_you_go", default_plan="trial")
     with pytest.raises(Forbidden, match="pay as you go plan"):
         provider_connections.connect_sagemaker(ctx, ADA, REQUEST)
+    with pytest.raises(Forbidden, match="pay as you go plan"):
+        provider_connections.connector(ctx, ADA)
 
 
 def test_the_connection_cannot_move_or_go_while_its_models_train(ctx: FakeContext) -> None:

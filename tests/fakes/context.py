@@ -13,6 +13,7 @@ from tests.fakes.stores import (
     MemoryConnections,
     MemoryDatasets,
     MemoryModels,
+    MemoryRequestBudget,
     MemoryTable,
     MemoryTaskTokens,
     MemoryWorkspaces,
@@ -364,6 +365,9 @@ class FakeConfig:
     default_plan: Plan = "pay_as_you_go"
     datasets_bucket: str = "datasets"
     artifacts_bucket: str = "artifacts"
+    workspace_requests_per_minute: int = 1200
+    event_bus_arn: str | None = "arn:aws:events:us-east-1:123456789012:event-bus/tunelab"
+    connector_trusted_role_arns: tuple[str, ...] = ("arn:aws:iam::123456789012:role/tunelab-api",)
 
 
 @dataclass
@@ -378,6 +382,7 @@ class FakeContext:
         self.table = MemoryTable(self.clock)
         self.workspaces = MemoryWorkspaces(self.table)
         self.connections = MemoryConnections(self.table)
+        self.request_budget = MemoryRequestBudget(self.clock)
         self.datasets = MemoryDatasets(self.table)
         self.models = MemoryModels(self.table, self.datasets)
         self.task_tokens = MemoryTaskTokens(self.table)

@@ -41,6 +41,7 @@ from tunelab.domain.records import (
     lost_race,
     model_name_taken,
     model_not_found,
+    role_taken,
     status_change,
     utcnow,
     with_history,
@@ -90,6 +91,7 @@ class MemoryTable:
         self.models: dict[tuple[str, str], ModelRecord] = {}
         self.events: dict[tuple[str, str, str], builtins.list[ModelEventRecord]] = {}
         self.tokens: dict[tuple[str, str, str], tuple[str, datetime]] = {}
+        self.role_claims: dict[str, str] = {}
 
 
 class MemoryWorkspaces:
@@ -105,24 +107,33 @@ class MemoryWorkspaces:
             raise workspace_not_found(workspace)
         return found
 
-    def ensure(self, workspace: str, *, plan: Plan | None, default_plan: Plan) -> WorkspaceRecord:
+    def ensure(self, workspace: str, *, default_plan: Plan) -> WorkspaceRecord:
         with self.table.lock:
-            now = self.table.clock()
             current = self.find(workspace)
             if current is None:
-                record = WorkspaceRecord(
-                    workspace_id=workspace,
-                    plan=plan or default_plan,
-                    created_at=now,
-                    updated_at=now,
-                    version=1,
+                now = self.table.clock()
+                current = WorkspaceRecord(
+                    workspace_id=workspace, plan=default_plan, created_at=now, updated_at=now, version=1
                 )
-                self.table.workspaces[workspace] = record
-                return record
-            if plan is not None and current.plan != plan:
-                current = written(current.model_copy(update={"plan": plan}), current, now=now)
                 self.table.workspaces[workspace] = current
             return current
+
+    def set_plan(self, workspace: str, plan: Plan, *, default_plan: Plan) -> WorkspaceRecord:
+        with self.table.lock:
+            current = self.ensure(workspace, default_plan=default_plan)
+            if current.plan != plan:
+                current = written(current.model_copy(update={"plan": plan}), current, now=self.table.clock())
+                self.table.workspaces[workspace] = current
+            return current
+
+    def ensure_connector_external_id(self, workspace: str, candidate: str) -> str:
+        with self.table.lock:
+            current = self.get(workspace)
+            if current.connector_external_id:
+                return current.connector_external_id
+            kept = current.model_copy(update={"connector_external_id": candidate})
+            self.table.workspaces[workspace] = written(kept, current, now=self.table.clock())
+            return candidate
 
 
 class MemoryConnections:
@@ -134,7 +145,13 @@ class MemoryConnections:
 
     def put(self, record: ProviderConnectionRecord) -> ProviderConnectionRecord:
         with self.table.lock:
+            holder = self.table.role_claims.get(record.role_arn.lower())
+            if holder not in (None, record.workspace_id):
+                raise role_taken(record.role_arn)
             current = self.find(record.workspace_id, record.provider)
+            if current is not None:
+                self.table.role_claims.pop(current.role_arn.lower(), None)
+            self.table.role_claims[record.role_arn.lower()] = record.workspace_id
             new = record.model_copy(
                 update={
                     "version": (current.version if current else 0) + 1,
@@ -147,7 +164,26 @@ class MemoryConnections:
 
     def delete(self, workspace: str, provider: str = "sagemaker") -> bool:
         with self.table.lock:
-            return self.table.connections.pop((workspace, provider), None) is not None
+            old = self.table.connections.pop((workspace, provider), None)
+            if old is not None and self.table.role_claims.get(old.role_arn.lower()) == workspace:
+                del self.table.role_claims[old.role_arn.lower()]
+            return old is not None
+
+
+class MemoryRequestBudget:
+    """Requests per workspace and window, counted as the DynamoDB adapter counts them."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self.clock = clock
+        self.counts: dict[tuple[str, int], int] = {}
+
+    def spend(self, workspace: str, *, limit: int, window_s: int) -> bool:
+        now = int(self.clock().timestamp())
+        key = (workspace, now - now % window_s)
+        if self.counts.get(key, 0) >= limit:
+            return False
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return True
 
 
 class MemoryDatasets:

@@ -15,6 +15,7 @@ from tests.integration.apigw import ApiResponse, api_event, call, claims_for
 from tests.integration.conftest import REGION, Aws
 from tests.integration.handler_support import BusSpy
 from tunelab.adapters.providers.sagemaker import SageMakerConfig, SageMakerProvider
+from tunelab.application.workspaces import set_plan
 from tunelab.composition.settings import get_settings
 from tunelab.composition.trainer import trainer_dir
 from tunelab.composition.wiring import Services, reset_services, set_services
@@ -48,9 +49,10 @@ class Api:
         headers: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> ApiResponse:
-        extra = {"custom:plan": plan} if plan else {}
-        claims = claims_for(workspace, **extra)
-        return call(api_event(method, path, body, claims=claims, headers=headers, **kwargs))
+        if plan:
+            # The operator's path (`tunelab-admin plan set`): a token's claims never set a plan.
+            set_plan(self.repo.workspaces, workspace, plan, default_plan="pay_as_you_go")
+        return call(api_event(method, path, body, claims=claims_for(workspace), headers=headers, **kwargs))
 
     def upload_csv(
         self, name: str, data: bytes = GOOD_CSV, *, workspace: str = WS, **kwargs: Any

@@ -29,7 +29,7 @@ _UNSET: Any = object()
 
 
 def claims_for(workspace: str = "ws-acme", email: str = "ada@example.com", **more: str) -> dict[str, str]:
-    """Claims of a user of `workspace`; `more` adds claims (`**{"custom:plan": "trial"}`)."""
+    """Claims of a user of `workspace`; `more` adds claims (`**{"custom:team": "ml"}`)."""
     return {**DEFAULT_CLAIMS, "custom:workspace": workspace, "email": email, **more}
 
 

@@ -845,6 +845,7 @@ def test_the_openapi_document_has_every_route_with_its_models(api: Api) -> None:
         "/v1/fine-tuned-models/{name}/download": {"get"},
         "/v1/cost-estimates": {"post"},
         "/v1/providers/sagemaker": {"put", "delete"},
+        "/v1/providers/sagemaker/connector": {"get"},
     }
     for path, methods in expected.items():
         assert methods <= set(paths[path]), path

@@ -59,9 +59,7 @@ class DeployingBedrock(BedrockProvider):
 
 
 def _call(method: str, path: str, body: Any = None, **kwargs: Any) -> ApiResponse:
-    return call(
-        api_event(method, path, body, claims=claims_for(WS, **{"custom:plan": "subscription"}), **kwargs)
-    )
+    return call(api_event(method, path, body, claims=claims_for(WS), **kwargs))
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from tests.integration.conftest import ACCOUNT, REGION
 from tests.integration.handler_support import CONTEXT, event, sqs_batch
 from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
 from tunelab.adapters.providers.sagemaker import SageMakerProvider
+from tunelab.application.workspaces import set_plan
 from tunelab.domain.catalog import load_catalog
 from tunelab.domain.events import MODEL_DELETED, MODEL_STATUS_CHANGED
 from tunelab.domain.providers import DeploymentRef, DeployRequest
@@ -54,8 +55,7 @@ class CpuEndpoints(SageMakerProvider):
 
 
 def _call(method: str, path: str, body: Any = None, **kwargs: Any) -> ApiResponse:
-    claims = claims_for(WS, **{"custom:plan": "subscription"})
-    return call(api_event(method, path, body, claims=claims, **kwargs))
+    return call(api_event(method, path, body, claims=claims_for(WS), **kwargs))
 
 
 def _archive(files: dict[str, bytes]) -> bytes:
@@ -70,12 +70,14 @@ def _archive(files: dict[str, bytes]) -> bytes:
 
 @pytest.fixture
 def sagemaker(stack: Stack) -> CpuEndpoints:
-    """The workspace connected through the API (verified for real), and its provider."""
+    """The workspace (on a plan with BYOK, as its operator set it) connected through the API (verified
+    for real), and its provider."""
+    set_plan(stack.repo.workspaces, WS, "subscription", default_plan="pay_as_you_go")
     stack.services.s3.create_bucket(Bucket=CUSTOMER_BUCKET)
     connected = _call(
         "PUT",
         "/v1/providers/sagemaker",
-        {"role_arn": ROLE, "external_id": "ext-123456", "region": REGION, "artifact_bucket": CUSTOMER_BUCKET},
+        {"role_arn": ROLE, "region": REGION, "artifact_bucket": CUSTOMER_BUCKET},
     )
     assert connected.status == 200, connected.body
     assert connected.body["status"] == "connected"
@@ -86,11 +88,12 @@ def sagemaker(stack: Stack) -> CpuEndpoints:
 
 
 def _job_event(stack: Stack, status: str, **detail: Any) -> None:
-    model = stack.repo.models.get(WS, NAME)
+    job = stack.repo.models.get(WS, NAME).refs.training_job
+    assert job is not None
     sample = event(
         "sagemaker_training_job_state_change",
-        TrainingJobName=model.training.job_id.rsplit("/", 1)[-1],
-        TrainingJobArn=model.training.job_id,
+        TrainingJobName=job.job_name,
+        TrainingJobArn=job.job_id,
         TrainingJobStatus=status,
         SecondaryStatus=status,
         **detail,

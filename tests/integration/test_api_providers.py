@@ -1,8 +1,10 @@
-"""`PUT` and `DELETE /v1/providers/sagemaker` under moto: the connection is verified against the customer's
-account (reached by assuming the role, as in production) before it is stored."""
+"""`GET /v1/providers/sagemaker/connector`, `PUT` and `DELETE /v1/providers/sagemaker` under moto: tunelab
+makes the connector's parameters (its external id) per workspace; the connection is verified against
+the customer's account (reached by assuming the role, as in production) before it is stored."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -27,7 +29,8 @@ BUCKET = "acme-tunelab-artifacts"
 
 
 def _body(**changes: Any) -> dict[str, Any]:
-    body = {"role_arn": ROLE, "external_id": "ext-7f3a2b", "region": REGION, "artifact_bucket": BUCKET}
+    # No external id: the workspace's own (made by tunelab) is used.
+    body = {"role_arn": ROLE, "region": REGION, "artifact_bucket": BUCKET}
     body.update(changes)
     return body
 
@@ -71,9 +74,54 @@ def test_put_verifies_then_stores_the_connection(api: Api, customer: Any) -> Non
     ).items()
     # the check wrote its marker in the customer's bucket, through the role
     keys = [o["Key"] for o in customer.client("s3").list_objects_v2(Bucket=BUCKET).get("Contents", [])]
-    assert keys == ["tunelab/.connection-check"]
-    # the external id is never shown back
-    assert "ext-7f3a2b" not in answer.text
+    assert keys == [f"tunelab/{WS}/.connection-check"]
+    # the connection holds the external id tunelab made for the workspace
+    made = api.call("GET", "/v1/providers/sagemaker/connector").body["external_id"]
+    stored = api.repo.connections.find(WS)
+    assert stored is not None
+    assert stored.external_id == made
+
+
+def test_the_connector_parameters_are_made_per_workspace(api: Api) -> None:
+    ours = api.call("GET", "/v1/providers/sagemaker/connector")
+    again = api.call("GET", "/v1/providers/sagemaker/connector")
+    theirs = api.call("GET", "/v1/providers/sagemaker/connector", workspace=OTHER_WS)
+    refused = api.call("GET", "/v1/providers/sagemaker/connector", workspace="ws-trial", plan="trial")
+
+    assert ours.status == 200, ours.body
+    body = ours.body
+    assert re.fullmatch(r"tunelab-[0-9a-f]{32}", body["external_id"])
+    assert again.body["external_id"] == body["external_id"]
+    assert theirs.body["external_id"] != body["external_id"]
+    assert (body["workspace_id"], body["role_session_name"]) == (WS, f"tunelab-{WS}")
+    assert body["parameters"]["WorkspaceId"] == WS
+    assert body["parameters"]["ExternalId"] == body["external_id"]
+    assert f"WorkspaceId={WS}" in body["deploy_command"]
+    # The test deployment's settings name no trusted roles or bus ARN: the answer says so.
+    assert "PlatformRoleArns" in (body["message"] or "") or "PlatformRoleArns" in body["parameters"]
+    assert (refused.status, refused.error_code) == (403, "forbidden")
+
+
+def test_a_connection_with_another_external_id_is_refused(api: Api, customer: Any) -> None:
+    # The confused deputy: a customer-chosen (or another workspace's) external id is never accepted.
+    theirs = api.call("GET", "/v1/providers/sagemaker/connector", workspace=OTHER_WS).body["external_id"]
+    for external_id in ("ext-7f3a2b", theirs):
+        answer = api.call("PUT", "/v1/providers/sagemaker", _body(external_id=external_id))
+        assert (answer.status, answer.error_code) == (400, "validation_error")
+        assert answer.body["error"]["details"][0]["field"] == "external_id"
+    assert api.repo.connections.find(WS) is None
+    ours = api.call("GET", "/v1/providers/sagemaker/connector").body["external_id"]
+    assert api.call("PUT", "/v1/providers/sagemaker", _body(external_id=ours)).status == 200
+
+
+def test_one_role_cannot_be_connected_by_two_workspaces(api: Api, customer: Any) -> None:
+    assert api.call("PUT", "/v1/providers/sagemaker", _body()).status == 200
+
+    second = api.call("PUT", "/v1/providers/sagemaker", _body(), workspace=OTHER_WS)
+
+    assert (second.status, second.error_code) == (409, "in_use")
+    assert "another tunelab workspace" in second.body["error"]["message"]
+    assert api.repo.connections.find(OTHER_WS) is None
 
 
 def test_a_failed_check_is_400_naming_it_and_stores_nothing(api: Api, customer: Any) -> None:

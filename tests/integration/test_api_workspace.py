@@ -8,8 +8,10 @@ import pytest
 
 from tests.integration.apigw import api_event, call, claims_for
 from tests.integration.conftest import Aws
+from tunelab.application.workspaces import set_plan
 from tunelab.composition.settings import reset_settings
 from tunelab.composition.wiring import Services
+from tunelab.domain.errors import ValidationFailed
 from tunelab.domain.records import ProviderConnectionRecord
 from tunelab.entrypoints.api.deps import reset as reset_services
 
@@ -24,50 +26,86 @@ def test_first_request_creates_the_workspace_on_the_default_plan(aws: Aws) -> No
     assert Services().workspaces.get("ws-new").plan == "pay_as_you_go"
 
 
-def test_the_plan_claim_sets_the_plan(aws: Aws) -> None:
-    first = call(api_event("GET", "/v1/workspace", claims=claims_for("ws-1", **{"custom:plan": "trial"})))
-    then = call(
-        api_event("GET", "/v1/workspace", claims=claims_for("ws-1", **{"custom:plan": "subscription"}))
+def test_a_plan_claim_does_not_change_the_workspaces_plan(aws: Aws) -> None:
+    # One user's token must not rewrite the plan of everyone in the workspace: the claim is ignored.
+    first = call(api_event("GET", "/v1/workspace", claims=claims_for("ws-1")))
+    claimed = call(
+        api_event(
+            "GET", "/v1/workspace", claims=claims_for("ws-1", **{"custom:plan": "enterprise_usage_credit"})
+        )
     )
-    without = call(api_event("GET", "/v1/workspace", claims=claims_for("ws-1")))
-
-    assert (first.body["plan"], first.body["byok_allowed"]) == ("trial", False)
-    assert (then.body["plan"], then.body["byok_allowed"]) == ("subscription", True)
-    assert without.body["plan"] == "subscription"
-
-
-def test_a_plan_claim_going_back_to_an_earlier_plan_reaches_the_workspace(aws: Aws) -> None:
-    def workspace_with(plan: str) -> dict[str, object]:
-        claims = claims_for("ws-back", **{"custom:plan": plan})
-        answer = call(api_event("GET", "/v1/workspace", claims=claims))
-        assert answer.status == 200, answer.text
-        return dict(answer.body)
-
-    # Given a workspace that was on trial, then subscribed
-    assert workspace_with("trial")["plan"] == "trial"
-    assert workspace_with("subscription")["plan"] == "subscription"
-    # When its token claims trial again
-    again = workspace_with("trial")
-    # Then the workspace is on trial again, in the answer and in its record
-    assert (again["plan"], again["byok_allowed"]) == ("trial", False)
-    assert Services().workspaces.get("ws-back").plan == "trial"
-
-
-def test_an_unknown_plan_claim_is_401(aws: Aws) -> None:
-    response = call(
+    unknown = call(
         api_event("GET", "/v1/workspace", claims=claims_for("ws-1", **{"custom:plan": "platinum"}))
     )
-    assert (response.status, response.body["error"]["code"]) == (401, "unauthorized")
+
+    assert (first.body["plan"], first.body["byok_allowed"]) == ("pay_as_you_go", False)
+    assert (claimed.status, claimed.body["plan"], claimed.body["byok_allowed"]) == (
+        200,
+        "pay_as_you_go",
+        False,
+    )
+    assert (unknown.status, unknown.body["plan"]) == (200, "pay_as_you_go")
+    assert Services().workspaces.get("ws-1").plan == "pay_as_you_go"
+    # Nor does it open a door the plan keeps shut.
+    connector = call(
+        api_event(
+            "GET",
+            "/v1/providers/sagemaker/connector",
+            claims=claims_for("ws-1", **{"custom:plan": "subscription"}),
+        )
+    )
+    assert (connector.status, connector.body["error"]["code"]) == (403, "forbidden")
+
+
+def test_the_operator_sets_a_plan_and_every_user_of_the_workspace_sees_it(aws: Aws) -> None:
+    services = Services()
+    set_plan(services.workspaces, "ws-back", "trial", default_plan="pay_as_you_go")
+    assert call(api_event("GET", "/v1/workspace", claims=claims_for("ws-back"))).body["plan"] == "trial"
+
+    set_plan(services.workspaces, "ws-back", "subscription", default_plan="pay_as_you_go")
+    for email in ("ada@example.com", "bob@example.com"):
+        answer = call(api_event("GET", "/v1/workspace", claims=claims_for("ws-back", email=email)))
+        assert (answer.body["plan"], answer.body["byok_allowed"]) == ("subscription", True)
+    assert services.workspaces.get("ws-back").plan == "subscription"
+
+
+def test_the_operator_path_refuses_unknown_plans_and_workspace_ids(aws: Aws) -> None:
+    services = Services()
+    with pytest.raises(ValidationFailed, match="not a plan"):
+        set_plan(services.workspaces, "ws-1", "platinum", default_plan="pay_as_you_go")
+    with pytest.raises(ValidationFailed, match="not a workspace id"):
+        set_plan(services.workspaces, "ws 1/../x", "trial", default_plan="pay_as_you_go")
+    assert services.workspaces.find("ws-1") is None
 
 
 def test_each_token_sees_its_own_workspace(aws: Aws) -> None:
+    set_plan(Services().workspaces, "ws-globex", "internal", default_plan="pay_as_you_go")
     acme = call(api_event("GET", "/v1/workspace", claims=claims_for("ws-acme")))
-    globex = call(
-        api_event("GET", "/v1/workspace", claims=claims_for("ws-globex", **{"custom:plan": "internal"}))
-    )
+    globex = call(api_event("GET", "/v1/workspace", claims=claims_for("ws-globex")))
 
     assert (acme.body["id"], acme.body["plan"]) == ("ws-acme", "pay_as_you_go")
     assert (globex.body["id"], globex.body["plan"]) == ("ws-globex", "internal")
+
+
+def test_a_workspace_over_its_requests_per_minute_is_throttled_and_others_are_not(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKSPACE_REQUESTS_PER_MINUTE", "5")
+    reset_settings()
+    reset_services()
+    busy = claims_for("ws-busy")
+
+    answers = [call(api_event("GET", "/v1/workspace", claims=busy)).status for _ in range(5)]
+    over = call(api_event("GET", "/v1/workspace", claims=claims_for("ws-busy", email="bob@example.com")))
+    other = call(api_event("GET", "/v1/workspace", claims=claims_for("ws-quiet")))
+    health = call(api_event("GET", "/v1/health", claims=None))
+
+    assert answers == [200] * 5
+    # All users of the workspace share its budget; another tenant and the health check are untouched.
+    assert (over.status, over.body["error"]["code"]) == (429, "throttled")
+    assert "5 requests" in over.body["error"]["message"]
+    assert other.status == 200
+    assert health.status == 200
 
 
 def test_providers_without_a_connection(aws: Aws) -> None:
@@ -78,6 +116,7 @@ def test_providers_without_a_connection(aws: Aws) -> None:
     assert items["bedrock"]["status"] == "connected"
     assert items["sagemaker"]["status"] == "not_connected"
     assert "PUT /v1/providers/sagemaker" in items["sagemaker"]["message"]
+    assert "GET /v1/providers/sagemaker/connector" in items["sagemaker"]["message"]
 
 
 def test_providers_show_the_stored_sagemaker_connection(aws: Aws) -> None:

@@ -17,6 +17,7 @@ from tests.fakes.stores import (
     MemoryConnections,
     MemoryDatasets,
     MemoryModels,
+    MemoryRequestBudget,
     MemoryTable,
     MemoryTaskTokens,
     MemoryWorkspaces,
@@ -70,6 +71,7 @@ class MemoryStores:
         table = MemoryTable(clock)
         self.workspaces = MemoryWorkspaces(table)
         self.connections = MemoryConnections(table)
+        self.request_budget = MemoryRequestBudget(clock)
         self.datasets = MemoryDatasets(table)
         self.models = MemoryModels(table, self.datasets)
         self.task_tokens = MemoryTaskTokens(table)
@@ -453,13 +455,56 @@ def test_a_dataset_in_use_cannot_be_deleted_until_its_model_is(repo: Any) -> Non
 # --- workspaces, connections, task tokens -------------------------------------------------------
 
 
-def test_workspace_created_on_first_sight_and_following_the_plan_claim(repo: Any) -> None:
-    first = repo.workspaces.ensure("ws-new", plan=None, default_plan="pay_as_you_go")
-    kept = repo.workspaces.ensure("ws-new", plan=None, default_plan="trial")
-    upgraded = repo.workspaces.ensure("ws-new", plan="subscription", default_plan="pay_as_you_go")
+def test_workspace_created_on_first_sight_its_plan_set_by_the_operator(repo: Any) -> None:
+    first = repo.workspaces.ensure("ws-new", default_plan="pay_as_you_go")
+    kept = repo.workspaces.ensure("ws-new", default_plan="trial")
+    upgraded = repo.workspaces.set_plan("ws-new", "subscription", default_plan="pay_as_you_go")
+    created = repo.workspaces.set_plan("ws-other", "internal", default_plan="pay_as_you_go")
 
     assert (first.plan, kept.plan, upgraded.plan) == ("pay_as_you_go", "pay_as_you_go", "subscription")
     assert repo.workspaces.get("ws-new").plan == "subscription"
+    assert (created.plan, repo.workspaces.get("ws-other").plan) == ("internal", "internal")
+
+
+def test_a_workspaces_connector_external_id_is_kept_from_the_first_ask(repo: Any) -> None:
+    repo.workspaces.ensure("ws-new", default_plan="subscription")
+
+    first = repo.workspaces.ensure_connector_external_id("ws-new", "tunelab-" + "a" * 32)
+    again = repo.workspaces.ensure_connector_external_id("ws-new", "tunelab-" + "b" * 32)
+
+    assert first == again == "tunelab-" + "a" * 32
+    assert repo.workspaces.get("ws-new").connector_external_id == first
+
+
+def test_each_workspace_has_its_own_request_budget_per_window(repo: Any, clock: Clock) -> None:
+    spent = [repo.request_budget.spend("ws-busy", limit=3, window_s=60) for _ in range(4)]
+    other = repo.request_budget.spend("ws-quiet", limit=3, window_s=60)
+    clock.advance(seconds=60)
+    next_window = repo.request_budget.spend("ws-busy", limit=3, window_s=60)
+
+    assert spent == [True, True, True, False]
+    assert other is True
+    assert next_window is True
+
+
+def test_one_role_belongs_to_one_workspace(repo: Any) -> None:
+    role = "arn:aws:iam::210987654321:role/tunelab-connector"
+    repo.connections.put(factories.connection("ws-acme", role_arn=role))
+    repo.connections.put(factories.connection("ws-acme", role_arn=role))  # re-verified: the same holder
+
+    # Another workspace cannot connect the same role (IAM role names compare case-insensitively).
+    with pytest.raises(InUse, match="another tunelab workspace"):
+        repo.connections.put(factories.connection("ws-globex", role_arn=role.replace("tunelab-", "TUNELAB-")))
+    assert repo.connections.find("ws-globex") is None
+
+    # Once the first moves to another role, or disconnects, the role is free.
+    repo.connections.put(factories.connection("ws-acme", role_arn=role + "-2"))
+    repo.connections.put(factories.connection("ws-globex", role_arn=role))
+    with pytest.raises(InUse):
+        repo.connections.put(factories.connection("ws-acme", role_arn=role))
+    assert repo.connections.delete("ws-globex")
+    repo.connections.put(factories.connection("ws-acme", role_arn=role))
+    assert repo.connections.find("ws-acme").role_arn == role
 
 
 def test_task_token_round_trip_and_expiry(repo: Any, clock: Clock) -> None:

@@ -1,6 +1,6 @@
 """The API container's memory of the workspaces it has entered (`composition.wiring.SeenWorkspaces`):
-most requests cost no write, a plan claim that differs always reaches the store, and what another
-container wrote is not hidden for long."""
+most requests cost no store call, a plan the operator sets through this process is followed at once,
+and what another process wrote is not hidden for long."""
 
 from __future__ import annotations
 
@@ -16,43 +16,39 @@ class CountingWorkspaces(MemoryWorkspaces):
         super().__init__(MemoryTable(Clock()))
         self.ensured = 0
 
-    def ensure(self, workspace: str, *, plan: Plan | None, default_plan: Plan) -> WorkspaceRecord:
+    def ensure(self, workspace: str, *, default_plan: Plan) -> WorkspaceRecord:
         self.ensured += 1
-        return super().ensure(workspace, plan=plan, default_plan=default_plan)
+        return super().ensure(workspace, default_plan=default_plan)
 
 
-def test_a_workspace_is_ensured_once_while_its_plan_claim_stays_the_same() -> None:
+def test_a_workspace_is_ensured_once_while_remembered() -> None:
     store, ticks = CountingWorkspaces(), [0.0]
     seen = SeenWorkspaces(store, ttl_s=300, clock=lambda: ticks[0])
 
     for _ in range(5):
-        assert seen.ensure("ws-acme", plan=None, default_plan="trial").plan == "trial"
-        assert seen.ensure("ws-acme", plan="trial", default_plan="trial").plan == "trial"
+        assert seen.ensure("ws-acme", default_plan="trial").plan == "trial"
 
     assert store.ensured == 1
 
 
-def test_a_new_plan_claim_reaches_the_store_and_back_again() -> None:
+def test_a_plan_set_through_it_is_followed_at_once() -> None:
     store = CountingWorkspaces()
     seen = SeenWorkspaces(store, ttl_s=300, clock=lambda: 0.0)
+    seen.ensure("ws-acme", default_plan="pay_as_you_go")
 
-    plans = [
-        seen.ensure("ws-acme", plan=plan, default_plan="pay_as_you_go").plan
-        for plan in ("trial", "subscription", "trial")
-    ]
+    seen.set_plan("ws-acme", "subscription", default_plan="pay_as_you_go")
 
-    assert plans == ["trial", "subscription", "trial"]
-    assert store.get("ws-acme").plan == "trial"
-    assert store.ensured == 3
+    assert seen.ensure("ws-acme", default_plan="pay_as_you_go").plan == "subscription"
+    assert store.get("ws-acme").plan == "subscription"
 
 
 def test_what_is_remembered_expires() -> None:
     store, ticks = CountingWorkspaces(), [0.0]
     seen = SeenWorkspaces(store, ttl_s=300, clock=lambda: ticks[0])
-    seen.ensure("ws-acme", plan=None, default_plan="trial")
-    # Another container changed the plan; this one learns it once its memory has expired.
-    store.ensure("ws-acme", plan="subscription", default_plan="trial")
+    seen.ensure("ws-acme", default_plan="trial")
+    # An operator changed the plan through another process; this one learns it once its memory expired.
+    store.set_plan("ws-acme", "subscription", default_plan="trial")
     ticks[0] = 299.0
-    assert seen.ensure("ws-acme", plan=None, default_plan="trial").plan == "trial"
+    assert seen.ensure("ws-acme", default_plan="trial").plan == "trial"
     ticks[0] = 301.0
-    assert seen.ensure("ws-acme", plan=None, default_plan="trial").plan == "subscription"
+    assert seen.ensure("ws-acme", default_plan="trial").plan == "subscription"

@@ -135,11 +135,14 @@ class PutSageMakerProviderIn(_In):
     role_arn: str = Field(
         pattern=ROLE_ARN_PATTERN, description="The IAM role tunelab assumes in the customer's account."
     )
-    external_id: str = Field(
+    external_id: str | None = Field(
+        default=None,
         min_length=2,
         max_length=1224,
         pattern=r"^[A-Za-z0-9_+=,.@:/-]+$",
-        description="The external id the role's trust policy requires.",
+        description="The external id tunelab made for this workspace (GET /v1/providers/sagemaker/"
+        "connector), which the connector's trust policy requires; left out, that one is used. Any other is "
+        "refused.",
     )
     region: str = Field(pattern=REGION_PATTERN, description="Region of the training jobs and endpoints.")
     artifact_bucket: str = Field(

@@ -64,9 +64,18 @@ class WorkspaceStore(Protocol):
         """The workspace; `NotFound` when there is none."""
         ...
 
-    def ensure(self, workspace: str, *, plan: Plan | None, default_plan: Plan) -> WorkspaceRecord:
-        """The workspace, created on first sight. `plan` (the token's claim) wins when given; else a
-        new workspace gets `default_plan` and an old one keeps its own."""
+    def ensure(self, workspace: str, *, default_plan: Plan) -> WorkspaceRecord:
+        """The workspace, created on first sight with `default_plan`; an existing one is returned as it
+        is (a caller never changes its plan: `set_plan` does, for an operator)."""
+        ...
+
+    def set_plan(self, workspace: str, plan: Plan, *, default_plan: Plan) -> WorkspaceRecord:
+        """Give the workspace `plan` (created with it when new): the operator's path, never a request's."""
+        ...
+
+    def ensure_connector_external_id(self, workspace: str, candidate: str) -> str:
+        """The external id the workspace's BYOK connector must present: `candidate` is kept the first
+        time (the workspace must exist); the one kept is returned ever after."""
         ...
 
 
@@ -74,11 +83,21 @@ class ConnectionStore(Protocol):
     def find(self, workspace: str, provider: str = "sagemaker") -> ProviderConnectionRecord | None: ...
 
     def put(self, record: ProviderConnectionRecord) -> ProviderConnectionRecord:
-        """Create or replace the workspace's connection (the latest verification wins)."""
+        """Create or replace the workspace's connection (the latest verification wins). One role belongs
+        to one workspace: `InUse` when another workspace's connection holds `record.role_arn`."""
         ...
 
     def delete(self, workspace: str, provider: str = "sagemaker") -> bool:
-        """Forget the connection; False when there was none."""
+        """Forget the connection (and release its role); False when there was none."""
+        ...
+
+
+class RequestBudget(Protocol):
+    """How many requests each workspace may send: a count per workspace and time window."""
+
+    def spend(self, workspace: str, *, limit: int, window_s: int) -> bool:
+        """Count one request of `workspace` in the current window of `window_s` seconds; False (and not
+        counted) when the window already holds `limit`."""
         ...
 
 
@@ -469,6 +488,15 @@ class Config(Protocol):
     @property
     def datasets_bucket(self) -> str: ...
 
+    @property
+    def workspace_requests_per_minute(self) -> int: ...
+
+    @property
+    def event_bus_arn(self) -> str | None: ...
+
+    @property
+    def connector_trusted_role_arns(self) -> tuple[str, ...]: ...
+
 
 class Context(Protocol):
     """The ports and settings every use case receives as its first argument (`ctx`).
@@ -488,6 +516,9 @@ class Context(Protocol):
 
     @property
     def connections(self) -> ConnectionStore: ...
+
+    @property
+    def request_budget(self) -> RequestBudget: ...
 
     @property
     def datasets(self) -> DatasetStore: ...

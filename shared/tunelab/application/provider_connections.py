@@ -4,12 +4,21 @@ Decisions a user will notice: replacing the connection with another account or r
 it, is refused (409 `in_use`) while a model of that provider trains, stops, deploys or is deployed —
 tunelab would lose the way to stop what bills in the customer's account. Re-verifying the same
 account is allowed. Nothing is stored when a check fails (400 naming it).
+
+Against the confused deputy: tunelab, not the customer, makes the external id — one per workspace,
+random, shown with the connector's other parameters (`connector`) before the customer deploys the
+connector; a connection with any other external id is refused. The connector is deployed for one
+workspace: its role trusts only tunelab's own roles, with that external id and the role session
+name `tunelab-<workspace>`, and touches only resources tagged with, and objects under, that
+workspace. One role belongs to one workspace (the store refuses a role another workspace holds).
 """
 
 from __future__ import annotations
 
+import secrets
+import shlex
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from aws_lambda_powertools import Logger
@@ -19,6 +28,7 @@ from tunelab.application.ports import Context
 from tunelab.domain.catalog import Provider, provider_traits
 from tunelab.domain.errors import ErrorDetail, Forbidden, InUse, ValidationFailed
 from tunelab.domain.identity import Identity, byok_allowed
+from tunelab.domain.layout import connector_session_name
 from tunelab.domain.providers import SageMakerConnection
 from tunelab.domain.records import ModelRecord, ProviderConnectionRecord
 from tunelab.domain.status import ModelStatus
@@ -38,6 +48,22 @@ _CHECK_FIELDS = {
     "secretsmanager:DescribeSecret": "hf_token_secret_arn",
 }
 SAGEMAKER: Provider = "sagemaker"
+# STS role session names have at most 64 characters: `tunelab-` and the workspace id must fit.
+MAX_SESSION_NAME = 64
+# What the connector template is called where tunelab ships it (`make synth` writes it).
+CONNECTOR_TEMPLATE = "cdk.out/tunelab-connector.template.json"
+
+
+@dataclass(frozen=True)
+class ConnectorSetup:
+    """What a customer deploys the BYOK connector with, for one workspace (its stack's parameters)."""
+
+    workspace_id: str
+    external_id: str
+    role_session_name: str
+    parameters: dict[str, str] = field(default_factory=dict)
+    deploy_command: str = ""
+    message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,10 +100,70 @@ def list_providers(ctx: Context, identity: Identity) -> list[ProviderStatus]:
             ProviderStatus(
                 provider=SAGEMAKER,
                 status="not_connected",
-                message="Connect your AWS account with PUT /v1/providers/sagemaker (plans with BYOK).",
+                message=(
+                    "Connect your AWS account (plans with BYOK): deploy the connector with the parameters "
+                    "GET /v1/providers/sagemaker/connector gives, then PUT /v1/providers/sagemaker."
+                ),
             )
         )
     return items
+
+
+def _check_byok(ctx: Context, workspace: str) -> None:
+    plan = ctx.workspaces.get(workspace).plan
+    if not byok_allowed(plan):
+        raise Forbidden(
+            f"The {plan.replace('_', ' ')} plan does not include bring-your-own-key providers; SageMaker "
+            "connections need a Subscription, Enterprise Usage Credit or Internal plan."
+        )
+    if len(connector_session_name(workspace)) > MAX_SESSION_NAME:
+        raise Forbidden(
+            f"The workspace id '{workspace}' is longer than {MAX_SESSION_NAME - len('tunelab-')} characters, "
+            "too long for the role session name a connector requires; ask your operator for a shorter one."
+        )
+
+
+def _external_id(ctx: Context, workspace: str) -> str:
+    """The workspace's external id, made (random, unguessable) on first ask and kept."""
+    return ctx.workspaces.ensure_connector_external_id(workspace, f"tunelab-{secrets.token_hex(16)}")
+
+
+def connector(ctx: Context, identity: Identity) -> ConnectorSetup:
+    """`GET /v1/providers/sagemaker/connector`: the parameters to deploy the BYOK connector with, for
+    this workspace (its external id is made here the first time)."""
+    workspace = identity.workspace
+    _check_byok(ctx, workspace)
+    external_id = _external_id(ctx, workspace)
+    parameters = {"WorkspaceId": workspace, "ExternalId": external_id}
+    missing: list[str] = []
+    roles = ctx.config.connector_trusted_role_arns
+    if roles:
+        parameters["PlatformRoleArns"] = ",".join(roles)
+    else:
+        missing.append("PlatformRoleArns")
+    if ctx.config.event_bus_arn:
+        parameters["PlatformEventBusArn"] = ctx.config.event_bus_arn
+    else:
+        missing.append("PlatformEventBusArn")
+    overrides = " ".join(shlex.quote(f"{k}={v}") for k, v in parameters.items())
+    command = (
+        f"aws cloudformation deploy --template-file {CONNECTOR_TEMPLATE} --stack-name tunelab-connector "
+        f"--capabilities CAPABILITY_NAMED_IAM --region <your region> --parameter-overrides {overrides}"
+    )
+    message = (
+        f"This deployment does not know {' and '.join(missing)} (its settings "
+        "CONNECTOR_TRUSTED_ROLE_ARNS / EVENT_BUS_ARN): ask your operator for the platform stack's outputs."
+        if missing
+        else None
+    )
+    return ConnectorSetup(
+        workspace_id=workspace,
+        external_id=external_id,
+        role_session_name=connector_session_name(workspace),
+        parameters=parameters,
+        deploy_command=command,
+        message=message,
+    )
 
 
 def connect_sagemaker(
@@ -86,15 +172,18 @@ def connect_sagemaker(
     """`PUT /v1/providers/sagemaker`: verify the connection (assume the role, check each permission the
     jobs need) and store it; nothing is stored when a check fails (400 naming it)."""
     workspace = identity.workspace
-    plan = ctx.workspaces.get(workspace).plan
-    if not byok_allowed(plan):
-        raise Forbidden(
-            f"The {plan.replace('_', ' ')} plan does not include bring-your-own-key providers; SageMaker "
-            "connections need a Subscription, Enterprise Usage Credit or Internal plan."
+    _check_byok(ctx, workspace)
+    external_id = _external_id(ctx, workspace)
+    if request.external_id is not None and request.external_id != external_id:
+        raise ValidationFailed.of(
+            "external_id",
+            "The external id is not this workspace's: tunelab makes it (GET "
+            "/v1/providers/sagemaker/connector shows it with the connector's other parameters); deploy the "
+            "connector with that one, and leave external_id out or send that one.",
         )
     connection = SageMakerConnection(
         role_arn=request.role_arn,
-        external_id=request.external_id,
+        external_id=external_id,
         region=request.region,
         artifact_bucket=request.artifact_bucket,
         hf_token_secret_arn=request.hf_token_secret_arn,
@@ -117,7 +206,7 @@ def connect_sagemaker(
         ProviderConnectionRecord(
             workspace_id=workspace,
             role_arn=request.role_arn,
-            external_id=request.external_id,
+            external_id=external_id,
             region=request.region,
             artifact_bucket=request.artifact_bucket,
             hf_token_secret_arn=request.hf_token_secret_arn,

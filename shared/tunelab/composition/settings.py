@@ -75,7 +75,27 @@ class Settings(BaseSettings):
     default_plan: Plan = Field(
         default="pay_as_you_go",
         description=(
-            "Plan given to a workspace seen for the first time when its token carries no `custom:plan` claim."
+            "Plan given to a workspace seen for the first time; an operator changes it with "
+            "`tunelab-admin plan` (a token's claims never do)."
+        ),
+    )
+    workspace_requests_per_minute: int = Field(
+        default=1200,
+        ge=1,
+        description=(
+            "API requests one workspace (all its users together) may send per minute; more answer 429 "
+            "`throttled`, so one tenant cannot spend the stage's capacity for the others."
+        ),
+    )
+    event_bus_arn: str | None = Field(
+        default=None,
+        description="ARN of tunelab's bus, a parameter of the BYOK connector; unset: not shown.",
+    )
+    connector_trusted_role_arns: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description=(
+            "Roles of the platform that assume BYOK connector roles, comma-separated (the stack's "
+            "`ConnectorTrustedRoleArns`); the connector's trust policy names exactly these."
         ),
     )
     allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -96,10 +116,11 @@ class Settings(BaseSettings):
         ),
     )
 
-    @field_validator("allowed_origins", mode="before")
+    @field_validator("allowed_origins", "connector_trusted_role_arns", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         # One comma-separated variable (as the stack sets it), not JSON; blanks between commas drop.
+        # (Origins and the connector's trusted roles alike.)
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value

@@ -38,6 +38,7 @@ from tunelab.adapters.dynamodb import (
     DynamoConnections,
     DynamoDatasets,
     DynamoModels,
+    DynamoRequestBudget,
     DynamoTaskTokens,
     DynamoWorkspaces,
     RecordsTable,
@@ -130,9 +131,9 @@ def extended_catalog(base: Catalog) -> Catalog:
 
 class SeenWorkspaces:
     """A `WorkspaceStore` that remembers the workspaces this container has ensured exist, so most
-    requests of a warm API container cost no write. A claim naming another plan than the one seen
-    always goes to the store (trial -> subscription -> trial lands); entries expire after `ttl_s`, so
-    a change another container wrote is not hidden for long."""
+    requests of a warm API container cost no read. Entries expire after `ttl_s`, so a plan an
+    operator changed through another process is followed within that time; a change made through
+    this one is followed at once."""
 
     def __init__(
         self, store: WorkspaceStore, *, ttl_s: float = 300.0, clock: Callable[[], float] = time.monotonic
@@ -149,16 +150,25 @@ class SeenWorkspaces:
     def get(self, workspace: str) -> WorkspaceRecord:
         return self.store.get(workspace)
 
-    def ensure(self, workspace: str, *, plan: Plan | None, default_plan: Plan) -> WorkspaceRecord:
+    def ensure(self, workspace: str, *, default_plan: Plan) -> WorkspaceRecord:
         now = self._clock()
         with self._lock:
             known = self._seen.get(workspace)
-        if known is not None and now - known[1] < self.ttl_s and plan in (None, known[0].plan):
+        if known is not None and now - known[1] < self.ttl_s:
             return known[0]
-        record = self.store.ensure(workspace, plan=plan, default_plan=default_plan)
+        record = self.store.ensure(workspace, default_plan=default_plan)
         with self._lock:
             self._seen[workspace] = (record, now)
         return record
+
+    def set_plan(self, workspace: str, plan: Plan, *, default_plan: Plan) -> WorkspaceRecord:
+        record = self.store.set_plan(workspace, plan, default_plan=default_plan)
+        with self._lock:
+            self._seen.pop(workspace, None)
+        return record
+
+    def ensure_connector_external_id(self, workspace: str, candidate: str) -> str:
+        return self.store.ensure_connector_external_id(workspace, candidate)
 
 
 class ProviderRegistry:
@@ -381,6 +391,10 @@ class Services:
         return DynamoConnections(self.table)
 
     @cached_property
+    def request_budget(self) -> DynamoRequestBudget:
+        return DynamoRequestBudget(self.table)
+
+    @cached_property
     def datasets(self) -> DynamoDatasets:
         return DynamoDatasets(self.table)
 
@@ -477,3 +491,15 @@ def reset_services() -> None:
     global _SERVICES  # noqa: PLW0603
     with _SERVICES_LOCK:
         _SERVICES = None
+
+
+def operator_workspaces(
+    table_name: str, *, session: boto3.Session | None = None, endpoint_url: str | None = None
+) -> WorkspaceStore:
+    """The workspaces of a deployment's records table, for an operator's command (`tunelab-admin`): no
+    settings needed, only the table and the operator's credentials."""
+    made = session or boto3.Session()
+    table = RecordsTable(
+        table_name, client_factory=lambda: made.client("dynamodb", endpoint_url=endpoint_url), clock=utcnow
+    )
+    return DynamoWorkspaces(table)

@@ -6,15 +6,15 @@ passes the same claims. The claims used:
 
 * `sub` — the user's stable id;
 * `email` — shown as the creator of datasets and models, and where notifications go;
-* `custom:workspace` — the tenant. A request never names its workspace: it is always this one;
-* `custom:plan` (optional) — the workspace's plan. When present it is the authority and the
-  workspace record follows it (`tunelab local token --plan P` sets it in the local runtime); when
-  absent the record keeps its plan, and a workspace seen for the first time gets the deployment's
-  `DEFAULT_PLAN`.
+* `custom:workspace` — the tenant. A request never names its workspace: it is always this one.
 
-Trust: `custom:workspace` and `custom:plan` must be attributes users cannot write themselves
-(the Cognito app client's write attributes exclude them); otherwise a user could enter another
-tenant or upgrade their plan.
+A workspace's plan is the workspace's own attribute: a workspace seen for the first time gets the
+deployment's `DEFAULT_PLAN`, and only an operator changes it (`tunelab-admin plan set`, or
+`tunelab local token --plan P` in the local runtime). A token's claims never do: one user's claim
+must not rewrite the plan of everyone in the workspace, so a `custom:plan` claim is ignored.
+
+Trust: `custom:workspace` must be an attribute users cannot write themselves (the Cognito app
+client's write attributes exclude it); otherwise a user could enter another tenant.
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ class Identity(BaseModel):
     sub: str
     email: str
     workspace: str
-    # The plan the token asserts, if any (see the module's docstring).
-    plan: Plan | None = None
 
 
 def byok_allowed(plan: str) -> bool:

@@ -85,7 +85,10 @@ class Creator(_Record):
 
 class WorkspaceRecord(_Record):
     workspace_id: str
+    # Set by an operator (`tunelab-admin plan`), never by a request: see `domain.identity`.
     plan: Plan
+    # The external id this workspace's BYOK connector must present, made by tunelab on first ask.
+    connector_external_id: str | None = None
     created_at: AwareDatetime
     updated_at: AwareDatetime
     version: int = 0
@@ -493,6 +496,15 @@ def model_not_found(name: str) -> NotFound:
 
 def dataset_not_found(dataset_id: str) -> NotFound:
     return NotFound(f"There is no dataset {dataset_id} in this workspace.")
+
+
+def role_taken(role_arn: str) -> InUse:
+    """One customer role belongs to one workspace: another workspace's connection holds this one."""
+    return InUse(
+        f"The role {role_arn} is connected to another tunelab workspace. Each workspace deploys its own "
+        "connector stack (GET /v1/providers/sagemaker/connector gives its parameters) and connects the "
+        "role that stack made."
+    )
 
 
 def workspace_not_found(workspace: str) -> NotFound:

@@ -1,6 +1,7 @@
 """DynamoDB: every record of tunelab in one table (`table`), one store per aggregate (workspaces,
-provider connections, datasets, fine-tuned models with their history, task tokens)."""
+provider connections, datasets, fine-tuned models with their history, task tokens, request counts)."""
 
+from tunelab.adapters.dynamodb.budget import DynamoRequestBudget
 from tunelab.adapters.dynamodb.connections import DynamoConnections
 from tunelab.adapters.dynamodb.datasets import DynamoDatasets
 from tunelab.adapters.dynamodb.models import DynamoModels
@@ -29,6 +30,7 @@ __all__ = [
     "DynamoConnections",
     "DynamoDatasets",
     "DynamoModels",
+    "DynamoRequestBudget",
     "DynamoTaskTokens",
     "DynamoWorkspaces",
     "RecordsTable",

@@ -1,9 +1,25 @@
-"""Provider connections in the records table (`application.ports.ConnectionStore`)."""
+"""Provider connections in the records table (`application.ports.ConnectionStore`).
+
+A connection's role is claimed by a second item (`role_claim_key`) written in the same transaction:
+one customer role belongs to one workspace, so two workspaces can never share the cross-account
+role (and with it each other's jobs and data in the customer's account).
+"""
 
 from __future__ import annotations
 
-from tunelab.adapters.dynamodb.table import MAX_ATTEMPTS, ConditionFailed, RecordsTable, provider_key
-from tunelab.domain.records import ProviderConnectionRecord, lost_race
+import contextlib
+from typing import Any
+
+from tunelab.adapters.dynamodb.table import (
+    MAX_ATTEMPTS,
+    ConditionFailed,
+    RecordsTable,
+    provider_key,
+    role_claim_key,
+    serialize,
+    values,
+)
+from tunelab.domain.records import ProviderConnectionRecord, lost_race, role_taken
 
 
 class DynamoConnections:
@@ -12,6 +28,22 @@ class DynamoConnections:
 
     def find(self, workspace: str, provider: str = "sagemaker") -> ProviderConnectionRecord | None:
         return self.table.get(ProviderConnectionRecord, provider_key(workspace, provider))
+
+    def _claim(self, workspace: str, role_arn: str) -> dict[str, Any]:
+        return {
+            "TableName": self.table.table_name,
+            "Item": serialize({**role_claim_key(role_arn), "workspace_id": workspace, "role_arn": role_arn}),
+            "ConditionExpression": "attribute_not_exists(pk) OR workspace_id = :ws",
+            "ExpressionAttributeValues": values(ws=workspace),
+        }
+
+    def _release(self, workspace: str, role_arn: str) -> dict[str, Any]:
+        return {
+            "TableName": self.table.table_name,
+            "Key": serialize(role_claim_key(role_arn)),
+            "ConditionExpression": "attribute_not_exists(pk) OR workspace_id = :ws",
+            "ExpressionAttributeValues": values(ws=workspace),
+        }
 
     def put(self, record: ProviderConnectionRecord) -> ProviderConnectionRecord:
         for _ in range(MAX_ATTEMPTS):
@@ -23,13 +55,29 @@ class DynamoConnections:
                     "updated_at": self.table.clock(),
                 }
             )
+            items: list[Any] = [
+                {"Put": self.table.put_args(new, **self.table.version_condition(current))},
+                {"Put": self._claim(record.workspace_id, record.role_arn)},
+            ]
+            if current is not None and current.role_arn.lower() != record.role_arn.lower():
+                items.append({"Delete": self._release(record.workspace_id, current.role_arn)})
             try:
-                self.table.put(new, **self.table.version_condition(current))
+                self.table.transact(items)
                 return new
-            except ConditionFailed:
+            except ConditionFailed as failed:
+                if len(failed.reasons) > 1 and failed.reasons[1] == "ConditionalCheckFailed":
+                    raise role_taken(record.role_arn) from None
                 continue
         raise lost_race("provider connection")
 
     def delete(self, workspace: str, provider: str = "sagemaker") -> bool:
         response = self.table.delete_item(provider_key(workspace, provider), ReturnValues="ALL_OLD")
-        return bool(response.get("Attributes"))
+        old = response.get("Attributes")
+        if not old:
+            return False
+        role = old.get("role_arn", {}).get("S")
+        if role:
+            # Held by another workspace since: not ours to release.
+            with contextlib.suppress(ConditionFailed):
+                self.table.call(self.table.client.delete_item, **self._release(workspace, role))
+        return True

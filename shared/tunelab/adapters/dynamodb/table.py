@@ -12,6 +12,8 @@ Layout (`TABLE_DEFINITION` is the table; the CDK app and the tests create it fro
 | fine-tuned model | `WS#<ws>` | `MODEL#<lower-case name>` | `job_key`, `endpoint_key`, `transient_status` |
 | model event | `EVENTS#<ws>#<lower-case name>#<uid>` | `EV#<model version>#<n>` | |
 | task token | `WS#<ws>` | `TASKTOKEN#<lower-case name>#<purpose>` | TTL `expires_at_epoch` |
+| BYOK role claim | `ROLE#<lower-case role ARN>` | `ROLE` | `workspace_id` |
+| request count | `BUDGET#<ws>` | `<window start, epoch seconds>` | TTL `expires_at_epoch` |
 
 Global secondary indexes (all sparse, keys only):
 
@@ -21,7 +23,9 @@ Global secondary indexes (all sparse, keys only):
   `last_news_at`: the reconciler's "in a transient status with no news since T".
 
 Every key starts with the workspace, so one workspace never reads another's items: looking up
-another workspace's model answers `NotFound`. Names are unique case-insensitively.
+another workspace's model answers `NotFound`. The exceptions: a role claim, which exists to say
+"this role is another workspace's" (one customer role belongs to one workspace), and request
+counts, keyed by workspace too. Names are unique case-insensitively.
 
 Writes: create-if-absent (`attribute_not_exists`, a clash is `NameTaken`); every change is a
 read-modify-write conditioned on the `version` read, so a lost race is `Conflict` and never an
@@ -169,6 +173,16 @@ def workspace_key(workspace: str) -> dict[str, str]:
 
 def provider_key(workspace: str, provider: str) -> dict[str, str]:
     return {"pk": ws_pk(workspace), "sk": f"PROVIDER#{provider}"}
+
+
+def role_claim_key(role_arn: str) -> dict[str, str]:
+    """The item saying which workspace's connection holds a customer's role (ARNs compare as IAM
+    does: role names are case-insensitive)."""
+    return {"pk": f"ROLE#{role_arn.lower()}", "sk": "ROLE"}
+
+
+def budget_key(workspace: str, window_start: int) -> dict[str, str]:
+    return {"pk": f"BUDGET#{workspace}", "sk": str(window_start)}
 
 
 def events_pk(workspace: str, name: str, uid: str) -> str:

@@ -942,12 +942,13 @@ def verify_connection(
         if _denied(error):
             return (
                 f"The role cannot read the artifact bucket {bucket}: it needs s3:ListBucket on "
-                f"arn:aws:s3:::{bucket}."
+                f"arn:aws:s3:::{bucket} for the prefix {folder}."
             )
         return f"The artifact bucket {bucket} cannot be used: {error_message(error)}"
 
     def list_bucket() -> None:
-        s3.head_bucket(Bucket=bucket)
+        # Listing the workspace's folder only: the connector allows s3:ListBucket with that prefix
+        # (HeadBucket would need it unconditioned).
         s3.list_objects_v2(Bucket=bucket, Prefix=folder, MaxKeys=1)
 
     checks.append(_check("s3:ListBucket", list_bucket, bucket_problem))

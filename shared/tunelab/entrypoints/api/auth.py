@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tunelab.domain.errors import Unauthorized
-from tunelab.domain.identity import PLANS, WORKSPACE_ID_PATTERN, Identity, Plan
+from tunelab.domain.identity import WORKSPACE_ID_PATTERN, Identity
 
 _WORKSPACE_RE = re.compile(WORKSPACE_ID_PATTERN)
 _SIGN_IN_AGAIN = "Sign in again to get a valid token."
@@ -25,13 +25,8 @@ def identity_from_claims(claims: Mapping[str, Any] | None) -> Identity:
         raise Unauthorized(f"The token's workspace is not a valid workspace id. {_SIGN_IN_AGAIN}")
     if "@" not in email:
         raise Unauthorized(f"The token's email is not an email address. {_SIGN_IN_AGAIN}")
-    plan_claim = claims.get("custom:plan")
-    plan: Plan | None = None
-    if plan_claim not in (None, ""):
-        if plan_claim not in PLANS:
-            raise Unauthorized(f"The token's plan '{plan_claim}' is not a known plan. {_SIGN_IN_AGAIN}")
-        plan = plan_claim
-    return Identity(sub=sub, email=email, workspace=workspace, plan=plan)
+    # A `custom:plan` claim is not read: the plan is the workspace's, set by an operator.
+    return Identity(sub=sub, email=email, workspace=workspace)
 
 
 def identity_from_event(event: Mapping[str, Any]) -> Identity:

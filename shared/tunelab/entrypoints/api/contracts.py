@@ -132,6 +132,24 @@ class ProviderOut(_Out):
     message: str | None = Field(default=None, description="Why the provider is not usable, when it is not.")
 
 
+class ConnectorOut(_Out):
+    """What the BYOK connector stack is deployed with, for this workspace."""
+
+    workspace_id: str = Field(description="The workspace the connector is for (its `WorkspaceId`).")
+    external_id: str = Field(
+        description="The external id tunelab made for this workspace; the connector's role requires it."
+    )
+    role_session_name: str = Field(
+        description="The role session name tunelab assumes the role with; the connector requires it."
+    )
+    parameters: dict[str, str] = Field(
+        description="The connector template's parameters: WorkspaceId, ExternalId, PlatformRoleArns, "
+        "PlatformEventBusArn (and optionally HuggingFaceSecretArn, yours to add)."
+    )
+    deploy_command: str = Field(description="An AWS CLI command that deploys the connector with them.")
+    message: str | None = Field(default=None, description="What is missing, when a parameter is unknown.")
+
+
 # --- base models ------------------------------------------------------------------------------
 
 
