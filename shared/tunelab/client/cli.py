@@ -578,13 +578,32 @@ def cmd_providers_list(args: argparse.Namespace, client: TunelabClient) -> int:
     return EXIT_OK
 
 
+def cmd_providers_connector(args: argparse.Namespace, client: TunelabClient) -> int:
+    setup = client.sagemaker_connector()
+    if args.json:
+        print_json(setup)
+        return EXIT_OK
+    parameters = setup.get("parameters") or {}
+    print("Deploy the connector stack in your AWS account with these parameters:")
+    print(fields([(str(k), v) for k, v in parameters.items()]))
+    print(f"\n  {setup.get('deploy_command')}\n")
+    if setup.get("message"):
+        print(setup["message"])
+    print(
+        "Then: tunelab providers connect-sagemaker --role-arn <its RoleArn output> --region <region> "
+        "--artifact-bucket <its ArtifactBucketName output>"
+    )
+    return EXIT_OK
+
+
 def cmd_providers_connect(args: argparse.Namespace, client: TunelabClient) -> int:
     body: JsonObject = {
         "role_arn": args.role_arn,
-        "external_id": args.external_id,
         "region": args.region,
         "artifact_bucket": args.artifact_bucket,
     }
+    if args.external_id:
+        body["external_id"] = args.external_id
     if args.hf_token_secret_arn:
         body["hf_token_secret_arn"] = args.hf_token_secret_arn
     provider = client.connect_sagemaker(body)
@@ -796,9 +815,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     group = _group(commands, "providers", "where fine-tuning runs; connect your AWS account (SageMaker)")
     _leaf(group, "list", cmd_providers_list, "the providers and their status", common)
+    _leaf(
+        group,
+        "connector",
+        cmd_providers_connector,
+        "the parameters to deploy the BYOK connector with (this workspace's external id)",
+        common,
+    )
     leaf = _leaf(group, "connect-sagemaker", cmd_providers_connect, "connect your AWS account (BYOK)", common)
     leaf.add_argument("--role-arn", required=True)
-    leaf.add_argument("--external-id", required=True)
+    leaf.add_argument("--external-id", help="the workspace's (tunelab made it); left out, that one is used")
     leaf.add_argument("--region", required=True)
     leaf.add_argument("--artifact-bucket", required=True)
     leaf.add_argument("--hf-token-secret-arn")

@@ -246,6 +246,9 @@ class TunelabClient:
     def providers(self) -> list[JsonObject]:
         return list(self._pages("/v1/providers"))
 
+    def sagemaker_connector(self) -> JsonObject:
+        return self._json("GET", "/v1/providers/sagemaker/connector")
+
     def connect_sagemaker(self, body: Mapping[str, Any]) -> JsonObject:
         return self._json("PUT", "/v1/providers/sagemaker", json=dict(body))
 
