@@ -185,7 +185,7 @@ class Outbox:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)  # the emails are the operator's
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="tunelab-outbox", daemon=True)
         self._thread.start()

@@ -6,6 +6,14 @@ dir (`token-secret`, made on first use, readable by its owner only), and the HTT
 and hands the claims on exactly as the authorizer would (`sub`, `email`, `custom:workspace`,
 `custom:plan`). Tokens made before the secret is replaced (delete the file) stop working.
 
+A secret file another user owns, or that group or others may read or write, is refused (whoever could
+read it could sign tokens for any workspace; whoever could write it could choose the secret), and so
+is one too short or too regular to be a random secret (all zero bytes, say).
+
+A token verifies when this runtime signed it (HS256 only), its issuer, audience and `token_use`
+("id", as a Cognito id token's) are this runtime's, it was not issued in the future, it has not
+expired, and it was minted for at most `MAX_TTL` (30 days).
+
 The `sub` derives from the workspace and the email, so the same person gets the same id in every
 token minted for them.
 """
@@ -17,22 +25,30 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from tunelab.domain.errors import Unauthorized, ValidationFailed
 from tunelab.domain.identity import PLANS, WORKSPACE_ID_PATTERN, Plan
+from tunelab.local.files import UnsafeFile, check_private_file, secure_data_dir
 
 SECRET_FILE = "token-secret"  # noqa: S105  # the file name, not a secret
 ISSUER = "tunelab-local"
 AUDIENCE = "tunelab"
 DEFAULT_PLAN: Plan = "subscription"
 DEFAULT_TTL = timedelta(days=30)
+# The longest a token may live (`exp - iat`): a token is refused beyond it, and none is minted for longer.
+MAX_TTL = timedelta(days=30)
+TOKEN_USE = "id"  # noqa: S105  # the claim's value, not a secret
+SECRET_BYTES = 32
+# A random 32-byte secret has about 30 distinct byte values; fewer than this is no random secret.
+_MIN_DISTINCT_BYTES = 16
 # Clocks of one machine agree; a second of leeway covers rounding of `iat`/`exp`.
 LEEWAY_S = 1
 _SUB_NAMESPACE = uuid.UUID("5b0c4c61-8f5e-4a53-9d0e-7a3c1f2b9e10")
@@ -53,20 +69,38 @@ def _b64decode(text: str) -> bytes:
 
 
 def load_or_create_secret(data_dir: Path) -> bytes:
-    """The signing secret of the runtime whose data dir this is; made (0600) on first use."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """The signing secret of the runtime whose data dir this is; made (0600) on first use.
+
+    `UnsafeFile` when the data dir or the secret's file is another user's, or the file may be read or
+    written by others, or it holds no secret fit to sign with (short, or too regular to be random).
+    """
+    secure_data_dir(data_dir)
     path = data_dir / SECRET_FILE
     try:
         # O_EXCL: when two commands start at once, exactly one writes the secret, the other reads it.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        text = path.read_text(encoding="ascii").strip()
-        if len(text) < 64:
-            raise ValueError(f"{path} does not hold a token secret; delete it to make a new one") from None
-        return bytes.fromhex(text)
-    secret = secrets.token_bytes(32)
+        return _read_secret(path)
+    secret = secrets.token_bytes(SECRET_BYTES)
     with os.fdopen(fd, "w", encoding="ascii") as file:
         file.write(secret.hex() + "\n")
+    return secret
+
+
+def _read_secret(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "r", encoding="ascii", errors="replace") as file:
+        check_private_file(path, file.fileno())
+        text = file.read(4096).strip()
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        secret = b""
+    if len(secret) < SECRET_BYTES or len(set(secret)) < _MIN_DISTINCT_BYTES:
+        raise UnsafeFile(
+            f"{path} does not hold a random token secret (at least {SECRET_BYTES} random bytes as hex): "
+            "delete it and a new one is made (tokens minted with the old one stop working)"
+        )
     return secret
 
 
@@ -93,8 +127,8 @@ def claims_for(
         problems.append(("email", "an email address such as ada@example.com"))
     if plan not in PLANS:
         problems.append(("plan", f"one of {', '.join(PLANS)}"))
-    if ttl <= timedelta(0):
-        problems.append(("ttl", "a positive duration"))
+    if not timedelta(0) < ttl <= MAX_TTL:
+        problems.append(("ttl", f"more than 0 and at most {MAX_TTL.days} days"))
     if problems:
         field, expected = problems[0]
         raise ValidationFailed.of(field, f"The {field} must be {expected}.")
@@ -102,7 +136,7 @@ def claims_for(
     return {
         "iss": ISSUER,
         "aud": AUDIENCE,
-        "token_use": "id",
+        "token_use": TOKEN_USE,
         "sub": subject_for(workspace, email),
         "email": email,
         "email_verified": "true",
@@ -160,11 +194,25 @@ def verify_token(secret: bytes, token: str, *, now: datetime | None = None) -> d
         raise InvalidToken(f"The bearer token cannot be read. {_SIGN_AGAIN}") from None
     if not isinstance(claims, dict) or claims.get("iss") != ISSUER:
         raise InvalidToken(f"The bearer token was not issued by a tunelab local runtime. {_SIGN_AGAIN}")
+    if claims.get("aud") != AUDIENCE or claims.get("token_use") != TOKEN_USE:
+        raise InvalidToken(f"The bearer token is not an id token for tunelab's API. {_SIGN_AGAIN}")
     moment = (now or datetime.now(UTC)).timestamp()
-    expires = claims.get("exp")
-    if not isinstance(expires, int | float) or moment > expires + LEEWAY_S:
+    issued, expires = claims.get("iat"), claims.get("exp")
+    if not _is_time(issued) or not _is_time(expires):
+        raise InvalidToken(f"The bearer token says not when it was issued or expires. {_SIGN_AGAIN}")
+    if issued > moment + LEEWAY_S:
+        raise InvalidToken(f"The bearer token was issued in the future. {_SIGN_AGAIN}")
+    if moment > expires + LEEWAY_S or expires <= issued:
         raise InvalidToken(f"The bearer token has expired. {_SIGN_AGAIN}")
+    if expires - issued > MAX_TTL.total_seconds() + LEEWAY_S:
+        raise InvalidToken(
+            f"The bearer token lives longer than {MAX_TTL.days} days, the most a token may. {_SIGN_AGAIN}"
+        )
     return claims
+
+
+def _is_time(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def issue_token(
