@@ -9,6 +9,8 @@
   and saved once as a Hugging Face folder (float32, ~540 MB).
 * Operator folders — any Hugging Face model folder (config.json, safetensors, tokenizer) named with
   `register_model_folder(name, path)` (kept in `<data-dir>/models.json`) becomes `local.<name>`.
+  Its catalog entry, which every tenant reads (`GET /v1/base-models`), names no path on this
+  machine; the operator sees the folders in `tunelab local up`'s output (`registered_folders`).
 
 `base_model_folder(spec, data_dir)` is what the local provider calls before a job starts; the heavy
 work (building, converting) runs in a subprocess so the runtime's own memory stays small.
@@ -20,6 +22,7 @@ import argparse
 import csv
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -36,6 +39,9 @@ from typing import Any
 from tunelab.composition.trainer import trainer_dir
 from tunelab.domain.catalog import BaseModelSpec, Catalog, load_catalog
 from tunelab.domain.errors import NotFound, ProviderError, ValidationFailed
+from tunelab.local.files import secure_data_dir, write_private_file
+
+logger = logging.getLogger("tunelab.local")
 
 TINY_LLAMA_ID = "local.tiny-llama"
 SMOLLM2_ID = "local.smollm2-135m-instruct"
@@ -406,13 +412,10 @@ def register_model_folder(name: str, path: Path | str, data_dir: Path | None = N
         raise ValidationFailed.of("name", f"local.{name} is a built-in model; choose another name.")
     folder = Path(path).expanduser().resolve()
     spec = folder_spec(name, folder)
+    secure_data_dir(where)
     registry = _registry(where)
     registry[name] = str(folder)
-    where.mkdir(parents=True, exist_ok=True)
-    target = where / REGISTRY_FILE
-    temporary = target.with_suffix(f".tmp-{os.getpid()}")
-    temporary.write_text(json.dumps({"models": registry}, indent=2, sort_keys=True), encoding="utf-8")
-    temporary.replace(target)
+    write_private_file(where / REGISTRY_FILE, json.dumps({"models": registry}, indent=2, sort_keys=True))
     return spec
 
 
@@ -430,7 +433,7 @@ def folder_spec(name: str, folder: Path) -> BaseModelSpec:
     source = {
         "url": "https://huggingface.co/docs/transformers/main_classes/configuration",
         "as_of": today,
-        "note": f"Read from {folder / 'config.json'} (registered by the operator).",
+        "note": "Read from the folder's config.json (registered by the operator).",
     }
     data = template.model_dump(mode="json")
     limits = {**data["limits"], "max_record_tokens": length, "source": source}
@@ -444,11 +447,19 @@ def folder_spec(name: str, folder: Path) -> BaseModelSpec:
         hf_id=str(folder),
         limits=limits,
         notes=[
-            f"A Hugging Face model folder on this machine: {folder} ({architecture}).",
+            f"A Hugging Face model folder ({architecture}) the operator of this runtime registered.",
             "Runs on this machine's CPU: larger models train and answer slowly.",
         ],
     )
     return BaseModelSpec.model_validate(data)
+
+
+def registered_folders(data_dir: Path) -> list[tuple[str, str]]:
+    """(base model id, folder) of each registered folder: for the operator, never for a tenant."""
+    try:
+        return [(f"{LOCAL_PREFIX}{name}", folder) for name, folder in sorted(_registry(data_dir).items())]
+    except ValidationFailed:
+        return []
 
 
 def registered_models(data_dir: Path) -> list[BaseModelSpec]:
@@ -484,7 +495,16 @@ def base_model_folder(spec: BaseModelSpec, data_dir: Path, *, trainer_dir: Path 
             f"The base model {spec.id} has no folder on this machine; register one with "
             f"`tunelab local up --model-dir {name}=PATH`."
         )
-    check_model_folder(folder)
+    try:
+        check_model_folder(folder)
+    except ValidationFailed as error:
+        # The tenant whose job this is learns that the folder is unusable; the operator, from the
+        # runtime's log, which folder and why.
+        logger.warning("the folder of base model %s cannot be used: %s", spec.id, error.message)
+        raise ProviderError(
+            f"The base model {spec.id} cannot be loaded from its folder on this machine; the runtime's "
+            "log says why."
+        ) from None
     return folder
 
 
