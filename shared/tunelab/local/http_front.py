@@ -9,6 +9,20 @@ here, in the contract's error shape, except on the public paths (health, OpenAPI
 
 The API handler is one Lambda container: one request at a time (its resolver keeps the current
 event on a module-level object, as Lambda's one-request-per-container model allows).
+
+What the front refuses itself, always in the contract's error shape (JSON, never an HTML page):
+
+* a `Host` that is not this loopback listener (`127.0.0.1:<port>`, `localhost:<port>`,
+  `[::1]:<port>`): 403 `forbidden` — a web page whose name was rebound to 127.0.0.1 (DNS
+  rebinding) sends its own name;
+* a method API Gateway does not pass on (anything but GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS):
+  405 `method_not_allowed` with `Allow`;
+* a body over `MAX_REQUEST_BYTES` (413 `payload_too_large`, counted as read for a chunked body), a
+  `Content-Length` that is not a number of bytes or a malformed chunk (400 `validation_error`), and
+  a request line or headers `http.server` cannot read.
+
+CORS is the API function's: its `Access-Control-*` headers reach the browser only for an `Origin`
+the runtime allows (`allowed_origins`); none otherwise.
 """
 
 from __future__ import annotations
@@ -17,19 +31,20 @@ import base64
 import contextlib
 import json
 import logging
+import re
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from tunelab.domain.errors import PayloadTooLarge, TunelabError, Unauthorized
-from tunelab.entrypoints.api.errors import proxy_error
+from tunelab.domain.errors import Forbidden, PayloadTooLarge, TunelabError, Unauthorized, ValidationFailed
+from tunelab.entrypoints.api.errors import code_for_status, proxy_error
 from tunelab.local.tokens import InvalidToken
 
 logger = logging.getLogger("tunelab.local.http")
@@ -39,6 +54,19 @@ MAX_REQUEST_BYTES = 10 * 1024 * 1024
 STAGE = "local"
 API_ID = "local"
 ACCOUNT_ID = "123456789012"
+# The methods API Gateway's `ANY` passes to the function; the front answers any other with 405.
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+# A chunk-size line: hex digits, optional extensions; longer lines are refused.
+_CHUNK_SIZE = re.compile(rb"^([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r?\n$")
+_MAX_LINE = 4096
+_MAX_TRAILERS = 64
+# The contract's codes of the refusals http.server makes itself (others: `code_for_status`).
+_PROTOCOL_ERROR_CODES = {
+    414: "uri_too_long",
+    431: "headers_too_large",
+    505: "http_version_not_supported",
+}
 
 ApiHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 Verifier = Callable[[str], Mapping[str, Any]]
@@ -145,6 +173,32 @@ def _error_answer(error: TunelabError) -> dict[str, Any]:
     return proxy_error(error)
 
 
+def _status_answer(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """An answer in the contract's error shape for a status no domain error names."""
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json", **(headers or {})},
+        "body": json.dumps({"error": {"code": code, "message": message}}),
+        "isBase64Encoded": False,
+    }
+
+
+def method_not_allowed(method: str) -> dict[str, Any]:
+    shown = method if method.isprintable() and len(method) <= 40 else "This method"
+    return _status_answer(
+        405,
+        "method_not_allowed",
+        f"{shown} is not supported; the API answers {', '.join(METHODS)}.",
+        {"Allow": ", ".join(METHODS)},
+    )
+
+
+def _too_large() -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request is over {MAX_REQUEST_BYTES // (1024 * 1024)} MiB.")
+
+
 class HttpFront:
     """A threading HTTP server on `host:port` that answers with `handler` (the API's Lambda entry)."""
 
@@ -157,8 +211,10 @@ class HttpFront:
         public_paths: frozenset[str],
         host: str = "127.0.0.1",
         port: int = 8642,
+        allowed_origins: Callable[[], Collection[str]] = tuple,
     ) -> None:
         self._handler_factory = handler
+        self._allowed_origins = allowed_origins
         self._handler: ApiHandler | None = None
         self._verify = verify
         self._context = context
@@ -198,6 +254,24 @@ class HttpFront:
         self._server.server_close()
 
     # --- one request ---------------------------------------------------------------------------
+
+    def host_allowed(self, host: str | None) -> bool:
+        """Whether `host` (a request's Host header) names this listener by a loopback name."""
+        text = (host or "").strip().lower()
+        if text.startswith("["):  # an IPv6 literal: [::1]:port
+            literal, _, rest = text.partition("]")
+            name, port = f"{literal}]", rest.removeprefix(":")
+            if rest and not rest.startswith(":"):
+                return False
+        else:
+            name, _, port = text.partition(":")
+        if port != str(self.port) and not (port == "" and self.port == 80):
+            return False
+        return name in LOOPBACK_NAMES or name == self.host.lower()
+
+    def cors_allowed(self, origin: str | None) -> bool:
+        """Whether a response may carry the API function's CORS headers for `origin`."""
+        return bool(origin) and origin in set(self._allowed_origins())
 
     def answer(
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str
@@ -274,9 +348,25 @@ def _make_request_handler(front: HttpFront) -> type[BaseHTTPRequestHandler]:
     class RequestHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "tunelab-local"
+        error_content_type = "application/json"
 
         def _serve(self) -> None:
             started = time.monotonic()
+            if not front.host_allowed(self.headers.get("Host")):
+                self.close_connection = True
+                host = (self.headers.get("Host") or "")[:100]
+                self._send(
+                    _error_answer(
+                        Forbidden(
+                            f"This local runtime answers only at {front.host}:{front.port} or "
+                            f"localhost:{front.port}, not at Host {host!r}."
+                        )
+                    )
+                )
+                return
+            if self.command not in METHODS:
+                self._not_allowed()
+                return
             try:
                 body = self._read_body()
             except TunelabError as error:
@@ -295,28 +385,63 @@ def _make_request_handler(front: HttpFront) -> type[BaseHTTPRequestHandler]:
                 (time.monotonic() - started) * 1000,
             )
 
+        def _not_allowed(self) -> None:
+            # The body (if any) is not read: the connection cannot carry another request.
+            self.close_connection = True
+            self._send(method_not_allowed(self.command))
+
+        def __getattr__(self, name: str) -> Any:
+            # http.server looks up `do_<METHOD>` and answers 501 with an HTML page when there is
+            # none; here every method has one, and those API Gateway does not pass answer 405.
+            if name.startswith("do_"):
+                return self._serve
+            raise AttributeError(name)
+
         def _read_body(self) -> bytes:
-            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            encodings = [v.strip().lower() for v in self.headers.get_all("Transfer-Encoding") or []]
+            if encodings:
+                if encodings != ["chunked"]:
+                    raise ValidationFailed.of(
+                        "Transfer-Encoding", "Only 'Transfer-Encoding: chunked' is supported."
+                    )
                 return self._read_chunked()
-            length = int(self.headers.get("Content-Length") or 0)
+            lengths = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+            if not lengths:
+                return b""
+            length_text = lengths.pop()
+            if lengths or not (length_text.isascii() and length_text.isdigit()):
+                raise ValidationFailed.of(
+                    "Content-Length", "Content-Length must be one number of bytes (0 or more)."
+                )
+            length = int(length_text)
             if length > MAX_REQUEST_BYTES:
-                raise PayloadTooLarge(f"The request is over {MAX_REQUEST_BYTES // (1024 * 1024)} MiB.")
-            return self.rfile.read(length) if length else b""
+                raise _too_large()
+            body = self.rfile.read(length) if length else b""
+            if len(body) != length:
+                raise ValidationFailed.of("body", "The body ended before its Content-Length.")
+            return body
 
         def _read_chunked(self) -> bytes:
             parts: list[bytes] = []
             total = 0
             while True:
-                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                line = self.rfile.readline(_MAX_LINE + 1)
+                match = _CHUNK_SIZE.match(line)
+                if match is None:
+                    raise ValidationFailed.of("body", "A chunk size is not a hexadecimal number of bytes.")
+                size = int(match.group(1), 16)
                 if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(parts)
+                    for _ in range(_MAX_TRAILERS):
+                        if self.rfile.readline(_MAX_LINE + 1) in (b"\r\n", b"\n"):
+                            return b"".join(parts)
+                    raise ValidationFailed.of("body", "The chunked body does not end.")
                 total += size
                 if total > MAX_REQUEST_BYTES:
-                    raise PayloadTooLarge(f"The request is over {MAX_REQUEST_BYTES // (1024 * 1024)} MiB.")
-                parts.append(self.rfile.read(size))
-                self.rfile.readline()
+                    raise _too_large()
+                chunk = self.rfile.read(size)
+                if len(chunk) != size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                    raise ValidationFailed.of("body", "A chunk is shorter than its size says.")
+                parts.append(chunk)
 
         def _send(self, answer: Mapping[str, Any]) -> None:
             status = int(answer.get("statusCode", 500))
@@ -329,6 +454,10 @@ def _make_request_handler(front: HttpFront) -> type[BaseHTTPRequestHandler]:
                 headers[name.lower()] = [str(v) for v in values]
             headers.pop("content-length", None)
             headers.pop("transfer-encoding", None)
+            request_headers = getattr(self, "headers", None)  # absent when the request line was unreadable
+            if not front.cors_allowed(request_headers.get("Origin") if request_headers else None):
+                for name in [n for n in headers if n.startswith("access-control-")]:
+                    del headers[name]
             try:
                 phrase = HTTPStatus(status).phrase
             except ValueError:
@@ -338,9 +467,27 @@ def _make_request_handler(front: HttpFront) -> type[BaseHTTPRequestHandler]:
                 for value in values:
                     self.send_header(name, value)
             self.send_header("Content-Length", str(len(payload)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
-            if self.command != "HEAD":
+            if getattr(self, "command", None) != "HEAD":
                 self.wfile.write(payload)
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            # http.server's own refusals (a request line or headers it cannot read, a line too long)
+            # in the contract's shape instead of an HTML page. Nothing more is read from the stream.
+            self.close_connection = True
+            if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+                self.request_version = "HTTP/1.0"  # a status line and headers, even for an unreadable line
+            if code == HTTPStatus.NOT_IMPLEMENTED:  # no do_<METHOD> (cannot happen: see __getattr__)
+                self._send(method_not_allowed(str(getattr(self, "command", "") or "")))
+                return
+            try:
+                phrase = HTTPStatus(code).phrase
+            except ValueError:
+                phrase = "Bad request"
+            error_code = _PROTOCOL_ERROR_CODES.get(code) or code_for_status(code)
+            self._send(_status_answer(code, error_code, f"{message or phrase}."))
 
         def log_message(self, format: str, *args: Any) -> None:  # http.server's signature
             logger.debug(format, *args)
