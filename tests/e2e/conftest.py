@@ -2,7 +2,9 @@
 
 The `local` fixture starts the real command (`python -m tunelab.client.cli local up --port 0`) in its own
 process with a temporary data dir, waits for its ready file, and yields a `LocalApi`: the API's URL,
-the AWS endpoint (moto), helpers to mint tokens and call the API, and the process's log. The runtime
+the AWS endpoint (moto, which answers only this run's credentials, read from the data dir), helpers
+to mint tokens and call the API, and the process's log. The runtime may also run the probe handler
+(`tests/e2e/probe.py`, through `TUNELAB_LOCAL_EXTRA_HANDLERS`) besides tunelab's own. The runtime
 runs in its own process because moto's state is process-wide: a `mock_aws` test that runs on the
 same pytest worker resets every moto backend of its process, and must not reset the runtime's.
 
@@ -24,10 +26,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
+from tunelab.local.aws_access import read_access
 from tunelab.local.tokens import issue_token
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +38,7 @@ START_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 60.0
 DEFAULT_WORKSPACE = "ws-e2e"
 DEFAULT_EMAIL = "ada@example.com"
+PROBE_HANDLER = "tests.e2e.probe.handler"
 
 
 def runtime_environment() -> dict[str, str]:
@@ -47,6 +50,7 @@ def runtime_environment() -> dict[str, str]:
     }
     env["HF_HUB_OFFLINE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
+    env["TUNELAB_LOCAL_EXTRA_HANDLERS"] = PROBE_HANDLER
     return env
 
 
@@ -174,15 +178,10 @@ class LocalApi:
         return self.http.request(method, path, json=json, content=content, headers=all_headers, params=params)
 
     def client(self, service: str) -> Any:
-        """A boto3 client of `service` on the runtime's AWS endpoint."""
-        return boto3.client(  # type: ignore[call-overload]
-            service,
-            region_name="us-east-1",
-            endpoint_url=self.aws_endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            aws_session_token="testing",
-        )
+        """A boto3 client of `service` on the runtime's AWS endpoint, with this run's credentials."""
+        access = read_access(self.data_dir)
+        assert access.endpoint_url == self.aws_endpoint
+        return access.client(service)
 
     def log(self) -> str:
         return self.runtime.log()

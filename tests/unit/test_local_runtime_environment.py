@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunelab.composition.settings import Settings
+from tunelab.local.aws_access import new_access
 from tunelab.local.runtime import LocalRuntime
 
 # Read by boto3/botocore, moto, Powertools, the HTTP stack, or the local runtime itself.
@@ -14,6 +15,7 @@ NOT_SETTINGS = {"MOTO_PORT", "NO_PROXY", "TUNELAB_LOCAL_DATA_DIR"}
 def test_every_tunelab_variable_of_the_local_runtime_is_a_setting(tmp_path: Path) -> None:
     runtime = LocalRuntime(tmp_path)
     runtime._moto_endpoint = "http://127.0.0.1:5999"  # what start() sets; environment() reads it
+    runtime._access = new_access(runtime._moto_endpoint, "us-east-1")
 
     environment = runtime.environment()
 

@@ -1,4 +1,5 @@
-"""`tunelab local up` and `tunelab local token`: the command line of the embedded local runtime.
+"""`tunelab local up`, `tunelab local token` and `tunelab local aws-env`: the command line of the
+embedded local runtime.
 
 `add_local_commands(subparsers)` adds the `local` command group to an argparse parser; each
 subcommand sets `handler` (a function of the parsed arguments that returns the exit code).
@@ -10,9 +11,12 @@ import argparse
 import faulthandler
 import json
 import logging
+import math
 import os
+import shlex
 import signal
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
@@ -20,10 +24,12 @@ from typing import Any
 
 from tunelab.domain.errors import TunelabError
 from tunelab.domain.identity import PLANS
+from tunelab.local.aws_access import RuntimeNotRunning, read_access
 from tunelab.local.environment import prepare as prepare_environment
+from tunelab.local.files import UnsafeFile
 from tunelab.local.models import register_model_folder
 from tunelab.local.paths import DEFAULT_PORT, default_data_dir
-from tunelab.local.tokens import DEFAULT_PLAN, DEFAULT_TTL, issue_token
+from tunelab.local.tokens import DEFAULT_PLAN, DEFAULT_TTL, MAX_TTL, issue_token
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -33,13 +39,14 @@ SLOW_STOP_S = 30.0
 
 
 def add_local_commands(subparsers: Any) -> None:
-    """Add `local up` and `local token` to `subparsers` (from `ArgumentParser.add_subparsers()`)."""
+    """Add `local up`, `local token` and `local aws-env` to `subparsers` (from
+    `ArgumentParser.add_subparsers()`)."""
     local = subparsers.add_parser(
         "local",
         help="run tunelab on this machine, without an AWS account",
         description="The embedded local runtime: the whole tunelab backend on one machine.",
     )
-    commands = local.add_subparsers(dest="local_command", metavar="{up,token}", required=True)
+    commands = local.add_subparsers(dest="local_command", metavar="{up,token,aws-env}", required=True)
     data_dir_help = (
         f"where the runtime keeps its files (default: {default_data_dir()}, or $TUNELAB_LOCAL_DATA_DIR)"
     )
@@ -91,12 +98,39 @@ def add_local_commands(subparsers: Any) -> None:
     )
     token.add_argument(
         "--ttl-hours",
-        type=float,
+        type=ttl_hours_argument,
         default=DEFAULT_TTL.total_seconds() / 3600,
-        help=f"hours until the token expires (default {DEFAULT_TTL.total_seconds() / 3600:g})",
+        help=f"hours until the token expires, more than 0 and at most {MAX_TTL_HOURS:g} "
+        f"(default {DEFAULT_TTL.total_seconds() / 3600:g})",
     )
     token.add_argument("--data-dir", type=Path, default=None, help=data_dir_help)
     token.set_defaults(handler=run_token)
+
+    aws_env = commands.add_parser(
+        "aws-env",
+        help="print the running runtime's AWS endpoint and credentials as shell exports",
+        description="The AWS endpoint (moto) of the runtime running on the data dir answers only "
+        "requests signed with that run's credentials, made anew at each start. Prints them as "
+        '`export` lines: eval "$(tunelab local aws-env)" points the aws CLI and boto3 at it.',
+    )
+    aws_env.add_argument("--data-dir", type=Path, default=None, help=data_dir_help)
+    aws_env.set_defaults(handler=run_aws_env)
+
+
+MAX_TTL_HOURS = MAX_TTL.total_seconds() / 3600
+
+
+def ttl_hours_argument(value: str) -> float:
+    """`--ttl-hours`: more than 0 and at most `MAX_TTL` in hours."""
+    try:
+        hours = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of hours") from None
+    if not math.isfinite(hours) or not 0 < hours <= MAX_TTL_HOURS:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: a token lives more than 0 and at most {MAX_TTL_HOURS:g} hours ({MAX_TTL.days} days)"
+        )
+    return hours
 
 
 def model_dir_argument(value: str) -> tuple[str, Path]:
@@ -132,19 +166,44 @@ def run_token(args: argparse.Namespace) -> int:
     except TunelabError as error:
         print(f"tunelab: {error.message}", file=sys.stderr)
         return EXIT_USAGE
+    except UnsafeFile as error:
+        print(f"tunelab: {error}", file=sys.stderr)
+        return EXIT_FAILED
     print(token)
     return EXIT_OK
 
 
-def _configure_logging(level: str) -> None:
+def run_aws_env(args: argparse.Namespace) -> int:
+    """`tunelab local aws-env`: `export` lines for the running runtime's AWS endpoint."""
+    try:
+        access = read_access(_data_dir(args))
+    except (RuntimeNotRunning, UnsafeFile) as error:
+        print(f"tunelab: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    for name, value in access.environment().items():
+        print(f"export {name}={shlex.quote(value)}")
+    print("unset AWS_SESSION_TOKEN AWS_PROFILE")
+    return EXIT_OK
+
+
+def _configure_logging(level: str) -> Callable[[], None]:
+    """Show the runtime's own lines on stderr; returns what puts the loggers back as they were."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
     runtime_logger = logging.getLogger("tunelab.local")
+    previous = (runtime_logger.level, runtime_logger.propagate)
     runtime_logger.addHandler(handler)
     runtime_logger.setLevel(logging.INFO)
     runtime_logger.propagate = False
     # The seam's and other libraries' lines follow the chosen level.
     logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(name)s %(message)s")
+
+    def undo() -> None:
+        runtime_logger.removeHandler(handler)
+        runtime_logger.setLevel(previous[0])
+        runtime_logger.propagate = previous[1]
+
+    return undo
 
 
 def _say(message: str) -> None:
@@ -163,19 +222,34 @@ def run_up(args: argparse.Namespace) -> int:
         RuntimeAlreadyRunning,
     )
 
-    _configure_logging(args.log_level)
-    data_dir = _data_dir(args)
+    restore_logging = _configure_logging(args.log_level)
+    # What this process and its trainers create (datasets' copies, jobs, models, deployments) is
+    # the operator's alone, as the data dir itself is (0700).
+    previous_umask = os.umask(0o077)
     try:
-        for model_id in register_model_dirs(list(getattr(args, "model_dir", None) or []), data_dir):
-            _say(f"base model {model_id} registered")
+        return _serve(args, LocalRuntime, (PortInUse, RuntimeAlreadyRunning, DataDirInUse, UnsafeFile))
+    finally:
+        os.umask(previous_umask)
+        restore_logging()
+
+
+def _serve(args: argparse.Namespace, runtime_class: Any, refusals: tuple[type[Exception], ...]) -> int:
+    data_dir = _data_dir(args)
+    folders = list(getattr(args, "model_dir", None) or [])
+    try:
+        for model_id, (_, folder) in zip(register_model_dirs(folders, data_dir), folders, strict=True):
+            _say(f"base model {model_id} registered ({folder.resolve()})")
     except TunelabError as error:
         _say(error.message)
         return EXIT_USAGE
-    runtime = LocalRuntime(data_dir, port=args.port, log_level=args.log_level)
+    except UnsafeFile as error:
+        _say(str(error))
+        return EXIT_FAILED
+    runtime = runtime_class(data_dir, port=args.port, log_level=args.log_level)
     _say(f"starting the local runtime (data dir {runtime.data_dir}) ...")
     try:
         runtime.start()
-    except (PortInUse, RuntimeAlreadyRunning, DataDirInUse) as error:
+    except refusals as error:
         _say(str(error))
         return EXIT_FAILED
 

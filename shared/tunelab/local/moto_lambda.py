@@ -16,6 +16,12 @@ function's `Environment` variables are not applied, since concurrent invocations
 `os.environ`), an event parsed from JSON, and a context with the function's name, ARN, memory,
 a request id and the remaining time.
 
+Only tunelab's own handlers run: those of the functions the stack defines
+(`composition.stack_definitions.FUNCTIONS`, `functions.<module>.handler`), or the set given to
+`install_in_process_lambda(handlers=...)` / `allowed_handlers(...)`. A function whose `Handler` names
+anything else (`pty.spawn`, `os.system`, any importable callable) is not run: its invocation fails
+with `HandlerNotAllowed`, since this process is the operator's and the handler would run as them.
+
 Errors come back as Lambda reports an unhandled exception: the payload
 `{"errorMessage", "errorType", "stackTrace"}` with `errorType` the exception's class name, and the
 function-error flag set, so a state's `Retry`/`Catch` on `ProviderTransientError` matches.
@@ -34,10 +40,12 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from tunelab.composition.stack_definitions import FUNCTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +54,40 @@ _ORIGINAL: Callable[..., tuple[str, bool, str]] | None = None
 # One lock per function name; reentrant so a handler that (oddly) invokes itself in its own thread
 # does not deadlock.
 _FUNCTION_LOCKS: dict[str, threading.RLock] = {}
+# The handlers that may run (None: tunelab's own, `tunelab_handlers()`).
+_ALLOWED: frozenset[str] | None = None
+
+
+class HandlerNotAllowed(PermissionError):  # noqa: N818  # the errorType an invocation reports
+    """A function's `Handler` names something other than one of tunelab's own handlers."""
+
+    def __init__(self, handler: str) -> None:
+        super().__init__(
+            f"the local runtime runs only the handlers of tunelab's own functions "
+            f"(functions.<module>.handler); {handler[:200]!r} is not one of them"
+        )
+        self.handler = handler
+
+
+def tunelab_handlers() -> frozenset[str]:
+    """The `Handler` of every function the stack defines."""
+    return frozenset(spec.handler for spec in FUNCTIONS)
+
+
+def current_allowed() -> frozenset[str]:
+    """The handlers this process runs now."""
+    return _ALLOWED if _ALLOWED is not None else tunelab_handlers()
+
+
+@contextmanager
+def allowed_handlers(handlers: Iterable[str]) -> Iterator[None]:
+    """Run exactly `handlers` (tunelab's own not included) for the duration of a `with` block (tests)."""
+    global _ALLOWED  # noqa: PLW0603
+    previous, _ALLOWED = _ALLOWED, frozenset(handlers)
+    try:
+        yield
+    finally:
+        _ALLOWED = previous
 
 
 def function_lock(function_name: str) -> threading.RLock:
@@ -80,7 +122,10 @@ class LambdaContext:
 
 
 def resolve_handler(handler: str) -> Callable[[Any, Any], Any]:
-    """The callable `module.path.function` names (a Lambda `Handler` setting)."""
+    """The callable `module.path.function` names (a Lambda `Handler` setting); `HandlerNotAllowed`
+    unless it is one of the handlers this process runs (`current_allowed()`)."""
+    if handler not in current_allowed():
+        raise HandlerNotAllowed(handler)
     module_name, _, attribute = handler.rpartition(".")
     if not module_name:
         raise ValueError(f"handler {handler!r} is not 'module.function'")
@@ -105,6 +150,11 @@ def invoke_handler(handler: str, event: Any, context: LambdaContext) -> tuple[st
     """Call `handler` with `event`; (payload JSON, errored, log text) as moto's backend wants them."""
     try:
         function = resolve_handler(handler)
+    except HandlerNotAllowed as error:
+        logger.warning("refused to run the Lambda function %s: %s", context.function_name, error)
+        payload = error_payload(error)
+        return json.dumps(payload), True, str(error)
+    try:
         result = function(event, context)
         return json.dumps(result, default=str), False, ""
     except Exception as error:  # the handler's own failure is the invocation's result, not ours
@@ -141,25 +191,28 @@ def _lambda_function_class() -> Any:
     return LambdaFunction
 
 
-def install_in_process_lambda() -> Callable[[], None]:
+def install_in_process_lambda(handlers: Iterable[str] | None = None) -> Callable[[], None]:
     """Make moto run Lambda functions in this process; returns a function that undoes it.
 
+    `handlers`: the handlers that may run (default: tunelab's own, `tunelab_handlers()`).
     Installing twice is harmless (the second call changes nothing and its undo does nothing).
     """
-    global _ORIGINAL  # noqa: PLW0603  # one patch per process
+    global _ORIGINAL, _ALLOWED  # noqa: PLW0603  # one patch per process
     cls = _lambda_function_class()
     with _LOCK:
         if _ORIGINAL is not None:
             return lambda: None
         _ORIGINAL = cls.__dict__["_invoke_lambda"]
+        _ALLOWED = frozenset(handlers) if handlers is not None else None
         cls._invoke_lambda = _in_process
 
     def uninstall() -> None:
-        global _ORIGINAL  # noqa: PLW0603
+        global _ORIGINAL, _ALLOWED  # noqa: PLW0603
         with _LOCK:
             if _ORIGINAL is not None:
                 cls._invoke_lambda = _ORIGINAL
                 _ORIGINAL = None
+                _ALLOWED = None
 
     return uninstall
 
@@ -169,9 +222,9 @@ def is_installed() -> bool:
 
 
 @contextmanager
-def in_process_lambda() -> Iterator[None]:
-    """`install_in_process_lambda()` for the duration of a `with` block."""
-    uninstall = install_in_process_lambda()
+def in_process_lambda(handlers: Iterable[str] | None = None) -> Iterator[None]:
+    """`install_in_process_lambda(handlers)` for the duration of a `with` block."""
+    uninstall = install_in_process_lambda(handlers)
     try:
         yield
     finally:

@@ -5,9 +5,12 @@
 1. listens on `port` (loopback) for the API first, so a port in use fails before anything starts;
 2. starts moto in server mode on a free loopback port (DynamoDB, S3, SQS, EventBridge, Step
    Functions — told to execute state machines —, Lambda, SES, Scheduler, Secrets Manager, STS, IAM)
-   and makes moto run Lambda functions in this process (`tunelab.local.moto_lambda`);
-3. sets the environment the handlers read (`tunelab.composition.settings.Settings`, with `RUNTIME=local` and
-   `AWS_ENDPOINT_URL` pointing at moto) and forgets cached settings and services;
+   behind a guard that answers only requests signed with this run's own credentials, made now and
+   kept in the data dir (`tunelab.local.aws_guard`, `tunelab.local.aws_access`), and makes moto run
+   Lambda functions in this process — tunelab's own handlers only (`tunelab.local.moto_lambda`);
+3. sets the environment the handlers read (`tunelab.composition.settings.Settings`, with `RUNTIME=local`,
+   `AWS_ENDPOINT_URL` pointing at moto and this run's credentials) and forgets cached settings and
+   services;
 4. creates the stack from `tunelab.composition.stack_definitions`, as the CDK app does: the records and
    idempotency tables, the buckets (the datasets bucket tells EventBridge about new objects), the
    event bus, one Lambda function per `FUNCTIONS` entry (`Handler=functions.<module>.handler`, a
@@ -19,7 +22,8 @@
    the HTTP front.
 
 `stop()` undoes all of it; the AWS-like state (records, datasets, jobs) lived in moto's memory and is
-gone, while the files in the data dir stay. One runtime runs in a process at a time: moto's state and
+gone (and so are this run's credentials), while the files in the data dir stay. The data dir is only
+its owner's (0700, `tunelab.local.files`). One runtime runs in a process at a time: moto's state and
 the environment are the process's.
 """
 
@@ -66,10 +70,19 @@ from tunelab.composition.stack_definitions import (
 from tunelab.composition.state_machines import definition
 from tunelab.entrypoints.api import deps as api_deps
 from tunelab.entrypoints.api.app import PUBLIC_PATHS
+from tunelab.local.aws_access import AwsAccess, remove_access, write_access
+from tunelab.local.aws_guard import AwsEndpoint, sign_step_functions_calls, signed_request_headers
 from tunelab.local.context import LocalContext
 from tunelab.local.environment import SERVICE_NAME, early_environment
+from tunelab.local.files import PRIVATE_FILE_MODE, UnsafeFile, secure_data_dir
 from tunelab.local.http_front import HttpFront, PortInUse
-from tunelab.local.moto_lambda import LambdaContext, install_in_process_lambda, resolve_handler
+from tunelab.local.models import registered_folders
+from tunelab.local.moto_lambda import (
+    LambdaContext,
+    install_in_process_lambda,
+    resolve_handler,
+    tunelab_handlers,
+)
 from tunelab.local.outbox import OUTBOX_DIR, Outbox, capture_sesv2_simple
 from tunelab.local.paths import DEFAULT_PORT, default_data_dir
 from tunelab.local.scheduler import ScheduleRunner
@@ -84,6 +97,9 @@ SENDER_EMAIL = "tunelab@tunelab.local"
 LOCAL_DEPLOY_POLL_SECONDS = 2
 PROVIDER_MODULE = "tunelab.local.provider"
 API_FUNCTION = "Api"
+# Handlers besides tunelab's own that the runtime's Lambda functions may run, comma-separated: for
+# tests that watch the stack through a probe function of their own (`tests/e2e/probe.py`).
+EXTRA_HANDLERS_VARIABLE = "TUNELAB_LOCAL_EXTRA_HANDLERS"
 # The repository root (shared/tunelab/local/runtime.py → four levels up): `functions/` lives there.
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -110,7 +126,8 @@ LOCK_FILE = "runtime.lock"
 def _lock_data_dir(data_dir: Path) -> Callable[[], None]:
     """Hold an exclusive lock on the data dir while the runtime runs (released by the returned
     callable, or by the OS when the process ends, however it ends); `DataDirInUse` if held."""
-    handle = (data_dir / LOCK_FILE).open("a+", encoding="utf-8")
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE)
+    handle = os.fdopen(fd, "a+", encoding="utf-8")
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -220,6 +237,7 @@ class LocalRuntime:
         outbox_interval: float = 0.5,
         log_level: str = "WARNING",
         names: StackNames | None = None,
+        extra_handlers: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         # Read before start() sets TUNELAB_LOCAL_DATA_DIR to this runtime's own data dir.
@@ -231,8 +249,12 @@ class LocalRuntime:
         self._scheduler_interval = scheduler_interval
         self._outbox_interval = outbox_interval
         self._front: HttpFront | None = None
-        self._moto: Any = None
+        self._moto: AwsEndpoint | None = None
         self._moto_endpoint: str | None = None
+        self._access: AwsAccess | None = None
+        self.extra_handlers = extra_handlers or tuple(
+            name.strip() for name in os.environ.get(EXTRA_HANDLERS_VARIABLE, "").split(",") if name.strip()
+        )
         self._undo: list[tuple[str, Callable[[], None]]] = []
         self._saved_env: dict[str, str | None] = {}
         self._stopped = threading.Event()
@@ -271,6 +293,13 @@ class LocalRuntime:
         return self._moto_endpoint
 
     @property
+    def aws_access(self) -> AwsAccess:
+        """This run's AWS endpoint and the credentials it accepts (also in the data dir, 0600)."""
+        if self._access is None:
+            raise RuntimeError("the runtime is not started")
+        return self._access
+
+    @property
     def account_id(self) -> str:
         return self._account_id
 
@@ -283,14 +312,14 @@ class LocalRuntime:
         return self._started and not self._stopped.is_set()
 
     def client(self, service: str) -> Any:
-        """A boto3 client of `service` on the embedded endpoint, with the runtime's fake credentials."""
+        """A boto3 client of `service` on the embedded endpoint, with this run's credentials."""
+        access = self.aws_access
         return boto3.client(  # type: ignore[call-overload]
             service,
             region_name=REGION,
-            endpoint_url=self.moto_endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",  # noqa: S106  # moto's fake credentials
-            aws_session_token="testing",  # noqa: S106
+            endpoint_url=access.endpoint_url,
+            aws_access_key_id=access.access_key_id,
+            aws_secret_access_key=access.secret_access_key,
         )
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -320,7 +349,7 @@ class LocalRuntime:
         self._started = True
 
     def _start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_data_dir(self.data_dir)
         self._undo.append(("data dir lock", _lock_data_dir(self.data_dir)))
         secret = load_or_create_secret(self.data_dir)
         # What `local.environment.prepare` set before this module loaded (a caller that did not gets
@@ -337,9 +366,17 @@ class LocalRuntime:
             public_paths=PUBLIC_PATHS,
             host=self.host,
             port=self.requested_port,
+            allowed_origins=_allowed_origins,
         )
         self._start_moto()
-        self._undo.append(("in-process Lambda", install_in_process_lambda()))
+        if self.extra_handlers:
+            logger.warning(
+                "Lambda functions may also run these handlers (%s): %s",
+                EXTRA_HANDLERS_VARIABLE,
+                ", ".join(self.extra_handlers),
+            )
+        handlers = tunelab_handlers() | set(self.extra_handlers)
+        self._undo.append(("in-process Lambda", install_in_process_lambda(handlers)))
         self._undo.append(("SES capture", capture_sesv2_simple()))
         self._apply_environment()
         provider = _provider_module()
@@ -408,23 +445,24 @@ class LocalRuntime:
 
     def _start_moto(self) -> None:
         from moto.core.config import default_user_config  # noqa: PLC0415
-        from moto.server import ThreadedMotoServer  # noqa: PLC0415
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's request log
-        server = ThreadedMotoServer(ip_address=LOOPBACK, port=0, verbose=False)
+        server = AwsEndpoint(host=LOOPBACK, port=0, region=REGION)
         server.start()
         self._moto = server
-        host, port = server.get_host_and_port()
-        self._moto_endpoint = f"http://{host}:{port}"
+        self._access = server.access
+        self._moto_endpoint = server.url
 
         def stop_moto() -> None:
-            self._moto_api("reset")  # the state is the runtime's: gone with it
-            server.stop()
-            inner = getattr(server, "_server", None)
-            if inner is not None:
-                inner.server_close()  # ThreadedMotoServer.stop leaves the socket open
+            try:
+                self._moto_api("reset")  # the state is the runtime's: gone with it
+            finally:
+                server.stop()
 
         self._undo.append(("moto server", stop_moto))
+        write_access(self.data_dir, server.access)
+        self._undo.append(("AWS credentials file", lambda: remove_access(self.data_dir, server.access)))
+        self._undo.append(("Step Functions signing", sign_step_functions_calls(server.access)))
         self._moto_api("reset")  # a fresh account, whatever an earlier runtime of this process left
         previous = dict(default_user_config.get("stepfunctions") or {})
         self._moto_api("config", {"stepfunctions": {"execute_state_machine": True}})
@@ -446,11 +484,10 @@ class LocalRuntime:
             logger.debug("stopping running executions failed", exc_info=True)
 
     def _moto_api(self, action: str, body: Mapping[str, Any] | None = None) -> None:
+        url = f"{self.moto_endpoint}/moto-api/{action}"
+        data = json.dumps(body or {}).encode()
         request = urllib.request.Request(  # noqa: S310  # our own loopback server
-            f"{self.moto_endpoint}/moto-api/{action}",
-            data=json.dumps(body or {}).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json"},
+            url, data=data, method="POST", headers=signed_request_headers(self.aws_access, "POST", url, data)
         )
         with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
             answer.read()
@@ -461,11 +498,11 @@ class LocalRuntime:
         """The variables the handlers read (the fields of `composition.settings.Settings` and AWS's own)."""
         names = self.names
         account = self._account_id
+        access = self.aws_access
         environment = {
             "AWS_ENDPOINT_URL": self.moto_endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
+            "AWS_ACCESS_KEY_ID": access.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": access.secret_access_key,
             "AWS_REGION": REGION,
             "AWS_DEFAULT_REGION": REGION,
             "AWS_EC2_METADATA_DISABLED": "true",
@@ -507,7 +544,7 @@ class LocalRuntime:
 
     def _apply_environment(self) -> None:
         environment = self.environment()
-        removed = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "SES_CONFIGURATION_SET")
+        removed = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "SES_CONFIGURATION_SET")
         for name in (*environment, *removed):
             self._saved_env.setdefault(name, os.environ.get(name))
         for name in removed:
@@ -732,20 +769,35 @@ class LocalRuntime:
             exports.append(f"export TUNELAB_API_URL={self.base_url}")
         if self.data_dir != self._default_data_dir:
             exports.append(f"export TUNELAB_LOCAL_DATA_DIR={self.data_dir}")
+        folders = [
+            f"                  {model_id}: {folder}"
+            for model_id, folder in registered_folders(self.data_dir)
+        ]
         return [
             "tunelab local runtime is up",
             f"  API:            {self.base_url}/v1   (health: {self.base_url}/v1/health)",
             "  token:          tunelab local token --workspace W --email E"
             + (f" --data-dir {self.data_dir}" if self.data_dir != self._default_data_dir else ""),
             *([f"  CLI:            {'; '.join(exports)}"] if exports else []),
-            f"  AWS endpoint:   {self.moto_endpoint}   (moto; AWS_ENDPOINT_URL for the aws CLI and boto3)",
+            f"  AWS endpoint:   {self.moto_endpoint}   (moto; only this run's credentials:",
+            '                  eval "$(tunelab local aws-env'
+            + (f" --data-dir {self.data_dir}" if self.data_dir != self._default_data_dir else "")
+            + ')" for the aws CLI and boto3)',
             f"  data dir:       {self.data_dir}",
             "                  trained models, local copies of datasets, the token secret",
             f"  outbox:         {self.outbox_dir}   (every email tunelab sends, as .eml)",
             f"  training:       {self.training_note}",
+            *(["  model folders:", *folders] if folders else []),
             "State: records, datasets and jobs live in memory (moto) and are lost when the runtime stops;",
             "       files in the data dir stay. Press Ctrl-C to stop.",
         ]
+
+
+def _allowed_origins() -> tuple[str, ...]:
+    """The browser origins the API function answers with CORS (its `ALLOWED_ORIGINS` setting)."""
+    return tuple(
+        origin.strip() for origin in os.environ.get("ALLOWED_ORIGINS", "").split(",") if origin.strip()
+    )
 
 
 __all__ = [
@@ -755,5 +807,6 @@ __all__ = [
     "PortInUse",
     "RuntimeAlreadyRunning",
     "StackNames",
+    "UnsafeFile",
     "default_data_dir",
 ]
