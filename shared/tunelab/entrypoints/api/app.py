@@ -274,12 +274,20 @@ def body_size(event: dict[str, Any]) -> int:
 
 
 def check_body(event: dict[str, Any]) -> None:
-    """Refuse, as `ValidationFailed`, a body no route could read: not valid base64 where API Gateway
-    says it is, not UTF-8 text, or JSON nested deeper than MAX_JSON_DEPTH. CSV bodies are the datasets
-    route's to check (an encoding problem is part of a dataset's validation report)."""
+    """Refuse, as `ValidationFailed`, a body no route could read: of a content type other than JSON or
+    CSV, not valid base64 where API Gateway says it is, not UTF-8 text, or JSON nested deeper than
+    MAX_JSON_DEPTH. CSV bodies are the datasets route's to check (an encoding problem is part of a
+    dataset's validation report)."""
     body = event.get("body")
-    if not body or _content_type(event) in datasets.CSV_TYPES:
+    kind = _content_type(event)
+    if not body or kind in datasets.CSV_TYPES:
         return
+    if kind not in ("", content_types.APPLICATION_JSON):
+        # Not a form or anything else Powertools would try to parse: no route reads those.
+        raise ValidationFailed.of(
+            "Content-Type",
+            f"This API takes JSON (Content-Type: application/json), and CSV for datasets; not '{kind}'.",
+        )
     if event.get("isBase64Encoded"):
         try:
             raw = base64.b64decode(body, validate=True)
