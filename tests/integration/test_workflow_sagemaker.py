@@ -93,6 +93,7 @@ def test_sagemaker_job_reads_from_the_customer_bucket_and_completes_with_listed_
 
     # The job exists in the customer's account, reading the data tunelab wrote there
     waiting = stack.repo.models.get(record.workspace_id, record.name)
+    assert waiting.training.job_id is not None
     job_name = waiting.training.job_id.rsplit("/", 1)[-1]
     assert job_name.startswith(f"{record.name}-")  # the model's name and a digest of its record
     job = stack.services.client("sagemaker").describe_training_job(TrainingJobName=job_name)
