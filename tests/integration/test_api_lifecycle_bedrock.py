@@ -30,6 +30,7 @@ from tunelab.domain.providers import DeploymentRef, DeploymentState, DeployReque
 pytestmark = pytest.mark.moto
 
 WS = "ws-acme"
+ACCOUNT = "123456789012"  # the platform's (moto's) account
 NAME = "support-bot-v1"
 BASE = f"/v1/fine-tuned-models/{NAME}"
 CUSTOM_MODELS = "arn:aws:bedrock:us-east-1:123456789012:custom-model/"
@@ -148,11 +149,14 @@ def test_the_whole_life_of_a_bedrock_model(stack: Stack, bedrock: DeployingBedro
 
     # Bedrock says the job completed: the workflow records it, the creator is told
     _job_event(stack, "Completed")
-    stack.wait_execution(created["training"]["execution_arn"])
+    stack.wait_execution(_training_execution(stack))
     trained = _call("GET", BASE).body
     assert trained["status"] == "not_deployed"
     assert trained["training"]["ended_at"] is not None
-    assert trained["training"]["job_id"] == waiting.training.job_id
+    # The job's id with the platform's account masked: tenants are not shown it.
+    assert waiting.training.job_id is not None
+    assert trained["training"]["job_id"] == waiting.training.job_id.replace(ACCOUNT, "************")
+    assert ACCOUNT not in json.dumps(trained)
     [completed] = stack.emails()
     assert NAME in completed.subject
     assert "Not deployed" in completed.body
@@ -164,7 +168,10 @@ def test_the_whole_life_of_a_bedrock_model(stack: Stack, bedrock: DeployingBedro
     stack.wait_execution(_deployment_arn(stack))
     deployed = _call("GET", BASE).body
     assert deployed["status"] == "deployed", deployed
-    assert deployed["deployment"]["endpoint"] in bedrock.live
+    record = stack.repo.models.get(WS, NAME)
+    assert record.deployment is not None
+    assert record.deployment.endpoint in bedrock.live
+    assert deployed["deployment"]["endpoint"] == record.deployment.endpoint.replace(ACCOUNT, "************")
     assert deployed["deployment"]["auto_undeploy_at"] == deploying.body["deployment"]["auto_undeploy_at"]
     record = stack.repo.models.get(WS, NAME)
     assert record.deployment is not None
@@ -183,7 +190,7 @@ def test_the_whole_life_of_a_bedrock_model(stack: Stack, bedrock: DeployingBedro
             "metrics": {"latencyMs": 120},
         },
         {
-            "modelId": deployed["deployment"]["endpoint"],
+            "modelId": record.deployment.endpoint,
             "messages": [{"role": "user", "content": [{"text": "My invoice is wrong"}]}],
             "inferenceConfig": ANY,
         },
@@ -233,6 +240,13 @@ def test_the_whole_life_of_a_bedrock_model(stack: Stack, bedrock: DeployingBedro
     assert gone["correlation_id"] == deleted.request_id
 
 
+def _training_execution(stack: Stack) -> str:
+    """The model's fine-tuning execution (the API shows its ARN with the platform's account masked)."""
+    arn = stack.repo.models.get(WS, NAME).training.execution_arn
+    assert arn is not None
+    return arn
+
+
 def _deployment_arn(stack: Stack) -> str:
     executions = stack.sfn.list_executions(stateMachineArn=stack.deployment_arn)["executions"]
     return str(executions[0]["executionArn"])
@@ -264,7 +278,7 @@ def test_stop_while_training(stack: Stack, bedrock: DeployingBedrock) -> None:
     assert _call("POST", f"{BASE}/deploy").error_code == "invalid_state"
 
     _job_event(stack, "Stopped")
-    stack.wait_execution(created["training"]["execution_arn"])
+    stack.wait_execution(_training_execution(stack))
 
     stopped = _call("GET", BASE).body
     assert stopped["status"] == "training_stopped"
@@ -281,11 +295,11 @@ def test_stop_while_training(stack: Stack, bedrock: DeployingBedrock) -> None:
 def test_a_failed_job_ends_training_failed_with_bedrocks_reason(
     stack: Stack, bedrock: DeployingBedrock
 ) -> None:
-    created = _create(stack)
+    _create(stack)
     _wait_training(stack)
 
     _job_event(stack, "Failed", failureMessage="Insufficient training data after filtering.")
-    stack.wait_execution(created["training"]["execution_arn"])
+    stack.wait_execution(_training_execution(stack))
 
     failed = _call("GET", BASE).body
     assert failed["status"] == "training_failed"

@@ -152,7 +152,10 @@ def test_the_whole_life_of_a_sagemaker_model(stack: Stack, sagemaker: CpuEndpoin
         ModelArtifacts={"S3ModelArtifacts": f"s3://{CUSTOMER_BUCKET}/{key}"},
         FinalMetricDataList=[{"MetricName": "train_loss", "Value": 0.9, "Timestamp": "1583831889050"}],
     )
-    stack.wait_execution(created.body["training"]["execution_arn"])
+    execution = stack.repo.models.get(WS, NAME).training.execution_arn
+    assert execution is not None
+    assert created.body["training"]["execution_arn"] == execution.replace(ACCOUNT, "************")
+    stack.wait_execution(execution)
     trained = _call("GET", BASE).body
     assert trained["status"] == "not_deployed", trained
     assert trained["artifacts"]["files"] == sorted(

@@ -3,6 +3,9 @@ response bodies (`contracts`). Only the API loads the contract's models."""
 
 from __future__ import annotations
 
+import re
+
+from tunelab.domain.catalog import provider_traits
 from tunelab.domain.identity import byok_allowed
 from tunelab.domain.records import (
     Creator,
@@ -113,8 +116,8 @@ def model_out(record: ModelRecord) -> FineTunedModelOut:
         created_at=record.created_at,
         updated_at=record.updated_at,
         training=TrainingOut(
-            job_id=training.job_id,
-            execution_arn=training.execution_arn,
+            job_id=_shown_id(record, training.job_id),
+            execution_arn=_platform_masked(training.execution_arn),
             started_at=training.started_at,
             ended_at=training.ended_at,
             phase=training.phase,
@@ -129,7 +132,7 @@ def model_out(record: ModelRecord) -> FineTunedModelOut:
         if record.artifacts
         else None,
         deployment=DeploymentOut(
-            endpoint=record.deployment.endpoint,
+            endpoint=_shown_id(record, record.deployment.endpoint),
             deployed_at=record.deployment.deployed_at,
             auto_undeploy_at=record.deployment.auto_undeploy_at,
         )
@@ -146,3 +149,21 @@ def event_out(record: ModelEventRecord) -> ModelEventOut:
         message=record.message,
         metrics=metrics_out(record.metrics) if record.metrics else None,
     )
+
+
+# An ARN's account field: tenants are not shown the platform's account (AWS names it in every ARN).
+_ARN_ACCOUNT = re.compile(r"^(arn:[^:]*:[^:]*:[^:]*:)(\d{12})(:)")
+MASKED_ACCOUNT = "************"
+
+
+def _platform_masked(arn: str | None) -> str | None:
+    """An ARN of the platform's own (a workflow's execution, a Bedrock job) with its account masked."""
+    return _ARN_ACCOUNT.sub(rf"\g<1>{MASKED_ACCOUNT}\g<3>", arn) if arn else arn
+
+
+def _shown_id(record: ModelRecord, provider_id: str | None) -> str | None:
+    """A provider's id as the tenant sees it: in the customer's own account (BYOK) as it is; else with
+    the platform's account masked."""
+    if provider_traits(record.provider).requires_connection:
+        return provider_id
+    return _platform_masked(provider_id)
