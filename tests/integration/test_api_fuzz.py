@@ -37,6 +37,7 @@ from tests.integration.conftest import (
 from tests.integration.fuzz_support import check_answer, check_probe, probes
 from tests.integration.handler_support import BusSpy
 from tunelab.adapters.dynamodb import IDEMPOTENCY_TABLE_DEFINITION, TABLE_DEFINITION
+from tunelab.application.workspaces import set_plan
 from tunelab.composition.settings import get_settings
 from tunelab.composition.wiring import Services, set_services
 from tunelab.entrypoints.api.app import OPENAPI_PATH, openapi_document
@@ -69,7 +70,7 @@ def lambda_as_wsgi(environ: dict[str, Any], start_response: StartResponse) -> It
         body: str | bytes | None = raw.decode("utf-8") if raw else None
     except UnicodeDecodeError:
         body = raw  # sent base64-encoded, as API Gateway sends a body it cannot pass as text
-    claims = claims_for(WORKSPACE, **{"custom:plan": "subscription"}) if "Authorization" in headers else None
+    claims = claims_for(WORKSPACE) if "Authorization" in headers else None
     query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
     event = api_event(
         method, "/", claims=claims, headers=headers, query=query or None, raw_body=body, content_type=None
@@ -114,7 +115,10 @@ def account() -> Iterator[None]:
             boto3.client("scheduler", region_name=REGION).create_schedule_group(
                 Name=get_settings().schedule_group
             )
-            set_services(Services())
+            services = Services()
+            set_services(services)
+            # A plan with BYOK (an operator's setting), so the SageMaker routes are reached too.
+            set_plan(services.workspaces, WORKSPACE, "subscription", default_plan="pay_as_you_go")
             yield
         reset_services()
 

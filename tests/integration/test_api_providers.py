@@ -162,6 +162,16 @@ def test_a_malformed_body_is_400_naming_the_field(api: Api, changes: dict[str, A
     assert answer.body["error"]["details"][0]["field"] == field
 
 
+def test_a_region_without_the_training_image_is_400_naming_it(api: Api, customer: Any) -> None:
+    # Shaped like a region, but not one (found by the API fuzzer: it reached AWS and answered 500).
+    answer = api.call("PUT", "/v1/providers/sagemaker", _body(region="aa-a-0"))
+
+    assert (answer.status, answer.error_code) == (400, "validation_error")
+    assert answer.body["error"]["details"][0]["field"] == "region"
+    assert "not offered in aa-a-0" in answer.body["error"]["message"]
+    assert api.repo.connections.find(WS) is None
+
+
 def test_plans_without_byok_are_403(api: Api, customer: Any) -> None:
     for plan in ("trial", "pay_as_you_go"):
         answer = api.call("PUT", "/v1/providers/sagemaker", _body(), workspace=f"ws-{plan}", plan=plan)

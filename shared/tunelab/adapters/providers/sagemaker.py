@@ -913,8 +913,10 @@ def verify_connection(
 ) -> ConnectionCheck:
     """Assume the role and check each permission the jobs need; says what failed and what to do.
 
-    It never reads the hf_token secret's value (DescribeSecret only).
+    It never reads the hf_token secret's value (DescribeSecret only). A region without tunelab's
+    training image (or no region of AWS at all) is `ValidationFailed` on `region` before any call.
     """
+    training_image(connection.region)
     checks: list[ConnectionCheckItem] = []
     try:
         session, _ = _assume(base or boto3.Session(), connection, session_name(workspace_id))
