@@ -152,11 +152,10 @@ class LocalApi:
         self,
         workspace: str = DEFAULT_WORKSPACE,
         email: str = DEFAULT_EMAIL,
-        plan: str = "subscription",
         ttl: timedelta = timedelta(hours=1),
     ) -> str:
         """A token of this runtime (the same secret `tunelab local token` uses)."""
-        return issue_token(self.data_dir, workspace=workspace, email=email, plan=plan, ttl=ttl)
+        return issue_token(self.data_dir, workspace=workspace, email=email, ttl=ttl)
 
     def call(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import stat
 import subprocess
 import sys
 import time
@@ -83,16 +85,22 @@ def test_a_non_bearer_authorization_is_401(local: LocalApi) -> None:
     assert answer.status_code == 401
 
 
-def test_the_token_names_the_workspace_and_its_plan(local: LocalApi) -> None:
-    answer = local.call("GET", "/v1/workspace", token=local.token("ws-plans", plan="trial"))
+def test_the_token_names_the_workspace_on_the_local_default_plan(local: LocalApi) -> None:
+    answer = local.call("GET", "/v1/workspace", token=local.token("ws-plans"))
 
     assert answer.status_code == 200
-    assert answer.json() == {"id": "ws-plans", "plan": "trial", "byok_allowed": False}
+    assert answer.json() == {"id": "ws-plans", "plan": "subscription", "byok_allowed": True}
 
-    # A later token with another plan moves the workspace to that plan.
-    again = local.call("GET", "/v1/workspace", token=local.token("ws-plans", plan="enterprise_usage_credit"))
-    assert again.json()["plan"] == "enterprise_usage_credit"
-    assert again.json()["byok_allowed"] is True
+
+def test_a_plan_claim_in_a_token_changes_nothing(local: LocalApi) -> None:
+    # A token signed with the runtime's own secret, claiming another plan: the claim is not read.
+    claims = {**claims_for("ws-claims", "eve@example.com"), "custom:plan": "trial"}
+    forged = encode(claims, load_or_create_secret(local.data_dir))
+
+    answer = local.call("GET", "/v1/workspace", token=forged)
+
+    assert answer.status_code == 200
+    assert answer.json()["plan"] == "subscription"
 
 
 def test_local_token_prints_the_token_alone_and_it_works(local: LocalApi) -> None:
@@ -121,7 +129,13 @@ def test_local_token_prints_the_token_alone_and_it_works(local: LocalApi) -> Non
     token = lines[0]
     assert token.count(".") == 2
     answer = local.call("GET", "/v1/workspace", token=token)
+    # --plan is the operator's path: the running runtime has the workspace on that plan at once,
+    # for every token of the workspace, and the plan is recorded for the runtime's next start.
     assert answer.json() == {"id": "ws-cli", "plan": "internal", "byok_allowed": True}
+    other_user = local.call("GET", "/v1/workspace", token=local.token("ws-cli", "al@example.com"))
+    assert other_user.json()["plan"] == "internal"
+    assert json.loads((local.data_dir / "workspace-plans.json").read_text())["ws-cli"] == "internal"
+    assert stat.S_IMODE((local.data_dir / "workspace-plans.json").stat().st_mode) == 0o600
 
 
 def test_local_token_refuses_a_bad_workspace(local: LocalApi) -> None:

@@ -145,9 +145,25 @@ def test_stop_leaves_no_thread_and_no_listening_socket(tmp_path: Path) -> None:
 @pytest.mark.parametrize("interrupt_ignored", [False, True], ids=["terminal", "background-job"])
 def test_ctrl_c_stops_local_up_cleanly(tmp_path: Path, interrupt_ignored: bool) -> None:
     # A script or CI that starts it in the background hands it SIGINT ignored: Ctrl-C still stops it.
+    # (And a plan the operator gave before it ran is the workspace's once it runs.)
+    token_command = [sys.executable, "-m", "tunelab.client.cli", "local", "token", "--workspace", "ws-early"]
+    data = str(tmp_path / "data")
+    recorded = subprocess.run(
+        [*token_command, "--email", "op@example.com", "--plan", "trial", "--data-dir", data],
+        cwd=REPO_ROOT,
+        env=runtime_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     runtime = start_runtime(tmp_path / "data", tmp_path / "runtime.log", interrupt_ignored=interrupt_ignored)
     api_url = runtime.ready["api_url"]
     assert httpx.get(f"{api_url}/v1/health", timeout=30).json() == {"status": "ok"}
+    workspace = httpx.get(
+        f"{api_url}/v1/workspace", headers={"Authorization": f"Bearer {recorded.stdout.strip()}"}, timeout=30
+    )
+    assert workspace.json()["plan"] == "trial"
     banner = runtime.log()
     assert "records, datasets and jobs live in memory" in banner
     assert "lost when the runtime stops" in banner

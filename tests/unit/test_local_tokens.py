@@ -32,13 +32,13 @@ def _segment(data: dict[str, object]) -> str:
 
 
 def test_a_minted_token_verifies_to_the_claims_the_authorizer_passes() -> None:
-    token = mint_token(SECRET, workspace="ws-acme", email="ada@example.com", plan="trial", now=T0)
+    token = mint_token(SECRET, workspace="ws-acme", email="ada@example.com", now=T0)
 
     claims = verify_token(SECRET, token, now=T0 + timedelta(minutes=5))
 
     assert claims["custom:workspace"] == "ws-acme"
     assert claims["email"] == "ada@example.com"
-    assert claims["custom:plan"] == "trial"
+    assert "custom:plan" not in claims  # a plan is the operator's setting, never a token's
     assert claims["sub"] == subject_for("ws-acme", "ada@example.com")
     assert claims["exp"] - claims["iat"] == 30 * 24 * 3600
 
@@ -100,19 +100,16 @@ def test_malformed_tokens_are_refused(token: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("workspace", "email", "plan", "field"),
+    ("workspace", "email", "field"),
     [
-        ("no/slash", "a@b.c", "subscription", "workspace"),
-        ("", "a@b.c", "subscription", "workspace"),
-        ("w", "not-an-email", "subscription", "email"),
-        ("w", "a@b.c", "gold", "plan"),
+        ("no/slash", "a@b.c", "workspace"),
+        ("", "a@b.c", "workspace"),
+        ("w", "not-an-email", "email"),
     ],
 )
-def test_minting_refuses_bad_input_naming_the_field(
-    workspace: str, email: str, plan: str, field: str
-) -> None:
+def test_minting_refuses_bad_input_naming_the_field(workspace: str, email: str, field: str) -> None:
     with pytest.raises(ValidationFailed) as refused:
-        mint_token(SECRET, workspace=workspace, email=email, plan=plan)
+        mint_token(SECRET, workspace=workspace, email=email)
 
     assert refused.value.details[0].field == field
 
@@ -130,7 +127,7 @@ def test_the_secret_is_made_once_readable_by_its_owner_only(tmp_path: Path) -> N
 def test_a_token_issued_from_a_data_dir_verifies_with_its_secret(tmp_path: Path) -> None:
     token = issue_token(tmp_path, workspace="ws-acme", email="ada@example.com")
 
-    assert verify_token(load_or_create_secret(tmp_path), token)["custom:plan"] == "subscription"
+    assert verify_token(load_or_create_secret(tmp_path), token)["custom:workspace"] == "ws-acme"
 
 
 def test_a_corrupt_secret_file_says_what_to_do(tmp_path: Path) -> None:

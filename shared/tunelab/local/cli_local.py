@@ -28,8 +28,8 @@ from tunelab.local.aws_access import RuntimeNotRunning, read_access
 from tunelab.local.environment import prepare as prepare_environment
 from tunelab.local.files import UnsafeFile
 from tunelab.local.models import register_model_folder
-from tunelab.local.paths import DEFAULT_PORT, default_data_dir
-from tunelab.local.tokens import DEFAULT_PLAN, DEFAULT_TTL, MAX_TTL, issue_token
+from tunelab.local.paths import DEFAULT_LOCAL_PLAN, DEFAULT_PORT, default_data_dir
+from tunelab.local.tokens import DEFAULT_TTL, MAX_TTL, issue_token
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -89,12 +89,17 @@ def add_local_commands(subparsers: Any) -> None:
         "token",
         help="print a bearer token for the local runtime's API",
         description="Mint a token for EMAIL in WORKSPACE, signed with the data dir's secret; prints the "
-        "token alone. PLAN becomes the workspace's plan in the local runtime.",
+        "token alone. --plan, the operator's setting, gives the workspace that plan: recorded in the data "
+        "dir, applied at once to a runtime running on it and whenever one starts (without it a workspace "
+        f"is on {DEFAULT_LOCAL_PLAN}). The token itself carries no plan.",
     )
     token.add_argument("--workspace", required=True, help="the workspace id (the tenant)")
     token.add_argument("--email", required=True, help="who the token is for")
     token.add_argument(
-        "--plan", default=DEFAULT_PLAN, choices=PLANS, help=f"the workspace's plan (default {DEFAULT_PLAN})"
+        "--plan",
+        default=None,
+        choices=PLANS,
+        help=f"give the workspace this plan (the operator's setting; new workspaces: {DEFAULT_LOCAL_PLAN})",
     )
     token.add_argument(
         "--ttl-hours",
@@ -152,17 +157,28 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir).expanduser().resolve() if args.data_dir else default_data_dir()
 
 
+def _set_plan(data_dir: Path, workspace: str, plan: str) -> None:
+    """Record the plan, and give it to the workspace now when a runtime runs on `data_dir`."""
+    from tunelab.local.plans import apply_plans, record_plan  # noqa: PLC0415  # start-up time of the CLI
+
+    record_plan(data_dir, workspace, plan)
+    try:
+        access = read_access(data_dir)
+    except RuntimeNotRunning:
+        return  # the runtime applies it when it starts
+    apply_plans(access, {workspace: plan})
+
+
 def run_token(args: argparse.Namespace) -> int:
     """`tunelab local token`: the token alone on stdout."""
 
     try:
+        data_dir = _data_dir(args)
         token = issue_token(
-            _data_dir(args),
-            workspace=args.workspace,
-            email=args.email,
-            plan=args.plan,
-            ttl=timedelta(hours=args.ttl_hours),
+            data_dir, workspace=args.workspace, email=args.email, ttl=timedelta(hours=args.ttl_hours)
         )
+        if args.plan:
+            _set_plan(data_dir, args.workspace, args.plan)
     except TunelabError as error:
         print(f"tunelab: {error.message}", file=sys.stderr)
         return EXIT_USAGE

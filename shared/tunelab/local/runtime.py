@@ -84,7 +84,8 @@ from tunelab.local.moto_lambda import (
     tunelab_handlers,
 )
 from tunelab.local.outbox import OUTBOX_DIR, Outbox, capture_sesv2_simple
-from tunelab.local.paths import DEFAULT_PORT, default_data_dir
+from tunelab.local.paths import DEFAULT_LOCAL_PLAN, DEFAULT_PORT, STACK_NAME, default_data_dir, records_table
+from tunelab.local.plans import apply_plans, recorded_plans
 from tunelab.local.scheduler import ScheduleRunner
 from tunelab.local.tokens import load_or_create_secret, verify_token
 
@@ -92,7 +93,6 @@ logger = logging.getLogger("tunelab.local")
 
 LOOPBACK = "127.0.0.1"
 REGION = "us-east-1"
-STACK_NAME = "tunelab"
 SENDER_EMAIL = "tunelab@tunelab.local"
 LOCAL_DEPLOY_POLL_SECONDS = 2
 PROVIDER_MODULE = "tunelab.local.provider"
@@ -157,7 +157,7 @@ class StackNames:
 
     @property
     def table(self) -> str:
-        return f"{self.stack}-records"
+        return records_table(self.stack)
 
     @property
     def idempotency_table(self) -> str:
@@ -391,6 +391,8 @@ class LocalRuntime:
             account_id=self._account_id,
         )
         self._install_provider(provider)
+        # The plans the operator recorded (`tunelab local token --plan`): the store starts empty.
+        apply_plans(self.aws_access, recorded_plans(self.data_dir), table_name=self.names.table)
         self.scheduler = ScheduleRunner(
             scheduler=self.client("scheduler"), clients=self.client, poll_interval=self._scheduler_interval
         )
@@ -521,6 +523,8 @@ class LocalRuntime:
             "SCHEDULES_DLQ_ARN": f"arn:aws:sqs:{REGION}:{account}:{names.schedules_dlq}",
             "BEDROCK_ROLE_ARN": f"arn:aws:iam::{account}:role/{names.role('bedrock')}",
             "PLATFORM_ACCOUNT_ID": account,
+            # Until the operator records another (`tunelab local token --plan P`).
+            "DEFAULT_PLAN": DEFAULT_LOCAL_PLAN,
             # A local deployment loads in seconds: look again soon rather than after half a minute.
             "DEPLOY_POLL_SECONDS": str(LOCAL_DEPLOY_POLL_SECONDS),
             "TUNELAB_LOCAL_DATA_DIR": str(self.data_dir),

@@ -1,10 +1,11 @@
 """Bearer tokens of the local runtime: compact JWTs signed with HMAC-SHA256 (HS256).
 
 On AWS, Cognito signs the tokens and API Gateway's authorizer verifies them. Locally,
-`tunelab local token --workspace W --email E [--plan P]` mints one with a secret kept in the data
-dir (`token-secret`, made on first use, readable by its owner only), and the HTTP front verifies it
-and hands the claims on exactly as the authorizer would (`sub`, `email`, `custom:workspace`,
-`custom:plan`). Tokens made before the secret is replaced (delete the file) stop working.
+`tunelab local token --workspace W --email E` mints one with a secret kept in the data dir
+(`token-secret`, made on first use, readable by its owner only), and the HTTP front verifies it and
+hands the claims on exactly as the authorizer would (`sub`, `email`, `custom:workspace`). A token
+carries no plan (`--plan` is the operator's path, `local.plans`). Tokens made before the secret is
+replaced (delete the file) stop working.
 
 A secret file another user owns, or that group or others may read or write, is refused (whoever could
 read it could sign tokens for any workspace; whoever could write it could choose the secret), and so
@@ -35,13 +36,12 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from tunelab.domain.errors import Unauthorized, ValidationFailed
-from tunelab.domain.identity import PLANS, WORKSPACE_ID_PATTERN, Plan
+from tunelab.domain.identity import WORKSPACE_ID_PATTERN
 from tunelab.local.files import UnsafeFile, check_private_file, secure_data_dir
 
 SECRET_FILE = "token-secret"  # noqa: S105  # the file name, not a secret
 ISSUER = "tunelab-local"
 AUDIENCE = "tunelab"
-DEFAULT_PLAN: Plan = "subscription"
 DEFAULT_TTL = timedelta(days=30)
 # The longest a token may live (`exp - iat`): a token is refused beyond it, and none is minted for longer.
 MAX_TTL = timedelta(days=30)
@@ -112,12 +112,12 @@ def subject_for(workspace: str, email: str) -> str:
 def claims_for(
     workspace: str,
     email: str,
-    plan: str = DEFAULT_PLAN,
     *,
     now: datetime | None = None,
     ttl: timedelta = DEFAULT_TTL,
 ) -> dict[str, Any]:
-    """The claims of a token for `email` in `workspace` on `plan`; `ValidationFailed` for bad input."""
+    """The claims of a token for `email` in `workspace`; `ValidationFailed` for bad input. No plan: a
+    workspace's plan is the operator's setting (`local.plans`), never a token's."""
     problems = []
     if not _WORKSPACE_RE.fullmatch(workspace):
         problems.append(
@@ -125,8 +125,6 @@ def claims_for(
         )
     if "@" not in email or email.strip() != email or " " in email:
         problems.append(("email", "an email address such as ada@example.com"))
-    if plan not in PLANS:
-        problems.append(("plan", f"one of {', '.join(PLANS)}"))
     if not timedelta(0) < ttl <= MAX_TTL:
         problems.append(("ttl", f"more than 0 and at most {MAX_TTL.days} days"))
     if problems:
@@ -141,7 +139,6 @@ def claims_for(
         "email": email,
         "email_verified": "true",
         "custom:workspace": workspace,
-        "custom:plan": plan,
         "iat": int(issued.timestamp()),
         "exp": int((issued + ttl).timestamp()),
     }
@@ -161,12 +158,11 @@ def mint_token(
     *,
     workspace: str,
     email: str,
-    plan: str = DEFAULT_PLAN,
     ttl: timedelta = DEFAULT_TTL,
     now: datetime | None = None,
 ) -> str:
-    """A signed token for `email` in `workspace`; its `custom:plan` claim sets the workspace's plan."""
-    return encode(claims_for(workspace, email, plan, now=now, ttl=ttl), secret)
+    """A signed token for `email` in `workspace`."""
+    return encode(claims_for(workspace, email, now=now, ttl=ttl), secret)
 
 
 def verify_token(secret: bytes, token: str, *, now: datetime | None = None) -> dict[str, Any]:
@@ -220,8 +216,7 @@ def issue_token(
     *,
     workspace: str,
     email: str,
-    plan: str = DEFAULT_PLAN,
     ttl: timedelta = DEFAULT_TTL,
 ) -> str:
     """Mint a token with the secret of the runtime that keeps its data in `data_dir`."""
-    return mint_token(load_or_create_secret(data_dir), workspace=workspace, email=email, plan=plan, ttl=ttl)
+    return mint_token(load_or_create_secret(data_dir), workspace=workspace, email=email, ttl=ttl)
