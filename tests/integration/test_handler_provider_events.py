@@ -319,6 +319,25 @@ def test_a_model_of_the_same_name_in_another_workspace_does_not_take_the_events(
     assert repo.models.find_by_job("sagemaker", other_job) == repo.models.get("ws-globex", theirs.name)
 
 
+def test_a_job_recorded_by_its_bare_name_before_jobs_had_arns_still_gets_its_events(
+    services: Services, repo: Services
+) -> None:
+    # Records written before jobs were known by their ARN keep the job's name: a job running across
+    # the upgrade is still followed (from its own account only).
+    legacy = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB)
+    workflow = Workflow(services, legacy)
+
+    applied = handle_provider_event(services, _sagemaker("InProgress", "Training"))
+    forged = handle_provider_event(
+        services, _sagemaker("InProgress", "Uploading").model_copy(update={"account": "999999999999"})
+    )
+
+    assert (applied.action, applied.workspace_id) == ("applied", WS)
+    assert forged.action == "dropped"
+    assert repo.models.get(WS, legacy.name).training.phase == "Training"
+    assert workflow.status() == "RUNNING"
+
+
 def test_sagemaker_events_of_a_workspace_whose_connection_is_gone_are_dropped_not_retried(
     services: Services, repo: Services
 ) -> None:

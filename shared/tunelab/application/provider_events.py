@@ -74,6 +74,10 @@ def handle(ctx: Context, event: IncomingEvent, *, now: datetime | None = None) -
     state = parsed.state
     if isinstance(state, TrainingState):
         model = ctx.models.find_by_job(parsed.provider, state.job_id)
+        if model is None and state.former_job_id:
+            # A job started before its provider's ids took their present form (the account check below
+            # still applies).
+            model = ctx.models.find_by_job(parsed.provider, state.former_job_id)
         if model is None:
             if (now or ctx.now()) - event.time < UNKNOWN_JOB_RETRY_WINDOW:
                 raise RetryLater(f"no model has the {parsed.provider} job {state.job_id} yet")

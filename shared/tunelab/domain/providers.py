@@ -98,6 +98,9 @@ class TrainingMetrics(_Model):
 
 class TrainingState(_Model):
     job_id: str
+    # The id records written before `job_id`'s form kept for the same job (SageMaker: the bare job name,
+    # before jobs were known by their ARN); only such records are found by it.
+    former_job_id: str | None = None
     status: TrainingStatus
     # The provider's finer status while training (SageMaker's SecondaryStatus, e.g. "Downloading").
     phase: str | None = None

@@ -334,7 +334,10 @@ def sagemaker_training_state(job: Mapping[str, Any]) -> TrainingState:
     arn = job.get("TrainingJobArn")
     if not isinstance(arn, str) or not arn.startswith("arn:"):
         raise UnhandledEventError("no TrainingJobArn in the SageMaker training job's detail")
-    return training_state(job).model_copy(update={"job_id": job_id(arn)})
+    state = training_state(job)
+    # Records made before jobs were known by their ARN keep the bare name (their jobs had the model's
+    # name, and every new job's name carries a digest, so only those old records can match it).
+    return state.model_copy(update={"job_id": job_id(arn), "former_job_id": state.job_id or None})
 
 
 def parse_event(detail_type: str, detail: Mapping[str, Any]) -> TrainingState | DeploymentState:
