@@ -17,6 +17,8 @@ from tests.integration.api_support import (
     api_fixture,  # noqa: F401  # the `api` fixture
     customer_session,
 )
+from tunelab.composition.settings import reset_settings
+from tunelab.composition.wiring import Services, set_services
 from tunelab.domain.providers import SageMakerConnection
 from tunelab.domain.status import ModelStatus
 
@@ -97,9 +99,30 @@ def test_the_connector_parameters_are_made_per_workspace(api: Api) -> None:
     assert body["parameters"]["WorkspaceId"] == WS
     assert body["parameters"]["ExternalId"] == body["external_id"]
     assert f"WorkspaceId={WS}" in body["deploy_command"]
-    # The test deployment's settings name no trusted roles or bus ARN: the answer says so.
-    assert "PlatformRoleArns" in (body["message"] or "") or "PlatformRoleArns" in body["parameters"]
+    # The test deployment's settings name no trusted roles or bus ARN: the answer says so, and offers
+    # no value for them.
+    assert "PlatformRoleArns" not in body["parameters"]
+    assert "PlatformRoleArns" in body["message"]
+    assert "CONNECTOR_TRUSTED_ROLE_ARNS" in body["message"]
     assert (refused.status, refused.error_code) == (403, "forbidden")
+
+
+def test_the_connector_parameters_name_the_platforms_roles_and_bus(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    roles = "arn:aws:iam::123456789012:role/tunelab-api,arn:aws:iam::123456789012:role/tunelab-start"
+    bus = "arn:aws:events:us-east-1:123456789012:event-bus/tunelab"
+    monkeypatch.setenv("CONNECTOR_TRUSTED_ROLE_ARNS", roles)
+    monkeypatch.setenv("EVENT_BUS_ARN", bus)
+    reset_settings()
+    set_services(Services())
+
+    body = api.call("GET", "/v1/providers/sagemaker/connector").body
+
+    assert body["parameters"]["PlatformRoleArns"] == roles
+    assert body["parameters"]["PlatformEventBusArn"] == bus
+    assert body["message"] is None
+    assert f"PlatformRoleArns={roles}" in body["deploy_command"]
 
 
 def test_a_connection_with_another_external_id_is_refused(api: Api, customer: Any) -> None:

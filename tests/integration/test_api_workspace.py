@@ -119,13 +119,48 @@ def test_providers_without_a_connection(aws: Aws) -> None:
     assert "GET /v1/providers/sagemaker/connector" in items["sagemaker"]["message"]
 
 
-def test_providers_show_the_stored_sagemaker_connection(aws: Aws) -> None:
+def _stored_connection(workspace: str, external_id: str, role: str) -> None:
     now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
     Services().connections.put(
         ProviderConnectionRecord(
+            workspace_id=workspace,
+            role_arn=role,
+            external_id=external_id,
+            region="eu-west-1",
+            artifact_bucket="acme-tunelab",
+            status="connected",
+            verified_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+
+
+def test_a_connection_made_with_an_external_id_tunelab_did_not_make_is_flagged(aws: Aws) -> None:
+    # Connections made before tunelab made external ids carry the customer's choice: they keep working
+    # for the models that use them, but the workspace is told to connect again.
+    _stored_connection("ws-old", "ext-123", "arn:aws:iam::210987654321:role/tunelab-old")
+
+    items = {
+        p["provider"]: p
+        for p in call(api_event("GET", "/v1/providers", claims=claims_for("ws-old"))).body["items"]
+    }
+
+    assert items["sagemaker"]["status"] == "error"
+    assert "external id tunelab did not make" in items["sagemaker"]["message"]
+    assert items["sagemaker"]["role_arn"] == "arn:aws:iam::210987654321:role/tunelab-old"
+
+
+def test_providers_show_the_stored_sagemaker_connection(aws: Aws) -> None:
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    services = Services()
+    services.workspaces.ensure("ws-acme", default_plan="subscription")
+    made = services.workspaces.ensure_connector_external_id("ws-acme", "tunelab-" + "0" * 32)
+    services.connections.put(
+        ProviderConnectionRecord(
             workspace_id="ws-acme",
             role_arn="arn:aws:iam::210987654321:role/tunelab-byok",
-            external_id="ext-123",
+            external_id=made,
             region="eu-west-1",
             artifact_bucket="acme-tunelab",
             status="connected",

@@ -93,7 +93,24 @@ def list_providers(ctx: Context, identity: Identity) -> list[ProviderStatus]:
         # Served by the platform in its own account: always there.
         items.append(ProviderStatus(provider="bedrock", status="connected", region=ctx.config.aws_region))
     connection = ctx.connections.find(identity.workspace, SAGEMAKER)
-    if connection is not None:
+    made = ctx.workspaces.get(identity.workspace).connector_external_id
+    if connection is not None and connection.external_id != made:
+        # Made before tunelab made external ids (the customer chose it): models keep running, but the
+        # connector must be deployed again with the workspace's parameters and connected again.
+        items.append(
+            ProviderStatus(
+                provider=SAGEMAKER,
+                status="error",
+                region=connection.region,
+                message=(
+                    "This connection was made with an external id tunelab did not make: deploy the connector "
+                    "again with the parameters GET /v1/providers/sagemaker/connector gives, then PUT "
+                    "/v1/providers/sagemaker again."
+                ),
+                connection=connection,
+            )
+        )
+    elif connection is not None:
         items.append(ProviderStatus(provider=SAGEMAKER, status=connection.status, connection=connection))
     else:
         items.append(

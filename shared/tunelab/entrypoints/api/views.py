@@ -33,6 +33,7 @@ from tunelab.entrypoints.api.contracts import (
     ModelCostOut,
     ModelEventOut,
     ProviderOut,
+    ProviderStatus,
     ResourcesOut,
     TrainingOut,
     ValidationOut,
@@ -48,16 +49,19 @@ def workspace_out(record: WorkspaceRecord) -> WorkspaceOut:
     return WorkspaceOut(id=record.workspace_id, plan=record.plan, byok_allowed=byok_allowed(record.plan))
 
 
-def provider_out(record: ProviderConnectionRecord) -> ProviderOut:
+def provider_out(
+    record: ProviderConnectionRecord, *, status: ProviderStatus | None = None, message: str | None = None
+) -> ProviderOut:
+    """A stored connection; `status` and `message`, when given, are what the use case found of it."""
     return ProviderOut(
         provider=record.provider,
-        status=record.status,
+        status=status or record.status,
+        message=message or record.message,
         role_arn=record.role_arn,
         region=record.region,
         artifact_bucket=record.artifact_bucket,
         hf_token_secret_arn=record.hf_token_secret_arn,
         verified_at=record.verified_at,
-        message=record.message,
     )
 
 

@@ -44,7 +44,7 @@ def list_providers(
     ctx: Annotated[Services, Depends(services)],
 ) -> Page[ProviderOut]:
     items = [
-        provider_out(entry.connection)
+        provider_out(entry.connection, status=entry.status, message=entry.message)
         if entry.connection is not None
         else ProviderOut(
             provider=entry.provider, status=entry.status, region=entry.region, message=entry.message
