@@ -40,6 +40,7 @@ def test_tunelab_makes_the_external_id_and_the_connectors_parameters(ctx: FakeCo
         "PlatformEventBusArn": "arn:aws:events:us-east-1:123456789012:event-bus/tunelab",
     }
     assert f"ExternalId={setup.external_id}" in setup.deploy_command
+    assert "--stack-name tunelab-connector-ws-acme " in setup.deploy_command  # one stack per workspace
     assert setup.message is None
 
 

@@ -15,6 +15,7 @@ workspace. One role belongs to one workspace (the store refuses a role another w
 
 from __future__ import annotations
 
+import re
 import secrets
 import shlex
 from collections.abc import Iterator
@@ -163,8 +164,12 @@ def connector(ctx: Context, identity: Identity) -> ConnectorSetup:
     else:
         missing.append("PlatformEventBusArn")
     overrides = " ".join(shlex.quote(f"{k}={v}") for k, v in parameters.items())
+    # One stack per workspace: deploying another workspace's parameters must never update this one's
+    # (its roles' names are fixed per region, so a second connector in the same account and region
+    # fails to create instead of taking the first one over).
+    stack = "tunelab-connector-" + re.sub(r"[^A-Za-z0-9-]", "-", workspace)
     command = (
-        f"aws cloudformation deploy --template-file {CONNECTOR_TEMPLATE} --stack-name tunelab-connector "
+        f"aws cloudformation deploy --template-file {CONNECTOR_TEMPLATE} --stack-name {stack} "
         f"--capabilities CAPABILITY_NAMED_IAM --region <your region> --parameter-overrides {overrides}"
     )
     message = (

@@ -42,7 +42,9 @@ from typing import Any
 from urllib.parse import quote, unquote
 from xml.sax.saxutils import escape
 
-from botocore.auth import HmacV1Auth
+from botocore.auth import HmacV1Auth, SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.utils import normalize_url_path
 
 from tunelab.local.aws_access import AwsAccess, new_access
@@ -462,10 +464,6 @@ def signed_request_headers(
 ) -> dict[str, str]:
     """The headers that sign `method url` with `access` (for calls that are not boto3's, such as
     moto's management paths)."""
-    from botocore.auth import SigV4Auth  # noqa: PLC0415
-    from botocore.awsrequest import AWSRequest  # noqa: PLC0415
-    from botocore.credentials import Credentials  # noqa: PLC0415
-
     request = AWSRequest(method=method, url=url, data=body, headers={"Content-Type": "application/json"})
     credentials = Credentials(access.access_key_id, access.secret_access_key)
     SigV4Auth(credentials, service, access.region).add_auth(request)

@@ -22,6 +22,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from tunelab.domain.errors import TunelabError
 from tunelab.domain.identity import PLANS
 from tunelab.local.aws_access import RuntimeNotRunning, read_access
@@ -166,7 +168,14 @@ def _set_plan(data_dir: Path, workspace: str, plan: str) -> None:
         access = read_access(data_dir)
     except RuntimeNotRunning:
         return  # the runtime applies it when it starts
-    apply_plans(access, {workspace: plan})
+    try:
+        apply_plans(access, {workspace: plan})
+    except (BotoCoreError, ClientError, TunelabError) as error:  # a runtime that died left its file
+        print(
+            f"tunelab: the plan is recorded; the runtime at {access.endpoint_url} did not take it now "
+            f"({type(error).__name__}), so it applies when a runtime starts on {data_dir}",
+            file=sys.stderr,
+        )
 
 
 def run_token(args: argparse.Namespace) -> int:
