@@ -118,6 +118,15 @@ def test_read_only_commands_print_tables_and_json(local: LocalApi) -> None:
     providers = as_json(tunelab(local, "--json", "providers", "list"))["items"]
     assert {"provider": "local", "status": "connected"}.items() <= providers[0].items()
 
+    # What to deploy the BYOK connector with: this workspace's own external id, made by tunelab.
+    connector = as_json(tunelab(local, "--json", "providers", "connector"))
+    assert connector["parameters"]["WorkspaceId"] == "ws-e2e"
+    assert connector["parameters"]["ExternalId"] == connector["external_id"]
+    assert connector["external_id"].startswith("tunelab-")
+    printed = ok(tunelab(local, "providers", "connector")).stdout
+    assert f"ExternalId:  {connector['external_id']}" in printed
+    assert "--stack-name tunelab-connector-ws-e2e" in printed
+
     shown = ok(tunelab(local, "base-models", "show", TINY)).stdout
     assert "HYPERPARAMETER" in shown
     assert "epochs" in shown
