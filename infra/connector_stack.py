@@ -64,21 +64,16 @@ from tunelab.composition.stack_definitions import (
     ACCESS_LOGS_EXPIRE_AFTER_DAYS,
     EVENT_RULES,
 )
-from tunelab.domain.layout import CONNECTOR_BUCKET_PREFIX, CONNECTOR_ROLE_PREFIX, PROVIDER_RESOURCE_TAG
 
-# The contract with the platform (tunelab.domain.layout): it assumes a workspace's connector role
-# with the session name `tunelab-<workspace id>`, and keeps every key it writes in the artifact
-# bucket under `tunelab/<workspace id>/`.
-SESSION_NAME_PREFIX = "tunelab-"
-
-
-def session_name(workspace: str) -> str:
-    return f"{SESSION_NAME_PREFIX}{workspace}"
-
-
-def workspace_folder(workspace: str) -> str:
-    return f"{CONNECTOR_BUCKET_PREFIX}{workspace}/"
-
+# The contract with the platform, spelled once in tunelab.domain.layout: it assumes a workspace's
+# connector role with the session name `connector_session_name(workspace)` and keeps every key it
+# writes in the artifact bucket under `connector_prefix(workspace)`.
+from tunelab.domain.layout import (
+    CONNECTOR_ROLE_PREFIX,
+    PROVIDER_RESOURCE_TAG,
+    connector_prefix,
+    connector_session_name,
+)
 
 # `<account>.dkr.ecr.<region>.<domain>/<repository>:<tag>`: an image URI of the image table.
 _IMAGE_URI = re.compile(
@@ -209,7 +204,7 @@ class ConnectorStack(Stack):
         workspace = workspace_param.value_as_string
         external_id = external_id_param.value_as_string
         # The workspace's folder of the artifact bucket: every key tunelab writes for it.
-        workspace_prefix = workspace_folder(workspace)
+        workspace_prefix = connector_prefix(workspace)
         tag_in_request = {"StringEquals": {f"aws:RequestTag/{PROVIDER_RESOURCE_TAG}": workspace}}
         tag_on_resource = {"StringEquals": {f"aws:ResourceTag/{PROVIDER_RESOURCE_TAG}": workspace}}
         list_workspace_folder = {"StringLike": {"s3:prefix": f"{workspace_prefix}*"}}
@@ -257,7 +252,7 @@ class ConnectorStack(Stack):
         objects = bucket.arn_for_objects(f"{workspace_prefix}*")
         # What cdk-nag reports for `objects` (a wildcard under the workspace's folder).
         bucket_arn = self.resolve(bucket.bucket_arn)["Fn::GetAtt"][0]
-        objects_finding = f"Resource::<{bucket_arn}.Arn>/{workspace_folder('<WorkspaceId>')}*"
+        objects_finding = f"Resource::<{bucket_arn}.Arn>/{connector_prefix('<WorkspaceId>')}*"
         execution.add_to_policy(
             iam.PolicyStatement(
                 actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"], resources=[objects]
@@ -350,7 +345,7 @@ class ConnectorStack(Stack):
             execution,
             "AwsSolutions-IAM5",
             "Training jobs and endpoints read and write objects under per-job keys; the scope is the "
-            f"workspace's folder of the artifact bucket ({workspace_folder('<WorkspaceId>')}).",
+            f"workspace's folder of the artifact bucket ({connector_prefix('<WorkspaceId>')}).",
             applies_to=(objects_finding,),
         )
         acknowledge(
@@ -379,7 +374,7 @@ class ConnectorStack(Stack):
             {
                 "StringEquals": {
                     "sts:ExternalId": external_id,
-                    "sts:RoleSessionName": session_name(workspace),
+                    "sts:RoleSessionName": connector_session_name(workspace),
                 }
             }
         )
@@ -446,7 +441,7 @@ class ConnectorStack(Stack):
             "Job, endpoint and model names are chosen per fine-tuned model at run time; changes are "
             f"limited to resources tagged {PROVIDER_RESOURCE_TAG}=<WorkspaceId> (by condition), reads to "
             "this account's SageMaker jobs and endpoints, objects to the workspace's folder of the "
-            f"artifact bucket ({workspace_folder('<WorkspaceId>')}).",
+            f"artifact bucket ({connector_prefix('<WorkspaceId>')}).",
             applies_to=(
                 *(
                     f"Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:{kind}/*"

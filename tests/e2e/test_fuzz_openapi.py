@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from tests.e2e.conftest import LocalApi
-from tests.integration.fuzz_support import check_answer, check_probe, probes
+from tests.integration.fuzz_support import check_answer, check_probe, fuzz_settings, probes
 
 pytestmark = pytest.mark.xdist_group("e2e")
 
@@ -42,14 +42,7 @@ def bearer(local: LocalApi) -> dict[str, str]:
     return {"Authorization": f"Bearer {local.token(workspace='ws-fuzz')}"}
 
 
-@settings(
-    max_examples=MAX_EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=list(HealthCheck),
-)
+@fuzz_settings(MAX_EXAMPLES)
 @given(data=st.data())
 def test_no_generated_request_gets_a_5xx_and_every_4xx_has_the_error_body(
     local: LocalApi, bearer: dict[str, str], data: st.DataObject

@@ -17,8 +17,6 @@ from infra.connector_stack import (
     CREATE_ACTIONS,
     ConnectorStack,
     image_sources,
-    session_name,
-    workspace_folder,
     workspace_pattern,
 )
 from tests.infra.conftest import (
@@ -286,11 +284,9 @@ def test_a_forwarded_rule_must_filter_on_the_workspace_tag() -> None:
 def test_the_platform_assumes_with_the_session_name_and_writes_under_the_folder_the_connector_allows() -> (
     None
 ):
-    # tunelab.domain.layout names both for the platform (the application side of this contract)
-    if not hasattr(layout, "connector_session_name"):
-        pytest.skip("the platform's side of the per-workspace contract is not in tunelab.domain.layout yet")
-    assert layout.connector_session_name("acme") == session_name("acme") == "tunelab-acme"
-    assert layout.connector_prefix("acme") == workspace_folder("acme") == "tunelab/acme/"
+    # tunelab.domain.layout spells both for the platform and for this template alike.
+    assert layout.connector_session_name("acme") == "tunelab-acme"
+    assert layout.connector_prefix("acme") == "tunelab/acme/"
 
 
 def test_outputs_are_what_the_provider_connection_needs(synthesized: Synthesized) -> None:

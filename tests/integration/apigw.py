@@ -180,3 +180,15 @@ def call(event: dict[str, Any]) -> ApiResponse:
         body = None
     request_id = (event.get("requestContext") or {}).get("requestId")
     return ApiResponse(status=raw["statusCode"], headers=headers, body=body, text=text, request_id=request_id)
+
+
+def assert_error(response: ApiResponse, status: int, code: str) -> dict[str, Any]:
+    """The error of `response`, checked: `status`, JSON, the contract's body with `code` and a message."""
+    assert response.status == status, response.text
+    assert response.headers.get("Content-Type") == "application/json"
+    assert set(response.body) == {"error"}
+    error: dict[str, Any] = response.body["error"]
+    assert error["code"] == code
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    return error

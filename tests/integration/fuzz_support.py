@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hypothesis import HealthCheck, Phase, settings
+
 # Methods probed on every known path (TRACE, CONNECT and HEAD are left to each transport).
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 # A value for each path parameter of the document that passes the routes' own checks.
@@ -23,6 +25,18 @@ DEFAULT_PATH_VALUE = "support-bot"
 NESTING = 5000
 _ERROR_KEYS = {"code", "message", "details"}
 _DETAIL_KEYS = {"field", "message", "row", "column"}
+
+
+def fuzz_settings(max_examples: int) -> settings:
+    """Bounded and repeatable: the same requests every run, no shrinking, no example database."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
 
 
 @dataclass(frozen=True)

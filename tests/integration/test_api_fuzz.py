@@ -20,7 +20,6 @@ from urllib.parse import parse_qsl
 import boto3
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, settings
 from moto import mock_aws
 from schemathesis import GenerationMode
 from werkzeug.test import Client
@@ -34,7 +33,7 @@ from tests.integration.conftest import (
     REGION,
     TABLE_NAME,
 )
-from tests.integration.fuzz_support import check_answer, check_probe, probes
+from tests.integration.fuzz_support import check_answer, check_probe, fuzz_settings, probes
 from tests.integration.handler_support import BusSpy
 from tunelab.adapters.dynamodb import IDEMPOTENCY_TABLE_DEFINITION, TABLE_DEFINITION
 from tunelab.application.workspaces import set_plan
@@ -140,14 +139,7 @@ schema = _schema()
 
 
 @schema.parametrize()
-@settings(
-    max_examples=MAX_EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=list(HealthCheck),
-)
+@fuzz_settings(MAX_EXAMPLES)
 def test_no_generated_request_gets_a_5xx_and_every_4xx_has_the_error_body(
     account: None, case: schemathesis.Case[Any]
 ) -> None:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 import pytest
 
-from tests.integration.apigw import ApiResponse, api_event, call
+from tests.integration.apigw import api_event, assert_error, call
 from tests.integration.conftest import Aws
 from tunelab.entrypoints.api.app import MAX_JSON_DEPTH, json_depth
 
@@ -27,17 +26,6 @@ JSON_ROUTES = [
     ("POST", "/v1/datasets"),
 ]
 NOT_UTF8 = b'{"name": "caf\xe9 \xff\xfe"}'
-
-
-def assert_error(response: ApiResponse, status: int, code: str) -> dict[str, Any]:
-    assert response.status == status, response.text
-    assert response.headers.get("Content-Type") == "application/json"
-    assert set(response.body) == {"error"}
-    error: dict[str, Any] = response.body["error"]
-    assert error["code"] == code
-    assert isinstance(error["message"], str)
-    assert error["message"]
-    return error
 
 
 def nested(depth: int) -> str:

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
-from tests.integration.apigw import ApiResponse, api_event, call
+from tests.integration.apigw import api_event, assert_error, call
 from tests.integration.conftest import Aws
 from tunelab.adapters.dynamodb.workspaces import DynamoWorkspaces
 
 pytestmark = pytest.mark.moto
-
-
-def assert_error(response: ApiResponse, status: int, code: str) -> dict[str, Any]:
-    assert response.status == status, response.text
-    assert response.headers.get("Content-Type") == "application/json"
-    assert set(response.body) == {"error"}
-    error: dict[str, Any] = response.body["error"]
-    assert error["code"] == code
-    assert isinstance(error["message"], str)
-    assert error["message"]
-    return error
 
 
 def test_health_needs_no_token(aws: Aws) -> None:

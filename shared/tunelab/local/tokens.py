@@ -37,7 +37,7 @@ from typing import Any, TypeGuard
 
 from tunelab.domain.errors import Unauthorized, ValidationFailed
 from tunelab.domain.identity import WORKSPACE_ID_PATTERN
-from tunelab.local.files import UnsafeFile, check_private_file, secure_data_dir
+from tunelab.local.files import PRIVATE_FILE_MODE, UnsafeFile, check_private_file, secure_data_dir
 
 SECRET_FILE = "token-secret"  # noqa: S105  # the file name, not a secret
 ISSUER = "tunelab-local"
@@ -78,7 +78,7 @@ def load_or_create_secret(data_dir: Path) -> bytes:
     path = data_dir / SECRET_FILE
     try:
         # O_EXCL: when two commands start at once, exactly one writes the secret, the other reads it.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     except FileExistsError:
         return _read_secret(path)
     secret = secrets.token_bytes(SECRET_BYTES)
