@@ -4,7 +4,9 @@
 - LoRA: the adapter always in ``adapter/``. Merged: the merged weights at the top as above.
   Not merged: the top holds the adapter files again (PEFT's layout) and the tokenizer, but no config
   and no base weights; ``AutoModelForCausalLM.from_pretrained(dir)`` (with peft installed) loads the
-  base the adapter names and applies the adapter.
+  base the adapter names and applies the adapter. The merged model is then written to ``merged/``
+  in the metrics folder (SageMaker's ``output.tar.gz``): what an endpoint serves and a download of
+  the merged variant holds.
 - Always ``tunelab-training.json``: the values used, metrics, rows trained and dropped, versions.
 """
 
@@ -13,11 +15,14 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 SUMMARY_FILE = "tunelab-training.json"
 ADAPTER_DIR = "adapter"
+# The merged copy of an unmerged adapter, in the metrics folder (SageMaker's output.tar.gz).
+MERGED_DIR = "merged"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
@@ -56,28 +61,64 @@ def _ready_for_inference(model: Any) -> None:
         config.use_cache = True
 
 
+def _merged(model: Any, adapter_dir: Path, load_base: Callable[[], Any] | None) -> Any:
+    """The adapter merged into its base: in memory, or (``load_base``: the trained model is sharded
+    across processes) applied from its saved files to a fresh copy of the base."""
+    if load_base is None:
+        return model.merge_and_unload()
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(load_base(), str(adapter_dir)).merge_and_unload()
+
+
+def _save_full(model: Any, tokenizer: Any, folder: Path, state_dict: dict[str, Any] | None) -> None:
+    _ready_for_inference(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
+    tokenizer.save_pretrained(folder)
+
+
 def save_model(
-    model: Any, tokenizer: Any, model_dir: Path, *, is_adapter: bool, merge: bool, base_name: str
+    model: Any,
+    tokenizer: Any,
+    model_dir: Path,
+    *,
+    is_adapter: bool,
+    merge: bool,
+    base_name: str,
+    merged_dir: Path,
+    state_dict: dict[str, Any] | None = None,
+    load_base: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the fine-tuned model to ``model_dir``; returns the artifact description for the summary."""
+    """Write the fine-tuned model to ``model_dir``; returns the artifact description for the summary.
+
+    An adapter that is not merged also gets a merged copy in ``merged_dir`` (SageMaker uploads the
+    metrics folder it sits in as ``output.tar.gz``), so that every LoRA model can be served and
+    downloaded with weights and configuration. ``state_dict``: the gathered weights of a model sharded
+    across processes (its own parameters are shards); ``load_base``: a fresh base model to merge into.
+    """
     model_dir.mkdir(parents=True, exist_ok=True)
     if not is_adapter:
-        _ready_for_inference(model)
-        model.save_pretrained(model_dir, safe_serialization=True)
-        tokenizer.save_pretrained(model_dir)
-        return {"merged": False, "adapter": None, "files": _files(model_dir)}
+        _save_full(model, tokenizer, model_dir, state_dict)
+        return {"merged": False, "adapter": None, "merged_variant": None, "files": _files(model_dir)}
     adapter_dir = model_dir / ADAPTER_DIR
-    model.save_pretrained(adapter_dir, safe_serialization=True)
+    model.save_pretrained(adapter_dir, safe_serialization=True, state_dict=state_dict)
     _set_adapter_base(adapter_dir, base_name)
+    merged = _merged(model, adapter_dir, load_base)
     if merge:
-        merged = model.merge_and_unload()
-        _ready_for_inference(merged)
-        merged.save_pretrained(model_dir, safe_serialization=True)
+        _save_full(merged, tokenizer, model_dir, None)
     else:
         for name in ADAPTER_FILES:
             shutil.copy2(adapter_dir / name, model_dir / name)
-    tokenizer.save_pretrained(model_dir)
-    return {"merged": merge, "adapter": ADAPTER_DIR, "files": _files(model_dir)}
+        tokenizer.save_pretrained(model_dir)
+        _save_full(merged, tokenizer, merged_dir, None)
+    return {
+        "merged": merge,
+        "adapter": ADAPTER_DIR,
+        # Where the merged copy of an unmerged adapter is, inside the metrics folder's archive.
+        "merged_variant": None if merge else f"{merged_dir.name}/",
+        "files": _files(model_dir),
+    }
 
 
 def _files(model_dir: Path) -> list[str]:

@@ -25,6 +25,10 @@ DEFAULT_EARLY_STOPPING_THRESHOLD = 0.0
 # The product's defaults when `use_lora` comes without a (full) `lora_config`.
 LORA_DEFAULTS: dict[str, Any] = {"r": 8, "lora_alpha": 8, "lora_dropout": 0.0}
 LORA_ALIASES = {"alpha": "lora_alpha", "dropout": "lora_dropout"}
+# How several processes share the job: each holds the whole model (DDP), or weights, gradients and
+# optimizer states are sharded across all of them (FSDP). tunelab's memory model chooses, per job.
+DISTRIBUTIONS = ("ddp", "fsdp")
+DEFAULT_DISTRIBUTION = "ddp"
 
 # Arguments that name folders rather than hyperparameters (the local runtime and tests point them elsewhere).
 PATH_ARGUMENTS = frozenset(
@@ -57,6 +61,7 @@ HYPERPARAMETER_KEYS = frozenset(
         "model_init_config",
         "max_length",
         "seed",
+        "distribution",
         "base_model",
         "base_model_revision",
         "hf_token_secret_arn",
@@ -73,6 +78,9 @@ OWNED_SFT_FIELDS = {
     "max_length": "max_length",
     "output_dir": "the model folder",
     "resume_from_checkpoint": "the checkpoint folder",
+    "fsdp": "distribution",
+    "fsdp_config": "distribution",
+    "deepspeed": "distribution",
 }
 
 
@@ -147,6 +155,7 @@ class Hyperparameters:
     model_init_config: dict[str, Any] = field(default_factory=dict)
     max_length: int | None = None
     seed: int = DEFAULT_SEED
+    distribution: str = DEFAULT_DISTRIBUTION
     base_model: str | None = None
     base_model_revision: str | None = None
     hf_token_secret_arn: str | None = None
@@ -228,6 +237,14 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> Hyperparameters:
         _at_least("max_length", hp.max_length, 2)
     if values.get("seed") is not None:
         hp.seed = _as_int("seed", values["seed"])
+    if values.get("distribution") not in (None, ""):
+        distribution = str(values["distribution"]).strip().lower()
+        if distribution not in DISTRIBUTIONS:
+            raise TrainerInputError(
+                f"hyperparameter 'distribution' must be one of {', '.join(DISTRIBUTIONS)}, "
+                f"not {values['distribution']!r}"
+            )
+        hp.distribution = distribution
     for name in ("base_model", "base_model_revision", "hf_token_secret_arn"):
         if values.get(name) not in (None, ""):
             setattr(hp, name, str(values[name]))

@@ -116,8 +116,11 @@ def plan_model_init(hp: Hyperparameters, on_gpu: bool, flash_attention_available
     plan.bf16, plan.fp16 = bf16, fp16
 
     dtype_name = init.pop("dtype", None) or init.pop("torch_dtype", None)
-    if dtype_name is None and attention.startswith("flash_attention"):
-        dtype_name = "bfloat16"  # flash attention kernels take half-precision weights only
+    if dtype_name is None and bf16:
+        # bf16 trains bf16 weights (flash attention takes half-precision weights only): gradients and
+        # AdamW states are bf16 too, the 8 bytes per parameter tunelab's memory model counts. fp16 and
+        # fp32 keep fp32 weights (fp16 is autocast over them: fp16 master weights cannot be unscaled).
+        dtype_name = "bfloat16"
     if dtype_name is not None:
         if dtype_name != "auto" and not isinstance(getattr(torch, str(dtype_name), None), torch.dtype):
             raise TrainerInputError(f"model_init_config.dtype {dtype_name!r} is not a torch dtype")
@@ -153,6 +156,31 @@ def _coerce_sft_value(name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
+def sharded(hp: Hyperparameters, world_size: int) -> bool:
+    """Whether this run shards the model across its processes (FSDP): asked for, and more than one."""
+    return hp.distribution == "fsdp" and world_size > 1
+
+
+def fsdp_arguments(checkpointing: bool) -> dict[str, Any]:
+    """FSDP2 through accelerate: each decoder layer (the model's ``_no_split_modules``) its own shard unit.
+
+    Weights are read on one process per host and sent to the others; checkpoints are sharded (each rank
+    writes its part, the optimizer states are never gathered); the final model is gathered into
+    ordinary safetensors. Activation checkpointing is FSDP's own (the Trainer's gradient checkpointing
+    would all-gather each layer a second time).
+    """
+    return {
+        "fsdp": "full_shard auto_wrap",
+        "fsdp_config": {
+            "version": 2,
+            "reshard_after_forward": True,
+            "state_dict_type": "SHARDED_STATE_DICT",
+            "cpu_ram_efficient_loading": True,
+            "activation_checkpointing": checkpointing,
+        },
+    }
+
+
 def build_sft_arguments(
     hp: Hyperparameters,
     plan: Plan,
@@ -161,6 +189,7 @@ def build_sft_arguments(
     has_validation: bool,
     max_length: int,
     on_gpu: bool,
+    world_size: int = 1,
 ) -> dict[str, Any]:
     """Keyword arguments for ``SFTConfig``: the product's defaults, then the user's ``sft_config`` on top."""
     from trl.trainer.sft_config import SFTConfig
@@ -219,6 +248,10 @@ def build_sft_arguments(
         "ddp_find_unused_parameters": False,
     }
     checkpointing = user.pop("gradient_checkpointing", on_gpu)  # saves GPU memory; only slows a CPU run
+    if sharded(hp, world_size):
+        arguments.update(fsdp_arguments(bool(checkpointing)))
+        checkpointing = False
+        user.pop("activation_checkpointing", None)
     if "activation_checkpointing" in types_by_field:
         arguments["activation_checkpointing"] = user.pop("activation_checkpointing", checkpointing)
     else:
@@ -238,8 +271,11 @@ def build_sft_arguments(
 def recorded_sft_config(config: Any, user_keys: set[str]) -> dict[str, Any]:
     """The effective values of the product's sft_config keys and of every key the user set."""
     recorded: dict[str, Any] = {}
+    fsdp_config = getattr(config, "fsdp_config", None) if getattr(config, "fsdp", None) else None
     for name in (*RECORDED_SFT_FIELDS, *sorted(user_keys)):
-        if name == "gradient_checkpointing" and hasattr(config, "activation_checkpointing"):
+        if name == "gradient_checkpointing" and isinstance(fsdp_config, dict):
+            value = bool(fsdp_config.get("activation_checkpointing", False))
+        elif name == "gradient_checkpointing" and hasattr(config, "activation_checkpointing"):
             value = config.activation_checkpointing
         elif hasattr(config, name):
             value = getattr(config, name)

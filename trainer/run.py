@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from trainer.artifacts import library_versions, save_model, write_summary
+from trainer.artifacts import MERGED_DIR, library_versions, save_model, write_summary
 from trainer.data import EncodedRows, Row, encode_rows
 from trainer.environment import Paths, is_main_process
 from trainer.errors import TrainerInputError
@@ -23,6 +23,7 @@ from trainer.planning import (
     plan_model_init,
     recorded_lora_config,
     recorded_sft_config,
+    sharded,
 )
 from trainer.reporting import ReportingCallback, StopOnSignal
 
@@ -75,18 +76,58 @@ def _encode(
     return encoded
 
 
-def _load_model(base: BaseModel, hp: Hyperparameters, init_kwargs: dict[str, Any], token: str | None) -> Any:
+def _load_base(base: BaseModel, hp: Hyperparameters, init_kwargs: dict[str, Any], token: str | None) -> Any:
     from transformers import AutoModelForCausalLM
 
-    model: Any = AutoModelForCausalLM.from_pretrained(
+    return AutoModelForCausalLM.from_pretrained(
         base.load_from, token=token, revision=hp.base_model_revision, **init_kwargs
     )
+
+
+def _load_model(base: BaseModel, hp: Hyperparameters, init_kwargs: dict[str, Any], token: str | None) -> Any:
+    model = _load_base(base, hp, init_kwargs, token)
     if base.adapter_dir is None:
         return model
     from peft import PeftModel
 
     model = PeftModel.from_pretrained(model, str(base.adapter_dir), is_trainable=hp.use_lora)
     return model if hp.use_lora else model.merge_and_unload()
+
+
+def _enable_fsdp(sft_config: Any, on_gpu: bool) -> None:
+    """Start the process group and make accelerate shard the model (``sft_config`` asks for FSDP).
+
+    transformers reads the weights on one process per host when accelerate's launcher variable says
+    FSDP (the Trainer's arguments alone do not set it). accelerate turns FSDP on only for accelerator
+    process groups; on the CPU (gloo: the tests and the local runtime) the group is marked as a
+    multi-device one before the Trainer builds its Accelerator, so the same FSDP2 code runs there.
+    """
+    import os
+
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType
+
+    os.environ["ACCELERATE_USE_FSDP"] = "true"
+    _ = sft_config.device  # starts the process group (gloo on the CPU, NCCL on GPUs)
+    state = PartialState()
+    if not on_gpu and state.distributed_type == DistributedType.MULTI_CPU:
+        PartialState._shared_state["distributed_type"] = DistributedType.MULTI_GPU
+
+
+def peak_memory(on_gpu: bool) -> dict[str, float]:
+    """The most memory this process held: GPU memory allocated and reserved by torch, or the CPU's
+    resident set (GB = 10^9 bytes, as tunelab's memory advice counts)."""
+    if on_gpu:
+        import torch
+
+        return {
+            "peak_allocated_gb": round(torch.cuda.max_memory_allocated() / 1e9, 3),
+            "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 3),
+        }
+    import resource
+
+    # ru_maxrss is in kilobytes on Linux.
+    return {"peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 3)}
 
 
 def run_training(
@@ -102,7 +143,7 @@ def run_training(
     """Train, save the model and the summary; returns the summary."""
     import torch
     from datasets import Dataset
-    from transformers import AutoTokenizer, EarlyStoppingCallback, PrinterCallback, set_seed
+    from transformers import AutoConfig, AutoTokenizer, EarlyStoppingCallback, PrinterCallback, set_seed
     from transformers.utils.import_utils import is_flash_attn_2_available
     from trl.trainer.sft_config import SFTConfig
     from trl.trainer.sft_trainer import SFTTrainer
@@ -117,6 +158,10 @@ def run_training(
     if token:
         secrets.append(token)
     plan = plan_model_init(hp, on_gpu, is_flash_attn_2_available())
+    world_size = int(env.get("WORLD_SIZE", "1"))
+    shard = sharded(hp, world_size)
+    if hp.distribution == "fsdp" and not shard:
+        plan.notes.append("distribution fsdp with one process: nothing to shard, trained as one process")
     for note in plan.notes:
         _say(env, f"note: {note}")
 
@@ -126,6 +171,27 @@ def run_training(
     )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    model_config = AutoConfig.from_pretrained(base.load_from, token=token, revision=hp.base_model_revision)
+    max_length = hp.max_length or default_max_length(model_config, tokenizer)
+    train = _encode(train_rows, tokenizer, max_length, "training", env)
+    validation = (
+        _encode(validation_rows, tokenizer, max_length, "validation", env) if validation_rows else None
+    )
+
+    # The configuration first: it starts the process group, and with FSDP the weights are then read
+    # on one process per host only (the others build the model on the meta device and receive them).
+    sft_arguments = build_sft_arguments(
+        hp,
+        plan,
+        output_dir=str(paths.checkpoint_dir),
+        has_validation=validation is not None,
+        max_length=max_length,
+        on_gpu=on_gpu,
+        world_size=world_size,
+    )
+    sft_config = SFTConfig(**sft_arguments)
+    if shard:
+        _enable_fsdp(sft_config, on_gpu)
     model = _load_model(base, hp, plan.model_init_kwargs, token)
     continued_adapter = base.adapter_dir is not None and hp.use_lora
     if base.adapter_dir is not None:
@@ -134,22 +200,6 @@ def run_training(
             if continued_adapter
             else "merged the earlier model's adapter into its base before full fine-tuning"
         )
-
-    max_length = hp.max_length or default_max_length(model.config, tokenizer)
-    train = _encode(train_rows, tokenizer, max_length, "training", env)
-    validation = (
-        _encode(validation_rows, tokenizer, max_length, "validation", env) if validation_rows else None
-    )
-
-    sft_arguments = build_sft_arguments(
-        hp,
-        plan,
-        output_dir=str(paths.checkpoint_dir),
-        has_validation=validation is not None,
-        max_length=max_length,
-        on_gpu=on_gpu,
-    )
-    sft_config = SFTConfig(**sft_arguments)
     peft_config = None
     if hp.use_lora and not continued_adapter:
         from peft import LoraConfig
@@ -214,10 +264,14 @@ def run_training(
         "device": {
             "type": "gpu" if on_gpu else "cpu",
             "name": torch.cuda.get_device_name(0) if on_gpu else "cpu",
-            "processes": int(env.get("WORLD_SIZE", "1")),
+            "processes": world_size,
+            "distribution": "fsdp" if trainer.is_fsdp_enabled else "ddp" if world_size > 1 else "single",
+            **peak_memory(on_gpu),
         },
         "versions": library_versions(),
     }
+    # A sharded model is gathered by every process together; rank 0 writes it.
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
     if trainer.accelerator.is_main_process:
         summary["artifacts"] = save_model(
             final_model,
@@ -226,6 +280,11 @@ def run_training(
             is_adapter=is_adapter,
             merge=hp.merge_adapters,
             base_name=base.name,
+            merged_dir=paths.output_data_dir / MERGED_DIR,
+            state_dict=state_dict,
+            load_base=(lambda: _load_base(base, hp, plan.model_init_kwargs, token))
+            if trainer.is_fsdp_enabled
+            else None,
         )
         write_summary(paths.model_dir, summary)
         reporter.write()
