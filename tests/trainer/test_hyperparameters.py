@@ -120,6 +120,8 @@ def test_command_line_arguments_override_the_file():
         ({"sft_config": '{"num_train_epochs": 9}'}, "set by the hyperparameter 'epochs'"),
         ({"sft_config": "[1, 2]"}, "'sft_config' must be a JSON object"),
         ({"early_stopping_patience": "0"}, "'early_stopping_patience' must be at least 1"),
+        ({"distribution": "zero3"}, "'distribution' must be one of ddp, fsdp"),
+        ({"sft_config": '{"fsdp": "full_shard"}'}, "set by the hyperparameter 'distribution'"),
     ],
 )
 def test_wrong_values_are_refused_with_a_reason(raw, message):

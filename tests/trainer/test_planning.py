@@ -85,3 +85,53 @@ def test_gradient_checkpointing_is_on_for_a_gpu_and_may_be_turned_off():
 def test_impossible_combinations_are_refused(raw, has_validation, message):
     with pytest.raises(TrainerInputError, match=message):
         _sft(raw, has_validation=has_validation)
+
+
+def test_bf16_trains_bf16_weights_with_any_attention_and_fp16_keeps_fp32_weights():
+    # The memory model counts 8 bytes a parameter for a full bf16 fine-tune: the weights must be bf16
+    # even where flash attention is missing and sdpa runs instead.
+    bf16 = plan_model_init(
+        parse_hyperparameters(
+            {"sft_config": '{"bf16": true}', "model_init_config": '{"attn_implementation": "sdpa"}'}
+        ),
+        on_gpu=True,
+        flash_attention_available=False,
+    )
+    assert bf16.model_init_kwargs["dtype"] is torch.bfloat16
+    fp16 = plan_model_init(
+        parse_hyperparameters(
+            {"sft_config": '{"fp16": true}', "model_init_config": '{"attn_implementation": "sdpa"}'}
+        ),
+        on_gpu=True,
+        flash_attention_available=False,
+    )
+    assert "dtype" not in fp16.model_init_kwargs
+    assert fp16.recorded_model_init["dtype"] == "float32"
+
+
+def test_fsdp_shards_with_fsdp2_and_its_own_activation_checkpointing():
+    hp = parse_hyperparameters({"distribution": "fsdp"})
+    plan = plan_model_init(hp, on_gpu=True, flash_attention_available=True)
+    arguments = build_sft_arguments(
+        hp, plan, output_dir="/tmp/c", has_validation=False, max_length=512, on_gpu=True, world_size=8
+    )
+    assert arguments["fsdp"] == "full_shard auto_wrap"
+    config = arguments["fsdp_config"]
+    assert (config["version"], config["state_dict_type"], config["cpu_ram_efficient_loading"]) == (
+        2,
+        "SHARDED_STATE_DICT",
+        True,
+    )
+    assert config["activation_checkpointing"] is True
+    checkpointing = arguments.get("activation_checkpointing", arguments.get("gradient_checkpointing"))
+    assert checkpointing is False  # the Trainer's own would gather each layer a second time
+
+
+def test_fsdp_with_one_process_or_ddp_does_not_shard():
+    for raw, world in (({"distribution": "fsdp"}, 1), ({"distribution": "ddp"}, 8), ({}, 8)):
+        hp = parse_hyperparameters(raw)
+        plan = plan_model_init(hp, on_gpu=True, flash_attention_available=True)
+        arguments = build_sft_arguments(
+            hp, plan, output_dir="/tmp/c", has_validation=False, max_length=512, on_gpu=True, world_size=world
+        )
+        assert "fsdp" not in arguments, (raw, world)
