@@ -6,6 +6,7 @@ from datetime import date
 from typing import Any
 
 from tunelab.domain.catalog import (
+    Architecture,
     BaseModelSpec,
     DataLimits,
     Deployment,
@@ -61,6 +62,18 @@ def hyperparameter_spec(
     )
 
 
+# Llama 3.1 8B's shape (8,030,261,248 parameters: within the catalog's 2% of the 8e9 listed below).
+LLAMA_8B_SHAPE: dict[str, Any] = {
+    "layers": 32,
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "attention_heads": 32,
+    "kv_heads": 8,
+    "vocab_size": 128256,
+    "tied_embeddings": False,
+}
+
+
 def model_spec(
     provider: Provider = "sagemaker", name: str = "Test Model 8B", **hyperparameters: Any
 ) -> BaseModelSpec:
@@ -70,7 +83,11 @@ def model_spec(
         hp = hp.model_copy(update={"provider_names": names})
     extras: dict[str, dict[str, Any]] = {
         "bedrock": {"regions": ["us-east-1"]},
-        "sagemaker": {"hf_id": "example/test-8b-instruct", "default_instance_type": "ml.g5.2xlarge"},
+        "sagemaker": {
+            "hf_id": "example/test-8b-instruct",
+            "default_instance_type": "ml.g5.2xlarge",
+            "architecture": Architecture(**LLAMA_8B_SHAPE),
+        },
         "local": {"hf_id": "/models/tiny"},
     }
     extra = extras[provider]

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.unit.model_specs import LLAMA_8B_SHAPE
 from tunelab.domain.catalog import BaseModelSpec, InstanceType, load_catalog
 from tunelab.domain.costs import (
     GPU_PEAK_TFLOPS,
@@ -58,6 +59,7 @@ def model(provider: str = "bedrock", **pricing: float) -> BaseModelSpec:
         "regions": ["us-east-1"] if provider == "bedrock" else [],
         "hf_id": "test/test-8b" if provider != "bedrock" else None,
         "default_instance_type": "ml.a.big" if provider == "sagemaker" else None,
+        "architecture": LLAMA_8B_SHAPE if provider == "sagemaker" else None,
     }
     return BaseModelSpec.model_validate(data)
 

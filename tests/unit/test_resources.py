@@ -1,7 +1,8 @@
-"""Resource advice: VRAM, storage and instances by the product guide's method, with the arithmetic right.
+"""Resource advice: one memory model for the plan the trainer runs, on the model's real shape.
 
-GB = 1e9 bytes throughout, as the guide counts. The guide's worked example has two slips: weights +
-gradients "×" optimizer (it is a sum: 28 + 28 = 56 GB) and 14 + 30 + 1 = "35" (it is 45 GB).
+GB = 1e9 bytes throughout. The figures below are worked by hand from the module's method on Llama 3.1
+8B's shape (32 layers, width 4,096, MLP 14,336, 32 heads / 8 key-value heads of 128, vocabulary 128,256,
+untied: 8,030,261,248 parameters; a layer 218,112,000; embeddings and head 1,050,673,152).
 """
 
 from __future__ import annotations
@@ -11,15 +12,20 @@ from typing import Any
 
 import pytest
 
-from tunelab.domain.catalog import BaseModelSpec, InstanceType, load_catalog
+from tunelab.domain.catalog import Architecture, BaseModelSpec, InstanceType, load_catalog
 from tunelab.domain.errors import ValidationFailed
+from tunelab.domain.hyperparameters import resolve_training_parameters
 from tunelab.domain.resources import (
     ResourceEstimateRequest,
-    activation_gb,
+    TrainingSetup,
     check_resources,
+    default_setup,
     estimate_resources,
-    model_shape,
+    lora_parameters,
+    memory,
+    place,
     recommended_volume_gb,
+    setup_for,
     storage_gb,
 )
 
@@ -54,10 +60,22 @@ OLD = instance("ml.t.old", 1, 32, 0.5, bf16=False)
 EIGHT = instance("ml.t.eight", 8, 80, 50.0)
 
 
-def spec(provider: str = "sagemaker", parameter_count: int | None = 7_000_000_000) -> BaseModelSpec:
+LLAMA_8B = {
+    "layers": 32,
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "attention_heads": 32,
+    "kv_heads": 8,
+    "vocab_size": 128256,
+    "tied_embeddings": False,
+}
+ARCH = Architecture.model_validate(LLAMA_8B)
+
+
+def spec(provider: str = "sagemaker", parameter_count: int | None = 8_030_261_248) -> BaseModelSpec:
     data: dict[str, Any] = {
-        "id": f"test.{provider}-7b",
-        "name": "Test 7B",
+        "id": f"test.{provider}-8b",
+        "name": "Test 8B",
         "vendor": "Test",
         "provider": provider,
         "hosting": {"bedrock": "managed", "sagemaker": "byok", "local": "local"}[provider],
@@ -88,6 +106,7 @@ def spec(provider: str = "sagemaker", parameter_count: int | None = 7_000_000_00
         "regions": ["us-east-1"] if provider == "bedrock" else [],
         "hf_id": "test/test-7b" if provider != "bedrock" else None,
         "default_instance_type": "ml.t.big" if provider == "sagemaker" else None,
+        "architecture": LLAMA_8B if provider == "sagemaker" else None,
     }
     return BaseModelSpec.model_validate(data)
 
@@ -112,40 +131,203 @@ def estimate(**body: Any):
     return estimate_resources(ResourceEstimateRequest.parse(body), CATALOG)
 
 
-# A 1-token micro-batch makes activations negligible: 34 B × h·L = 34 × 138,497 = 4.7 MB → 0.0 GB.
+# One token per micro-batch makes activations and logits negligible (5.4 MB and 1.3 MB → 0.0 GB).
 TINY = {"sequence_length": 1, "batch_size": 1, "gradient_checkpointing": False}
+FULL_TINY = TrainingSetup(method="full", batch_size=1, sequence_length=1, gradient_checkpointing=False)
 
 
-# --- the guide's worked example, corrected -----------------------------------------------------
+# --- the shape ---------------------------------------------------------------------------------
 
 
-def test_worked_example_full_fine_tuning_7b_fp16() -> None:
-    # weights 7e9 × 2 B = 14 GB; gradients 14 GB; AdamW 2 × 14 = 28 GB; 14 + 14 + 28 = 56 GB; × 1.2 = 67.2.
-    result = estimate(parameter_count=7e9, precision="fp16", optimizer="adamw", method="full", **TINY)
-    assert result.vram_gb.model_dump() == {
-        "weights": 14.0,
-        "gradients": 14.0,
-        "optimizer": 28.0,
-        "activations": 0.0,
-        "total": 56.0,
-        "with_buffer": 67.2,
+def test_the_shape_gives_the_parameter_count() -> None:
+    # Per layer: q 4096² + k, v 2 × 4096 × 1024 + o 4096² + MLP 3 × 4096 × 14,336 + 2 norms × 4096
+    # = 33,554,432 + 8,388,608 + 176,160,768 + 8,192 = 218,112,000; × 32 = 6,979,584,000;
+    # + embeddings and head 2 × 128,256 × 4096 = 1,050,673,152 + final norm 4096 = 8,030,261,248.
+    assert ARCH.layer_parameters == 218_112_000
+    assert ARCH.parameter_count == 8_030_261_248
+
+
+def test_every_catalog_shape_gives_its_listed_parameter_count() -> None:
+    for model in load_catalog().models:
+        if model.architecture is None:
+            continue
+        assert model.parameter_count is not None
+        assert abs(model.architecture.parameter_count / model.parameter_count - 1) < 1e-4, model.id
+
+
+def test_a_config_json_gives_the_shape_and_one_without_the_fields_none() -> None:
+    config = {
+        "num_hidden_layers": 30,
+        "hidden_size": 576,
+        "intermediate_size": 1536,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "vocab_size": 49152,
+        "tie_word_embeddings": True,
     }
+    shape = Architecture.from_config(config)
+    assert shape is not None
+    assert shape.parameter_count == 134_515_008  # SmolLM2-135M, as its safetensors count it
+    assert Architecture.from_config({"n_layer": 12, "n_embd": 768}) is None
 
 
-def test_worked_example_lora_20_percent() -> None:
-    # 14 + (14 + 28) × 0.2 = 14 + 2.8 + 5.6 = 22.4 GB; × 1.2 = 26.88 → 26.9.
-    result = estimate(parameter_count=7e9, precision="fp16", method="lora", trainable_fraction=0.2, **TINY)
-    vram = result.vram_gb
-    assert (vram.weights, vram.gradients, vram.optimizer, vram.total, vram.with_buffer) == (
-        14.0,
-        2.8,
-        5.6,
-        22.4,
-        26.9,
+def test_lora_parameters_follow_rank_and_modules() -> None:
+    # q_proj and v_proj: r × ((4096 + 4096) + (4096 + 1024)) = 8 × 13,312 = 106,496 per layer; × 32.
+    assert lora_parameters(ARCH, 8, None) == 3_407_872
+    # Every linear layer: 8 × (8192 + 5120 + 5120 + 8192 + 2 × 18,432 + 18,432) = 8 × 81,920 × 32.
+    assert lora_parameters(ARCH, 8, "all-linear") == 20_971_520
+    assert lora_parameters(ARCH, 16, ["q_proj", "k_proj"]) == 16 * (8192 + 5120) * 32
+
+
+# --- one GPU's memory --------------------------------------------------------------------------
+
+
+def test_full_fine_tuning_in_bf16_is_8_bytes_a_parameter() -> None:
+    # bf16 weights 8,030,261,248 × 2 B = 16.06 GB; gradients 16.06; AdamW's two bf16 states 32.12:
+    # 64.25 GB; × 1.10 fragmentation + 1 GB context = 71.67.
+    vram = estimate(base_model_id="test.sagemaker-8b", method="full", **TINY).vram_gb
+    assert (vram.weights, vram.gradients, vram.optimizer, vram.activations, vram.logits) == (
+        16.1,
+        16.1,
+        32.1,
+        0.0,
+        0.0,
     )
+    assert (vram.total, vram.with_buffer) == (64.2, 71.7)
 
 
-def test_worked_example_storage_14_plus_30_plus_1_is_45_recommend_50() -> None:
+def test_fp32_and_fp16_keep_fp32_weights() -> None:
+    for precision in ("fp32", "fp16"):
+        vram = estimate(base_model_id="test.sagemaker-8b", method="full", precision=precision, **TINY).vram_gb
+        assert (vram.weights, vram.gradients, vram.optimizer) == (32.1, 32.1, 64.2), precision
+
+
+def test_lora_trains_only_the_adapters_in_fp32() -> None:
+    # Frozen bf16 base 16.06 GB + 3,407,872 adapter weights × 4 B (0.014); gradients 0.014; states 0.027.
+    result = estimate(base_model_id="test.sagemaker-8b", method="lora", **TINY)
+    vram = result.vram_gb
+    assert (vram.weights, vram.gradients, vram.optimizer) == (16.1, 0.0, 0.0)
+    assert result.plan.trained_parameters == 3_407_872
+    assert result.plan.parameters == 8_030_261_248
+
+
+def test_activations_and_logits_of_a_micro_batch() -> None:
+    # 4 × 2048 = 8,192 tokens. A layer keeps 4h + 2q + 2kv + 4i = 16,384 + 8,192 + 2,048 + 57,344
+    # = 83,968 values a token. Checkpointed: (32 × 4096 + 83,968) × 2 B × 8,192 = 3.52 GB;
+    # without: 32 × 83,968 × 2 B × 8,192 = 44.02 GB. Logits: 8,192 × 128,256 × (2 + 8) B = 10.51 GB.
+    on = memory(ARCH, TrainingSetup(method="lora", batch_size=4, sequence_length=2048), "single")
+    off = memory(
+        ARCH,
+        TrainingSetup(method="lora", batch_size=4, sequence_length=2048, gradient_checkpointing=False),
+        "single",
+    )
+    assert (round(on.activations, 2), round(off.activations, 2)) == (3.52, 44.02)
+    assert round(on.logits, 2) == round(off.logits, 2) == 10.51
+
+
+# --- strategies --------------------------------------------------------------------------------
+
+
+def test_ddp_adds_gradient_buckets_and_fsdp_shards_the_state() -> None:
+    # DDP over 4: everything on every GPU plus one more copy of the gradients (16.06): 80.31 GB raw.
+    ddp = memory(ARCH, FULL_TINY, "ddp", 4)
+    assert round(ddp.subtotal, 2) == 80.31
+    # FSDP over 4: 64.24 / 4 = 16.06, plus the gathered root (embeddings and head with their gradients:
+    # 1,050,673,152 × 2 B × 2 = 4.20) and two layers (2 × 218,112,000 × 2 B = 0.87): 21.14 raw;
+    # × 1.10 + 1 = 24.26 GB. Over 8: 8.03 + 5.08 = 13.11 raw → 15.42.
+    assert round(memory(ARCH, FULL_TINY, "fsdp", 4).total, 2) == 24.26
+    assert round(memory(ARCH, FULL_TINY, "fsdp", 8).total, 2) == 15.42
+
+
+def test_placement_prefers_one_gpu_then_ddp_then_fsdp() -> None:
+    lora = TrainingSetup(method="lora", batch_size=1, sequence_length=1, gradient_checkpointing=False)
+    assert place(ARCH, lora, BIG, 1).strategy == "single"
+    # LoRA's replicated job (18.7 GB) fits a 24 GB GPU: data-parallel over the four.
+    assert (place(ARCH, lora, QUAD, 1).strategy, place(ARCH, lora, QUAD, 1).fits) == ("ddp", True)
+    # A full fine-tune does not (89.3 GB with buckets): sharded, 24.26 > 24 on one QUAD, 15.42 on two.
+    one, two = place(ARCH, FULL_TINY, QUAD, 1), place(ARCH, FULL_TINY, QUAD, 2)
+    assert (one.strategy, one.fits, two.strategy, two.fits) == ("fsdp", False, "fsdp", True)
+
+
+# --- the API's answer --------------------------------------------------------------------------
+
+
+def test_instances_name_their_strategy_and_per_gpu_memory() -> None:
+    result = estimate(base_model_id="test.sagemaker-8b", method="full", **TINY)
+    # One BIG (80 GB) holds 71.7 GB: single GPU; EIGHT shards it (FSDP, 15.4 GB each: DDP would need
+    # 89.3); QUAD needs 24.3 > 24 at one instance; SMALL cannot hold it.
+    rows = {i.instance_type: (i.fits, i.strategy, i.memory_per_gpu_gb) for i in result.instances}
+    assert rows == {
+        "ml.t.big": (True, "single", 71.7),
+        "ml.t.eight": (True, "fsdp", 15.4),
+        "ml.t.quad": (False, "fsdp", 24.3),
+        "ml.t.small": (False, "single", 71.7),
+    }
+    assert [i.instance_type for i in result.instances][:2] == ["ml.t.big", "ml.t.eight"]
+    assert result.instance_count == 1
+    assert any("sharded (FSDP)" in n and "one GPU holds the whole job" in n for n in result.notes)
+
+
+def test_the_answer_states_the_plan_and_the_shape_it_used() -> None:
+    result = estimate(base_model_id="test.sagemaker-8b")
+    plan = result.plan
+    # Nothing given: the model's default method (full: default_use_lora is false), its default batch
+    # size (none in the spec: the trainer's 4), the trainer's default sequence 2048, bf16, checkpointing.
+    assert (plan.method, plan.precision, plan.batch_size, plan.sequence_length) == ("full", "bf16", 4, 2048)
+    assert plan.gradient_checkpointing
+    assert plan.architecture.source == "catalog"
+    assert (plan.architecture.layers, plan.architecture.hidden_size) == (32, 4096)
+    assert any("32 layers of width 4,096" in n and "configuration" in n for n in result.notes)
+
+
+def test_a_bare_parameter_count_says_its_shape_is_approximate() -> None:
+    result = estimate(parameter_count=7e9, **TINY)
+    assert result.plan.architecture.source == "approximate"
+    assert abs(result.plan.parameters / 7e9 - 1) < 0.1
+    assert any("approximated from the parameter count" in n for n in result.notes)
+
+
+def test_bf16_leaves_out_instances_without_it_and_fp16_brings_them_back() -> None:
+    bf16 = estimate(base_model_id="test.sagemaker-8b", method="lora", **TINY)
+    assert "ml.t.old" not in {i.instance_type for i in bf16.instances}
+    assert any("ml.t.old" in n and "bf16" in n for n in bf16.notes)
+    # fp16: fp32 base weights 32.1 GB (+ adapters) × 1.1 + 1 = 36.4 > 32 GB: OLD is listed, not fitting.
+    fp16 = estimate(base_model_id="test.sagemaker-8b", method="lora", precision="fp16", **TINY)
+    assert {i.instance_type: i.fits for i in fp16.instances}["ml.t.old"] is False
+
+
+def test_70b_full_needs_two_instances_of_eight_gpus() -> None:
+    catalog = FakeCatalog([EIGHT], [load_catalog().model("sagemaker.llama-3-1-70b-instruct")])
+    result = estimate_resources(
+        ResourceEstimateRequest.parse(
+            {"base_model_id": "sagemaker.llama-3-1-70b-instruct", "method": "full", "batch_size": 1}
+        ),
+        catalog,
+    )
+    # 70.55e9 × 8 B = 564.4 GB of state: / 8 = 70.6 GB on one instance (over 80 with everything else),
+    # / 16 = 35.3 on two.
+    assert result.instance_count == 2
+    assert result.instances[0].strategy == "fsdp"
+    assert any("needs 2 instances" in n for n in result.notes)
+
+
+def test_nothing_fits_when_activations_alone_exceed_every_gpu() -> None:
+    result = estimate(
+        base_model_id="test.sagemaker-8b",
+        sequence_length=32768,
+        batch_size=64,
+        gradient_checkpointing=False,
+        method="full",
+    )
+    assert result.instance_count is None
+    assert not any(i.fits for i in result.instances)
+    assert any("Nothing fits" in n and "gradient checkpointing" in n for n in result.notes)
+
+
+# --- storage rules -----------------------------------------------------------------------------
+
+
+def test_storage_14_plus_30_plus_1_is_45_recommend_50() -> None:
     # 14 GB base + 1 checkpoint of 30 GB + 1 GB dataset = 45 GB; 45 × 1.1 = 49.5 → next 50 GB = 50.
     storage = storage_gb(base_model_gb=14, checkpoint_gb=30, checkpoints=1, dataset_gb=1)
     assert storage.model_dump() == {
@@ -157,76 +339,17 @@ def test_worked_example_storage_14_plus_30_plus_1_is_45_recommend_50() -> None:
     }
 
 
-# --- VRAM rules --------------------------------------------------------------------------------
-
-
-def test_default_lora_fraction_is_the_guides_20_percent() -> None:
-    assert estimate(parameter_count=7e9, precision="bf16", **TINY).vram_gb.total == 22.4
-
-
-def test_fp32_doubles_every_byte() -> None:
-    # 7e9 × 4 B = 28 GB weights, 28 gradients, 56 optimizer: 112 GB full.
-    assert estimate(parameter_count=7e9, precision="fp32", method="full", **TINY).vram_gb.total == 112.0
-
-
-@pytest.mark.parametrize(
-    ("optimizer", "state"),
-    # Trainable state per 14 GB of weights: adafactor 1×, sgd 1× (momentum), 8-bit AdamW 1×, adam 2×.
-    [("adafactor", 14.0), ("sgd", 14.0), ("adamw_8bit", 14.0), ("adam", 28.0)],
-)
-def test_optimizer_multipliers(optimizer: str, state: float) -> None:
-    result = estimate(parameter_count=7e9, precision="bf16", optimizer=optimizer, method="full", **TINY)
-    assert result.vram_gb.optimizer == state
-
-
-def test_int4_weights_with_16_bit_adapters() -> None:
-    # QLoRA-style: weights 7e9 × 0.5 B = 3.5 GB; adapters' state in 16 bits: 14 × 0.2 = 2.8, 28 × 0.2 = 5.6.
-    vram = estimate(parameter_count=7e9, precision="int4", method="lora", **TINY).vram_gb
-    assert (vram.weights, vram.gradients, vram.optimizer, vram.total) == (3.5, 2.8, 5.6, 11.9)
-
-
-def test_activations_follow_korthikanti_without_attention_scores() -> None:
-    # N = 12·L·h² with L = h/128: N = 6,442,450,944 gives h = 4096, L = 32 exactly.
-    assert model_shape(6_442_450_944) == pytest.approx((4096, 32))
-    # Without recomputation: 34 B × s·b·h·L = 34 × 2048 × 4 × 4096 × 32 = 36,507,222,016 B = 36.5 GB.
-    full = activation_gb(6_442_450_944, sequence_length=2048, batch_size=4, gradient_checkpointing=False)
-    assert round(full, 1) == 36.5
-    # Checkpointed: s·b·h·(2L + 34) = 2048 × 4 × 4096 × 98 = 3,288,334,336 B = 3.3 GB.
-    checkpointed = activation_gb(
-        6_442_450_944, sequence_length=2048, batch_size=4, gradient_checkpointing=True
-    )
-    assert round(checkpointed, 1) == 3.3
-
-
-def test_request_activations_and_total() -> None:
-    # 6,442,450,944 params bf16 LoRA: weights 12.8849 → 12.9, gradients 2.577 → 2.6, optimizer 5.154 → 5.2,
-    # activations (2048 × 4, no checkpointing) 36.5;
-    # total 12.9 + 2.6 + 5.2 + 36.5 = 57.2; × 1.2 = 68.64 → 68.6.
-    vram = estimate(
-        parameter_count=6_442_450_944, sequence_length=2048, batch_size=4, gradient_checkpointing=False
-    ).vram_gb
-    assert (vram.weights, vram.gradients, vram.optimizer, vram.activations) == (12.9, 2.6, 5.2, 36.5)
-    assert (vram.total, vram.with_buffer) == (57.2, 68.6)
-
-
-# --- storage rules -----------------------------------------------------------------------------
-
-
 def test_storage_from_a_request() -> None:
-    # base 7e9 × 2 B = 14 GB; AdamW checkpoint = 14 × (1 + 2) = 42 GB each, × 2 = 84; dataset 1e9 B = 1 GB;
-    # total 14 + 84 + 1 = 99; 99 × 1.1 = 108.9 → next 50 GB = 150.
-    storage = estimate(parameter_count=7e9, checkpoints=2, dataset_bytes=1_000_000_000).storage_gb
+    # base 8.03e9 × 2 B = 16.1 GB; AdamW checkpoint 16.06 × 3 = 48.2 GB each, × 2 = 96.4; dataset 1 GB;
+    # total 113.5; × 1.1 = 124.9 → next 50 GB = 150.
+    storage = estimate(base_model_id="test.sagemaker-8b", checkpoints=2, dataset_bytes=1e9).storage_gb
     assert storage.model_dump() == {
-        "base_model": 14.0,
-        "checkpoints": 84.0,
+        "base_model": 16.1,
+        "checkpoints": 96.4,
         "dataset": 1.0,
-        "total": 99.0,
+        "total": 113.5,
         "recommended": 150,
     }
-
-
-def test_adafactor_checkpoint_is_twice_the_model() -> None:
-    assert estimate(parameter_count=7e9, optimizer="adafactor").storage_gb.checkpoints == 28.0
 
 
 @pytest.mark.parametrize(("total", "advised"), [(0.0, 50), (45.0, 50), (45.5, 100), (50.0, 100), (99.0, 150)])
@@ -235,120 +358,36 @@ def test_recommended_volume_rounding(total: float, advised: int) -> None:
     assert recommended_volume_gb(total) == advised
 
 
-# --- instance advice ---------------------------------------------------------------------------
-
-
-def test_lora_fits_where_a_gpu_holds_its_share() -> None:
-    # with_buffer 26.9 GB: one 80 GB GPU holds it all; one 24 GB GPU does not;
-    # four 24 GB GPUs hold a quarter of the 22.4 GB state each: (22.4 / 4 + 0.0) × 1.2 = 6.7 GB (sharded).
-    result = estimate(parameter_count=7e9, method="lora", **TINY)
-    rows = [(i.instance_type, i.fits) for i in result.instances]
-    assert rows == [("ml.t.big", True), ("ml.t.quad", True), ("ml.t.eight", True), ("ml.t.small", False)]
-    assert result.instance_count == 1
-    assert any("sharded across all GPUs (FSDP / ZeRO-3)" in n for n in result.notes)
-    assert result.instances[0].model_dump() == {
-        "instance_type": "ml.t.big",
-        "gpus": 1,
-        "vram_gb": 80.0,
-        "fits": True,
-        "price_per_hour_usd": 4.0,
-    }
-
-
-def test_bf16_leaves_out_instances_without_it_and_fp16_brings_them_back() -> None:
-    bf16 = estimate(parameter_count=7e9, precision="bf16", **TINY)
-    assert "ml.t.old" not in {i.instance_type for i in bf16.instances}
-    assert any("ml.t.old" in n and "bf16" in n for n in bf16.notes)
-
-    fp16 = estimate(parameter_count=7e9, precision="fp16", **TINY)
-    # 26.9 GB ≤ 32 GB: the cheapest ($0.50) fits and comes first.
-    assert (fp16.instances[0].instance_type, fp16.instances[0].fits) == ("ml.t.old", True)
-
-
-def test_full_fine_tuning_shards_model_state_across_gpus() -> None:
-    # state 56 GB: one 24 GB GPU needs 56 × 1.2 = 67.2 (no); four GPUs 56 / 4 × 1.2 = 16.8 ≤ 24 (fits);
-    # one 80 GB GPU 67.2 (fits); eight 56 / 8 × 1.2 = 8.4 (fits). Fitting first, cheapest first.
-    result = estimate(parameter_count=7e9, precision="fp16", method="full", **TINY)
-    rows = [(i.instance_type, i.fits) for i in result.instances]
-    assert rows == [
-        ("ml.t.big", True),
-        ("ml.t.quad", True),
-        ("ml.t.eight", True),
-        ("ml.t.old", False),
-        ("ml.t.small", False),
-    ]
-    assert any("sharded across all GPUs" in n for n in result.notes)
-
-
-def test_70b_full_needs_two_instances() -> None:
-    # 70e9 bf16: weights 140, gradients 140, AdamW 280 → state 560 GB. Activations with checkpointing,
-    # 2048 × 1: h = (128 × 70e9 / 12)^(1/3) = 9,072.1, L = 70.88:
-    # 2048 × 9072.1 × (2 × 70.88 + 34) B = 3.3 GB.
-    # 8 × 80 GB on one instance: (560 / 8 + 3.27) × 1.2 = 87.9 > 80;
-    # on two: (560 / 16 + 3.27) × 1.2 = 45.9 ≤ 80.
-    result = estimate(parameter_count=70e9, method="full", batch_size=1, gradient_checkpointing=True)
-    vram = result.vram_gb
-    assert (vram.weights, vram.gradients, vram.optimizer, vram.activations) == (140.0, 140.0, 280.0, 3.3)
-    assert (vram.total, vram.with_buffer) == (563.3, 676.0)
-    assert result.instance_count == 2
-    assert [i.instance_type for i in result.instances if i.fits] == ["ml.t.eight"]
-    assert any("needs 2 instances" in n for n in result.notes)
-
-
-def test_nothing_fits_when_activations_alone_exceed_every_gpu() -> None:
-    # 32,768 tokens × 64 per GPU without checkpointing: 2,097,152 × 4.71 MB = 9,877.6 GB per GPU.
-    result = estimate(
-        parameter_count=7e9, sequence_length=32768, batch_size=64, gradient_checkpointing=False, method="full"
-    )
-    assert result.instance_count is None
-    assert not any(i.fits for i in result.instances)
-    assert any("Nothing fits" in n and "gradient checkpointing" in n for n in result.notes)
-
-
-def test_data_parallel_note_when_every_fit_holds_the_whole_job() -> None:
-    catalog = FakeCatalog([SMALL, BIG])
-    result = estimate_resources(ResourceEstimateRequest.parse({"parameter_count": 7e9, **TINY}), catalog)
-    assert [i.fits for i in result.instances] == [True, False]
-    assert any("plain data-parallel" in n for n in result.notes)
-
-
-def test_base_model_id_resolves_through_the_catalog() -> None:
-    by_id = estimate(base_model_id="test.sagemaker-7b", **TINY)
-    by_count = estimate(parameter_count=7e9, **TINY)
-    assert by_id.vram_gb == by_count.vram_gb
-    assert any(n.startswith("Test 7B (7B parameters)") for n in by_id.notes)
-
-
 # --- bad input ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("body", "field"),
+    ("body", "field", "words"),
     [
-        ({"parameter_count": 7e9, "dataset_bytes": -1}, "dataset_bytes"),
-        ({"parameter_count": -7e9}, "parameter_count"),
-        ({"parameter_count": 7e9, "trainable_fraction": 1.5}, "trainable_fraction"),
-        ({"parameter_count": 7e9, "trainable_fraction": 0}, "trainable_fraction"),
-        ({"parameter_count": 7e9, "precision": "fp8"}, "precision"),
-        ({"parameter_count": 7e9, "batch_size": 0}, "batch_size"),
-        ({"parameter_count": 7e9, "gpus": 4}, "gpus"),
+        ({"parameter_count": 7e9, "dataset_bytes": -1}, "dataset_bytes", "greater than or equal"),
+        ({"parameter_count": -7e9}, "parameter_count", "greater than"),
+        ({"parameter_count": 7e9, "trainable_fraction": 0.2}, "trainable_fraction", "not permitted"),
+        ({"parameter_count": 7e9, "precision": "int4"}, "precision", "quantised"),
+        ({"parameter_count": 7e9, "optimizer": "adamw_8bit"}, "optimizer", "AdamW only"),
+        ({"parameter_count": 7e9, "batch_size": 0}, "batch_size", "greater than"),
+        ({"parameter_count": 7e9, "gpus": 4}, "gpus", "not permitted"),
     ],
 )
-def test_bad_fields_are_named(body: dict[str, Any], field: str) -> None:
+def test_bad_fields_are_named(body: dict[str, Any], field: str, words: str) -> None:
     with pytest.raises(ValidationFailed) as caught:
         ResourceEstimateRequest.parse(body)
     assert [d.field for d in caught.value.details] == [field]
+    assert words in caught.value.details[0].message
 
 
 @pytest.mark.parametrize(
     ("body", "field"),
     [
         ({}, "base_model_id"),
-        ({"base_model_id": "test.sagemaker-7b", "parameter_count": 7e9}, "base_model_id"),
+        ({"base_model_id": "test.sagemaker-8b", "parameter_count": 7e9}, "base_model_id"),
         ({"base_model_id": "nope"}, "base_model_id"),
-        ({"base_model_id": "test.bedrock-7b"}, "base_model_id"),
-        ({"parameter_count": 7e9, "method": "full", "trainable_fraction": 0.5}, "trainable_fraction"),
-        ({"parameter_count": 7e9, "method": "full", "precision": "int4"}, "precision"),
+        ({"base_model_id": "test.bedrock-8b"}, "base_model_id"),
+        ({"parameter_count": 7e9, "method": "full", "lora_r": 16}, "method"),
     ],
 )
 def test_contradictions_and_unknown_models_are_validation_errors(body: dict[str, Any], field: str) -> None:
@@ -359,94 +398,113 @@ def test_contradictions_and_unknown_models_are_validation_errors(body: dict[str,
 
 # --- check_resources ---------------------------------------------------------------------------
 
+LORA_2048 = TrainingSetup(method="lora", batch_size=1, sequence_length=2048)
 
-def test_adequate_resources_give_no_warnings() -> None:
-    # 7B LoRA bf16 with checkpointing, 2048 × 1: 22.4 + 0.8 = 23.2 × 1.2 = 27.9 GB ≤ 80; volume 100 ≥ advised.
-    assert check_resources(spec(), BIG, 1, 100, method="lora") == []
+
+def test_adequate_resources_give_no_warnings_and_name_the_strategy() -> None:
+    checked = check_resources(spec(), BIG, 1, 100, setup=LORA_2048)
+    assert (checked.warnings, checked.strategy) == ([], "single")
 
 
 def test_too_little_vram_is_a_warning() -> None:
-    # 27.9 GB per GPU > 24 GB.
-    warnings = check_resources(spec(), SMALL, 1, 100, method="lora")
-    assert len(warnings) == 1
-    assert "24 GB" in warnings[0]
-    assert "may run out of memory" in warnings[0]
+    # Full fine-tune on one 24 GB GPU: 71.7 GB and more.
+    checked = check_resources(spec(), SMALL, 1, 200, setup=FULL_TINY)
+    assert len(checked.warnings) == 1
+    assert "24 GB" in checked.warnings[0]
+    assert "may run out of memory" in checked.warnings[0]
+    assert "full fine-tuning, bf16" in checked.warnings[0]
 
 
-def test_more_instances_make_full_fine_tuning_fit() -> None:
-    # Full 7B bf16: state 56 GB + 0.8 GB activations. 1 × QUAD: (56 / 4 + 0.8) × 1.2 = 17.8 ≤ 24: fits.
-    assert check_resources(spec(), QUAD, 1, 300, method="full") == []
-    # 1 × SMALL: (56 + 0.8) × 1.2 = 68.2 > 24; 4 × SMALL shard it to (14 + 0.8) × 1.2 = 17.8.
-    assert check_resources(spec(), SMALL, 1, 300, method="full") != []
-    assert check_resources(spec(), SMALL, 4, 300, method="full") == []
+def test_more_instances_make_full_fine_tuning_fit_by_sharding() -> None:
+    assert check_resources(spec(), QUAD, 1, 200, setup=FULL_TINY).warnings != []
+    checked = check_resources(spec(), QUAD, 2, 200, setup=FULL_TINY)
+    assert (checked.warnings, checked.strategy, checked.memory_per_gpu_gb) == ([], "fsdp", 15.4)
 
 
 def test_volume_smaller_than_the_base_model_is_an_error() -> None:
     with pytest.raises(ValidationFailed) as caught:
-        check_resources(spec(), BIG, 1, 10, method="lora")
+        check_resources(spec(), BIG, 1, 10, setup=LORA_2048)
     assert caught.value.details[0].field == "resources.volume_size_gb"
-    assert "14 GB" in caught.value.details[0].message
+    assert "16.1 GB" in caught.value.details[0].message
 
 
 def test_volume_below_the_job_is_a_warning() -> None:
-    # Needs 14 + 42 + 0 = 56 GB (advised 100): a 40 GB volume holds the model, not the checkpoint.
-    warnings = check_resources(spec(), BIG, 1, 40, method="lora")
-    assert warnings == [
-        "Storage of 40 GB is less than the 56 GB this job may write (model, checkpoints, dataset); "
+    # Needs 16.1 + 48.2 = 64.3 GB (advised 100): a 40 GB volume holds the model, not the checkpoint.
+    checked = check_resources(spec(), BIG, 1, 40, setup=LORA_2048)
+    assert checked.warnings == [
+        "Storage of 40 GB is less than the 64.3 GB this job may write (model, checkpoints, dataset); "
         "100 GB is advised."
     ]
 
 
 def test_bf16_on_an_instance_without_it_is_an_error() -> None:
     with pytest.raises(ValidationFailed) as caught:
-        check_resources(spec(), OLD, 1, 100, method="lora", precision="bf16")
+        check_resources(spec(), OLD, 1, 100, setup=LORA_2048)
     assert caught.value.details[0].field == "resources.instance_type"
 
 
 def test_nvme_instance_uses_its_own_storage() -> None:
     nvme = instance("ml.n.big", 1, 80, 4.0, local_storage_gb=250)
-    warnings = check_resources(spec(), nvme, 1, 500, method="lora")
-    assert warnings == [
+    checked = check_resources(spec(), nvme, 1, 500, setup=LORA_2048)
+    assert checked.warnings == [
         "ml.n.big trains on its own 250 GB NVMe storage; the 500 GB volume size does not apply."
     ]
 
 
-# --- the shipped catalog -----------------------------------------------------------------------
+# --- the shipped catalog: every default request fits its default instance -------------------------
 
 
-def test_catalog_default_instances_fit_their_models_default_lora_job() -> None:
+def test_every_catalog_models_default_request_fits_its_default_instance() -> None:
+    """The request a user gets by choosing only the model: default hyperparameters, default optional
+    hyperparameters, the default instance (one, with the advised volume), longest rows the trainer keeps
+    by default: the check the API makes finds it fits, under the strategy the trainer will use."""
     catalog = load_catalog()
-    sagemaker = [m for m in catalog.models if m.provider == "sagemaker"]
-    assert sagemaker
-    for model in sagemaker:
-        result = estimate_resources(ResourceEstimateRequest(base_model_id=model.id), catalog)
-        fitting = {i.instance_type for i in result.instances if i.fits}
-        assert model.default_instance_type in fitting, (model.id, result.vram_gb)
-        assert result.instance_count == 1, model.id
+    walked = 0
+    for model in catalog.models:
+        if not model.requires_resources:
+            continue
         default = catalog.instance(model.default_instance_type or "")
-        assert check_resources(model, default, 1, 100, method="lora") == [], model.id
-
-
-def test_catalog_8b_lora_advice() -> None:
-    # Llama 3.1 8B: 8,030,261,248 params bf16: weights 16.06 → 16.1, gradients 3.212 → 3.2,
-    # optimizer 6.424 → 6.4; activations (checkpointed, 2048 × 1; h = 4,407.6, L = 34.43)
-    # 2048 × 4407.6 × 102.87 B = 0.93 → 0.9; total 16.1 + 3.2 + 6.4 + 0.9 = 26.6 → 31.9 with the buffer.
-    # One 24 GB GPU cannot hold it; the cheapest 48 GB single GPU (L40S) is advised first; four 24 GB GPUs
-    # fit by sharding: (25.7 / 4 + 0.9) × 1.2 = 8.8 GB each.
-    catalog = load_catalog()
-    result = estimate_resources(
-        ResourceEstimateRequest(base_model_id="sagemaker.llama-3-1-8b-instruct"), catalog
-    )
-    assert (result.vram_gb.total, result.vram_gb.with_buffer) == (26.6, 31.9)
-    first = catalog.instance(result.instances[0].instance_type)
-    assert result.instances[0].fits
-    assert (first.gpus, first.vram_per_gpu_gb) == (1, 48)
-    fits = {i.instance_type: i.fits for i in result.instances}
-    for item in catalog.instances:
-        if item.gpus == 1:
-            assert fits[item.name] == (item.vram_per_gpu_gb >= 31.9), item.name
+        hyperparameters, optional = resolve_training_parameters(
+            None, None, model, has_validation=False, hardware=default
+        )
+        assert optional is not None
+        assert optional.use_lora == model.default_use_lora, model.id
+        # LoRA chosen by default is merged, so the result is a whole model as a full fine-tune's.
+        assert optional.merge_adapters == model.default_use_lora, model.id
+        setup = setup_for(hyperparameters, optional, sequence_length=min(model.context_length, 2048))
+        assert setup == default_setup(model), model.id
+        advised = estimate_resources(ResourceEstimateRequest(base_model_id=model.id), catalog)
+        checked = check_resources(model, default, 1, advised.storage_gb.recommended, setup=setup)
+        assert checked.warnings == [], (model.id, checked)
+        assert checked.memory_per_gpu_gb <= default.vram_per_gpu_gb, model.id
+        # One GPU: single; several: data-parallel where one GPU holds the whole job, else sharded.
+        if default.gpus == 1:
+            assert checked.strategy == "single", model.id
         else:
-            assert fits[item.name], item.name
+            assert model.architecture is not None
+            replicated = memory(model.architecture, setup, "ddp", default.gpus).total
+            expected = "ddp" if replicated <= default.vram_per_gpu_gb else "fsdp"
+            assert checked.strategy == expected, model.id
+        # The model's notes state its default plan and what it needs there.
+        assert any(
+            n.startswith("Default plan:") and f"{checked.memory_per_gpu_gb:.1f} GB" in n for n in model.notes
+        ), (
+            model.id,
+            checked.memory_per_gpu_gb,
+        )
+        walked += 1
+    assert walked >= 12
+
+
+def test_a_full_fine_tune_of_an_8b_model_does_not_fit_its_lora_instance() -> None:
+    # Why Llama 3.1 8B defaults to LoRA: the full fine-tune of the same request needs 87 GB on 48.
+    catalog = load_catalog()
+    model = catalog.model("sagemaker.llama-3-1-8b-instruct")
+    assert model.default_use_lora
+    full = TrainingSetup(method="full", batch_size=4, sequence_length=2048)
+    checked = check_resources(model, catalog.instance(model.default_instance_type or ""), 1, 200, setup=full)
+    assert checked.memory_per_gpu_gb > 80
+    assert checked.warnings
 
 
 def test_catalog_bedrock_model_gets_no_resource_advice() -> None:

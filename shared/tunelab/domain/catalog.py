@@ -200,6 +200,83 @@ class Retirement(_Frozen):
     source: Source
 
 
+class Architecture(_Frozen):
+    """The shape of a decoder-only transformer, from its `config.json`: what the memory model reads."""
+
+    layers: int = Field(ge=1)  # num_hidden_layers
+    hidden_size: int = Field(ge=1)
+    intermediate_size: int = Field(ge=1)  # the MLP's (gated: gate and up are each this wide)
+    attention_heads: int = Field(ge=1)
+    kv_heads: int = Field(ge=1)  # num_key_value_heads (grouped-query attention)
+    head_dim: int | None = Field(default=None, ge=1)  # None: hidden_size / attention_heads
+    vocab_size: int = Field(ge=1)
+    tied_embeddings: bool  # tie_word_embeddings: the output head shares the input embeddings
+    # Where it was read; None for a shape read from a model folder on this machine.
+    source: Source | None = None
+
+    @property
+    def head_width(self) -> int:
+        return self.head_dim or self.hidden_size // self.attention_heads
+
+    @property
+    def query_width(self) -> int:
+        return self.attention_heads * self.head_width
+
+    @property
+    def kv_width(self) -> int:
+        return self.kv_heads * self.head_width
+
+    def module_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in, out) features of each linear layer of one decoder layer, by its usual module name."""
+        h, q, kv, i = self.hidden_size, self.query_width, self.kv_width, self.intermediate_size
+        return {
+            "q_proj": (h, q),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (q, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
+
+    @property
+    def layer_parameters(self) -> int:
+        """Weights of one decoder layer: its linear layers and two norms (biases left out)."""
+        return sum(a * b for a, b in self.module_shapes().values()) + 2 * self.hidden_size
+
+    @property
+    def embedding_parameters(self) -> int:
+        """Input embeddings, plus the output head where it is not tied to them."""
+        return self.vocab_size * self.hidden_size * (1 if self.tied_embeddings else 2)
+
+    @property
+    def parameter_count(self) -> int:
+        return self.layers * self.layer_parameters + self.embedding_parameters + self.hidden_size
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Architecture | None:
+        """The shape in a Hugging Face `config.json` (its text config for multimodal ones); None when
+        it lacks a field the memory model needs."""
+        nested = config.get("text_config")
+        text: Mapping[str, Any] = nested if isinstance(nested, dict) else config
+        try:
+            heads = int(text["num_attention_heads"])
+            return cls(
+                layers=int(text["num_hidden_layers"]),
+                hidden_size=int(text["hidden_size"]),
+                intermediate_size=int(text["intermediate_size"]),
+                attention_heads=heads,
+                kv_heads=int(text.get("num_key_value_heads") or heads),
+                head_dim=int(text["head_dim"]) if text.get("head_dim") else None,
+                vocab_size=int(text["vocab_size"]),
+                tied_embeddings=bool(
+                    config.get("tie_word_embeddings", text.get("tie_word_embeddings", False))
+                ),
+            )
+        except (KeyError, TypeError, ValueError, ValidationError):
+            return None
+
+
 class Deployment(_Frozen):
     """How a fine-tuned model of this base is served."""
 
@@ -329,6 +406,11 @@ class BaseModelSpec(_Frozen):
     hf_id: str | None = None
     gated: bool = False
     default_instance_type: str | None = None
+    # Models the trainer runs: the shape the memory model reads (from the model's config.json).
+    architecture: Architecture | None = None
+    # What a request without optional hyperparameters trains: LoRA where a full fine-tune of the
+    # default request does not fit the default instance (then merged, so the result is a whole model).
+    default_use_lora: bool = False
     instruct: bool = True
     notes: list[str] = Field(default_factory=list)
 
@@ -378,6 +460,17 @@ class BaseModelSpec(_Frozen):
             raise ValueError(f"{self.id}: a {self.provider} model needs deployment.default_instance_type")
         if traits.runs_trainer and self.parameter_count is None:
             raise ValueError(f"{self.id}: a {self.provider} model needs its parameter_count")
+        if traits.requires_resources and self.architecture is None:
+            raise ValueError(f"{self.id}: a {self.provider} model needs its architecture (from config.json)")
+        if self.architecture is not None and self.parameter_count is not None:
+            counted = self.architecture.parameter_count
+            if abs(counted - self.parameter_count) > 0.02 * self.parameter_count:
+                raise ValueError(
+                    f"{self.id}: its architecture has {counted:,} parameters, not the "
+                    f"{self.parameter_count:,} listed (more than 2% apart): one of them is wrong"
+                )
+        if self.default_use_lora and not traits.optional_hyperparameters:
+            raise ValueError(f"{self.id}: default_use_lora applies to models the trainer runs")
         if traits.regional and not self.regions:
             raise ValueError(f"{self.id}: a {self.provider} model needs its regions")
         if self.deployment.method not in traits.deployment_methods:

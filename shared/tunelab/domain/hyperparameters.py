@@ -23,7 +23,10 @@ Decisions (the user sees them in the resolved values):
   values. The trainer (sagemaker, local) stops early only when the request has
   `early_stopping` (`{}` is enough: the defaults fill it). Without validation data early
   stopping is refused, and is `null` in the resolved values.
-* Optional defaults: `use_lora` false (full fine-tuning); with `use_lora`, `lora_config` is
+* Optional defaults: `use_lora` false (full fine-tuning), except for models whose catalog entry says
+  `default_use_lora` (a full fine-tune of their default request does not fit their default instance:
+  tunelab's memory model): there LoRA, merged (`merge_adapters` true) unless the request says
+  otherwise; with `use_lora`, `lora_config` is
   `r` 8, `lora_alpha` 8, `lora_dropout` 0.0, `target_modules` null (= peft's default for the
   architecture, e.g. `q_proj`/`v_proj` for Llama and Qwen; `"all-linear"` is accepted),
   `fan_in_fan_out` false, `bias` "none"; `merge_adapters` false; `logging_strategy` "steps"
@@ -772,10 +775,15 @@ def _default_attention(model: BaseModelSpec, hardware: Hardware | None) -> AttnI
 
 
 def _resolve_lora(
-    reader: _Reader, data: dict[str, Any], lora_raw: dict[str, Any] | None
+    reader: _Reader, data: dict[str, Any], lora_raw: dict[str, Any] | None, model: BaseModelSpec
 ) -> tuple[bool, ResolvedLoraConfig | None, bool]:
     use_lora = reader.boolean(data, "use_lora", OPT)
     merge = reader.boolean(data, "merge_adapters", OPT)
+    if use_lora is None and model.default_use_lora:
+        # The model trains LoRA by default (a full fine-tune of the default request does not fit its
+        # default instance), merged unless asked otherwise: the result is a whole model, as a full one.
+        use_lora = True
+        merge = True if merge is None else merge
     lora: ResolvedLoraConfig | None = None
     if lora_raw is not None and use_lora is not True:
         reader.fail(
@@ -973,7 +981,7 @@ def _resolve_optional(
         if section is not None:
             reader.known(section, _SECTIONS[key], f"{OPT}.{key}", key)
 
-    use_lora, lora, merge = _resolve_lora(reader, data, lora_raw)
+    use_lora, lora, merge = _resolve_lora(reader, data, lora_raw, model)
     attn, use_cache, fp16, bf16 = _resolve_precision(reader, sft_raw, init_raw, model, hardware)
     log_strategy, log_steps, eval_strategy, eval_steps = _resolve_logging(
         reader, sft_raw, has_validation=has_validation, early_stopping=early_stopping

@@ -1,39 +1,49 @@
-"""VRAM, training-volume and instance advice for a SageMaker fine-tuning job.
+"""Memory, training-volume and instance advice for a job the trainer runs: one memory model, used by
+`POST /v1/resource-estimates` and by the check made when a SageMaker job is created, computed for the
+plan the trainer will run (its method, precision, checkpointing, batch and sequence length) on the
+model's real architecture (layers, widths, heads, vocabulary: the catalog's `architecture`, read from
+the model's `config.json`). All figures in GB = 1e9 bytes.
 
-The method (all figures in GB = 1e9 bytes, as the product guide counts):
+The trainer (`trainer/`) and what it holds per GPU
+    weights     N × w, with w = 2 bytes when training in bf16 (the trainer loads bf16 weights) and
+                4 otherwise (fp32; fp16 is autocast over fp32 weights, as fp16 master weights cannot be
+                unscaled).
+    full fine-tuning: gradients N × w and AdamW's two states 2 × N × w (torch's AdamW keeps them in
+                the weights' dtype): 4 × N × w in all.
+    LoRA        the base's weights frozen (no gradients, no states); the adapters, r × (in + out) per
+                adapted linear layer (peft's default modules for Llama, Qwen and Gemma: q_proj and
+                v_proj), in fp32 with their gradients and two states: 16 bytes each.
+    activations per GPU, for its micro-batch of T = batch_size × sequence_length tokens (padding-free
+                batches hold at most that), in a bytes per value (2 under bf16/fp16 autocast, 4 in fp32):
+                a decoder layer keeps E = 4h + 2q + 2kv + 4i values per token (norm inputs and outputs,
+                query, key, value and attention output, the MLP's gate, up, activation and product;
+                SDPA and flash attention never store the attention scores, cf. Korthikanti et al. 2022).
+                With gradient checkpointing (on by default on GPUs) only each layer's input is kept
+                (L × h × T values) plus one layer's E × T during its recomputation; without, L × E × T.
+    logits      T × V × (a + 8) bytes: the head's output, its fp32 copy for the loss and its gradient.
+    DDP         each GPU holds everything above, plus DDP's gradient buckets (one more copy of the
+                trained weights' gradients).
+    FSDP        weights, gradients and optimizer states are sharded over all GPUs of all instances
+                (÷ world size); each GPU also holds the unsharded root (embeddings and head, whose
+                FSDP2 keeps gathered through the step; their gradients too when they train) and two
+                gathered decoder layers (the one computing and the one prefetched).
+    total       (the above) × 1.10 for the allocator's fragmentation, + 1 GB for the CUDA context and
+                kernels' workspace.
 
-VRAM
-    weights     = parameters × bytes of the precision (fp32 4, fp16/bf16 2, int8 1, int4 0.5)
-    gradients   = parameters × bytes × trainable fraction
-    optimizer   = parameters × bytes × trainable fraction × (AdamW/Adam 2, 8-bit AdamW 1, Adafactor 1, SGD 1)
-    i.e. weights + (gradients + optimizer) × fraction; the fraction is 1 for full fine-tuning and
-    0.2 by default for LoRA. Quantised weights (int8/int4, QLoRA-style; LoRA only) keep their
-    trainable state in 16 bits.
-    activations = Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
-    Models", eq. 1): per layer s·b·h·(34 + 5·a·s/h) bytes in 16 bits without recomputation. The
-    5·a·s/h term is the attention-score matrix, which SDPA/FlashAttention (the trainer's attention)
-    never stores, so 34·s·b·h per layer; with gradient checkpointing only each layer's input is kept
-    (2·s·b·h per layer) plus one layer's full activations during its recomputation; it is on unless
-    the request turns it off, as in the trainer (TRL's SFTConfig defaults it to True). fp32 doubles it.
-    Hidden size h and layers L come from the parameter count: N ≈ 12·L·h² with L = h/128 (the shape of
-    Llama-class models: 7B → h ≈ 4,210, L ≈ 33), so h = (128·N/12)^(1/3).
-    with_buffer = total × 1.2 (20% for framework overhead, the logits and allocator fragmentation).
+Strategy
+    One GPU in all: single. Several: DDP where one GPU holds the whole job (less communication), else
+    FSDP (the trainer's `distribution` hyperparameter is set to match). An instance type fits at a
+    count when its per-GPU VRAM holds that strategy's total. The smallest count (up to 8) at which some
+    type fits is advised; types are listed fitting first, cheapest first.
 
 Storage
-    base model  = parameters × 2 bytes (16-bit files; 4 bytes when training in fp32)
-    checkpoints = base model × (1 + optimizer multiplier) each (AdamW 3×, 8-bit AdamW/Adafactor/SGD 2×: the
-    weights plus the optimizer states, the product guide's 2–3×); kept full-size for LoRA too, as
-    the merged model is saved at full size.
+    base model  = N × 2 bytes (16-bit files; 4 when training in fp32)
+    checkpoints = base model × 3 each (weights plus AdamW's two states; kept full-size for LoRA too,
+    as the merged model is written at full size).
     recommended = total + 10% headroom, rounded up to the next 50 GB (45 → 50).
 
-Instances
-    An instance type fits when each of its GPUs holds its share of the model state plus its own
-    micro-batch's activations: (state ÷ all GPUs of all instances + activations) × 1.2 ≤ VRAM per GPU,
-    with state = weights + gradients + optimizer. Where one GPU holds the whole job (with_buffer ≤ its
-    VRAM) plain data parallelism does; elsewhere the state must be sharded (FSDP / ZeRO-3), for LoRA
-    and full fine-tuning alike. The smallest instance count (up to 8) at which some type fits is
-    advised; types are listed fitting first, cheapest first. Types without bf16 are left out when bf16
-    is asked for.
+The figures have not been calibrated on a GPU in this project yet: `benchmarks/gpu_check.sh` measures
+the peak on a real one and prints it next to this model's figure for the same plan.
 """
 
 from __future__ import annotations
@@ -44,59 +54,279 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import PydanticCustomError
 
-from tunelab.domain.catalog import BaseModelSpec, InstanceType
+from tunelab.domain.catalog import Architecture, BaseModelSpec, InstanceType
 from tunelab.domain.errors import ErrorDetail, ValidationFailed
+from tunelab.domain.hyperparameters import ResolvedHyperparameters, ResolvedOptionalHyperparameters
 
-Precision = Literal["fp32", "fp16", "bf16", "int8", "int4"]
-Optimizer = Literal["adamw", "adam", "adamw_8bit", "adafactor", "sgd"]
+Precision = Literal["fp32", "fp16", "bf16"]
+Optimizer = Literal["adamw"]
 Method = Literal["lora", "full"]
+Strategy = Literal["single", "ddp", "fsdp"]
+TargetModules = list[str] | Literal["all-linear"] | None
 
 GB = 1e9
-BYTES_PER_PARAM: dict[Precision, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
-# Optimizer states per trainable weight, in weights' worth: Adam/AdamW momentum + variance; 8-bit AdamW
-# the same two states at half the size; Adafactor its factored second moment (an upper bound); SGD
-# with momentum (plain SGD keeps none: an upper bound).
-OPTIMIZER_MULTIPLIER: dict[Optimizer, float] = {
-    "adamw": 2.0,
-    "adam": 2.0,
-    "adamw_8bit": 1.0,
-    "adafactor": 1.0,
-    "sgd": 1.0,
-}
-DEFAULT_LORA_FRACTION = 0.2
-BUFFER = 1.2
-HEAD_DIM = 128
-# Bytes per token per layer per hidden unit (Korthikanti et al. 2022, without the attention scores).
-ACTIVATION_BYTES = 34.0
-CHECKPOINTED_ACTIVATION_BYTES = 2.0
+FRAGMENTATION = 1.10
+RUNTIME_OVERHEAD_GB = 1.0
+ADAMW_STATES = 2
+# fp32 adapter weight + gradient + AdamW's two states.
+LORA_BYTES_PER_PARAM = 16.0
+# peft's default target modules for the Llama, Qwen2 and Gemma families.
+DEFAULT_LORA_MODULES = ("q_proj", "v_proj")
+DEFAULT_LORA_R = 8
+# The trainer's longest default sequence: the model's context, at most this (trainer/planning.py).
+TRAINER_MAX_LENGTH = 2048
 STORAGE_HEADROOM = 1.1
 STORAGE_STEP_GB = 50
+CHECKPOINT_MULTIPLIER = 1 + ADAMW_STATES
 MAX_INSTANCE_COUNT = 8
 
 
+def _weight_bytes(precision: Precision) -> float:
+    return 2.0 if precision == "bf16" else 4.0
+
+
+def _activation_bytes(precision: Precision) -> float:
+    return 4.0 if precision == "fp32" else 2.0
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """What the trainer will run, as far as memory cares."""
+
+    method: Method
+    precision: Precision = "bf16"
+    gradient_checkpointing: bool = True
+    batch_size: int = 4
+    sequence_length: int = TRAINER_MAX_LENGTH
+    lora_r: int = DEFAULT_LORA_R
+    lora_target_modules: TargetModules = None
+
+    @property
+    def tokens(self) -> int:
+        return self.batch_size * self.sequence_length
+
+    def describe(self) -> str:
+        method = (
+            f"LoRA r={self.lora_r} on {self._modules_text()}" if self.method == "lora" else "full fine-tuning"
+        )
+        checkpointing = "with" if self.gradient_checkpointing else "without"
+        return (
+            f"{method}, {self.precision}, AdamW, {checkpointing} gradient checkpointing, "
+            f"{self.batch_size} × {self.sequence_length} tokens per GPU"
+        )
+
+    def _modules_text(self) -> str:
+        if self.lora_target_modules == "all-linear":
+            return "every linear layer"
+        return "/".join(self.lora_target_modules or DEFAULT_LORA_MODULES)
+
+
+def lora_parameters(arch: Architecture, r: int, target_modules: TargetModules) -> int:
+    """Adapter weights: r × (in + out) for each adapted linear layer of every decoder layer.
+
+    A module name the shape does not know counts as a hidden × hidden layer."""
+    shapes = arch.module_shapes()
+    if target_modules == "all-linear":
+        names: Sequence[str] = list(shapes)
+    else:
+        names = target_modules or DEFAULT_LORA_MODULES
+    per_layer = sum(sum(shapes.get(n, (arch.hidden_size, arch.hidden_size))) for n in names)
+    return arch.layers * r * per_layer
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One GPU's memory for a strategy, in GB (unrounded)."""
+
+    strategy: Strategy
+    world_size: int
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float
+    logits: float
+    # DDP's gradient buckets, or FSDP's gathered root and layers.
+    distribution: float
+
+    @property
+    def subtotal(self) -> float:
+        state = self.weights + self.gradients + self.optimizer
+        return state + self.activations + self.logits + self.distribution
+
+    @property
+    def total(self) -> float:
+        return self.subtotal * FRAGMENTATION + RUNTIME_OVERHEAD_GB
+
+
+def memory(arch: Architecture, setup: TrainingSetup, strategy: Strategy, world_size: int = 1) -> Memory:
+    """One GPU's memory when `world_size` GPUs run `setup` with `strategy` (the module's method)."""
+    if strategy == "single" or world_size < 1:
+        world_size = 1
+    n = arch.parameter_count
+    w = _weight_bytes(setup.precision)
+    a = _activation_bytes(setup.precision)
+    if setup.method == "full":
+        trained, trained_bytes = n, w
+        weights, gradients, optimizer = n * w, n * w, ADAMW_STATES * n * w
+    else:
+        trained = lora_parameters(arch, setup.lora_r, setup.lora_target_modules)
+        trained_bytes = 4.0
+        weights = n * w + trained * 4.0
+        gradients = trained * 4.0
+        optimizer = trained * (LORA_BYTES_PER_PARAM - 8.0)
+    h, q, kv, i = arch.hidden_size, arch.query_width, arch.kv_width, arch.intermediate_size
+    per_layer = 4 * h + 2 * q + 2 * kv + 4 * i
+    tokens = setup.tokens
+    if setup.gradient_checkpointing:
+        activations = tokens * (arch.layers * h + per_layer) * a
+    else:
+        activations = tokens * arch.layers * per_layer * a
+    logits = tokens * arch.vocab_size * (a + 8.0)
+    shards = world_size if strategy == "fsdp" else 1
+    distribution = 0.0
+    if strategy == "ddp":
+        distribution = trained * trained_bytes
+    elif strategy == "fsdp":
+        root = arch.embedding_parameters * w * (2 if setup.method == "full" else 1)
+        distribution = root + 2 * arch.layer_parameters * w
+    return Memory(
+        strategy=strategy,
+        world_size=world_size,
+        weights=weights / shards / GB,
+        gradients=gradients / shards / GB,
+        optimizer=optimizer / shards / GB,
+        activations=activations / GB,
+        logits=logits / GB,
+        distribution=distribution / GB,
+    )
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How a job runs on `count` instances of a type: the strategy the trainer will use and its memory."""
+
+    instance: InstanceType
+    count: int
+    memory: Memory
+
+    @property
+    def strategy(self) -> Strategy:
+        return self.memory.strategy
+
+    @property
+    def fits(self) -> bool:
+        return self.memory.total <= self.instance.vram_per_gpu_gb
+
+
+def place(arch: Architecture, setup: TrainingSetup, instance: InstanceType, count: int) -> Placement:
+    """The strategy the trainer uses on `count` × `instance`: single GPU; DDP where one GPU holds the
+    whole job; else FSDP (the least memory; `fits` says whether even that fits)."""
+    world = instance.gpus * count
+    if world == 1:
+        return Placement(instance, count, memory(arch, setup, "single"))
+    replicated = memory(arch, setup, "ddp", world)
+    if replicated.total <= instance.vram_per_gpu_gb:
+        return Placement(instance, count, replicated)
+    return Placement(instance, count, memory(arch, setup, "fsdp", world))
+
+
+def approximate_architecture(parameter_count: float) -> Architecture:
+    """A Llama-shaped decoder of about this many parameters, for a bare parameter count: N ≈ 12·L·h²
+    with L = h/128, a gated MLP of 8h/3, full multi-head attention and a 32,000-token vocabulary."""
+    hidden = max(64, round((128 * parameter_count / 12) ** (1 / 3) / 64) * 64)
+    return Architecture(
+        layers=max(1, round(hidden / 128)),
+        hidden_size=hidden,
+        intermediate_size=max(1, round(8 * hidden / 3)),
+        attention_heads=max(1, hidden // 128),
+        kv_heads=max(1, hidden // 128),
+        vocab_size=32_000,
+        tied_embeddings=False,
+    )
+
+
+def setup_for(
+    hyperparameters: ResolvedHyperparameters,
+    optional: ResolvedOptionalHyperparameters | None,
+    *,
+    sequence_length: int,
+) -> TrainingSetup:
+    """The setup the trainer runs for a job's resolved values: LoRA or full, bf16 unless fp16 or fp32
+    was asked for, the request's batch size, checkpointing (always on for GPUs: not an option)."""
+    lora = optional.lora_config if optional is not None else None
+    sft = optional.sft_config if optional is not None else None
+    precision: Precision = "bf16" if sft is None or sft.bf16 else "fp16" if sft.fp16 else "fp32"
+    return TrainingSetup(
+        method="lora" if optional is not None and optional.use_lora else "full",
+        precision=precision,
+        batch_size=hyperparameters.batch_size or 1,
+        sequence_length=sequence_length,
+        lora_r=lora.r if lora else DEFAULT_LORA_R,
+        lora_target_modules=lora.target_modules if lora else None,
+    )
+
+
+def default_setup(spec: BaseModelSpec) -> TrainingSetup:
+    """The setup of a request that sets nothing: the model's default method, batch size and the
+    trainer's default sequence length, bf16 (the default attention trains in it), checkpointing on."""
+    batch = spec.hyperparameters.batch_size
+    return TrainingSetup(
+        method="lora" if spec.default_use_lora else "full",
+        batch_size=batch.default if batch else 4,
+        sequence_length=min(spec.context_length, TRAINER_MAX_LENGTH),
+    )
+
+
+# --- the API's request and answer ---------------------------------------------------------------------
+
+
 class ResourceEstimateRequest(BaseModel):
-    """Body of `POST /v1/resource-estimates`: a catalog model or a bare parameter count."""
+    """Body of `POST /v1/resource-estimates`: a catalog model (or a bare parameter count) and the plan.
+
+    Omitted values are what a fine-tuning request without them runs: the model's default method and
+    batch size, the trainer's default sequence length, bf16, gradient checkpointing on, LoRA r 8 on
+    peft's default modules."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     base_model_id: str | None = Field(default=None, min_length=1, max_length=200)
     parameter_count: float | None = Field(default=None, gt=0, le=1e13)
     precision: Precision = "bf16"
+    # The trainer runs AdamW (torch's, states in the weights' dtype).
     optimizer: Optimizer = "adamw"
-    method: Method = "lora"
-    # Share of the parameters trained; LoRA only (default 0.2, the product guide's upper figure).
-    trainable_fraction: float | None = Field(default=None, gt=0, le=1)
+    method: Method | None = None
+    lora_r: int = Field(default=DEFAULT_LORA_R, ge=1, le=4096)
+    # null: peft's default modules for the architecture; "all-linear": every linear layer.
+    lora_target_modules: list[str] | Literal["all-linear"] | None = None
     dataset_bytes: float = Field(default=0, ge=0, le=1e14)
     checkpoints: int = Field(default=1, ge=0, le=100)
-    sequence_length: int = Field(default=2048, ge=1, le=1_048_576)
+    sequence_length: int | None = Field(default=None, ge=1, le=1_048_576)
     # Per-GPU (per-device) batch size.
-    batch_size: int = Field(default=1, ge=1, le=4096)
-    # The trainer's SFT configuration turns gradient checkpointing on unless told otherwise (TRL's
-    # SFTConfig default); `sft_config.gradient_checkpointing: false` in the job means False here.
+    batch_size: int | None = Field(default=None, ge=1, le=4096)
     gradient_checkpointing: bool = True
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _trainer_precisions(cls, value: Any) -> Any:
+        if value not in (None, "bf16", "fp16", "fp32"):
+            raise PydanticCustomError(
+                "precision",
+                "precision is bf16, fp16 or fp32: the trainer does not train quantised (int8/int4) weights.",
+            )
+        return value
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _trainer_optimizer(cls, value: Any) -> Any:
+        if value not in (None, "adamw"):
+            raise PydanticCustomError(
+                "optimizer", "The trainer runs AdamW only; optimizer is adamw (or left out)."
+            )
+        return value
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> ResourceEstimateRequest:
@@ -112,12 +342,16 @@ class ResourceEstimateRequest(BaseModel):
 
 
 class VramGb(BaseModel):
+    """The whole job on one GPU (before any sharding)."""
+
     model_config = ConfigDict(frozen=True, defer_build=True)
     weights: float
     gradients: float
     optimizer: float
     activations: float
+    logits: float
     total: float
+    # With the allocator's fragmentation and the CUDA context.
     with_buffer: float
 
 
@@ -130,6 +364,35 @@ class StorageGb(BaseModel):
     recommended: int
 
 
+class ArchitectureShown(BaseModel):
+    model_config = ConfigDict(frozen=True, defer_build=True)
+    layers: int
+    hidden_size: int
+    intermediate_size: int
+    attention_heads: int
+    kv_heads: int
+    vocab_size: int
+    # "catalog": the model's config.json; "approximate": derived from a bare parameter count.
+    source: Literal["catalog", "approximate"]
+
+
+class PlanShown(BaseModel):
+    """The plan the figures are for (every default filled in)."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+    method: Method
+    precision: Precision
+    optimizer: Optimizer
+    gradient_checkpointing: bool
+    batch_size: int
+    sequence_length: int
+    lora_r: int | None
+    lora_target_modules: list[str] | Literal["all-linear"] | None
+    parameters: int
+    trained_parameters: int
+    architecture: ArchitectureShown
+
+
 class InstanceAdvice(BaseModel):
     model_config = ConfigDict(frozen=True, defer_build=True)
     instance_type: str
@@ -137,10 +400,14 @@ class InstanceAdvice(BaseModel):
     vram_gb: float
     fits: bool
     price_per_hour_usd: float
+    # At the advised instance count: how the trainer would run there, and what each GPU needs.
+    strategy: Strategy
+    memory_per_gpu_gb: float
 
 
 class ResourceEstimate(BaseModel):
     model_config = ConfigDict(frozen=True, defer_build=True)
+    plan: PlanShown
     vram_gb: VramGb
     storage_gb: StorageGb
     instances: list[InstanceAdvice]
@@ -162,73 +429,6 @@ def _round(value: float, places: str = "0.1") -> float:
     # Snap away binary noise first, then round half up: 26.88 → 26.9, 0.05 → 0.1.
     exact = Decimal(repr(value)).quantize(Decimal("1e-9"), rounding=ROUND_HALF_UP)
     return float(exact.quantize(Decimal(places), rounding=ROUND_HALF_UP))
-
-
-@dataclass(frozen=True)
-class Requirements:
-    """Raw (unrounded) figures in GB, and the rules they came from."""
-
-    parameter_count: float
-    method: Method
-    fraction: float
-    weights: float
-    gradients: float
-    optimizer: float
-    activations: float
-    hidden_size: float
-    layers: float
-    base_model: float
-    checkpoint_each: float
-    checkpoints: float
-    dataset: float
-
-    @property
-    def state(self) -> float:
-        return self.weights + self.gradients + self.optimizer
-
-    @property
-    def total(self) -> float:
-        return self.state + self.activations
-
-    @property
-    def with_buffer(self) -> float:
-        return self.total * BUFFER
-
-    @property
-    def storage_total(self) -> float:
-        return self.base_model + self.checkpoints + self.dataset
-
-    def per_gpu_need(self, total_gpus: int) -> float:
-        """VRAM one GPU needs with the model state shared over `total_gpus`: its shard plus its activations.
-
-        With one GPU (or a state small enough to replicate) this is with_buffer or less.
-        """
-        return (self.state / total_gpus + self.activations) * BUFFER
-
-
-def model_shape(parameter_count: float) -> tuple[float, float]:
-    """(hidden size, layers) of a Llama-shaped decoder with this many parameters: N = 12·L·h², L = h/128."""
-    hidden = (HEAD_DIM * parameter_count / 12) ** (1 / 3)
-    return hidden, hidden / HEAD_DIM
-
-
-def activation_gb(
-    parameter_count: float,
-    *,
-    sequence_length: int,
-    batch_size: int,
-    gradient_checkpointing: bool,
-    precision: Precision = "bf16",
-) -> float:
-    """Activation memory of one GPU's micro-batch (Korthikanti et al. 2022, attention scores not stored)."""
-    hidden, layers = model_shape(parameter_count)
-    tokens = sequence_length * batch_size
-    if gradient_checkpointing:
-        per_token = hidden * (CHECKPOINTED_ACTIVATION_BYTES * layers + ACTIVATION_BYTES)
-    else:
-        per_token = hidden * layers * ACTIVATION_BYTES
-    scale = 2.0 if precision == "fp32" else 1.0
-    return tokens * per_token * scale / GB
 
 
 def recommended_volume_gb(total_gb: float) -> int:
@@ -255,85 +455,40 @@ def storage_gb(
     )
 
 
-def requirements(
-    parameter_count: float,
-    *,
-    precision: Precision = "bf16",
-    optimizer: Optimizer = "adamw",
-    method: Method = "lora",
-    trainable_fraction: float | None = None,
-    dataset_bytes: float = 0,
-    checkpoints: int = 1,
-    sequence_length: int = 2048,
-    batch_size: int = 1,
-    gradient_checkpointing: bool = True,
-) -> Requirements:
-    """The raw VRAM and storage needs of a job; raises `ValidationFailed` on contradictory input."""
-    _check_combination(method, precision, trainable_fraction)
-    fraction = 1.0 if method == "full" else (trainable_fraction or DEFAULT_LORA_FRACTION)
-    weight_bytes = BYTES_PER_PARAM[precision]
-    # Quantised base weights train 16-bit adapters: their gradients and states are 2 bytes each.
-    state_bytes = 2.0 if precision in ("int8", "int4") else weight_bytes
-    multiplier = OPTIMIZER_MULTIPLIER[optimizer]
-    hidden, layers = model_shape(parameter_count)
-    base_model = parameter_count * (4.0 if precision == "fp32" else 2.0) / GB
-    checkpoint_each = base_model * (1 + multiplier)
-    return Requirements(
-        parameter_count=parameter_count,
-        method=method,
-        fraction=fraction,
-        weights=parameter_count * weight_bytes / GB,
-        gradients=parameter_count * state_bytes * fraction / GB,
-        optimizer=parameter_count * state_bytes * fraction * multiplier / GB,
-        activations=activation_gb(
-            parameter_count,
-            sequence_length=sequence_length,
-            batch_size=batch_size,
-            gradient_checkpointing=gradient_checkpointing,
-            precision=precision,
-        ),
-        hidden_size=hidden,
-        layers=layers,
-        base_model=base_model,
-        checkpoint_each=checkpoint_each,
-        checkpoints=checkpoint_each * checkpoints,
-        dataset=dataset_bytes / GB,
+def _base_model_gb(parameter_count: float, precision: Precision) -> float:
+    return parameter_count * (4.0 if precision == "fp32" else 2.0) / GB
+
+
+def _storage(
+    parameter_count: float, precision: Precision, checkpoints: int, dataset_bytes: float
+) -> StorageGb:
+    base = _base_model_gb(parameter_count, precision)
+    return storage_gb(
+        base_model_gb=base,
+        checkpoint_gb=base * CHECKPOINT_MULTIPLIER,
+        checkpoints=checkpoints,
+        dataset_gb=dataset_bytes / GB,
     )
 
 
-def _check_combination(method: Method, precision: Precision, trainable_fraction: float | None) -> None:
-    if method == "full" and trainable_fraction is not None and trainable_fraction != 1:
-        raise ValidationFailed.of(
-            "trainable_fraction",
-            "Full fine-tuning trains every parameter; trainable_fraction applies to LoRA.",
-        )
-    if method == "full" and precision in ("int8", "int4"):
-        raise ValidationFailed.of(
-            "precision", f"{precision} weights cannot be fully fine-tuned; use LoRA or a 16-bit precision."
-        )
-    if trainable_fraction is not None and not 0 < trainable_fraction <= 1:
-        raise ValidationFailed.of(
-            "trainable_fraction", "The trainable fraction must be above 0 and at most 1."
-        )
-
-
-def _fits(req: Requirements, instance: InstanceType, count: int) -> bool:
-    return req.per_gpu_need(instance.gpus * count) <= instance.vram_per_gpu_gb
-
-
-def _plan(req: Requirements, candidates: Sequence[InstanceType]) -> int | None:
+def smallest_count(
+    arch: Architecture, setup: TrainingSetup, candidates: Sequence[InstanceType]
+) -> int | None:
     """Smallest instance count at which some candidate fits; None when none does up to the maximum."""
     for count in range(1, MAX_INSTANCE_COUNT + 1):
-        if any(_fits(req, i, count) for i in candidates):
+        if any(place(arch, setup, i, count).fits for i in candidates):
             return count
     return None
 
 
-def _resolve_parameter_count(request: ResourceEstimateRequest, catalog: ResourceCatalog) -> tuple[float, str]:
+def _resolve(
+    request: ResourceEstimateRequest, catalog: ResourceCatalog
+) -> tuple[Architecture, str, BaseModelSpec | None]:
     if (request.base_model_id is None) == (request.parameter_count is None):
         raise ValidationFailed.of("base_model_id", "Give either base_model_id or parameter_count, not both.")
     if request.parameter_count is not None:
-        return request.parameter_count, f"{request.parameter_count / 1e9:.3g}B parameters"
+        arch = approximate_architecture(request.parameter_count)
+        return arch, f"{request.parameter_count / 1e9:.3g}B parameters", None
     model_id = request.base_model_id or ""
     spec = catalog.find_model(model_id)
     if spec is None:
@@ -344,108 +499,152 @@ def _resolve_parameter_count(request: ResourceEstimateRequest, catalog: Resource
         raise ValidationFailed.of(
             "base_model_id", f"'{model_id}' is trained by Bedrock, which chooses its own resources."
         )
-    return float(spec.parameter_count), f"{spec.name} ({spec.parameter_count / 1e9:.3g}B parameters)"
+    arch = spec.architecture or approximate_architecture(spec.parameter_count)
+    return arch, f"{spec.name} ({spec.parameter_count / 1e9:.3g}B parameters)", spec
+
+
+def _setup(request: ResourceEstimateRequest, spec: BaseModelSpec | None) -> TrainingSetup:
+    defaults = default_setup(spec) if spec else TrainingSetup(method="full")
+    method = request.method or defaults.method
+    if method == "full" and (request.lora_target_modules is not None or "lora_r" in request.model_fields_set):
+        raise ValidationFailed.of("method", "lora_r and lora_target_modules apply to method lora.")
+    return TrainingSetup(
+        method=method,
+        precision=request.precision,
+        gradient_checkpointing=request.gradient_checkpointing,
+        batch_size=request.batch_size or defaults.batch_size,
+        sequence_length=request.sequence_length or defaults.sequence_length,
+        lora_r=request.lora_r,
+        lora_target_modules=request.lora_target_modules,
+    )
 
 
 def estimate_resources(request: ResourceEstimateRequest, catalog: ResourceCatalog) -> ResourceEstimate:
-    """VRAM, storage and instance advice for `request` (the method is in this module's docstring)."""
-    parameter_count, label = _resolve_parameter_count(request, catalog)
-    req = requirements(
-        parameter_count,
-        precision=request.precision,
-        optimizer=request.optimizer,
-        method=request.method,
-        trainable_fraction=request.trainable_fraction,
-        dataset_bytes=request.dataset_bytes,
-        checkpoints=request.checkpoints,
-        sequence_length=request.sequence_length,
-        batch_size=request.batch_size,
-        gradient_checkpointing=request.gradient_checkpointing,
-    )
-    weights, gradients, optimizer = _round(req.weights), _round(req.gradients), _round(req.optimizer)
-    activations = _round(req.activations)
-    total = _round(weights + gradients + optimizer + activations)
+    """Memory, storage and instance advice for `request` (the method is in this module's docstring)."""
+    arch, label, spec = _resolve(request, catalog)
+    setup = _setup(request, spec)
+    one = memory(arch, setup, "single")
     vram = VramGb(
-        weights=weights,
-        gradients=gradients,
-        optimizer=optimizer,
-        activations=activations,
-        total=total,
-        with_buffer=_round(total * BUFFER),
+        weights=_round(one.weights),
+        gradients=_round(one.gradients),
+        optimizer=_round(one.optimizer),
+        activations=_round(one.activations),
+        logits=_round(one.logits),
+        total=_round(one.subtotal),
+        with_buffer=_round(one.total),
     )
-    storage = storage_gb(
-        base_model_gb=req.base_model,
-        checkpoint_gb=req.checkpoint_each,
-        checkpoints=request.checkpoints,
-        dataset_gb=req.dataset,
-    )
+    storage = _storage(arch.parameter_count, setup.precision, request.checkpoints, request.dataset_bytes)
 
     notes: list[str] = []
     candidates = list(catalog.instances)
-    if request.precision == "bf16":
+    if setup.precision == "bf16":
         without = sorted(i.name for i in candidates if not i.bf16)
         candidates = [i for i in candidates if i.bf16]
         if without:
             notes.append(f"Left out for lacking bf16 (choose fp16 to consider them): {', '.join(without)}.")
-    count = _plan(req, candidates)
+    count = smallest_count(arch, setup, candidates)
+    placements = [place(arch, setup, i, count or 1) for i in candidates]
     advice = sorted(
         (
             InstanceAdvice(
-                instance_type=i.name,
-                gpus=i.gpus,
-                vram_gb=_round(i.vram_gb),
-                fits=count is not None and _fits(req, i, count),
-                price_per_hour_usd=i.price_per_hour_usd,
+                instance_type=p.instance.name,
+                gpus=p.instance.gpus,
+                vram_gb=_round(p.instance.vram_gb),
+                fits=count is not None and p.fits,
+                price_per_hour_usd=p.instance.price_per_hour_usd,
+                strategy=p.strategy,
+                memory_per_gpu_gb=_round(p.memory.total),
             )
-            for i in candidates
+            for p in placements
         ),
         key=lambda a: (not a.fits, a.price_per_hour_usd, a.instance_type),
     )
-
-    fraction_text = (
-        "every parameter trained" if req.method == "full" else f"{req.fraction:g} of the parameters trained"
+    trained = (
+        arch.parameter_count
+        if setup.method == "full"
+        else lora_parameters(arch, setup.lora_r, setup.lora_target_modules)
+    )
+    shape = (
+        f"{arch.layers} layers of width {arch.hidden_size:,} (MLP {arch.intermediate_size:,}, "
+        f"{arch.attention_heads} heads, {arch.kv_heads} key/value heads), vocabulary {arch.vocab_size:,}"
     )
     notes.append(
-        f"{label}, {request.precision}, {request.optimizer}, {req.method} ({fraction_text}): "
-        f"VRAM = weights + (gradients + optimizer) × fraction + activations, plus a {BUFFER - 1:.0%} buffer. "
-        "GB are 10^9 bytes."
-    )
-    notes.append(
-        f"Activations: {request.sequence_length} tokens × batch {request.batch_size} per GPU over "
-        f"~{req.layers:.0f} layers of width ~{req.hidden_size:,.0f} (derived from the parameter count), "
+        f"{label}: {setup.describe()}. "
         + (
-            "with gradient checkpointing (the trainer's default)."
-            if request.gradient_checkpointing
-            else "without gradient checkpointing; turning it on cuts them several-fold."
+            f"Shape from the model's configuration: {shape}."
+            if spec is not None and spec.architecture is not None
+            else f"Shape approximated from the parameter count: {shape}; give base_model_id for a "
+            "catalog model's real shape."
         )
     )
     notes.append(
-        f"Storage: each checkpoint ≈ {1 + OPTIMIZER_MULTIPLIER[request.optimizer]:g}× the base model "
-        "(weights + optimizer states); recommended = total + 10%, rounded up to the next 50 GB."
+        "Per GPU: weights, gradients and AdamW states (sharded across GPUs under FSDP), activations of its "
+        f"micro-batch, logits, and DDP's buckets or FSDP's gathered layers; × {FRAGMENTATION:.2f} for "
+        f"fragmentation, + {RUNTIME_OVERHEAD_GB:g} GB for the CUDA context. GB are 10^9 bytes."
+    )
+    notes.append(
+        f"Storage: each checkpoint ≈ {CHECKPOINT_MULTIPLIER}× the base model (weights + AdamW states); "
+        "recommended = total + 10%, rounded up to the next 50 GB."
     )
     if count is None:
         notes.append(
-            f"Nothing fits, even across {MAX_INSTANCE_COUNT} instances: activations alone need "
-            f"{req.activations:.1f} GB per GPU. Lower batch_size or sequence_length, turn on gradient "
-            "checkpointing, or use LoRA."
+            f"Nothing fits, even across {MAX_INSTANCE_COUNT} instances: activations and logits alone need "
+            f"{one.activations + one.logits:.1f} GB per GPU. Lower batch_size or sequence_length, turn on "
+            "gradient checkpointing, or use LoRA."
         )
     else:
-        fitting = [i for i in candidates if _fits(req, i, count)]
-        if all(req.with_buffer <= i.vram_per_gpu_gb for i in fitting):
-            notes.append("One GPU holds the whole job: plain data-parallel training works on every fit.")
-        else:
-            notes.append(
-                "Where one GPU cannot hold the whole job, fits means the weights, gradients and optimizer "
-                "states are sharded across all GPUs (FSDP / ZeRO-3) and each GPU keeps its own activations."
-            )
+        fitting = [p for p in placements if p.fits]
+        strategies = sorted({p.strategy for p in fitting})
+        described = {
+            "single": "one GPU holds the whole job",
+            "ddp": "data-parallel (DDP): every GPU holds the whole job",
+            "fsdp": "sharded (FSDP): weights, gradients and optimizer states are split across all GPUs",
+        }
+        notes.append(
+            "How the trainer runs on the fitting types: " + "; ".join(described[s] for s in strategies) + "."
+        )
     if count is not None and count > 1:
         notes.append(
             f"No single instance holds this job: it needs {count} instances "
             "(distributed training over the network)."
         )
     return ResourceEstimate(
-        vram_gb=vram, storage_gb=storage, instances=advice, instance_count=count, notes=notes
+        plan=PlanShown(
+            method=setup.method,
+            precision=setup.precision,
+            optimizer="adamw",
+            gradient_checkpointing=setup.gradient_checkpointing,
+            batch_size=setup.batch_size,
+            sequence_length=setup.sequence_length,
+            lora_r=setup.lora_r if setup.method == "lora" else None,
+            lora_target_modules=setup.lora_target_modules if setup.method == "lora" else None,
+            parameters=arch.parameter_count,
+            trained_parameters=trained,
+            architecture=ArchitectureShown(
+                layers=arch.layers,
+                hidden_size=arch.hidden_size,
+                intermediate_size=arch.intermediate_size,
+                attention_heads=arch.attention_heads,
+                kv_heads=arch.kv_heads,
+                vocab_size=arch.vocab_size,
+                source="catalog" if spec is not None and spec.architecture is not None else "approximate",
+            ),
+        ),
+        vram_gb=vram,
+        storage_gb=storage,
+        instances=advice,
+        instance_count=count,
+        notes=notes,
     )
+
+
+@dataclass(frozen=True)
+class ResourceCheck:
+    """What the create-time check found: warnings the user acknowledges, and how the trainer will run."""
+
+    warnings: list[str]
+    strategy: Strategy
+    memory_per_gpu_gb: float
 
 
 def check_resources(
@@ -454,43 +653,26 @@ def check_resources(
     instance_count: int,
     volume_size_gb: float,
     *,
-    method: Method,
-    precision: Precision = "bf16",
-    optimizer: Optimizer = "adamw",
-    trainable_fraction: float | None = None,
+    setup: TrainingSetup,
     dataset_bytes: float = 0,
     checkpoints: int = 1,
-    sequence_length: int = 2048,
-    batch_size: int = 1,
-    gradient_checkpointing: bool = True,
-) -> list[str]:
-    """Check a fine-tuning job's chosen resources; returns warnings the user acknowledges.
+) -> ResourceCheck:
+    """Check a fine-tuning job's chosen resources for the plan the trainer will run.
 
     Errors (`ValidationFailed`, the job could not start or would fail at once): bf16 on an instance
-    without it; storage smaller than the base model. Warnings: too little VRAM by this module's rule
-    (estimates are rough, the user may know better, e.g. a smaller batch), storage below the advice.
+    without it; storage smaller than the base model. Warnings: too little VRAM by this module's model
+    (estimates are rough, the user may know better), storage below the advice.
     """
     if instance_count < 1:
         raise ValidationFailed.of("resources.instance_count", "The instance count must be at least 1.")
-    if precision == "bf16" and not instance.bf16:
+    if setup.precision == "bf16" and not instance.bf16:
         raise ValidationFailed.of(
             "resources.instance_type",
             f"{instance.name} ({instance.gpu_model}) does not support bf16; use fp16.",
         )
     if spec.parameter_count is None:
         raise ValueError(f"{spec.id}: resources apply to models with a known parameter count")
-    req = requirements(
-        float(spec.parameter_count),
-        precision=precision,
-        optimizer=optimizer,
-        method=method,
-        trainable_fraction=trainable_fraction,
-        dataset_bytes=dataset_bytes,
-        checkpoints=checkpoints,
-        sequence_length=sequence_length,
-        batch_size=batch_size,
-        gradient_checkpointing=gradient_checkpointing,
-    )
+    arch = spec.architecture or approximate_architecture(spec.parameter_count)
     warnings: list[str] = []
     # Instances with NVMe instance storage get no EBS volume: their storage is fixed.
     nvme = instance.local_storage_gb > 0
@@ -499,18 +681,13 @@ def check_resources(
         if nvme
         else (volume_size_gb, "resources.volume_size_gb")
     )
-    base = _round(req.base_model)
-    if storage < req.base_model:
+    base = _base_model_gb(spec.parameter_count, setup.precision)
+    if storage < base:
         where = f"{instance.name}'s {storage:g} GB instance storage" if nvme else f"a {storage:g} GB volume"
         raise ValidationFailed.of(
-            field, f"The base model alone needs {base:g} GB; it does not fit on {where}."
+            field, f"The base model alone needs {_round(base):g} GB; it does not fit on {where}."
         )
-    advised = storage_gb(
-        base_model_gb=req.base_model,
-        checkpoint_gb=req.checkpoint_each,
-        checkpoints=checkpoints,
-        dataset_gb=req.dataset,
-    )
+    advised = _storage(spec.parameter_count, setup.precision, checkpoints, dataset_bytes)
     if storage < advised.total:
         warnings.append(
             f"Storage of {storage:g} GB is less than the {advised.total:g} GB this job may write "
@@ -526,12 +703,14 @@ def check_resources(
             f"the {volume_size_gb:g} GB volume size does not apply."
         )
 
-    need = req.per_gpu_need(instance.gpus * instance_count)
-    if need > instance.vram_per_gpu_gb:
+    placement = place(arch, setup, instance, instance_count)
+    need = _round(placement.memory.total)
+    if not placement.fits:
         warnings.append(
             f"Each GPU of {instance_count} × {instance.name} has {instance.vram_per_gpu_gb:g} GB, "
-            f"but this job needs about {_round(need):g} GB per GPU (buffer included): "
-            "training may run out of memory. "
-            "Use a larger instance, more instances, a smaller batch, gradient checkpointing or LoRA."
+            f"but {setup.describe()} needs about {need:g} GB per GPU"
+            + (" even sharded (FSDP)" if placement.strategy == "fsdp" else "")
+            + ": training may run out of memory. Use a larger instance, more instances, a smaller batch, "
+            "LoRA, or gradient checkpointing."
         )
-    return warnings
+    return ResourceCheck(warnings=warnings, strategy=placement.strategy, memory_per_gpu_gb=need)

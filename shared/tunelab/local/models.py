@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.composition.trainer import trainer_dir
-from tunelab.domain.catalog import BaseModelSpec, Catalog, load_catalog
+from tunelab.domain.catalog import Architecture, BaseModelSpec, Catalog, load_catalog
 from tunelab.domain.errors import NotFound, ProviderError, ValidationFailed
 from tunelab.local.files import secure_data_dir, write_private_file
 
@@ -438,11 +438,16 @@ def folder_spec(name: str, folder: Path) -> BaseModelSpec:
     data = template.model_dump(mode="json")
     limits = {**data["limits"], "max_record_tokens": length, "source": source}
     architecture = (config.get("architectures") or [config.get("model_type", "model")])[0]
+    count = parameter_count(folder)
+    shape = Architecture.from_config(config)
+    if shape is not None and abs(shape.parameter_count - count) > 0.02 * count:
+        shape = None  # a layout the memory model does not know (biases, extra modules): no shape
     data.update(
+        architecture=shape.model_dump(mode="json") if shape else None,
         id=f"{LOCAL_PREFIX}{name}",
         name=f"{name} (local folder)",
         vendor="Registered by the operator",
-        parameter_count=parameter_count(folder),
+        parameter_count=count,
         context_length=length,
         hf_id=str(folder),
         limits=limits,
