@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.application.conftest import ADA, created_model, workflow_input
+from tests.application.conftest import ADA, created_model, trained_on_sagemaker, workflow_input
 from tests.fakes import FakeContext
 from tunelab.application import deployments, fine_tuned_models, provider_events
 from tunelab.application.commands import DeployIn, InvokeIn
@@ -123,6 +123,44 @@ def test_a_deployment_comes_into_service_with_its_schedules_and_serves_the_sandb
     assert (event.data["status"], event.correlation_id) == ("deployed", "req-deploy")
     answer = deployments.invoke(ctx, ADA, model.name, InvokeIn(prompt="hello"))
     assert answer.completion == "echo: hello"
+
+
+def test_an_unmerged_lora_model_is_served_from_its_merged_copy(ctx: FakeContext) -> None:
+    model = trained_on_sagemaker(ctx, "lora-bot", optional={"use_lora": True}, merged_copy=True)
+
+    deploying = deployments.deploy(ctx, ADA, model.name, DeployIn(), correlation_id="req-deploy")
+    deployments.start_deployment(ctx, _run(ctx, deploying))
+
+    [request] = ctx.provider("sagemaker").called("deploy")
+    assert request.artifacts_uri == "s3://provider-bucket/out/lora-bot-job/output/output.tar.gz"
+    assert request.artifacts_path == "merged/"
+
+
+def test_a_full_model_is_served_from_its_archive_root(ctx: FakeContext) -> None:
+    model = trained_on_sagemaker(ctx, "full-bot", optional=None)
+
+    deploying = deployments.deploy(ctx, ADA, model.name, DeployIn(), correlation_id="req-deploy")
+    deployments.start_deployment(ctx, _run(ctx, deploying))
+
+    [request] = ctx.provider("sagemaker").called("deploy")
+    assert request.artifacts_uri == "s3://provider-bucket/out/full-bot-job/output/model.tar.gz"
+    assert request.artifacts_path is None
+
+
+def test_an_unmerged_lora_model_without_a_merged_copy_is_refused_before_anything_is_made(
+    ctx: FakeContext,
+) -> None:
+    model = trained_on_sagemaker(ctx, "old-lora", optional={"use_lora": True}, merged_copy=False)
+    started = len(ctx.workflows.started)
+
+    with pytest.raises(InvalidState) as refused:
+        deployments.deploy(ctx, ADA, model.name, DeployIn(), correlation_id="req-deploy")
+
+    assert "cannot be deployed" in refused.value.message
+    assert "variant=adapter" in refused.value.message
+    assert ctx.models.get(ADA.workspace, model.name).status == S.NOT_DEPLOYED
+    assert len(ctx.workflows.started) == started  # no deployment workflow
+    assert ctx.provider("sagemaker").called("deploy") == []
 
 
 def test_undeploy_removes_the_deployment_and_both_schedules_and_tells_everyone(ctx: FakeContext) -> None:

@@ -11,15 +11,18 @@ import pytest
 
 from tests.application.conftest import (
     ADA,
+    ADAPTER_BYTES,
+    MERGED_COPY_BYTES,
     SAGEMAKER_MODEL,
     create_request,
     created_model,
     ready_dataset,
+    sagemaker_request,
+    trained_on_sagemaker,
     workflow_input,
 )
 from tests.fakes import FakeContext
 from tunelab.application import fine_tuned_models
-from tunelab.application.commands import CreateFineTunedModelIn
 from tunelab.application.workflows import (
     FinishedTraining,
     FinishTrainingEvent,
@@ -33,35 +36,8 @@ from tunelab.domain.errors import Forbidden, InUse, InvalidState, NameTaken, Not
 from tunelab.domain.events import MODEL_DELETED, MODEL_STATUS_CHANGED
 from tunelab.domain.identity import Identity
 from tunelab.domain.providers import TrainingMetrics, TrainingState
-from tunelab.domain.records import ModelRecord, ProviderConnectionRecord
+from tunelab.domain.records import ModelRecord
 from tunelab.domain.status import ModelStatus as S
-
-
-def _connect_sagemaker(ctx: FakeContext) -> None:
-    now = ctx.now()
-    ctx.connections.put(
-        ProviderConnectionRecord(
-            workspace_id=ADA.workspace,
-            role_arn="arn:aws:iam::210987654321:role/tunelab-connector",
-            external_id="ext-1234567890",
-            region="us-west-2",
-            artifact_bucket="customer-artifacts",
-            status="connected",
-            created_at=now,
-            updated_at=now,
-        )
-    )
-
-
-def _sagemaker_request(ctx: FakeContext, **fields: object) -> CreateFineTunedModelIn:
-    _connect_sagemaker(ctx)
-    dataset = ready_dataset(ctx)
-    return create_request(
-        dataset,
-        base_model_id=SAGEMAKER_MODEL,
-        resources={"instance_type": "ml.g6e.2xlarge", "instance_count": 1, "volume_size_gb": 50},
-        **fields,
-    )
 
 
 def _started(ctx: FakeContext, record: ModelRecord) -> ModelRecord:
@@ -153,7 +129,7 @@ def test_byok_needs_a_plan_with_it_and_a_connection(ctx: FakeContext) -> None:
 def test_a_job_name_taken_in_the_providers_account_is_refused_before_anything_starts(
     ctx: FakeContext,
 ) -> None:
-    request = _sagemaker_request(ctx)
+    request = sagemaker_request(ctx)
     ctx.provider("sagemaker").taken_names.add("support-bot")
 
     with pytest.raises(NameTaken):
@@ -204,6 +180,82 @@ def test_a_bedrock_model_cannot_be_downloaded(ctx: FakeContext) -> None:
     model = created_model(ctx)
     with pytest.raises(ValidationFailed, match="keeps the weights"):
         fine_tuned_models.download(ctx, ADA, model.name)
+
+
+def test_an_unmerged_lora_model_keeps_its_merged_copy_and_downloads_it_or_its_adapter(
+    ctx: FakeContext,
+) -> None:
+    # Given a LoRA job that was not merged: its model.tar.gz holds the adapter, its output archive the copy
+    model = trained_on_sagemaker(ctx, "lora-bot", optional={"use_lora": True}, merged_copy=True)
+
+    # Then the record says where the merged copy is, and both archives are billed as storage
+    assert model.status == S.NOT_DEPLOYED
+    assert model.artifacts is not None
+    copy = model.artifacts.merged_archive
+    assert copy is not None
+    assert copy.uri == "s3://provider-bucket/out/lora-bot-job/output/output.tar.gz"
+    assert (copy.path, copy.size_bytes) == ("merged/", MERGED_COPY_BYTES)
+    both = (ADAPTER_BYTES + MERGED_COPY_BYTES) / 1e9 * ctx.catalog.s3_storage_per_gb_month_usd
+    assert model.storage_per_month_usd == round(both, 2)
+
+    # When it is downloaded without a variant, it is the merged copy; with variant=adapter, the adapter
+    merged = fine_tuned_models.download(ctx, ADA, model.name)
+    adapter = fine_tuned_models.download(ctx, ADA, model.name, "adapter")
+
+    assert (
+        merged.link.url == "https://downloads.example/provider-bucket/out/lora-bot-job/output/output.tar.gz"
+    )
+    assert (merged.archive.variant, merged.archive.model_path) == ("merged", "merged/")
+    assert merged.archive.files == ["merged/config.json", "merged/model.safetensors", "metrics.json"]
+    assert "merged/" in merged.archive.contents
+    assert (
+        adapter.link.url == "https://downloads.example/provider-bucket/out/lora-bot-job/output/model.tar.gz"
+    )
+    assert (adapter.archive.variant, adapter.archive.model_path) == ("adapter", "adapter/")
+    assert adapter.link.size_bytes == ADAPTER_BYTES
+
+
+def test_a_full_fine_tune_downloads_its_archive_and_has_no_adapter(ctx: FakeContext) -> None:
+    model = trained_on_sagemaker(ctx, "full-bot", optional=None)
+
+    download = fine_tuned_models.download(ctx, ADA, model.name)
+    with pytest.raises(ValidationFailed) as refused:
+        fine_tuned_models.download(ctx, ADA, model.name, "adapter")
+
+    assert download.link.url.endswith("/full-bot-job/output/model.tar.gz")
+    assert (download.archive.variant, download.archive.model_path) == ("merged", "")
+    assert refused.value.details[0].field == "variant"
+    assert "fully fine-tuned" in refused.value.message
+
+
+def test_an_unmerged_lora_model_from_before_merged_copies_downloads_only_its_adapter(
+    ctx: FakeContext,
+) -> None:
+    model = trained_on_sagemaker(ctx, "old-lora", optional={"use_lora": True}, merged_copy=False)
+    assert model.artifacts is not None
+    assert model.artifacts.merged_archive is None
+
+    with pytest.raises(InvalidState) as refused:
+        fine_tuned_models.download(ctx, ADA, model.name)
+    adapter = fine_tuned_models.download(ctx, ADA, model.name, "adapter")
+
+    assert "trained before tunelab kept a merged copy" in refused.value.message
+    assert "variant=adapter" in refused.value.message
+    assert adapter.link.url.endswith("/old-lora-job/output/model.tar.gz")
+
+
+def test_a_lora_model_merged_into_its_weights_downloads_them_or_its_adapter(ctx: FakeContext) -> None:
+    model = trained_on_sagemaker(
+        ctx, "merged-bot", optional={"use_lora": True, "merge_adapters": True}, merged_copy=False
+    )
+
+    download = fine_tuned_models.download(ctx, ADA, model.name)
+    adapter = fine_tuned_models.download(ctx, ADA, model.name, "adapter")
+
+    # One archive holds both: the merged model at its root, the adapter in adapter/
+    assert download.link.url == adapter.link.url
+    assert download.link.url.endswith("/merged-bot-job/output/model.tar.gz")
+    assert (download.archive.model_path, adapter.archive.model_path) == ("", "adapter/")
 
 
 def test_delete_removes_what_the_provider_holds_the_training_data_and_the_record(ctx: FakeContext) -> None:
@@ -312,7 +364,7 @@ def test_a_completed_job_reaches_the_workflow_and_ends_not_deployed(ctx: FakeCon
 
 
 def test_a_byok_archive_is_billed_as_storage_of_its_size(ctx: FakeContext) -> None:
-    model = _started(ctx, fine_tuned_models.create(ctx, ADA, _sagemaker_request(ctx), correlation_id="r"))
+    model = _started(ctx, fine_tuned_models.create(ctx, ADA, sagemaker_request(ctx), correlation_id="r"))
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz") as tar:
         data = b"x" * 2_000_000

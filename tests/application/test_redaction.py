@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from tests.application.conftest import ADA, created_model, ready_dataset
+from tests.application.conftest import ADA, connect_sagemaker, created_model, ready_dataset, sagemaker_request
 from tests.application.test_deployments import _deployed, _deploying, _run
-from tests.application.test_fine_tuned_models import _connect_sagemaker, _finish, _sagemaker_request, _started
+from tests.application.test_fine_tuned_models import _finish, _started
 from tests.fakes import FakeContext
 from tunelab.application import deployments, fine_tuned_models, redaction
 from tunelab.application.redaction import Redaction
@@ -20,7 +20,7 @@ from tunelab.domain.providers import DeploymentState
 from tunelab.domain.records import ModelRecord
 
 PLATFORM = "999988887777"
-CUSTOMER = "210987654321"  # the BYOK connection's account in the fakes (`_connect_sagemaker`)
+CUSTOMER = "210987654321"  # the BYOK connection's account in the fakes (`connect_sagemaker`)
 PLATFORM_ROLE = f"arn:aws:sts::{PLATFORM}:assumed-role/tunelab-prod-bedrock/TrainingSession"
 PLATFORM_FILE = "s3://tunelab-prod-artifacts-1a2b/ws-acme/support-bot/training/train.jsonl"
 BEDROCK_REASON = (
@@ -148,7 +148,7 @@ def test_a_provider_permission_error_keeps_its_sentence(ctx: FakeContext) -> Non
 
 
 def test_a_byok_failure_keeps_the_customers_own_names(ctx: FakeContext) -> None:
-    model = fine_tuned_models.create(ctx, ADA, _sagemaker_request(ctx), correlation_id="req-create")
+    model = fine_tuned_models.create(ctx, ADA, sagemaker_request(ctx), correlation_id="req-create")
     model = _started(ctx, model)
     customer_role = f"arn:aws:iam::{CUSTOMER}:role/tunelab-connector"
     text = (
@@ -214,8 +214,8 @@ def test_an_endpoint_failing_outside_tunelab_is_told_without_its_platform_arn(ct
 
 
 def test_the_byok_connection_is_what_the_tenant_owns(ctx: FakeContext) -> None:
-    _connect_sagemaker(ctx)
-    model = fine_tuned_models.create(ctx, ADA, _sagemaker_request(ctx), correlation_id="req-create")
+    connect_sagemaker(ctx)
+    model = fine_tuned_models.create(ctx, ADA, sagemaker_request(ctx), correlation_id="req-create")
 
     rules = redaction.for_model(ctx, model)
 

@@ -130,6 +130,65 @@ def test_the_whole_life_of_a_model(local: LocalApi, tmp_path: Path) -> None:
     assert "Loading weights" not in log
 
 
+def test_an_unmerged_lora_model_deploys_and_downloads_its_merged_copy(
+    local: LocalApi, tmp_path: Path
+) -> None:
+    # Given a LoRA model whose adapter was not merged into the weights
+    dataset = upload(local, rows=16)
+    name = unique("lora")
+    body = quick_job(name, dataset["id"])
+    body["optional_hyperparameters"] = {
+        **body["optional_hyperparameters"],
+        "use_lora": True,
+        "merge_adapters": False,
+    }
+    create(local, body)
+    trained = wait_status(local, name, TRAINING)
+    assert trained["status"] == "not_deployed", trained["training"]
+    artifacts = trained["artifacts"]
+    assert artifacts["merged"] is False
+    assert "config.json" not in artifacts["files"]  # model.tar.gz: the adapter alone
+    assert artifacts["merged_archive"]["path"] == "merged/"
+    assert artifacts["download_variants"] == ["merged", "adapter"]
+
+    # When it is downloaded (the merged variant, the default)
+    link = local.call("GET", f"/v1/fine-tuned-models/{name}/download")
+    assert link.status_code == 200, link.text
+    assert (link.json()["variant"], link.json()["model_path"]) == ("merged", "merged/")
+    fetched = httpx.get(link.json()["url"], timeout=120)
+    assert fetched.status_code == 200
+    archive = tmp_path / "merged.tar.gz"
+    archive.write_bytes(fetched.content)
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(tmp_path / "merged-download", filter="data")
+        members = {m.name.removeprefix("./") for m in tar.getmembers() if m.isfile()}
+
+    # Then the archive holds a whole model under merged/ that transformers loads and runs
+    assert "merged/config.json" in members
+    assert any(m.startswith("merged/") and m.endswith(".safetensors") for m in members)
+    assert isinstance(_generate(tmp_path / "merged-download" / "merged"), str)
+    # And the adapter alone is the other variant
+    adapter = local.call("GET", f"/v1/fine-tuned-models/{name}/download", params={"variant": "adapter"})
+    assert adapter.status_code == 200, adapter.text
+    assert "adapter/adapter_config.json" in adapter.json()["files"]
+
+    # When it is deployed, it is served (from the merged copy) and answers
+    deploying = local.call("POST", f"/v1/fine-tuned-models/{name}/deploy", json={"auto_undeploy": None})
+    assert deploying.status_code == 202, deploying.text
+    deployed = wait_status(local, name, {"deploying"}, timeout=300)
+    assert deployed["status"] == "deployed", deployed
+    answer = local.call(
+        "POST", f"/v1/fine-tuned-models/{name}/invoke", json={"prompt": "Reset my password", "max_tokens": 4}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["usage"]["output_tokens"] >= 1
+
+    local.call("POST", f"/v1/fine-tuned-models/{name}/undeploy")
+    wait_status(local, name, {"deploying", "deployed"}, timeout=120)
+    deleted = local.call("DELETE", f"/v1/fine-tuned-models/{name}", params={"acknowledge": "true"})
+    assert deleted.status_code == 204
+
+
 def _generate(folder: Path) -> str:
     """Load the downloaded model with transformers and generate a few tokens."""
     import torch  # noqa: PLC0415

@@ -38,6 +38,7 @@ from tunelab.domain.providers import (
     DownloadLink,
     InvokeParams,
     InvokeResult,
+    MergedArchive,
     ModelIdentity,
     ProviderEvent,
     SageMakerConnection,
@@ -247,6 +248,8 @@ class FakeProvider:
         self.deployments: dict[str, DeploymentState] = {}
         self.account: str | None = None
         self.taken_names: set[str] = set()
+        # The merged copies unmerged LoRA jobs left, by the job's archive (what the test says they left).
+        self.merged_archives: dict[str, MergedArchive] = {}
 
     def called(self, what: str) -> list[Any]:
         return [arg for name, arg in self.calls if name == what]
@@ -293,7 +296,13 @@ class FakeProvider:
         if not provider_traits(self.name).keeps_weights and not artifacts_uri:
             raise ValidationFailed("The job completed but reported no artifacts; the model cannot be used.")
         size = len(self.storage.objects.get(artifacts_uri or "", b"")) or None
-        return TrainedOutput(model_ref=model_ref, artifacts_uri=artifacts_uri, size_bytes=size, merged=merged)
+        return TrainedOutput(
+            model_ref=model_ref,
+            artifacts_uri=artifacts_uri,
+            size_bytes=size,
+            merged=merged,
+            merged_archive=self.merged_archives.get(artifacts_uri or ""),
+        )
 
     def deploy(self, request: DeployRequest) -> DeploymentRef:
         self.calls.append(("deploy", request))

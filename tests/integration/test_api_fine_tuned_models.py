@@ -44,6 +44,7 @@ from tunelab.domain.providers import (
 from tunelab.domain.records import (
     Artifacts,
     DeploymentState,
+    MergedArchive,
     ModelChanges,
     ProviderConnectionRecord,
     ProviderRefs,
@@ -527,13 +528,48 @@ def test_a_job_of_the_models_bare_name_in_the_customer_account_is_left_alone(ft:
         "instance_type": "ml.g6e.2xlarge",
         "instance_count": 1,
         "volume_size_gb": 100,
+        # One GPU: the trainer runs as one process (the memory model's choice, shown to the user).
+        "distribution": "single",
     }
     assert (
         free.body["optional_hyperparameters"]["model_init_config"]["attn_implementation"]
         == "flash_attention_2"
     )
+    # Nothing asked: Qwen2.5 7B's default plan, LoRA merged (its full fine-tune needs ~85 GB on 48).
+    optional = free.body["optional_hyperparameters"]
+    assert (optional["use_lora"], optional["merge_adapters"], optional["lora_config"]["r"]) == (True, True, 8)
     assert free.body["cost"]["predicted"]["training"]["hours"] > 0
     assert len(_executions()) == 1
+
+
+def test_a_job_one_gpu_cannot_hold_is_sharded_and_one_that_does_not_fit_at_all_warns(ft: Api) -> None:
+    dataset_id = ft.dataset()
+    _connect(ft)
+    full = {"use_lora": False}
+    # A full fine-tune of Qwen2.5 7B over 4 × 48 GB: one GPU cannot hold it, sharded it fits.
+    sharded = ft.call(
+        "POST",
+        "/v1/fine-tuned-models",
+        _sagemaker_body(
+            dataset_id,
+            name="sharded-qwen",
+            optional_hyperparameters=full,
+            resources={"instance_type": "ml.g6e.12xlarge", "instance_count": 1, "volume_size_gb": 200},
+        ),
+    )
+    assert sharded.status == 202, sharded.body
+    assert sharded.body["resources"]["distribution"] == "fsdp"
+    assert sharded.body["optional_hyperparameters"]["use_lora"] is False
+    # On one 48 GB GPU it needs more than the GPU has: the estimate says so, before anything starts.
+    estimate = ft.call(
+        "POST",
+        "/v1/cost-estimates",
+        _sagemaker_body(dataset_id, optional_hyperparameters=full),
+    )
+    assert estimate.status == 200, estimate.body
+    assert any(
+        "may run out of memory" in note and "full fine-tuning" in note for note in estimate.body["notes"]
+    )
 
 
 # --- lists ------------------------------------------------------------------------------------------------
@@ -562,18 +598,27 @@ def test_lists_filter_by_status_and_page(ft: Api) -> None:
 # --- actions ----------------------------------------------------------------------------------------------
 
 
-def _trained(api: Api, name: str = "support-bot-v1", provider: str = "bedrock") -> None:
+def _trained(
+    api: Api,
+    name: str = "support-bot-v1",
+    provider: str = "bedrock",
+    *,
+    artifacts: Artifacts | None = None,
+    hf_secret: bool = False,
+    **body_changes: Any,
+) -> None:
     """A model through the API, then moved as its workflow would move it after training."""
     dataset_id = api.dataset(f"data-{name}")
     if provider == "sagemaker":
-        _connect(api)
-        body = _sagemaker_body(dataset_id, name=name)
+        _connect(api, hf_secret=hf_secret)
+        body = _sagemaker_body(dataset_id, name=name, **body_changes)
     else:
-        body = _body(dataset_id, name=name)
-    assert api.call("POST", "/v1/fine-tuned-models", body).status == 202
+        body = _body(dataset_id, name=name, **body_changes)
+    created = api.call("POST", "/v1/fine-tuned-models", body)
+    assert created.status == 202, created.body
     job = TrainingJobRef(provider=provider, job_id=f"{name}-job", job_name=f"{name}-job")  # type: ignore[arg-type]
     api.repo.models.update(WS, name, ModelChanges(refs=ProviderRefs(training_job=job)))
-    artifacts = Artifacts(
+    artifacts = artifacts or Artifacts(
         uri=f"s3://{CUSTOMER_BUCKET}/tunelab/{WS}/{name}/output/model.tar.gz",
         size_bytes=4321,
         files=["model.safetensors", "config.json", "tokenizer.json"],
@@ -741,12 +786,16 @@ def test_download_for_sagemaker_after_training_and_never_for_bedrock(
     early = ft.call("GET", "/v1/fine-tuned-models/still-training/download")
 
     assert byok.status == 200, byok.body
+    contents = byok.body.pop("contents")
     assert byok.body == {
         "url": f"https://example.com/{CUSTOMER_BUCKET}/tunelab/{WS}/byok-bot/output/model.tar.gz?signed",
         "expires_at": "2026-11-28T12:15:00Z",
         "size_bytes": 4321,
         "files": ["model.safetensors", "config.json", "tokenizer.json"],
+        "variant": "merged",
+        "model_path": "",
     }
+    assert contents.startswith("The full model at the archive's root: weights (safetensors), config.json")
     assert sagemaker.called("download") == [
         f"s3://{CUSTOMER_BUCKET}/tunelab/{WS}/byok-bot/output/model.tar.gz"
     ]
@@ -754,6 +803,134 @@ def test_download_for_sagemaker_after_training_and_never_for_bedrock(
     assert "Bedrock" in managed.body["error"]["message"]
     assert early.status == 409
     assert early.error_code == "invalid_state"
+
+
+def _output(name: str, archive: str) -> str:
+    return f"s3://{CUSTOMER_BUCKET}/tunelab/{WS}/{name}/output/{name}-job/output/{archive}"
+
+
+def test_download_variants_say_what_each_archive_holds_and_refuse_what_a_model_lacks(
+    doubles: tuple[Api, Double, Double],
+) -> None:
+    ft, _, sagemaker = doubles
+    adapter_files = [
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "adapter_config.json",
+    ]
+    merged_files = ["merged/config.json", "merged/model.safetensors", "metrics.json"]
+    lora = {"use_lora": True}
+    # An unmerged LoRA model with the merged copy its job wrote, and one trained before such copies
+    _trained(
+        ft,
+        "lora-bot",
+        provider="sagemaker",
+        artifacts=Artifacts(
+            uri=_output("lora-bot", "model.tar.gz"),
+            files=adapter_files,
+            merged_archive=MergedArchive(
+                uri=_output("lora-bot", "output.tar.gz"), size_bytes=9_000_000, files=merged_files
+            ),
+        ),
+        optional_hyperparameters=lora,
+    )
+    _trained(
+        ft,
+        "old-lora",
+        provider="sagemaker",
+        artifacts=Artifacts(uri=_output("old-lora", "model.tar.gz"), files=adapter_files),
+        optional_hyperparameters=lora,
+    )
+    # A full fine-tune (of a model small enough for one; gated, hence the token's secret)
+    _trained(
+        ft,
+        "full-bot",
+        provider="sagemaker",
+        hf_secret=True,
+        base_model_id="sagemaker.llama-3-2-1b-instruct",
+        resources={"instance_type": "ml.g6e.xlarge", "instance_count": 1, "volume_size_gb": 100},
+        optional_hyperparameters={"use_lora": False},
+    )
+
+    merged = ft.call("GET", "/v1/fine-tuned-models/lora-bot/download")
+    adapter = ft.call("GET", "/v1/fine-tuned-models/lora-bot/download?variant=adapter")
+    unknown = ft.call("GET", "/v1/fine-tuned-models/lora-bot/download?variant=weights")
+    old = ft.call("GET", "/v1/fine-tuned-models/old-lora/download")
+    old_adapter = ft.call("GET", "/v1/fine-tuned-models/old-lora/download?variant=adapter")
+    full = ft.call("GET", "/v1/fine-tuned-models/full-bot/download?variant=merged")
+    full_adapter = ft.call("GET", "/v1/fine-tuned-models/full-bot/download?variant=adapter")
+
+    # The default is the merged copy: its own archive, the model under merged/
+    assert merged.status == 200, merged.body
+    assert merged.body["url"].startswith(f"https://example.com/{CUSTOMER_BUCKET}/")
+    assert merged.body["url"].split("?")[0].endswith("/lora-bot-job/output/output.tar.gz")
+    assert (merged.body["variant"], merged.body["model_path"]) == ("merged", "merged/")
+    assert merged.body["files"] == merged_files
+    assert "merged/" in merged.body["contents"]
+    # variant=adapter is the adapter's model.tar.gz
+    assert adapter.status == 200, adapter.body
+    assert adapter.body["url"].split("?")[0].endswith("/lora-bot-job/output/model.tar.gz")
+    assert (adapter.body["variant"], adapter.body["model_path"]) == ("adapter", "adapter/")
+    assert adapter.body["files"] == adapter_files
+    assert sagemaker.called("download") == [
+        _output("lora-bot", "output.tar.gz"),
+        _output("lora-bot", "model.tar.gz"),
+        _output("old-lora", "model.tar.gz"),
+        f"s3://{CUSTOMER_BUCKET}/tunelab/{WS}/full-bot/output/model.tar.gz",
+    ]
+    # An unknown variant, and an adapter of a model that has none: 400 naming the field
+    assert unknown.status == 400
+    assert unknown.error_code == "validation_error"
+    assert unknown.body["error"]["details"][0]["field"] == "variant"
+    assert "merged" in unknown.body["error"]["message"]
+    assert "adapter" in unknown.body["error"]["message"]
+    assert full.status == 200, full.body
+    assert full.body["model_path"] == ""
+    assert full_adapter.status == 400
+    assert full_adapter.error_code == "validation_error"
+    assert full_adapter.body["error"]["details"] == [
+        {"field": "variant", "message": full_adapter.body["error"]["message"]}
+    ]
+    assert "fully fine-tuned" in full_adapter.body["error"]["message"]
+    # A model from before merged copies: the merged variant is not there (409), the adapter is
+    assert old.status == 409
+    assert old.error_code == "invalid_state"
+    assert "variant=adapter" in old.body["error"]["message"]
+    assert old_adapter.status == 200, old_adapter.body
+    # The model's details say what it can be downloaded as
+    shown = {
+        n: ft.call("GET", f"/v1/fine-tuned-models/{n}").body for n in ("lora-bot", "old-lora", "full-bot")
+    }
+    assert shown["lora-bot"]["artifacts"]["download_variants"] == ["merged", "adapter"]
+    assert shown["lora-bot"]["artifacts"]["merged_archive"] == {
+        "path": "merged/",
+        "size_bytes": 9_000_000,
+        "files": merged_files,
+    }
+    assert shown["old-lora"]["artifacts"]["download_variants"] == ["adapter"]
+    assert shown["old-lora"]["artifacts"]["merged_archive"] is None
+    assert shown["full-bot"]["artifacts"]["download_variants"] == ["merged"]
+
+
+def test_an_unmerged_lora_model_without_its_merged_copy_is_not_deployed(
+    doubles: tuple[Api, Double, Double],
+) -> None:
+    ft, _, sagemaker = doubles
+    _trained(
+        ft,
+        "old-lora",
+        provider="sagemaker",
+        artifacts=Artifacts(uri=_output("old-lora", "model.tar.gz"), files=["adapter_config.json"]),
+        optional_hyperparameters={"use_lora": True},
+    )
+
+    refused = ft.call("POST", "/v1/fine-tuned-models/old-lora/deploy", {"auto_undeploy": None})
+
+    assert refused.status == 409
+    assert refused.error_code == "invalid_state"
+    assert "cannot be deployed" in refused.body["error"]["message"]
+    assert ft.call("GET", "/v1/fine-tuned-models/old-lora").body["status"] == "not_deployed"
+    assert sagemaker.called("deploy") == []
 
 
 def test_delete_needs_acknowledgement_and_a_resting_status(doubles: tuple[Api, Double, Double]) -> None:

@@ -87,8 +87,8 @@ def sagemaker(stack: Stack) -> CpuEndpoints:
     return provider
 
 
-def _job_event(stack: Stack, status: str, **detail: Any) -> None:
-    job = stack.repo.models.get(WS, NAME).refs.training_job
+def _job_event(stack: Stack, status: str, name: str = NAME, **detail: Any) -> None:
+    job = stack.repo.models.get(WS, name).refs.training_job
     assert job is not None
     sample = event(
         "sagemaker_training_job_state_change",
@@ -229,6 +229,119 @@ def test_the_whole_life_of_a_sagemaker_model(stack: Stack, sagemaker: CpuEndpoin
     [gone] = bus[MODEL_DELETED]
     assert gone["data"]["model_name"] == NAME
     assert gone["correlation_id"] == deleted.request_id
+
+
+def test_an_unmerged_lora_model_is_served_and_downloaded_from_its_merged_copy(
+    stack: Stack, sagemaker: CpuEndpoints
+) -> None:
+    name = "byok-lora-v1"
+    base = f"/v1/fine-tuned-models/{name}"
+    dataset = _call("POST", "/v1/datasets?name=tickets", raw_body=GOOD_CSV.decode(), content_type="text/csv")
+    created = _call(
+        "POST",
+        "/v1/fine-tuned-models",
+        {
+            "name": name,
+            "base_model_id": "sagemaker.qwen2-5-7b-instruct",
+            "dataset_id": dataset.body["id"],
+            "validation": {"mode": "none"},
+            "resources": {"instance_type": "ml.g6e.2xlarge", "instance_count": 1, "volume_size_gb": 100},
+            "hyperparameters": {"epochs": 1},
+            "optional_hyperparameters": {"use_lora": True, "merge_adapters": False},
+            "acknowledge": True,
+        },
+    )
+    assert created.status == 202, created.body
+    stack.wait_for_token(stack.repo.models.get(WS, name))
+    stack.wait_for(lambda: stack.repo.models.get(WS, name).training.job_id, what="the job's id")
+    job_ref = stack.repo.models.get(WS, name).refs.training_job
+    assert job_ref is not None
+    job = stack.services.client("sagemaker").describe_training_job(TrainingJobName=job_ref.job_name)
+    assert job["HyperParameters"]["merge_adapters"] == "false"
+
+    # The job leaves the adapter in model.tar.gz and, SageMaker uploading its output data folder, the
+    # trainer's merged copy in output.tar.gz next to it (under the job's S3OutputPath)
+    output_path = job["OutputDataConfig"]["S3OutputPath"].rstrip("/")
+    folder = f"{output_path}/{job_ref.job_name}/output".removeprefix(f"s3://{CUSTOMER_BUCKET}/")
+    summary = {
+        "status": "completed",
+        "artifacts": {"merged": False, "adapter": "adapter", "merged_variant": "merged/"},
+    }
+    adapter = _archive(
+        {
+            "adapter_config.json": b"{}",
+            "adapter_model.safetensors": b"\0" * 256,
+            "adapter/adapter_config.json": b"{}",
+            "adapter/adapter_model.safetensors": b"\0" * 256,
+            "tokenizer.json": b"{}",
+            "tunelab-training.json": json.dumps(summary).encode(),
+        }
+    )
+    merged = _archive(
+        {
+            "metrics.json": b"{}",
+            "merged/config.json": b"{}",
+            "merged/generation_config.json": b"{}",
+            "merged/model.safetensors": b"\0" * 4096,
+            "merged/tokenizer.json": b"{}",
+        }
+    )
+    stack.services.s3.put_object(Bucket=CUSTOMER_BUCKET, Key=f"{folder}/model.tar.gz", Body=adapter)
+    stack.services.s3.put_object(Bucket=CUSTOMER_BUCKET, Key=f"{folder}/output.tar.gz", Body=merged)
+    _job_event(
+        stack,
+        "Completed",
+        name,
+        ModelArtifacts={"S3ModelArtifacts": f"s3://{CUSTOMER_BUCKET}/{folder}/model.tar.gz"},
+    )
+    execution = stack.repo.models.get(WS, name).training.execution_arn
+    assert execution is not None
+    stack.wait_execution(execution)
+
+    # The model shows both archives
+    trained = _call("GET", base).body
+    assert trained["status"] == "not_deployed", trained
+    assert trained["artifacts"]["merged"] is False
+    assert trained["artifacts"]["merged_archive"]["path"] == "merged/"
+    assert trained["artifacts"]["merged_archive"]["size_bytes"] == len(merged)
+    assert "merged/config.json" in trained["artifacts"]["merged_archive"]["files"]
+    assert trained["artifacts"]["download_variants"] == ["merged", "adapter"]
+
+    # Download: by default the merged copy, a model with its configuration under merged/
+    link = _call("GET", f"{base}/download")
+    assert link.status == 200, link.body
+    assert (link.body["variant"], link.body["model_path"]) == ("merged", "merged/")
+    assert link.body["size_bytes"] == len(merged)
+    fetched = requests.get(link.body["url"], timeout=10).content
+    assert fetched == merged
+    with tarfile.open(fileobj=io.BytesIO(fetched)) as archive:
+        assert {"merged/config.json", "merged/model.safetensors"} <= set(archive.getnames())
+    # ... and the adapter's archive with variant=adapter
+    adapter_link = _call("GET", f"{base}/download?variant=adapter")
+    assert adapter_link.status == 200, adapter_link.body
+    assert adapter_link.body["model_path"] == "adapter/"
+    assert requests.get(adapter_link.body["url"], timeout=10).content == adapter
+
+    # Deploy: the endpoint's model is the merged copy, TGI pointed at its folder
+    deploying = _call("POST", f"{base}/deploy", {"auto_undeploy": None})
+    assert deploying.status == 202, deploying.body
+    [running] = stack.sfn.list_executions(stateMachineArn=stack.deployment_arn)["executions"]
+    stack.wait_execution(running["executionArn"])
+    deployed = _call("GET", base).body
+    assert deployed["status"] == "deployed", deployed
+    model = stack.services.client("sagemaker").describe_model(ModelName=deployed["deployment"]["endpoint"])
+    container = model["PrimaryContainer"]
+    assert container["ModelDataUrl"] == f"s3://{CUSTOMER_BUCKET}/{folder}/output.tar.gz"
+    assert container["Environment"]["HF_MODEL_ID"] == "/opt/ml/model/merged"
+
+    # Undeploy and delete: both archives go with the job's output
+    assert _call("POST", f"{base}/undeploy").status == 202
+    stub = Stubber(sagemaker.sagemaker)
+    stub.add_response("delete_training_job", {}, {"TrainingJobName": job_ref.job_name})
+    with stub:
+        assert _call("DELETE", f"{base}?acknowledge=true").status == 204
+    left = stack.services.s3.list_objects_v2(Bucket=CUSTOMER_BUCKET, Prefix=f"{folder}/")
+    assert left.get("KeyCount", 0) == 0
 
 
 def _bus(stack: Stack) -> dict[str, list[dict[str, Any]]]:

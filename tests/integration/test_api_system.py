@@ -103,6 +103,45 @@ def test_a_route_with_a_body_answers(aws: Aws) -> None:
     assert any(i["fits"] for i in response.body["instances"])
 
 
+def test_resource_advice_names_the_plan_and_how_the_trainer_runs_on_each_instance(aws: Aws) -> None:
+    response = call(
+        api_event("POST", "/v1/resource-estimates", {"base_model_id": "sagemaker.qwen2-5-32b-instruct"})
+    )
+    assert response.status == 200, response.text
+    body = response.body
+    # Nothing but the model: its default plan (LoRA: a full fine-tune does not fit its default instance).
+    assert (body["plan"]["method"], body["plan"]["precision"], body["plan"]["sequence_length"]) == (
+        "lora",
+        "bf16",
+        2048,
+    )
+    assert body["plan"]["architecture"] == {
+        "layers": 64,
+        "hidden_size": 5120,
+        "intermediate_size": 27648,
+        "attention_heads": 40,
+        "kv_heads": 8,
+        "vocab_size": 152064,
+        "source": "catalog",
+    }
+    by_type = {i["instance_type"]: i for i in body["instances"]}
+    # The default instance (4 × 48 GB) fits by sharding: no single 48 GB GPU holds 32B's weights.
+    assert (by_type["ml.g6e.12xlarge"]["fits"], by_type["ml.g6e.12xlarge"]["strategy"]) == (True, "fsdp")
+    assert by_type["ml.g6e.12xlarge"]["memory_per_gpu_gb"] <= 48
+
+
+def test_options_the_trainer_cannot_run_are_refused(aws: Aws) -> None:
+    for body, field, words in (
+        ({"parameter_count": 7e9, "precision": "int4"}, "precision", "quantised"),
+        ({"parameter_count": 7e9, "optimizer": "adamw_8bit"}, "optimizer", "AdamW only"),
+        ({"parameter_count": 7e9, "trainable_fraction": 0.2}, "trainable_fraction", None),
+    ):
+        error = assert_error(call(api_event("POST", "/v1/resource-estimates", body)), 400, "validation_error")
+        assert [d["field"] for d in error["details"]] == [field]
+        if words:
+            assert words in error["details"][0]["message"]
+
+
 def test_unexpected_error_is_500_without_internals(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("secret internals /var/task/tunelab")

@@ -193,6 +193,22 @@ def completed(env: Env) -> tuple[TrainingJobRef, float]:
     return ref, time.monotonic() - started
 
 
+@pytest.fixture(scope="module")
+def lora_unmerged(env: Env) -> TrainingJobRef:
+    """A tiny-llama LoRA job whose adapter is not merged, trained to completion."""
+    provider = env.training.provider()
+    request = _request(
+        env,
+        "lora-bot",
+        {"epochs": 1, "batch_size": 8, "seed": 7, "use_lora": "true", "merge_adapters": "false"},
+        _jsonl(_pairs("support-triage.csv")[:32]),
+    )
+    ref = provider.start_training(request)
+    assert env.training.jobs.wait(ref.job_name, timeout=600)
+    assert provider.describe_training(ref).status == "completed"
+    return ref
+
+
 def test_a_job_trains_to_completed_uploads_its_model_and_reports_like_sagemaker(env: Env, completed):
     ref, seconds = completed
     provider = env.training.provider()
@@ -505,6 +521,73 @@ def test_the_download_link_fetches_the_model_archive(env: Env, completed):
     assert f"/{key}" in link.url
     assert "Signature" in link.url
     assert requests.get(link.url, timeout=30).content == stored
+
+
+def test_an_unmerged_lora_job_uploads_a_merged_copy_that_transformers_loads(
+    env: Env, lora_unmerged: TrainingJobRef, tmp_path: Path
+):
+    import torch  # noqa: PLC0415  # heavy; these tests only
+    from peft import PeftModel  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+
+    provider = env.training.provider()
+    ref = lora_unmerged
+
+    output = provider.trained_output(ref, artifacts_uri=None, model_ref=None, merged=False)
+
+    # model.tar.gz is the adapter alone; the merged copy is in output.tar.gz next to it, as on SageMaker
+    assert output.merged is False
+    assert "adapter_config.json" in output.files
+    assert "config.json" not in output.files
+    copy = output.merged_archive
+    assert copy is not None
+    assert copy.uri == f"{ref.output_uri}{ref.job_name}/output/output.tar.gz"
+    assert copy.path == "merged/"
+    assert {"merged/config.json", "merged/generation_config.json", "merged/tokenizer.json"} <= set(copy.files)
+    assert any(f.startswith("merged/") and f.endswith(".safetensors") for f in copy.files)
+
+    # The download link serves it, and transformers loads the merged folder as a whole model
+    link = provider.download(copy.uri, expires_in_s=600)
+    fetched = requests.get(link.url, timeout=60).content
+    assert len(fetched) == link.size_bytes == copy.size_bytes
+    with tarfile.open(fileobj=io.BytesIO(fetched)) as archive:
+        archive.extractall(tmp_path / "download", filter="data")
+    merged_dir = tmp_path / "download" / "merged"
+    model = AutoModelForCausalLM.from_pretrained(merged_dir)
+    tokenizer = AutoTokenizer.from_pretrained(merged_dir)
+    # ... and it is the trained model: the adapter applied to its base gives the same outputs
+    adapter_dir = env.data_dir / "jobs" / ref.job_name / "model" / "adapter"
+    base_dir = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter_dir)
+    inputs = tokenizer("Reset my password please", return_tensors="pt")
+    with torch.no_grad():
+        expected = with_adapter(**inputs).logits
+        got = model(**inputs).logits
+    assert torch.allclose(got, expected, atol=1e-4)
+
+
+def test_an_unmerged_lora_model_is_served_from_its_merged_copy(env: Env, lora_unmerged: TrainingJobRef):
+    provider = env.training.provider()
+    output = provider.trained_output(lora_unmerged, artifacts_uri=None, model_ref=None, merged=False)
+    assert output.merged_archive is not None
+    request = DeployRequest(
+        identity=_identity("lora-bot"),
+        requested_at=datetime(2026, 11, 28, 12, tzinfo=UTC),
+        base_model=load_catalog().model(TINY_LLAMA_ID),
+        artifacts_uri=output.merged_archive.uri,
+        artifacts_path=output.merged_archive.path,
+    )
+
+    deployment = provider.deploy(request)
+    assert env.training.servers.wait(deployment.deployment_id, timeout=120)
+
+    state = provider.describe_deployment(deployment)
+    assert state.status == "in_service", state.reason
+    answer = provider.invoke(
+        deployment, InvokeParams(prompt="Reset my password", max_tokens=4, temperature=0.0)
+    )
+    assert 1 <= answer.output_tokens <= 4
+    provider.undeploy(deployment)
 
 
 def test_deleting_a_model_removes_its_job_folder_and_uploads(env: Env):

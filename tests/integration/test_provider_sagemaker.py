@@ -265,6 +265,29 @@ def test_start_training_sends_the_job_the_trainer_needs(provider: SageMakerProvi
         assert sorted(tar.getnames()) == ["requirements.txt", "train.py"]
 
 
+def test_a_job_one_gpu_cannot_hold_is_sent_sharded(provider: SageMakerProvider) -> None:
+    sent = _record_requests(provider, "CreateTrainingJob")
+    sharded = Resources(
+        instance_type="ml.g5.12xlarge", instance_count=1, volume_size_gb=100, distribution="fsdp"
+    )
+
+    provider.start_training(_request(resources=sharded))
+
+    [request] = sent
+    # The memory model chose FSDP when the model was created: the trainer is told to shard.
+    assert request["HyperParameters"]["distribution"] == "fsdp"
+
+
+def test_a_job_that_fits_one_gpu_is_not_told_to_shard(provider: SageMakerProvider) -> None:
+    sent = _record_requests(provider, "CreateTrainingJob")
+
+    provider.start_training(
+        _request(resources=Resources(instance_type="ml.g5.12xlarge", volume_size_gb=100, distribution="ddp"))
+    )
+
+    assert "distribution" not in sent[0]["HyperParameters"]
+
+
 def test_a_job_name_that_exists_in_the_account_is_name_taken(provider: SageMakerProvider) -> None:
     provider.sagemaker.create_training_job(
         TrainingJobName=JOB,
@@ -434,6 +457,82 @@ def test_trained_output_lists_the_archive_in_the_customers_bucket(provider: Sage
     assert output.merged is True  # the trainer's summary says so
     again = provider.trained_output(None, artifacts_uri=output.artifacts_uri, model_ref=None, merged=False)
     assert again == output
+
+
+def _unmerged_lora(provider: SageMakerProvider, *, merged_variant: Any = "merged/") -> str:
+    """The model.tar.gz an unmerged LoRA job leaves (the adapter, the tokenizer, the trainer's summary
+    naming the merged copy); its key."""
+    key = f"tunelab/ws-acme/support-bot-v1/output/{JOB}/output/model.tar.gz"
+    summary = {"artifacts": {"merged": False, "adapter": "adapter", "merged_variant": merged_variant}}
+    archive = _archive(
+        {
+            "adapter_config.json": b"{}",
+            "adapter_model.safetensors": b"adapter",
+            "adapter/adapter_config.json": b"{}",
+            "adapter/adapter_model.safetensors": b"adapter",
+            "tokenizer.json": b"{}",
+            "tunelab-training.json": json.dumps(summary).encode(),
+        }
+    )
+    provider.s3.put_object(Bucket=BUCKET, Key=key, Body=archive)
+    return key
+
+
+MERGED_COPY = {
+    "metrics.json": b"{}",
+    "merged/config.json": b"{}",
+    "merged/generation_config.json": b"{}",
+    "merged/model.safetensors": b"\0" * 4096,
+    "merged/tokenizer.json": b"{}",
+}
+
+
+def test_trained_output_finds_the_merged_copy_of_an_unmerged_lora_job(provider: SageMakerProvider) -> None:
+    ref = provider.start_training(_request())
+    _unmerged_lora(provider)
+    # SageMaker uploads the job's output data folder next to model.tar.gz
+    output_key = f"tunelab/ws-acme/support-bot-v1/output/{JOB}/output/output.tar.gz"
+    copy = _archive(MERGED_COPY)
+    provider.s3.put_object(Bucket=BUCKET, Key=output_key, Body=copy)
+
+    output = provider.trained_output(ref, artifacts_uri=None, model_ref=None, merged=False)
+
+    assert output.merged is False
+    assert "adapter_model.safetensors" in output.files
+    assert output.merged_archive is not None
+    assert output.merged_archive.uri == f"s3://{BUCKET}/{output_key}"
+    assert output.merged_archive.path == "merged/"
+    assert output.merged_archive.size_bytes == len(copy)
+    assert output.merged_archive.files == sorted(MERGED_COPY)
+    # Without the job's output path (an outcome naming only the archive): the same place, next to it
+    again = provider.trained_output(None, artifacts_uri=output.artifacts_uri, model_ref=None, merged=False)
+    assert again == output
+
+
+def test_an_unmerged_lora_job_without_its_merged_copy_records_none(provider: SageMakerProvider) -> None:
+    ref = provider.start_training(_request())
+    _unmerged_lora(provider)
+
+    # The summary names a copy, but nothing was uploaded: the model is the adapter alone
+    output = provider.trained_output(ref, artifacts_uri=None, model_ref=None, merged=False)
+
+    assert output.merged is False
+    assert output.merged_archive is None
+    assert "adapter_model.safetensors" in output.files
+
+
+@pytest.mark.parametrize("named", ["../../elsewhere/", "/opt/ml/model/", "a/b/", ""])
+def test_a_merged_copy_named_outside_one_plain_folder_is_ignored(
+    provider: SageMakerProvider, named: str
+) -> None:
+    ref = provider.start_training(_request())
+    _unmerged_lora(provider, merged_variant=named)
+    output_key = f"tunelab/ws-acme/support-bot-v1/output/{JOB}/output/output.tar.gz"
+    provider.s3.put_object(Bucket=BUCKET, Key=output_key, Body=_archive(MERGED_COPY))
+
+    output = provider.trained_output(ref, artifacts_uri=None, model_ref=None, merged=False)
+
+    assert output.merged_archive is None
 
 
 def test_trained_output_refuses_a_job_without_an_archive(provider: SageMakerProvider) -> None:
@@ -608,6 +707,25 @@ def test_deploy_creates_model_config_and_endpoint_with_tgi(provider: SageMakerPr
     pattern = SAGEMAKER.shape_for("EndpointName").metadata["pattern"]
     assert re.fullmatch(pattern, name)
     assert len(name) <= 63
+
+
+def test_an_unmerged_lora_model_is_served_from_the_merged_folder_of_its_output_archive(
+    provider: SageMakerProvider,
+) -> None:
+    output = f"s3://{BUCKET}/tunelab/ws-acme/support-bot-v1/output/{JOB}/output/output.tar.gz"
+    # moto refuses GPU types for endpoint configurations: a CPU type, the model is what is checked
+    request = _deploy_request(artifacts_uri=output, artifacts_path="merged/", instance_type="ml.m5.xlarge")
+    sent = _record_requests(provider, "CreateModel")
+
+    provider.deploy(request)
+
+    [model] = sent
+    container = model["PrimaryContainer"]
+    assert container["ModelDataUrl"] == output
+    # SageMaker unpacks the archive into /opt/ml/model: TGI reads the merged model's folder in it
+    assert container["Environment"]["HF_MODEL_ID"] == "/opt/ml/model/merged"
+    described = provider.sagemaker.describe_model(ModelName=endpoint_name(request))
+    assert described["PrimaryContainer"]["ModelDataUrl"] == output
 
 
 def test_a_retried_deploy_continues_past_what_exists(provider: SageMakerProvider) -> None:

@@ -632,12 +632,88 @@ def test_download_saves_the_archive_and_lists_its_files(
     exit_code, out, _ = run(capsys, "models", "download", "bot", "--out", str(tmp_path))
 
     assert exit_code == 0
+    assert api.requests[0].url.params["variant"] == "merged"
     saved = tmp_path / "bot.tar.gz"
     assert saved.read_bytes() == archive.getvalue()
     assert "Authorization" not in api.requests[1].headers
     assert f"Saved {saved}" in out
     assert "model.safetensors  2.0 KB" in out
     assert "config.json" in out
+
+
+def test_download_of_the_adapter_asks_for_that_variant_and_keeps_its_own_file(
+    api: FakeApi, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        info = tarfile.TarInfo("adapter/adapter_model.safetensors")
+        info.size = 300
+        tar.addfile(info, io.BytesIO(b"a" * 300))
+    link = {
+        "url": "http://s3.test/bucket/bot/model.tar.gz?X-Amz-Signature=s",
+        "expires_at": "2026-11-28T13:00:00Z",
+        "size_bytes": 1,
+        "files": [],
+        "variant": "adapter",
+        "model_path": "adapter/",
+        "contents": "The LoRA adapter in adapter/.",
+    }
+    api.on("GET", "/v1/fine-tuned-models/bot/download", link)
+    api.on("GET", "/bucket/bot/model.tar.gz", httpx.Response(200, content=archive.getvalue()))
+
+    exit_code, out, _ = run(
+        capsys, "models", "download", "bot", "--variant", "adapter", "--out", str(tmp_path)
+    )
+
+    assert exit_code == 0
+    assert api.requests[0].url.params["variant"] == "adapter"
+    # Next to the model's own archive, not over it
+    assert (tmp_path / "bot-adapter.tar.gz").read_bytes() == archive.getvalue()
+    assert "The LoRA adapter in adapter/." in out
+    assert "adapter/adapter_model.safetensors" in out
+
+
+def test_models_show_says_what_the_model_can_be_downloaded_as(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api.on(
+        "GET",
+        "/v1/fine-tuned-models/bot",
+        {
+            "name": "bot",
+            "status": "not_deployed",
+            "status_label": "Not deployed",
+            "artifacts": {
+                "size_bytes": 2_000_000,
+                "files": ["adapter_config.json", "adapter_model.safetensors"],
+                "merged": False,
+                "merged_archive": {"path": "merged/", "size_bytes": 270_000_000, "files": []},
+                "download_variants": ["merged", "adapter"],
+            },
+        },
+    )
+
+    exit_code, out, _ = run(capsys, "models", "show", "bot")
+
+    assert exit_code == 0
+    rows = {
+        line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip()
+        for line in out.splitlines()
+        if ":" in line
+    }
+    assert rows["Merged copy"] == "merged/ of the download's merged variant (270.0 MB)"
+    assert rows["Downloads"] == "merged, adapter"
+
+
+def test_download_refuses_an_unknown_variant_before_asking(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["models", "download", "bot", "--variant", "weights"])
+
+    assert exited.value.code == cli.EXIT_USAGE
+    assert "choose from 'merged', 'adapter'" in capsys.readouterr().err
+    assert api.requests == []
 
 
 def test_base_models_show_lists_the_ranges(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:

@@ -32,6 +32,7 @@ from tunelab.application.workflows import (
     StartDeploymentEvent,
     StartedDeployment,
 )
+from tunelab.domain.archives import serving_archive
 from tunelab.domain.errors import (
     DeploymentCancelled,
     InvalidState,
@@ -84,6 +85,9 @@ def deploy(
     """`POST .../deploy`: `not_deployed` → `deploying`, and start the deployment workflow."""
     model = ctx.models.get(identity.workspace, name)
     check_action(Action.DEPLOY, model.status, model.name)
+    # Refused before anything is made when no endpoint could load the model (an unmerged LoRA adapter
+    # without its merged copy), rather than after waiting for an endpoint that fails.
+    serving_archive(model)
     now = ctx.now()
     undeploy_at = auto_undeploy_at(request.auto_undeploy, now)
     message = f"Deployment requested by {identity.email}."
@@ -243,12 +247,15 @@ def start_deployment(ctx: Context, event: StartDeploymentEvent) -> StartedDeploy
     record = _find(ctx, event.workspace_id, event.model_name, event.uid)
     if record is None or record.status != S.DEPLOYING:
         raise DeploymentCancelled(f"The fine-tuned model '{event.model_name}' is no longer being deployed.")
+    # The model with full weights: model.tar.gz, or an unmerged LoRA model's merged copy.
+    archive = serving_archive(record)
     request = DeployRequest(
         identity=record.identity,
         requested_at=event.requested_at,
         base_model=ctx.catalog.model(record.base_model_id),
         model_ref=record.refs.model_ref,
-        artifacts_uri=record.artifacts.uri if record.artifacts else None,
+        artifacts_uri=archive.uri if archive else (record.artifacts.uri if record.artifacts else None),
+        artifacts_path=(archive.model_path or None) if archive else None,
         instance_type=event.instance_type,
         instance_count=event.instance_count,
         tags={PROVIDER_RESOURCE_TAG: record.workspace_id},

@@ -56,6 +56,7 @@ from tunelab.application.workflows import (
     TaskError,
     TrainingOutcome,
 )
+from tunelab.domain.archives import DEFAULT_VARIANT, ArchiveChoice, Variant, archive_for
 from tunelab.domain.catalog import BaseModelSpec, InstanceType, provider_traits
 from tunelab.domain.costs import CostEstimate, Method, SageMakerRun, estimate_cost
 from tunelab.domain.datasets import (
@@ -99,6 +100,7 @@ from tunelab.domain.records import (
     Creator,
     DatasetRecord,
     DatasetRef,
+    MergedArchive,
     Metrics,
     ModelChanges,
     ModelEventRecord,
@@ -110,7 +112,7 @@ from tunelab.domain.records import (
 from tunelab.domain.records import (
     TrainingState as TrainingRecord,
 )
-from tunelab.domain.resources import Precision, check_resources
+from tunelab.domain.resources import TRAINER_MAX_LENGTH, check_resources, setup_for
 from tunelab.domain.status import ACTIONS, Action, ModelStatus, check_action
 from tunelab.domain.tokens import TOKEN_BOUNDS
 
@@ -221,22 +223,23 @@ def plan(ctx: Context, identity: Identity, request: CostEstimateIn) -> TrainingP
     resources: Resources | None = None
     run: SageMakerRun | None = None
     if instance is not None and request.resources is not None:
-        method: Method = "lora" if optional is not None and optional.use_lora else "full"
+        setup = setup_for(hyperparameters, optional, sequence_length=_sequence_length(dataset, spec))
+        method: Method = setup.method
+        checked = check_resources(
+            spec,
+            instance,
+            request.resources.instance_count,
+            request.resources.volume_size_gb,
+            setup=setup,
+            dataset_bytes=dataset.size_bytes or 0,
+        )
+        notes += checked.warnings
+        # The trainer runs the job the way the check sized it (sharded where one GPU cannot hold it).
         resources = Resources(
             instance_type=instance.name,
             instance_count=request.resources.instance_count,
             volume_size_gb=request.resources.volume_size_gb,
-        )
-        notes += check_resources(
-            spec,
-            instance,
-            resources.instance_count,
-            resources.volume_size_gb,
-            method=method,
-            precision=_precision(optional),
-            dataset_bytes=dataset.size_bytes or 0,
-            sequence_length=_sequence_length(dataset, spec),
-            batch_size=hyperparameters.batch_size or 1,
+            distribution=checked.strategy,
         )
         run = SageMakerRun.from_catalog(
             ctx.catalog,
@@ -415,15 +418,11 @@ def _hardware(
     return instance, instance
 
 
-def _precision(optional: ResolvedOptionalHyperparameters | None) -> Precision:
-    if optional is None or optional.sft_config.bf16:
-        return "bf16"
-    return "fp16" if optional.sft_config.fp16 else "fp32"
-
-
 def _sequence_length(dataset: DatasetRecord, spec: BaseModelSpec) -> int:
+    """The longest row the trainer keeps: the dataset's longest, within its default max_length (the
+    model's context, at most 2,048 tokens; longer rows are left out, never cut)."""
     longest = dataset.stats.max_row_tokens if dataset.stats else 0
-    return max(1, min(spec.context_length, longest or 2048))
+    return max(1, min(spec.context_length, TRAINER_MAX_LENGTH, longest or TRAINER_MAX_LENGTH))
 
 
 def _dataset_tokens(dataset: DatasetRecord) -> int:
@@ -602,8 +601,20 @@ def stop(ctx: Context, identity: Identity, name: str, *, correlation_id: str) ->
     return updated
 
 
-def download(ctx: Context, identity: Identity, name: str) -> tuple[ModelRecord, DownloadLink]:
-    """`GET .../download`: a short-lived link to the trained archive, where the provider hands one out."""
+@dataclass(frozen=True)
+class Download:
+    """A short-lived link to one archive of a model, and what that archive holds."""
+
+    model: ModelRecord
+    link: DownloadLink
+    archive: ArchiveChoice
+
+
+def download(ctx: Context, identity: Identity, name: str, variant: Variant = DEFAULT_VARIANT) -> Download:
+    """`GET .../download?variant=`: a short-lived link to the trained archive, where the provider hands one
+    out: `merged` (the default) the full model with its configuration, `adapter` the LoRA adapter
+    (`domain.archives`). `ValidationFailed` for an adapter of a fully fine-tuned model; `InvalidState`
+    for the full model of an unmerged LoRA model trained before merged copies were kept."""
     model = ctx.models.get(identity.workspace, name)
     if provider_traits(model.provider).keeps_weights:
         raise ValidationFailed(
@@ -612,10 +623,8 @@ def download(ctx: Context, identity: Identity, name: str) -> tuple[ModelRecord, 
             "downloaded."
         )
     check_action(Action.DOWNLOAD, model.status, model.name)
-    uri = model.artifacts.uri if model.artifacts else None
-    if not uri:
-        raise InvalidState(f"Model '{model.name}' has no archive recorded; its training produced no files.")
-    return model, ctx.providers.for_model(model).download(uri)
+    archive = archive_for(model, variant)
+    return Download(model, ctx.providers.for_model(model).download(archive.uri), archive)
 
 
 def delete(ctx: Context, identity: Identity, name: str, *, correlation_id: str) -> ModelRecord:
@@ -785,6 +794,7 @@ def training_request(
             instance_type=record.resources.instance_type,
             instance_count=record.resources.instance_count,
             volume_size_gb=record.resources.volume_size_gb,
+            distribution=record.resources.distribution,
         )
         if record.resources
         else None
@@ -894,11 +904,24 @@ def _completed_changes(ctx: Context, record: ModelRecord, outcome: TrainingOutco
         model_ref=outcome.model_ref,
         merged=_merged_flag(record),
     )
+    copy = output.merged_archive
     artifacts = Artifacts(
-        uri=output.artifacts_uri, size_bytes=output.size_bytes, files=output.files, merged=output.merged
+        uri=output.artifacts_uri,
+        size_bytes=output.size_bytes,
+        files=output.files,
+        merged=output.merged,
+        merged_archive=MergedArchive(
+            uri=copy.uri, path=copy.path, size_bytes=copy.size_bytes, files=copy.files
+        )
+        if copy is not None
+        else None,
     )
+    # The merged copy of an unmerged LoRA model is kept (and billed) alongside the adapter.
+    stored = output.size_bytes
+    if stored is not None and copy is not None and copy.size_bytes is not None:
+        stored += copy.size_bytes
     storage = ctx.catalog.trained_storage_per_month_usd(
-        record.provider, output.size_bytes, predicted=record.storage_per_month_usd
+        record.provider, stored, predicted=record.storage_per_month_usd
     )
     training = record.training.model_copy(
         update={
@@ -1089,6 +1112,7 @@ def _heartbeat(ctx: Context, model: ModelRecord) -> None:
 
 __all__ = [
     "Applied",
+    "Download",
     "TrainingPlan",
     "apply_training_state",
     "create",

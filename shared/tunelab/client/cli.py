@@ -495,15 +495,19 @@ def cmd_models_invoke(args: argparse.Namespace, client: TunelabClient) -> int:
 
 
 def cmd_models_download(args: argparse.Namespace, client: TunelabClient) -> int:
-    link = client.download_link(args.name)
-    out = Path(args.out).expanduser() if args.out else Path(f"{args.name}.tar.gz")
+    link = client.download_link(args.name, variant=args.variant)
+    # The adapter gets a name of its own, so that downloading both keeps both.
+    default_name = f"{args.name}-adapter.tar.gz" if args.variant == "adapter" else f"{args.name}.tar.gz"
+    out = Path(args.out).expanduser() if args.out else Path(default_name)
     if out.is_dir():
-        out = out / f"{args.name}.tar.gz"
+        out = out / default_name
     written = client.fetch(str(link["url"]), out)
     if args.json:
         print_json({**link, "path": str(out), "bytes_written": written})
         return EXIT_OK
     print(f"Saved {out} ({size(written)}).")
+    if link.get("contents"):
+        print(str(link["contents"]))
     try:
         print(table(["FILE", "SIZE"], [[n, size(s)] for n, s in list_archive(out)]))
     except (tarfile.TarError, OSError) as error:
@@ -522,6 +526,15 @@ def cmd_models_delete(args: argparse.Namespace, client: TunelabClient) -> int:
     return EXIT_OK
 
 
+def _modules(text: str) -> str | list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if names == ["all-linear"]:
+        return "all-linear"
+    if not names:
+        raise argparse.ArgumentTypeError('give module names such as q_proj,v_proj, or "all-linear"')
+    return names
+
+
 def cmd_resources_estimate(args: argparse.Namespace, client: TunelabClient) -> int:
     body: JsonObject = {}
     for key in (
@@ -530,7 +543,8 @@ def cmd_resources_estimate(args: argparse.Namespace, client: TunelabClient) -> i
         "precision",
         "optimizer",
         "method",
-        "trainable_fraction",
+        "lora_r",
+        "lora_target_modules",
         "dataset_bytes",
         "checkpoints",
         "sequence_length",
@@ -785,7 +799,16 @@ def build_parser() -> argparse.ArgumentParser:
     leaf.add_argument("--top-p", type=float)
     leaf = _leaf(group, "download", cmd_models_download, "download the trained model's .tar.gz", common)
     leaf.add_argument("name", metavar="NAME")
-    leaf.add_argument("--out", metavar="FILE", help="where to save it (default NAME.tar.gz here)")
+    leaf.add_argument(
+        "--variant",
+        choices=("merged", "adapter"),
+        default="merged",
+        help="merged (default): full weights and configuration, as served (an unmerged LoRA model's "
+        "merged copy, under merged/); adapter: the LoRA adapter",
+    )
+    leaf.add_argument(
+        "--out", metavar="FILE", help="where to save it (default NAME.tar.gz, NAME-adapter.tar.gz here)"
+    )
     leaf = _leaf(group, "delete", cmd_models_delete, "delete a model, its weights and its history", common)
     leaf.add_argument("name", metavar="NAME")
     leaf.add_argument("--acknowledge", action="store_true", help="required: the deletion is for good")
@@ -795,10 +818,16 @@ def build_parser() -> argparse.ArgumentParser:
     target = leaf.add_mutually_exclusive_group()
     target.add_argument("--base-model", dest="base_model_id", metavar="ID")
     target.add_argument("--parameter-count", type=float, metavar="N", help="e.g. 7e9")
-    leaf.add_argument("--precision", choices=("fp32", "fp16", "bf16", "int8", "int4"))
-    leaf.add_argument("--optimizer", choices=("adamw", "adam", "adamw_8bit", "adafactor", "sgd"))
-    leaf.add_argument("--method", choices=("lora", "full"))
-    leaf.add_argument("--trainable-fraction", type=float)
+    leaf.add_argument("--precision", choices=("bf16", "fp16", "fp32"))
+    leaf.add_argument("--optimizer", choices=("adamw",), help="the trainer runs AdamW")
+    leaf.add_argument("--method", choices=("lora", "full"), help="default: the model's default")
+    leaf.add_argument("--lora-r", type=int, metavar="R")
+    leaf.add_argument(
+        "--lora-target-modules",
+        type=_modules,
+        metavar="NAMES",
+        help='comma-separated module names (e.g. q_proj,v_proj), or "all-linear"',
+    )
     leaf.add_argument("--dataset-bytes", type=float)
     leaf.add_argument("--checkpoints", type=int)
     leaf.add_argument("--sequence-length", type=int)

@@ -357,11 +357,17 @@ class Demo:
         with self.stage("estimates") as outcome:
             cost = self.api.estimate_cost(body)
             self.say(format_estimate(cost))
-            method = "lora" if (plan.optional_hyperparameters or {}).get("use_lora") else "full"
-            advice = self.api.estimate_resources(
-                {"base_model_id": plan.model, "method": method, "precision": "fp32", "sequence_length": 256}
-                | {"batch_size": int(plan.hyperparameters.get("batch_size", 1))}
-            )
+            optional = plan.optional_hyperparameters or {}
+            request: JsonObject = {
+                "base_model_id": plan.model,
+                "method": "lora" if optional.get("use_lora") else "full",
+                "precision": "fp32",
+                "sequence_length": 256,
+                "batch_size": int(plan.hyperparameters.get("batch_size", 1)),
+            }
+            if optional.get("use_lora") and (optional.get("lora_config") or {}).get("r"):
+                request["lora_r"] = int(optional["lora_config"]["r"])
+            advice = self.api.estimate_resources(request)
             self.say("Resources (what the same job would need on AWS; the cheapest instance types that fit):")
             self.say(format_resources(advice, limit=3))
             outcome.append(

@@ -86,14 +86,22 @@ def format_resources(estimate: JsonObject, limit: int | None = None) -> str:
     """The advice as text; `limit` keeps the first (cheapest) instance types that fit."""
     vram = estimate.get("vram_gb") or {}
     storage = estimate.get("storage_gb") or {}
+    plan = estimate.get("plan") or {}
+    method = "LoRA" if plan.get("method") == "lora" else "full fine-tuning"
     lines = [
         fields(
             [
                 (
-                    "VRAM",
-                    f"{vram.get('total', 0):.2f} GB (weights {vram.get('weights', 0):.1f}, gradients "
+                    "Plan",
+                    f"{method}, {plan.get('precision')}, batch {plan.get('batch_size')} × "
+                    f"{plan.get('sequence_length')} tokens per GPU, {plan.get('trained_parameters', 0):,} "
+                    f"of {plan.get('parameters', 0):,} parameters trained",
+                ),
+                (
+                    "On one GPU",
+                    f"{vram.get('with_buffer', 0):.1f} GB (weights {vram.get('weights', 0):.1f}, gradients "
                     f"{vram.get('gradients', 0):.1f}, optimizer {vram.get('optimizer', 0):.1f}, activations "
-                    f"{vram.get('activations', 0):.1f}); {vram.get('with_buffer', 0):.2f} GB with a buffer",
+                    f"{vram.get('activations', 0):.1f}, logits {vram.get('logits', 0):.1f}, with overhead)",
                 ),
                 (
                     "Storage",
@@ -113,12 +121,14 @@ def format_resources(estimate: JsonObject, limit: int | None = None) -> str:
     if instances:
         lines.append(
             table(
-                ["INSTANCE TYPE", "GPUS", "VRAM GB", "FITS", "PER HOUR"],
+                ["INSTANCE TYPE", "GPUS", "VRAM GB", "PER GPU GB", "STRATEGY", "FITS", "PER HOUR"],
                 [
                     [
                         i.get("instance_type"),
                         i.get("gpus"),
                         i.get("vram_gb"),
+                        i.get("memory_per_gpu_gb"),
+                        i.get("strategy"),
                         i.get("fits"),
                         usd(i.get("price_per_hour_usd")),
                     ]
@@ -173,11 +183,21 @@ def format_model(model: JsonObject) -> str:
         ("Storage", f"{usd(cost.get('storage_per_month_usd'))} a month" if cost else None),
         ("Artifacts", ", ".join(artifacts.get("files") or []) or None),
         ("Artifacts size", size(artifacts.get("size_bytes"))),
+        ("Merged copy", _merged_copy(artifacts.get("merged_archive"))),
+        ("Downloads", ", ".join(artifacts.get("download_variants") or []) or None),
         ("Endpoint", deployment.get("endpoint")),
         ("Deployed", short_time(deployment.get("deployed_at"))),
         ("Auto-undeploy", short_time(deployment.get("auto_undeploy_at")) if deployment else None),
     ]
     return fields(rows)
+
+
+def _merged_copy(copy: Any) -> str | None:
+    """An unmerged LoRA model's merged copy: its folder in the archive, and the archive's size."""
+    if not isinstance(copy, dict):
+        return None
+    weight = size(copy.get("size_bytes"))
+    return f"{copy.get('path')} of the download's merged variant" + (f" ({weight})" if weight else "")
 
 
 def format_dataset(dataset: JsonObject) -> str:

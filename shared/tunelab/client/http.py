@@ -369,8 +369,10 @@ class TunelabClient:
                 body[key] = value
         return self._json("POST", f"/v1/fine-tuned-models/{_segment(name)}/invoke", json=body)
 
-    def download_link(self, name: str) -> JsonObject:
-        return self._json("GET", f"/v1/fine-tuned-models/{_segment(name)}/download")
+    def download_link(self, name: str, *, variant: str | None = None) -> JsonObject:
+        """`GET .../download`: the link to the archive of `variant` (`merged`, the default, or `adapter`)."""
+        params = {"variant": variant} if variant else None
+        return self._json("GET", f"/v1/fine-tuned-models/{_segment(name)}/download", params=params)
 
     def fetch(self, url: str, out: Path) -> int:
         """Stream a presigned URL to `out` (no bearer token); the bytes written."""

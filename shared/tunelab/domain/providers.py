@@ -55,6 +55,8 @@ class Resources(_Model):
     instance_type: str
     instance_count: int = Field(default=1, ge=1)
     volume_size_gb: int = Field(ge=1, le=16384)
+    # The trainer's `distribution`: sharded (fsdp) where one GPU cannot hold the job.
+    distribution: Literal["single", "ddp", "fsdp"] | None = None
 
 
 class ParentModel(_Model):
@@ -117,6 +119,22 @@ class TrainingState(_Model):
         return self.status in TERMINAL_TRAINING
 
 
+# A folder inside an archive, as the trainer names one (`merged/`): one plain name and a slash, so that
+# neither a serving container's path nor an unpacked folder can be led outside the archive.
+ARCHIVE_FOLDER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}/$"
+
+
+class MergedArchive(_Model):
+    """The merged copy of an unmerged LoRA job: full weights and configuration in a folder (`path`) of an
+    archive of its own (SageMaker's `output.tar.gz`, next to the adapter's `model.tar.gz`)."""
+
+    uri: str
+    path: str = Field(default="merged/", pattern=ARCHIVE_FOLDER_PATTERN)
+    # The archive's size and files, when they could be read (None / empty otherwise).
+    size_bytes: int | None = None
+    files: list[str] = Field(default_factory=list)
+
+
 class TrainedOutput(_Model):
     """What a finished job left: the provider's model (where it keeps the weights) and the archive."""
 
@@ -126,6 +144,9 @@ class TrainedOutput(_Model):
     size_bytes: int | None = None
     files: list[str] = Field(default_factory=list)
     merged: bool = False
+    # LoRA not merged: where the trainer's merged copy is (None for full and merged models, and for
+    # jobs of a trainer that wrote none).
+    merged_archive: MergedArchive | None = None
 
 
 class DeployRequest(_Model):
@@ -134,7 +155,10 @@ class DeployRequest(_Model):
     requested_at: datetime
     base_model: BaseModelSpec
     model_ref: str | None = None
+    # The archive to serve, and the folder inside it that holds the model (None: the archive's root;
+    # `merged/` for the merged copy of an unmerged LoRA model).
     artifacts_uri: str | None = None
+    artifacts_path: str | None = Field(default=None, pattern=ARCHIVE_FOLDER_PATTERN)
     instance_type: str | None = None
     instance_count: int = Field(default=1, ge=1)
     gpus_per_instance: int = Field(default=1, ge=1)

@@ -220,6 +220,9 @@ class Resources(_Record):
     instance_type: str
     instance_count: int
     volume_size_gb: int
+    # How the trainer shares the job over the GPUs, chosen by the memory model when the job was
+    # created (None: a record from before, trained data-parallel).
+    distribution: Literal["single", "ddp", "fsdp"] | None = None
 
 
 class Metrics(_Record):
@@ -244,11 +247,25 @@ class TrainingState(_Record):
     output_uri: str | None = None
 
 
+class MergedArchive(_Record):
+    """The merged copy of an unmerged LoRA model: an archive of its own (the job's output archive) with
+    the full weights and configuration in the folder `path`."""
+
+    uri: str
+    path: str = "merged/"
+    size_bytes: int | None = None
+    files: list[str] = Field(default_factory=list)
+
+
 class Artifacts(_Record):
+    # The job's `model.tar.gz`: the model (full, or merged with its adapter), or the adapter alone.
     uri: str | None = None
     size_bytes: int | None = None
     files: list[str] = Field(default_factory=list)
     merged: bool = False
+    # LoRA not merged: where the merged copy is; None for full and merged models, and for unmerged LoRA
+    # models trained before the trainer wrote one (they can be downloaded as the adapter only).
+    merged_archive: MergedArchive | None = None
 
 
 class DeploymentState(_Record):
@@ -540,6 +557,7 @@ __all__ = [
     "DatasetStats",
     "DatasetWarning",
     "DeploymentState",
+    "MergedArchive",
     "Metrics",
     "ModelChanges",
     "ModelEventRecord",

@@ -7,11 +7,14 @@
   (`tunelab.local.models`), runs `python trainer/train.py` with the SM_* variables, reads its
   progress and metric lines, and reports each change as a "Local Training Job State Change" event
   (`tunelab.adapters.providers.local`) on tunelab's bus. On success `model/` is packed into `model.tar.gz`
-  and uploaded to the artifacts bucket; a non-zero exit fails the job with the trainer's failure
+  and uploaded to the artifacts bucket; when the trainer wrote a merged copy of an unmerged LoRA model
+  (`output/data/merged/`), `output/data/` is packed into `output.tar.gz` next to it, as SageMaker
+  uploads its output data folder; a non-zero exit fails the job with the trainer's failure
   file (or the last lines it printed); a stop sends SIGTERM (the trainer saves) and kills after a
   grace period.
-* Serving (`InferenceServers`): a deployment downloads `model.tar.gz`, loads it with transformers on
-  the CPU (merged weights, or base + LoRA adapter through peft) in a background thread, and answers
+* Serving (`InferenceServers`): a deployment downloads its archive (`model.tar.gz`, or an unmerged LoRA
+  model's `output.tar.gz`, served from its `merged/` folder), loads it with transformers on the CPU
+  (full weights, or base + LoRA adapter through peft) in a background thread, and answers
   `invoke` with the tokenizer's chat template.
 * `install(context)`: what the embedded runtime calls once its stack exists; registers the provider
   factory in `tunelab.composition.wiring` and returns the shutdown hook.
@@ -45,7 +48,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from tunelab.adapters.aws_errors import aws_call, is_not_found
-from tunelab.adapters.providers.common import archive_output
+from tunelab.adapters.providers.common import (
+    MODEL_ARCHIVE,
+    OUTPUT_ARCHIVE,
+    archive_output,
+    output_archive_uri,
+)
 from tunelab.adapters.providers.local import (
     EVENT_SOURCE,
     TRAINING_EVENT,
@@ -111,6 +119,8 @@ JOB_FILE = "job.json"
 LOG_FILE = "trainer.log"
 TRAINER_PROGRAM = "train.py"
 PROGRESS_PREFIX = "tunelab-progress "
+# The trainer's merged copy of an unmerged LoRA model, in its output data folder (`trainer/README.md`).
+MERGED_FOLDER = "merged"
 ARTIFACTS_PREFIX = "local-jobs"
 DOWNLOAD_EXPIRES_S = 15 * 60
 # Lines of the trainer's output kept for a failure reason when it wrote no failure file.
@@ -242,7 +252,8 @@ def _float(value: str) -> float | None:
 
 
 def pack_model(model_dir: Path, archive: Path) -> Path:
-    """`model.tar.gz` with the folder's files at its root, as SageMaker packs /opt/ml/model.
+    """`model.tar.gz` with the folder's files at its root, as SageMaker packs /opt/ml/model (and
+    `output.tar.gz` of /opt/ml/output/data).
 
     Compressed at gzip's fastest level: on SmolLM2-135M's converted weights (538 MB) the
     default level 9 took 121 s where level 1 took 15 s for an archive 6 % larger (measured)."""
@@ -572,16 +583,25 @@ class LocalJobs:
         return f"The trainer exited with code {code}: {lines}"
 
     def _upload_model(self, job: _Job) -> str:
+        """Pack and upload `model/` as `model.tar.gz`, and `output/data/` as `output.tar.gz` when it holds
+        the trainer's merged copy (SageMaker's places: `<output path>/<job>/output/`); the model's URI."""
         with job.lock:
             job.record.secondary = "Uploading"
             self._save(job)
         self._emit(job)
-        archive = pack_model(job.folder / "model", job.folder / "output" / "model.tar.gz")
-        uri = f"{job.record.output_uri}{job.record.name}/output/model.tar.gz"
+        folder = f"{job.record.output_uri}{job.record.name}/output/"
+        data = job.folder / "output" / "data"
+        # The merged copy first: once model.tar.gz is there, the job's archives are complete.
+        if (data / MERGED_FOLDER).is_dir():
+            self._upload(pack_model(data, job.folder / "output" / OUTPUT_ARCHIVE), folder + OUTPUT_ARCHIVE)
+        uri = folder + MODEL_ARCHIVE
+        self._upload(pack_model(job.folder / "model", job.folder / "output" / MODEL_ARCHIVE), uri)
+        return uri
+
+    def _upload(self, archive: Path, uri: str) -> None:
         bucket, key = s3_split(uri)
         self.s3.upload_file(str(archive), bucket, key, ExtraArgs={"ContentType": "application/gzip"})
-        archive.unlink()  # the bucket has it; the folder keeps model/ itself
-        return uri
+        archive.unlink()  # the bucket has it; the job's folder keeps what was packed
 
     def _finish_completed(self, job: _Job) -> None:
         try:
@@ -826,12 +846,15 @@ class InferenceServers:
             server.threads = 1 if count is not None and count < ONE_THREAD_BELOW_PARAMETERS else None
             self._servers[name] = server
         thread = threading.Thread(
-            target=self._load, args=(server, request.artifacts_uri), name=f"local-serve-{name}", daemon=True
+            target=self._load,
+            args=(server, request.artifacts_uri, request.artifacts_path),
+            name=f"local-serve-{name}",
+            daemon=True,
         )
         thread.start()
         return ref
 
-    def _load(self, server: _Server, artifacts_uri: str) -> None:
+    def _load(self, server: _Server, artifacts_uri: str, path: str | None) -> None:
         try:
             archive = server.folder / "model.tar.gz"
             archive.parent.mkdir(parents=True, exist_ok=True)
@@ -842,7 +865,8 @@ class InferenceServers:
             with tarfile.open(archive) as tar:
                 tar.extractall(model_dir, filter="data")
             archive.unlink()
-            model, tokenizer = load_for_inference(model_dir)
+            # `path` is one plain folder name (DeployRequest's pattern): it stays inside the unpacked archive.
+            model, tokenizer = load_for_inference(model_dir / path if path else model_dir)
         except Exception as error:  # any failure is the deployment's reason
             logger.warning("loading %s failed: %s", server.deployment_id, error)
             reason = error.message if isinstance(error, TunelabError) else f"{type(error).__name__}: {error}"
@@ -950,10 +974,17 @@ class LocalProvider:
         model_ref: str | None,
         merged: bool,
     ) -> TrainedOutput:
-        """The job's `model.tar.gz` in the embedded S3, listed."""
+        """The job's `model.tar.gz` in the embedded S3, listed; for LoRA not merged, the merged copy in the
+        job's `output.tar.gz`, as on SageMaker."""
         if artifacts_uri is None and ref is not None:
             artifacts_uri = self.describe_training(ref).artifacts_uri
-        return archive_output(self.storage, artifacts_uri, model_ref=None, merged=merged)
+        return archive_output(
+            self.storage,
+            artifacts_uri,
+            model_ref=None,
+            merged=merged,
+            output_uri=output_archive_uri(ref, artifacts_uri),
+        )
 
     def speaks_for(self, account: str | None) -> bool:
         """The local runtime's jobs are its own."""

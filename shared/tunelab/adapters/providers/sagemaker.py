@@ -3,7 +3,8 @@
 tunelab reaches the account through the customer's IAM role (STS AssumeRole with the external id);
 the training job runs `trainer/` in the Hugging Face PyTorch training container the way the SDK's
 Hugging Face estimator runs a script (`sagemaker_program` and `sagemaker_submit_directory`);
-endpoints serve the trained `model.tar.gz` with Text Generation Inference (TGI).
+endpoints serve the trained model with Text Generation Inference (TGI): `model.tar.gz`, or for LoRA not
+merged the merged copy the trainer wrote into the job's `output.tar.gz` (`merged/`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,12 @@ from tunelab.adapters.aws_errors import (
     error_message,
     is_not_found,
 )
-from tunelab.adapters.providers.common import archive_output, event_time, final_metrics
+from tunelab.adapters.providers.common import (
+    archive_output,
+    event_time,
+    final_metrics,
+    output_archive_uri,
+)
 from tunelab.adapters.providers.images import llm_inference_image, training_image
 from tunelab.adapters.s3 import S3Objects
 from tunelab.domain.catalog import BaseModelSpec
@@ -129,6 +135,8 @@ DOWNLOAD_EXPIRES_S = 15 * 60
 ASSUME_ROLE_SECONDS = 3600
 # Credentials are renewed this long before they expire, so no call runs on dying credentials.
 REFRESH_MARGIN_S = 5 * 60
+# Where SageMaker unpacks a model's `ModelDataUrl` archive in the serving container.
+MODEL_DATA_DIR = "/opt/ml/model"
 # TGI loads large models slowly; SageMaker's default health-check wait is too short for them.
 STARTUP_TIMEOUT_S = 1800
 
@@ -210,6 +218,12 @@ def job_id(job_arn: str) -> str:
     name), lower-cased as SageMaker writes names in ARNs. A bare name would match another workspace's
     job of the same name; the ARN matches only the job in this account and region."""
     return job_arn.lower()
+
+
+def model_data_path(folder: str | None) -> str:
+    """Where the serving container finds the model: SageMaker unpacks `ModelDataUrl` into `/opt/ml/model`;
+    `folder` is the model's folder inside that archive (None: its root)."""
+    return f"{MODEL_DATA_DIR}/{folder.strip('/')}" if folder else MODEL_DATA_DIR
 
 
 def endpoint_name(request: DeployRequest) -> str:
@@ -516,10 +530,18 @@ class SageMakerProvider:
         model_ref: str | None,
         merged: bool,
     ) -> TrainedOutput:
-        """The job's `model.tar.gz` in the customer's bucket, listed."""
+        """The job's `model.tar.gz` in the customer's bucket, listed; for LoRA not merged, the merged copy
+        the trainer wrote to the job's `output.tar.gz` (`<S3OutputPath>/<job>/output/`), checked and
+        listed."""
         if artifacts_uri is None and ref is not None:
             artifacts_uri = self.describe_training(ref).artifacts_uri
-        return archive_output(self.storage, artifacts_uri, model_ref=None, merged=merged)
+        return archive_output(
+            self.storage,
+            artifacts_uri,
+            model_ref=None,
+            merged=merged,
+            output_uri=output_archive_uri(ref, artifacts_uri),
+        )
 
     def speaks_for(self, account: str | None) -> bool:
         """Only the customer's own account may speak for its models (forwarded events name it; moto,
@@ -572,6 +594,9 @@ class SageMakerProvider:
         name = job_name(identity)
         hyperparameters = dict(request.hyperparameters)
         hyperparameters.setdefault("base_model", spec.hf_id)
+        if request.resources.distribution == "fsdp":
+            # The memory model found that one GPU cannot hold the job: the trainer shards it.
+            hyperparameters["distribution"] = "fsdp"
         if spec.gated and secret:
             hyperparameters["hf_token_secret_arn"] = secret
         # The training toolkit's own parameters, JSON-encoded as the SDK's estimators send them.
@@ -704,8 +729,9 @@ class SageMakerProvider:
                     "Image": llm_inference_image(region),
                     "ModelDataUrl": request.artifacts_uri or "",
                     "Environment": {
-                        # TGI serves the weights SageMaker unpacks from model.tar.gz into /opt/ml/model.
-                        "HF_MODEL_ID": "/opt/ml/model",
+                        # TGI serves the weights SageMaker unpacks from the archive into /opt/ml/model
+                        # (for an unmerged LoRA model: the merged copy, in a folder of its output archive).
+                        "HF_MODEL_ID": model_data_path(request.artifacts_path),
                         "SM_NUM_GPUS": str(request.gpus_per_instance),
                     },
                 },

@@ -33,6 +33,7 @@ from tunelab.application.commands import (
     SplitValidationIn,
     ValidationIn,
 )
+from tunelab.domain.archives import Variant
 from tunelab.domain.catalog import BaseModelSpec, FloatRange, Hosting, IntRange, Provider
 from tunelab.domain.costs import CostEstimate, TrainingCost
 from tunelab.domain.hyperparameters import ResolvedHyperparameters, ResolvedOptionalHyperparameters
@@ -338,11 +339,27 @@ class InvokeOut(_Out):
     latency_ms: int
 
 
+DownloadVariant = Annotated[
+    Variant,
+    Field(
+        description="`merged`: the model with full weights and configuration, as it is served (for LoRA "
+        "not merged into the weights, the merged copy, under `merged/`); `adapter`: the LoRA adapter."
+    ),
+]
+
+
 class DownloadOut(_Out):
     url: str = Field(description="Presigned URL of the `.tar.gz` archive.")
     expires_at: Timestamp
     size_bytes: int
     files: list[str]
+    variant: DownloadVariant
+    model_path: str = Field(
+        description="The folder inside the archive that holds what was asked for, as a prefix of `files`: "
+        '`""` for the archive\'s root, `merged/` for the merged copy of an unmerged LoRA model, `adapter/` '
+        "for the adapter."
+    )
+    contents: str = Field(description="What the archive holds, in a sentence.")
 
 
 # --- cost and resource estimates --------------------------------------------------------------
@@ -379,6 +396,11 @@ class ResourcesOut(_Out):
     instance_type: str
     instance_count: int
     volume_size_gb: int
+    distribution: Literal["single", "ddp", "fsdp"] | None = Field(
+        default=None,
+        description="How the trainer shares the job over the GPUs: one GPU, data-parallel (every GPU "
+        "holds the whole job), or sharded (FSDP). Chosen by tunelab's memory model.",
+    )
 
 
 class ModelCostOut(_Out):
@@ -405,10 +427,25 @@ class TrainingOut(_Out):
     metrics: MetricsOut | None = None
 
 
+class MergedArchiveOut(_Out):
+    path: str = Field(description="The folder of the archive that holds the merged model, e.g. `merged/`.")
+    size_bytes: int | None = None
+    files: list[str] = Field(default_factory=list)
+
+
 class ArtifactsOut(_Out):
     size_bytes: int | None = None
     files: list[str] = Field(default_factory=list)
     merged: bool = False
+    merged_archive: MergedArchiveOut | None = Field(
+        default=None,
+        description="LoRA not merged into the weights: the merged copy kept in an archive of its own "
+        "(the download's `merged` variant); null otherwise.",
+    )
+    download_variants: list[Variant] = Field(
+        default_factory=list,
+        description="The `variant`s `GET .../download` serves for this model.",
+    )
 
 
 class DeploymentOut(_Out):

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import re
 
+from tunelab.application.fine_tuned_models import Download
+from tunelab.domain.archives import variants
 from tunelab.domain.catalog import provider_traits
 from tunelab.domain.identity import byok_allowed
 from tunelab.domain.records import (
+    Artifacts,
     Creator,
     DatasetRecord,
     DatasetRef,
@@ -28,7 +31,9 @@ from tunelab.entrypoints.api.contracts import (
     DatasetStatsOut,
     DatasetWarningOut,
     DeploymentOut,
+    DownloadOut,
     FineTunedModelOut,
+    MergedArchiveOut,
     MetricsOut,
     ModelCostOut,
     ModelEventOut,
@@ -128,13 +133,7 @@ def model_out(record: ModelRecord) -> FineTunedModelOut:
             failure_reason=training.failure_reason,
             metrics=metrics_out(training.metrics) if training.metrics else None,
         ),
-        artifacts=ArtifactsOut(
-            size_bytes=record.artifacts.size_bytes,
-            files=record.artifacts.files,
-            merged=record.artifacts.merged,
-        )
-        if record.artifacts
-        else None,
+        artifacts=artifacts_out(record) if record.artifacts else None,
         deployment=DeploymentOut(
             endpoint=_shown_id(record, record.deployment.endpoint),
             deployed_at=record.deployment.deployed_at,
@@ -142,6 +141,33 @@ def model_out(record: ModelRecord) -> FineTunedModelOut:
         )
         if record.deployment
         else None,
+    )
+
+
+def artifacts_out(record: ModelRecord) -> ArtifactsOut:
+    artifacts = record.artifacts or Artifacts()
+    copy = artifacts.merged_archive
+    return ArtifactsOut(
+        size_bytes=artifacts.size_bytes,
+        files=artifacts.files,
+        merged=artifacts.merged,
+        merged_archive=MergedArchiveOut(path=copy.path, size_bytes=copy.size_bytes, files=copy.files)
+        if copy
+        else None,
+        download_variants=variants(record),
+    )
+
+
+def download_out(download: Download) -> DownloadOut:
+    link, archive = download.link, download.archive
+    return DownloadOut(
+        url=link.url,
+        expires_at=link.expires_at,
+        size_bytes=link.size_bytes,
+        files=archive.files,
+        variant=archive.variant,
+        model_path=archive.model_path,
+        contents=archive.contents,
     )
 
 

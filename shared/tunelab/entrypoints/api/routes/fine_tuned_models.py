@@ -14,6 +14,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from tunelab.application import deployments, fine_tuned_models
 from tunelab.composition.wiring import Services
+from tunelab.domain.archives import DEFAULT_VARIANT, Variant
 from tunelab.domain.errors import NotFound, ValidationFailed
 from tunelab.domain.identity import Identity
 from tunelab.domain.naming import is_valid_name
@@ -32,7 +33,7 @@ from tunelab.entrypoints.api.contracts import (
 from tunelab.entrypoints.api.deps import correlation_id, current_identity, services
 from tunelab.entrypoints.api.idempotency import idempotency_key, idempotent
 from tunelab.entrypoints.api.routes.common import DEFAULT_LIMIT, Limit, NextToken, responses
-from tunelab.entrypoints.api.views import event_out, model_out
+from tunelab.entrypoints.api.views import download_out, event_out, model_out
 
 router = APIGatewayRouter()  # type: ignore[no-untyped-call]
 
@@ -213,7 +214,12 @@ def invoke(
 
 @router.get(
     "/v1/fine-tuned-models/<name>/download",
-    summary="A short-lived link to the trained model's .tar.gz (SageMaker and local models)",
+    summary="A short-lived link to the trained model's .tar.gz (SageMaker and local models): the full "
+    "model, or the LoRA adapter",
+    description="`variant=merged` (the default): the model with full weights and configuration, as it is "
+    "served — for LoRA not merged into the weights, the merged copy under `merged/` of the job's output "
+    "archive. `variant=adapter`: the LoRA adapter's archive (400 for a fully fine-tuned model). An "
+    "unmerged LoRA model trained before merged copies were kept has the adapter only (409 for `merged`).",
     tags=TAGS,
     responses=responses(conflict=True),
     operation_id="downloadFineTunedModel",
@@ -222,14 +228,15 @@ def download(
     name: ModelNamePath,
     identity: Annotated[Identity, Depends(current_identity)],
     ctx: Annotated[Services, Depends(services)],
+    variant: Annotated[
+        Variant,
+        Query(
+            description="`merged` (the default): full weights and configuration; `adapter`: the LoRA "
+            "adapter of a LoRA model."
+        ),
+    ] = DEFAULT_VARIANT,
 ) -> DownloadOut:
-    model, link = fine_tuned_models.download(ctx, identity, _name(name))
-    return DownloadOut(
-        url=link.url,
-        expires_at=link.expires_at,
-        size_bytes=link.size_bytes,
-        files=list(model.artifacts.files) if model.artifacts else [],
-    )
+    return download_out(fine_tuned_models.download(ctx, identity, _name(name), variant))
 
 
 @router.delete(
