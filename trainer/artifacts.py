@@ -86,16 +86,13 @@ def save_model(
     is_adapter: bool,
     merge: bool,
     base_name: str,
-    merged_dir: Path,
     state_dict: dict[str, Any] | None = None,
     load_base: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Write the fine-tuned model to ``model_dir``; returns the artifact description for the summary.
 
-    An adapter that is not merged also gets a merged copy in ``merged_dir`` (SageMaker uploads the
-    metrics folder it sits in as ``output.tar.gz``), so that every LoRA model can be served and
-    downloaded with weights and configuration. ``state_dict``: the gathered weights of a model sharded
-    across processes (its own parameters are shards); ``load_base``: a fresh base model to merge into.
+    ``state_dict``: the gathered weights of a model sharded across processes (its own parameters are
+    shards); ``load_base``: a fresh base model to merge a sharded adapter into.
     """
     model_dir.mkdir(parents=True, exist_ok=True)
     if not is_adapter:
@@ -104,21 +101,33 @@ def save_model(
     adapter_dir = model_dir / ADAPTER_DIR
     model.save_pretrained(adapter_dir, safe_serialization=True, state_dict=state_dict)
     _set_adapter_base(adapter_dir, base_name)
-    merged = _merged(model, adapter_dir, load_base)
     if merge:
-        _save_full(merged, tokenizer, model_dir, None)
+        _save_full(_merged(model, adapter_dir, load_base), tokenizer, model_dir, None)
     else:
         for name in ADAPTER_FILES:
             shutil.copy2(adapter_dir / name, model_dir / name)
         tokenizer.save_pretrained(model_dir)
-        _save_full(merged, tokenizer, merged_dir, None)
-    return {
-        "merged": merge,
-        "adapter": ADAPTER_DIR,
-        # Where the merged copy of an unmerged adapter is, inside the metrics folder's archive.
-        "merged_variant": None if merge else f"{merged_dir.name}/",
-        "files": _files(model_dir),
-    }
+    return {"merged": merge, "adapter": ADAPTER_DIR, "merged_variant": None, "files": _files(model_dir)}
+
+
+def save_merged_copy(
+    model: Any,
+    tokenizer: Any,
+    model_dir: Path,
+    merged_dir: Path,
+    *,
+    load_base: Callable[[], Any] | None = None,
+) -> str:
+    """The merged copy of an adapter that was not merged, in ``merged_dir`` (in the metrics folder, which
+    SageMaker uploads as ``output.tar.gz``), so that every LoRA model can be served and downloaded with
+    weights and configuration. Written to a temporary folder first: the folder exists only whole.
+    Returns its name inside that archive (the summary's ``merged_variant``)."""
+    partial = merged_dir.with_name(f".{merged_dir.name}-partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    _save_full(_merged(model, model_dir / ADAPTER_DIR, load_base), tokenizer, partial, None)
+    shutil.rmtree(merged_dir, ignore_errors=True)
+    partial.rename(merged_dir)
+    return f"{merged_dir.name}/"
 
 
 def _files(model_dir: Path) -> list[str]:

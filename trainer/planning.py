@@ -55,6 +55,8 @@ class Plan:
     fp16: bool = False
     model_init_kwargs: dict[str, Any] = field(default_factory=dict)
     recorded_model_init: dict[str, Any] = field(default_factory=dict)
+    # bf16 weights trained without autocast (sharded full fine-tuning): recorded as bf16.
+    pure_bf16: bool = False
 
 
 def _field_types(cls: Any) -> dict[str, Any]:
@@ -252,6 +254,15 @@ def build_sft_arguments(
         arguments.update(fsdp_arguments(bool(checkpointing)))
         checkpointing = False
         user.pop("activation_checkpointing", None)
+        if plan.bf16 and plan.recorded_model_init.get("dtype") == "bfloat16" and not hp.use_lora:
+            # accelerate's bf16 mixed precision under FSDP2 makes fp32 master copies of the trained
+            # weights (16 bytes a parameter with their gradients and AdamW states); the weights are bf16
+            # already, so the run trains in pure bf16 as one process does (8 bytes a parameter).
+            arguments["bf16"] = False
+            plan.pure_bf16 = True
+            plan.notes.append(
+                "sharded full fine-tuning of bf16 weights runs in pure bf16 (no fp32 master copies)"
+            )
     if "activation_checkpointing" in types_by_field:
         arguments["activation_checkpointing"] = user.pop("activation_checkpointing", checkpointing)
     else:
@@ -268,7 +279,7 @@ def build_sft_arguments(
     return arguments
 
 
-def recorded_sft_config(config: Any, user_keys: set[str]) -> dict[str, Any]:
+def recorded_sft_config(config: Any, user_keys: set[str], plan: Plan | None = None) -> dict[str, Any]:
     """The effective values of the product's sft_config keys and of every key the user set."""
     recorded: dict[str, Any] = {}
     fsdp_config = getattr(config, "fsdp_config", None) if getattr(config, "fsdp", None) else None
@@ -282,6 +293,8 @@ def recorded_sft_config(config: Any, user_keys: set[str]) -> dict[str, Any]:
         else:
             continue
         recorded[name] = _plain(value)
+    if plan is not None and plan.pure_bf16:
+        recorded["bf16"] = True
     if recorded.get("eval_strategy") != "steps":
         recorded.pop("eval_steps", None)
     if recorded.get("save_strategy") != "steps":

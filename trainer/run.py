@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from trainer.artifacts import MERGED_DIR, library_versions, save_model, write_summary
+from trainer.artifacts import MERGED_DIR, library_versions, save_merged_copy, save_model, write_summary
 from trainer.data import EncodedRows, Row, encode_rows
 from trainer.environment import Paths, is_main_process
 from trainer.errors import TrainerInputError
@@ -91,7 +91,10 @@ def _load_model(base: BaseModel, hp: Hyperparameters, init_kwargs: dict[str, Any
     from peft import PeftModel
 
     model = PeftModel.from_pretrained(model, str(base.adapter_dir), is_trainable=hp.use_lora)
-    return model if hp.use_lora else model.merge_and_unload()
+    if hp.use_lora:
+        return model
+    # Full fine-tuning of the merged model: peft leaves the base's weights frozen.
+    return model.merge_and_unload().requires_grad_(True)
 
 
 def _enable_fsdp(sft_config: Any, on_gpu: bool) -> None:
@@ -99,8 +102,9 @@ def _enable_fsdp(sft_config: Any, on_gpu: bool) -> None:
 
     transformers reads the weights on one process per host when accelerate's launcher variable says
     FSDP (the Trainer's arguments alone do not set it). accelerate turns FSDP on only for accelerator
-    process groups; on the CPU (gloo: the tests and the local runtime) the group is marked as a
-    multi-device one before the Trainer builds its Accelerator, so the same FSDP2 code runs there.
+    process groups; on the CPU (gloo: the tests) the group is marked as a multi-device one before the
+    Trainer builds its Accelerator, so the same FSDP2 code runs there. Both changes stay for the rest
+    of the process: sharding needs several processes, which torchrun starts for this run alone.
     """
     import os
 
@@ -255,7 +259,7 @@ def run_training(
             "use_lora": hp.use_lora,
             "lora_config": lora_recorded,
             "merge_adapters": hp.merge_adapters,
-            "sft_config": recorded_sft_config(sft_config, set(hp.sft_config)),
+            "sft_config": recorded_sft_config(sft_config, set(hp.sft_config), plan),
             "model_init_config": plan.recorded_model_init,
         },
         "notes": plan.notes,
@@ -270,23 +274,34 @@ def run_training(
         },
         "versions": library_versions(),
     }
-    # A sharded model is gathered by every process together; rank 0 writes it.
+    # A sharded model is gathered by every process together; rank 0 writes it. The other processes do
+    # not wait for the writing (a 70B model takes long; nothing after it needs them).
     state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
-    if trainer.accelerator.is_main_process:
-        summary["artifacts"] = save_model(
+    if not trainer.accelerator.is_main_process:
+        return summary
+    load_base = (
+        (lambda: _load_base(base, hp, plan.model_init_kwargs, token)) if trainer.is_fsdp_enabled else None
+    )
+    summary["artifacts"] = save_model(
+        final_model,
+        tokenizer,
+        paths.model_dir,
+        is_adapter=is_adapter,
+        merge=hp.merge_adapters,
+        base_name=base.name,
+        state_dict=state_dict,
+        load_base=load_base,
+    )
+    # The summary first: a stop's grace period may end while the merged copy below is written.
+    write_summary(paths.model_dir, summary)
+    reporter.write()
+    if is_adapter and not hp.merge_adapters:
+        summary["artifacts"]["merged_variant"] = save_merged_copy(
             final_model,
             tokenizer,
             paths.model_dir,
-            is_adapter=is_adapter,
-            merge=hp.merge_adapters,
-            base_name=base.name,
-            merged_dir=paths.output_data_dir / MERGED_DIR,
-            state_dict=state_dict,
-            load_base=(lambda: _load_base(base, hp, plan.model_init_kwargs, token))
-            if trainer.is_fsdp_enabled
-            else None,
+            paths.output_data_dir / MERGED_DIR,
+            load_base=load_base,
         )
         write_summary(paths.model_dir, summary)
-        reporter.write()
-    trainer.accelerator.wait_for_everyone()
     return summary

@@ -100,3 +100,23 @@ def test_continues_from_an_earlier_adapter(run_trainer, triage_pairs, tmp_path):
     assert second.exit_code == 0, second.failure
     assert second.summary["base_model"]["continued_adapter"] is True
     assert (second.model_dir / "adapter" / "adapter_model.safetensors").is_file()
+    # An adapter that was not merged also left a merged copy, named in the summary written last.
+    assert first.summary["artifacts"]["merged_variant"] == "merged/"
+    assert (first.output_data_dir / "merged" / "model.safetensors").is_file()
+    assert not (first.output_data_dir / ".merged-partial").exists()
+
+
+def test_a_full_fine_tune_continues_from_an_earlier_unmerged_adapter(run_trainer, triage_pairs, tmp_path):
+    # The adapter is merged into its base, and every weight of the result trains (peft leaves the base's
+    # weights frozen when it merges: the run failed with "element 0 of tensors does not require grad").
+    first = run_trainer({**SHORT, "use_lora": True}, triage_pairs[:48], root=tmp_path / "first")
+    assert first.exit_code == 0, first.failure
+
+    second = run_trainer(
+        {**SHORT, "base_model": str(first.model_dir)}, triage_pairs[:48], root=tmp_path / "second"
+    )
+
+    assert second.exit_code == 0, second.failure
+    assert any("merged the earlier model's adapter" in note for note in second.summary["notes"])
+    assert second.summary["artifacts"]["adapter"] is None
+    assert (second.model_dir / "model.safetensors").is_file()

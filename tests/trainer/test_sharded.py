@@ -162,3 +162,26 @@ def test_fsdp_lora_writes_the_adapter_and_a_merged_copy_that_loads(
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     assert any(not torch.equal(tensor, base[name]) for name, tensor in merged.state_dict().items())
     assert os.path.isfile(merged_dir / "tokenizer.json")
+
+
+def test_sharded_full_fine_tuning_in_bf16_keeps_bf16_weights(
+    tmp_path: Path, tiny_model_dir: Path, triage_pairs: list[Pair]
+) -> None:
+    # accelerate's bf16 mixed precision would make fp32 master copies of every trained weight under
+    # FSDP2 (16 bytes a parameter, twice what the memory model counts, and an fp32 model saved): the
+    # trainer trains bf16 weights in pure bf16 instead, as one process does.
+    from safetensors import safe_open
+
+    run = run_sharded(
+        tmp_path / "bf16",
+        tiny_model_dir,
+        triage_pairs[:64],
+        {**BASE, "epochs": 1, "distribution": "fsdp", "sft_config": {**CONSTANT, "bf16": True}},
+    )
+    assert run.summary["device"]["distribution"] == "fsdp"
+    assert run.summary["optional_hyperparameters"]["sft_config"]["bf16"] is True
+    assert run.summary["optional_hyperparameters"]["model_init_config"]["dtype"] == "bfloat16"
+    assert any("pure bf16" in note for note in run.summary["notes"])
+    with safe_open(str(run.model_dir / "model.safetensors"), "pt") as weights:
+        dtypes = {str(weights.get_slice(name).get_dtype()) for name in weights.keys()}  # noqa: SIM118
+    assert dtypes == {"BF16"}
