@@ -52,6 +52,9 @@ def test_the_demo_runs_every_stage_and_sums_up(local: LocalApi) -> None:
     assert f"Using the tunelab API already answering at {local.base_url}" in out
     assert "Training on 16 rows" in out
     assert "Tokens per epoch:" in out
+    # The resource advice names the plan and how the trainer would run on each instance type.
+    assert "Plan:       " in out
+    assert "STRATEGY" in out
     assert "expected: category=" in out
     assert "answers match the expected completion exactly" in out
     assert "model.safetensors" in out

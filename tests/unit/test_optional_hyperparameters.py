@@ -319,6 +319,27 @@ def test_lora_config_without_use_lora_is_refused() -> None:
     assert message.startswith('lora_config has no effect unless use_lora is true; add "use_lora": true')
 
 
+LORA_BY_DEFAULT = SAGEMAKER.model_copy(update={"default_use_lora": True})
+
+
+@pytest.mark.parametrize(
+    ("raw", "lora", "merged", "r"),
+    [
+        ({}, True, True, 8),
+        ({"use_lora": True}, True, True, 8),
+        ({"lora_config": {"r": 16}}, True, True, 16),
+        ({"merge_adapters": False}, True, False, 8),
+        ({"use_lora": False}, False, False, None),
+    ],
+)
+def test_a_model_that_trains_lora_by_default_merges_unless_told_otherwise(
+    raw: dict[str, Any], lora: bool, merged: bool, r: int | None
+) -> None:
+    resolved = resolve(raw, LORA_BY_DEFAULT)
+    assert (resolved.use_lora, resolved.merge_adapters) == (lora, merged)
+    assert (resolved.lora_config.r if resolved.lora_config else None) == r
+
+
 def test_merge_adapters_without_lora_is_refused() -> None:
     field, message = only(refused({"merge_adapters": True, "use_lora": False}))
     assert field == f"{OPT}.merge_adapters"

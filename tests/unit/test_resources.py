@@ -332,6 +332,7 @@ def test_storage_14_plus_30_plus_1_is_45_recommend_50() -> None:
     storage = storage_gb(base_model_gb=14, checkpoint_gb=30, checkpoints=1, dataset_gb=1)
     assert storage.model_dump() == {
         "base_model": 14.0,
+        "trained_model": 0.0,
         "checkpoints": 30.0,
         "dataset": 1.0,
         "total": 45.0,
@@ -340,16 +341,21 @@ def test_storage_14_plus_30_plus_1_is_45_recommend_50() -> None:
 
 
 def test_storage_from_a_request() -> None:
-    # base 8.03e9 × 2 B = 16.1 GB; AdamW checkpoint 16.06 × 3 = 48.2 GB each, × 2 = 96.4; dataset 1 GB;
-    # total 113.5; × 1.1 = 124.9 → next 50 GB = 150.
-    storage = estimate(base_model_id="test.sagemaker-8b", checkpoints=2, dataset_bytes=1e9).storage_gb
+    # A full bf16 fine-tune: the base's files 8.03e9 × 2 B = 16.1 GB; the model written 16.1 GB; two
+    # checkpoints kept, each weights + AdamW's two states 16.06 × 3 = 48.2 GB: 96.4; dataset 1 GB;
+    # total 129.6; × 1.1 = 142.6 → next 50 GB = 150.
+    storage = estimate(base_model_id="test.sagemaker-8b", dataset_bytes=1e9).storage_gb
     assert storage.model_dump() == {
         "base_model": 16.1,
+        "trained_model": 16.1,
         "checkpoints": 96.4,
         "dataset": 1.0,
-        "total": 113.5,
+        "total": 129.6,
         "recommended": 150,
     }
+    # LoRA's checkpoints hold the adapter alone: 3,407,872 × 4 B × 3 = 0.04 GB each.
+    lora = estimate(base_model_id="test.sagemaker-8b", method="lora").storage_gb
+    assert (lora.checkpoints, lora.total, lora.recommended) == (0.0, 32.2, 50)
 
 
 @pytest.mark.parametrize(("total", "advised"), [(0.0, 50), (45.0, 50), (45.5, 100), (50.0, 100), (99.0, 150)])
@@ -429,11 +435,16 @@ def test_volume_smaller_than_the_base_model_is_an_error() -> None:
 
 
 def test_volume_below_the_job_is_a_warning() -> None:
-    # Needs 16.1 + 48.2 = 64.3 GB (advised 100): a 40 GB volume holds the model, not the checkpoint.
-    checked = check_resources(spec(), BIG, 1, 40, setup=LORA_2048)
+    # LoRA: 16.1 (base) + 16.1 (merged model) + 0.0 (two adapter checkpoints) = 32.2 GB (advised 50):
+    # a 20 GB volume holds the base, not the model written.
+    checked = check_resources(spec(), BIG, 1, 20, setup=LORA_2048)
     assert checked.warnings == [
-        "Storage of 40 GB is less than the 64.3 GB this job may write (model, checkpoints, dataset); "
-        "100 GB is advised."
+        "Storage of 20 GB is less than the 32.2 GB this job may write (base model, trained model, "
+        "checkpoints, dataset); 50 GB is advised."
+    ]
+    # 40 GB holds it, with little headroom.
+    assert check_resources(spec(), BIG, 1, 40, setup=LORA_2048).warnings == [
+        "A 40 GB volume leaves little headroom; 50 GB is advised."
     ]
 
 

@@ -119,6 +119,8 @@ from tunelab.domain.tokens import TOKEN_BOUNDS
 logger = Logger(child=True)
 
 S = ModelStatus
+# What a chat template adds around a row's prompt and completion (role markers, end-of-turn tokens).
+CHAT_TEMPLATE_TOKENS = 32
 # Where a phase's progress begins: the first number ("Training 40/120 steps").
 _PROGRESS = re.compile(r"\s+(?=\d)")
 TRAINING_STATES = frozenset({S.TRAINING, S.STOPPING_TRAINING})
@@ -419,10 +421,12 @@ def _hardware(
 
 
 def _sequence_length(dataset: DatasetRecord, spec: BaseModelSpec) -> int:
-    """The longest row the trainer keeps: the dataset's longest, within its default max_length (the
-    model's context, at most 2,048 tokens; longer rows are left out, never cut)."""
+    """The longest row the trainer may keep: the dataset's longest at the token estimate's high bound
+    (the count is estimated; the chat template adds a few tokens), within the trainer's default
+    max_length (the model's context, at most 2,048 tokens; longer rows are left out, never cut)."""
     longest = dataset.stats.max_row_tokens if dataset.stats else 0
-    return max(1, min(spec.context_length, TRAINER_MAX_LENGTH, longest or TRAINER_MAX_LENGTH))
+    high = math.ceil(longest * TOKEN_BOUNDS.high_factor) + CHAT_TEMPLATE_TOKENS if longest else 0
+    return max(1, min(spec.context_length, TRAINER_MAX_LENGTH, high or TRAINER_MAX_LENGTH))
 
 
 def _dataset_tokens(dataset: DatasetRecord) -> int:

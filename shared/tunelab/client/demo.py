@@ -365,8 +365,11 @@ class Demo:
                 "sequence_length": 256,
                 "batch_size": int(plan.hyperparameters.get("batch_size", 1)),
             }
-            if optional.get("use_lora") and (optional.get("lora_config") or {}).get("r"):
-                request["lora_r"] = int(optional["lora_config"]["r"])
+            lora = optional.get("lora_config") or {}
+            if optional.get("use_lora") and lora.get("r"):
+                request["lora_r"] = int(lora["r"])
+            if optional.get("use_lora") and lora.get("target_modules"):
+                request["lora_target_modules"] = lora["target_modules"]
             advice = self.api.estimate_resources(request)
             self.say("Resources (what the same job would need on AWS; the cheapest instance types that fit):")
             self.say(format_resources(advice, limit=3))

@@ -106,6 +106,7 @@ def format_resources(estimate: JsonObject, limit: int | None = None) -> str:
                 (
                     "Storage",
                     f"{storage.get('total', 0):.1f} GB (base model {storage.get('base_model', 0):.1f}, "
+                    f"trained model {storage.get('trained_model', 0):.1f}, "
                     f"checkpoints {storage.get('checkpoints', 0):.1f}, "
                     f"dataset {storage.get('dataset', 0):.1f}); "
                     f"recommended volume {storage.get('recommended')} GB",

@@ -25,8 +25,9 @@ Decisions (the user sees them in the resolved values):
   stopping is refused, and is `null` in the resolved values.
 * Optional defaults: `use_lora` false (full fine-tuning), except for models whose catalog entry says
   `default_use_lora` (a full fine-tune of their default request does not fit their default instance:
-  tunelab's memory model): there LoRA, merged (`merge_adapters` true) unless the request says
-  otherwise; with `use_lora`, `lora_config` is
+  tunelab's memory model): there LoRA unless `use_lora` is false, and `merge_adapters` true unless
+  the request says otherwise (so `lora_config` alone is accepted there, while elsewhere it needs
+  `use_lora`); with `use_lora`, `lora_config` is
   `r` 8, `lora_alpha` 8, `lora_dropout` 0.0, `target_modules` null (= peft's default for the
   architecture, e.g. `q_proj`/`v_proj` for Llama and Qwen; `"all-linear"` is accepted),
   `fan_in_fan_out` false, `bias` "none"; `merge_adapters` false; `logging_strategy` "steps"
@@ -780,10 +781,13 @@ def _resolve_lora(
     use_lora = reader.boolean(data, "use_lora", OPT)
     merge = reader.boolean(data, "merge_adapters", OPT)
     if use_lora is None and model.default_use_lora:
-        # The model trains LoRA by default (a full fine-tune of the default request does not fit its
-        # default instance), merged unless asked otherwise: the result is a whole model, as a full one.
+        # The model trains LoRA by default: a full fine-tune of the default request does not fit its
+        # default instance.
         use_lora = True
-        merge = True if merge is None else merge
+    if use_lora and merge is None and model.default_use_lora:
+        # Merged unless asked otherwise, whether LoRA was asked for or defaulted: the result is a whole
+        # model, as a full fine-tune's.
+        merge = True
     lora: ResolvedLoraConfig | None = None
     if lora_raw is not None and use_lora is not True:
         reader.fail(

@@ -37,9 +37,10 @@ Strategy
     type fits is advised; types are listed fitting first, cheapest first.
 
 Storage
-    base model  = N × 2 bytes (16-bit files; 4 when training in fp32)
-    checkpoints = base model × 3 each (weights plus AdamW's two states; kept full-size for LoRA too,
-    as the merged model is written at full size).
+    base model  = N × 2 bytes (the 16-bit files downloaded)
+    trained     = N × w (the model written: full, or merged; an unmerged adapter's merged copy)
+    checkpoints = 2 kept (the trainer's save_total_limit) × each: full fine-tuning N × w × 3 (weights
+    and AdamW's two states), LoRA the adapter's fp32 weights and states.
     recommended = total + 10% headroom, rounded up to the next 50 GB (45 → 50).
 
 The figures have not been calibrated on a GPU in this project yet: `benchmarks/gpu_check.sh` measures
@@ -82,6 +83,9 @@ TRAINER_MAX_LENGTH = 2048
 STORAGE_HEADROOM = 1.1
 STORAGE_STEP_GB = 50
 CHECKPOINT_MULTIPLIER = 1 + ADAMW_STATES
+# The trainer keeps its two latest checkpoints (save_total_limit).
+KEPT_CHECKPOINTS = 2
+BASE_FILE_BYTES = 2.0
 MAX_INSTANCE_COUNT = 8
 
 
@@ -303,7 +307,8 @@ class ResourceEstimateRequest(BaseModel):
     # null: peft's default modules for the architecture; "all-linear": every linear layer.
     lora_target_modules: list[str] | Literal["all-linear"] | None = None
     dataset_bytes: float = Field(default=0, ge=0, le=1e14)
-    checkpoints: int = Field(default=1, ge=0, le=100)
+    # Checkpoints on the volume at once (the trainer keeps its latest 2).
+    checkpoints: int = Field(default=KEPT_CHECKPOINTS, ge=0, le=100)
     sequence_length: int | None = Field(default=None, ge=1, le=1_048_576)
     # Per-GPU (per-device) batch size.
     batch_size: int | None = Field(default=None, ge=1, le=4096)
@@ -358,6 +363,8 @@ class VramGb(BaseModel):
 class StorageGb(BaseModel):
     model_config = ConfigDict(frozen=True, defer_build=True)
     base_model: float
+    # The model the job writes (full, or merged: the base's size in its training dtype).
+    trained_model: float = 0.0
     checkpoints: float
     dataset: float
     total: float
@@ -440,14 +447,22 @@ def recommended_volume_gb(total_gb: float) -> int:
 
 
 def storage_gb(
-    *, base_model_gb: float, checkpoint_gb: float, checkpoints: int, dataset_gb: float
+    *,
+    base_model_gb: float,
+    checkpoint_gb: float,
+    checkpoints: int,
+    dataset_gb: float,
+    trained_model_gb: float = 0.0,
 ) -> StorageGb:
-    """Training-volume figures: base model + checkpoints × each + dataset, and the advised size."""
+    """Training-volume figures: base model + the model written + checkpoints × each + dataset, and the
+    advised size."""
     base, each, data = _round(base_model_gb), _round(checkpoint_gb), _round(dataset_gb)
+    trained = _round(trained_model_gb)
     ckpts = _round(each * checkpoints)
-    total = _round(base + ckpts + data)
+    total = _round(base + trained + ckpts + data)
     return StorageGb(
         base_model=base,
+        trained_model=trained,
         checkpoints=ckpts,
         dataset=data,
         total=total,
@@ -455,17 +470,24 @@ def storage_gb(
     )
 
 
-def _base_model_gb(parameter_count: float, precision: Precision) -> float:
-    return parameter_count * (4.0 if precision == "fp32" else 2.0) / GB
+def _base_model_gb(parameter_count: float) -> float:
+    """The base's files as downloaded: 16-bit weights."""
+    return parameter_count * BASE_FILE_BYTES / GB
 
 
-def _storage(
-    parameter_count: float, precision: Precision, checkpoints: int, dataset_bytes: float
-) -> StorageGb:
-    base = _base_model_gb(parameter_count, precision)
+def _storage(arch: Architecture, setup: TrainingSetup, checkpoints: int, dataset_bytes: float) -> StorageGb:
+    """The volume a job fills: the base's files, the model it writes (full or merged, in the weights'
+    dtype), its checkpoints (full fine-tuning: the weights and AdamW's two states; LoRA: the adapter
+    and its states, fp32) and the dataset."""
+    n, w = arch.parameter_count, _weight_bytes(setup.precision)
+    if setup.method == "full":
+        each = n * w * CHECKPOINT_MULTIPLIER
+    else:
+        each = lora_parameters(arch, setup.lora_r, setup.lora_target_modules) * 4.0 * CHECKPOINT_MULTIPLIER
     return storage_gb(
-        base_model_gb=base,
-        checkpoint_gb=base * CHECKPOINT_MULTIPLIER,
+        base_model_gb=_base_model_gb(n),
+        trained_model_gb=n * w / GB,
+        checkpoint_gb=each / GB,
         checkpoints=checkpoints,
         dataset_gb=dataset_bytes / GB,
     )
@@ -533,7 +555,7 @@ def estimate_resources(request: ResourceEstimateRequest, catalog: ResourceCatalo
         total=_round(one.subtotal),
         with_buffer=_round(one.total),
     )
-    storage = _storage(arch.parameter_count, setup.precision, request.checkpoints, request.dataset_bytes)
+    storage = _storage(arch, setup, request.checkpoints, request.dataset_bytes)
 
     notes: list[str] = []
     candidates = list(catalog.instances)
@@ -583,8 +605,9 @@ def estimate_resources(request: ResourceEstimateRequest, catalog: ResourceCatalo
         f"fragmentation, + {RUNTIME_OVERHEAD_GB:g} GB for the CUDA context. GB are 10^9 bytes."
     )
     notes.append(
-        f"Storage: each checkpoint ≈ {CHECKPOINT_MULTIPLIER}× the base model (weights + AdamW states); "
-        "recommended = total + 10%, rounded up to the next 50 GB."
+        "Storage: the base's files, the model written, the checkpoints (full fine-tuning: weights and "
+        "AdamW's two states each; LoRA: the adapter's), the dataset; recommended = total + 10%, rounded up "
+        "to the next 50 GB."
     )
     if count is None:
         notes.append(
@@ -594,7 +617,7 @@ def estimate_resources(request: ResourceEstimateRequest, catalog: ResourceCatalo
         )
     else:
         fitting = [p for p in placements if p.fits]
-        strategies = sorted({p.strategy for p in fitting})
+        strategies = [s for s in ("single", "ddp", "fsdp") if any(p.strategy == s for p in fitting)]
         described = {
             "single": "one GPU holds the whole job",
             "ddp": "data-parallel (DDP): every GPU holds the whole job",
@@ -655,7 +678,7 @@ def check_resources(
     *,
     setup: TrainingSetup,
     dataset_bytes: float = 0,
-    checkpoints: int = 1,
+    checkpoints: int = KEPT_CHECKPOINTS,
 ) -> ResourceCheck:
     """Check a fine-tuning job's chosen resources for the plan the trainer will run.
 
@@ -681,17 +704,17 @@ def check_resources(
         if nvme
         else (volume_size_gb, "resources.volume_size_gb")
     )
-    base = _base_model_gb(spec.parameter_count, setup.precision)
+    base = _base_model_gb(spec.parameter_count)
     if storage < base:
         where = f"{instance.name}'s {storage:g} GB instance storage" if nvme else f"a {storage:g} GB volume"
         raise ValidationFailed.of(
             field, f"The base model alone needs {_round(base):g} GB; it does not fit on {where}."
         )
-    advised = _storage(spec.parameter_count, setup.precision, checkpoints, dataset_bytes)
+    advised = _storage(arch, setup, checkpoints, dataset_bytes)
     if storage < advised.total:
         warnings.append(
             f"Storage of {storage:g} GB is less than the {advised.total:g} GB this job may write "
-            f"(model, checkpoints, dataset); {advised.recommended} GB is advised."
+            f"(base model, trained model, checkpoints, dataset); {advised.recommended} GB is advised."
         )
     elif not nvme and volume_size_gb < advised.recommended:
         warnings.append(
