@@ -126,7 +126,9 @@ def test_a_deployment_comes_into_service_with_its_schedules_and_serves_the_sandb
 
 
 def test_an_unmerged_lora_model_is_served_from_its_merged_copy(ctx: FakeContext) -> None:
-    model = trained_on_sagemaker(ctx, "lora-bot", optional={"use_lora": True}, merged_copy=True)
+    model = trained_on_sagemaker(
+        ctx, "lora-bot", optional={"use_lora": True, "merge_adapters": False}, merged_copy=True
+    )
 
     deploying = deployments.deploy(ctx, ADA, model.name, DeployIn(), correlation_id="req-deploy")
     deployments.start_deployment(ctx, _run(ctx, deploying))
@@ -150,7 +152,9 @@ def test_a_full_model_is_served_from_its_archive_root(ctx: FakeContext) -> None:
 def test_an_unmerged_lora_model_without_a_merged_copy_is_refused_before_anything_is_made(
     ctx: FakeContext,
 ) -> None:
-    model = trained_on_sagemaker(ctx, "old-lora", optional={"use_lora": True}, merged_copy=False)
+    model = trained_on_sagemaker(
+        ctx, "old-lora", optional={"use_lora": True, "merge_adapters": False}, merged_copy=False
+    )
     started = len(ctx.workflows.started)
 
     with pytest.raises(InvalidState) as refused:

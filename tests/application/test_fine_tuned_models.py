@@ -186,7 +186,9 @@ def test_an_unmerged_lora_model_keeps_its_merged_copy_and_downloads_it_or_its_ad
     ctx: FakeContext,
 ) -> None:
     # Given a LoRA job that was not merged: its model.tar.gz holds the adapter, its output archive the copy
-    model = trained_on_sagemaker(ctx, "lora-bot", optional={"use_lora": True}, merged_copy=True)
+    model = trained_on_sagemaker(
+        ctx, "lora-bot", optional={"use_lora": True, "merge_adapters": False}, merged_copy=True
+    )
 
     # Then the record says where the merged copy is, and both archives are billed as storage
     assert model.status == S.NOT_DEPLOYED
@@ -231,17 +233,22 @@ def test_a_full_fine_tune_downloads_its_archive_and_has_no_adapter(ctx: FakeCont
 def test_an_unmerged_lora_model_from_before_merged_copies_downloads_only_its_adapter(
     ctx: FakeContext,
 ) -> None:
-    model = trained_on_sagemaker(ctx, "old-lora", optional={"use_lora": True}, merged_copy=False)
+    model = trained_on_sagemaker(
+        ctx, "old-lora", optional={"use_lora": True, "merge_adapters": False}, merged_copy=False
+    )
     assert model.artifacts is not None
     assert model.artifacts.merged_archive is None
 
     with pytest.raises(InvalidState) as refused:
-        fine_tuned_models.download(ctx, ADA, model.name)
+        fine_tuned_models.download(ctx, ADA, model.name, "merged")
     adapter = fine_tuned_models.download(ctx, ADA, model.name, "adapter")
+    # A download that names no variant gets what such a model has, as it did before merged copies.
+    plain = fine_tuned_models.download(ctx, ADA, model.name)
 
     assert "trained before tunelab kept a merged copy" in refused.value.message
     assert "variant=adapter" in refused.value.message
     assert adapter.link.url.endswith("/old-lora-job/output/model.tar.gz")
+    assert (plain.archive.variant, plain.link.url) == ("adapter", adapter.link.url)
 
 
 def test_a_lora_model_merged_into_its_weights_downloads_them_or_its_adapter(ctx: FakeContext) -> None:

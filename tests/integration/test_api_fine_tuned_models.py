@@ -819,7 +819,7 @@ def test_download_variants_say_what_each_archive_holds_and_refuse_what_a_model_l
         "adapter_config.json",
     ]
     merged_files = ["merged/config.json", "merged/model.safetensors", "metrics.json"]
-    lora = {"use_lora": True}
+    lora = {"use_lora": True, "merge_adapters": False}
     # An unmerged LoRA model with the merged copy its job wrote, and one trained before such copies
     _trained(
         ft,
@@ -855,8 +855,9 @@ def test_download_variants_say_what_each_archive_holds_and_refuse_what_a_model_l
     merged = ft.call("GET", "/v1/fine-tuned-models/lora-bot/download")
     adapter = ft.call("GET", "/v1/fine-tuned-models/lora-bot/download?variant=adapter")
     unknown = ft.call("GET", "/v1/fine-tuned-models/lora-bot/download?variant=weights")
-    old = ft.call("GET", "/v1/fine-tuned-models/old-lora/download")
+    old = ft.call("GET", "/v1/fine-tuned-models/old-lora/download?variant=merged")
     old_adapter = ft.call("GET", "/v1/fine-tuned-models/old-lora/download?variant=adapter")
+    old_plain = ft.call("GET", "/v1/fine-tuned-models/old-lora/download")
     full = ft.call("GET", "/v1/fine-tuned-models/full-bot/download?variant=merged")
     full_adapter = ft.call("GET", "/v1/fine-tuned-models/full-bot/download?variant=adapter")
 
@@ -875,6 +876,7 @@ def test_download_variants_say_what_each_archive_holds_and_refuse_what_a_model_l
     assert sagemaker.called("download") == [
         _output("lora-bot", "output.tar.gz"),
         _output("lora-bot", "model.tar.gz"),
+        _output("old-lora", "model.tar.gz"),
         _output("old-lora", "model.tar.gz"),
         f"s3://{CUSTOMER_BUCKET}/tunelab/{WS}/full-bot/output/model.tar.gz",
     ]
@@ -897,6 +899,8 @@ def test_download_variants_say_what_each_archive_holds_and_refuse_what_a_model_l
     assert old.error_code == "invalid_state"
     assert "variant=adapter" in old.body["error"]["message"]
     assert old_adapter.status == 200, old_adapter.body
+    # ... and a download that names no variant gets that adapter, as before merged copies existed.
+    assert (old_plain.status, old_plain.body["variant"]) == (200, "adapter")
     # The model's details say what it can be downloaded as
     shown = {
         n: ft.call("GET", f"/v1/fine-tuned-models/{n}").body for n in ("lora-bot", "old-lora", "full-bot")
@@ -921,7 +925,7 @@ def test_an_unmerged_lora_model_without_its_merged_copy_is_not_deployed(
         "old-lora",
         provider="sagemaker",
         artifacts=Artifacts(uri=_output("old-lora", "model.tar.gz"), files=["adapter_config.json"]),
-        optional_hyperparameters={"use_lora": True},
+        optional_hyperparameters={"use_lora": True, "merge_adapters": False},
     )
 
     refused = ft.call("POST", "/v1/fine-tuned-models/old-lora/deploy", {"auto_undeploy": None})

@@ -632,7 +632,8 @@ def test_download_saves_the_archive_and_lists_its_files(
     exit_code, out, _ = run(capsys, "models", "download", "bot", "--out", str(tmp_path))
 
     assert exit_code == 0
-    assert api.requests[0].url.params["variant"] == "merged"
+    # No variant named: the API's default (merged; an old unmerged LoRA model's adapter).
+    assert "variant" not in api.requests[0].url.params
     saved = tmp_path / "bot.tar.gz"
     assert saved.read_bytes() == archive.getvalue()
     assert "Authorization" not in api.requests[1].headers

@@ -56,7 +56,7 @@ from tunelab.application.workflows import (
     TaskError,
     TrainingOutcome,
 )
-from tunelab.domain.archives import DEFAULT_VARIANT, ArchiveChoice, Variant, archive_for
+from tunelab.domain.archives import ArchiveChoice, Variant, archive_for
 from tunelab.domain.catalog import BaseModelSpec, InstanceType, provider_traits
 from tunelab.domain.costs import CostEstimate, Method, SageMakerRun, estimate_cost
 from tunelab.domain.datasets import (
@@ -614,11 +614,12 @@ class Download:
     archive: ArchiveChoice
 
 
-def download(ctx: Context, identity: Identity, name: str, variant: Variant = DEFAULT_VARIANT) -> Download:
+def download(ctx: Context, identity: Identity, name: str, variant: Variant | None = None) -> Download:
     """`GET .../download?variant=`: a short-lived link to the trained archive, where the provider hands one
     out: `merged` (the default) the full model with its configuration, `adapter` the LoRA adapter
-    (`domain.archives`). `ValidationFailed` for an adapter of a fully fine-tuned model; `InvalidState`
-    for the full model of an unmerged LoRA model trained before merged copies were kept."""
+    (`domain.archives`; None: `default_variant`). `ValidationFailed` for an adapter of a fully
+    fine-tuned model; `InvalidState` for the full model of an unmerged LoRA model trained before merged
+    copies were kept."""
     model = ctx.models.get(identity.workspace, name)
     if provider_traits(model.provider).keeps_weights:
         raise ValidationFailed(

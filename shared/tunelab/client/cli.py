@@ -497,7 +497,8 @@ def cmd_models_invoke(args: argparse.Namespace, client: TunelabClient) -> int:
 def cmd_models_download(args: argparse.Namespace, client: TunelabClient) -> int:
     link = client.download_link(args.name, variant=args.variant)
     # The adapter gets a name of its own, so that downloading both keeps both.
-    default_name = f"{args.name}-adapter.tar.gz" if args.variant == "adapter" else f"{args.name}.tar.gz"
+    variant = link.get("variant") or args.variant
+    default_name = f"{args.name}-adapter.tar.gz" if variant == "adapter" else f"{args.name}.tar.gz"
     out = Path(args.out).expanduser() if args.out else Path(default_name)
     if out.is_dir():
         out = out / default_name
@@ -802,7 +803,6 @@ def build_parser() -> argparse.ArgumentParser:
     leaf.add_argument(
         "--variant",
         choices=("merged", "adapter"),
-        default="merged",
         help="merged (default): full weights and configuration, as served (an unmerged LoRA model's "
         "merged copy, under merged/); adapter: the LoRA adapter",
     )

@@ -7,7 +7,9 @@ the job's output archive (`merged/`), recorded as `Artifacts.merged_archive`.
 
 Two download variants:
 
-* `merged` (the default): the model with full weights and configuration, as it is served —
+* `merged` (the default; for an unmerged LoRA model trained before merged copies, which has none,
+  a download that names no variant gets the adapter): the model with full weights and
+  configuration, as it is served —
   `model.tar.gz` for full and merged models, the merged copy's archive for unmerged LoRA;
 * `adapter`: the LoRA adapter's archive (`model.tar.gz`) of a LoRA model.
 
@@ -66,8 +68,17 @@ def variants(model: ModelRecord) -> list[Variant]:
     return found
 
 
-def archive_for(model: ModelRecord, variant: Variant = DEFAULT_VARIANT) -> ArchiveChoice:
-    """The archive of `model` that holds `variant`.
+def default_variant(model: ModelRecord) -> Variant:
+    """What a download that names no variant gets: `merged`, except for an unmerged LoRA model trained
+    before merged copies were kept, whose only archive is its adapter (as such downloads were then)."""
+    artifacts = model.artifacts
+    if is_unmerged_lora(model) and artifacts is not None and artifacts.merged_archive is None:
+        return "adapter"
+    return DEFAULT_VARIANT
+
+
+def archive_for(model: ModelRecord, variant: Variant | None = None) -> ArchiveChoice:
+    """The archive of `model` that holds `variant` (None: `default_variant`).
 
     `ValidationFailed` (field `variant`) for an adapter of a fully fine-tuned model; `InvalidState` when
     the model has no archive, or for `merged` of an unmerged LoRA model trained before merged copies.
@@ -75,6 +86,7 @@ def archive_for(model: ModelRecord, variant: Variant = DEFAULT_VARIANT) -> Archi
     artifacts = model.artifacts
     if artifacts is None or not artifacts.uri:
         raise InvalidState(f"Model '{model.name}' has no archive recorded; its training produced no files.")
+    variant = variant or default_variant(model)
     if variant == "adapter":
         if not is_lora(model):
             raise ValidationFailed.of(
@@ -155,6 +167,7 @@ __all__ = [
     "ArchiveChoice",
     "Variant",
     "archive_for",
+    "default_variant",
     "is_lora",
     "is_unmerged_lora",
     "serving_archive",

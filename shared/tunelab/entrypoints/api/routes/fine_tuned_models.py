@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from tunelab.application import deployments, fine_tuned_models
 from tunelab.composition.wiring import Services
-from tunelab.domain.archives import DEFAULT_VARIANT, Variant
+from tunelab.domain.archives import Variant
 from tunelab.domain.errors import NotFound, ValidationFailed
 from tunelab.domain.identity import Identity
 from tunelab.domain.naming import is_valid_name
@@ -229,12 +229,13 @@ def download(
     identity: Annotated[Identity, Depends(current_identity)],
     ctx: Annotated[Services, Depends(services)],
     variant: Annotated[
-        Variant,
+        Variant | None,
         Query(
             description="`merged` (the default): full weights and configuration; `adapter`: the LoRA "
-            "adapter of a LoRA model."
+            "adapter of a LoRA model. Without it, an unmerged LoRA model trained before merged copies "
+            "were kept gets its adapter."
         ),
-    ] = DEFAULT_VARIANT,
+    ] = None,
 ) -> DownloadOut:
     return download_out(fine_tuned_models.download(ctx, identity, _name(name), variant))
 
