@@ -196,7 +196,7 @@ def test_gpu_row_sets_the_measured_peak_beside_the_memory_model(method: str) -> 
 
     row["cpu_eval_loss"], row["cpu_precision"], row["eval_loss_difference"] = 1.2, "fp32", 0.05
     cells = table_rows(gpu_check.table([row], on_cpu=False))[plan.name]
-    assert cells["VRAM reserved GB"] == f"{advised * 0.9:.2f}"
+    assert cells["VRAM reserved GB"] == f"{allocator * 0.9:.2f}"
     assert cells["reserved/model"] == "0.90 (ok)"
     assert cells["process/model"] == "1.50 (off)"
     assert cells["RSS GB"] == "n/a (GPU)"
