@@ -225,6 +225,17 @@ def test_activations_and_logits_of_a_micro_batch() -> None:
     assert round(on.logits, 2) == round(off.logits, 2) == 10.51
 
 
+def test_eager_attention_stores_the_scores() -> None:
+    # 2 × 32 heads × 2048 = 131,072 more values a token in each layer: 8,192 tokens × 2 B = 2.15 GB
+    # more for the one layer recomputed under checkpointing, 32 × that without.
+    setup = TrainingSetup(method="lora", batch_size=4, sequence_length=2048)
+    eager = TrainingSetup(method="lora", batch_size=4, sequence_length=2048, attention="eager")
+    more = memory(ARCH, eager, "single").activations - memory(ARCH, setup, "single").activations
+    assert round(more, 2) == 2.15
+    result = estimate(base_model_id="test.sagemaker-8b", method="lora", attn_implementation="eager")
+    assert any("eager attention" in n for n in result.notes)
+
+
 # --- strategies --------------------------------------------------------------------------------
 
 

@@ -17,7 +17,8 @@ The trainer (`trainer/`) and what it holds per GPU
                 batches hold at most that), in a bytes per value (2 under bf16/fp16 autocast, 4 in fp32):
                 a decoder layer keeps E = 4h + 2q + 2kv + 4i values per token (norm inputs and outputs,
                 query, key, value and attention output, the MLP's gate, up, activation and product;
-                SDPA and flash attention never store the attention scores, cf. Korthikanti et al. 2022).
+                SDPA and flash attention never store the attention scores, cf. Korthikanti et al. 2022;
+                eager attention adds its scores and their softmax, 2 × heads × s a token).
                 With gradient checkpointing (on by default on GPUs) only each layer's input is kept
                 (L × h × T values) plus one layer's E × T during its recomputation; without, L × E × T.
     logits      T × V × (a + 8) bytes: the head's output, its fp32 copy for the loss and its gradient.
@@ -67,6 +68,7 @@ Precision = Literal["fp32", "fp16", "bf16"]
 Optimizer = Literal["adamw"]
 Method = Literal["lora", "full"]
 Strategy = Literal["single", "ddp", "fsdp"]
+Attention = Literal["flash_attention_2", "sdpa", "eager"]
 TargetModules = list[str] | Literal["all-linear"] | None
 
 GB = 1e9
@@ -108,6 +110,8 @@ class TrainingSetup:
     sequence_length: int = TRAINER_MAX_LENGTH
     lora_r: int = DEFAULT_LORA_R
     lora_target_modules: TargetModules = None
+    # eager attention stores each layer's attention scores and their softmax; sdpa and flash do not.
+    attention: Attention = "sdpa"
 
     @property
     def tokens(self) -> int:
@@ -118,8 +122,9 @@ class TrainingSetup:
             f"LoRA r={self.lora_r} on {self._modules_text()}" if self.method == "lora" else "full fine-tuning"
         )
         checkpointing = "with" if self.gradient_checkpointing else "without"
+        attention = ", eager attention" if self.attention == "eager" else ""
         return (
-            f"{method}, {self.precision}, AdamW, {checkpointing} gradient checkpointing, "
+            f"{method}, {self.precision}{attention}, AdamW, {checkpointing} gradient checkpointing, "
             f"{self.batch_size} × {self.sequence_length} tokens per GPU"
         )
 
@@ -184,6 +189,9 @@ def memory(arch: Architecture, setup: TrainingSetup, strategy: Strategy, world_s
         optimizer = trained * (LORA_BYTES_PER_PARAM - 8.0)
     h, q, kv, i = arch.hidden_size, arch.query_width, arch.kv_width, arch.intermediate_size
     per_layer = 4 * h + 2 * q + 2 * kv + 4 * i
+    if setup.attention == "eager":
+        # Each token's scores over the sequence, per head, and their softmax.
+        per_layer += 2 * arch.attention_heads * setup.sequence_length
     tokens = setup.tokens
     if setup.gradient_checkpointing:
         activations = tokens * (arch.layers * h + per_layer) * a
@@ -267,6 +275,7 @@ def setup_for(
     return TrainingSetup(
         method="lora" if optional is not None and optional.use_lora else "full",
         precision=precision,
+        attention=optional.model_init_config.attn_implementation if optional is not None else "sdpa",
         batch_size=hyperparameters.batch_size or 1,
         sequence_length=sequence_length,
         lora_r=lora.r if lora else DEFAULT_LORA_R,
@@ -280,6 +289,7 @@ def default_setup(spec: BaseModelSpec) -> TrainingSetup:
     batch = spec.hyperparameters.batch_size
     return TrainingSetup(
         method="lora" if spec.default_use_lora else "full",
+        attention="sdpa" if spec.traits.cpu_training else "flash_attention_2",
         batch_size=batch.default if batch else 4,
         sequence_length=min(spec.context_length, TRAINER_MAX_LENGTH),
     )
@@ -313,6 +323,8 @@ class ResourceEstimateRequest(BaseModel):
     # Per-GPU (per-device) batch size.
     batch_size: int | None = Field(default=None, ge=1, le=4096)
     gradient_checkpointing: bool = True
+    # null: the default (flash attention or sdpa: the same memory); eager stores attention scores.
+    attn_implementation: Attention | None = None
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -538,6 +550,7 @@ def _setup(request: ResourceEstimateRequest, spec: BaseModelSpec | None) -> Trai
         sequence_length=request.sequence_length or defaults.sequence_length,
         lora_r=request.lora_r,
         lora_target_modules=request.lora_target_modules,
+        attention=request.attn_implementation or "sdpa",
     )
 
 
