@@ -869,6 +869,40 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 )
 
+        def run_plan(
+            plan: PlanSpec,
+            job: str,
+            *,
+            label: str,
+            on_cpu: bool,
+            threads: int,
+            cores: Sequence[int] | None,
+            timeout_s: float,
+            peak: tuple[str, float] | None,
+        ) -> dict[str, Any]:
+            """One plan trained in `root/job` and measured; its error's tail echoed under `label`."""
+            hp = plan_hyperparameters(
+                plan, model_dir, args.batch_size, args.max_length, args.steps, args.seed
+            )
+            result = run_trainer(
+                python,
+                root / job,
+                hp,
+                train_dir,
+                validation_dir,
+                on_cpu=on_cpu,
+                threads=threads,
+                timeout_s=timeout_s,
+                gpu_index=gpu_index,
+                echo=echo,
+                cores=cores,
+            )
+            row = measure(plan, result, arch=arch, steps=args.steps, peak=peak, on_cpu=on_cpu)
+            row["hyperparameters"] = hp
+            if row.get("error"):
+                echo(f"    [{label}] {row['status']}: {row['error'][-600:]}")
+            return row
+
         def run_references() -> None:
             for method in methods:
                 plan = PlanSpec(method, "sdpa", reference_precision)
@@ -877,28 +911,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     skipped.append(f"CPU reference for {method}: not started, the time limit was near")
                     continue
                 echo(f"== {plan.name} on the CPU, the reference eval loss (threads: {reference_threads})")
-                hp = plan_hyperparameters(
-                    plan, model_dir, args.batch_size, args.max_length, args.steps, args.seed
-                )
-                result = run_trainer(
-                    python,
-                    root / f"cpu-reference-{plan.name}",
-                    hp,
-                    train_dir,
-                    validation_dir,
+                references[method] = run_plan(
+                    plan,
+                    f"cpu-reference-{plan.name}",
+                    label=f"cpu-reference-{plan.name}",
                     on_cpu=True,
                     threads=reference_threads,
-                    timeout_s=min(budget, 3600),
-                    gpu_index=gpu_index,
-                    echo=echo,
                     cores=reference_cores,
+                    timeout_s=min(budget, 3600),
+                    peak=None,
                 )
-                reference = measure(plan, result, arch=arch, steps=args.steps, peak=None, on_cpu=True)
-                reference["hyperparameters"] = hp
-                references[method] = reference
-                if reference.get("error"):
-                    tail = reference["error"][-600:]
-                    echo(f"    [cpu-reference-{plan.name}] {reference['status']}: {tail}")
 
         reference_thread = threading.Thread(target=run_references, daemon=True)
         if reference_mode == "parallel":
@@ -912,29 +934,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 not_run.append(plan.name)
                 continue
             echo(f"== {plan.name} on the {'CPU' if on_cpu else 'GPU'}")
-            hp = plan_hyperparameters(
-                plan, model_dir, args.batch_size, args.max_length, args.steps, args.seed
+            rows.append(
+                run_plan(
+                    plan,
+                    f"{'cpu' if on_cpu else 'gpu'}-{plan.name}",
+                    label=plan.name,
+                    on_cpu=on_cpu,
+                    threads=len(gpu_cores) if gpu_cores else threads,
+                    cores=gpu_cores,
+                    timeout_s=min(remaining() - 10, 3600),
+                    peak=peak,
+                )
             )
-            result = run_trainer(
-                python,
-                root / f"{'cpu' if on_cpu else 'gpu'}-{plan.name}",
-                hp,
-                train_dir,
-                validation_dir,
-                on_cpu=on_cpu,
-                threads=len(gpu_cores) if gpu_cores else threads,
-                timeout_s=min(remaining() - 10, 3600),
-                gpu_index=gpu_index,
-                echo=echo,
-                cores=gpu_cores,
-            )
-            row = measure(plan, result, arch=arch, steps=args.steps, peak=peak, on_cpu=on_cpu)
-            row["hyperparameters"] = hp
-            rows.append(row)
             report.data["runs"] = rows
             report.write()
-            if row.get("error"):
-                echo(f"    [{plan.name}] {row['status']}: {row['error'][-600:]}")
 
         if reference_mode == "after":
             run_references()
