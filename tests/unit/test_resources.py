@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.unit.model_specs import LLAMA_8B_SHAPE
 from tunelab.domain.catalog import Architecture, BaseModelSpec, InstanceType, load_catalog
 from tunelab.domain.errors import ValidationFailed
 from tunelab.domain.hyperparameters import resolve_training_parameters
@@ -60,16 +61,7 @@ OLD = instance("ml.t.old", 1, 32, 0.5, bf16=False)
 EIGHT = instance("ml.t.eight", 8, 80, 50.0)
 
 
-LLAMA_8B = {
-    "layers": 32,
-    "hidden_size": 4096,
-    "intermediate_size": 14336,
-    "attention_heads": 32,
-    "kv_heads": 8,
-    "vocab_size": 128256,
-    "tied_embeddings": False,
-}
-ARCH = Architecture.model_validate(LLAMA_8B)
+ARCH = Architecture.model_validate(LLAMA_8B_SHAPE)
 
 
 def spec(provider: str = "sagemaker", parameter_count: int | None = 8_030_261_248) -> BaseModelSpec:
@@ -106,7 +98,7 @@ def spec(provider: str = "sagemaker", parameter_count: int | None = 8_030_261_24
         "regions": ["us-east-1"] if provider == "bedrock" else [],
         "hf_id": "test/test-7b" if provider != "bedrock" else None,
         "default_instance_type": "ml.t.big" if provider == "sagemaker" else None,
-        "architecture": LLAMA_8B if provider == "sagemaker" else None,
+        "architecture": LLAMA_8B_SHAPE if provider == "sagemaker" else None,
     }
     return BaseModelSpec.model_validate(data)
 

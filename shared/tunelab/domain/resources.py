@@ -75,8 +75,9 @@ GB = 1e9
 FRAGMENTATION = 1.10
 RUNTIME_OVERHEAD_GB = 1.0
 ADAMW_STATES = 2
-# fp32 adapter weight + gradient + AdamW's two states.
-LORA_BYTES_PER_PARAM = 16.0
+# LoRA adapters train in fp32 (peft casts them up): with their gradients and AdamW's two states,
+# 16 bytes an adapter parameter.
+ADAPTER_BYTES = 4.0
 # peft's default target modules for the Llama, Qwen2 and Gemma families.
 DEFAULT_LORA_MODULES = ("q_proj", "v_proj")
 DEFAULT_LORA_R = 8
@@ -179,14 +180,14 @@ def memory(arch: Architecture, setup: TrainingSetup, strategy: Strategy, world_s
     w = _weight_bytes(setup.precision)
     a = _activation_bytes(setup.precision)
     if setup.method == "full":
-        trained, trained_bytes = n, w
-        weights, gradients, optimizer = n * w, n * w, ADAMW_STATES * n * w
+        frozen, trained, trained_bytes = 0.0, n, w
     else:
+        frozen = n * w
         trained = lora_parameters(arch, setup.lora_r, setup.lora_target_modules)
-        trained_bytes = 4.0
-        weights = n * w + trained * 4.0
-        gradients = trained * 4.0
-        optimizer = trained * (LORA_BYTES_PER_PARAM - 8.0)
+        trained_bytes = ADAPTER_BYTES
+    weights = frozen + trained * trained_bytes
+    gradients = trained * trained_bytes
+    optimizer = ADAMW_STATES * trained * trained_bytes
     h, q, kv, i = arch.hidden_size, arch.query_width, arch.kv_width, arch.intermediate_size
     per_layer = 4 * h + 2 * q + 2 * kv + 4 * i
     if setup.attention == "eager":
@@ -244,6 +245,11 @@ def place(arch: Architecture, setup: TrainingSetup, instance: InstanceType, coun
     if replicated.total <= instance.vram_per_gpu_gb:
         return Placement(instance, count, replicated)
     return Placement(instance, count, memory(arch, setup, "fsdp", world))
+
+
+def shape_of(spec: BaseModelSpec, parameter_count: float) -> Architecture:
+    """The model's shape from its configuration (the catalog), else approximated from its size."""
+    return spec.architecture or approximate_architecture(parameter_count)
 
 
 def approximate_architecture(parameter_count: float) -> Architecture:
@@ -495,7 +501,8 @@ def _storage(arch: Architecture, setup: TrainingSetup, checkpoints: int, dataset
     if setup.method == "full":
         each = n * w * CHECKPOINT_MULTIPLIER
     else:
-        each = lora_parameters(arch, setup.lora_r, setup.lora_target_modules) * 4.0 * CHECKPOINT_MULTIPLIER
+        adapters = lora_parameters(arch, setup.lora_r, setup.lora_target_modules)
+        each = adapters * ADAPTER_BYTES * CHECKPOINT_MULTIPLIER
     return storage_gb(
         base_model_gb=_base_model_gb(n),
         trained_model_gb=n * w / GB,
@@ -533,7 +540,7 @@ def _resolve(
         raise ValidationFailed.of(
             "base_model_id", f"'{model_id}' is trained by Bedrock, which chooses its own resources."
         )
-    arch = spec.architecture or approximate_architecture(spec.parameter_count)
+    arch = shape_of(spec, spec.parameter_count)
     return arch, f"{spec.name} ({spec.parameter_count / 1e9:.3g}B parameters)", spec
 
 
@@ -557,6 +564,7 @@ def _setup(request: ResourceEstimateRequest, spec: BaseModelSpec | None) -> Trai
 def estimate_resources(request: ResourceEstimateRequest, catalog: ResourceCatalog) -> ResourceEstimate:
     """Memory, storage and instance advice for `request` (the method is in this module's docstring)."""
     arch, label, spec = _resolve(request, catalog)
+    configured = spec is not None and spec.architecture is not None
     setup = _setup(request, spec)
     one = memory(arch, setup, "single")
     vram = VramGb(
@@ -607,7 +615,7 @@ def estimate_resources(request: ResourceEstimateRequest, catalog: ResourceCatalo
         f"{label}: {setup.describe()}. "
         + (
             f"Shape from the model's configuration: {shape}."
-            if spec is not None and spec.architecture is not None
+            if configured
             else f"Shape approximated from the parameter count: {shape}; give base_model_id for a "
             "catalog model's real shape."
         )
@@ -663,7 +671,7 @@ def estimate_resources(request: ResourceEstimateRequest, catalog: ResourceCatalo
                 attention_heads=arch.attention_heads,
                 kv_heads=arch.kv_heads,
                 vocab_size=arch.vocab_size,
-                source="catalog" if spec is not None and spec.architecture is not None else "approximate",
+                source="catalog" if configured else "approximate",
             ),
         ),
         vram_gb=vram,
@@ -708,7 +716,7 @@ def check_resources(
         )
     if spec.parameter_count is None:
         raise ValueError(f"{spec.id}: resources apply to models with a known parameter count")
-    arch = spec.architecture or approximate_architecture(spec.parameter_count)
+    arch = shape_of(spec, spec.parameter_count)
     warnings: list[str] = []
     # Instances with NVMe instance storage get no EBS volume: their storage is fixed.
     nvme = instance.local_storage_gb > 0
