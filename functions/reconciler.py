@@ -17,4 +17,7 @@ tracer = Tracer(service="tunelab-reconciler")
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
-    return reconcile(get_services()).model_dump()
+    """The schedule's sweep; `{"recover": true}` (the local runtime at each start) looks at every model
+    in a transient status (`tunelab.application.reconcile`)."""
+    recover = isinstance(event, dict) and event.get("recover") is True
+    return reconcile(get_services(), recover=recover).model_dump()

@@ -51,6 +51,56 @@ from trainer.hyperparameters import (
 )
 
 EXIT_FAILED = 1
+# Set by the local runtime to its process id: the trainer saves and stops when the runtime dies.
+STOP_WITH_PARENT = "TUNELAB_STOP_WITH_PARENT"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class _Outliving:
+    """A standard stream that outlives its reader: the local runtime reads the trainer's output
+    through a pipe, and once the runtime has died a write must not end the training that is saving."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.lost = False
+
+    def write(self, text: str) -> int:
+        if not self.lost:
+            try:
+                return int(self._stream.write(text))
+            except (BrokenPipeError, ValueError):
+                self.lost = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.lost:
+            try:
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                self.lost = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _outlive_reader(env: Mapping[str, str]) -> None:
+    if env.get(STOP_WITH_PARENT):
+        sys.stdout = _Outliving(sys.stdout)
+        sys.stderr = _Outliving(sys.stderr)
+
+
+def _stop_with_parent(env: Mapping[str, str]) -> None:
+    """Have the kernel send SIGTERM (a stop: save, then end) when the runtime that started this process
+    dies, however it dies (Linux; elsewhere the runtime stops the trainer itself when it can)."""
+    parent = env.get(STOP_WITH_PARENT, "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    if os.getppid() != int(parent):  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _fail(paths: Paths | None, env: Mapping[str, str], reason: str, secrets: Sequence[str]) -> int:
@@ -96,6 +146,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     """Run the whole program; returns the exit status (0: trained or stopped, 1: failed)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     env = dict(os.environ if env is None else env)
+    _outlive_reader(env)
     secrets: list[str] = []
     paths: Paths | None = None
     try:
@@ -149,6 +200,7 @@ def _train(
         stop.requested.set()
 
     previous = signal.signal(signal.SIGTERM, request_stop)
+    _stop_with_parent(env)
     try:
         summary = run_training(
             hp=hp,

@@ -165,9 +165,8 @@ def test_ctrl_c_stops_local_up_cleanly(tmp_path: Path, interrupt_ignored: bool) 
     )
     assert workspace.json()["plan"] == "trial"
     banner = runtime.log()
-    assert "records, datasets and jobs live in memory" in banner
-    assert "lost when the runtime stops" in banner
-    assert "files in the data dir stay" in banner
+    assert "survive a stop or a kill" in banner
+    assert "unfinished jobs resume" in banner
     assert str(tmp_path / "data") in banner
     # How to reach this runtime (not on the defaults) with the token command and the CLI.
     assert f"tunelab local token --workspace W --email E --data-dir {tmp_path / 'data'}" in banner

@@ -134,6 +134,8 @@ class RecordedWorkflows:
         self.heartbeats: list[str] = []
         self.answered: set[str] = set()
         self.fail_start: Exception | None = None
+        # Executions that ended (or vanished): `running` says False for them.
+        self.ended: set[str] = set()
 
     def fine_tuning_arn(self, record: ModelRecord) -> str:
         return f"arn:aws:states:us-east-1:123456789012:execution:fine-tuning:{record.name}-{record.uid[:8]}"
@@ -174,6 +176,9 @@ class RecordedWorkflows:
     def send_training_heartbeat(self, token: str) -> bool:
         self.heartbeats.append(token)
         return token not in self.answered
+
+    def running(self, execution_arn: str) -> bool:
+        return execution_arn not in self.ended
 
 
 class RecordedEvents:

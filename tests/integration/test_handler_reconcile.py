@@ -147,5 +147,7 @@ def test_the_function_returns_the_counts(aws: Aws, services: Services, repo: Ser
         "still_running": 1,
         "stops_reissued": 0,
         "no_job": 0,
+        "settled": 0,
+        "redriven": 0,
         "errors": 0,
     }

@@ -43,7 +43,14 @@ from tunelab.domain.providers import (
 from tunelab.entrypoints.messages import parse_envelope
 from tunelab.local.context import LocalContext
 from tunelab.local.models import TINY_LLAMA_ID
-from tunelab.local.provider import LOCAL_EVENT_RULES, LocalTraining, install, job_name, make_training
+from tunelab.local.provider import (
+    LOCAL_EVENT_RULES,
+    LocalTraining,
+    install,
+    job_name,
+    latest_checkpoint,
+    make_training,
+)
 
 pytestmark = [pytest.mark.xdist_group("local-provider"), pytest.mark.slow, pytest.mark.moto]
 
@@ -609,7 +616,9 @@ def test_deleting_a_model_removes_its_job_folder_and_uploads(env: Env):
     assert "no longer exists" in (state.failure_reason or "")
 
 
-def test_install_registers_the_provider_and_its_shutdown_stops_running_jobs(env: Env):
+def test_install_registers_the_provider_its_shutdown_interrupts_jobs_and_the_next_install_resumes_them(
+    env: Env,
+) -> None:
     context = LocalContext(
         data_dir=env.data_dir,
         endpoint_url=os.environ.get("AWS_ENDPOINT_URL", "") or None,  # type: ignore[arg-type]
@@ -628,7 +637,7 @@ def test_install_registers_the_provider_and_its_shutdown_stops_running_jobs(env:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             record = provider.jobs.describe(ref.job_name)  # type: ignore[attr-defined]
-            if record.secondary == "Training" or record.status != "InProgress":
+            if (record.progress and record.progress.step >= 2) or record.status != "InProgress":
                 break
             time.sleep(0.2)
     finally:
@@ -636,11 +645,37 @@ def test_install_registers_the_provider_and_its_shutdown_stops_running_jobs(env:
         shutdown()
         took = time.monotonic() - started
 
+    # Interrupted, not ended: the trainer saved a checkpoint, and the job waits for the next start.
     record = provider.jobs.describe(ref.job_name)  # type: ignore[attr-defined]
-    assert record.status == "Stopped"
-    assert record.failure_reason == "The local runtime stopped while the job ran."
+    assert (record.status, record.secondary, record.interrupted) == ("InProgress", "Interrupted", True)
     assert record.pid is None
+    assert latest_checkpoint(env.data_dir / "jobs" / ref.job_name / "checkpoints") is not None
     assert took < 30
     with pytest.raises(ValueError, match="no provider 'local'"):
         Services().providers.named("local", "ws-local")
+
+    shutdown = install(context, trainer_dir=TRAINER_DIR, progress_interval_s=0.5)
+    try:
+        provider = Services().providers.named("local", "ws-local")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            record = provider.jobs.describe(ref.job_name)  # type: ignore[attr-defined]
+            if record.pid is not None or record.status != "InProgress":
+                break
+            time.sleep(0.2)
+        assert (record.status, record.resumed, record.interrupted) == ("InProgress", 1, False)
+        assert record.resumed_from is not None
+        assert record.resumed_from.startswith("checkpoint-")
+        log = env.data_dir / "jobs" / ref.job_name / "trainer.log"
+        resuming = f"resuming from checkpoint {record.resumed_from}"
+        while time.monotonic() < deadline and resuming not in log.read_text(encoding="utf-8"):
+            time.sleep(0.2)
+        provider.stop_training(ref)
+        assert provider.jobs.wait(ref.job_name, 120)  # type: ignore[attr-defined]
+        assert provider.jobs.describe(ref.job_name).status == "Stopped"  # type: ignore[attr-defined]
+    finally:
+        shutdown()
+    # The trainer's log goes on after the first run's lines.
+    text = log.read_text(encoding="utf-8")
+    assert text.index("stopped: step") < text.index(resuming)
     unregister_provider_factory("local")

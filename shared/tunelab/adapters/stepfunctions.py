@@ -124,6 +124,16 @@ class StepFunctionsWorkflows:
                 raise
         return True
 
+    def running(self, execution_arn: str) -> bool:
+        try:
+            status = self.client.describe_execution(executionArn=execution_arn)["status"]
+        except ClientError as error:
+            if error_code(error) == "ExecutionDoesNotExist":
+                return False
+            with aws_call("Looking up a workflow execution", permission="states:DescribeExecution"):
+                raise
+        return status == "RUNNING"
+
     def _start(self, machine: str, name: str, body: BaseModel) -> str:
         try:
             return self.client.start_execution(

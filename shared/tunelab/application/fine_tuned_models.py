@@ -50,6 +50,7 @@ from tunelab.application.ports import Context, TrainingProvider
 from tunelab.application.workflows import (
     FinishedTraining,
     FinishTrainingEvent,
+    NotifyEvent,
     PrepareDataEvent,
     PreparedData,
     StartTrainingEvent,
@@ -964,12 +965,38 @@ def _stop_job(ctx: Context, record: ModelRecord) -> None:
 
 def finish_training(ctx: Context, event: FinishTrainingEvent) -> FinishedTraining:
     """Write the training's final status — the only writer of it — and announce it."""
-    record = _find(ctx, event.workspace_id, event.model_name, event.uid)
+    return _finish_training(
+        ctx,
+        event.workspace_id,
+        event.model_name,
+        event.uid,
+        outcome=event.outcome,
+        error=event.error,
+        training_timeout_seconds=event.training_timeout_seconds,
+        correlation_id=event.correlation_id,
+    )
+
+
+def _finish_training(
+    ctx: Context,
+    workspace_id: str,
+    model_name: str,
+    uid: str,
+    *,
+    outcome: TrainingOutcome | None,
+    error: TaskError | None,
+    training_timeout_seconds: int | None,
+    correlation_id: str,
+    retried: bool = True,
+) -> FinishedTraining:
+    """`retried`: this may repeat an attempt that recorded the status but did not get to tell the
+    creator (the workflow retries FinishTraining), so a status already there is still told; without
+    it only the caller that recorded the status tells (two settlers must not both send the email)."""
+    record = _find(ctx, workspace_id, model_name, uid)
     if record is None:
         return FinishedTraining(status=None, notification=None, reason="the model no longer exists")
     changes = ModelChanges()
-    if event.outcome is not None:
-        outcome = event.outcome
+    if outcome is not None:
         if outcome.outcome == "completed":
             target, reason = S.NOT_DEPLOYED, None
             try:
@@ -988,10 +1015,8 @@ def finish_training(ctx: Context, event: FinishTrainingEvent) -> FinishedTrainin
                 else None
             )
     else:
-        error = event.error or TaskError(
-            Error="States.Runtime", Cause="FinishTraining ran without an outcome"
-        )
-        timeout = event.training_timeout_seconds or _training_timeout(ctx, record)
+        error = error or TaskError(Error="States.Runtime", Cause="FinishTraining ran without an outcome")
+        timeout = training_timeout_seconds or _training_timeout(ctx, record)
         target, reason = _reason_of(error, timeout, lambda text: redaction.public_reason(ctx, record, text))
         if record.status in TRAINING_STATES:
             _stop_job(ctx, record)
@@ -1013,13 +1038,13 @@ def finish_training(ctx: Context, event: FinishTrainingEvent) -> FinishedTrainin
     )
     if updated is None:
         current = ctx.models.get(record.workspace_id, record.name)
-        if current.status != target:
-            # Someone else ended it another way: tell nobody twice.
+        if current.status != target or not retried:
+            # Someone else ended it (another way, or this way and told the creator): tell nobody twice.
             return FinishedTraining(status=current.status.value, notification=None, reason=reason)
         updated, previous = current, current.status
     ctx.task_tokens.delete(record.workspace_id, record.name, "training")
     announce.status_changed(
-        ctx, updated, previous=previous, reason=reason, correlation_id=event.correlation_id, strict=True
+        ctx, updated, previous=previous, reason=reason, correlation_id=correlation_id, strict=True
     )
     return FinishedTraining(status=updated.status.value, notification=_NOTIFICATION[target], reason=reason)
 
@@ -1065,12 +1090,51 @@ def apply_training_state(ctx: Context, model: ModelRecord, state: TrainingState,
         return Applied(False, f"the model is {model.status.value}; training news no longer applies")
     if state.terminal:
         token = ctx.task_tokens.get(model.workspace_id, model.name, "training")
-        if token is None:
-            return Applied(False, f"the job {state.status}, but no workflow waits for it (answered before?)")
-        if not ctx.workflows.send_training_outcome(token, training_outcome(model, state)):
+        if token is not None and ctx.workflows.send_training_outcome(token, training_outcome(model, state)):
+            return Applied(True, f"the job {state.status}; the workflow was told")
+        if workflow_running(ctx, model):
             return Applied(False, f"the job {state.status}; the workflow had its answer already")
-        return Applied(True, f"the job {state.status}; the workflow was told")
+        return settle_training(
+            ctx, model, training_outcome(model, state), correlation_id=f"settle-{model.uid}"
+        )
     return _record_progress(ctx, model, state, at)
+
+
+def workflow_running(ctx: Context, model: ModelRecord) -> bool:
+    """Whether the model's fine-tuning execution still runs (and so will record how the job ended)."""
+    arn = model.training.execution_arn
+    return arn is None or ctx.workflows.running(arn)
+
+
+def settle_training(
+    ctx: Context, model: ModelRecord, outcome: TrainingOutcome, *, correlation_id: str
+) -> Applied:
+    """Record how a job ended when its workflow no longer runs (it was lost — the local runtime
+    restarted — or it ended without recording it): the workflow's own last steps, in its order —
+    FinishTraining, the single writer of the final status, then the email it asks for."""
+    finished = _finish_training(
+        ctx,
+        model.workspace_id,
+        model.name,
+        model.uid,
+        outcome=outcome,
+        error=None,
+        training_timeout_seconds=None,
+        correlation_id=correlation_id,
+        retried=False,
+    )
+    if finished.notification is not None:
+        announce.notify(
+            ctx,
+            NotifyEvent(
+                workspace_id=model.workspace_id,
+                model_name=model.name,
+                uid=model.uid,
+                notification=finished.notification,
+                reason=finished.reason,
+            ),
+        )
+    return Applied(True, f"the job {outcome.outcome}; its workflow had ended, so the outcome was recorded")
 
 
 def _record_progress(ctx: Context, model: ModelRecord, state: TrainingState, at: datetime) -> Applied:
@@ -1131,8 +1195,10 @@ __all__ = [
     "phase_name",
     "plan",
     "prepare_data",
+    "settle_training",
     "start_training",
     "stop",
     "training_outcome",
     "training_request",
+    "workflow_running",
 ]

@@ -330,6 +330,10 @@ class Workflows(Protocol):
 
     def send_training_heartbeat(self, token: str) -> bool: ...
 
+    def running(self, execution_arn: str) -> bool:
+        """Whether the execution still runs (False once it ended, or when there is none of that ARN)."""
+        ...
+
 
 class EventPublisher(Protocol):
     def publish(self, *events: DomainEvent) -> None:

@@ -7,8 +7,17 @@ the job stands, and applies the answer exactly as a provider event is applied
 news while it runs goes to the model's history. A model stuck stopping while the provider still runs
 the job gets the stop again.
 
+A job that ended while no workflow runs for it any more (the execution ended without recording it,
+or — in the local runtime — was lost with a restart) is recorded directly, by the workflow's own last
+steps (`fine_tuned_models.settle_training`). A model still training with no job and no running
+workflow has its workflow started again.
+
 Models that deploy are left to the deployment workflow, which polls the provider itself and has its
-own time limit. One model's failure is counted and logged; the sweep goes on.
+own time limit — except in a recovery sweep (`recover=True`, which the local runtime runs at each
+start, its executions having been lost): there every model in a transient status is looked at,
+whatever its last news, and a deployment whose workflow is gone has its workflow started again (a
+deployment's execution is named by the model and the time it was asked for: the same one runs).
+One model's failure is counted and logged; the sweep goes on.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from pydantic import BaseModel
 
 from tunelab.application import fine_tuned_models
 from tunelab.application.ports import Context
+from tunelab.application.workflows import TrainingOutcome
 from tunelab.domain.records import ModelRecord
 from tunelab.domain.status import ModelStatus
 
@@ -30,6 +40,8 @@ logger = Logger(child=True)
 STALE_AFTER = timedelta(minutes=30)
 # Models asked about per sweep: the least recently heard of first; the rest wait for the next one.
 SWEEP_LIMIT = 100
+# A recovery sweep looks at every model in a transient status (a restart must leave none behind).
+RECOVERY_LIMIT = 10_000
 
 
 class ReconcileReport(BaseModel):
@@ -41,6 +53,8 @@ class ReconcileReport(BaseModel):
     still_running: int = 0
     stops_reissued: int = 0
     no_job: int = 0  # no provider job recorded yet (the workflow is still starting it)
+    settled: int = 0  # finished jobs recorded directly: their workflow no longer runs
+    redriven: int = 0  # workflows started again: the one that ran was lost
     errors: int = 0
 
 
@@ -50,12 +64,17 @@ def reconcile(
     now: datetime | None = None,
     stale_after: timedelta = STALE_AFTER,
     limit: int = SWEEP_LIMIT,
+    recover: bool = False,
 ) -> ReconcileReport:
-    """One sweep over models that train or stop with no news since `now - stale_after`."""
+    """One sweep over models that train or stop with no news since `now - stale_after`; with
+    `recover`, over every model that trains, stops or deploys (up to `RECOVERY_LIMIT`)."""
     now = now or ctx.now()
     report = ReconcileReport()
+    statuses = {ModelStatus.TRAINING, ModelStatus.STOPPING_TRAINING}
+    if recover:
+        statuses.add(ModelStatus.DEPLOYING)
     stale = ctx.models.stale(
-        now - stale_after, statuses={ModelStatus.TRAINING, ModelStatus.STOPPING_TRAINING}, limit=limit
+        now if recover else now - stale_after, statuses=statuses, limit=RECOVERY_LIMIT if recover else limit
     )
     for model in stale:
         report.checked += 1
@@ -71,15 +90,42 @@ def reconcile(
 
 
 def _reconcile_one(ctx: Context, model: ModelRecord, now: datetime, report: ReconcileReport) -> None:
+    if model.status == ModelStatus.DEPLOYING:
+        _redrive_deployment(ctx, model, report)
+        return
     ref = model.refs.training_job
     if ref is None:
-        report.no_job += 1
+        if fine_tuned_models.workflow_running(ctx, model):
+            report.no_job += 1
+            return
+        # The workflow was lost before it started the job: start it again (named by the model, so
+        # this is the same execution; where that name is taken by one that ended, it cannot run).
+        ctx.workflows.start_fine_tuning(model, correlation_id=f"reconcile-{model.uid}")
+        if fine_tuned_models.workflow_running(ctx, model):
+            report.redriven += 1
+            return
+        fine_tuned_models.settle_training(
+            ctx,
+            model,
+            TrainingOutcome(
+                outcome="failed",
+                reason=(
+                    "The fine-tuning workflow ended before it started the training job. "
+                    "Create the model again."
+                ),
+            ),
+            correlation_id=f"reconcile-{model.uid}",
+        )
+        report.settled += 1
         return
     provider = ctx.providers.for_model(model)
     state = provider.describe_training(ref)
+    workflow_was_running = fine_tuned_models.workflow_running(ctx, model) if state.terminal else True
     result = fine_tuned_models.apply_training_state(ctx, model, state, at=now)
     if state.terminal:
-        if result.applied:
+        if result.applied and not workflow_was_running:
+            report.settled += 1
+        elif result.applied:
             report.outcomes_sent += 1
         else:
             report.unanswered += 1
@@ -93,3 +139,21 @@ def _reconcile_one(ctx: Context, model: ModelRecord, now: datetime, report: Reco
         # The stop was lost (or asked before the job existed): ask again.
         provider.stop_training(ref)
         report.stops_reissued += 1
+
+
+def _redrive_deployment(ctx: Context, model: ModelRecord, report: ReconcileReport) -> None:
+    deployment = model.deployment
+    if deployment is None or deployment.requested_at is None:
+        report.errors += 1
+        logger.warning("A deploying model has no deployment request", extra={"model": model.name})
+        return
+    if deployment.execution_arn is not None and ctx.workflows.running(deployment.execution_arn):
+        report.still_running += 1
+        return
+    ctx.workflows.start_deployment(
+        model,
+        requested_at=deployment.requested_at,
+        correlation_id=f"reconcile-{model.uid}",
+        auto_undeploy_at=deployment.auto_undeploy_at,
+    )
+    report.redriven += 1

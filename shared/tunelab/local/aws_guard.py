@@ -121,6 +121,12 @@ class AwsGuard:
         self._access: AwsAccess | None = None
         self._hosts: frozenset[str] = frozenset()
         self._port = 0
+        self._after_write: Callable[[str, dict[str, Any]], None] | None = None
+
+    def keep_writes(self, after_write: Callable[[str, dict[str, Any]], None] | None) -> None:
+        """Call `after_write(service, environ)` once moto has applied a write (any method but GET,
+        HEAD and OPTIONS) and answered it 2xx, before the answer leaves; a failure there answers 500."""
+        self._after_write = after_write
 
     def configure(self, access: AwsAccess, port: int) -> None:
         """Accept `access`'s credentials, at loopback `port`."""
@@ -132,7 +138,7 @@ class AwsGuard:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:
-            self.check(environ)
+            service = self.check(environ)
         except Refused as refusal:
             logger.warning(
                 "AWS endpoint refused %s %s from %s: %s",
@@ -149,7 +155,34 @@ class AwsGuard:
             ]
             return start_response(status, kept, *exc_info)
 
-        return self._app(environ, start_without_cors)
+        method = str(environ.get("REQUEST_METHOD") or "").upper()
+        if self._after_write is None or method in ("GET", "HEAD", "OPTIONS"):
+            return self._app(environ, start_without_cors)
+        # A write: its answer waits until the runtime has kept it (`tunelab.local.persistence`).
+        answered: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def hold(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Callable[[bytes], Any]:
+            answered[:] = [(status, headers)]
+            return lambda data: None  # moto returns its body; it never writes through this
+
+        body = self._app(environ, hold)
+        status, headers = answered[0]
+        if status.startswith("2"):
+            try:
+                self._after_write(service, environ)
+            except Exception:
+                logger.exception("keeping a %s write on disk failed; it is answered as failed", service)
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()
+                return self._refuse(
+                    environ,
+                    start_response,
+                    Refused("InternalFailure", "The local runtime could not keep the write on disk."),
+                    status="500 Internal Server Error",
+                )
+        start_without_cors(status, headers)
+        return body
 
     # --- the checks ---------------------------------------------------------------------------
 
@@ -369,7 +402,12 @@ class AwsGuard:
     # --- the refusal --------------------------------------------------------------------------
 
     @staticmethod
-    def _refuse(environ: dict[str, Any], start_response: StartResponse, refusal: Refused) -> list[bytes]:
+    def _refuse(
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        refusal: Refused,
+        status: str = "403 Forbidden",
+    ) -> list[bytes]:
         request_id = str(uuid.uuid4())
         content_type = str(environ.get("CONTENT_TYPE") or "")
         if environ.get("HTTP_X_AMZ_TARGET") or "json" in content_type:
@@ -388,7 +426,7 @@ class AwsGuard:
             ).encode()
             headers = [("Content-Type", "application/xml"), ("x-amzn-RequestId", request_id)]
         headers.append(("Content-Length", str(len(body))))
-        start_response("403 Forbidden", headers)
+        start_response(status, headers)
         return [body]
 
 

@@ -300,7 +300,7 @@ def _serve(args: argparse.Namespace, runtime_class: Any, refusals: tuple[type[Ex
         runtime.stop()
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_interrupt)
-    _say("stopped; the data dir's files stay, the in-memory state is gone.")
+    _say("stopped; everything is kept in the data dir for the next start.")
     return EXIT_OK
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -256,6 +257,9 @@ class Outbox:
         path = self.folder / file_name(sent_at, to, subject)
         if path.exists():
             path = path.with_name(f"{path.stem}-{_UNSAFE.sub('_', message_id)[:40]}.eml")
-        path.write_bytes(data)
+        with path.open("wb") as handle:  # on disk before the send is answered (persistence)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
         logger.info("email to %s: %s", to, subject)
         return path

@@ -116,6 +116,9 @@ LOCAL_EVENT_RULES: tuple[EventRuleSpec, ...] = (
 JOBS_DIR = "jobs"
 DEPLOYMENTS_DIR = "deployments"
 JOB_FILE = "job.json"
+# A deployment's folder: what it was deployed from, and a mark once its archive is unpacked.
+DEPLOYMENT_FILE = "deployment.json"
+UNPACKED_MARK = ".unpacked"
 LOG_FILE = "trainer.log"
 TRAINER_PROGRAM = "train.py"
 PROGRESS_PREFIX = "tunelab-progress "
@@ -187,6 +190,11 @@ class JobRecord(BaseModel):
     pid: int | None = None
     # CPU threads the trainer may use (OMP_NUM_THREADS); None: torch's default.
     threads: int | None = None
+    # The runtime stopped (or was killed) while the job ran: the next start picks it up (`recover`).
+    interrupted: bool = False
+    # How often a start of the runtime resumed the job from a checkpoint, and from which.
+    resumed: int = 0
+    resumed_from: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -226,6 +234,10 @@ class JobRecord(BaseModel):
 
 class StopRequestedError(Exception):
     """A stop arrived before the trainer started."""
+
+
+class InterruptedError_(Exception):  # noqa: N801, N818  # not the builtin's meaning
+    """The runtime is stopping: the job stays as it is, for the next start to pick up."""
 
 
 @dataclass
@@ -373,20 +385,149 @@ class LocalJobs:
             return [name for name, job in self._jobs.items() if not job.done.is_set()]
 
     def shutdown(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
-        """Stop every running job (SIGTERM, then kill after `grace_s`) and wait for them to end."""
+        """Interrupt every running job — SIGTERM: the trainer saves a checkpoint and exits; killed after
+        `grace_s` — and wait for them: each stays unfinished in its folder for the next start to resume
+        (`recover`)."""
         names = self.running()
         for name in names:
-            self.stop(name, grace_s=grace_s, reason="The local runtime stopped while the job ran.")
+            self._interrupt(name, grace_s)
         deadline = time.monotonic() + grace_s + 5
         for name in names:
             self.wait(name, max(deadline - time.monotonic(), 0.1))
 
+    def _interrupt(self, name: str, grace_s: float) -> None:
+        with self._lock:
+            job = self._jobs.get(name)
+        if job is None:
+            return
+        with job.lock:
+            if job.record.terminal:
+                return
+            job.record.interrupted = True
+            self._save(job)
+            process = job.process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            killer = threading.Timer(grace_s, self._kill, args=(job,))
+            killer.daemon = True
+            killer.start()
+
+    # --- picking up what an earlier run left ---
+
+    def recover(self) -> list[str]:
+        """Pick up the jobs an earlier run of the runtime left unfinished, whether it stopped or was
+        killed: each goes on in its own thread, and its events tell the records what became of it.
+
+        * a stop was asked: the job ends stopped (what the trainer saved is uploaded);
+        * the trainer had finished (exit 0): its model is uploaded and the job completes;
+        * the trainer saved a checkpoint: the trainer runs again and resumes from the latest one;
+        * the job had not begun training: it starts again from its request;
+        * else it fails, saying the runtime stopped before a checkpoint was saved.
+
+        A trainer still running from the earlier run (it outlived the runtime) is stopped first.
+        Returns the names of the jobs picked up."""
+        picked = []
+        for path in sorted(self.root.glob(f"*/{JOB_FILE}")):
+            name = path.parent.name
+            try:
+                record = JobRecord.model_validate_json(path.read_text(encoding="utf-8"))
+            except ValueError:
+                logger.warning("the local job %s has an unreadable %s; it is left as it is", name, JOB_FILE)
+                continue
+            if record.terminal:
+                continue
+            with self._lock:
+                if name in self._jobs:
+                    continue
+                job = _Job(record=record, folder=path.parent)
+                self._jobs[name] = job
+            self._end_leftover_trainer(job)
+            job.thread = threading.Thread(
+                target=self._guarded,
+                args=(job, partial(self._pick_up, job)),
+                name=f"local-job-{name}",
+                daemon=True,
+            )
+            job.thread.start()
+            picked.append(name)
+        return picked
+
+    def _pick_up(self, job: _Job) -> None:
+        record = job.record
+        checkpoint = latest_checkpoint(job.folder / "checkpoints")
+        configured = (job.folder / "input" / "config" / "hyperparameters.json").is_file()
+        with job.lock:
+            record.interrupted = False
+            record.pid = None
+            self._save(job)
+        if record.stop_requested:
+            with job.lock:
+                record.status = "Stopping"
+            self._finish_stopped(job)
+        elif record.exit_code == 0:
+            self._finish_completed(job)
+        elif checkpoint is not None and configured:
+            with job.lock:
+                record.resumed += 1
+                record.resumed_from = checkpoint.name
+                record.exit_code = None
+                self._save(job)
+            logger.info("local job %s resumes from %s", record.name, checkpoint.name)
+            self._train(job, resuming=True)
+        elif record.training_started_at is None and (job.folder / "request.json").is_file():
+            request = TrainingRequest.model_validate_json(
+                (job.folder / "request.json").read_text(encoding="utf-8")
+            )
+            logger.info("local job %s starts again (it had not begun training)", record.name)
+            self._prepare(job, request)
+            self._train(job)
+        else:
+            phase = (record.secondary or "running").lower()
+            self._finish(
+                job,
+                "Failed",
+                "Failed",
+                reason=(
+                    f"The local runtime stopped while the job was {phase}, before the trainer had saved a "
+                    "checkpoint to resume from. Create the model again to train it."
+                ),
+            )
+
+    def _end_leftover_trainer(self, job: _Job, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+        """Stop a trainer of this job that outlived an earlier run (SIGTERM: it saves; then SIGKILL)."""
+        pid = job.record.pid
+        if pid is None or not _runs_in(pid, job.folder):
+            return
+        logger.warning(
+            "the trainer of %s (process %s) outlived the runtime; stopping it", job.record.name, pid
+        )
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and _runs_in(pid, job.folder):
+            time.sleep(0.2)
+        if _runs_in(pid, job.folder):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
     # --- the job's thread ---
 
     def _run(self, job: _Job, request: TrainingRequest) -> None:
-        try:
+        def work() -> None:
             self._prepare(job, request)
             self._train(job)
+
+        self._guarded(job, work)
+
+    def _guarded(self, job: _Job, work: Callable[[], object]) -> None:
+        """Run the job's `work`; whatever happens, the job ends with a status (or is left to resume)."""
+        try:
+            work()
+        except InterruptedError_:
+            logger.info(
+                "local job %s interrupted; the next start of the runtime picks it up", job.record.name
+            )
         except StopRequestedError:
             self._finish(job, "Stopped", "Stopped")
         except TunelabError as error:
@@ -403,6 +544,8 @@ class LocalJobs:
         with job.lock:
             if job.record.stop_requested:
                 raise StopRequestedError
+            if job.record.interrupted:
+                raise InterruptedError_
             job.record.secondary = secondary
             self._save(job)
         self._emit(job)
@@ -455,6 +598,8 @@ class LocalJobs:
             TUNELAB_CHECKPOINT_DIR=str(folder / "checkpoints"),
             TUNELAB_HYPERPARAMETERS_FILE=str(folder / "input" / "config" / "hyperparameters.json"),
             TUNELAB_FAILURE_FILE=str(folder / "output" / "failure"),
+            # The trainer saves and stops when this process dies, however it dies (trainer/train.py).
+            TUNELAB_STOP_WITH_PARENT=str(os.getpid()),
             HF_HUB_OFFLINE="1",
             TOKENIZERS_PARALLELISM="false",
             PYTHONUNBUFFERED="1",
@@ -466,16 +611,20 @@ class LocalJobs:
                 env[variable] = str(data / channel)
         return env
 
-    def _train(self, job: _Job) -> None:
+    def _train(self, job: _Job, *, resuming: bool = False) -> None:
         program = self._trainer() / TRAINER_PROGRAM
         if not program.is_file():
             raise ProviderError(f"The trainer is missing: {program} does not exist.")
         with job.lock:
             if job.record.stop_requested:
                 raise StopRequestedError
+            if job.record.interrupted:
+                raise InterruptedError_
             job.record.secondary = TRAINING_PHASE
-            job.record.training_started_at = _now()
-            log = (job.folder / LOG_FILE).open("w", encoding="utf-8")
+            if not resuming or job.record.training_started_at is None:
+                job.record.training_started_at = _now()
+            # Line-buffered: what the trainer printed is in the log even if this process is killed.
+            log = (job.folder / LOG_FILE).open("a" if resuming else "w", encoding="utf-8", buffering=1)
             # Its own session: Ctrl-C in the runtime's terminal reaches the runtime, which stops the
             # trainer itself (SIGTERM, so it saves).
             job.process = subprocess.Popen(
@@ -499,8 +648,13 @@ class LocalJobs:
             code = process.wait()
             log.close()
         with job.lock:
-            job.record.exit_code = code
             job.record.pid = None
+            if job.record.interrupted and not job.record.stop_requested:
+                # Stopped by the runtime's own stop: it saved a checkpoint; the next start resumes it.
+                job.record.secondary = "Interrupted"
+                self._save(job)
+                raise InterruptedError_
+            job.record.exit_code = code
         self._metrics_from_file(job)
         if job.record.stop_requested:
             self._finish_stopped(job)
@@ -578,7 +732,23 @@ class LocalJobs:
             if text:
                 return text
         if code < 0:
-            return f"The trainer was killed by signal {-code}."
+            # Popen's -N: signal N ended it before it could write a failure file; name the signal and the
+            # likely cause (the kernel's OOM killer sends SIGKILL).
+            try:
+                signal_name = signal.Signals(-code).name
+            except ValueError:
+                signal_name = "unknown signal"
+            cause = (
+                " — most often the machine ran out of memory and the kernel's OOM killer ended it, or "
+                "another process killed it"
+                if -code == signal.SIGKILL
+                else ", sent by another process"
+            )
+            return (
+                f"The trainer was killed by signal {-code} ({signal_name}) before it finished{cause}; the "
+                "job cannot continue. Start a new job (with less memory in use, or a smaller batch or "
+                "sequence length, if memory ran out)."
+            )
         lines = "\n".join(job.tail) or "(it printed nothing)"
         return f"The trainer exited with code {code}: {lines}"
 
@@ -707,6 +877,25 @@ class LocalJobs:
             )
 
 
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest checkpoint the trainer finished writing (it writes trainer_state.json last), as the
+    trainer itself picks it to resume from."""
+    found = []
+    for path in folder.glob("checkpoint-*") if folder.is_dir() else ():
+        step = path.name.removeprefix("checkpoint-")
+        if step.isdigit() and (path / "trainer_state.json").is_file():
+            found.append((int(step), path))
+    return max(found)[1] if found else None
+
+
+def _runs_in(pid: int, folder: Path) -> bool:
+    """Whether process `pid` runs with `folder` as its working directory (a job's trainer does)."""
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")) == folder.resolve()
+    except OSError:
+        return False
+
+
 def _threads(request: TrainingRequest) -> int | None:
     if "OMP_NUM_THREADS" in os.environ:
         return None  # the operator's choice reaches the trainer as it is
@@ -735,15 +924,23 @@ class _Server:
     ready: threading.Event = field(default_factory=threading.Event)
 
 
+# transformers imports its classes lazily, and two threads importing them at once may see the module
+# half made ("cannot import name 'AutoModelForCausalLM'"): deployments that load together (as at a
+# start of the runtime that serves several again) import one at a time.
+_IMPORT_LOCK = threading.Lock()
+
+
 def load_for_inference(folder: Path) -> tuple[Any, Any]:
     """The model and tokenizer of an artifacts folder: full weights, or base + LoRA adapter (merged)."""
-    import torch  # noqa: PLC0415  # the training libraries load only when a model is served
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+    with _IMPORT_LOCK:
+        import torch  # noqa: PLC0415  # the training libraries load only when a model is served
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
 
     if (folder / "config.json").is_file():
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     elif (folder / "adapter_config.json").is_file():
-        from peft import PeftModel  # noqa: PLC0415
+        with _IMPORT_LOCK:
+            from peft import PeftModel  # noqa: PLC0415
 
         adapter = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
         base_name = adapter.get("base_model_name_or_path")
@@ -845,26 +1042,66 @@ class InferenceServers:
             count = request.base_model.parameter_count
             server.threads = 1 if count is not None and count < ONE_THREAD_BELOW_PARAMETERS else None
             self._servers[name] = server
+            # Kept, so that the next start of the runtime serves it again (`recover`).
+            server.folder.mkdir(parents=True, exist_ok=True)
+            kept = {
+                "artifacts_uri": request.artifacts_uri,
+                "artifacts_path": request.artifacts_path,
+                "context_length": server.context_length,
+                "threads": server.threads,
+            }
+            partial_file = server.folder / f"{DEPLOYMENT_FILE}.partial"
+            partial_file.write_text(json.dumps(kept), encoding="utf-8")
+            partial_file.replace(server.folder / DEPLOYMENT_FILE)
+        self._start_loading(server, request.artifacts_uri, request.artifacts_path)
+        return ref
+
+    def _start_loading(self, server: _Server, artifacts_uri: str, path: str | None) -> None:
         thread = threading.Thread(
             target=self._load,
-            args=(server, request.artifacts_uri, request.artifacts_path),
-            name=f"local-serve-{name}",
+            args=(server, artifacts_uri, path),
+            name=f"local-serve-{server.deployment_id}",
             daemon=True,
         )
         thread.start()
-        return ref
+
+    def recover(self) -> list[str]:
+        """Serve again the deployments an earlier run of the runtime served (their folders hold what
+        they were deployed from); each loads in the background. Returns their names."""
+        names = []
+        for kept_file in sorted(self.root.glob(f"*/{DEPLOYMENT_FILE}")):
+            name = kept_file.parent.name
+            try:
+                kept = json.loads(kept_file.read_text(encoding="utf-8"))
+                artifacts_uri = str(kept["artifacts_uri"])
+            except (ValueError, KeyError, TypeError):
+                logger.warning("the local deployment %s is unreadable; it is not served again", name)
+                continue
+            with self._lock:
+                if name in self._servers:
+                    continue
+                server = _Server(deployment_id=name, folder=kept_file.parent)
+                server.context_length = kept.get("context_length")
+                server.threads = kept.get("threads")
+                self._servers[name] = server
+            self._start_loading(server, artifacts_uri, kept.get("artifacts_path"))
+            names.append(name)
+        return names
 
     def _load(self, server: _Server, artifacts_uri: str, path: str | None) -> None:
         try:
-            archive = server.folder / "model.tar.gz"
-            archive.parent.mkdir(parents=True, exist_ok=True)
-            bucket, key = s3_split(artifacts_uri)
-            self.s3.download_file(bucket, key, str(archive))
             model_dir = server.folder / "model"
-            shutil.rmtree(model_dir, ignore_errors=True)
-            with tarfile.open(archive) as tar:
-                tar.extractall(model_dir, filter="data")
-            archive.unlink()
+            unpacked = server.folder / UNPACKED_MARK
+            if not unpacked.is_file():  # an earlier run may have unpacked it already
+                archive = server.folder / "model.tar.gz"
+                archive.parent.mkdir(parents=True, exist_ok=True)
+                bucket, key = s3_split(artifacts_uri)
+                self.s3.download_file(bucket, key, str(archive))
+                shutil.rmtree(model_dir, ignore_errors=True)
+                with tarfile.open(archive) as tar:
+                    tar.extractall(model_dir, filter="data")
+                archive.unlink()
+                unpacked.write_text(artifacts_uri, encoding="utf-8")
             # `path` is one plain folder name (DeployRequest's pattern): it stays inside the unpacked archive.
             model, tokenizer = load_for_inference(model_dir / path if path else model_dir)
         except Exception as error:  # any failure is the deployment's reason
@@ -919,10 +1156,12 @@ class InferenceServers:
             shutil.rmtree(server.folder, ignore_errors=True)
 
     def shutdown(self) -> None:
+        """Unload every model; their folders stay, for the next start to serve them again."""
         with self._lock:
-            names = list(self._servers)
-        for name in names:
-            self.undeploy(name)
+            servers = list(self._servers.values())
+            self._servers.clear()
+        for server in servers:
+            server.model = server.tokenizer = None
 
 
 # --- the provider ----------------------------------------------------------------------------------------
@@ -1129,6 +1368,18 @@ def install(context: LocalContext, **options: Any) -> Callable[[], None]:
     # The operator's model folders in the API's catalog.
     extend: Callable[[], list[BaseModelSpec]] = partial(models.registered_models, config.data_dir)
     wiring.register_catalog_extension(extend)
+    # What an earlier run left: deployments served again, unfinished jobs picked up (their events
+    # reach the records; the reconciler settles what no workflow waits for any more).
+    served = training.servers.recover()
+    picked = training.jobs.recover()
+    if served or picked:
+        logger.warning(
+            "picked up from the last run: %d deployment(s) loading again%s, %d unfinished job(s)%s",
+            len(served),
+            f" ({', '.join(served)})" if served else "",
+            len(picked),
+            f" ({', '.join(picked)})" if picked else "",
+        )
 
     def shutdown() -> None:
         wiring.unregister_provider_factory("local")

@@ -21,10 +21,18 @@
 6. starts the threads that fire due schedules (`scheduler`) and write sent emails (`outbox`), and
    the HTTP front.
 
-`stop()` undoes all of it; the AWS-like state (records, datasets, jobs) lived in moto's memory and is
-gone (and so are this run's credentials), while the files in the data dir stay. The data dir is only
-its owner's (0700, `tunelab.local.files`). One runtime runs in a process at a time: moto's state and
-the environment are the process's.
+What the endpoint acknowledges is kept on disk before it answers (`tunelab.local.persistence`: the
+tables through their DynamoDB streams, the buckets' objects, the auto-undeploy schedules, the emails),
+and restored as the stack is created at the next start — before the datasets bucket announces new
+objects and before the handlers run. Then the local provider picks up its unfinished jobs (resumed from
+their last checkpoint) and its deployments (loaded again), uploads not yet validated are announced
+again, and the reconciler's recovery sweep settles or re-drives every model a lost workflow left in a
+transient status (`_recover`).
+
+`stop()` undoes all of it (running jobs are interrupted: the trainer saves a checkpoint for the next
+start); moto's memory and this run's credentials are gone, the data dir keeps the rest. The data dir
+is only its owner's (0700, `tunelab.local.files`). One runtime runs in a process at a time: moto's
+state and the environment are the process's.
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ from tunelab.composition.stack_definitions import (
     state_machine_variables,
 )
 from tunelab.composition.state_machines import definition
+from tunelab.domain.layout import UPLOADS_PREFIX
 from tunelab.entrypoints.api import deps as api_deps
 from tunelab.entrypoints.api.app import PUBLIC_PATHS
 from tunelab.local.aws_access import AwsAccess, remove_access, write_access
@@ -85,6 +94,7 @@ from tunelab.local.moto_lambda import (
 )
 from tunelab.local.outbox import OUTBOX_DIR, Outbox, capture_sesv2_simple
 from tunelab.local.paths import DEFAULT_LOCAL_PLAN, DEFAULT_PORT, STACK_NAME, default_data_dir, records_table
+from tunelab.local.persistence import DurableState
 from tunelab.local.plans import apply_plans, recorded_plans
 from tunelab.local.scheduler import ScheduleRunner
 from tunelab.local.tokens import load_or_create_secret, verify_token
@@ -97,6 +107,7 @@ SENDER_EMAIL = "tunelab@tunelab.local"
 LOCAL_DEPLOY_POLL_SECONDS = 2
 PROVIDER_MODULE = "tunelab.local.provider"
 API_FUNCTION = "Api"
+RECONCILER_FUNCTION = "Reconciler"
 # Handlers besides tunelab's own that the runtime's Lambda functions may run, comma-separated: for
 # tests that watch the stack through a probe function of their own (`tests/e2e/probe.py`).
 EXTRA_HANDLERS_VARIABLE = "TUNELAB_LOCAL_EXTRA_HANDLERS"
@@ -269,6 +280,9 @@ class LocalRuntime:
         self.rule_names: dict[str, str] = {}
         self.training_available = False
         self.training_note = ""
+        self.durable_state: DurableState | None = None
+        # What the recovery sweep at start did (`reconcile`'s report).
+        self.recovery: dict[str, Any] = {}
 
     # --- properties ------------------------------------------------------------------------------
 
@@ -391,6 +405,7 @@ class LocalRuntime:
             account_id=self._account_id,
         )
         self._install_provider(provider)
+        self._recover()
         # The plans the operator recorded (`tunelab local token --plan`): the store starts empty.
         apply_plans(self.aws_access, recorded_plans(self.data_dir), table_name=self.names.table)
         self.scheduler = ScheduleRunner(
@@ -588,10 +603,14 @@ class LocalRuntime:
             dynamodb.update_time_to_live(
                 TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl}
             )
+        state = self._durable_state()
+        state.restore_tables()
 
         s3 = self.client("s3")
         for bucket in (names.datasets_bucket, names.artifacts_bucket):
             s3.create_bucket(Bucket=bucket)
+        # The kept objects first: a restored dataset must not reach the upload rule again.
+        state.restore_buckets()
         # As the CDK app's datasets bucket: object events go to EventBridge (the upload rule).
         s3.put_bucket_notification_configuration(
             Bucket=names.datasets_bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
@@ -728,8 +747,31 @@ class LocalRuntime:
                 State="ENABLED",
             )
 
+        state.restore_schedules()
+
         # SES refuses to send from an unverified identity; moto verifies at once.
         self.client("ses").verify_email_identity(EmailAddress=SENDER_EMAIL)
+        # From here on, what the endpoint answers is on disk first.
+        state.activate()
+        assert self._moto is not None
+        self._moto.guard.keep_writes(state.after_write)
+        self._undo.append(("durable state", state.close))
+        self._undo.append(
+            ("keeping writes", lambda: self._moto.guard.keep_writes(None) if self._moto else None)
+        )
+        logger.info("tunelab local runtime: %s", state.report.describe())
+
+    def _durable_state(self) -> DurableState:
+        names = self.names
+        self.durable_state = DurableState(
+            data_dir=self.data_dir,
+            clients=self.client,
+            tables=(names.table, names.idempotency_table),
+            buckets=(names.datasets_bucket, names.artifacts_bucket),
+            schedule_group=names.schedule_group,
+            flush_outbox=lambda: self.outbox.flush() if self.outbox is not None else None,
+        )
+        return self.durable_state
 
     @staticmethod
     def _queue_arn(sqs: Any, url: str) -> str:
@@ -764,6 +806,46 @@ class LocalRuntime:
         self.training_available = True
         self.training_note = "training runs on this machine (the local provider)"
 
+    def _recover(self) -> None:
+        """Settle what the last run left in flight: uploads not yet validated are announced again, and
+        — its workflow executions were lost with it — the reconciler looks at every model in a
+        transient status now (`reconcile(recover=True)`)."""
+        self._redeliver_uploads()
+        answer = self.client("lambda").invoke(
+            FunctionName=self.function_arns[RECONCILER_FUNCTION],
+            Payload=json.dumps({"recover": True}).encode(),
+        )
+        payload = json.loads(answer["Payload"].read() or b"{}")
+        if answer.get("FunctionError"):
+            logger.error("the recovery sweep failed: %s", payload)
+            return
+        self.recovery = payload
+        if any(payload.get(key) for key in ("checked", "errors")):
+            logger.warning(
+                "recovery sweep: %s",
+                ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in payload.items() if value),
+            )
+
+    def _redeliver_uploads(self) -> None:
+        """An object under the uploads prefix is a dataset file not yet validated (validation moves a
+        good one to its lasting key and removes the upload): its "Object Created" event may have been
+        lost with the last run, so each is written again in place, which S3 announces again; the
+        validation is idempotent (`application.datasets.validate_upload`)."""
+        s3 = self.client("s3")
+        bucket = self.names.datasets_bucket
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=UPLOADS_PREFIX):
+            for entry in page.get("Contents", []):
+                head = s3.head_object(Bucket=bucket, Key=entry["Key"])
+                s3.copy_object(
+                    Bucket=bucket,
+                    Key=entry["Key"],
+                    CopySource={"Bucket": bucket, "Key": entry["Key"]},
+                    MetadataDirective="REPLACE",
+                    ContentType=head.get("ContentType") or "text/csv",
+                    Metadata=head.get("Metadata") or {},
+                )
+                logger.warning("the upload %s is announced again, to be validated", entry["Key"])
+
     # --- what to tell the user -----------------------------------------------------------------
 
     def describe(self) -> list[str]:
@@ -792,8 +874,14 @@ class LocalRuntime:
             f"  outbox:         {self.outbox_dir}   (every email tunelab sends, as .eml)",
             f"  training:       {self.training_note}",
             *(["  model folders:", *folders] if folders else []),
-            "State: records, datasets and jobs live in memory (moto) and are lost when the runtime stops;",
-            "       files in the data dir stay. Press Ctrl-C to stop.",
+            *(
+                [f"  restored:       {self.durable_state.report.describe()}"]
+                if self.durable_state is not None and self.durable_state.report.items
+                else []
+            ),
+            "State: kept in the data dir (state/) before each write is answered: records, datasets, models,",
+            "       schedules and emails survive a stop or a kill; at the next start unfinished jobs resume",
+            "       from their last checkpoint and deployments load again. Press Ctrl-C to stop.",
         ]
 
 
