@@ -354,6 +354,24 @@ class Functions(Construct):
         elif permission is Permission.SEND_TASK_RESULT:
             # No resource type in SEND_TASK_RESULT_DOC: "*" is the resource the reference documents.
             self._allow(role, list(SEND_TASK_RESULT_ACTIONS), ["*"])
+            # Whether the execution a token belonged to still runs (a finished job whose workflow
+            # ended is then recorded directly): executions of tunelab's state machines only.
+            executions = []
+            for name in state_machines:
+                executions.append(
+                    stack.format_arn(
+                        service="states", resource="execution", resource_name=f"{name}:*", arn_format=_COLON
+                    )
+                )
+                acknowledge(
+                    role,
+                    "AwsSolutions-IAM5",
+                    "Executions are named per model at run time; the scope is tunelab's state machine.",
+                    applies_to=(
+                        f"Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:{name}:*",
+                    ),
+                )
+            self._allow(role, ["states:DescribeExecution"], executions)
         elif permission is Permission.ASSUME_CONNECTOR_ROLE:
             pattern = f"arn:{Aws.PARTITION}:iam::*:role/{CONNECTOR_ROLE_PREFIX}*"
             self._allow(role, ["sts:AssumeRole"], [pattern])

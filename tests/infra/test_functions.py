@@ -330,6 +330,8 @@ CALLS: dict[str, tuple[str, ...]] = {
         *_TABLE,
         "states:SendTaskSuccess",
         "states:SendTaskHeartbeat",
+        "states:DescribeExecution",  # a finished job whose workflow ended is recorded directly
+        "bedrock:GetModelCustomizationJob",
         *_UNDEPLOY,  # a deployed model whose endpoint failed or was deleted
     ),
     "dataset_uploaded": (*_TABLE, "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "events:PutEvents"),
@@ -341,6 +343,11 @@ CALLS: dict[str, tuple[str, ...]] = {
         "sts:AssumeRole",
         "states:SendTaskSuccess",
         "states:SendTaskHeartbeat",
+        # A finished job whose workflow ended is recorded and told directly; a lost one starts again.
+        "states:DescribeExecution",
+        "states:StartExecution",
+        "events:PutEvents",
+        "ses:SendEmail",
     ),
 }
 
@@ -358,13 +365,19 @@ def test_a_function_is_granted_every_call_its_code_makes(
     assert missing == [], f"{spec.module} calls {missing} without permission"
 
 
-def test_only_the_api_uses_the_idempotency_table_and_starts_executions(synthesized: Synthesized) -> None:
+def test_only_the_api_uses_the_idempotency_table_and_only_it_and_the_reconciler_start_executions(
+    synthesized: Synthesized,
+) -> None:
     for s in FUNCTIONS:
         granted = allowed(synthesized, s)
         idempotency = any("IdempotencyTable" in t for ts in granted.values() for t in ts)
         assert idempotency == (s.module == "api"), s.module
-        assert ("states:StartExecution" in granted) == (s.module == "api"), s.module
-        assert not any(a in granted for a in ("states:StopExecution", "states:DescribeExecution")), s.module
+        assert ("states:StartExecution" in granted) == (s.module in ("api", "reconciler")), s.module
+        assert "states:StopExecution" not in granted, s.module
+        # Only those that answer task tokens look executions up, and only tunelab's.
+        described = granted.get("states:DescribeExecution", [])
+        assert bool(described) == ("states:SendTaskSuccess" in granted), s.module
+        assert all(":execution:" in str(arn) for arn in described), described
 
 
 def test_stopping_a_bedrock_job_does_not_allow_creating_one(synthesized: Synthesized) -> None:

@@ -51,6 +51,8 @@ RUNTIME_NAMED = [
     r"^arn:\$\{AWS::Partition\}:iam::\*:role/tunelab-\*$",
     r":sagemaker:\$\{AWS::Region\}:\$\{AWS::AccountId\}:(training-job|endpoint|endpoint-config|model)/\*$",
     r":log-group:/aws/sagemaker/(TrainingJobs|Endpoints/\*)(:log-stream:\*)?$",
+    # executions of one of tunelab's state machines (named per model at run time)
+    r":states:\$\{AWS::Region\}:\$\{AWS::AccountId\}:execution:Tunelab-(fine-tuning|deployment):\*$",
 ]
 
 

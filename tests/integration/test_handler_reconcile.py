@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -17,8 +18,10 @@ from tests.integration.handler_support import (
     Workflow,
     build_services,
     create_model,
+    emails,
 )
 from tunelab.application.reconcile import STALE_AFTER, reconcile
+from tunelab.application.workflows import execution_name
 from tunelab.composition.wiring import Services, reset_services
 from tunelab.domain.errors import ProviderTransientError
 from tunelab.domain.providers import TrainingMetrics, TrainingState
@@ -151,3 +154,64 @@ def test_the_function_returns_the_counts(aws: Aws, services: Services, repo: Ser
         "redriven": 0,
         "errors": 0,
     }
+
+
+GONE_EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:Tunelab-fine-tuning:gone-bot-0a1b2c3d"
+
+
+def test_a_finished_job_whose_workflow_ended_is_recorded_and_told_once(
+    aws: Aws, services: Services, repo: Services, bedrock: RecordingProvider
+) -> None:
+    """The execution that waited for the job is gone (ended without recording it, or lost with a
+    restart of the local runtime): the sweep records the outcome itself and emails the creator."""
+    gone = _silent_for(
+        aws, repo, timedelta(hours=1), "gone-bot", training=TrainingRecord(execution_arn=GONE_EXECUTION)
+    )
+    bedrock.training[_job_id(gone)] = TrainingState(
+        job_id=_job_id(gone), status="failed", failure_reason="The training data has a row that is too long."
+    )
+    services.client("events").create_event_bus(Name=services.settings.event_bus_name)
+    services.client("ses").verify_email_identity(EmailAddress=services.settings.sender_email)
+
+    report = reconcile(services)
+    again = reconcile(services)
+
+    model = repo.models.get(WS, gone.name)
+    assert model.status == ModelStatus.TRAINING_FAILED
+    assert model.training.failure_reason == "The training data has a row that is too long."
+    assert (report.settled, report.unanswered, report.errors) == (1, 0, 0)
+    assert again.checked == 0
+    subjects = [message.subject for message in emails()]
+    assert subjects == ["[tunelab] Training of gone-bot failed"]
+
+
+def test_a_model_whose_workflow_was_lost_before_the_job_started_has_it_started_again(
+    aws: Aws, services: Services, repo: Services, bedrock: RecordingProvider
+) -> None:
+    lost = _silent_for(
+        aws,
+        repo,
+        timedelta(minutes=1),
+        "lost-bot",
+        training=TrainingRecord(execution_arn=GONE_EXECUTION),
+        refs=ProviderRefs(),
+    )
+
+    machine = services.settings.fine_tuning_state_machine_arn
+    services.client("stepfunctions").create_state_machine(
+        name=machine.rsplit(":", 1)[-1],
+        definition=json.dumps(
+            {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 60, "End": True}}}
+        ),
+        roleArn="arn:aws:iam::123456789012:role/tunelab-states",
+    )
+
+    quiet = reconcile(services)
+    report = reconcile(services, recover=True)
+
+    assert quiet.checked == 0  # heard of a minute ago: a normal sweep leaves it
+    assert (report.checked, report.redriven) == (1, 1)
+    executions = services.client("stepfunctions").list_executions(
+        stateMachineArn=services.settings.fine_tuning_state_machine_arn
+    )["executions"]
+    assert [e["name"] for e in executions] == [execution_name(lost.name, lost.uid)]

@@ -100,8 +100,8 @@ def _reconcile_one(ctx: Context, model: ModelRecord, now: datetime, report: Reco
             return
         # The workflow was lost before it started the job: start it again (named by the model, so
         # this is the same execution; where that name is taken by one that ended, it cannot run).
-        ctx.workflows.start_fine_tuning(model, correlation_id=f"reconcile-{model.uid}")
-        if fine_tuned_models.workflow_running(ctx, model):
+        started = ctx.workflows.start_fine_tuning(model, correlation_id=f"reconcile-{model.uid}")
+        if ctx.workflows.running(started):
             report.redriven += 1
             return
         fine_tuned_models.settle_training(

@@ -302,6 +302,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
             {
                 P.TABLE_READ_WRITE,
                 P.SEND_TASK_RESULT,
+                P.BEDROCK_READ,  # a finished job whose workflow ended is recorded directly
                 # A deployed model whose endpoint failed or went away is undeployed.
                 P.ASSUME_CONNECTOR_ROLE,
                 P.SCHEDULE_DELETE,
@@ -351,6 +352,10 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
                 P.BEDROCK_STOP_TRAINING,  # stops that were lost are issued again
                 P.ASSUME_CONNECTOR_ROLE,
                 P.SEND_TASK_RESULT,
+                # A job whose workflow ended is recorded and told directly; a lost workflow is started again.
+                P.PUT_EVENTS,
+                P.SEND_EMAIL,
+                P.START_EXECUTIONS,
             }
         ),
     ),
