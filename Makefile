@@ -8,7 +8,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint typecheck unit venv bench clean synth node
+.PHONY: demo test lint typecheck unit venv bench clean synth node faults load
 
 venv: $(STAMP)
 
@@ -49,6 +49,13 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest -n 2 --dist loadgroup
+
+# The fault suite alone (it also runs in `make test`), and a longer load test against a local runtime.
+faults: $(STAMP)
+	$(BIN)/pytest -n 2 tests/faults
+
+load: $(STAMP)
+	$(BIN)/python -m tests.faults.load --clients 8 --seconds 60
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -186,23 +187,33 @@ class LocalApi:
         return self.runtime.log()
 
 
+def api_of(runtime: RuntimeProcess) -> LocalApi:
+    """The running runtime as its users reach it (close its `http` when done)."""
+    return LocalApi(
+        runtime=runtime,
+        base_url=runtime.ready["api_url"],
+        aws_endpoint=runtime.ready["aws_endpoint"],
+        data_dir=Path(runtime.ready["data_dir"]),
+        http=httpx.Client(base_url=runtime.ready["api_url"], timeout=60.0),
+    )
+
+
+@contextmanager
+def running_runtime(root: Path) -> Iterator[LocalApi]:
+    """A runtime of its own (its process, port 0, the data dir `root/data`), stopped at the end."""
+    api = api_of(start_runtime(root / "data", root / "runtime.log"))
+    try:
+        yield api
+    finally:
+        api.http.close()
+        api.runtime.interrupt()
+
+
 @pytest.fixture(scope="session")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalApi]:
     """One local runtime for the session (its own process, port 0, a temporary data dir)."""
-    root = tmp_path_factory.mktemp("local-runtime")
-    runtime = start_runtime(root / "data", root / "runtime.log")
-    http = httpx.Client(base_url=runtime.ready["api_url"], timeout=60.0)
-    try:
-        yield LocalApi(
-            runtime=runtime,
-            base_url=runtime.ready["api_url"],
-            aws_endpoint=runtime.ready["aws_endpoint"],
-            data_dir=Path(runtime.ready["data_dir"]),
-            http=http,
-        )
-    finally:
-        http.close()
-        runtime.interrupt()
+    with running_runtime(tmp_path_factory.mktemp("local-runtime")) as api:
+        yield api
 
 
-__all__ = ["LocalApi", "RuntimeProcess", "start_runtime", "wait_for"]
+__all__ = ["LocalApi", "RuntimeProcess", "api_of", "running_runtime", "start_runtime", "wait_for"]

@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from tests.e2e import jobs
-from tests.e2e.conftest import LocalApi, start_runtime, wait_for
+from tests.e2e.conftest import LocalApi, api_of, start_runtime, wait_for
 from tests.faults.tally import Tally
 from tunelab.client.demo import sample_rows
 
@@ -48,14 +48,7 @@ class Restartable:
 
     def up(self) -> LocalApi:
         self.runs += 1
-        process = start_runtime(self.data_dir, self.root / f"runtime-{self.runs}.log")
-        self.api = LocalApi(
-            runtime=process,
-            base_url=process.ready["api_url"],
-            aws_endpoint=process.ready["aws_endpoint"],
-            data_dir=Path(process.ready["data_dir"]),
-            http=httpx.Client(base_url=process.ready["api_url"], timeout=60.0),
-        )
+        self.api = api_of(start_runtime(self.data_dir, self.root / f"runtime-{self.runs}.log"))
         return self.api
 
     def kill(self) -> None:

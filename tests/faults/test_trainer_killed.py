@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 
-from tests.e2e.conftest import LocalApi, start_runtime, wait_for
+from tests.e2e.conftest import LocalApi, running_runtime, wait_for
 from tests.e2e.jobs import create, get, job_record, quick_job, unique, upload, wait_status
 from tests.faults.load import RESTING, list_everything, training_emails
 from tests.faults.tally import Tally
@@ -46,20 +45,8 @@ _PHASE = re.compile(r"^Training (\d+)/(\d+) steps")
 @pytest.fixture(scope="module")
 def runtime_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalApi]:
     """A runtime of this module's own (its own data dir, so its job folders and outbox are these cases')."""
-    root = tmp_path_factory.mktemp("faults-runtime")
-    runtime = start_runtime(root / "data", root / "runtime.log")
-    http = httpx.Client(base_url=runtime.ready["api_url"], timeout=60.0)
-    try:
-        yield LocalApi(
-            runtime=runtime,
-            base_url=runtime.ready["api_url"],
-            aws_endpoint=runtime.ready["aws_endpoint"],
-            data_dir=Path(runtime.ready["data_dir"]),
-            http=http,
-        )
-    finally:
-        http.close()
-        runtime.interrupt()
+    with running_runtime(tmp_path_factory.mktemp("faults-runtime")) as api:
+        yield api
 
 
 def _mid_training(local: LocalApi, name: str) -> dict[str, Any]:

@@ -471,8 +471,8 @@ class Demo:
                 self.say(f"Kept (--keep): {self.name} and datasets {', '.join(self.dataset_ids)}.")
                 if self.runtime is not None:
                     self.say(
-                        "The runtime this demo started stops next, and its records go with it (the files "
-                        "in its data dir stay); start `tunelab local up` before the demo to keep them."
+                        f"The runtime this demo started stops next; its data dir ({self.runtime.data_dir}) "
+                        "keeps them: `tunelab local up` shows them again."
                     )
                 outcome.append("kept")
                 return
