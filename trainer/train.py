@@ -120,12 +120,14 @@ def _run_under_torchrun(paths: Paths, env: Mapping[str, str], argv: Sequence[str
     print(
         f"starting {cluster.num_gpus} processes per host on {len(cluster.hosts)} host(s): {' '.join(command)}"
     )
-    process = subprocess.Popen(command, env=dict(env))
+    # The processes torchrun starts have torchrun for a parent: this process alone watches the runtime.
+    process = subprocess.Popen(command, env={k: v for k, v in env.items() if k != STOP_WITH_PARENT})
 
     def forward(signum: int, frame: FrameType | None) -> None:
         process.send_signal(signum)
 
     previous = signal.signal(signal.SIGTERM, forward)
+    _stop_with_parent(env)
     try:
         code = process.wait()
     finally:

@@ -166,6 +166,8 @@ class AwsGuard:
             return lambda data: None  # moto returns its body; it never writes through this
 
         body = self._app(environ, hold)
+        if not answered:  # an application that starts its answer only when its body is read
+            body = list(body)
         status, headers = answered[0]
         if status.startswith("2"):
             try:
