@@ -52,7 +52,7 @@ test: lint typecheck
 
 # The fault suite alone (it also runs in `make test`), and a longer load test against a local runtime.
 faults: $(STAMP)
-	$(BIN)/pytest -n 2 tests/faults
+	$(BIN)/pytest -n 2 --dist loadgroup tests/faults
 
 load: $(STAMP)
 	$(BIN)/python -m tests.faults.load --clients 8 --seconds 60

@@ -84,7 +84,9 @@ class _Outliving:
 
 
 def _outlive_reader(env: Mapping[str, str]) -> None:
-    if env.get(STOP_WITH_PARENT):
+    # Only where the kernel tells the trainer that the runtime died (below): elsewhere a trainer whose
+    # runtime died must end at its next line, not train on beside the one the next start resumes.
+    if env.get(STOP_WITH_PARENT) and sys.platform.startswith("linux"):
         sys.stdout = _Outliving(sys.stdout)
         sys.stderr = _Outliving(sys.stderr)
 

@@ -3,6 +3,8 @@ comes back, a torn last journal line (the process died mid-append) is skipped, r
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from tunelab.adapters.dynamodb import TABLE_DEFINITION
-from tunelab.local.persistence import BucketMirror, RestoreReport, TableJournal
+from tunelab.local.persistence import BucketMirror, DurableState, RestoreReport, TableJournal
 
 pytestmark = pytest.mark.xdist_group("moto-server")
 
@@ -113,3 +115,57 @@ def test_the_mirror_keeps_a_buckets_objects_and_their_removal(clients: Any, tmp_
     assert kept["Body"].read() == b"prompt,completion\nnew,rows\n"
     assert kept["ContentType"] == "text/csv"
     assert (report.objects, report.object_bytes) == (1, len(b"prompt,completion\nnew,rows\n"))
+
+
+def test_writes_after_a_cancelled_transaction_are_kept_too(clients: Any, tmp_path: Path) -> None:
+    """moto puts back a copy of the table (and of its stream) when a transaction is cancelled — a
+    model name already taken, a lost version race: the writes after it must still reach the journal."""
+    _fresh_table(clients)
+    state = DurableState(
+        data_dir=tmp_path, clients=clients, tables=(TABLE,), buckets=(), schedule_group="none"
+    )
+    state.restore_tables()
+    state.activate()
+    dynamodb = clients("dynamodb")
+
+    def put(pk: str) -> None:
+        dynamodb.put_item(TableName=TABLE, Item=_item(pk, "MODEL", pk))
+        state.after_write("dynamodb", _environ("PutItem", {"TableName": TABLE}), 200)
+
+    put("WS#one")
+    taken = {
+        "TransactItems": [
+            {
+                "Put": {
+                    "TableName": TABLE,
+                    "Item": _item("WS#one", "MODEL", "again"),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            }
+        ]
+    }
+    with pytest.raises(dynamodb.exceptions.TransactionCanceledException):
+        dynamodb.transact_write_items(**taken)
+    state.after_write("dynamodb", _environ("TransactWriteItems", taken), 400)
+    put("WS#two")
+    written = {
+        "TransactItems": [{"Put": {"TableName": TABLE, "Item": _item("WS#three", "MODEL", "WS#three")}}]
+    }
+    dynamodb.transact_write_items(**written)
+    state.after_write("dynamodb", _environ("TransactWriteItems", written), 200)
+    state.close()
+    acknowledged = _items(clients)
+
+    _fresh_table(clients)
+    TableJournal(tmp_path / "state", clients, (TABLE,)).restore(RestoreReport())
+
+    assert _items(clients) == acknowledged
+    assert sorted(pk for pk, _ in acknowledged) == ["WS#one", "WS#three", "WS#two"]
+
+
+def _environ(operation: str, body: dict[str, Any]) -> dict[str, Any]:
+    """What the endpoint's guard hands the hook: the request's target and its body, kept readable."""
+    return {
+        "HTTP_X_AMZ_TARGET": f"DynamoDB_20120810.{operation}",
+        "wsgi.input": io.BytesIO(json.dumps(body).encode()),
+    }

@@ -98,6 +98,13 @@ def _reconcile_one(ctx: Context, model: ModelRecord, now: datetime, report: Reco
         if fine_tuned_models.workflow_running(ctx, model):
             report.no_job += 1
             return
+        if model.status == ModelStatus.STOPPING_TRAINING:
+            # Asked to stop before its job existed, and its workflow is gone: nothing to stop.
+            fine_tuned_models.settle_training(
+                ctx, model, TrainingOutcome(outcome="stopped"), correlation_id=f"reconcile-{model.uid}"
+            )
+            report.settled += 1
+            return
         # The workflow was lost before it started the job: start it again (named by the model, so
         # this is the same execution; where that name is taken by one that ended, it cannot run).
         started = ctx.workflows.start_fine_tuning(model, correlation_id=f"reconcile-{model.uid}")

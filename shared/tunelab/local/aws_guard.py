@@ -121,11 +121,11 @@ class AwsGuard:
         self._access: AwsAccess | None = None
         self._hosts: frozenset[str] = frozenset()
         self._port = 0
-        self._after_write: Callable[[str, dict[str, Any]], None] | None = None
+        self._after_write: Callable[[str, dict[str, Any], int], None] | None = None
 
-    def keep_writes(self, after_write: Callable[[str, dict[str, Any]], None] | None) -> None:
-        """Call `after_write(service, environ)` once moto has applied a write (any method but GET,
-        HEAD and OPTIONS) and answered it 2xx, before the answer leaves; a failure there answers 500."""
+    def keep_writes(self, after_write: Callable[[str, dict[str, Any], int], None] | None) -> None:
+        """Call `after_write(service, environ, status)` once moto has answered a write (any method but
+        GET, HEAD and OPTIONS) with a 2xx or 4xx, before the answer leaves; a failure there answers 500."""
         self._after_write = after_write
 
     def configure(self, access: AwsAccess, port: int) -> None:
@@ -169,9 +169,9 @@ class AwsGuard:
         if not answered:  # an application that starts its answer only when its body is read
             body = list(body)
         status, headers = answered[0]
-        if status.startswith("2"):
+        if status[:1] in ("2", "4"):  # applied, or refused (a refused transaction may change state too)
             try:
-                self._after_write(service, environ)
+                self._after_write(service, environ, int(status[:3]))
             except Exception:
                 logger.exception("keeping a %s write on disk failed; it is answered as failed", service)
                 close = getattr(body, "close", None)

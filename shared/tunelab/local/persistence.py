@@ -74,6 +74,7 @@ DYNAMODB_WRITES = frozenset(
     }
 )
 SINGLE_TABLE_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
+TRANSACTIONS = frozenset({"TransactWriteItems", "ExecuteTransaction"})
 STREAM_READ_LIMIT = 1000  # GetRecords' largest page
 # What a schedule is made of, as GetSchedule answers and CreateSchedule takes it.
 SCHEDULE_FIELDS = (
@@ -190,7 +191,9 @@ class TableJournal:
                     if table not in state:
                         continue
                     report.journal_records += 1
-                    if "put" in entry:
+                    if entry.get("reset"):  # the table was journaled whole from here
+                        state[table] = {}
+                    elif "put" in entry:
                         state[table][_item_key(entry["put"], keys[table])] = entry["put"]
                     else:
                         state[table].pop(_item_key(entry["del"], keys[table]), None)
@@ -272,6 +275,30 @@ class TableJournal:
                 self.records += wrote
             if len(drained) == len(self._iterators):
                 self._durable = drained_up_to
+
+    def reset(self, table: str) -> None:
+        """Journal `table` whole — a "reset" line, then every item it holds — and read its stream from
+        now on: for when the table itself was replaced (a cancelled transaction in moto). The iterator
+        is taken before the scan, so a write racing the scan is in the scan, the stream, or both
+        (replayed in order: the same item)."""
+        if table not in self._iterators:
+            return
+        with self._lock:
+            if self._journal is None:
+                return
+            arn = self._dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+            shard = self._streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+            iterator = self._streams.get_shard_iterator(
+                StreamArn=arn, ShardId=shard, ShardIteratorType="LATEST"
+            )["ShardIterator"]
+            self._journal.write(json.dumps({"t": table, "reset": True}) + "\n")
+            for page in self._dynamodb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
+                for item in page.get("Items", []):
+                    self._journal.write(json.dumps({"t": table, "put": item}) + "\n")
+                    self.records += 1
+            self._journal.flush()
+            os.fsync(self._journal.fileno())
+            self._iterators[table] = iterator
 
     def close(self) -> None:
         with self._lock:
@@ -364,8 +391,7 @@ class BucketMirror:
                     continue
                 body, meta = self._files(key)
                 partial = body.with_name(body.name + ".partial")
-                with contextlib.suppress(FileNotFoundError):
-                    meta.unlink()  # the old metadata must not vouch for the new body while it is written
+                # The kept version stays until the new body is whole on disk; then body, then metadata.
                 head = self._s3.head_object(Bucket=self.bucket, Key=key)
                 self._s3.download_file(self.bucket, key, str(partial))
                 fd = os.open(partial, os.O_RDONLY)
@@ -469,15 +495,24 @@ class DurableState:
         """From now on every write the guard lets through is kept before it is answered."""
         self._active = True
 
-    def after_write(self, service: str, environ: dict[str, Any]) -> None:
-        """The guard's hook: moto applied a write of `service` and answered 2xx; keep it now."""
+    def after_write(self, service: str, environ: dict[str, Any], status: int = 200) -> None:
+        """The guard's hook: moto answered a write of `service` with `status` (2xx: applied; 4xx:
+        refused); keep what it changed now."""
         if not self._active:
             return
-        if service == "dynamodb":
+        if service == "dynamodb" and self._journal is not None:
             operation = str(environ.get("HTTP_X_AMZ_TARGET", "")).rsplit(".", 1)[-1]
-            if operation in DYNAMODB_WRITES and self._journal is not None:
+            if operation in TRANSACTIONS and status >= 400:
+                # moto undoes a cancelled transaction by putting back a copy of each table it touched,
+                # taken when it began — with a copy of the table's stream: journal those tables whole.
+                for table in _tables_of(environ) or self.tables:
+                    self._journal.reset(table)
+            elif operation in DYNAMODB_WRITES and status < 300:
                 self._journal.sync(_table_of(environ) if operation in SINGLE_TABLE_WRITES else None)
-        elif service == "s3":
+            return
+        if status >= 300:
+            return
+        if service == "s3":
             bucket = _bucket_of(environ)
             mirror = self._mirrors.get(bucket or "")
             if mirror is not None and not _is_part(environ):
@@ -504,6 +539,25 @@ def _table_of(environ: dict[str, Any]) -> str | None:
     except ValueError:
         return None
     return name if isinstance(name, str) else None
+
+
+def _tables_of(environ: dict[str, Any]) -> list[str]:
+    """The tables a transaction names (its JSON body); empty when unreadable."""
+    body = environ.get("wsgi.input")
+    if not isinstance(body, io.BytesIO):
+        return []
+    try:
+        items = json.loads(body.getvalue() or b"{}").get("TransactItems") or []
+    except ValueError:
+        return []
+    names = {
+        str(action["TableName"])
+        for item in items
+        if isinstance(item, dict)
+        for action in item.values()
+        if isinstance(action, dict) and "TableName" in action
+    }
+    return sorted(names)
 
 
 def _bucket_of(environ: dict[str, Any]) -> str | None:

@@ -54,6 +54,8 @@ from types import ModuleType, TracebackType
 from typing import Any
 
 import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from tunelab.adapters.dynamodb import (
     IDEMPOTENCY_TABLE_DEFINITION,
@@ -327,6 +329,9 @@ class LocalRuntime:
 
     def client(self, service: str) -> Any:
         """A boto3 client of `service` on the embedded endpoint, with this run's credentials."""
+        return self._client_with(service, None)
+
+    def _client_with(self, service: str, config: Config | None) -> Any:
         access = self.aws_access
         return boto3.client(  # type: ignore[call-overload]
             service,
@@ -334,6 +339,7 @@ class LocalRuntime:
             endpoint_url=access.endpoint_url,
             aws_access_key_id=access.access_key_id,
             aws_secret_access_key=access.secret_access_key,
+            config=config,
         )
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -810,12 +816,25 @@ class LocalRuntime:
         """Settle what the last run left in flight: uploads not yet validated are announced again, and
         — its workflow executions were lost with it — the reconciler looks at every model in a
         transient status now (`reconcile(recover=True)`)."""
-        self._redeliver_uploads()
-        answer = self.client("lambda").invoke(
-            FunctionName=self.function_arns[RECONCILER_FUNCTION],
-            Payload=json.dumps({"recover": True}).encode(),
-        )
-        payload = json.loads(answer["Payload"].read() or b"{}")
+        try:
+            self._redeliver_uploads()
+            # As long as the function may run, and once: a second sweep must not start beside the first.
+            lam = self._client_with(
+                "lambda",
+                Config(
+                    read_timeout=function(RECONCILER_FUNCTION).timeout_seconds + 30,
+                    retries={"max_attempts": 1},
+                ),
+            )
+            answer = lam.invoke(
+                FunctionName=self.function_arns[RECONCILER_FUNCTION],
+                Payload=json.dumps({"recover": True}).encode(),
+            )
+            payload = json.loads(answer["Payload"].read() or b"{}")
+        except (BotoCoreError, ClientError, ValueError) as error:
+            # The runtime serves anyway; the scheduled sweep (every 15 minutes) settles what is left.
+            logger.error("the recovery sweep at start failed (the scheduled one will run): %s", error)
+            return
         if answer.get("FunctionError"):
             logger.error("the recovery sweep failed: %s", payload)
             return
