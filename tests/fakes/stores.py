@@ -338,6 +338,10 @@ class MemoryModels:
         ]
         return sorted(found, key=lambda m: m.last_news_at)[:limit]
 
+    def unsent_emails(self, *, limit: int = 100) -> builtins.list[ModelRecord]:
+        found = [m for m in self.table.models.values() if m.pending_email is not None]
+        return sorted(found, key=lambda m: m.pending_email.since if m.pending_email else m.updated_at)[:limit]
+
     def using_dataset(self, workspace: str, dataset_id: str) -> builtins.list[ModelRecord]:
         return [
             m

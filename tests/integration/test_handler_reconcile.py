@@ -20,12 +20,12 @@ from tests.integration.handler_support import (
     create_model,
     emails,
 )
-from tunelab.application.reconcile import STALE_AFTER, reconcile
+from tunelab.application.reconcile import EMAIL_GRACE, STALE_AFTER, reconcile
 from tunelab.application.workflows import execution_name
 from tunelab.composition.wiring import Services, reset_services
 from tunelab.domain.errors import ProviderTransientError
 from tunelab.domain.providers import TrainingMetrics, TrainingState
-from tunelab.domain.records import ModelRecord, ProviderRefs, utcnow
+from tunelab.domain.records import ModelChanges, ModelRecord, PendingEmail, ProviderRefs, utcnow
 from tunelab.domain.records import TrainingState as TrainingRecord
 from tunelab.domain.status import ModelStatus
 
@@ -152,6 +152,7 @@ def test_the_function_returns_the_counts(aws: Aws, services: Services, repo: Ser
         "no_job": 0,
         "settled": 0,
         "redriven": 0,
+        "emails_sent": 0,
         "errors": 0,
     }
 
@@ -215,3 +216,33 @@ def test_a_model_whose_workflow_was_lost_before_the_job_started_has_it_started_a
         stateMachineArn=services.settings.fine_tuning_state_machine_arn
     )["executions"]
     assert [e["name"] for e in executions] == [execution_name(lost.name, lost.uid)]
+
+
+def test_an_email_no_workflow_sent_is_sent_once_after_its_grace(
+    aws: Aws, services: Services, repo: Services, bedrock: RecordingProvider
+) -> None:
+    """FinishTraining recorded the end and the email it owes; the workflow ended before Notify sent it
+    (the local runtime was killed, SES stayed down through Notify's retries): the sweep sends it once."""
+    services.client("ses").verify_email_identity(EmailAddress=services.settings.sender_email)
+    owed_since = utcnow() - EMAIL_GRACE - timedelta(minutes=1)
+    done = _silent_for(aws, repo, timedelta(hours=1), "done-bot")
+    fresh = _silent_for(aws, repo, timedelta(hours=1), "fresh-bot")
+    for model, since in ((done, owed_since), (fresh, utcnow())):
+        repo.models.transition(
+            WS,
+            model.name,
+            {ModelStatus.TRAINING},
+            ModelStatus.NOT_DEPLOYED,
+            ModelChanges(pending_email=PendingEmail(kind="training_completed", since=since)),
+        )
+
+    first = reconcile(services)
+    second = reconcile(services)
+    recovering = reconcile(services, recover=True)
+
+    assert (first.emails_sent, second.emails_sent, recovering.emails_sent) == (1, 0, 1)
+    assert [m.subject for m in emails()] == [
+        "[tunelab] done-bot is ready: training completed",
+        "[tunelab] fresh-bot is ready: training completed",
+    ]
+    assert repo.models.unsent_emails() == []

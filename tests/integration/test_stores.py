@@ -41,6 +41,7 @@ from tunelab.domain.records import (
     DeploymentState,
     Metrics,
     ModelChanges,
+    PendingEmail,
     TrainingState,
 )
 from tunelab.domain.status import ModelStatus as S
@@ -428,6 +429,40 @@ def test_stale_transient_models_for_the_reconciler(repo: Any, clock: Clock) -> N
     )
 
     assert [m.name for m in stale] == [quiet.name]
+
+
+def test_emails_owed_are_found_across_workspaces_until_they_are_sent(repo: Any, clock: Clock) -> None:
+    first = new_model(repo, name="first")
+    second = new_model(repo, name="second", workspace="ws-globex")
+    quiet = new_model(repo, name="quiet")
+    repo.models.transition(
+        "ws-acme",
+        first.name,
+        {S.TRAINING},
+        S.NOT_DEPLOYED,
+        ModelChanges(pending_email=PendingEmail(kind="training_completed", since=clock.now)),
+    )
+    clock.advance(minutes=1)
+    repo.models.transition(
+        "ws-globex",
+        second.name,
+        {S.TRAINING},
+        S.TRAINING_FAILED,
+        ModelChanges(pending_email=PendingEmail(kind="training_failed", reason="no", since=clock.now)),
+    )
+    repo.models.transition("ws-acme", quiet.name, {S.TRAINING}, S.TRAINING_STOPPED)
+
+    owed = repo.models.unsent_emails()
+    repo.models.update("ws-acme", first.name, ModelChanges(pending_email=None))
+
+    assert [(m.name, m.pending_email.kind) for m in owed] == [
+        ("first", "training_completed"),
+        ("second", "training_failed"),
+    ]
+    assert [m.name for m in repo.models.unsent_emails()] == ["second"]
+    assert repo.models.get("ws-acme", first.name).pending_email is None
+    # Not a transient model for the reconciler's other question.
+    assert repo.models.stale(clock.now + timedelta(hours=1), statuses={S.TRAINING}) == []
 
 
 # --- deletion ---------------------------------------------------------------------------------

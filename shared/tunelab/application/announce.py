@@ -21,9 +21,9 @@ from aws_lambda_powertools import Logger
 from tunelab.application.ports import Context
 from tunelab.application.workflows import NotifyEvent, NotifyResult
 from tunelab.domain.events import dataset_validated, model_deleted, model_status_changed
-from tunelab.domain.notifications import NotificationKind, compose
-from tunelab.domain.records import DatasetRecord, ModelRecord
-from tunelab.domain.status import ModelStatus
+from tunelab.domain.notifications import compose
+from tunelab.domain.records import DatasetRecord, ModelChanges, ModelRecord
+from tunelab.domain.status import ModelStatus, NotificationKind
 
 logger = Logger(child=True)
 
@@ -91,4 +91,27 @@ def notify(ctx: Context, event: NotifyEvent) -> NotifyResult:
     if record is None or record.uid != event.uid:
         return NotifyResult(sent=False, why_not="the model no longer exists")
     message_id = tell_creator(ctx, event.notification, record, reason=event.reason, at=event.at, strict=True)
+    if record.pending_email is not None and record.pending_email.kind == event.notification:
+        try:
+            ctx.models.update(record.workspace_id, record.name, ModelChanges(pending_email=None))
+        except Exception:  # sent: a failure here may send it once more (the reconciler), never lose it
+            logger.exception("Could not record the email as sent", extra={"model": record.name})
     return NotifyResult(sent=True, message_id=message_id)
+
+
+def send_owed(ctx: Context, record: ModelRecord) -> NotifyResult:
+    """Send the email a status change owes (`record.pending_email`) whose workflow did not: Notify's
+    own work, for the reconciler."""
+    owed = record.pending_email
+    if owed is None:
+        return NotifyResult(sent=False, why_not="no email is owed")
+    return notify(
+        ctx,
+        NotifyEvent(
+            workspace_id=record.workspace_id,
+            model_name=record.name,
+            uid=record.uid,
+            notification=owed.kind,
+            reason=owed.reason,
+        ),
+    )

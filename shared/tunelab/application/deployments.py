@@ -44,7 +44,7 @@ from tunelab.domain.identity import Identity
 from tunelab.domain.layout import PROVIDER_RESOURCE_TAG
 from tunelab.domain.providers import DeploymentRef, DeployRequest, InvokeParams, InvokeResult, ModelIdentity
 from tunelab.domain.providers import DeploymentState as ProviderDeployment
-from tunelab.domain.records import DeploymentState, ModelChanges, ModelRecord
+from tunelab.domain.records import DeploymentState, ModelChanges, ModelRecord, PendingEmail
 from tunelab.domain.schedules import ScheduleInput, fire_time, schedule_names
 from tunelab.domain.status import ACTIONS, Action, ModelStatus, check_action
 
@@ -333,8 +333,13 @@ def _deployed(ctx: Context, event: FinishDeploymentEvent) -> FinishedDeployment:
     if record is None:
         return FinishedDeployment(status=None, notification=None)
     deployment = (record.deployment or DeploymentState()).model_copy(update={"deployed_at": ctx.now()})
+    owed = PendingEmail(kind="deployed", since=ctx.now())
     updated = ctx.models.try_transition(
-        record.workspace_id, record.name, {S.DEPLOYING}, S.DEPLOYED, ModelChanges(deployment=deployment)
+        record.workspace_id,
+        record.name,
+        {S.DEPLOYING},
+        S.DEPLOYED,
+        ModelChanges(deployment=deployment, pending_email=owed),
     )
     if updated is None:
         current = ctx.models.get(record.workspace_id, record.name)
@@ -383,7 +388,11 @@ def _failed(ctx: Context, event: FinishDeploymentEvent) -> FinishedDeployment:
         record.name,
         {S.DEPLOYING, S.DEPLOYED},
         S.NOT_DEPLOYED,
-        ModelChanges(deployment=None, refs=record.refs.model_copy(update={"deployment": None})),
+        ModelChanges(
+            deployment=None,
+            refs=record.refs.model_copy(update={"deployment": None}),
+            pending_email=PendingEmail(kind="deploy_failed", reason=reason, since=ctx.now()),
+        ),
         message=f"Deployment failed: {reason}",
     )
     if updated is None:

@@ -93,7 +93,6 @@ from tunelab.domain.hyperparameters import (
 )
 from tunelab.domain.identity import Identity, byok_allowed
 from tunelab.domain.layout import PROVIDER_RESOURCE_TAG, s3_uri
-from tunelab.domain.notifications import NotificationKind
 from tunelab.domain.providers import DownloadLink, TrainingJobRef, TrainingRequest, TrainingState
 from tunelab.domain.providers import Resources as ProviderResources
 from tunelab.domain.records import (
@@ -106,6 +105,7 @@ from tunelab.domain.records import (
     ModelChanges,
     ModelEventRecord,
     ModelRecord,
+    PendingEmail,
     RecordPage,
     Resources,
     ValidationChoice,
@@ -114,7 +114,7 @@ from tunelab.domain.records import (
     TrainingState as TrainingRecord,
 )
 from tunelab.domain.resources import TRAINER_MAX_LENGTH, check_resources, setup_for
-from tunelab.domain.status import ACTIONS, Action, ModelStatus, check_action
+from tunelab.domain.status import ACTIONS, Action, ModelStatus, NotificationKind, check_action
 from tunelab.domain.tokens import TOKEN_BOUNDS
 
 logger = Logger(child=True)
@@ -1033,6 +1033,10 @@ def _finish_training(
             )
         )
     previous = record.status
+    # The email this change owes goes with it, on the record, until Notify (or the reconciler) sends it.
+    changes = changes.model_copy(
+        update={"pending_email": PendingEmail(kind=_NOTIFICATION[target], reason=reason, since=ctx.now())}
+    )
     updated = ctx.models.try_transition(
         record.workspace_id, record.name, TRAINING_STATES, target, changes, message=reason
     )

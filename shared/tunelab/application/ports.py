@@ -242,6 +242,11 @@ class ModelStore(Protocol):
         heard of first."""
         ...
 
+    def unsent_emails(self, *, limit: int = 100) -> builtins.list[ModelRecord]:
+        """Models (any workspace) that still owe their creator an email (`pending_email`), the longest
+        owed first."""
+        ...
+
     def using_dataset(self, workspace: str, dataset_id: str) -> builtins.list[ModelRecord]:
         """The workspace's models trained or validated on this dataset."""
         ...

@@ -17,6 +17,9 @@ own time limit — except in a recovery sweep (`recover=True`, which the local r
 start, its executions having been lost): there every model in a transient status is looked at,
 whatever its last news, and a deployment whose workflow is gone has its workflow started again (a
 deployment's execution is named by the model and the time it was asked for: the same one runs).
+An email a status change owes (`ModelRecord.pending_email`, written with the change, cleared by the
+Notify task once sent) that no workflow sent within `EMAIL_GRACE` — the workflow ended first — is sent
+by the sweep (at once in a recovery sweep).
 One model's failure is counted and logged; the sweep goes on.
 """
 
@@ -27,7 +30,7 @@ from datetime import datetime, timedelta
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel
 
-from tunelab.application import fine_tuned_models
+from tunelab.application import announce, fine_tuned_models
 from tunelab.application.ports import Context
 from tunelab.application.workflows import TrainingOutcome
 from tunelab.domain.records import ModelRecord
@@ -40,6 +43,8 @@ logger = Logger(child=True)
 STALE_AFTER = timedelta(minutes=30)
 # Models asked about per sweep: the least recently heard of first; the rest wait for the next one.
 SWEEP_LIMIT = 100
+# An owed email is the workflow's to send for this long (Notify's retries take minutes at most).
+EMAIL_GRACE = timedelta(minutes=15)
 # A recovery sweep looks at every model in a transient status (a restart must leave none behind).
 RECOVERY_LIMIT = 10_000
 
@@ -55,6 +60,7 @@ class ReconcileReport(BaseModel):
     no_job: int = 0  # no provider job recorded yet (the workflow is still starting it)
     settled: int = 0  # finished jobs recorded directly: their workflow no longer runs
     redriven: int = 0  # workflows started again: the one that ran was lost
+    emails_sent: int = 0  # emails owed that no workflow sent (`ModelRecord.pending_email`)
     errors: int = 0
 
 
@@ -85,6 +91,7 @@ def reconcile(
             logger.exception(
                 "Reconciling failed", extra={"workspace_id": model.workspace_id, "model": model.name}
             )
+    _send_owed_emails(ctx, now, report, grace=timedelta(0) if recover else EMAIL_GRACE)
     logger.info("Reconciled", extra=report.model_dump())
     return report
 
@@ -164,3 +171,18 @@ def _redrive_deployment(ctx: Context, model: ModelRecord, report: ReconcileRepor
         auto_undeploy_at=deployment.auto_undeploy_at,
     )
     report.redriven += 1
+
+
+def _send_owed_emails(ctx: Context, now: datetime, report: ReconcileReport, *, grace: timedelta) -> None:
+    """Emails a status change owes and no workflow sent (it ended first: killed with the local
+    runtime, or SES unavailable through Notify's retries), owed for longer than `grace`."""
+    for model in ctx.models.unsent_emails(limit=SWEEP_LIMIT):
+        owed = model.pending_email
+        if owed is None or now - owed.since < grace:
+            continue
+        try:
+            if announce.send_owed(ctx, model).sent:
+                report.emails_sent += 1
+        except Exception:
+            report.errors += 1
+            logger.exception("Sending an owed email failed", extra={"model": model.name, "kind": owed.kind})

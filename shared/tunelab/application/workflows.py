@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from tunelab.domain.notifications import NotificationKind
+from tunelab.domain.status import NotificationKind
 
 # Step Functions' limit on execution names.
 EXECUTION_NAME_MAX = 80

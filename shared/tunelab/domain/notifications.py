@@ -16,21 +16,10 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
 from tunelab.domain.records import ModelRecord
-from tunelab.domain.status import ModelStatus
+from tunelab.domain.status import ModelStatus, NotificationKind
 
-# What a model's creator is told about.
-NotificationKind = Literal[
-    "training_completed",
-    "training_failed",
-    "training_stopped",
-    "deployed",
-    "deploy_failed",
-    "undeploy_reminder",
-    "undeployed",
-]
 API_BASE = "/v1/fine-tuned-models"
 
 

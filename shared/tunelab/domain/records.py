@@ -30,7 +30,14 @@ from tunelab.domain.errors import Conflict, InUse, InvalidState, NameTaken, NotF
 from tunelab.domain.hyperparameters import ResolvedHyperparameters, ResolvedOptionalHyperparameters
 from tunelab.domain.identity import Plan
 from tunelab.domain.providers import DeploymentRef, ModelIdentity, ParentModel, TrainedModel, TrainingJobRef
-from tunelab.domain.status import TRAINED, DatasetStatus, ModelEventType, ModelStatus, can_transition
+from tunelab.domain.status import (
+    TRAINED,
+    DatasetStatus,
+    ModelEventType,
+    ModelStatus,
+    NotificationKind,
+    can_transition,
+)
 
 
 def utcnow() -> datetime:
@@ -281,6 +288,16 @@ class DeploymentState(_Record):
     schedule_name: str | None = None
 
 
+class PendingEmail(_Record):
+    """The email a status change owes the model's creator, kept on the record from the change until it
+    is sent: by the workflow's Notify task, or — when the workflow ended first (the local runtime was
+    killed, SES stayed unavailable through Notify's retries) — by the reconciler."""
+
+    kind: NotificationKind
+    reason: str | None = None
+    since: AwareDatetime
+
+
 class ProviderRefs(_Record):
     """What the provider holds for this model, as the workflows recorded it."""
 
@@ -326,6 +343,8 @@ class ModelRecord(_Record):
     # is kept in the order tunelab learned of things, and its times never go backwards.
     last_event_at: AwareDatetime | None = None
     refs: ProviderRefs = Field(default_factory=ProviderRefs)
+    # An email owed and not yet sent (see PendingEmail).
+    pending_email: PendingEmail | None = None
     version: int = 0
 
     @model_validator(mode="before")
@@ -386,6 +405,8 @@ class ModelChanges(BaseModel):
     deployment: DeploymentState | None = None
     storage_per_month_usd: float | None = None
     refs: ProviderRefs | None = None
+    # Given explicitly as None: the owed email was sent.
+    pending_email: PendingEmail | None = None
 
     def apply(self, record: ModelRecord) -> ModelRecord:
         """`record` with the fields given here."""

@@ -33,6 +33,16 @@ from tunelab.domain.errors import InvalidState, ValidationFailed
 
 # A dataset's status (the record's and the API's): uploaded, then validated into ready or invalid.
 DatasetStatus = Literal["uploading", "validating", "ready", "invalid"]
+# What a model's creator is told about (`domain.notifications` writes the emails).
+NotificationKind = Literal[
+    "training_completed",
+    "training_failed",
+    "training_stopped",
+    "deployed",
+    "deploy_failed",
+    "undeploy_reminder",
+    "undeployed",
+]
 # The kind of an entry in a model's history (the record's and the API's).
 ModelEventType = Literal["status_changed", "metrics", "message"]
 

@@ -17,6 +17,7 @@ from tunelab.adapters.dynamodb.table import (
     ENDPOINT_INDEX,
     JOB_INDEX,
     MAX_ATTEMPTS,
+    PENDING_EMAIL,
     TRANSIENT_INDEX,
     ConditionFailed,
     RecordsTable,
@@ -117,6 +118,19 @@ class DynamoModels:
                 ):
                     found.append(record)
         found.sort(key=lambda m: m.last_news_at)
+        return found[:limit]
+
+    def unsent_emails(self, *, limit: int = 100) -> builtins.list[ModelRecord]:
+        found: builtins.list[ModelRecord] = []
+        for key in self.table.query_keys(
+            IndexName=TRANSIENT_INDEX,
+            KeyConditionExpression="transient_status = :s",
+            ExpressionAttributeValues=values(s=PENDING_EMAIL),
+        ):
+            record = self.table.get(ModelRecord, key)
+            if record is not None and record.pending_email is not None:
+                found.append(record)
+        found.sort(key=lambda m: m.pending_email.since if m.pending_email else m.updated_at)
         return found[:limit]
 
     def using_dataset(self, workspace: str, dataset_id: str) -> builtins.list[ModelRecord]:

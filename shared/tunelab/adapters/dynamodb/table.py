@@ -19,8 +19,9 @@ Global secondary indexes (all sparse, keys only):
 
 * `job-index` — `job_key` = `<provider>#<job id>`: a provider event finds its model.
 * `endpoint-index` — `endpoint_key` = `<provider>#<endpoint or deployment>`: the same for endpoint events.
-* `transient-index` — `transient_status` (set only while training, stopping or deploying) and
-  `last_news_at`: the reconciler's "in a transient status with no news since T".
+* `transient-index` — `transient_status` (set only while training, stopping or deploying, or to
+  `pending_email` while a resting model still owes its creator an email) and `last_news_at`: the
+  reconciler's "in a transient status with no news since T" and "emails owed".
 
 Every key starts with the workspace, so one workspace never reads another's items: looking up
 another workspace's model answers `NotFound`. The exceptions: a role claim, which exists to say
@@ -76,6 +77,8 @@ if TYPE_CHECKING:
 JOB_INDEX = "job-index"
 ENDPOINT_INDEX = "endpoint-index"
 TRANSIENT_INDEX = "transient-index"
+# The transient index's key for a resting model that still owes its creator an email.
+PENDING_EMAIL = "pending_email"
 TTL_ATTRIBUTE = "expires_at_epoch"
 
 # Keyword arguments of `create_table` (add `TableName`); the CDK app builds the same table from it.
@@ -221,6 +224,8 @@ def derived(record: BaseModel) -> dict[str, Any]:
         attributes["endpoint_key"] = provider_id_key(record.provider, record.deployment.endpoint)
     if record.status in TRANSIENT:
         attributes["transient_status"] = record.status.value
+    elif record.pending_email is not None:
+        attributes["transient_status"] = PENDING_EMAIL
     return attributes
 
 
