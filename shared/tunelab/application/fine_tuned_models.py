@@ -1042,8 +1042,9 @@ def _finish_training(
     )
     if updated is None:
         current = ctx.models.get(record.workspace_id, record.name)
-        if current.status != target or not retried:
-            # Someone else ended it (another way, or this way and told the creator): tell nobody twice.
+        if current.status != target or not retried or current.pending_email is None:
+            # Someone else ended it (another way, or this way and told the creator — no email is owed
+            # any more): tell nobody twice.
             return FinishedTraining(status=current.status.value, notification=None, reason=reason)
         updated, previous = current, current.status
     ctx.task_tokens.delete(record.workspace_id, record.name, "training")
