@@ -9,13 +9,14 @@ import pytest
 
 from tests.application.conftest import ADA, created_model, trained_on_sagemaker, workflow_input
 from tests.fakes import FakeContext
-from tunelab.application import deployments, fine_tuned_models, provider_events
+from tunelab.application import announce, deployments, fine_tuned_models, provider_events
 from tunelab.application.commands import DeployIn, InvokeIn
 from tunelab.application.provider_events import IncomingEvent
 from tunelab.application.workflows import (
     FinishDeploymentEvent,
     FinishedDeployment,
     FinishTrainingEvent,
+    NotifyEvent,
     StartDeploymentEvent,
     TrainingOutcome,
 )
@@ -90,6 +91,41 @@ def test_deploy_starts_the_workflow_with_the_undeploy_time_on_the_minute(ctx: Fa
     assert execution.auto_undeploy_at >= ctx.now() + timedelta(hours=4.001)
     assert model.deployment is not None
     assert model.deployment.requested_at == ctx.now()
+
+
+def test_a_deploy_right_after_training_is_not_refused_when_its_email_is_recorded_as_sent_meanwhile(
+    ctx: FakeContext,
+) -> None:
+    """Training ended and its email is owed; the user deploys at once, and the Notify task records the
+    email as sent between the deploy's read and its move (a version later): the deploy reads again."""
+    model = _trained(ctx)
+    assert model.pending_email is not None
+    assert model.pending_email.kind == "training_completed"
+    store = ctx.models
+    moved = store.transition
+    interleaved: list[int] = []
+
+    def notify_in_between(*args: object, **kwargs: object) -> ModelRecord:
+        if not interleaved:
+            interleaved.append(store.get(ADA.workspace, model.name).version)
+            announce.notify(
+                ctx,
+                NotifyEvent(
+                    workspace_id=ADA.workspace,
+                    model_name=model.name,
+                    uid=model.uid,
+                    notification="training_completed",
+                ),
+            )
+        return moved(*args, **kwargs)  # type: ignore[arg-type]
+
+    ctx.models.transition = notify_in_between  # type: ignore[method-assign]
+    deploying = deployments.deploy(ctx, ADA, model.name, DeployIn(), correlation_id="req-deploy")
+
+    assert deploying.status == S.DEPLOYING
+    assert deploying.pending_email is None
+    assert deploying.version > interleaved[0] + 1
+    assert [e.subject for e in ctx.notifier.sent] == [f"[tunelab] {model.name} is ready: training completed"]
 
 
 @pytest.mark.parametrize(

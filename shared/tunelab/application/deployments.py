@@ -34,6 +34,7 @@ from tunelab.application.workflows import (
 )
 from tunelab.domain.archives import serving_archive
 from tunelab.domain.errors import (
+    Conflict,
     DeploymentCancelled,
     InvalidState,
     ProviderTransientError,
@@ -52,6 +53,8 @@ logger = Logger(child=True)
 
 S = ModelStatus
 AUTO_UNDEPLOY_MIN = timedelta(minutes=5)
+# Reads, checks and moves of a deploy request, when the model changes under it.
+DEPLOY_ATTEMPTS = 3
 AUTO_UNDEPLOY_MAX = timedelta(days=30)
 AUTO_UNDEPLOY_REASON = "The auto-undeploy time chosen when it was deployed has come."
 # Errors whose message is already a sentence for the user.
@@ -82,30 +85,38 @@ def auto_undeploy_at(choice: AfterHoursIn | AtIn | None, now: datetime) -> datet
 def deploy(
     ctx: Context, identity: Identity, name: str, request: DeployIn, *, correlation_id: str
 ) -> ModelRecord:
-    """`POST .../deploy`: `not_deployed` → `deploying`, and start the deployment workflow."""
-    model = ctx.models.get(identity.workspace, name)
-    check_action(Action.DEPLOY, model.status, model.name)
-    # Refused before anything is made when no endpoint could load the model (an unmerged LoRA adapter
-    # without its merged copy), rather than after waiting for an endpoint that fails.
-    serving_archive(model)
-    now = ctx.now()
-    undeploy_at = auto_undeploy_at(request.auto_undeploy, now)
+    """`POST .../deploy`: `not_deployed` → `deploying`, and start the deployment workflow. The model is
+    read, checked and moved as one: when something else wrote it in between (the email its training
+    owed being recorded as sent, right after training ended), all three are done again."""
     message = f"Deployment requested by {identity.email}."
-    deploying = ctx.models.transition(
-        identity.workspace,
-        model.name,
-        {S.NOT_DEPLOYED},
-        S.DEPLOYING,
-        ModelChanges(
-            deployment=DeploymentState(
-                execution_arn=ctx.workflows.deployment_arn(model, now),
-                requested_at=now,
-                auto_undeploy_at=undeploy_at,
+    for attempt in range(1, DEPLOY_ATTEMPTS + 1):
+        model = ctx.models.get(identity.workspace, name)
+        check_action(Action.DEPLOY, model.status, model.name)
+        # Refused before anything is made when no endpoint could load the model (an unmerged LoRA
+        # adapter without its merged copy), rather than after waiting for an endpoint that fails.
+        serving_archive(model)
+        now = ctx.now()
+        undeploy_at = auto_undeploy_at(request.auto_undeploy, now)
+        try:
+            deploying = ctx.models.transition(
+                identity.workspace,
+                model.name,
+                {S.NOT_DEPLOYED},
+                S.DEPLOYING,
+                ModelChanges(
+                    deployment=DeploymentState(
+                        execution_arn=ctx.workflows.deployment_arn(model, now),
+                        requested_at=now,
+                        auto_undeploy_at=undeploy_at,
+                    )
+                ),
+                message=message,
+                expected_version=model.version,
             )
-        ),
-        message=message,
-        expected_version=model.version,
-    )
+            break
+        except Conflict as changed:
+            if type(changed) is not Conflict or attempt == DEPLOY_ATTEMPTS:
+                raise  # a clash the status table explains, or a model that keeps changing
     try:
         ctx.workflows.start_deployment(
             deploying, requested_at=now, correlation_id=correlation_id, auto_undeploy_at=undeploy_at
