@@ -50,7 +50,6 @@ from tunelab.application.ports import Context, TrainingProvider
 from tunelab.application.workflows import (
     FinishedTraining,
     FinishTrainingEvent,
-    NotifyEvent,
     PrepareDataEvent,
     PreparedData,
     StartTrainingEvent,
@@ -1129,16 +1128,8 @@ def settle_training(
         retried=False,
     )
     if finished.notification is not None:
-        announce.notify(
-            ctx,
-            NotifyEvent(
-                workspace_id=model.workspace_id,
-                model_name=model.name,
-                uid=model.uid,
-                notification=finished.notification,
-                reason=finished.reason,
-            ),
-        )
+        # The email the new status owes, as Notify would send it (and record it sent).
+        announce.send_owed(ctx, ctx.models.get(model.workspace_id, model.name))
     return Applied(True, f"the job {outcome.outcome}; its workflow had ended, so the outcome was recorded")
 
 
