@@ -95,8 +95,9 @@ SCHEDULE_FIELDS = (
 Clients = Callable[[str], Any]
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def _fsync(path: Path) -> None:
+    """fsync a file, or a folder (so that names made or replaced in it last)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -113,7 +114,7 @@ def _write_atomically(path: Path, lines: Iterator[str] | list[str]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     partial.replace(path)
-    _fsync_dir(path.parent)
+    _fsync(path.parent)
 
 
 @dataclass
@@ -229,13 +230,19 @@ class TableJournal:
             self._dynamodb.update_table(
                 TableName=table, StreamSpecification={"StreamEnabled": True, "StreamViewType": STREAM_VIEW}
             )
-            arn = self._dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
-            shard = self._streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
-            self._iterators[table] = self._streams.get_shard_iterator(
-                StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
-            )["ShardIterator"]
+            self._iterators[table] = self._stream_iterator(table, "TRIM_HORIZON")
         fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
         self._journal = os.fdopen(fd, "a", encoding="utf-8")
+
+    def _stream_iterator(self, table: str, position: str) -> str:
+        """An iterator over the table's current stream (its one shard) from `position`."""
+        arn = self._dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+        shard = self._streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+        return str(
+            self._streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType=position)[
+                "ShardIterator"
+            ]
+        )
 
     def sync(self, table: str | None = None) -> None:
         """Append what the streams hold beyond the journal, and fsync: every write applied before this
@@ -286,11 +293,7 @@ class TableJournal:
         with self._lock:
             if self._journal is None:
                 return
-            arn = self._dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
-            shard = self._streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
-            iterator = self._streams.get_shard_iterator(
-                StreamArn=arn, ShardId=shard, ShardIteratorType="LATEST"
-            )["ShardIterator"]
+            iterator = self._stream_iterator(table, "LATEST")
             self._journal.write(json.dumps({"t": table, "reset": True}) + "\n")
             for page in self._dynamodb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
                 for item in page.get("Items", []):
@@ -348,22 +351,22 @@ class BucketMirror:
     def restore(self, report: RestoreReport) -> None:
         """Upload the kept objects into the (new, empty) bucket."""
         for data in self.load():
-            body, _ = self._files(data["key"])
+            key = data["key"]
+            body, _ = self._files(key)
             extra: dict[str, Any] = {}
             if data.get("content_type"):
                 extra["ContentType"] = data["content_type"]
             if data.get("metadata"):
                 extra["Metadata"] = data["metadata"]
-            self._s3.upload_file(str(body), self.bucket, data["key"], ExtraArgs=extra)
-            etag = self._s3.head_object(Bucket=self.bucket, Key=data["key"])["ETag"]
-            self._kept[data["key"]] = _Kept(data["key"], etag, body.stat().st_size)
+            self._s3.upload_file(str(body), self.bucket, key, ExtraArgs=extra)
+            etag = self._s3.head_object(Bucket=self.bucket, Key=key)["ETag"]
+            size = body.stat().st_size
+            self._kept[key] = _Kept(key, etag, size)
+            # Remember the ETag S3 gave the upload (a multipart upload's differs from the original's).
+            if etag != data.get("etag"):
+                self._write_meta(key, etag, data.get("content_type"), data.get("metadata"))
             report.objects += 1
-            report.object_bytes += body.stat().st_size
-        # Remember the ETags S3 gave the uploads (a multipart upload's differs from the original's).
-        for data in self.load():
-            kept = self._kept.get(data["key"])
-            if kept is not None and kept.etag != data.get("etag"):
-                self._write_meta(data["key"], kept.etag, data.get("content_type"), data.get("metadata"))
+            report.object_bytes += size
 
     def _write_meta(
         self, key: str, etag: str, content_type: str | None, metadata: dict[str, str] | None
@@ -394,11 +397,7 @@ class BucketMirror:
                 # The kept version stays until the new body is whole on disk; then body, then metadata.
                 head = self._s3.head_object(Bucket=self.bucket, Key=key)
                 self._s3.download_file(self.bucket, key, str(partial))
-                fd = os.open(partial, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                _fsync(partial)
                 partial.replace(body)
                 self._write_meta(key, head["ETag"], head.get("ContentType"), head.get("Metadata"))
                 self._kept[key] = _Kept(key, head["ETag"], size)
@@ -408,7 +407,7 @@ class BucketMirror:
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()
                 del self._kept[key]
-            _fsync_dir(self.folder)
+            _fsync(self.folder)
 
 
 class ScheduleKeeper:
@@ -529,27 +528,27 @@ class DurableState:
             self._journal.close()
 
 
-def _table_of(environ: dict[str, Any]) -> str | None:
-    """The table a single-table DynamoDB write names (its JSON body, which the guard kept readable)."""
+def _json_body(environ: dict[str, Any]) -> dict[str, Any]:
+    """A DynamoDB request's JSON body (the guard kept it readable); empty when it is not there."""
     body = environ.get("wsgi.input")
     if not isinstance(body, io.BytesIO):
-        return None
+        return {}
     try:
-        name = json.loads(body.getvalue() or b"{}").get("TableName")
+        data = json.loads(body.getvalue() or b"{}")
     except ValueError:
-        return None
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _table_of(environ: dict[str, Any]) -> str | None:
+    """The table a single-table DynamoDB write names."""
+    name = _json_body(environ).get("TableName")
     return name if isinstance(name, str) else None
 
 
 def _tables_of(environ: dict[str, Any]) -> list[str]:
-    """The tables a transaction names (its JSON body); empty when unreadable."""
-    body = environ.get("wsgi.input")
-    if not isinstance(body, io.BytesIO):
-        return []
-    try:
-        items = json.loads(body.getvalue() or b"{}").get("TransactItems") or []
-    except ValueError:
-        return []
+    """The tables a transaction names; empty when unreadable."""
+    items = _json_body(environ).get("TransactItems") or []
     names = {
         str(action["TableName"])
         for item in items
