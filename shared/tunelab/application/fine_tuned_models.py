@@ -1085,6 +1085,8 @@ class Applied:
 
     applied: bool
     reason: str
+    # Recorded here rather than by the job's workflow, which no longer runs (`settle_training`).
+    settled: bool = False
 
 
 def apply_training_state(ctx: Context, model: ModelRecord, state: TrainingState, *, at: datetime) -> Applied:
@@ -1130,7 +1132,9 @@ def settle_training(
     if finished.notification is not None:
         # The email the new status owes, as Notify would send it (and record it sent).
         announce.send_owed(ctx, ctx.models.get(model.workspace_id, model.name))
-    return Applied(True, f"the job {outcome.outcome}; its workflow had ended, so the outcome was recorded")
+    return Applied(
+        True, f"the job {outcome.outcome}; its workflow had ended, so the outcome was recorded", settled=True
+    )
 
 
 def _record_progress(ctx: Context, model: ModelRecord, state: TrainingState, at: datetime) -> Applied:

@@ -134,10 +134,9 @@ def _reconcile_one(ctx: Context, model: ModelRecord, now: datetime, report: Reco
         return
     provider = ctx.providers.for_model(model)
     state = provider.describe_training(ref)
-    workflow_was_running = fine_tuned_models.workflow_running(ctx, model) if state.terminal else True
     result = fine_tuned_models.apply_training_state(ctx, model, state, at=now)
     if state.terminal:
-        if result.applied and not workflow_was_running:
+        if result.settled:
             report.settled += 1
         elif result.applied:
             report.outcomes_sent += 1
