@@ -149,14 +149,17 @@ def test_a_kill_mid_training_loses_nothing_acknowledged_and_the_job_resumes_from
 ) -> None:
     local = runtime.up()
     kept = jobs.upload(local, rows=24)
-    other = jobs.upload(local, rows=96)
-    # 150 steps, and 600 that are never run to the end: both still train when killed.
-    jobs.create(local, jobs.quick_job("resumes", kept["id"], epochs=50))
+    other = jobs.upload(local, rows=384)
+    # 2,400 steps that are never run to the end, then 150: both still train when killed. The long job
+    # starts first, so the short one is killed a few steps in however slowly the machine starts a
+    # trainer (started together, the short one could finish while the other one loaded).
     jobs.create(local, jobs.quick_job("stopping", other["id"], epochs=50))
-    wait_for(lambda: job_step(local, "resumes") >= 4, timeout=jobs.TRAINING_TIMEOUT_S, what="steps to run")
     wait_for(lambda: job_step(local, "stopping") >= 2, timeout=jobs.TRAINING_TIMEOUT_S, what="steps to run")
+    jobs.create(local, jobs.quick_job("resumes", kept["id"], epochs=50))
+    wait_for(lambda: job_step(local, "resumes") >= 4, timeout=jobs.TRAINING_TIMEOUT_S, what="steps to run")
     stop = local.call("POST", "/v1/fine-tuned-models/stopping/stop")
     assert stop.status_code == 202, stop.text
+    assert job_step(local, "resumes") < 150, "the job ended before the runtime was killed: nothing to resume"
     acknowledged = {"datasets": {kept["id"], other["id"]}, "models": {"resumes", "stopping"}}
     runtime.kill()
     tally.injected("runtime sigkill mid-training")
