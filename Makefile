@@ -30,8 +30,8 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-# Both stacks' templates into cdk.out/ (offline but for pip fetching the Lambda wheels once;
-# `make synth CDK_ARGS="-c skipBundling=true"` skips bundling).
+# Every stack's template (platform, regional Bedrock stacks, connector) into cdk.out/ (offline but
+# for pip fetching the Lambda wheels once; `make synth CDK_ARGS="-c skipBundling=true"` skips bundling).
 synth: $(STAMP) $(NODE_STAMP)
 	CDK_DISABLE_CLI_TELEMETRY=true $(CDK) synth --quiet --no-notices $(CDK_ARGS)
 

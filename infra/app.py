@@ -1,4 +1,5 @@
-"""The CDK app: the platform stack and the BYOK connector stack (`cdk synth` runs this file)."""
+"""The CDK app: the platform stack, a stack in each other Bedrock region, and the BYOK connector stack
+(`cdk synth` runs this file)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ if __package__ in (None, ""):  # run as a script by the CDK CLI: import from the
 
 from aws_cdk import App
 
+from infra.bedrock_region_stack import BedrockRegionStack
 from infra.config import ConnectorConfig, PlatformConfig, load_cdk_json_context
 from infra.connector_stack import ConnectorStack
 from infra.nag import add_rule_packs
@@ -22,13 +24,17 @@ from infra.stack import TunelabStack
 
 
 def build_app(context: Mapping[str, Any] | None = None, outdir: str | None = None) -> App:
-    """The app with both stacks and the nag rule packs; `context` overrides cdk.json's context."""
+    """The app with its stacks and the nag rule packs; `context` overrides cdk.json's context."""
     merged = {**load_cdk_json_context(), **(context or {})}
     app = App(context=merged, outdir=outdir)
     values = _context(app)
     platform = PlatformConfig.model_validate({k: v for k, v in values.items() if v is not None})
     connector = ConnectorConfig.model_validate({k: v for k, v in values.items() if v is not None})
     TunelabStack(app, platform.stack_name, config=platform)
+    for region in platform.regional_bedrock_regions:
+        BedrockRegionStack(
+            app, platform_stack_name=platform.stack_name, home_region=platform.region, region=region
+        )
     ConnectorStack(app, connector.stack_name, config=connector)
     add_rule_packs(app)
     return app

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tunelab.composition.stack_definitions import AWS_REGION_PATTERN, bedrock_training_regions
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,6 +33,11 @@ def _as_list(value: Any) -> Any:
     return value
 
 
+def _home_region() -> str:
+    # What the CDK CLI resolves from the profile, else the SDK's variable, else us-east-1.
+    return os.environ.get("CDK_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+
+
 def _as_bool(value: Any) -> Any:
     if isinstance(value, str):
         return value.strip().lower() in {"1", "true", "yes"}
@@ -42,6 +50,13 @@ class PlatformConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     stack_name: str = Field(default="Tunelab", alias="stackName", pattern=r"^[A-Za-z][A-Za-z0-9-]{0,40}$")
+    # The home region: the platform stack's; Bedrock jobs of models fine-tuned elsewhere run in theirs.
+    region: str = Field(default_factory=_home_region, alias="region", validate_default=True)
+    # Where Bedrock may fine-tune (the home region aside, a regional stack each); default: every region a
+    # model of the catalog trains in. Fewer keeps the data in fewer regions (those models then refused).
+    bedrock_regions: tuple[str, ...] = Field(
+        default_factory=bedrock_training_regions, alias="bedrockRegions", validate_default=True
+    )
     allowed_origins: tuple[str, ...] = Field(default=(), alias="allowedOrigins")
     connected_accounts: tuple[str, ...] = Field(default=(), alias="connectedAccounts")
     sender_email: str = Field(
@@ -62,10 +77,39 @@ class PlatformConfig(BaseModel):
         default=REPO_ROOT / "shared" / "tunelab" / "composition" / "state_machines", alias="workflowsDir"
     )
 
-    @field_validator("allowed_origins", "connected_accounts", mode="before")
+    @field_validator("allowed_origins", "connected_accounts", "bedrock_regions", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _as_list(value)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not re.fullmatch(AWS_REGION_PATTERN, value):
+            raise ValueError(f"region must be an AWS region's name, such as us-east-1; got {value!r}")
+        return value
+
+    @field_validator("bedrock_regions")
+    @classmethod
+    def _bedrock_regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        known = bedrock_training_regions()
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(
+                f"bedrockRegions must be regions where Bedrock fine-tunes a model of tunelab's catalog "
+                f"({', '.join(known)}); got {unknown}"
+            )
+        return tuple(sorted(set(value)))
+
+    @property
+    def regional_bedrock_regions(self) -> tuple[str, ...]:
+        """The Bedrock regions besides the home region: one regional stack (data bucket, events) each."""
+        return tuple(region for region in self.bedrock_regions if region != self.region)
+
+    @property
+    def all_bedrock_regions(self) -> tuple[str, ...]:
+        """Every region the platform calls Bedrock in: the home region and the regional ones."""
+        return (self.region, *self.regional_bedrock_regions)
 
     @field_validator("rate_window_seconds")
     @classmethod

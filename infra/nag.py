@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from aws_cdk import Acknowledgment, App, Stack, Validations
 from aws_cdk.aws_s3 import IBucket
@@ -31,10 +32,29 @@ def add_rule_packs(app: App) -> None:
     Validations.of(app).add_plugins(AwsSolutionsChecks(app), ServerlessChecks(app))
 
 
+def resource_finding(scope: IConstruct, resource: str) -> str:
+    """The IAM5 finding cdk-nag reports for `resource` (an ARN, tokens and all) in a policy of `scope`."""
+    return f"Resource::{_flatten(Stack.of(scope).resolve(resource))}"
+
+
 def objects_finding(bucket: IBucket, prefix: str = "") -> str:
     """The IAM5 finding cdk-nag reports for `bucket.arn_for_objects(prefix + "*")` in a policy."""
-    resolved = Stack.of(bucket).resolve(bucket.bucket_arn)
-    return f"Resource::<{resolved['Fn::GetAtt'][0]}.Arn>/{prefix}*"
+    return resource_finding(bucket, bucket.arn_for_objects(f"{prefix}*"))
+
+
+def _flatten(node: Any) -> str:
+    # cdk-nag's flattenCfnReference: references as `<Name>` / `<Id.Attr>`, joins joined.
+    if isinstance(node, str):
+        return node.replace("${", "<").replace("}", ">")
+    if isinstance(node, dict) and "Fn::Join" in node:
+        delimiter, items = node["Fn::Join"]
+        return str(delimiter).join(_flatten(item) for item in items)
+    if isinstance(node, dict) and "Fn::GetAtt" in node:
+        resource, attribute = node["Fn::GetAtt"]
+        return f"<{_flatten(resource)}.{_flatten(attribute)}>"
+    if isinstance(node, dict) and "Ref" in node:
+        return f"<{_flatten(node['Ref'])}>"
+    return json.dumps(node, separators=(",", ":"))
 
 
 ACKNOWLEDGED = "aws:cdk:acknowledged-rules"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from aws_cdk import Aws, CfnOutput, Duration, Fn, Stack
+from aws_cdk import Aws, CfnOutput, Duration, Environment, Fn, Stack
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.bundling import lambda_code
@@ -24,30 +25,48 @@ from infra.capabilities.workflow import Workflow
 from infra.config import PlatformConfig
 from tunelab.composition.stack_definitions import (
     AUTO_UNDEPLOY_FUNCTION,
+    BEDROCK_DATA_BUCKETS_ENV,
     FUNCTIONS,
     LAMBDA_TASK_ROOT,
     STATE_MACHINES,
     TRAINER_BUNDLE_DIR,
+    bedrock_data_bucket_name,
     table_definition,
 )
 
 
 class TunelabStack(Stack):
+    """The platform, in the home region (`config.region`); the account is the CLI's."""
+
     def __init__(self, scope: Construct, construct_id: str, *, config: PlatformConfig) -> None:
         super().__init__(
             scope,
             construct_id,
             stack_name=config.stack_name,
+            env=Environment(region=config.region),
             description="tunelab: fine-tune, deploy and try LLMs (API, workflows, events, data)",
         )
         name = config.stack_name
         definition = table_definition()
         data = Data(self, "Data", table_definition=definition)
+        # The data bucket of each other Bedrock region's stack (infra.bedrock_region_stack), by its name.
+        self.bedrock_data_buckets: dict[str, s3.IBucket] = {
+            region: s3.Bucket.from_bucket_name(
+                self, f"BedrockDataBucket-{region}", bedrock_data_bucket_name(name, Aws.ACCOUNT_ID, region)
+            )
+            for region in config.regional_bedrock_regions
+        }
         auth = Auth(self, "Auth")
         messaging = Messaging(self, "Events", bus_name=f"{name}-events")
         messaging.allow_forwarding_from(config.connected_accounts)
         notifications = Notifications(self, "Notifications", sender_email=config.sender_email)
-        training = Training(self, "Training", artifacts_bucket=data.artifacts_bucket)
+        training = Training(
+            self,
+            "Training",
+            artifacts_bucket=data.artifacts_bucket,
+            bedrock_regions=config.all_bedrock_regions,
+            regional_buckets=self.bedrock_data_buckets,
+        )
         schedules_dlq = secure_queue(self, "SchedulesDlq", retention_period=Duration.days(14))
         dead_letter_alarm(schedules_dlq)
         acknowledge_dead_letter_queue(
@@ -78,6 +97,10 @@ class TunelabStack(Stack):
             "SCHEDULES_DLQ_ARN": schedules_dlq.queue_arn,
             "AUTO_UNDEPLOY_TARGET_ARN": function_arns[AUTO_UNDEPLOY_FUNCTION],
             "BEDROCK_ROLE_ARN": training.bedrock_role.role_arn,
+            # Where a model that trains in another region keeps its training data and Bedrock output.
+            BEDROCK_DATA_BUCKETS_ENV: self.to_json_string(
+                {region: bucket.bucket_name for region, bucket in self.bedrock_data_buckets.items()}
+            ),
             # The trainer's source is bundled with the code (infra.bundling); SageMaker jobs start from it.
             "TRAINER_DIR": f"{LAMBDA_TASK_ROOT}/{TRAINER_BUNDLE_DIR}",
             "PLATFORM_ACCOUNT_ID": Aws.ACCOUNT_ID,
@@ -102,6 +125,8 @@ class TunelabStack(Stack):
                 idempotency_table=data.idempotency_table,
                 datasets_bucket=data.datasets_bucket,
                 artifacts_bucket=data.artifacts_bucket,
+                bedrock_regions=config.all_bedrock_regions,
+                bedrock_data_buckets=self.bedrock_data_buckets,
                 event_bus=messaging.event_bus,
                 state_machine_names=state_machine_names,
                 bedrock_role=training.bedrock_role,

@@ -62,27 +62,12 @@ class Data(Construct):
             removal_policy=RemovalPolicy.DESTROY,
         )
 
-        # Server access logs must be SSE-S3 encrypted; S3's logging service writes them (bucket policy).
-        self.access_logs_bucket = s3.Bucket(
-            self,
-            "AccessLogsBucket",
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            enforce_ssl=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(ACCESS_LOGS_EXPIRE_AFTER_DAYS))],
-            removal_policy=RemovalPolicy.RETAIN,
-        )
-
-        abort_uploads = s3.LifecycleRule(
-            id="AbortIncompleteUploads",
-            abort_incomplete_multipart_upload_after=Duration.days(ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS),
-        )
+        self.access_logs_bucket = access_logs_bucket(self, "AccessLogsBucket")
         self.datasets_bucket = self._bucket(
             "DatasetsBucket",
             "datasets/",
             [
-                abort_uploads,
+                abort_incomplete_uploads(),
                 # Presigned uploads land under uploads/; validation copies them out, so leftovers expire.
                 s3.LifecycleRule(
                     id="ExpireAbandonedUploads",
@@ -97,18 +82,61 @@ class Data(Construct):
         cfn_datasets.add_property_override(
             "NotificationConfiguration.EventBridgeConfiguration.EventBridgeEnabled", True
         )
-        self.artifacts_bucket = self._bucket("ArtifactsBucket", "artifacts/", [abort_uploads])
+        self.artifacts_bucket = self._bucket("ArtifactsBucket", "artifacts/", artifacts_lifecycle())
 
     def _bucket(self, construct_id: str, log_prefix: str, rules: list[s3.LifecycleRule]) -> s3.Bucket:
-        return s3.Bucket(
-            self,
-            construct_id,
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            enforce_ssl=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            server_access_logs_bucket=self.access_logs_bucket,
-            server_access_logs_prefix=log_prefix,
-            lifecycle_rules=rules,
-            removal_policy=RemovalPolicy.RETAIN,
+        return private_bucket(
+            self, construct_id, logs=self.access_logs_bucket, log_prefix=log_prefix, rules=rules
         )
+
+
+def abort_incomplete_uploads() -> s3.LifecycleRule:
+    return s3.LifecycleRule(
+        id="AbortIncompleteUploads",
+        abort_incomplete_multipart_upload_after=Duration.days(ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS),
+    )
+
+
+def artifacts_lifecycle() -> list[s3.LifecycleRule]:
+    """The lifecycle of the artifacts bucket and of each regional Bedrock data bucket (its counterpart)."""
+    return [abort_incomplete_uploads()]
+
+
+def access_logs_bucket(scope: Construct, construct_id: str) -> s3.Bucket:
+    """Where a region's buckets log access. Server access logs must be SSE-S3 encrypted; S3's logging
+    service writes them (bucket policy)."""
+    return s3.Bucket(
+        scope,
+        construct_id,
+        encryption=s3.BucketEncryption.S3_MANAGED,
+        enforce_ssl=True,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(ACCESS_LOGS_EXPIRE_AFTER_DAYS))],
+        removal_policy=RemovalPolicy.RETAIN,
+    )
+
+
+def private_bucket(
+    scope: Construct,
+    construct_id: str,
+    *,
+    logs: s3.IBucket,
+    log_prefix: str,
+    rules: list[s3.LifecycleRule],
+    bucket_name: str | None = None,
+) -> s3.Bucket:
+    """A private, SSE-S3 encrypted, TLS-only, access-logged bucket, kept when its stack is deleted."""
+    return s3.Bucket(
+        scope,
+        construct_id,
+        bucket_name=bucket_name,
+        encryption=s3.BucketEncryption.S3_MANAGED,
+        enforce_ssl=True,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        server_access_logs_bucket=logs,
+        server_access_logs_prefix=log_prefix,
+        lifecycle_rules=rules,
+        removal_policy=RemovalPolicy.RETAIN,
+    )

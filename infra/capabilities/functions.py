@@ -23,7 +23,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.capabilities.messaging import dead_letter_alarm, secure_queue
-from infra.nag import acknowledge, objects_finding
+from infra.nag import acknowledge, objects_finding, resource_finding
 from tunelab.composition.stack_definitions import (
     FUNCTIONS,
     LAMBDA_PYTHON_VERSION,
@@ -130,6 +130,10 @@ class FunctionResources:
     idempotency_table: dynamodb.ITable
     datasets_bucket: s3.IBucket
     artifacts_bucket: s3.IBucket
+    # Every region the functions call Bedrock in (home first), and the data bucket of each but home:
+    # whoever reads or writes the artifacts bucket's training data and Bedrock output does the same there.
+    bedrock_regions: tuple[str, ...]
+    bedrock_data_buckets: Mapping[str, s3.IBucket]
     event_bus: events.IEventBus
     state_machine_names: Mapping[str, str]  # settings field → state machine name
     bedrock_role: iam.IRole
@@ -275,18 +279,21 @@ class Functions(Construct):
         )
 
     def _bedrock(self, role: iam.Role, actions: list[str], kinds: tuple[str, ...]) -> None:
+        # In every Bedrock region of the deployment: a model trains, deploys and answers in its region.
         arns = []
         for kind in kinds:
             resource, in_account, why = _BEDROCK[kind]
             account = Aws.ACCOUNT_ID if in_account else ""
-            arns.append(f"arn:{Aws.PARTITION}:bedrock:{Aws.REGION}:{account}:{resource}")
-            account_token = "<AWS::AccountId>" if in_account else ""
-            finding = f"arn:<AWS::Partition>:bedrock:<AWS::Region>:{account_token}:{resource}"
+            kind_arns = [
+                f"arn:{Aws.PARTITION}:bedrock:{region}:{account}:{resource}"
+                for region in self._resources.bedrock_regions
+            ]
+            arns += kind_arns
             acknowledge(
                 role,
                 "AwsSolutions-IAM5",
-                f"{why}; this account's are the scope.",
-                applies_to=(f"Resource::{finding}",),
+                f"{why}; this account's, in the regions tunelab calls Bedrock in, are the scope.",
+                applies_to=tuple(resource_finding(role, arn) for arn in kind_arns),
             )
         self._allow(role, actions, arns)
 
@@ -312,6 +319,14 @@ class Functions(Construct):
                 applies_to=(objects_finding(bucket),),
             )
 
+        def buckets_of(permission: Permission) -> dict[str, s3.IBucket]:
+            # what each bucket is → the bucket; a model's training data and Bedrock output are in the
+            # artifacts bucket or in the data bucket of the Bedrock region it trained in.
+            if permission in (Permission.DATASETS_READ, Permission.DATASETS_WRITE):
+                return {"datasets": r.datasets_bucket}
+            regional = {f"{region} Bedrock data": bucket for region, bucket in r.bedrock_data_buckets.items()}
+            return {"artifacts": r.artifacts_bucket, **regional}
+
         if permission is Permission.TABLE_READ_WRITE:
             self._allow(
                 role,
@@ -335,16 +350,20 @@ class Functions(Construct):
                 [r.idempotency_table.table_arn],
             )
         elif permission in (Permission.DATASETS_READ, Permission.ARTIFACTS_READ):
-            bucket = r.datasets_bucket if permission is Permission.DATASETS_READ else r.artifacts_bucket
-            self._allow(role, ["s3:GetObject"], [objects(bucket)])
-            self._allow(role, ["s3:ListBucket"], [bucket.bucket_arn])
-            ack_objects(bucket, "datasets" if bucket is r.datasets_bucket else "artifacts")
+            buckets = buckets_of(permission)
+            self._allow(role, ["s3:GetObject"], [objects(bucket) for bucket in buckets.values()])
+            self._allow(role, ["s3:ListBucket"], [bucket.bucket_arn for bucket in buckets.values()])
+            for what, bucket in buckets.items():
+                ack_objects(bucket, what)
         elif permission in (Permission.DATASETS_WRITE, Permission.ARTIFACTS_WRITE):
-            bucket = r.datasets_bucket if permission is Permission.DATASETS_WRITE else r.artifacts_bucket
+            buckets = buckets_of(permission)
             self._allow(
-                role, ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"], [objects(bucket)]
+                role,
+                ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+                [objects(bucket) for bucket in buckets.values()],
             )
-            ack_objects(bucket, "datasets" if bucket is r.datasets_bucket else "artifacts")
+            for what, bucket in buckets.items():
+                ack_objects(bucket, what)
         elif permission is Permission.PUT_EVENTS:
             self._allow(role, ["events:PutEvents"], [r.event_bus.event_bus_arn])
         elif permission is Permission.START_EXECUTIONS:
@@ -358,18 +377,15 @@ class Functions(Construct):
             # ended is then recorded directly): executions of tunelab's state machines only.
             executions = []
             for name in state_machines:
-                executions.append(
-                    stack.format_arn(
-                        service="states", resource="execution", resource_name=f"{name}:*", arn_format=_COLON
-                    )
+                execution = stack.format_arn(
+                    service="states", resource="execution", resource_name=f"{name}:*", arn_format=_COLON
                 )
+                executions.append(execution)
                 acknowledge(
                     role,
                     "AwsSolutions-IAM5",
                     "Executions are named per model at run time; the scope is tunelab's state machine.",
-                    applies_to=(
-                        f"Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:{name}:*",
-                    ),
+                    applies_to=(resource_finding(role, execution),),
                 )
             self._allow(role, ["states:DescribeExecution"], executions)
         elif permission is Permission.ASSUME_CONNECTOR_ROLE:
@@ -412,20 +428,17 @@ class Functions(Construct):
                 [r.scheduler_role.role_arn],
                 StringEquals={"iam:PassedToService": "scheduler.amazonaws.com"},
             )
-            self._ack_schedules(role)
+            self._ack_schedules(role, schedules)
         elif permission is Permission.SCHEDULE_DELETE:
             self._allow(role, ["scheduler:DeleteSchedule", "scheduler:GetSchedule"], [schedules])
-            self._ack_schedules(role)
+            self._ack_schedules(role, schedules)
         else:  # pragma: no cover - a new Permission must be mapped here
             raise ValueError(f"no grant for {permission}")
 
-    def _ack_schedules(self, role: iam.Role) -> None:
+    def _ack_schedules(self, role: iam.Role, schedules: str) -> None:
         acknowledge(
             role,
             "AwsSolutions-IAM5",
             "One-time schedules are named per deployment at run time; the scope is tunelab's schedule group.",
-            applies_to=(
-                "Resource::arn:<AWS::Partition>:scheduler:<AWS::Region>:<AWS::AccountId>:schedule/"
-                f"{self._resources.schedule_group_name}/*",
-            ),
+            applies_to=(resource_finding(role, schedules),),
         )

@@ -100,6 +100,28 @@ def test_a_model_this_deployment_cannot_train_is_refused_naming_why(ctx: FakeCon
     assert ctx.workflows.started == []
 
 
+def test_a_model_its_provider_trains_without_validation_data_refuses_a_validation_set(
+    ctx: FakeContext,
+) -> None:
+    dataset = ready_dataset(ctx)
+    nova2 = "amazon.nova-2-lite-v1:0:256k"
+    for validation in (
+        {"mode": "split", "percent": 10},
+        {"mode": "dataset", "dataset_id": dataset.dataset_id},
+    ):
+        with pytest.raises(ValidationFailed) as refused:
+            fine_tuned_models.create(
+                ctx,
+                ADA,
+                create_request(dataset, base_model_id=nova2, validation=validation),
+                correlation_id="r",
+            )
+        assert refused.value.details[0].field == "validation"
+        assert "Amazon Nova 2 Lite is fine-tuned without validation data" in refused.value.message
+        assert '{"mode": "none"}' in refused.value.message
+    assert ctx.workflows.started == []
+
+
 def test_a_workflow_that_cannot_start_leaves_nothing_behind(ctx: FakeContext) -> None:
     ctx.workflows.fail_start = RuntimeError("Step Functions is down")
     dataset = ready_dataset(ctx)
@@ -269,7 +291,7 @@ def test_delete_removes_what_the_provider_holds_the_training_data_and_the_record
     model = _started(ctx, created_model(ctx))
     _finish(ctx, model, outcome=TrainingOutcome(outcome="failed", reason="Out of capacity.").model_dump())
     provider = ctx.provider("bedrock")
-    folder = provider.training_data_folder(model.identity, model.uid)
+    folder = provider.training_data_folder(model.identity, model.uid, ctx.catalog.model(model.base_model_id))
     assert ctx.provider_files.under(folder)
 
     fine_tuned_models.delete(ctx, ADA, model.name, correlation_id="req-delete")
@@ -315,7 +337,9 @@ def test_prepare_data_writes_the_providers_jsonl_split_where_its_job_reads(ctx: 
 
     prepared = fine_tuned_models.prepare_data(ctx, PrepareDataEvent.model_validate(base))
 
-    folder = ctx.provider("bedrock").training_data_folder(model.identity, model.uid)
+    folder = ctx.provider("bedrock").training_data_folder(
+        model.identity, model.uid, ctx.catalog.model(model.base_model_id)
+    )
     assert prepared.training_data_uri == folder + "train.jsonl"
     train = ctx.provider_files.objects[prepared.training_data_uri].decode().splitlines()
     assert prepared.training_rows == len(train)

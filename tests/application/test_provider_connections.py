@@ -81,6 +81,12 @@ def test_a_verified_connection_is_stored_and_listed(ctx: FakeContext) -> None:
     listed = {p.provider: p for p in provider_connections.list_providers(ctx, ADA)}
     assert listed["sagemaker"].connection == stored
     assert listed["bedrock"].status == "connected"
+    # The platform is in us-east-1; its regional stack reaches us-west-2 (FakeConfig, as deployed).
+    assert listed["bedrock"].region == "us-east-1"
+    assert listed["bedrock"].message == (
+        "This deployment reaches Bedrock in us-east-1 and us-west-2; each model trains in its "
+        "`training_region` (GET /v1/base-models)."
+    )
     assert ctx.providers.forgotten == [("sagemaker", ADA.workspace)]
 
 

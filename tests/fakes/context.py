@@ -259,7 +259,7 @@ class FakeProvider:
     def called(self, what: str) -> list[Any]:
         return [arg for name, arg in self.calls if name == what]
 
-    def training_data_folder(self, identity: ModelIdentity, uid: str) -> str:
+    def training_data_folder(self, identity: ModelIdentity, uid: str, base_model: BaseModelSpec) -> str:
         return f"s3://{self.bucket}/data/{identity.workspace_id}/{identity.model_name}/{uid}/"
 
     def check_new_job(self, identity: ModelIdentity) -> None:
@@ -376,6 +376,8 @@ class FakeProviders:
 class FakeConfig:
     runtime: Runtime = "aws"
     aws_region: str = "us-east-1"
+    # As the CDK app deploys from us-east-1 by default: a regional Bedrock stack in us-west-2.
+    provider_regions: tuple[str, ...] = ("us-west-2",)
     default_plan: Plan = "pay_as_you_go"
     datasets_bucket: str = "datasets"
     artifacts_bucket: str = "artifacts"

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tunelab.composition.stack_definitions import bedrock_training_regions
+
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 ORIGINS = ["https://app.tunelab.test", "https://console.tunelab.test"]
@@ -28,9 +30,14 @@ HEALTH_LIMIT = 30
 IP_LIMIT = 900
 RATE_WINDOW = 300
 PLATFORM_BUS = "arn:aws:events:eu-west-1:999988887777:event-bus/Tunelab-events"
+# A home region where AWS fine-tunes no Bedrock model: a regional stack in each region of the catalog.
+HOME_REGION = "eu-west-1"
+REGIONAL_BEDROCK_REGIONS = tuple(r for r in bedrock_training_regions() if r != HOME_REGION)
+REGIONAL_STACKS = tuple(f"Tunelab-Bedrock-{region}" for region in REGIONAL_BEDROCK_REGIONS)
 
 CONTEXT: dict[str, Any] = {
     "skipBundling": True,
+    "region": HOME_REGION,
     "allowedOrigins": ORIGINS,
     "connectedAccounts": CONNECTED_ACCOUNTS,
     "senderEmail": SENDER,
@@ -60,12 +67,10 @@ class Synthesized:
         return self.templates["TunelabConnector"]
 
 
-@pytest.fixture(scope="session")
-def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+def synthesize(outdir: Path, context: dict[str, Any]) -> Synthesized:
     from infra.app import build_app  # noqa: PLC0415  # jsii starts only when a test needs the app
 
-    outdir = tmp_path_factory.mktemp("cdk.out")
-    app = build_app(CONTEXT, outdir=str(outdir))
+    app = build_app(context, outdir=str(outdir))
     error = None
     try:
         app.synth()
@@ -76,6 +81,24 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
         for path in outdir.glob("*.template.json")
     }
     return Synthesized(outdir=outdir, templates=templates, error=error)
+
+
+@pytest.fixture(scope="session")
+def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesize(tmp_path_factory.mktemp("cdk.out"), CONTEXT)
+
+
+# Two more configurations, each synthesized once, only for the tests of the Bedrock regions.
+@pytest.fixture(scope="session")
+def synthesized_in_us_east_1(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """Home in us-east-1, where Amazon Nova trains: only the other regions get a stack."""
+    return synthesize(tmp_path_factory.mktemp("cdk.out.us-east-1"), {**CONTEXT, "region": "us-east-1"})
+
+
+@pytest.fixture(scope="session")
+def synthesized_narrowed(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """The home region with `bedrockRegions` narrowed to us-west-2 (e.g. for data residency)."""
+    return synthesize(tmp_path_factory.mktemp("cdk.out.narrowed"), {**CONTEXT, "bedrockRegions": "us-west-2"})
 
 
 def resources(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.infra.conftest import Synthesized, as_list, only, render, resources
+from tests.infra.conftest import REGIONAL_STACKS, Synthesized, as_list, only, render, resources
 from tunelab.adapters import dynamodb
 from tunelab.composition.stack_definitions import UPLOADS_EXPIRE_AFTER_DAYS
 from tunelab.domain.layout import UPLOADS_PREFIX
@@ -51,7 +51,7 @@ def bucket_policies(template: dict[str, Any]) -> dict[str, list[dict[str, Any]]]
     }
 
 
-@pytest.mark.parametrize("stack", ["Tunelab", "TunelabConnector"])
+@pytest.mark.parametrize("stack", ["Tunelab", "TunelabConnector", *REGIONAL_STACKS])
 def test_every_bucket_is_encrypted_private_and_refuses_plain_http(
     synthesized: Synthesized, stack: str
 ) -> None:

@@ -132,7 +132,8 @@ def test_bus_accepts_sagemaker_events_only_from_connected_accounts(synthesized: 
     (statement,) = statements
     principals = as_list(statement["Principal"]["AWS"])
     assert sorted(render(p) for p in principals) == sorted(
-        f"arn:${{AWS::Partition}}:iam::{account}:root" for account in CONNECTED_ACCOUNTS
+        f"arn:aws:iam::{account}:root"
+        for account in CONNECTED_ACCOUNTS  # the home region's partition
     )
     assert statement["Action"] == "events:PutEvents"
     assert statement["Condition"] == {"StringEquals": {"events:source": "aws.sagemaker"}}

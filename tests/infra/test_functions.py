@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from infra.capabilities.functions import SEND_TASK_RESULT_ACTIONS
 from tests.infra.conftest import (
+    HOME_REGION,
     ORIGINS,
+    REGIONAL_BEDROCK_REGIONS,
     SENDER,
     Synthesized,
     actions_on,
@@ -81,7 +84,9 @@ def test_all_functions_share_one_code_asset(synthesized: Synthesized) -> None:
     assert len(codes) == 1
 
 
-def test_the_environment_satisfies_the_settings_model(synthesized: Synthesized) -> None:
+def test_the_environment_satisfies_the_settings_model(
+    synthesized: Synthesized, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given the environment every function gets, with CloudFormation references as stand-in text
     _, function = function_of(synthesized.platform, FUNCTIONS[0])
     environment = {k: render(v) for k, v in function["Properties"]["Environment"]["Variables"].items()}
@@ -89,10 +94,16 @@ def test_the_environment_satisfies_the_settings_model(synthesized: Synthesized) 
         other = function_of(synthesized.platform, spec)[1]["Properties"]["Environment"]["Variables"]
         assert {k: render(v) for k, v in other.items()} == environment
     # Then the settings model reads every required field from it (Lambda adds AWS_REGION itself)
-    values = {key.lower(): value for key, value in environment.items()}
-    values["aws_region"] = "eu-west-1"
-    values["platform_account_id"] = "123456789012"  # a reference to AWS::AccountId in the template
-    settings = Settings.model_validate(values)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_REGION", HOME_REGION)
+    monkeypatch.setenv("PLATFORM_ACCOUNT_ID", "123456789012")  # a reference to AWS::AccountId
+    settings = Settings()
+    # The data bucket of each other Bedrock region, as its regional stack names it
+    assert settings.bedrock_data_buckets == {
+        region: f"tunelab-bedrock-${{AWS::AccountId}}-{region}" for region in REGIONAL_BEDROCK_REGIONS
+    }
+    assert json.loads(environment["BEDROCK_DATA_BUCKETS"]) == settings.bedrock_data_buckets
     assert settings.sender_email == SENDER
     assert environment["PLATFORM_ACCOUNT_ID"] == "${AWS::AccountId}"
     assert ":stateMachine:Tunelab-fine-tuning" in environment["FINE_TUNING_STATE_MACHINE_ARN"]

@@ -10,7 +10,7 @@ import pytest
 
 from infra.config import REPO_ROOT
 from infra.nag import acknowledgements, render_acknowledgements
-from tests.infra.conftest import Synthesized
+from tests.infra.conftest import REGIONAL_STACKS, Synthesized
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -18,6 +18,8 @@ ACKNOWLEDGEMENTS_FILE = REPO_ROOT / "infra" / "NAG_ACKNOWLEDGEMENTS.md"
 
 
 def test_rule_packs_report_no_unacknowledged_finding(synthesized: Synthesized) -> None:
+    # The packs run on every stack of the app: the platform, the connector and each regional stack
+    assert set(synthesized.templates) == {"Tunelab", "TunelabConnector", *REGIONAL_STACKS}
     report_file = synthesized.outdir / "validation-report.json"
     errors = []
     if report_file.exists():
@@ -64,7 +66,7 @@ def test_every_acknowledgement_suppresses_a_finding(synthesized: Synthesized) ->
     assert stale == []
 
 
-@pytest.mark.parametrize("stack", ["Tunelab", "TunelabConnector"])
+@pytest.mark.parametrize("stack", ["Tunelab", "TunelabConnector", *REGIONAL_STACKS])
 def test_cfn_lint_finds_no_error(synthesized: Synthesized, stack: str) -> None:
     from cfnlint.api import lint_file  # noqa: PLC0415  # heavy import, only here
 

@@ -40,19 +40,24 @@ RESOURCE_STAR_ACTIONS = {
     "states:SendTaskHeartbeat",
 }
 
+# A region: the stack's own (`${AWS::Region}`) or one it names (the platform's Bedrock regions).
+_REGION = r"(\$\{AWS::Region\}|[a-z]{2}(-[a-z]+)+-\d)"
+
 # Wildcards over names chosen at run time, as rendered by conftest.render.
 RUNTIME_NAMED = [
     r"^\$\{[A-Za-z0-9]+\.Arn\}/([a-z-]+/)?\*$",  # objects of one named bucket (under a prefix)
+    # objects of a regional stack's Bedrock data bucket (under a prefix), named by its stack
+    r"^arn:aws:s3:::tunelab-bedrock-\$\{AWS::AccountId\}-[a-z]{2}(-[a-z]+)+-\d/([a-z-]+/)?\*$",
     r"^\$\{[A-Za-z0-9]+\.Arn\}/tunelab/\$\{WorkspaceId\}/\*$",  # a connector's workspace folder
-    r":scheduler:\$\{AWS::Region\}:\$\{AWS::AccountId\}:schedule/Tunelab-auto-undeploy/\*$",
-    r":bedrock:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
+    rf":scheduler:{_REGION}:\$\{{AWS::AccountId\}}:schedule/Tunelab-auto-undeploy/\*$",
+    rf":bedrock:{_REGION}:\$\{{AWS::AccountId\}}:"
     r"(model-customization-job|custom-model|custom-model-deployment|provisioned-model)/\*$",
-    r":bedrock:\$\{AWS::Region\}::foundation-model/\*$",
+    rf":bedrock:{_REGION}::foundation-model/\*$",
     r"^arn:\$\{AWS::Partition\}:iam::\*:role/tunelab-\*$",
     r":sagemaker:\$\{AWS::Region\}:\$\{AWS::AccountId\}:(training-job|endpoint|endpoint-config|model)/\*$",
     r":log-group:/aws/sagemaker/(TrainingJobs|Endpoints/\*)(:log-stream:\*)?$",
     # executions of one of tunelab's state machines (named per model at run time)
-    r":states:\$\{AWS::Region\}:\$\{AWS::AccountId\}:execution:Tunelab-(fine-tuning|deployment):\*$",
+    rf":states:{_REGION}:\$\{{AWS::AccountId\}}:execution:Tunelab-(fine-tuning|deployment):\*$",
 ]
 
 

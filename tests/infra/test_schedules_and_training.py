@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from tests.infra.conftest import Synthesized, actions_on, only, render, resources, statements_of_role
+from tests.infra.conftest import (
+    HOME_REGION,
+    REGIONAL_BEDROCK_REGIONS,
+    Synthesized,
+    actions_on,
+    as_list,
+    only,
+    render,
+    resources,
+    statements_of_role,
+)
 from tunelab.composition.stack_definitions import SCHEDULES, TRAINER_BUNDLE_DIR
 from tunelab.domain.layout import BEDROCK_OUTPUT_PREFIX, TRAINING_DATA_PREFIX
 
@@ -52,22 +62,30 @@ def test_bedrock_role_reads_the_training_data_and_writes_the_output_where_tunela
     (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "bedrock.amazonaws.com"}
     assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
-    assert render(trust["Condition"]["ArnLike"]["aws:SourceArn"]).endswith(":model-customization-job/*")
+    # This account's customization jobs in each region it trains in: home and the regional stacks'
+    assert sorted(render(arn) for arn in as_list(trust["Condition"]["ArnLike"]["aws:SourceArn"])) == sorted(
+        f"arn:${{AWS::Partition}}:bedrock:{region}:${{AWS::AccountId}}:model-customization-job/*"
+        for region in (HOME_REGION, *REGIONAL_BEDROCK_REGIONS)
+    )
     granted = {
         a: sorted(render(r) for r in rs)
         for a, rs in actions_on(statements_of_role(template, role_id)).items()
     }
     artifacts, _ = only(template, "AWS::S3::Bucket", "DataArtifactsBucket")
-    # PrepareData writes Bedrock's training files under training-data/ in the artifacts bucket, and
-    # jobs write their output under bedrock-output/ (the Bedrock provider's training_data_folder,
-    # output_uri)
+    # PrepareData writes Bedrock's training files under training-data/ in the artifacts bucket (or
+    # the data bucket of the region the model trains in), and jobs write their output under
+    # bedrock-output/ there (the Bedrock provider's training_data_folder, output_uri)
+    buckets = [f"${{{artifacts}.Arn}}"] + [
+        f"arn:aws:s3:::tunelab-bedrock-${{AWS::AccountId}}-{region}" for region in REGIONAL_BEDROCK_REGIONS
+    ]
     assert granted == {
-        "s3:GetObject": [
-            f"${{{artifacts}.Arn}}/{BEDROCK_OUTPUT_PREFIX}*",
-            f"${{{artifacts}.Arn}}/{TRAINING_DATA_PREFIX}*",
-        ],
-        "s3:PutObject": [f"${{{artifacts}.Arn}}/{BEDROCK_OUTPUT_PREFIX}*"],
-        "s3:ListBucket": [f"${{{artifacts}.Arn}}"],
+        "s3:GetObject": sorted(
+            f"{bucket}/{prefix}*"
+            for bucket in buckets
+            for prefix in (BEDROCK_OUTPUT_PREFIX, TRAINING_DATA_PREFIX)
+        ),
+        "s3:PutObject": sorted(f"{bucket}/{BEDROCK_OUTPUT_PREFIX}*" for bucket in buckets),
+        "s3:ListBucket": sorted(buckets),
     }
     # S3-managed keys: no KMS permission to grant
     (bucket,) = [b for k, b in resources(template, "AWS::S3::Bucket").items() if k == artifacts]

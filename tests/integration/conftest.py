@@ -5,9 +5,10 @@ The table is created from `tunelab.adapters.dynamodb.TABLE_DEFINITION`, the same
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import boto3
 import pytest
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 TABLE_NAME = "tunelab-test"
+# As the CDK app deploys a platform in us-east-1: a regional Bedrock stack in us-west-2 (Llama trains
+# only there), whose data bucket the `aws` fixture makes.
+BEDROCK_REGION: Literal["us-west-2"] = "us-west-2"
+BEDROCK_DATA_BUCKET = "tunelab-test-bedrock-us-west-2"
 IDEMPOTENCY_TABLE_NAME = "tunelab-test-idempotency"
 
 # Every variable `tunelab.composition.settings.Settings` requires, with test values.
@@ -51,6 +56,7 @@ ENVIRONMENT = {
     "SCHEDULES_DLQ_ARN": f"arn:aws:sqs:{REGION}:{ACCOUNT}:tunelab-test-schedules-dlq",
     "AUTO_UNDEPLOY_TARGET_ARN": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:tunelab-deployment",
     "BEDROCK_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/tunelab-bedrock",
+    "BEDROCK_DATA_BUCKETS": json.dumps({BEDROCK_REGION: BEDROCK_DATA_BUCKET}),
     "PLATFORM_ACCOUNT_ID": ACCOUNT,
     "POWERTOOLS_SERVICE_NAME": "tunelab-api",
     "POWERTOOLS_TRACE_DISABLED": "true",
@@ -82,6 +88,9 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
         dynamodb.update_time_to_live(
             TableName=TABLE_NAME,
             TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+        )
+        boto3.client("s3", region_name=BEDROCK_REGION).create_bucket(
+            Bucket=BEDROCK_DATA_BUCKET, CreateBucketConfiguration={"LocationConstraint": BEDROCK_REGION}
         )
         dynamodb.create_table(TableName=IDEMPOTENCY_TABLE_NAME, **IDEMPOTENCY_TABLE_DEFINITION)
         dynamodb.update_time_to_live(

@@ -124,7 +124,7 @@ class RecordingProvider:
         """The platform's artifacts bucket in the mock account (a double keeps its files there)."""
         return S3Objects(boto3.client("s3", region_name=REGION))
 
-    def training_data_folder(self, identity: ModelIdentity, uid: str) -> str:
+    def training_data_folder(self, identity: ModelIdentity, uid: str, base_model: BaseModelSpec) -> str:
         """Where the Bedrock provider keeps a model's training data (the conftest's ARTIFACTS_BUCKET)."""
         return (
             f"s3://tunelab-test-artifacts/training-data/{identity.workspace_id}/{identity.model_name}/{uid}/"

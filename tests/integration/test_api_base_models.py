@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from pathlib import Path
 
+import boto3
 import pytest
 
 from tests.integration.apigw import api_event, call
-from tests.integration.conftest import Aws
+from tests.integration.conftest import REGION, TABLE_NAME, Aws
+from tunelab.adapters.dynamodb import TABLE_DEFINITION
 from tunelab.composition.settings import reset_settings
 from tunelab.entrypoints.api.deps import reset as reset_services
 
@@ -26,9 +29,13 @@ def test_list_shows_every_model_with_its_availability(aws: Aws) -> None:
     assert response.body["next_token"] is None
     assert items[NOVA_MICRO]["available"] is True
     assert items[NOVA_MICRO]["unavailable_reason"] is None
-    # The platform runs in us-east-1; Bedrock fine-tunes Llama 3.1 only in us-west-2.
-    assert items[LLAMA_8B]["available"] is False
-    assert "us-west-2" in items[LLAMA_8B]["unavailable_reason"]
+    # The platform runs in us-east-1; Bedrock fine-tunes Llama 3.1 only in us-west-2, which the
+    # deployment reaches through its regional stack.
+    assert (items[NOVA_MICRO]["training_region"], items[LLAMA_8B]["training_region"]) == (
+        "us-east-1",
+        "us-west-2",
+    )
+    assert items[LLAMA_8B]["available"] is True
     # A model AWS no longer fine-tunes stays listed, unavailable, saying so.
     retired = items["amazon.titan-text-express-v1:0:8k"]
     assert retired["available"] is False
@@ -36,6 +43,67 @@ def test_list_shows_every_model_with_its_availability(aws: Aws) -> None:
     # Available ones first.
     flags = [m["available"] for m in response.body["items"]]
     assert flags == sorted(flags, reverse=True)
+
+
+def _platform_in(region: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The platform's records table in `region`, and the functions' region set to it."""
+    if region != REGION:
+        boto3.client("dynamodb", region_name=region).create_table(TableName=TABLE_NAME, **TABLE_DEFINITION)
+    monkeypatch.setenv("AWS_REGION", region)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", region)
+
+
+@pytest.mark.parametrize(
+    ("home", "regional"),
+    [("us-east-1", ["us-west-2"]), ("us-west-2", ["us-east-1"]), ("eu-west-1", ["us-east-1", "us-west-2"])],
+)
+def test_with_the_regional_stacks_every_bedrock_model_aws_fine_tunes_is_available_wherever_the_platform_is(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch, home: str, regional: list[str]
+) -> None:
+    # The CDK app deploys a regional stack in every Bedrock region other than the platform's.
+    _platform_in(home, monkeypatch)
+    monkeypatch.setenv("BEDROCK_DATA_BUCKETS", json.dumps({r: f"tunelab-bedrock-{r}" for r in regional}))
+    reset_settings()
+    reset_services()
+
+    items = call(api_event("GET", "/v1/base-models")).body["items"]
+
+    bedrock = [m for m in items if m["provider"] == "bedrock"]
+    offered = [
+        m
+        for m in bedrock
+        if m["unavailable_reason"] is None or "no longer offered" not in m["unavailable_reason"]
+    ]
+    assert len(offered) >= 7  # Nova Micro, Lite, Pro, 2 Lite; Llama 3.1 8B, 70B, 3.3 70B
+    assert [m["id"] for m in offered if not m["available"]] == []
+    by_id = {m["id"]: m for m in bedrock}
+    assert by_id[NOVA_MICRO]["training_region"] == "us-east-1"
+    assert by_id[LLAMA_8B]["training_region"] == "us-west-2"
+    assert by_id[LLAMA_8B]["regions"] == ["us-west-2"]
+    # Retired ones stay listed, unavailable, saying why.
+    retired = [m for m in bedrock if m not in offered]
+    assert retired
+    assert all(m["available"] is False and m["training_region"] is None for m in retired)
+
+
+def test_without_a_regional_stack_a_model_trained_elsewhere_says_how_to_add_its_region(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _platform_in("eu-west-1", monkeypatch)
+    monkeypatch.setenv("BEDROCK_DATA_BUCKETS", json.dumps({"us-east-1": "tunelab-bedrock-us-east-1"}))
+    reset_settings()
+    reset_services()
+
+    llama = call(api_event("GET", f"/v1/base-models/{LLAMA_8B}")).body
+
+    assert llama["available"] is False
+    assert llama["training_region"] is None
+    assert llama["unavailable_reason"] == (
+        "Bedrock fine-tunes this model only in us-west-2, and this deployment reaches Bedrock in "
+        "eu-west-1, us-east-1; the operator of this tunelab deployment can add the region (`bedrockRegions`)."
+    )
+    nova = call(api_event("GET", f"/v1/base-models/{NOVA_MICRO}")).body
+    assert (nova["available"], nova["training_region"]) == (True, "us-east-1")
 
 
 def test_get_one_by_an_id_with_colons_and_dots(aws: Aws) -> None:

@@ -195,7 +195,7 @@ def _csv(rows: int, prompt: str = "My invoice is wrong") -> bytes:
         ({"name": "Bad_Name"}, "name", "underscores"),
         ({"base_fine_tuned_model": "other"}, "base_model_id", "exactly one"),
         ({"base_model_id": "no.such-model"}, "base_model_id", "There is no base model"),
-        ({"base_model_id": "meta.llama3-1-8b-instruct-v1:0:128k"}, "base_model_id", "us-east-1"),
+        ({"base_model_id": "local.tiny-llama"}, "base_model_id", "only in the local runtime"),
         ({"base_model_id": "amazon.titan-text-lite-v1:0:4k"}, "base_model_id", "no longer offered"),
         ({"dataset_id": "ds_00000000000000000000000000"}, "dataset_id", "There is no dataset"),
         ({"hyperparameters": {"epochs": 99}}, "hyperparameters.epochs", "1"),

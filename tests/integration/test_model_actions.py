@@ -35,6 +35,7 @@ from tunelab.domain.errors import (
     ProviderTransientError,
 )
 from tunelab.domain.identity import Identity
+from tunelab.domain.providers import TrainingJobRef
 from tunelab.domain.records import ModelChanges, ProviderRefs, TrainingState
 from tunelab.domain.status import ModelStatus
 
@@ -212,7 +213,9 @@ def test_delete_leaves_nothing_behind(
     s3 = boto3.client("s3", region_name=REGION)
     model = create_model(repo, status=ModelStatus.NOT_DEPLOYED)
     # The prepared training data of this model's life (where the provider's job read it).
-    data = bedrock.training_data_folder(model.identity, model.uid).removeprefix(f"s3://{ARTIFACTS_BUCKET}/")
+    data = bedrock.training_data_folder(
+        model.identity, model.uid, services.catalog.model(model.base_model_id)
+    ).removeprefix(f"s3://{ARTIFACTS_BUCKET}/")
     other = f"training-data/{WS}/another-model/{model.uid}/train.jsonl"
     for key in (f"{data}train.jsonl", f"{data}validation.jsonl", other):
         s3.put_object(Bucket=ARTIFACTS_BUCKET, Key=key, Body=b"{}")
@@ -255,35 +258,64 @@ def test_delete_leaves_nothing_behind(
     }
 
 
-def test_deleting_a_bedrock_model_leaves_nothing_in_the_artifacts_bucket(
-    services: Services, repo: Services
+@pytest.mark.parametrize("region_dropped", [False, True], ids=["reached", "region-dropped-since"])
+def test_deleting_a_bedrock_model_leaves_nothing_in_the_bucket_of_the_region_it_trained_in(
+    services: Services, repo: Services, region_dropped: bool
 ) -> None:
-    s3 = boto3.client("s3", region_name=REGION)
-    provider = BedrockProvider(
-        BedrockConfig(
-            region=REGION,
-            service_role_arn=f"arn:aws:iam::{ACCOUNT}:role/tunelab-bedrock",
-            output_bucket=ARTIFACTS_BUCKET,
-        ),
-        session=boto3.Session(region_name=REGION),
+    """A Llama model trained in us-west-2 (the platform is in us-east-1): its prepared data and the job's
+    output are in the regional data bucket, and deleting the model empties its folders there — where
+    they were recorded, so also after the operator dropped the region from the deployment."""
+    regional = "tunelab-bedrock-123456789012-us-west-2"
+    west = boto3.client("s3", region_name="us-west-2")
+    west.create_bucket(Bucket=regional, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    home = boto3.client("s3", region_name=REGION)
+    config = BedrockConfig(
+        region=REGION,
+        service_role_arn=f"arn:aws:iam::{ACCOUNT}:role/tunelab-bedrock",
+        output_bucket=ARTIFACTS_BUCKET,
+        regional_buckets={"us-west-2": regional},
     )
-    services.providers.set("bedrock", provider)
-    model = create_model(repo, status=ModelStatus.NOT_DEPLOYED)
-    data = provider.training_data_folder(model.identity, model.uid).removeprefix(f"s3://{ARTIFACTS_BUCKET}/")
-    output = provider.output_uri(model.identity).removeprefix(f"s3://{ARTIFACTS_BUCKET}/")
+    provider = BedrockProvider(config, session=boto3.Session(region_name=REGION))
+    llama = services.catalog.model("meta.llama3-1-8b-instruct-v1:0:128k")
+    job_arn = f"arn:aws:bedrock:us-west-2:{ACCOUNT}:model-customization-job/support-bot-v1"
+    model = create_model(repo, status=ModelStatus.NOT_DEPLOYED, base_model_id=llama.id)
+    data = provider.training_data_folder(model.identity, model.uid, llama)
+    output = provider.output_uri(model.identity, "us-west-2")
+    assert data.startswith(f"s3://{regional}/")
+    assert output.startswith(f"s3://{regional}/")
+    model = repo.models.update(
+        WS,
+        model.name,
+        ModelChanges(
+            training=TrainingState(job_id=job_arn, data_uri=f"{data}train.jsonl", output_uri=output),
+            refs=ProviderRefs(
+                training_job=TrainingJobRef(
+                    provider="bedrock", job_id=job_arn, job_name="support-bot-v1-job", output_uri=output
+                ),
+                model_ref=f"arn:aws:bedrock:us-west-2:{ACCOUNT}:custom-model/support-bot-v1",
+            ),
+        ),
+    )
     other = f"training-data/{WS}/another-model/{model.uid}/train.jsonl"
     for key in (
-        f"{data}train.jsonl",
-        f"{data}validation.jsonl",
-        f"{output}training_artifacts/metrics.csv",
+        f"{data.removeprefix(f's3://{regional}/')}train.jsonl",
+        f"{data.removeprefix(f's3://{regional}/')}validation.jsonl",
+        f"{output.removeprefix(f's3://{regional}/')}training_artifacts/metrics.csv",
         other,
     ):
-        s3.put_object(Bucket=ARTIFACTS_BUCKET, Key=key, Body=b"{}")
+        west.put_object(Bucket=regional, Key=key, Body=b"{}")
+    home.put_object(Bucket=ARTIFACTS_BUCKET, Key=other, Body=b"{}")
+    if region_dropped:
+        provider = BedrockProvider(
+            config.model_copy(update={"regional_buckets": {}}), session=boto3.Session(region_name=REGION)
+        )
+    services.providers.set("bedrock", provider)
 
     fine_tuned_models.delete(services, IDENTITY, model.name, correlation_id=CORRELATION)
 
-    left = [o["Key"] for o in s3.list_objects_v2(Bucket=ARTIFACTS_BUCKET).get("Contents", [])]
+    left = [o["Key"] for o in west.list_objects_v2(Bucket=regional).get("Contents", [])]
     assert left == [other]
+    assert [o["Key"] for o in home.list_objects_v2(Bucket=ARTIFACTS_BUCKET).get("Contents", [])] == [other]
     with pytest.raises(NotFound):
         repo.models.get(WS, model.name)
 

@@ -24,6 +24,7 @@ from tunelab.adapters.providers import parse_event as parse_any_event
 from tunelab.adapters.providers.bedrock import (
     BedrockConfig,
     BedrockProvider,
+    arn_region,
     client_token,
     custom_model_name,
     deployment_name,
@@ -257,7 +258,7 @@ def test_a_sagemaker_model_is_refused(provider: BedrockProvider) -> None:
 
 
 def test_training_data_goes_to_the_platforms_artifacts_bucket(provider: BedrockProvider) -> None:
-    folder = provider.training_data_folder(IDENTITY, "01JABCDEF")
+    folder = provider.training_data_folder(IDENTITY, "01JABCDEF", ON_DEMAND)
     assert folder == f"s3://{BUCKET}/training-data/ws-acme/support-bot-v1/01JABCDEF/"
     # The provider's storage writes there with the platform's own credentials.
     assert isinstance(provider.storage, S3Objects)
@@ -711,3 +712,113 @@ def test_a_custom_model_bedrock_refuses_to_delete_keeps_its_output_folder(provid
     assert s3.get_object(Bucket=BUCKET, Key=output)["Body"].read() == b"x"
     provider.delete_model(TrainedModel(identity=IDENTITY, job=ref))
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=output)
+
+
+# --- regions ----------------------------------------------------------------------------------------
+
+
+def _in_region(region: str) -> list[str]:
+    listed = boto3.client("bedrock", region_name=region).list_model_customization_jobs()
+    return [job["jobName"] for job in listed["modelCustomizationJobSummaries"]]
+
+
+def test_a_platform_where_bedrock_fine_tunes_nothing_trains_each_model_in_its_region(aws: None) -> None:
+    """A platform in eu-west-1 with the regional stacks of us-east-1 and us-west-2: Nova's job runs in
+    us-east-1 and Llama's in us-west-2, each reading data from and writing output to that region's
+    bucket; nothing is created in eu-west-1."""
+    buckets = {"us-east-1": "tunelab-bedrock-east", "us-west-2": "tunelab-bedrock-west"}
+    config = BedrockConfig(
+        region="eu-west-1", service_role_arn=ROLE, output_bucket=BUCKET, regional_buckets=buckets
+    )
+    provider = BedrockProvider(config, session=boto3.Session(region_name="eu-west-1"))
+    catalog = load_catalog()
+    nova = catalog.model("amazon.nova-micro-v1:0:128k")
+    llama = catalog.model("meta.llama3-1-8b-instruct-v1:0:128k")
+    started = {}
+    for spec, model_name in ((nova, "nova-bot"), (llama, "llama-bot")):
+        identity = IDENTITY.model_copy(update={"model_name": model_name})
+        folder = provider.training_data_folder(identity, "01JABCDEF", spec)
+        started[spec.id] = provider.start_training(
+            _request(
+                identity=identity,
+                base_model=spec,
+                training_data_uri=f"{folder}train.jsonl",
+                validation_data_uri=None,
+            )
+        )
+    nova_job, llama_job = started[nova.id], started[llama.id]
+    assert nova_job.job_id.split(":")[3] == "us-east-1"
+    assert llama_job.job_id.split(":")[3] == "us-west-2"
+    assert _in_region("us-east-1") == [nova_job.job_name]
+    assert _in_region("us-west-2") == [llama_job.job_name]
+    assert _in_region("eu-west-1") == []
+    for ref, bucket in ((nova_job, buckets["us-east-1"]), (llama_job, buckets["us-west-2"])):
+        job = provider.describe_training(ref)  # found in the region its ARN names
+        assert job.status == "in_progress"
+        region = ref.job_id.split(":")[3]
+        described = boto3.client("bedrock", region_name=region).get_model_customization_job(
+            jobIdentifier=ref.job_name
+        )
+        assert described["trainingDataConfig"]["s3Uri"].startswith(f"s3://{bucket}/training-data/")
+        assert described["outputDataConfig"]["s3Uri"].startswith(f"s3://{bucket}/bedrock-output/")
+        assert ref.output_uri == described["outputDataConfig"]["s3Uri"]
+    # A stop goes to the job's region too.
+    provider.stop_training(llama_job)
+    assert provider.describe_training(llama_job).status in ("stopping", "stopped")
+
+
+def test_a_model_in_no_region_the_platform_reaches_is_refused_saying_where_it_trains(aws: None) -> None:
+    provider = BedrockProvider(
+        BedrockConfig(region="us-east-1", service_role_arn=ROLE, output_bucket=BUCKET),
+        session=boto3.Session(region_name="us-east-1"),
+    )
+    llama = load_catalog().model("meta.llama3-1-8b-instruct-v1:0:128k")
+    with pytest.raises(
+        ValidationFailed, match=r"cannot be fine-tuned here: Bedrock fine-tunes this model only in us-west-2"
+    ):
+        provider.training_data_folder(IDENTITY, "01JABCDEF", llama)
+    with pytest.raises(ValidationFailed, match="us-west-2"):
+        provider.start_training(_request(base_model=llama))
+    assert _in_region("us-east-1") == []
+
+
+def test_arn_region_reads_the_region_an_arn_names() -> None:
+    assert arn_region("arn:aws:bedrock:us-west-2:123456789012:custom-model/x") == "us-west-2"
+    assert arn_region("arn:aws:bedrock:::foundation-model/x") is None
+    assert arn_region("support-bot-job") is None
+    assert arn_region(None) is None
+
+
+def test_a_continuation_runs_where_its_parent_is_and_refuses_data_kept_elsewhere(aws: None) -> None:
+    """A model continued from a custom model in us-west-2 trains in us-west-2; data prepared in another
+    region's bucket is refused before Bedrock is asked (it reads a job's data only in its region)."""
+    buckets = {"us-west-2": "tunelab-bedrock-west"}
+    provider = BedrockProvider(
+        BedrockConfig(
+            region="us-east-1", service_role_arn=ROLE, output_bucket=BUCKET, regional_buckets=buckets
+        ),
+        session=boto3.Session(region_name="us-east-1"),
+    )
+    llama = load_catalog().model("meta.llama3-1-8b-instruct-v1:0:128k")
+    parent = ParentModel(model_ref="arn:aws:bedrock:us-west-2:123456789012:custom-model/support-bot-v0")
+    folder = provider.training_data_folder(IDENTITY, "01JABCDEF", llama)
+
+    with pytest.raises(ValidationFailed, match=r"is not in us-west-2, where this job must run"):
+        provider.start_training(
+            _request(base_model=llama, parent=parent, training_data_uri=f"s3://{BUCKET}/x/train.jsonl")
+        )
+    ref = provider.start_training(
+        _request(
+            base_model=llama,
+            parent=parent,
+            training_data_uri=f"{folder}train.jsonl",
+            validation_data_uri=None,
+        )
+    )
+
+    assert ref.job_id.split(":")[3] == "us-west-2"
+    job = boto3.client("bedrock", region_name="us-west-2").get_model_customization_job(
+        jobIdentifier=ref.job_name
+    )
+    assert job["baseModelArn"].endswith("support-bot-v0")
+    assert _in_region("us-east-1") == []

@@ -298,7 +298,7 @@ def test_the_provider_keeps_training_data_in_the_artifacts_bucket_and_trusts_its
     provider = env.training.provider()
     identity = _identity("triage-bot")
 
-    folder = provider.training_data_folder(identity, "01JABCDEF")
+    folder = provider.training_data_folder(identity, "01JABCDEF", load_catalog().model(TINY_LLAMA_ID))
     assert folder == f"s3://{BUCKET}/training-data/ws-local/triage-bot/01JABCDEF/"
     provider.storage.put(f"{folder}train.jsonl", b"{}\n", content_type="application/jsonl")
     assert provider.storage.exists(f"{folder}train.jsonl")

@@ -390,7 +390,7 @@ def test_the_check_passes_for_this_models_own_job(provider: SageMakerProvider) -
 
 
 def test_training_data_goes_to_the_customers_bucket(provider: SageMakerProvider) -> None:
-    folder = provider.training_data_folder(IDENTITY, "01JABCDEF")
+    folder = provider.training_data_folder(IDENTITY, "01JABCDEF", OPEN)
     assert folder == f"s3://{BUCKET}/tunelab/ws-acme/support-bot-v1/data/01JABCDEF/"
     # The provider's storage writes there through the customer's role, in the customer's account.
     assert isinstance(provider.storage, S3Objects)

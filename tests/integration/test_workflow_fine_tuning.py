@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import boto3
 import pytest
 
 from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
@@ -165,8 +166,10 @@ def test_a_job_that_outlives_its_time_limit_is_stopped_and_failed(stack: Stack) 
     model = stack.repo.models.get(record.workspace_id, record.name)
     assert model.status == ModelStatus.TRAINING_FAILED
     assert "did not finish within" in (model.training.failure_reason or "")
-    # and the Bedrock job was stopped, so nothing keeps running and billing
-    bedrock = stack.services.client("bedrock")
+    # and the Bedrock job was stopped (in the region it runs in), so nothing keeps running and billing
+    assert model.training.job_id is not None
+    region = model.training.job_id.split(":")[3]
+    bedrock = boto3.client("bedrock", region_name=region)
     job = bedrock.get_model_customization_job(jobIdentifier=job_name(model.identity))
     assert job["jobArn"] == model.training.job_id
     assert job["status"] in {"Stopping", "Stopped"}

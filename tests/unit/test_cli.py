@@ -717,6 +717,35 @@ def test_download_refuses_an_unknown_variant_before_asking(
     assert api.requests == []
 
 
+def test_base_models_show_says_where_a_bedrock_model_trains(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api.on(
+        "GET",
+        "/v1/base-models/meta.llama3-3-70b-instruct-v1:0:128k",
+        {
+            "id": "meta.llama3-3-70b-instruct-v1:0:128k",
+            "name": "Meta Llama 3.3 70B Instruct",
+            "provider": "bedrock",
+            "hosting": "managed",
+            "available": True,
+            "regions": ["us-west-2"],
+            "training_region": "us-west-2",
+            "context_length": 128000,
+            "hyperparameters": {"epochs": {"min": 1, "max": 5, "default": 2}},
+            "pricing": {"training_per_1k_tokens_usd": 0.0033, "storage_per_month_usd": 1.95},
+        },
+    )
+
+    exit_code, out, _ = run(capsys, "base-models", "show", "meta.llama3-3-70b-instruct-v1:0:128k")
+
+    assert exit_code == 0
+    lines = dict(line.split(":", 1) for line in out.splitlines() if ":" in line and not line.startswith(" "))
+    assert lines["Regions"].strip() == "us-west-2"
+    assert lines["Trains in"].strip() == "us-west-2"
+    assert lines["Training"].strip() == "$0.0033 per 1k tokens"
+
+
 def test_base_models_show_lists_the_ranges(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     api.on(
         "GET",

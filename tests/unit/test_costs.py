@@ -130,6 +130,58 @@ def test_bedrock_reproduces_the_api_example() -> None:
     assert any("training plus one month of storage" in n and "$7.10 per hour" in n for n in estimate.notes)
 
 
+def _regional(**overrides: Any) -> BaseModelSpec:
+    """The test model trained in us-east-1 and us-west-2, priced higher in us-west-2."""
+    base = model()
+    west = {
+        "training_per_1k_tokens_usd": 0.005,
+        "storage_per_month_usd": 2.5,
+        "deployment_per_hour_usd": 8.0,
+        "source": {"url": "https://example.com/prices/us-west-2", "as_of": "2026-12-01"},
+    }
+    data = base.model_dump(mode="json")
+    data["regions"] = ["us-east-1", "us-west-2"]
+    data["pricing"]["regions"] = {"us-west-2": west}
+    data.update(overrides)
+    return BaseModelSpec.model_validate(data)
+
+
+def test_a_job_is_priced_in_the_region_it_trains_in() -> None:
+    spec = _regional()
+    east = estimate_cost(spec, region="us-east-1", tokens_per_epoch=130_000, epochs=3)
+    west = estimate_cost(spec, region="us-west-2", tokens_per_epoch=130_000, epochs=3)
+    # 390 × $0.004 = $1.56 + $1.95 storage; 390 × $0.005 = $1.95 + $2.50 storage
+    assert (east.training.cost_usd, east.storage_per_month_usd, east.total_usd) == (1.56, 1.95, 3.51)
+    assert (west.training.cost_usd, west.storage_per_month_usd, west.total_usd) == (1.95, 2.5, 4.45)
+    assert west.deployment_per_hour_usd == 8.0
+    assert any("Prices in us-west-2 as of 2026-12-01" in n for n in west.notes)
+    assert any("Prices in us-east-1 as of 2026-11-01" in n for n in east.notes)
+
+
+def test_prices_for_a_region_the_model_does_not_train_in_are_refused() -> None:
+    data = _regional().model_dump(mode="json")
+    data["regions"] = ["us-east-1"]
+    with pytest.raises(ValueError, match=r"prices for \['us-west-2'\], where the model does not train"):
+        BaseModelSpec.model_validate(data)
+
+
+def test_the_training_region_is_the_platforms_own_where_the_model_trains_there() -> None:
+    spec = _regional()
+    assert spec.training_region("us-west-2", ["us-east-1"]) == "us-west-2"
+    assert spec.training_region("us-east-1", ["us-west-2"]) == "us-east-1"
+    # Elsewhere: the first of the model's regions (by preference) that the deployment reaches.
+    assert spec.training_region("eu-west-1", ["us-east-1", "us-west-2"]) == "us-east-1"
+    assert spec.training_region("eu-west-1", ["us-west-2"]) == "us-west-2"
+    assert spec.training_region("eu-west-1", []) is None
+    available, reason = spec.availability(runtime="aws", region="eu-west-1", regions=[])
+    assert not available
+    assert reason is not None
+    assert "only in us-east-1, us-west-2" in reason
+    assert "bedrockRegions" in reason
+    # A model that is not regional trains wherever the deployment runs.
+    assert model("sagemaker").training_region("eu-west-1", []) == "eu-west-1"
+
+
 def test_bedrock_default_token_bound_is_080_to_125() -> None:
     # $1.56 × 0.8 = 1.248 → 1.25; $1.56 × 1.25 = 1.95.
     training = estimate_cost(model(), tokens_per_epoch=130_000, epochs=3).training

@@ -44,6 +44,7 @@ from tunelab.application.commands import (
     CostEstimateIn,
     CreateFineTunedModelIn,
     DatasetValidationIn,
+    NoValidationIn,
     SplitValidationIn,
 )
 from tunelab.application.ports import Context, TrainingProvider
@@ -255,6 +256,7 @@ def plan(ctx: Context, identity: Identity, request: CostEstimateIn) -> TrainingP
     tokens_per_epoch = round(total_tokens * training_rows / rows) if rows else 0
     cost = estimate_cost(
         spec,
+        region=spec.training_region(ctx.config.aws_region, ctx.config.provider_regions),
         tokens_per_epoch=tokens_per_epoch,
         epochs=hyperparameters.epochs,
         token_error=(TOKEN_BOUNDS.low_factor, TOKEN_BOUNDS.high_factor),
@@ -314,7 +316,9 @@ def _base_model(
             raise ValidationFailed.of(
                 field, f"There is no base model '{request.base_model_id}'; GET /v1/base-models lists them."
             )
-    available, reason = spec.availability(runtime=ctx.config.runtime, region=ctx.config.aws_region)
+    available, reason = spec.availability(
+        runtime=ctx.config.runtime, region=ctx.config.aws_region, regions=ctx.config.provider_regions
+    )
     if not available:
         raise ValidationFailed.of(field, f"{spec.name} cannot be fine-tuned here: {reason}")
     return spec, parent
@@ -371,6 +375,12 @@ def _validation(
     """The validation choice as stored, the validation dataset (if any) and the validation rows."""
     choice = request.validation
     rows = dataset.rows or 0
+    if not spec.limits.validation_data and not isinstance(choice, NoValidationIn):
+        raise ValidationFailed.of(
+            "validation",
+            f"{spec.name} is fine-tuned without validation data: {spec.provider.capitalize()} refuses a "
+            'validation set for it. Send {"mode": "none"}.',
+        )
     if isinstance(choice, SplitValidationIn):
         if provider_splits_validation(spec):
             check_provider_split(choice.percent, spec)
@@ -653,7 +663,14 @@ def delete(ctx: Context, identity: Identity, name: str, *, correlation_id: str) 
         )
     provider = ctx.providers.for_model(model)
     provider.delete_model(model.trained())
-    provider.storage.delete_folder(provider.training_data_folder(model.identity, model.uid))
+    # The prepared data where PrepareData wrote it (recorded), else where it would have.
+    data = model.training.data_uri
+    folder = (
+        data.rsplit("/", 1)[0] + "/"
+        if data
+        else provider.training_data_folder(model.identity, model.uid, ctx.catalog.model(model.base_model_id))
+    )
+    provider.storage.delete_folder(folder)
     deleted = ctx.models.delete(workspace, name, allowed=ACTIONS[Action.DELETE])
     logger.info("Model deleted", extra={"workspace_id": workspace, "model": name, "by": by})
     announce.deleted(ctx, deleted, by=by, correlation_id=correlation_id)
@@ -717,7 +734,7 @@ def prepare_data(ctx: Context, event: PrepareDataEvent) -> PreparedData:
     spec = ctx.catalog.model(record.base_model_id)
     fmt = spec.training_data_format
     provider = ctx.providers.for_model(record)
-    folder = provider.training_data_folder(record.identity, record.uid)
+    folder = provider.training_data_folder(record.identity, record.uid, spec)
 
     def upload(name: str, body: BinaryIO) -> str:
         body.seek(0)

@@ -391,8 +391,9 @@ class TrainingProvider(Protocol):
         """Where this provider's jobs read their data and write their artifacts."""
         ...
 
-    def training_data_folder(self, identity: ModelIdentity, uid: str) -> str:
-        """The folder (`s3://.../`) a model's prepared training data goes to, where its job reads it."""
+    def training_data_folder(self, identity: ModelIdentity, uid: str, base_model: BaseModelSpec) -> str:
+        """The folder (`s3://.../`) a model's prepared training data goes to, where its job reads it (for
+        a provider that trains each base model in its own region, in that region)."""
         ...
 
     def check_new_job(self, identity: ModelIdentity) -> None:
@@ -490,6 +491,11 @@ class Config(Protocol):
 
     @property
     def aws_region(self) -> str: ...
+
+    @property
+    def provider_regions(self) -> tuple[str, ...]:
+        """Regions besides `aws_region` where the deployment reaches its regional providers."""
+        ...
 
     @property
     def default_plan(self) -> Plan: ...

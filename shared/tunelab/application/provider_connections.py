@@ -91,8 +91,21 @@ def list_providers(ctx: Context, identity: Identity) -> list[ProviderStatus]:
             )
         )
     else:
-        # Served by the platform in its own account: always there.
-        items.append(ProviderStatus(provider="bedrock", status="connected", region=ctx.config.aws_region))
+        # Served by the platform in its own account: always there, in its region and the regional stacks'.
+        others = ctx.config.provider_regions
+        items.append(
+            ProviderStatus(
+                provider="bedrock",
+                status="connected",
+                region=ctx.config.aws_region,
+                message=(
+                    f"This deployment reaches Bedrock in {ctx.config.aws_region} and {', '.join(others)}; "
+                    "each model trains in its `training_region` (GET /v1/base-models)."
+                    if others
+                    else None
+                ),
+            )
+        )
     connection = ctx.connections.find(identity.workspace, SAGEMAKER)
     made = ctx.workspaces.get(identity.workspace).connector_external_id
     if connection is not None and connection.external_id != made:

@@ -220,10 +220,15 @@ def cmd_base_models_list(args: argparse.Namespace, client: TunelabClient) -> int
             f"{m['parameter_count'] / 1e6:,.1f} M" if m.get("parameter_count") else None,
             m.get("context_length"),
             usd((m.get("pricing") or {}).get("training_per_1k_tokens_usd")),
+            m.get("training_region"),
         ]
         for m in models
     ]
-    print(table(["ID", "NAME", "PROVIDER", "AVAILABLE", "PARAMETERS", "CONTEXT", "TRAIN/1K TOK"], rows))
+    print(
+        table(
+            ["ID", "NAME", "PROVIDER", "AVAILABLE", "PARAMETERS", "CONTEXT", "TRAIN/1K TOK", "REGION"], rows
+        )
+    )
     return EXIT_OK
 
 
@@ -241,6 +246,8 @@ def cmd_base_models_show(args: argparse.Namespace, client: TunelabClient) -> int
                 ("Provider", f"{model.get('provider')} ({model.get('hosting')})"),
                 ("Available", model.get("available")),
                 ("Why not", model.get("unavailable_reason")),
+                ("Regions", ", ".join(model.get("regions") or []) or None),
+                ("Trains in", model.get("training_region")),
                 ("Parameters", f"{model['parameter_count']:,}" if model.get("parameter_count") else None),
                 ("Context", model.get("context_length")),
                 ("Download", model.get("supports_download")),

@@ -69,6 +69,14 @@ class Settings(BaseSettings):
         ),
     )
     bedrock_role_arn: _Required = Field(description="Service role Bedrock model customization jobs run with.")
+    bedrock_data_buckets: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Bedrock regions besides `aws_region` this deployment trains in, each with the data bucket "
+            'the CDK app made there, as a JSON object `{"us-west-2": "bucket"}` (the regional stacks\'); '
+            "empty: Bedrock models train only where AWS fine-tunes them in `aws_region`."
+        ),
+    )
     platform_account_id: _Required = Field(
         pattern=r"^\d{12}$", description="AWS account id of the platform (the BYOK role trusts it)."
     )
@@ -115,6 +123,24 @@ class Settings(BaseSettings):
             "starting (a SageMaker endpoint or a Bedrock deployment takes minutes; a local one seconds)."
         ),
     )
+
+    @property
+    def provider_regions(self) -> tuple[str, ...]:
+        """The regions besides `aws_region` where this deployment reaches the platform's regional
+        provider (Bedrock's regional stacks)."""
+        return tuple(sorted(self.bedrock_data_buckets))
+
+    @field_validator("bedrock_data_buckets")
+    @classmethod
+    def _regional_buckets(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [
+            f"{region}={bucket}"
+            for region, bucket in value.items()
+            if not (region.strip() and bucket.strip())
+        ]
+        if bad:
+            raise ValueError(f"every Bedrock region needs its data bucket; got {bad}")
+        return value
 
     @field_validator("allowed_origins", "connector_trusted_role_arns", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ the resource placeholders of `STATE_MACHINE_RESOURCE_VARIABLES`.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from enum import StrEnum
@@ -20,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tunelab.adapters.dynamodb.table import TABLE_DEFINITION, TTL_ATTRIBUTE
+from tunelab.domain.catalog import load_catalog
 
 # Where things live and how provider resources are tagged: the domain's layout, which the stack scopes
 # its permissions, rules and lifecycles with.
@@ -43,6 +45,61 @@ LOG_RETENTION_DAYS = 90
 # SageMaker jobs are started with it packed as sourcedir.tar.gz (`composition.trainer`, TRAINER_DIR).
 LAMBDA_TASK_ROOT = "/var/task"
 TRAINER_BUNDLE_DIR = "trainer"
+
+# Bedrock fine-tunes each model only in some regions (the catalog's `regions`): the platform stack
+# calls Bedrock there, and a regional stack in each such region besides the home one holds the data
+# bucket the jobs read and write (Bedrock reads training data only from a bucket in the job's region)
+# and forwards the jobs' state changes to the home region's default bus.
+# The functions' variable: a JSON object `{"<region>": "<data bucket>"}` of the regions besides home.
+BEDROCK_DATA_BUCKETS_ENV = "BEDROCK_DATA_BUCKETS"
+# Bedrock's customization job state changes, on the default bus of the job's region: the home stack's
+# rule (EVENT_RULES) and each regional stack's forwarding rule match the same pattern.
+BEDROCK_JOB_STATE_CHANGE_PATTERN: Mapping[str, Any] = {
+    "source": ["aws.bedrock"],
+    "detail-type": ["Model Customization Job State Change"],
+}
+# An AWS region's name (`us-east-1`, `ap-southeast-2`, `us-gov-west-1`).
+AWS_REGION_PATTERN = r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$"
+# S3 refuses bucket names that start with these.
+_RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+
+
+def bedrock_training_regions() -> tuple[str, ...]:
+    """Every region a Bedrock model of the shipped catalog is fine-tuned in (retired ones aside), sorted."""
+    return tuple(
+        sorted(
+            {
+                region
+                for model in load_catalog().models
+                if model.provider == "bedrock" and not model.is_retired
+                for region in model.regions
+            }
+        )
+    )
+
+
+def bedrock_data_bucket_name(stack_name: str, account: str, region: str) -> str:
+    """The data bucket of the platform's regional Bedrock stack in `region` (at most 63 characters).
+
+    Derived from names alone, so the home stack grants on it and tells the functions about it without
+    a cross-region reference; `account` may be a CDK token (`Aws.ACCOUNT_ID`).
+    """
+    if not re.fullmatch(AWS_REGION_PATTERN, region):
+        raise ValueError(f"not an AWS region name: {region!r}")
+    lowered = stack_name.lower()
+    prefix = lowered[:20].rstrip("-")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", prefix) or prefix.startswith(_RESERVED_BUCKET_PREFIXES):
+        raise ValueError(f"stack name {stack_name!r} makes no valid S3 bucket name")
+    if len(lowered) > 20:
+        # Two long stack names of one account that share their first 20 characters keep apart.
+        prefix = f"{prefix}-{hashlib.sha256(stack_name.encode()).hexdigest()[:6]}"
+    name = f"{prefix}-bedrock-{account}-{region}"
+    # A token stands for a 12-digit account id: count that, not the token's placeholder text.
+    length = len(name) - len(account) + 12
+    if length > 63:
+        raise ValueError(f"bucket name {name!r} is longer than S3's 63 characters")
+    return name
+
 
 # The Powertools idempotency table's attributes (Powertools' defaults).
 IDEMPOTENCY_KEY_ATTRIBUTE = "id"
@@ -383,7 +440,8 @@ EVENT_RULES: tuple[EventRuleSpec, ...] = (
         logical_id="BedrockCustomizationRule",
         description="Bedrock model customization job state changes",
         bus="default",
-        event_pattern={"source": ["aws.bedrock"], "detail-type": ["Model Customization Job State Change"]},
+        # Also those of jobs in the other Bedrock regions, which their regional stacks forward here.
+        event_pattern=dict(BEDROCK_JOB_STATE_CHANGE_PATTERN),
         target_queue="ProviderEventsQueue",
     ),
     EventRuleSpec(

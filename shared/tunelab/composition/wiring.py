@@ -254,6 +254,7 @@ class ProviderRegistry:
                     region=settings.aws_region,
                     service_role_arn=settings.bedrock_role_arn,
                     output_bucket=settings.artifacts_bucket,
+                    regional_buckets=settings.bedrock_data_buckets,
                 ),
                 session=services.session,
             )

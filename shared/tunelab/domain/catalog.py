@@ -7,7 +7,7 @@ branches on a model id: rules read the spec.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import date
 from functools import cache
 from importlib import resources
@@ -138,15 +138,40 @@ class HyperparameterSpec(_Frozen):
         return self
 
 
-class Pricing(_Frozen):
+class RegionalPricing(_Frozen):
+    """A model's prices in one region, where AWS charges there otherwise than the model's default."""
+
     training_per_1k_tokens_usd: float = Field(ge=0)
     storage_per_month_usd: float = Field(ge=0)
     deployment_per_hour_usd: float = Field(ge=0)
     source: Source
 
+
+class Pricing(_Frozen):
+    """A model's prices: the default figures are those of its first region (`BaseModelSpec.regions`);
+    `regions` holds the regions whose prices differ."""
+
+    training_per_1k_tokens_usd: float = Field(ge=0)
+    storage_per_month_usd: float = Field(ge=0)
+    deployment_per_hour_usd: float = Field(ge=0)
+    source: Source
+    regions: dict[str, RegionalPricing] = Field(default_factory=dict)
+
     @property
     def as_of(self) -> date:
         return self.source.as_of
+
+    def in_region(self, region: str | None) -> Pricing:
+        """The prices in `region` (the default ones where the region has none of its own)."""
+        regional = self.regions.get(region or "")
+        if regional is None:
+            return self
+        return Pricing(
+            training_per_1k_tokens_usd=regional.training_per_1k_tokens_usd,
+            storage_per_month_usd=regional.storage_per_month_usd,
+            deployment_per_hour_usd=regional.deployment_per_hour_usd,
+            source=regional.source,
+        )
 
 
 class BatchTokenLimit(_Frozen):
@@ -164,6 +189,8 @@ class DataLimits(_Frozen):
     # Longest record, prompt + completion, in tokens (at batch size 1 where it depends on it).
     max_record_tokens: int = Field(ge=1)
     max_validation_records: int | None = Field(default=None, ge=1)
+    # False where the provider refuses a validation set for this model (Nova 2 Lite's fine-tuning).
+    validation_data: bool = True
     # Separate caps on the prompt (input) and the completion (output), where the provider has them.
     max_prompt_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
@@ -434,8 +461,22 @@ class BaseModelSpec(_Frozen):
     def is_retired(self) -> bool:
         return self.retired is not None
 
-    def availability(self, *, runtime: str, region: str) -> tuple[bool, str | None]:
-        """Whether a deployment (its runtime and region) can fine-tune this model, and if not, why."""
+    def training_region(self, region: str, regions: Collection[str] = ()) -> str | None:
+        """Where a deployment in `region` that may also call the provider in `regions` trains this model:
+        its own region where the model trains there, else the first of the model's regions (they are
+        listed by preference) that the deployment reaches; None where it reaches none. Models that are
+        not regional train wherever the deployment runs (`region`)."""
+        if not self.traits.regional:
+            return region
+        if region in self.regions:
+            return region
+        return next((r for r in self.regions if r in regions), None)
+
+    def availability(
+        self, *, runtime: str, region: str, regions: Collection[str] = ()
+    ) -> tuple[bool, str | None]:
+        """Whether a deployment (its runtime, its region, and the other regions it reaches the
+        provider in) can fine-tune this model, and if not, why."""
         traits = self.traits
         if runtime != traits.runtime:
             if runtime == "local":
@@ -443,10 +484,15 @@ class BaseModelSpec(_Frozen):
             return False, "This model is fine-tuned only in the local runtime (`tunelab local up`)."
         if self.retired is not None:
             return False, f"Fine-tuning of this model is no longer offered: {self.retired.note}"
-        if traits.regional and region not in self.regions:
-            offered = ", ".join(sorted(self.regions))
+        if self.training_region(region, regions) is None:
+            offered = ", ".join(self.regions)
+            reached = ", ".join(sorted({region, *regions}))
             who = self.provider.capitalize()
-            return False, f"{who} does not fine-tune this model in {region}; it does in {offered}."
+            return False, (
+                f"{who} fine-tunes this model only in {offered}, and this deployment reaches {who} in "
+                f"{reached}; the operator of this tunelab deployment can add the region "
+                "(`bedrockRegions`)."
+            )
         return True, None
 
     @model_validator(mode="after")
@@ -473,6 +519,11 @@ class BaseModelSpec(_Frozen):
             raise ValueError(f"{self.id}: default_use_lora applies to models the trainer runs")
         if traits.regional and not self.regions:
             raise ValueError(f"{self.id}: a {self.provider} model needs its regions")
+        if len(set(self.regions)) != len(self.regions):
+            raise ValueError(f"{self.id}: a region is listed twice in {self.regions}")
+        priced_elsewhere = sorted(set(self.pricing.regions) - set(self.regions))
+        if priced_elsewhere:
+            raise ValueError(f"{self.id}: prices for {priced_elsewhere}, where the model does not train")
         if self.deployment.method not in traits.deployment_methods:
             raise ValueError(
                 f"{self.id}: deployment method {self.deployment.method} is not one of "

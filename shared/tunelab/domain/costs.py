@@ -302,6 +302,7 @@ def _check_inputs(tokens_per_epoch: int, epochs: int, token_error: tuple[float, 
 def estimate_cost(
     spec: BaseModelSpec,
     *,
+    region: str | None = None,
     tokens_per_epoch: int,
     epochs: int,
     token_error: tuple[float, float] = DEFAULT_TOKEN_ERROR,
@@ -311,11 +312,11 @@ def estimate_cost(
 
     `sagemaker` carries the instance, count, volume and method, and is required exactly for
     SageMaker models. Raises `ValidationFailed` on negative tokens, epochs < 1, or missing/extra
-    resources.
+    resources. `region` is where the job runs: the model's prices there (`Pricing.in_region`).
     """
     _check_inputs(tokens_per_epoch, epochs, token_error)
     trained_tokens = tokens_per_epoch * epochs
-    pricing = spec.pricing
+    pricing = spec.pricing.in_region(region)
     low_factor, high_factor = token_error
     notes: list[str] = []
     hours: float | None = None
@@ -390,7 +391,8 @@ def estimate_cost(
         notes.append(
             f"The total is training plus one month of storage; a deployed model costs "
             f"${usd(pricing.deployment_per_hour_usd):.2f} per hour on top. "
-            f"Prices as of {pricing.as_of.isoformat()}."
+            f"Prices{f' in {region}' if region and spec.traits.regional else ''} as of "
+            f"{pricing.as_of.isoformat()}."
         )
     return CostEstimate(
         training=training,

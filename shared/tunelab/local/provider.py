@@ -1185,7 +1185,7 @@ class LocalProvider:
         """The embedded stack's artifacts bucket: training data and the jobs' archives."""
         return self._storage
 
-    def training_data_folder(self, identity: ModelIdentity, uid: str) -> str:
+    def training_data_folder(self, identity: ModelIdentity, uid: str, base_model: BaseModelSpec) -> str:
         return (
             f"s3://{self.jobs.config.artifacts_bucket}/{TRAINING_DATA_PREFIX}{identity.workspace_id}/"
             f"{identity.model_name}/{uid}/"

@@ -4,6 +4,13 @@ Everything runs in the platform's own AWS account, so names must be unique acros
 they carry a digest of the model record. Request shapes follow the Bedrock API reference
 (CreateModelCustomizationJob, CreateCustomModelDeployment, CreateProvisionedModelThroughput,
 Converse).
+
+AWS fine-tunes each model in a few regions only (Nova in us-east-1, Llama in us-west-2), so a job runs
+in the model's training region (`BaseModelSpec.training_region`): the platform's own region where the
+model trains there, else a region whose stack the CDK app deployed (`BedrockConfig.regional_buckets`).
+The prepared data and the job's output go to a bucket in the job's region; everything after the job —
+the custom model, its deployment, the Converse calls, the deletion — happens in the region its ARN
+names, so a record written before a region was added is still found where it is.
 """
 
 from __future__ import annotations
@@ -11,11 +18,12 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from tunelab.adapters.aws_errors import CONFLICT_CODES, aws_call, error_code, is_not_found
 from tunelab.adapters.s3 import S3Objects
@@ -65,7 +73,8 @@ TRAINING_TIMEOUT_S = 7 * 24 * 3600
 
 class BedrockConfig(BaseModel):
     """The platform's own account: the service role Bedrock assumes to read training data and write
-    output, and the artifacts bucket both live in."""
+    output, the artifacts bucket in the platform's region, and a data bucket in each other region the
+    deployment trains in."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -73,6 +82,25 @@ class BedrockConfig(BaseModel):
     service_role_arn: str
     output_bucket: str
     output_prefix: str = BEDROCK_OUTPUT_PREFIX.rstrip("/")
+    # Bedrock regions besides `region`, each with its data bucket (the CDK app's regional stacks).
+    regional_buckets: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def other_regions(self) -> tuple[str, ...]:
+        return tuple(sorted(self.regional_buckets))
+
+    def bucket_in(self, region: str) -> str:
+        """The bucket a job in `region` reads its data from and writes its output to."""
+        if region == self.region:
+            return self.output_bucket
+        try:
+            return self.regional_buckets[region]
+        except KeyError:
+            reached = ", ".join((self.region, *self.other_regions))
+            raise ValidationFailed(
+                f"This deployment no longer reaches Bedrock in {region} (it does in {reached}); its "
+                "operator must add the region again to use what is there."
+            ) from None
 
 
 _JOB_STATUS: dict[str, TrainingStatus] = {
@@ -111,6 +139,14 @@ def client_token(identity: ModelIdentity, *parts: str) -> str:
 
 def deployment_name(request: DeployRequest) -> str:
     return derived_name(request.identity.model_name, request.deploy_digest())
+
+
+def arn_region(arn: str | None) -> str | None:
+    """The region an ARN names (`arn:aws:bedrock:us-west-2:...`); None for anything else."""
+    parts = (arn or "").split(":")
+    if len(parts) > 4 and parts[0] == "arn" and parts[3]:
+        return parts[3]
+    return None
 
 
 def _tags(identity: ModelIdentity, extra: Mapping[str, str]) -> list[TagTypeDef]:
@@ -185,43 +221,73 @@ class BedrockProvider:
     def __init__(self, config: BedrockConfig, *, session: boto3.Session | None = None) -> None:
         self.config = config
         self._session = session or boto3.Session(region_name=config.region)
-        self._bedrock: BedrockClient | None = None
-        self._runtime: BedrockRuntimeClient | None = None
+        self._bedrock: dict[str, BedrockClient] = {}
+        self._runtime: dict[str, BedrockRuntimeClient] = {}
         self._storage = S3Objects(
-            client_factory=lambda: self._session.client("s3", region_name=config.region)
+            client_factory=lambda: self._session.client("s3", region_name=config.region),
+            bucket_clients={
+                bucket: partial(self._session.client, "s3", region_name=region)
+                for region, bucket in config.regional_buckets.items()
+            },
         )
 
     @property
     def storage(self) -> S3Objects:
-        """The platform's artifacts bucket: training data and the jobs' output."""
+        """The platform's artifacts bucket and the regional data buckets (each through a client of its
+        region): training data and the jobs' output."""
         return self._storage
 
     @property
     def bedrock(self) -> BedrockClient:
-        if self._bedrock is None:
-            self._bedrock = self._session.client("bedrock", region_name=self.config.region)
-        return self._bedrock
+        """Bedrock in the platform's own region."""
+        return self.bedrock_in(self.config.region)
 
     @property
     def runtime(self) -> BedrockRuntimeClient:
-        if self._runtime is None:
-            self._runtime = self._session.client("bedrock-runtime", region_name=self.config.region)
-        return self._runtime
+        """Bedrock Runtime in the platform's own region."""
+        return self.runtime_in(self.config.region)
+
+    def bedrock_in(self, region: str) -> BedrockClient:
+        client = self._bedrock.get(region)
+        if client is None:
+            client = self._bedrock[region] = self._session.client("bedrock", region_name=region)
+        return client
+
+    def runtime_in(self, region: str) -> BedrockRuntimeClient:
+        client = self._runtime.get(region)
+        if client is None:
+            client = self._runtime[region] = self._session.client("bedrock-runtime", region_name=region)
+        return client
+
+    def region_of(self, arn: str | None) -> str:
+        """Where the resource of `arn` lives: the region the ARN names, else the platform's own."""
+        return arn_region(arn) or self.config.region
+
+    def training_region(self, spec: BaseModelSpec) -> str:
+        """Where this deployment trains `spec`; `ValidationFailed` where it reaches none of its regions
+        (the create check refuses such a model first, with the same reason)."""
+        region = spec.training_region(self.config.region, self.config.other_regions)
+        if region is None:
+            _, reason = spec.availability(
+                runtime="aws", region=self.config.region, regions=self.config.other_regions
+            )
+            raise ValidationFailed.of("base_model_id", f"{spec.name} cannot be fine-tuned here: {reason}")
+        return region
 
     # --- training ---
 
-    def output_uri(self, identity: ModelIdentity) -> str:
+    def output_uri(self, identity: ModelIdentity, region: str | None = None) -> str:
+        """The job's output folder, in the bucket of its region (the platform's own by default)."""
         prefix = self.config.output_prefix.strip("/")
         return (
-            f"s3://{self.config.output_bucket}/{prefix}/{identity.workspace_id}/"
+            f"s3://{self.config.bucket_in(region or self.config.region)}/{prefix}/{identity.workspace_id}/"
             f"{identity.model_name}/{identity.digest('job')[:10]}/"
         )
 
-    def training_data_folder(self, identity: ModelIdentity, uid: str) -> str:
-        return (
-            f"s3://{self.config.output_bucket}/{TRAINING_DATA_PREFIX}{identity.workspace_id}/"
-            f"{identity.model_name}/{uid}/"
-        )
+    def training_data_folder(self, identity: ModelIdentity, uid: str, base_model: BaseModelSpec) -> str:
+        """In the bucket of the region the model trains in: Bedrock reads a job's data in its region."""
+        bucket = self.config.bucket_in(self.training_region(base_model))
+        return f"s3://{bucket}/{TRAINING_DATA_PREFIX}{identity.workspace_id}/{identity.model_name}/{uid}/"
 
     def check_new_job(self, identity: ModelIdentity) -> None:
         """Nothing to check: job names carry a digest of the model record, unique in the account."""
@@ -244,7 +310,20 @@ class BedrockProvider:
         identity = request.identity
         name = job_name(identity)
         token = client_token(identity, "train")
-        base = request.parent.model_ref if request.parent and request.parent.model_ref else spec.id
+        parent = request.parent.model_ref if request.parent and request.parent.model_ref else None
+        # A continuation trains where its parent custom model is; a new model in its training region.
+        region = self.region_of(parent) if parent else self.training_region(spec)
+        bucket = self.config.bucket_in(region)
+        for uri in filter(None, (request.training_data_uri, request.validation_data_uri)):
+            if not uri.startswith(f"s3://{bucket}/"):
+                # Bedrock reads a job's data only in its region: say so rather than fail in Bedrock.
+                raise ValidationFailed(
+                    f"The training data ({uri}) is not in {region}, where this job must run (its base "
+                    f"model is there); create the model again to prepare its data in {region}."
+                )
+        base = parent or spec.id
+        output = self.output_uri(identity, region)
+        bedrock = self.bedrock_in(region)
         params: CreateModelCustomizationJobRequestTypeDef = {
             "jobName": name,
             "customModelName": custom_model_name(identity),
@@ -253,31 +332,31 @@ class BedrockProvider:
             "baseModelIdentifier": base,
             "customizationType": "FINE_TUNING",
             "trainingDataConfig": {"s3Uri": request.training_data_uri},
-            "outputDataConfig": {"s3Uri": self.output_uri(identity)},
+            "outputDataConfig": {"s3Uri": output},
             "hyperParameters": dict(request.hyperparameters),
             "jobTags": _tags(identity, request.tags),
             "customModelTags": _tags(identity, request.tags),
         }
         if request.validation_data_uri:
             params["validationDataConfig"] = {"validators": [{"s3Uri": request.validation_data_uri}]}
-        action = f"Starting the Bedrock customization job {name}"
+        action = f"Starting the Bedrock customization job {name} in {region}"
         try:
             with aws_call(action, permission="bedrock:CreateModelCustomizationJob and iam:PassRole"):
-                arn = self.bedrock.create_model_customization_job(**params)["jobArn"]
+                arn = bedrock.create_model_customization_job(**params)["jobArn"]
         except Conflict as clash:
             # A retry after a lost response: the job with our name and token is ours.
             with aws_call(action):
-                job = self.bedrock.get_model_customization_job(jobIdentifier=name)
+                job = bedrock.get_model_customization_job(jobIdentifier=name)
             if job.get("clientRequestToken") not in (None, token):
                 raise clash
             arn = job["jobArn"]
-        return TrainingJobRef(
-            provider="bedrock", job_id=arn, job_name=name, output_uri=self.output_uri(identity)
-        )
+        return TrainingJobRef(provider="bedrock", job_id=arn, job_name=name, output_uri=output)
 
     def stop_training(self, ref: TrainingJobRef) -> None:
         try:
-            self.bedrock.stop_model_customization_job(jobIdentifier=ref.job_name)
+            self.bedrock_in(self.region_of(ref.job_id)).stop_model_customization_job(
+                jobIdentifier=ref.job_name
+            )
         except ClientError as error:
             # Already ended (or stopping): nothing left to stop; the job's state says how it ended.
             if (
@@ -314,7 +393,9 @@ class BedrockProvider:
         with aws_call(
             f"Reading the Bedrock job {ref.job_name}", permission="bedrock:GetModelCustomizationJob"
         ):
-            job = self.bedrock.get_model_customization_job(jobIdentifier=ref.job_name)
+            job = self.bedrock_in(self.region_of(ref.job_id)).get_model_customization_job(
+                jobIdentifier=ref.job_name
+            )
         return training_state(dict(job))
 
     # --- deployment ---
@@ -325,9 +406,11 @@ class BedrockProvider:
         name = deployment_name(request)
         token = client_token(request.identity, "deploy", request.deploy_digest())
         tags = _tags(request.identity, request.tags)
+        # Served where the custom model is.
+        bedrock = self.bedrock_in(self.region_of(request.model_ref))
         if request.base_model.deployment.method == "on_demand":
             with aws_call(f"Deploying {name} on demand", permission="bedrock:CreateCustomModelDeployment"):
-                created = self.bedrock.create_custom_model_deployment(
+                created = bedrock.create_custom_model_deployment(
                     modelDeploymentName=name,
                     modelArn=request.model_ref,
                     description=f"tunelab model {request.identity.model_name}",
@@ -343,7 +426,7 @@ class BedrockProvider:
         with aws_call(
             f"Buying provisioned throughput {name}", permission="bedrock:CreateProvisionedModelThroughput"
         ):
-            bought = self.bedrock.create_provisioned_model_throughput(
+            bought = bedrock.create_provisioned_model_throughput(
                 modelUnits=1,
                 provisionedModelName=name,
                 modelId=request.model_ref,
@@ -356,14 +439,13 @@ class BedrockProvider:
 
     def describe_deployment(self, ref: DeploymentRef) -> DeploymentState:
         action = f"Reading the Bedrock deployment {ref.deployment_id}"
+        bedrock = self.bedrock_in(self.region_of(ref.deployment_id))
         try:
             if ref.kind == "custom_model_deployment":
-                got = self.bedrock.get_custom_model_deployment(
-                    customModelDeploymentIdentifier=ref.deployment_id
-                )
+                got = bedrock.get_custom_model_deployment(customModelDeploymentIdentifier=ref.deployment_id)
                 status = _DEPLOYMENT_STATUS.get(got["status"], "creating")
             else:
-                pt = self.bedrock.get_provisioned_model_throughput(provisionedModelId=ref.deployment_id)
+                pt = bedrock.get_provisioned_model_throughput(provisionedModelId=ref.deployment_id)
                 status = _THROUGHPUT_STATUS.get(pt["status"], "creating")
                 got = pt  # type: ignore[assignment]
         except ClientError as error:
@@ -375,11 +457,12 @@ class BedrockProvider:
         return DeploymentState(deployment_id=ref.deployment_id, status=status, reason=reason)
 
     def undeploy(self, ref: DeploymentRef) -> None:
+        bedrock = self.bedrock_in(self.region_of(ref.deployment_id))
         try:
             if ref.kind == "custom_model_deployment":
-                self.bedrock.delete_custom_model_deployment(customModelDeploymentIdentifier=ref.deployment_id)
+                bedrock.delete_custom_model_deployment(customModelDeploymentIdentifier=ref.deployment_id)
             else:
-                self.bedrock.delete_provisioned_model_throughput(provisionedModelId=ref.deployment_id)
+                bedrock.delete_provisioned_model_throughput(provisionedModelId=ref.deployment_id)
         except ClientError as error:
             if is_not_found(error):
                 return
@@ -389,7 +472,7 @@ class BedrockProvider:
     def invoke(self, ref: DeploymentRef, params: InvokeParams) -> InvokeResult:
         started = time.perf_counter()
         with aws_call("The sandbox call to Bedrock", permission="bedrock:InvokeModel"):
-            response = self.runtime.converse(
+            response = self.runtime_in(self.region_of(ref.deployment_id)).converse(
                 modelId=ref.deployment_id,
                 messages=[{"role": "user", "content": [{"text": params.prompt}]}],
                 inferenceConfig={
@@ -418,18 +501,22 @@ class BedrockProvider:
         )
 
     def delete_model(self, model: TrainedModel) -> None:
-        """Delete the custom model (by the name tunelab gave it), then the job's output folder: if
-        Bedrock refuses, the model's record and files stay, so nothing is left behind unseen."""
+        """Delete the custom model (by the name tunelab gave it, in the region it is in), then the job's
+        output folder: if Bedrock refuses, the model's record and files stay, so nothing is left behind
+        unseen."""
         name = custom_model_name(model.identity)
+        region = self.region_of(model.model_ref or (model.job.job_id if model.job else None))
         try:
-            self.bedrock.delete_custom_model(modelIdentifier=name)
+            self.bedrock_in(region).delete_custom_model(modelIdentifier=name)
         except ClientError as error:
             if not is_not_found(error):
                 with aws_call(
                     f"Deleting the Bedrock custom model {name}", permission="bedrock:DeleteCustomModel"
                 ):
                     raise
-        self.storage.delete_folder(self.output_uri(model.identity))
+        # Where the job wrote, as recorded when it started; else where it would have.
+        output = model.job.output_uri if model.job and model.job.output_uri else None
+        self.storage.delete_folder(output or self.output_uri(model.identity, region))
 
     def speaks_for(self, account: str | None) -> bool:
         """Bedrock's events come from the platform's own account, the only one its rules hear."""

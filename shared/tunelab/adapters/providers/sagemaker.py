@@ -503,7 +503,7 @@ class SageMakerProvider:
             self._storage = S3Objects(client)
         return self._storage
 
-    def training_data_folder(self, identity: ModelIdentity, uid: str) -> str:
+    def training_data_folder(self, identity: ModelIdentity, uid: str, base_model: BaseModelSpec) -> str:
         return self._bucket_uri(f"{model_prefix(identity)}/data/{uid}/")
 
     def check_new_job(self, identity: ModelIdentity) -> None:

@@ -13,6 +13,7 @@ in USD in a field ending in `_usd`. Request models forbid unknown fields so a ty
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import date
 from typing import Annotated, Generic, Literal, TypeVar
 
@@ -207,6 +208,21 @@ class BaseModelOut(_Out):
         description="False where this deployment cannot fine-tune it; see unavailable_reason."
     )
     unavailable_reason: str | None = None
+    regions: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Where the provider fine-tunes it (Bedrock), by preference; empty where it trains wherever "
+            "tunelab runs it (SageMaker: the connection's region; local)."
+        ),
+    )
+    training_region: str | None = Field(
+        default=None,
+        description=(
+            "The region this deployment trains, keeps and serves it in (its own where the model trains "
+            "there, else the first of `regions` it reaches); null where it cannot, or where the "
+            "connection decides (SageMaker)."
+        ),
+    )
     parameter_count: int | None = Field(description="Null where the vendor does not publish it.")
     context_length: int
     training_data_format: str = Field(description="How rows are sent to the provider.")
@@ -224,9 +240,14 @@ class BaseModelOut(_Out):
     notes: list[str] = Field(default_factory=list)
 
     @classmethod
-    def from_spec(cls, spec: BaseModelSpec, *, runtime: str, region: str) -> BaseModelOut:
-        """The API view of a catalog entry, with its availability in this deployment."""
-        available, reason = model_availability(spec, runtime=runtime, region=region)
+    def from_spec(
+        cls, spec: BaseModelSpec, *, runtime: str, region: str, regions: Collection[str] = ()
+    ) -> BaseModelOut:
+        """The API view of a catalog entry, with its availability in this deployment (its runtime, its
+        region and the other regions it reaches the provider in), priced where it would train."""
+        available, reason = spec.availability(runtime=runtime, region=region, regions=regions)
+        trains_in = spec.training_region(region, regions) if available and spec.traits.regional else None
+        pricing = spec.pricing.in_region(trains_in)
         hp = spec.hyperparameters
         return cls(
             id=spec.id,
@@ -236,6 +257,8 @@ class BaseModelOut(_Out):
             hosting=spec.hosting,
             available=available,
             unavailable_reason=reason,
+            regions=list(spec.regions) if spec.traits.regional else [],
+            training_region=trains_in,
             parameter_count=spec.parameter_count,
             context_length=spec.context_length,
             training_data_format=spec.training_data_format,
@@ -257,19 +280,14 @@ class BaseModelOut(_Out):
             default_instance_type=spec.default_instance_type,
             gated=spec.gated,
             pricing=PricingOut(
-                training_per_1k_tokens_usd=spec.pricing.training_per_1k_tokens_usd,
-                storage_per_month_usd=spec.pricing.storage_per_month_usd,
-                deployment_per_hour_usd=spec.pricing.deployment_per_hour_usd,
-                as_of=spec.pricing.source.as_of,
-                source_url=spec.pricing.source.url,
+                training_per_1k_tokens_usd=pricing.training_per_1k_tokens_usd,
+                storage_per_month_usd=pricing.storage_per_month_usd,
+                deployment_per_hour_usd=pricing.deployment_per_hour_usd,
+                as_of=pricing.source.as_of,
+                source_url=pricing.source.url,
             ),
             notes=list(spec.notes),
         )
-
-
-def model_availability(spec: BaseModelSpec, *, runtime: str, region: str) -> tuple[bool, str | None]:
-    """Whether this deployment (runtime, region) can fine-tune `spec`, and if not, why."""
-    return spec.availability(runtime=runtime, region=region)
 
 
 # --- datasets ---------------------------------------------------------------------------------

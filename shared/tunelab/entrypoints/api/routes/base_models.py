@@ -30,7 +30,9 @@ def list_base_models(
 ) -> Page[BaseModelOut]:
     config = ctx.settings
     items = [
-        BaseModelOut.from_spec(m, runtime=config.runtime, region=config.aws_region)
+        BaseModelOut.from_spec(
+            m, runtime=config.runtime, region=config.aws_region, regions=config.provider_regions
+        )
         for m in ctx.catalog.models
     ]
     # Available models first; then by provider and name, as a person scans the list.
@@ -52,4 +54,7 @@ def get_base_model(
 ) -> BaseModelOut:
     # Ids hold ':' and '.'; a client may send ':' percent-encoded.
     spec = ctx.catalog.model(unquote(model_id))
-    return BaseModelOut.from_spec(spec, runtime=ctx.settings.runtime, region=ctx.settings.aws_region)
+    config = ctx.settings
+    return BaseModelOut.from_spec(
+        spec, runtime=config.runtime, region=config.aws_region, regions=config.provider_regions
+    )
