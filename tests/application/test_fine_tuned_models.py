@@ -162,7 +162,7 @@ def test_a_job_name_taken_in_the_providers_account_is_refused_before_anything_st
 
 def test_the_estimate_checks_like_create_and_stores_nothing(ctx: FakeContext) -> None:
     dataset = ready_dataset(ctx)
-    estimate = fine_tuned_models.estimate(ctx, ADA, create_request(dataset))
+    estimate = fine_tuned_models.estimate(ctx, ADA, create_request(dataset)).plan.cost
 
     assert estimate.training.epochs == 2
     assert estimate.training.tokens_per_epoch > 0

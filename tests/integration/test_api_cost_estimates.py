@@ -146,14 +146,22 @@ def test_the_acknowledgement_is_not_needed_but_accepted(api: Api) -> None:
         assert api.call("POST", "/v1/cost-estimates", body).status == 200, extra
 
 
-def test_cloud_models_are_refused_in_the_local_runtime(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cloud_model_is_priced_in_the_local_runtime_but_not_runnable_and_cannot_start(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dataset_id = api.dataset()
     monkeypatch.setenv("RUNTIME", "local")
     reset_settings()
     set_services(Services())  # over the same table, with the local runtime's settings
+    body = {"base_model_id": NOVA, "dataset_id": dataset_id}
 
-    answer = api.call("POST", "/v1/cost-estimates", {"base_model_id": NOVA, "dataset_id": dataset_id})
+    answer = api.call("POST", "/v1/cost-estimates", body)
 
-    assert answer.status == 400
-    assert answer.body["error"]["details"][0]["field"] == "base_model_id"
-    assert "local runtime" in answer.body["error"]["message"]
+    assert answer.status == 200, answer.body
+    assert answer.body["runnable"] is False
+    assert "local runtime" in answer.body["unrunnable_reason"]
+    assert answer.body["quote_id"] is None
+    assert answer.body["training"]["cost_usd"] > 0  # Bedrock's price per token, all the same
+    started = api.call("POST", "/v1/fine-tuned-models", {**body, "name": "nova-bot", "acknowledge": True})
+    assert started.status == 400
+    assert started.body["error"]["details"][0]["field"] == "base_model_id"

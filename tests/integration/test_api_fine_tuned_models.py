@@ -1055,3 +1055,87 @@ def test_the_openapi_document_has_every_route_with_its_models(api: Api) -> None:
         "InvokeOut",
     ):
         assert model in schemas, model
+
+
+# --- quotes and clones ----------------------------------------------------------------------------
+
+
+def test_the_estimate_answers_the_plan_and_a_quote_that_starts_exactly_it(ft: Api) -> None:
+    dataset_id = ft.dataset()
+    body = {
+        "base_model_id": NOVA,
+        "dataset_id": dataset_id,
+        "validation": {"mode": "split", "percent": 10},
+        "hyperparameters": {"epochs": 2},
+    }
+
+    answer = ft.call("POST", "/v1/cost-estimates", body)
+
+    assert answer.status == 200, answer.body
+    estimate = answer.body
+    plan = estimate["plan"]
+    assert (plan["base_model_id"], plan["provider"], plan["training_region"]) == (
+        NOVA,
+        "bedrock",
+        "us-east-1",
+    )
+    assert plan["dataset"]["id"] == dataset_id
+    assert plan["validation"] == {"mode": "split", "percent": 10, "dataset": None}
+    assert plan["hyperparameters"]["epochs"] == 2
+    assert plan["hyperparameters"]["learning_rate"] > 0  # the model's default, filled in
+    assert estimate["runnable"] is True
+    assert estimate["quote_id"].startswith("q1.")
+    assert estimate["quote_expires_at"] > datetime.now(UTC).isoformat()
+
+    # Started with another plan than the one quoted: refused, nothing started.
+    changed = {**body, "hyperparameters": {"epochs": 3}, "name": "support-bot-v1", "acknowledge": True}
+    refused = ft.call("POST", "/v1/fine-tuned-models", {**changed, "quote_id": estimate["quote_id"]})
+    assert refused.status == 400
+    assert refused.body["error"]["details"][0]["field"] == "quote_id"
+    assert ft.call("GET", "/v1/fine-tuned-models/support-bot-v1").status == 404
+    over = ft.call("POST", "/v1/fine-tuned-models", {**changed, "max_total_usd": 0.0})
+    assert over.status == 400
+    assert over.body["error"]["details"][0]["field"] == "max_total_usd"
+    # The very plan quoted starts.
+    started = ft.call(
+        "POST",
+        "/v1/fine-tuned-models",
+        {**body, "name": "support-bot-v1", "acknowledge": True, "quote_id": estimate["quote_id"]},
+    )
+    assert started.status == 202, started.body
+    assert started.body["cost"]["predicted"]["total_usd"] == estimate["total_usd"]
+
+
+def test_clone_answers_its_estimate_then_starts_with_the_sources_request(ft: Api) -> None:
+    dataset_id = ft.dataset()
+    source = {
+        "name": "support-bot-v1",
+        "base_model_id": NOVA,
+        "dataset_id": dataset_id,
+        "validation": {"mode": "split", "percent": 10},
+        "hyperparameters": {"epochs": 2},
+        "acknowledge": True,
+    }
+    assert ft.call("POST", "/v1/fine-tuned-models", source).status == 202
+
+    estimate = ft.call("POST", "/v1/fine-tuned-models/support-bot-v1/clone", {"name": "support-bot-v2"})
+    assert estimate.status == 200, estimate.body
+    assert estimate.body["plan"]["hyperparameters"]["epochs"] == 2
+    assert ft.call("GET", "/v1/fine-tuned-models/support-bot-v2").status == 404
+
+    started = ft.call(
+        "POST",
+        "/v1/fine-tuned-models/support-bot-v1/clone",
+        {"name": "support-bot-v2", "acknowledge": True, "quote_id": estimate.body["quote_id"]},
+    )
+    assert started.status == 202, started.body
+    clone = started.body
+    assert (clone["name"], clone["status"], clone["base_model"]["id"]) == ("support-bot-v2", "training", NOVA)
+    assert clone["validation"]["percent"] == 10
+    assert clone["hyperparameters"]["epochs"] == 2
+    taken = ft.call(
+        "POST", "/v1/fine-tuned-models/support-bot-v1/clone", {"name": "support-bot-v2", "acknowledge": True}
+    )
+    assert taken.status == 409
+    missing = ft.call("POST", "/v1/fine-tuned-models/nobody/clone", {"name": "support-bot-v3"})
+    assert missing.status == 404

@@ -441,6 +441,73 @@ def test_create_sends_every_choice_in_the_contracts_shape(
     assert "Training started: bot (Training)." in out
 
 
+def test_create_shows_the_plan_and_its_quote_then_starts_with_the_quote_and_a_maximum(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    quoted = {
+        **ESTIMATE,
+        "runnable": True,
+        "plan": {
+            "base_model_id": "local.tiny-llama",
+            "dataset": {"id": "ds_1", "name": "tickets"},
+            "hyperparameters": {"epochs": 3, "learning_rate": 0.01, "batch_size": None},
+        },
+        "quote_id": "q1.1764806400.0123456789abcdef0123456789abcdef",
+        "quote_expires_at": "2026-12-04T00:00:00Z",
+    }
+    api.on("POST", "/v1/cost-estimates", quoted)
+    api.on("POST", "/v1/fine-tuned-models", httpx.Response(202, json=model()))
+    args = ("models", "create", "bot", "--base-model", "local.tiny-llama", "--dataset", "ds_1")
+
+    exit_code, out, err = run(capsys, *args, "--max-total-usd", "5")
+
+    assert exit_code == cli.EXIT_USAGE
+    assert "Hyperparameters: epochs 3, learning_rate 0.01" in out
+    assert "Quote:" in out
+    assert "q1.1764806400.0123456789abcdef0123456789abcdef (valid until 2026-12-04T00:00:00Z)" in out
+    assert "--acknowledge --quote q1.1764806400.0123456789abcdef0123456789abcdef" in err
+    assert json.loads(api.sent("POST", "/v1/cost-estimates")[0].content)["max_total_usd"] == 5
+
+    exit_code, _, _ = run(
+        capsys, *args, "--acknowledge", "--quote", quoted["quote_id"], "--max-total-usd", "5"
+    )
+
+    assert exit_code == 0
+    sent = json.loads(api.sent("POST", "/v1/fine-tuned-models")[0].content)
+    assert (sent["quote_id"], sent["max_total_usd"], sent["acknowledge"]) == (quoted["quote_id"], 5, True)
+
+
+def test_clone_shows_the_clones_estimate_then_starts_it(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api.on("GET", "/v1/fine-tuned-models/bot", model(hyperparameters={"epochs": 2, "learning_rate": 0.01}))
+    api.on(
+        "POST",
+        "/v1/fine-tuned-models/bot/clone",
+        lambda r: httpx.Response(
+            202 if json.loads(r.content).get("acknowledge") else 200,
+            json=model(name="bot-2")
+            if json.loads(r.content).get("acknowledge")
+            else {**ESTIMATE, "quote_id": "q1.9.ab"},
+        ),
+    )
+
+    exit_code, out, err = run(capsys, "models", "clone", "bot", "bot-2", "--epochs", "4")
+
+    assert exit_code == cli.EXIT_USAGE
+    assert "--acknowledge --quote q1.9.ab" in err
+    asked = json.loads(api.sent("POST", "/v1/fine-tuned-models/bot/clone")[0].content)
+    # The change joins what the source ran with.
+    assert asked == {"name": "bot-2", "hyperparameters": {"epochs": 4, "learning_rate": 0.01}}
+
+    exit_code, out, _ = run(capsys, "models", "clone", "bot", "bot-2", "--acknowledge", "--quote", "q1.9.ab")
+
+    assert exit_code == 0
+    started = json.loads(api.sent("POST", "/v1/fine-tuned-models/bot/clone")[1].content)
+    assert started == {"name": "bot-2", "acknowledge": True, "quote_id": "q1.9.ab"}
+    assert "a clone of bot" in out
+
+
 def test_create_without_acknowledge_shows_the_cost_and_starts_nothing(
     api: FakeApi, capsys: pytest.CaptureFixture[str]
 ) -> None:

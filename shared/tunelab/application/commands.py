@@ -82,6 +82,19 @@ class CostEstimateIn(_In):
     hyperparameters: HyperparametersIn = Field(default_factory=HyperparametersIn)
     optional_hyperparameters: OptionalHyperparametersIn = None
     acknowledge: bool | None = None
+    quote_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The `quote_id` of `POST /v1/cost-estimates` the user read: the job starts only with "
+        "that very plan and price (an estimate ignores it).",
+    )
+    max_total_usd: float | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="The most the user will pay (training plus a month of storage): a job predicted to "
+        "cost more is refused (an estimate notes it).",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_base(self) -> Self:
@@ -102,6 +115,27 @@ class CreateFineTunedModelIn(CostEstimateIn):
                 {"field": "acknowledge"},
             )
         return self
+
+
+class CloneIn(_In):
+    """The body of `POST /v1/fine-tuned-models/{name}/clone`: a new model made from another one's request,
+    with any of its parts replaced (each given part replaces the source's whole part)."""
+
+    name: ModelName
+    acknowledge: bool = Field(
+        default=False,
+        description="True starts the clone (the user has read its predicted cost); false or left out answers "
+        "the clone's estimate and quote, starting nothing.",
+    )
+    quote_id: str | None = Field(
+        default=None, max_length=64, description="As in `POST /v1/fine-tuned-models`."
+    )
+    max_total_usd: float | None = Field(default=None, ge=0, le=1_000_000)
+    dataset_id: DatasetId | None = None
+    validation: ValidationIn | None = None
+    resources: ResourcesIn | None = None
+    hyperparameters: HyperparametersIn | None = None
+    optional_hyperparameters: OptionalHyperparametersIn = None
 
 
 class AfterHoursIn(_In):

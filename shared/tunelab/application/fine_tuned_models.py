@@ -33,14 +33,15 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 from aws_lambda_powertools import Logger
 
 from tunelab.application import announce, redaction
 from tunelab.application.commands import (
+    CloneIn,
     CostEstimateIn,
     CreateFineTunedModelIn,
     DatasetValidationIn,
@@ -95,6 +96,7 @@ from tunelab.domain.identity import Identity, byok_allowed
 from tunelab.domain.layout import PROVIDER_RESOURCE_TAG, s3_uri
 from tunelab.domain.providers import DownloadLink, TrainingJobRef, TrainingRequest, TrainingState
 from tunelab.domain.providers import Resources as ProviderResources
+from tunelab.domain.quotes import Quote, check_budget, check_quote, quote
 from tunelab.domain.records import (
     Artifacts,
     Creator,
@@ -113,7 +115,14 @@ from tunelab.domain.records import (
 from tunelab.domain.records import (
     TrainingState as TrainingRecord,
 )
-from tunelab.domain.resources import TRAINER_MAX_LENGTH, check_resources, setup_for
+from tunelab.domain.resources import (
+    TRAINER_MAX_LENGTH,
+    ResourceEstimate,
+    advice_request,
+    check_resources,
+    estimate_resources,
+    setup_for,
+)
 from tunelab.domain.status import ACTIONS, Action, ModelStatus, NotificationKind, check_action
 from tunelab.domain.tokens import TOKEN_BOUNDS
 
@@ -163,7 +172,8 @@ def history(
 
 @dataclass(frozen=True)
 class TrainingPlan:
-    """Everything a fine-tuning request resolves to; made only when every check passed."""
+    """Everything a fine-tuning request resolves to; made only when every check passed (but, for an
+    estimate, whether this deployment can run its base model: `unrunnable` says why not)."""
 
     spec: BaseModelSpec
     parent: ModelRecord | None
@@ -173,16 +183,51 @@ class TrainingPlan:
     hyperparameters: ResolvedHyperparameters
     optional_hyperparameters: ResolvedOptionalHyperparameters | None
     cost: CostEstimate
+    # Where the job would run (Bedrock: the model's training region); None where it cannot here.
+    training_region: str | None = None
+    # VRAM / storage / instance advice for the plan, where the request names instances (SageMaker).
+    advice: ResourceEstimate | None = None
+    unrunnable: str | None = None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Every value the job would run with and every figure of its price (what a quote names)."""
+        return {
+            "base_model_id": self.spec.id,
+            "base_fine_tuned_model": self.parent.name if self.parent else None,
+            "dataset": [self.dataset.dataset_id, self.dataset.rows, self.dataset.size_bytes],
+            "validation": self.validation.model_dump(mode="json"),
+            "resources": self.resources.model_dump(mode="json") if self.resources else None,
+            "hyperparameters": self.hyperparameters.model_dump(mode="json"),
+            "optional_hyperparameters": (
+                self.optional_hyperparameters.model_dump(mode="json")
+                if self.optional_hyperparameters
+                else None
+            ),
+            "training_region": self.training_region,
+            "cost": self.cost.model_dump(mode="json", exclude={"notes"}),
+        }
 
 
-def plan(ctx: Context, identity: Identity, request: CostEstimateIn) -> TrainingPlan:
+@dataclass(frozen=True)
+class Estimate:
+    """`POST /v1/cost-estimates`: the plan, its price and, where it can run here, its quote."""
+
+    plan: TrainingPlan
+    quote: Quote | None
+
+
+def plan(
+    ctx: Context, identity: Identity, request: CostEstimateIn, *, for_estimate: bool = False
+) -> TrainingPlan:
     """Check a fine-tuning request the way `create` does (everything but the name's uniqueness and the
     acknowledgement) and resolve it: base model, datasets, validation, resources, hyperparameters and
     the predicted cost. `ValidationFailed` naming the field at fault; `Forbidden` for a BYOK model on
-    a plan without BYOK."""
+    a plan without BYOK. `for_estimate`: a base model this deployment cannot run is priced all the
+    same, the plan saying why it cannot run (`unrunnable`)."""
     workspace = identity.workspace
-    spec, parent = _base_model(ctx, workspace, request)
-    _check_provider_access(ctx, workspace, spec)
+    spec, parent, unrunnable = _base_model(ctx, workspace, request, refuse_unavailable=not for_estimate)
+    if unrunnable is None:
+        _check_provider_access(ctx, workspace, spec)
 
     dataset = _ready_dataset(ctx, workspace, request.dataset_id, "dataset_id")
     rows = dataset.rows or 0
@@ -225,8 +270,12 @@ def plan(ctx: Context, identity: Identity, request: CostEstimateIn) -> TrainingP
 
     resources: Resources | None = None
     run: SageMakerRun | None = None
+    advice: ResourceEstimate | None = None
     if instance is not None and request.resources is not None:
         setup = setup_for(hyperparameters, optional, sequence_length=_sequence_length(dataset, spec))
+        advice = estimate_resources(
+            advice_request(spec, setup, dataset_bytes=dataset.size_bytes or 0), ctx.catalog
+        )
         method: Method = setup.method
         checked = check_resources(
             spec,
@@ -254,9 +303,10 @@ def plan(ctx: Context, identity: Identity, request: CostEstimateIn) -> TrainingP
 
     total_tokens = _dataset_tokens(dataset)
     tokens_per_epoch = round(total_tokens * training_rows / rows) if rows else 0
+    region = spec.training_region(ctx.config.aws_region, ctx.config.provider_regions)
     cost = estimate_cost(
         spec,
-        region=spec.training_region(ctx.config.aws_region, ctx.config.provider_regions),
+        region=region,
         tokens_per_epoch=tokens_per_epoch,
         epochs=hyperparameters.epochs,
         token_error=(TOKEN_BOUNDS.low_factor, TOKEN_BOUNDS.high_factor),
@@ -275,17 +325,33 @@ def plan(ctx: Context, identity: Identity, request: CostEstimateIn) -> TrainingP
         hyperparameters=hyperparameters,
         optional_hyperparameters=optional,
         cost=cost,
+        training_region=region if spec.traits.regional and unrunnable is None else None,
+        advice=advice,
+        unrunnable=unrunnable,
     )
 
 
-def estimate(ctx: Context, identity: Identity, request: CostEstimateIn) -> CostEstimate:
-    """`POST /v1/cost-estimates`: the predicted cost of the request, nothing started or stored."""
-    return plan(ctx, identity, request).cost
+def estimate(ctx: Context, identity: Identity, request: CostEstimateIn) -> Estimate:
+    """`POST /v1/cost-estimates`: the whole plan the job would run with and its predicted cost, nothing
+    started or stored; with a quote (`quote_id`, valid for QUOTE_TTL) where this deployment can run it.
+    A `max_total_usd` the price is above is said in a note (starting it would be refused)."""
+    planned = plan(ctx, identity, request, for_estimate=True)
+    if request.max_total_usd is not None and planned.cost.total_usd > request.max_total_usd:
+        note = (
+            f"The predicted total ${planned.cost.total_usd:,.2f} is above your maximum "
+            f"${request.max_total_usd:,.2f}: starting it would be refused."
+        )
+        planned = replace(
+            planned, cost=planned.cost.model_copy(update={"notes": [*planned.cost.notes, note]})
+        )
+    if planned.unrunnable is not None:
+        return Estimate(plan=planned, quote=None)
+    return Estimate(plan=planned, quote=quote(identity.workspace, planned.fingerprint(), now=ctx.now()))
 
 
 def _base_model(
-    ctx: Context, workspace: str, request: CostEstimateIn
-) -> tuple[BaseModelSpec, ModelRecord | None]:
+    ctx: Context, workspace: str, request: CostEstimateIn, *, refuse_unavailable: bool = True
+) -> tuple[BaseModelSpec, ModelRecord | None, str | None]:
     parent: ModelRecord | None = None
     if request.base_fine_tuned_model is not None:
         field = "base_fine_tuned_model"
@@ -319,9 +385,9 @@ def _base_model(
     available, reason = spec.availability(
         runtime=ctx.config.runtime, region=ctx.config.aws_region, regions=ctx.config.provider_regions
     )
-    if not available:
+    if not available and refuse_unavailable:
         raise ValidationFailed.of(field, f"{spec.name} cannot be fine-tuned here: {reason}")
-    return spec, parent
+    return spec, parent, None if available else f"{spec.name} cannot be fine-tuned here: {reason}"
 
 
 def _check_provider_access(ctx: Context, workspace: str, spec: BaseModelSpec) -> None:
@@ -513,6 +579,17 @@ def create(
     """
     planned = plan(ctx, identity, request)
     now = ctx.now()
+    # The price the user agreed to: the quote they read, and/or a maximum.
+    if request.quote_id is not None:
+        check_quote(
+            request.quote_id,
+            identity.workspace,
+            planned.fingerprint(),
+            now=now,
+            total_usd=planned.cost.total_usd,
+        )
+    if request.max_total_usd is not None:
+        check_budget(request.max_total_usd, planned.cost.total_usd)
     record = ModelRecord(
         workspace_id=identity.workspace,
         name=request.name,
@@ -562,6 +639,71 @@ def create(
         extra={"workspace_id": stored.workspace_id, "model": stored.name, "provider": stored.provider},
     )
     return stored
+
+
+def clone_request(source: ModelRecord, clone: CloneIn) -> CreateFineTunedModelIn:
+    """The create request of a clone of `source`: its base, dataset, validation, resources and (resolved)
+    hyperparameters, each part the clone gives replacing the source's."""
+    validation: dict[str, Any]
+    if clone.validation is not None:
+        validation = clone.validation.model_dump()
+    elif source.validation.mode == "split":
+        validation = {"mode": "split", "percent": source.validation.percent}
+    elif source.validation.mode == "dataset" and source.validation.dataset is not None:
+        validation = {"mode": "dataset", "dataset_id": source.validation.dataset.id}
+    else:
+        validation = {"mode": "none"}
+    resources = (
+        clone.resources.model_dump()
+        if clone.resources is not None
+        else source.resources.model_dump(include={"instance_type", "instance_count", "volume_size_gb"})
+        if source.resources is not None
+        else None
+    )
+    hyperparameters = (
+        clone.hyperparameters.model_dump(exclude_none=True)
+        if clone.hyperparameters is not None
+        else source.hyperparameters.model_dump(exclude_none=True)
+    )
+    optional = (
+        clone.optional_hyperparameters
+        if clone.optional_hyperparameters is not None
+        else source.optional_hyperparameters.model_dump(mode="json", exclude_none=True)
+        if source.optional_hyperparameters is not None
+        else None
+    )
+    return CreateFineTunedModelIn.model_validate(
+        {
+            "name": clone.name,
+            **(
+                {"base_fine_tuned_model": source.base_fine_tuned_model}
+                if source.base_fine_tuned_model
+                else {"base_model_id": source.base_model_id}
+            ),
+            "dataset_id": clone.dataset_id or source.dataset.id,
+            "validation": validation,
+            "resources": resources,
+            "hyperparameters": hyperparameters,
+            "optional_hyperparameters": optional,
+            # The acknowledgement is the clone's own: checked by `clone`, not here.
+            "acknowledge": True,
+            "quote_id": clone.quote_id,
+            "max_total_usd": clone.max_total_usd,
+        }
+    )
+
+
+def clone(
+    ctx: Context, identity: Identity, name: str, request: CloneIn, *, correlation_id: str
+) -> ModelRecord | Estimate:
+    """`POST /v1/fine-tuned-models/{name}/clone`: a new model from `name`'s request and the clone's
+    changes, through every check of `create`. Not acknowledged: the clone's estimate (and quote), nothing
+    started."""
+    source = ctx.models.get(identity.workspace, name)
+    create_request = clone_request(source, request)
+    if not request.acknowledge:
+        return estimate(ctx, identity, create_request)
+    return create(ctx, identity, create_request, correlation_id=correlation_id)
 
 
 def _undo_create(ctx: Context, record: ModelRecord, error: Exception) -> None:

@@ -196,6 +196,8 @@ def fine_tuning_body(args: argparse.Namespace, *, name: str | None) -> JsonObjec
         body["resources"] = resources
     elif args.instance_count is not None or args.volume_gb is not None:
         raise UsageError("--instance-count and --volume-gb need --instance-type")
+    if args.max_total_usd is not None:
+        body["max_total_usd"] = args.max_total_usd
     return body
 
 
@@ -350,9 +352,13 @@ def cmd_models_create(args: argparse.Namespace, client: TunelabClient) -> int:
             print_json({"estimate": estimate, "started": False})
         else:
             print(format_estimate(estimate))
-        _err("nothing was started: read the predicted cost above, then run again with --acknowledge.")
+        quoted = estimate.get("quote_id")
+        again = f"--acknowledge --quote {quoted}" if quoted else "--acknowledge"
+        _err(f"nothing was started: read the predicted cost above, then run again with {again}.")
         return EXIT_USAGE
     body["acknowledge"] = True
+    if args.quote:
+        body["quote_id"] = args.quote
     model = client.create_model(body, idempotency_key=args.idempotency_key)
     if args.json and not args.watch:
         print_json(model)
@@ -361,6 +367,51 @@ def cmd_models_create(args: argparse.Namespace, client: TunelabClient) -> int:
         print(f"Training started: {model.get('name')} ({model.get('status_label')}).")
     if args.watch:
         return _watch(args, client, model["name"])
+    print(f"Follow it with: tunelab models watch {model.get('name')}")
+    return EXIT_OK
+
+
+def cmd_models_clone(args: argparse.Namespace, client: TunelabClient) -> int:
+    body: JsonObject = {"name": args.new_name}
+    if args.dataset:
+        body["dataset_id"] = args.dataset
+    if args.validation is not None:
+        body["validation"] = args.validation
+    hyperparameters: JsonObject = {}
+    for key in ("epochs", "learning_rate", "batch_size", "warmup_steps"):
+        value = getattr(args, key)
+        if value is not None:
+            hyperparameters[key] = value
+    if hyperparameters:
+        # The source's other values stay: the overrides join what it ran with.
+        source = client.model(args.name)
+        body["hyperparameters"] = {
+            k: v
+            for k, v in {**(source.get("hyperparameters") or {}), **hyperparameters}.items()
+            if v is not None
+        }
+    if args.optional_json is not None:
+        body["optional_hyperparameters"] = _load_json_argument(args.optional_json, "--optional-json")
+    if args.max_total_usd is not None:
+        body["max_total_usd"] = args.max_total_usd
+    if not args.acknowledge:
+        estimate = client.clone_model(args.name, body)
+        if args.json:
+            print_json({"estimate": estimate, "started": False})
+        else:
+            print(format_estimate(estimate))
+        quoted = estimate.get("quote_id")
+        again = f"--acknowledge --quote {quoted}" if quoted else "--acknowledge"
+        _err(f"nothing was started: read the predicted cost above, then run again with {again}.")
+        return EXIT_USAGE
+    body["acknowledge"] = True
+    if args.quote:
+        body["quote_id"] = args.quote
+    model = client.clone_model(args.name, body, idempotency_key=args.idempotency_key)
+    if args.json:
+        print_json(model)
+        return EXIT_OK
+    print(f"Training started: {model.get('name')} ({model.get('status_label')}), a clone of {args.name}.")
     print(f"Follow it with: tunelab models watch {model.get('name')}")
     return EXIT_OK
 
@@ -707,6 +758,12 @@ def _fine_tuning_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instance-type", help="SageMaker: the instance type, e.g. ml.g5.12xlarge")
     parser.add_argument("--instance-count", type=int, help="SageMaker: instances (default 1)")
     parser.add_argument("--volume-gb", type=int, help="SageMaker: training volume per instance in GB")
+    parser.add_argument(
+        "--max-total-usd",
+        type=float,
+        metavar="USD",
+        help="refuse to start if the predicted total (training and a month of storage) is above this",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -751,9 +808,34 @@ def build_parser() -> argparse.ArgumentParser:
     leaf.add_argument(
         "--acknowledge", action="store_true", help="you have read the predicted cost (without it: shown only)"
     )
+    leaf.add_argument(
+        "--quote",
+        metavar="QUOTE_ID",
+        help="the quote the estimate gave: start only if the plan and its price are still the same",
+    )
     leaf.add_argument("--idempotency-key", help="send this Idempotency-Key (default: a new uuid)")
     leaf.add_argument("--watch", action="store_true", help="follow training with a progress bar")
     leaf.add_argument("--interval", type=_positive_float, default=1.0, help="seconds between polls")
+    leaf = _leaf(
+        group,
+        "clone",
+        cmd_models_clone,
+        "a new model from another's request, with changes (cost first)",
+        common,
+    )
+    leaf.add_argument("name", metavar="NAME", help="the model to clone")
+    leaf.add_argument("new_name", metavar="NEW_NAME", help="the new model's name")
+    leaf.add_argument("--dataset", metavar="DATASET_ID", help="another training dataset")
+    leaf.add_argument("--validation", type=_parse_validation, metavar="split:PERCENT|dataset:ID|none")
+    leaf.add_argument("--epochs", type=int)
+    leaf.add_argument("--learning-rate", type=float)
+    leaf.add_argument("--batch-size", type=int)
+    leaf.add_argument("--warmup-steps", type=int)
+    leaf.add_argument("--optional-json", metavar="FILE|JSON", help="replaces the optional hyperparameters")
+    leaf.add_argument("--max-total-usd", type=float, metavar="USD", help="refuse to start above this total")
+    leaf.add_argument("--acknowledge", action="store_true", help="you have read the predicted cost")
+    leaf.add_argument("--quote", metavar="QUOTE_ID", help="the quote the clone's estimate gave")
+    leaf.add_argument("--idempotency-key", help="send this Idempotency-Key (default: a new uuid)")
     leaf = _leaf(group, "estimate", cmd_models_estimate, "the predicted cost of a fine-tuning job", common)
     _fine_tuning_arguments(leaf)
     leaf = _leaf(group, "list", cmd_models_list, "list the workspace's fine-tuned models", common)

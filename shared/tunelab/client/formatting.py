@@ -78,8 +78,39 @@ def format_estimate(estimate: JsonObject) -> str:
             ("Total", f"{usd(estimate.get('total_usd'))} (training and a month of storage)"),
         ]
     )
+    plan = estimate.get("plan") or {}
+    hyperparameters = plan.get("hyperparameters") or {}
+    resources = plan.get("resources") or {}
+    planned = fields(
+        [
+            ("Base model", plan.get("base_model_id")),
+            ("Continues from", plan.get("base_fine_tuned_model")),
+            ("Trains in", plan.get("training_region")),
+            ("Dataset", (plan.get("dataset") or {}).get("name")),
+            (
+                "Hyperparameters",
+                ", ".join(f"{k} {v}" for k, v in hyperparameters.items() if v is not None) or None,
+            ),
+            (
+                "Instances",
+                f"{resources.get('instance_count')} × {resources.get('instance_type')}"
+                if resources
+                else None,
+            ),
+            (
+                "Runs here",
+                None if estimate.get("runnable", True) else f"no: {estimate.get('unrunnable_reason')}",
+            ),
+            (
+                "Quote",
+                f"{estimate['quote_id']} (valid until {estimate.get('quote_expires_at')})"
+                if estimate.get("quote_id")
+                else None,
+            ),
+        ]
+    )
     notes = [f"  - {note}" for note in estimate.get("notes") or []]
-    return "\n".join([text, *(["Notes:", *notes] if notes else [])])
+    return "\n".join([text, *([planned] if planned else []), *(["Notes:", *notes] if notes else [])])
 
 
 def format_resources(estimate: JsonObject, limit: int | None = None) -> str:

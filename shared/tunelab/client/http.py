@@ -329,6 +329,18 @@ class TunelabClient:
             "POST", "/v1/fine-tuned-models", json=dict(body), headers=self._created_headers(idempotency_key)
         )
 
+    def clone_model(
+        self, name: str, body: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> JsonObject:
+        """`POST /v1/fine-tuned-models/{name}/clone`: the clone's estimate (not acknowledged) or the new
+        model (202)."""
+        return self._json(
+            "POST",
+            f"/v1/fine-tuned-models/{_segment(name)}/clone",
+            json=dict(body),
+            headers=self._created_headers(idempotency_key),
+        )
+
     def models(self, status: str | None = None) -> list[JsonObject]:
         return list(self._pages("/v1/fine-tuned-models", {"status": status}))
 

@@ -289,6 +289,28 @@ def setup_for(
     )
 
 
+def advice_request(
+    spec: BaseModelSpec, setup: TrainingSetup, *, dataset_bytes: int
+) -> ResourceEstimateRequest:
+    """The resource estimate's request for a job of `spec` run with `setup` (the quote's advice)."""
+    lora = (
+        {"lora_r": setup.lora_r, "lora_target_modules": setup.lora_target_modules}
+        if setup.method == "lora"
+        else {}
+    )
+    return ResourceEstimateRequest(
+        base_model_id=spec.id,
+        precision=setup.precision,
+        method=setup.method,
+        **lora,  # type: ignore[arg-type]
+        dataset_bytes=dataset_bytes,
+        sequence_length=setup.sequence_length,
+        batch_size=setup.batch_size,
+        gradient_checkpointing=setup.gradient_checkpointing,
+        attn_implementation=setup.attention,
+    )
+
+
 def default_setup(spec: BaseModelSpec) -> TrainingSetup:
     """The setup of a request that sets nothing: the model's default method, batch size and the
     trainer's default sequence length, bf16 (the default attention trains in it), checkpointing on."""

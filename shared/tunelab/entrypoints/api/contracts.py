@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tunelab.application.commands import (
     AfterHoursIn,
     AtIn,
+    CloneIn,
     CostEstimateIn,
     CreateDatasetIn,
     CreateFineTunedModelIn,
@@ -421,6 +422,43 @@ class ResourcesOut(_Out):
     )
 
 
+class PlanOut(_Out):
+    """What the job would run with, every default filled in."""
+
+    base_model_id: str
+    base_model_name: str
+    provider: ProviderName
+    training_region: str | None = Field(
+        default=None,
+        description="Where the job would run, for a provider that trains each model in its region.",
+    )
+    base_fine_tuned_model: str | None = None
+    dataset: DatasetRefOut
+    validation: ValidationOut
+    resources: ResourcesOut | None = None
+    hyperparameters: ResolvedHyperparameters
+    optional_hyperparameters: ResolvedOptionalHyperparameters | None = None
+    advice: ResourceEstimateOut | None = Field(
+        default=None,
+        description="VRAM, storage and instance advice for this plan, where the request names instances.",
+    )
+
+
+class QuoteOut(CostEstimate):
+    """`POST /v1/cost-estimates`: the predicted cost (as before), the whole plan, and a quote to start it
+    with (`quote_id` in `POST /v1/fine-tuned-models`)."""
+
+    runnable: bool = Field(description="False where this deployment cannot run the base model; see why.")
+    unrunnable_reason: str | None = None
+    plan: PlanOut
+    quote_id: str | None = Field(
+        default=None,
+        description="Names this plan at this price; starting with it refuses any change. Null when not "
+        "runnable here.",
+    )
+    quote_expires_at: Timestamp | None = None
+
+
 class ModelCostOut(_Out):
     predicted: CostEstimateOut | None = Field(
         default=None, description="The estimate shown before it started."
@@ -511,6 +549,7 @@ __all__ = [
     "DATASET_ID_PATTERN",
     "AfterHoursIn",
     "AtIn",
+    "CloneIn",
     "CostEstimateIn",
     "CreateDatasetIn",
     "CreateFineTunedModelIn",

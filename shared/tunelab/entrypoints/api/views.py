@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tunelab.application.fine_tuned_models import Download
+from tunelab.application.fine_tuned_models import Download, Estimate
 from tunelab.domain.archives import variants
 from tunelab.domain.catalog import provider_traits
 from tunelab.domain.identity import byok_allowed
@@ -37,8 +37,10 @@ from tunelab.entrypoints.api.contracts import (
     MetricsOut,
     ModelCostOut,
     ModelEventOut,
+    PlanOut,
     ProviderOut,
     ProviderStatus,
+    QuoteOut,
     ResourcesOut,
     TrainingOut,
     ValidationOut,
@@ -197,3 +199,29 @@ def _shown_id(record: ModelRecord, provider_id: str | None) -> str | None:
     if provider_traits(record.provider).requires_connection:
         return provider_id
     return _platform_masked(provider_id)
+
+
+def quote_out(estimate: Estimate) -> QuoteOut:
+    planned = estimate.plan
+    return QuoteOut(
+        **planned.cost.model_dump(),
+        runnable=planned.unrunnable is None,
+        unrunnable_reason=planned.unrunnable,
+        plan=PlanOut(
+            base_model_id=planned.spec.id,
+            base_model_name=planned.spec.name,
+            provider=planned.spec.provider,
+            training_region=planned.training_region,
+            base_fine_tuned_model=planned.parent.name if planned.parent else None,
+            dataset=DatasetRefOut(
+                id=planned.dataset.dataset_id, name=planned.dataset.name, rows=planned.dataset.rows
+            ),
+            validation=validation_out(planned.validation),
+            resources=ResourcesOut(**planned.resources.model_dump()) if planned.resources else None,
+            hyperparameters=planned.hyperparameters,
+            optional_hyperparameters=planned.optional_hyperparameters,
+            advice=planned.advice,
+        ),
+        quote_id=estimate.quote.quote_id if estimate.quote else None,
+        quote_expires_at=estimate.quote.expires_at if estimate.quote else None,
+    )

@@ -14,12 +14,13 @@ from tunelab.domain.identity import Identity
 from tunelab.domain.resources import estimate_resources
 from tunelab.entrypoints.api.contracts import (
     CostEstimateIn,
-    CostEstimateOut,
+    QuoteOut,
     ResourceEstimateIn,
     ResourceEstimateOut,
 )
 from tunelab.entrypoints.api.deps import current_identity, services
 from tunelab.entrypoints.api.routes.common import responses
+from tunelab.entrypoints.api.views import quote_out
 
 router = APIGatewayRouter()  # type: ignore[no-untyped-call]
 
@@ -41,9 +42,12 @@ def create_resource_estimate(
 
 @router.post(
     "/v1/cost-estimates",
-    summary="The predicted cost of a fine-tuning request, before anything starts",
+    summary="The plan and predicted cost of a fine-tuning request, and a quote to start it with",
     description="Takes the body of `POST /v1/fine-tuned-models` (the acknowledgement is not needed) and "
-    "checks it the same way; nothing is started or stored.",
+    "checks it the same way; nothing is started or stored. Answers the predicted cost, the whole plan the "
+    "job would run with (resolved hyperparameters, resources, advice) and a `quote_id` that "
+    "`POST /v1/fine-tuned-models` accepts to start exactly that plan at that price. A base model this "
+    "deployment cannot run is priced too, with `runnable: false` and the reason (and no quote).",
     tags=["estimates"],
     responses=responses(forbidden=True),
     operation_id="createCostEstimate",
@@ -52,5 +56,5 @@ def create_cost_estimate(
     body: CostEstimateIn,
     identity: Annotated[Identity, Depends(current_identity)],
     ctx: Annotated[Services, Depends(services)],
-) -> CostEstimateOut:
-    return fine_tuned_models.estimate(ctx, identity, body)
+) -> QuoteOut:
+    return quote_out(fine_tuned_models.estimate(ctx, identity, body))

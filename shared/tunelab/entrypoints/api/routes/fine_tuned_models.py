@@ -13,13 +13,16 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from tunelab.application import deployments, fine_tuned_models
+from tunelab.application.fine_tuned_models import Estimate
 from tunelab.composition.wiring import Services
 from tunelab.domain.archives import Variant
 from tunelab.domain.errors import NotFound, ValidationFailed
 from tunelab.domain.identity import Identity
 from tunelab.domain.naming import is_valid_name
+from tunelab.domain.records import ModelRecord
 from tunelab.domain.status import parse_status
 from tunelab.entrypoints.api.contracts import (
+    CloneIn,
     CreateFineTunedModelIn,
     DeployIn,
     DownloadOut,
@@ -28,12 +31,13 @@ from tunelab.entrypoints.api.contracts import (
     InvokeOut,
     ModelEventOut,
     Page,
+    QuoteOut,
     UsageOut,
 )
 from tunelab.entrypoints.api.deps import correlation_id, current_identity, services
 from tunelab.entrypoints.api.idempotency import idempotency_key, idempotent
 from tunelab.entrypoints.api.routes.common import DEFAULT_LIMIT, Limit, NextToken, responses
-from tunelab.entrypoints.api.views import download_out, event_out, model_out
+from tunelab.entrypoints.api.views import download_out, event_out, model_out, quote_out
 
 router = APIGatewayRouter()  # type: ignore[no-untyped-call]
 
@@ -154,6 +158,54 @@ def stop(
 ) -> Response[FineTunedModelOut]:
     model = fine_tuned_models.stop(ctx, identity, _name(name), correlation_id=correlation)
     return _accepted(model_out(model))
+
+
+@router.post(
+    "/v1/fine-tuned-models/<name>/clone",
+    summary="A new model from this one's request, with any part replaced: estimate, or start it",
+    description="Takes the source's base model (or the model it continued from), dataset, validation, "
+    "resources and resolved hyperparameters; each part the body gives replaces the source's. Without "
+    "`acknowledge: true` it answers the clone's estimate and quote (200) and starts nothing; with it, the "
+    "clone goes through every check of `POST /v1/fine-tuned-models` (and its `quote_id` / "
+    "`max_total_usd`) and starts (202). `Idempotency-Key` makes a retry return the first answer.",
+    tags=TAGS,
+    responses={
+        **responses(202, "Accepted: the clone trains", conflict=True, forbidden=True),
+        200: {"description": "Not acknowledged: the clone's estimate and quote; nothing started"},
+    },
+    operation_id="cloneFineTunedModel",
+)
+def clone(
+    name: ModelNamePath,
+    body: CloneIn,
+    identity: Annotated[Identity, Depends(current_identity)],
+    ctx: Annotated[Services, Depends(services)],
+    correlation: Annotated[str, Depends(correlation_id)],
+) -> Response[FineTunedModelOut | QuoteOut]:
+    source = _name(name)
+    if not body.acknowledge:
+        answer = fine_tuned_models.clone(ctx, identity, source, body, correlation_id=correlation)
+        assert isinstance(answer, Estimate)
+        return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=quote_out(answer))
+
+    def start() -> dict[str, object]:
+        created = fine_tuned_models.clone(ctx, identity, source, body, correlation_id=correlation)
+        assert isinstance(created, ModelRecord)
+        return model_out(created).model_dump(mode="json")
+
+    out = idempotent(
+        identity,
+        f"POST /v1/fine-tuned-models/{source}/clone",
+        idempotency_key(router.current_event.headers),
+        body.model_dump(mode="json"),
+        start,
+        context=router.lambda_context,
+    )
+    return Response(
+        status_code=202,
+        content_type=content_types.APPLICATION_JSON,
+        body=FineTunedModelOut.model_validate(out),
+    )
 
 
 @router.post(
