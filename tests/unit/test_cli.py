@@ -469,7 +469,7 @@ def test_create_shows_the_plan_and_its_quote_then_starts_with_the_quote_and_a_ma
     assert json.loads(api.sent("POST", "/v1/cost-estimates")[0].content)["max_total_usd"] == 5
 
     exit_code, _, _ = run(
-        capsys, *args, "--acknowledge", "--quote", quoted["quote_id"], "--max-total-usd", "5"
+        capsys, *args, "--acknowledge", "--quote", str(quoted["quote_id"]), "--max-total-usd", "5"
     )
 
     assert exit_code == 0
