@@ -65,6 +65,17 @@ def test_nothing_given_resolves_to_every_default_on_sagemaker(raw: Any) -> None:
             "fp16": False,
             "bf16": True,  # flash_attention_2 forces bf16
             "gradient_accumulation_steps": 1,
+            "lr_scheduler_type": "linear",
+            "weight_decay": 0.0,
+            "max_grad_norm": 1.0,
+            "max_length": None,  # the model's context, at most 2,048 tokens
+            "packing": False,
+            "gradient_checkpointing": True,  # on GPUs
+            "neftune_noise_alpha": None,
+            "seed": 42,
+            "save_strategy": "epoch",
+            "save_steps": None,
+            "save_total_limit": 2,
         },
         "model_init_config": {"attn_implementation": "flash_attention_2", "use_cache": False},
     }
@@ -86,6 +97,8 @@ def test_use_lora_alone_gets_the_default_lora_config() -> None:
         "target_modules": None,
         "fan_in_fan_out": False,
         "bias": "none",
+        "use_rslora": False,
+        "use_dora": False,
     }
 
 
@@ -123,7 +136,13 @@ def test_the_contracts_example_resolves_as_written() -> None:
         },
         "model_init_config": {"attn_implementation": "sdpa", "use_cache": False},
     }
-    assert resolve(example, hardware=A10G).model_dump() == example
+    resolved = resolve(example, hardware=A10G).model_dump()
+    # Every value comes back as written; the options the example leaves out take their defaults.
+    for section in ("lora_config", "sft_config"):
+        assert {k: resolved[section][k] for k in example[section]} == example[section]
+    assert {k: resolved[k] for k in ("use_lora", "merge_adapters", "model_init_config")} == {
+        k: example[k] for k in ("use_lora", "merge_adapters", "model_init_config")
+    }
 
 
 def test_json_text_is_read_like_the_object() -> None:
@@ -211,7 +230,7 @@ def test_text_that_is_not_one_json_object_is_refused(raw: str, words: str) -> No
             {"use_lora": True, "lora_config": {"rank": 4}},
             f"{OPT}.lora_config.rank",
             "Unknown key 'rank' in lora_config; accepted: r, lora_alpha, alpha, lora_dropout, dropout, "
-            "target_modules, fan_in_fan_out, bias.",
+            "target_modules, fan_in_fan_out, bias, use_rslora, use_dora.",
         ),
         (
             {"sft_config": {"optim": "adamw"}},

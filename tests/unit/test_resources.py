@@ -485,7 +485,7 @@ def test_every_catalog_models_default_request_fits_its_default_instance() -> Non
         assert optional.use_lora == model.default_use_lora, model.id
         # LoRA chosen by default is merged, so the result is a whole model as a full fine-tune's.
         assert optional.merge_adapters == model.default_use_lora, model.id
-        setup = setup_for(hyperparameters, optional, sequence_length=min(model.context_length, 2048))
+        setup = setup_for(hyperparameters, optional, context_length=model.context_length)
         assert setup == default_setup(model), model.id
         advised = estimate_resources(ResourceEstimateRequest(base_model_id=model.id), catalog)
         checked = check_resources(model, default, 1, advised.storage_gb.recommended, setup=setup)
