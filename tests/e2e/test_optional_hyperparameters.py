@@ -52,7 +52,8 @@ def test_a_job_with_the_wider_options_trains_and_shows_them(local: LocalApi) -> 
         for path in (local.data_dir / "jobs").glob("*/input/config/hyperparameters.json")
     ]
     ours = [h for h in handed if json.loads(h.get("sft_config", "{}")).get("neftune_noise_alpha") == 5]
-    assert ours and (ours[0]["max_length"], ours[0]["seed"]) == ("256", "7")
+    assert len(ours) == 1
+    assert (ours[0]["max_length"], ours[0]["seed"]) == ("256", "7")
 
     local.call("DELETE", f"/v1/fine-tuned-models/{name}", params={"acknowledge": "true"})
 

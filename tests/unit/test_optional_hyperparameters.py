@@ -114,7 +114,7 @@ def test_a_partial_lora_config_is_completed() -> None:
 
 
 def test_the_contracts_example_resolves_as_written() -> None:
-    example = {
+    example: dict[str, Any] = {
         "use_lora": True,
         "lora_config": {
             "r": 8,
@@ -1008,5 +1008,5 @@ def test_max_length_and_seed_reach_the_trainer_as_its_own_hyperparameters() -> N
     params = to_trainer_hyperparameters(resolved, optional)
     assert (params["max_length"], params["seed"]) == ("256", "9")
     sft = json.loads(params["sft_config"])
-    assert "max_length" not in sft and "seed" not in sft
+    assert not {"max_length", "seed"} & set(sft)
     assert sft["neftune_noise_alpha"] == 5

@@ -7,7 +7,8 @@ Two kinds of input:
   `HyperparameterSpec`: what the model does not support is refused, what is out of range is
   refused with the allowed range, and every omitted value takes the model's default.
 * `optional_hyperparameters` — sagemaker and local models only: a closed JSON schema
-  (LoRA, merging adapters, logging/evaluation, mixed precision, attention) completed with
+  (LoRA and DoRA, merging adapters, logging/evaluation, mixed precision, attention, the scheduler,
+  weight decay, clipping, sequence length, packing, checkpointing, NEFTune, seed, saving) completed with
   defaults. Keys that would override a fundamental or advanced hyperparameter are refused at
   any depth, naming where to set them instead.
 
@@ -33,7 +34,12 @@ Decisions (the user sees them in the resolved values):
   `fan_in_fan_out` false, `bias` "none"; `merge_adapters` false; `logging_strategy` "steps"
   every 10 steps; `eval_strategy` follows logging when there is validation data (every
   "epoch" when logging is "no", so the validation data is used), else "no"; `eval_steps` =
-  `logging_steps`; `gradient_accumulation_steps` 1; `use_cache` false.
+  `logging_steps`; `gradient_accumulation_steps` 1; `use_cache` false; `lr_scheduler_type` linear,
+  `weight_decay` 0, `max_grad_norm` 1, `max_length` null (the model's context, at most 2,048 tokens),
+  `packing` false, `gradient_checkpointing` on GPUs only, `neftune_noise_alpha` null (off), `seed` 42,
+  `save_strategy` epoch (with early stopping: at each evaluation, as the best checkpoint is loaded at
+  the end), `save_total_limit` 2; LoRA's `use_rslora` and `use_dora` false. `sft_config.max_length`
+  and `sft_config.seed` reach the trainer as its own `max_length` and `seed`.
 * Attention: `flash_attention_2` is the default on SageMaker (the product's default); it trains
   in bf16, so it is refused, default or not, on GPUs without bf16 (the message says what to
   set instead). The local runtime trains on the CPU, where flash attention cannot run: its
@@ -191,7 +197,13 @@ class ResolvedLoraConfig(_Resolved):
 # transformers' SchedulerType values that run without lr_scheduler_kwargs (cosine_with_min_lr and
 # warmup_stable_decay need some; reduce_lr_on_plateau needs an evaluation every epoch; greedy is a plugin's).
 LrScheduler = Literal[
-    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
 ]
 LR_SCHEDULERS: tuple[str, ...] = get_args(LrScheduler)
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
@@ -738,6 +750,7 @@ class _Reader:
         key: str,
         path: str,
         minimum: int = 1,
+        *,
         maximum: int | None = None,
         why: str = "",
     ) -> int | None:
@@ -753,16 +766,14 @@ class _Reader:
             number = int(value)
         if number is None or number < minimum or (maximum is not None and number > maximum):
             allowed = f"of at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
-            self.fail(
-                f"{path}.{key}", f"{key} must be a whole number {allowed} (got {_show(value)}){why}."
-            )
+            self.fail(f"{path}.{key}", f"{key} must be a whole number {allowed} (got {_show(value)}){why}.")
             return None
         return number
 
     def number(
         self, raw: dict[str, Any], key: str, path: str, *, low: float, high: float, above_low: bool = False
     ) -> float | None:
-        """A number from `low` (or, `above_low`, greater than it) to `high`, both ends given in the message."""
+        """A number from `low` (`above_low`: greater than it) to `high`; the message gives both ends."""
         value = raw.get(key)
         if value is None:
             return None
@@ -1061,7 +1072,8 @@ def _resolve_training_options(
     on_cpu = model.traits.cpu_training or (hardware is not None and hardware.kind == "cpu")
     checkpointing = reader.boolean(sft_raw, "gradient_checkpointing", spath)
     values: dict[str, Any] = {
-        "lr_scheduler_type": reader.choice(sft_raw, "lr_scheduler_type", spath, list(LR_SCHEDULERS)) or "linear",
+        "lr_scheduler_type": reader.choice(sft_raw, "lr_scheduler_type", spath, list(LR_SCHEDULERS))
+        or "linear",
         "weight_decay": reader.number(sft_raw, "weight_decay", spath, low=0, high=WEIGHT_DECAY_MAX) or 0.0,
         "max_grad_norm": reader.number(sft_raw, "max_grad_norm", spath, low=0, high=MAX_GRAD_NORM_MAX),
         "max_length": reader.integer(
@@ -1111,7 +1123,9 @@ def _resolve_training_options(
     else:
         save = save_given or ("steps" if steps_given else "epoch")
         if save == "steps" and save_steps is None and not steps_given:
-            reader.fail(f"{spath}.save_steps", "save_steps is required when save_strategy is steps (e.g. 500).")
+            reader.fail(
+                f"{spath}.save_steps", "save_steps is required when save_strategy is steps (e.g. 500)."
+            )
     if save != "steps":
         if steps_given:
             reader.fail(

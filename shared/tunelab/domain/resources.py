@@ -43,8 +43,9 @@ Strategy
 Storage
     base model  = N × 2 bytes (the 16-bit files downloaded)
     trained     = N × w (the model written: full, or merged; an unmerged adapter's merged copy)
-    checkpoints = sft_config.save_total_limit kept (2 by default; none with save_strategy no) × each: full fine-tuning N × w × 3 (weights
-    and AdamW's two states), LoRA the adapter's fp32 weights and states.
+    checkpoints = sft_config.save_total_limit kept (2 by default; none with save_strategy no) × each:
+                full fine-tuning N × w × 3 (weights and AdamW's two states), LoRA the adapter's fp32
+                weights and states.
     recommended = total + 10% headroom, rounded up to the next 50 GB (45 → 50).
 
 The figures have not been calibrated on a GPU in this project yet: `benchmarks/gpu_check.sh` measures
@@ -130,7 +131,9 @@ class TrainingSetup:
     def describe(self) -> str:
         kind = "DoRA" if self.dora else "LoRA"
         method = (
-            f"{kind} r={self.lora_r} on {self._modules_text()}" if self.method == "lora" else "full fine-tuning"
+            f"{kind} r={self.lora_r} on {self._modules_text()}"
+            if self.method == "lora"
+            else "full fine-tuning"
         )
         checkpointing = "with" if self.gradient_checkpointing else "without"
         attention = ", eager attention" if self.attention == "eager" else ""
@@ -148,7 +151,9 @@ class TrainingSetup:
 def _adapted_shapes(arch: Architecture, target_modules: TargetModules) -> list[tuple[int, int]]:
     # A module name the shape does not know counts as a hidden × hidden layer.
     shapes = arch.module_shapes()
-    names: Sequence[str] = list(shapes) if target_modules == "all-linear" else target_modules or DEFAULT_LORA_MODULES
+    names: Sequence[str] = (
+        list(shapes) if target_modules == "all-linear" else target_modules or DEFAULT_LORA_MODULES
+    )
     return [shapes.get(n, (arch.hidden_size, arch.hidden_size)) for n in names]
 
 
