@@ -21,6 +21,7 @@ from tunelab.domain.resources import (
     TrainingSetup,
     check_resources,
     default_setup,
+    dora_recomputed_weights,
     dora_workspace_bytes,
     estimate_resources,
     kept_checkpoints,
@@ -582,3 +583,16 @@ def test_the_checkpoints_on_the_volume_follow_save_total_limit() -> None:
     assert kept({"save_total_limit": 5}) == 5
     assert kept({"save_strategy": "no"}) == 0
     assert kept_checkpoints(None) == 2
+
+
+def test_dora_runs_its_adapted_weights_twice_only_with_dropout() -> None:
+    def recomputed(lora: dict[str, Any]) -> int:
+        _, resolved = resolve_training_parameters(
+            None, {"use_lora": True, "lora_config": lora}, spec(), has_validation=False
+        )
+        return dora_recomputed_weights(spec(), resolved)
+
+    # q_proj (4,096 × 4,096) and v_proj (4,096 × 1,024) in each of Llama 3.1 8B's 32 layers.
+    assert recomputed({"use_dora": True, "lora_dropout": 0.05}) == 32 * (4096 * 4096 + 4096 * 1024)
+    assert recomputed({"use_dora": True}) == 0  # without dropout peft reuses the layer's output
+    assert recomputed({"lora_dropout": 0.05}) == 0

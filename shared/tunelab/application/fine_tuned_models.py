@@ -113,7 +113,7 @@ from tunelab.domain.records import (
 from tunelab.domain.records import (
     TrainingState as TrainingRecord,
 )
-from tunelab.domain.resources import check_resources, kept_checkpoints, setup_for
+from tunelab.domain.resources import check_resources, dora_recomputed_weights, kept_checkpoints, setup_for
 from tunelab.domain.status import ACTIONS, Action, ModelStatus, NotificationKind, check_action
 from tunelab.domain.tokens import TOKEN_BOUNDS
 
@@ -257,6 +257,7 @@ def plan(ctx: Context, identity: Identity, request: CostEstimateIn) -> TrainingP
             volume_size_gb=resources.volume_size_gb,
             method=method,
             gradient_checkpointing=setup.gradient_checkpointing,
+            dora_recomputed_weights=dora_recomputed_weights(spec, optional),
         )
 
     total_tokens = _dataset_tokens(dataset)

@@ -165,6 +165,17 @@ def lora_parameters(arch: Architecture, r: int, target_modules: TargetModules, d
     return arch.layers * per_layer
 
 
+def dora_recomputed_weights(spec: BaseModelSpec, optional: ResolvedOptionalHyperparameters | None) -> int:
+    """Weights DoRA runs a second time for each token: with lora_dropout above 0, peft computes every
+    adapted module's base output again on the dropped-out input (it reuses the layer's output only
+    without dropout); 0 for LoRA, full fine-tuning or DoRA without dropout."""
+    lora = optional.lora_config if optional is not None else None
+    if lora is None or not lora.use_dora or lora.lora_dropout == 0 or spec.parameter_count is None:
+        return 0
+    arch = shape_of(spec, spec.parameter_count)
+    return arch.layers * sum(i * o for i, o in _adapted_shapes(arch, lora.target_modules))
+
+
 def dora_workspace_bytes(arch: Architecture, target_modules: TargetModules) -> float:
     """DoRA's transient memory: peft forms each adapted module's dense update B·A and the updated weight
     (out × in each, fp32) to take its norm, one module at a time: the largest module's, twice."""
