@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 from typing import Any
 
@@ -430,3 +431,14 @@ def test_every_catalog_bedrock_model_can_be_priced() -> None:
 def test_date_of_prices_is_in_the_notes() -> None:
     estimate = estimate_cost(model(), tokens_per_epoch=1, epochs=1)
     assert any(date(2026, 11, 1).isoformat() in n for n in estimate.notes)
+
+
+def test_dora_with_dropout_adds_the_weights_it_runs_twice() -> None:
+    # 4 billion weights run twice: + 4 × 4e9 = 2·N for N = 8e9, so LoRA's 4·N becomes 6·N:
+    # 2.4420 × 6/4 = 3.6630 h + 0.17222 = 3.83523 → 3.84 h, as full fine-tuning; × 4.019178 → 15.41.
+    dora = dataclasses.replace(run("lora"), dora_recomputed_weights=4e9)
+
+    estimate = estimate_cost(model("sagemaker"), tokens_per_epoch=10_000_000, epochs=3, sagemaker=dora)
+
+    assert (estimate.training.hours, estimate.training.cost_usd) == (3.84, 15.41)
+    assert any("DoRA runs its adapted layers twice" in n for n in estimate.notes)

@@ -323,11 +323,15 @@ def test_numbers_are_written_without_exponents(value: float, text: str) -> None:
 def test_trainer_hyperparameters_are_strings_with_json_configs() -> None:
     resolved, optional = resolve_training_parameters(
         {"epochs": 2, "early_stopping": {"patience": 2}},
-        {"use_lora": True, "lora_config": {"r": 16}, "sft_config": {"gradient_accumulation_steps": 4}},
+        {
+            "use_lora": True,
+            "lora_config": {"r": 16},
+            "sft_config": {"gradient_accumulation_steps": 4, "max_length": 2048, "seed": 7},
+        },
         TRAINER,
         has_validation=True,
     )
-    params = to_trainer_hyperparameters(resolved, optional, max_length=2048, seed=7)
+    params = to_trainer_hyperparameters(resolved, optional)
     assert all(isinstance(v, str) for v in params.values())
     assert {k: params[k] for k in ("epochs", "learning_rate", "batch_size", "warmup_steps", "seed")} == {
         "epochs": "2",
@@ -340,6 +344,8 @@ def test_trainer_hyperparameters_are_strings_with_json_configs() -> None:
     assert (params["use_lora"], params["merge_adapters"], params["max_length"]) == ("true", "false", "2048")
     assert json.loads(params["lora_config"])["r"] == 16
     assert json.loads(params["sft_config"])["gradient_accumulation_steps"] == 4
+    # The trainer takes max_length and seed as hyperparameters of their own, not in sft_config.
+    assert not {"max_length", "seed"} & set(json.loads(params["sft_config"]))
     assert json.loads(params["model_init_config"]) == {
         "attn_implementation": "flash_attention_2",
         "use_cache": False,
@@ -359,8 +365,16 @@ def test_trainer_hyperparameters_leave_out_what_is_off() -> None:
         "fp16": False,
         "bf16": True,
         "gradient_accumulation_steps": 1,
+        "lr_scheduler_type": "linear",
+        "weight_decay": 0.0,
+        "max_grad_norm": 1.0,
+        "packing": False,
+        "gradient_checkpointing": True,
+        "save_strategy": "epoch",
+        "save_total_limit": 2,
     }
     assert "early_stopping_patience" not in params
+    assert "max_length" not in params  # the trainer's default: the model's context, at most 2,048
     assert "lora_config" not in params
     assert "max_length" not in params
     assert params["use_lora"] == "false"

@@ -65,6 +65,17 @@ def test_nothing_given_resolves_to_every_default_on_sagemaker(raw: Any) -> None:
             "fp16": False,
             "bf16": True,  # flash_attention_2 forces bf16
             "gradient_accumulation_steps": 1,
+            "lr_scheduler_type": "linear",
+            "weight_decay": 0.0,
+            "max_grad_norm": 1.0,
+            "max_length": None,  # the model's context, at most 2,048 tokens
+            "packing": False,
+            "gradient_checkpointing": True,  # on GPUs
+            "neftune_noise_alpha": None,
+            "seed": 42,
+            "save_strategy": "epoch",
+            "save_steps": None,
+            "save_total_limit": 2,
         },
         "model_init_config": {"attn_implementation": "flash_attention_2", "use_cache": False},
     }
@@ -86,6 +97,8 @@ def test_use_lora_alone_gets_the_default_lora_config() -> None:
         "target_modules": None,
         "fan_in_fan_out": False,
         "bias": "none",
+        "use_rslora": False,
+        "use_dora": False,
     }
 
 
@@ -101,7 +114,7 @@ def test_a_partial_lora_config_is_completed() -> None:
 
 
 def test_the_contracts_example_resolves_as_written() -> None:
-    example = {
+    example: dict[str, Any] = {
         "use_lora": True,
         "lora_config": {
             "r": 8,
@@ -123,7 +136,13 @@ def test_the_contracts_example_resolves_as_written() -> None:
         },
         "model_init_config": {"attn_implementation": "sdpa", "use_cache": False},
     }
-    assert resolve(example, hardware=A10G).model_dump() == example
+    resolved = resolve(example, hardware=A10G).model_dump()
+    # Every value comes back as written; the options the example leaves out take their defaults.
+    for section in ("lora_config", "sft_config"):
+        assert {k: resolved[section][k] for k in example[section]} == example[section]
+    assert {k: resolved[k] for k in ("use_lora", "merge_adapters", "model_init_config")} == {
+        k: example[k] for k in ("use_lora", "merge_adapters", "model_init_config")
+    }
 
 
 def test_json_text_is_read_like_the_object() -> None:
@@ -211,7 +230,7 @@ def test_text_that_is_not_one_json_object_is_refused(raw: str, words: str) -> No
             {"use_lora": True, "lora_config": {"rank": 4}},
             f"{OPT}.lora_config.rank",
             "Unknown key 'rank' in lora_config; accepted: r, lora_alpha, alpha, lora_dropout, dropout, "
-            "target_modules, fan_in_fan_out, bias.",
+            "target_modules, fan_in_fan_out, bias, use_rslora, use_dora.",
         ),
         (
             {"sft_config": {"optim": "adamw"}},
@@ -787,3 +806,207 @@ def test_a_shipped_bedrock_model_refuses_lora() -> None:
     field, message = only(refused('{"use_lora": true}', model))
     assert field == OPT
     assert message.startswith("Meta Llama 3.1 8B Instruct is a bedrock model")
+
+
+# --- the training options (scheduler, regularisation, length, packing, NEFTune, seed, saving) ------
+
+
+def test_every_training_option_is_accepted_and_resolved_as_written() -> None:
+    sft = {
+        "lr_scheduler_type": "cosine",
+        "weight_decay": 0.01,
+        "max_grad_norm": 0.5,
+        "max_length": 512,
+        "packing": True,
+        "gradient_checkpointing": False,
+        "neftune_noise_alpha": 5,
+        "seed": 1234,
+        "save_strategy": "steps",
+        "save_steps": 100,
+        "save_total_limit": 3,
+    }
+    resolved = resolve(
+        {"use_lora": True, "lora_config": {"use_rslora": True, "use_dora": True}, "sft_config": sft}
+    )
+    assert {k: v for k, v in resolved.sft_config.model_dump().items() if k in sft} == sft
+    assert resolved.lora_config is not None
+    assert (resolved.lora_config.use_rslora, resolved.lora_config.use_dora) == (True, True)
+
+
+def test_training_options_given_as_text_are_read_like_their_values() -> None:
+    resolved = resolve(
+        {
+            "sft_config": {
+                "weight_decay": "0.1",
+                "packing": "true",
+                "seed": "7",
+                "lr_scheduler_type": " Cosine ",
+            }
+        }
+    )
+    assert (resolved.sft_config.weight_decay, resolved.sft_config.packing) == (0.1, True)
+    assert (resolved.sft_config.seed, resolved.sft_config.lr_scheduler_type) == (7, "cosine")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        (
+            "lr_scheduler_type",
+            "cosine_with_min_lr",
+            "lr_scheduler_type must be one of linear, cosine, "
+            "cosine_with_restarts, polynomial, constant, constant_with_warmup, inverse_sqrt",
+        ),
+        ("lr_scheduler_type", 3, "lr_scheduler_type must be one of linear"),
+        ("weight_decay", 1.5, "weight_decay must be a number from 0 to 1 (got 1.5)"),
+        ("weight_decay", -0.1, "weight_decay must be a number from 0 to 1 (got -0.1)"),
+        ("weight_decay", True, "weight_decay must be a number from 0 to 1 (got true)"),
+        ("max_grad_norm", -1, "max_grad_norm must be a number from 0 to 100 (got -1)"),
+        ("max_grad_norm", "inf", "max_grad_norm must be a number from 0 to 100"),
+        (
+            "max_length",
+            8,
+            "max_length must be a whole number from 16 to 8192 (got 8); Test Model 8B's context",
+        ),
+        ("max_length", 8193, "max_length must be a whole number from 16 to 8192 (got 8193)"),
+        ("max_length", 512.5, "max_length must be a whole number from 16 to 8192"),
+        ("packing", "yes", "packing must be true or false"),
+        ("gradient_checkpointing", 1, "gradient_checkpointing must be true or false"),
+        (
+            "neftune_noise_alpha",
+            0,
+            "neftune_noise_alpha must be a number greater than 0 and at most 100 (got 0)",
+        ),
+        ("neftune_noise_alpha", 101, "neftune_noise_alpha must be a number greater than 0 and at most 100"),
+        ("seed", -1, "seed must be a whole number from 0 to 4294967295 (got -1)"),
+        ("seed", 2**32, "seed must be a whole number from 0 to 4294967295"),
+        ("save_strategy", "best", 'save_strategy must be one of steps, epoch, no (got "best")'),
+        ("save_steps", 0, "save_steps must be a whole number of at least 1 (got 0)"),
+        ("save_total_limit", 0, "save_total_limit must be a whole number from 1 to 100 (got 0)"),
+        ("save_total_limit", 101, "save_total_limit must be a whole number from 1 to 100 (got 101)"),
+    ],
+)
+def test_a_bad_training_option_is_refused_naming_the_field_and_the_range(
+    key: str, value: Any, words: str
+) -> None:
+    field, message = only(refused({"sft_config": {key: value}}))
+    assert field == f"{OPT}.sft_config.{key}"
+    assert words in message
+
+
+@pytest.mark.parametrize("key", ["use_rslora", "use_dora"])
+def test_a_lora_switch_that_is_not_a_boolean_is_refused(key: str) -> None:
+    field, message = only(refused({"use_lora": True, "lora_config": {key: "sometimes"}}))
+    assert field == f"{OPT}.lora_config.{key}"
+    assert message == f'{key} must be true or false (got "sometimes").'
+
+
+def test_gradient_checkpointing_is_on_for_gpus_and_off_on_the_cpu_by_default() -> None:
+    assert resolve(None, hardware=A10G).sft_config.gradient_checkpointing is True
+    assert resolve(None, LOCAL, hardware=Hardware.cpu()).sft_config.gradient_checkpointing is False
+    assert resolve({"sft_config": {"gradient_checkpointing": True}}, LOCAL).sft_config.gradient_checkpointing
+
+
+def test_save_steps_alone_saves_every_that_many_steps() -> None:
+    sft = resolve({"sft_config": {"save_steps": 50}}).sft_config
+    assert (sft.save_strategy, sft.save_steps) == ("steps", 50)
+
+
+@pytest.mark.parametrize(
+    ("sft", "field", "words"),
+    [
+        ({"save_strategy": "steps"}, "save_steps", "save_steps is required when save_strategy is steps"),
+        (
+            {"save_strategy": "epoch", "save_steps": 10},
+            "save_steps",
+            "save_steps applies only when save_strategy is steps (it is epoch)",
+        ),
+        (
+            {"save_strategy": "no", "save_total_limit": 3},
+            "save_total_limit",
+            "save_total_limit applies only when checkpoints are saved",
+        ),
+    ],
+)
+def test_saving_options_that_contradict_each_other_are_refused(
+    sft: dict[str, Any], field: str, words: str
+) -> None:
+    got_field, message = only(refused({"sft_config": sft}))
+    assert got_field == f"{OPT}.sft_config.{field}"
+    assert words in message
+
+
+def test_with_early_stopping_saving_follows_evaluation() -> None:
+    _, optional = resolve_training_parameters(
+        {"early_stopping": {}}, {"sft_config": {"eval_steps": 20}}, SAGEMAKER, has_validation=True
+    )
+    assert optional is not None
+    assert (optional.sft_config.save_strategy, optional.sft_config.save_steps) == ("steps", 20)
+
+
+@pytest.mark.parametrize(
+    ("sft", "field", "words"),
+    [
+        (
+            {"eval_steps": 20, "save_strategy": "epoch"},
+            "save_strategy",
+            "save_strategy must be steps (the eval_strategy)",
+        ),
+        (
+            {"eval_steps": 20, "save_steps": 30},
+            "save_steps",
+            "save_steps must be a multiple of eval_steps (20) (got 30)",
+        ),
+    ],
+)
+def test_with_early_stopping_saving_apart_from_evaluation_is_refused(
+    sft: dict[str, Any], field: str, words: str
+) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        resolve_training_parameters(
+            {"early_stopping": {}}, {"sft_config": sft}, SAGEMAKER, has_validation=True
+        )
+    assert [(d.field, words in d.message) for d in caught.value.details] == [
+        (f"{OPT}.sft_config.{field}", True)
+    ]
+
+
+FUNDAMENTAL_SPELLINGS = [
+    ("num_train_epochs", "hyperparameters.epochs"),
+    ("NumTrainEpochs", "hyperparameters.epochs"),
+    ("epoch-count", "hyperparameters.epochs"),
+    ("max_steps", "hyperparameters.epochs"),
+    ("LR", "hyperparameters.learning_rate"),
+    ("learningRate", "hyperparameters.learning_rate"),
+    ("per_device_train_batch_size", "hyperparameters.batch_size"),
+    ("per_gpu_train_batch_size", "hyperparameters.batch_size"),
+    ("BATCH_SIZE", "hyperparameters.batch_size"),
+    ("warmup_ratio", "hyperparameters.warmup_steps"),
+    ("num_warmup_steps", "hyperparameters.warmup_steps"),
+    ("Warmup", "hyperparameters.warmup_steps"),
+    ("early_stopping_patience", "hyperparameters.early_stopping.patience"),
+    ("earlyStoppingThreshold", "hyperparameters.early_stopping.threshold"),
+]
+
+
+@pytest.mark.parametrize(("key", "owner"), FUNDAMENTAL_SPELLINGS)
+def test_fundamental_hyperparameters_stay_refused_in_sft_config_beside_the_new_options(
+    key: str, owner: str
+) -> None:
+    error = refused({"sft_config": {"weight_decay": 0.1, "seed": 3, key: 1}})
+    assert [d.field for d in error.details] == [f"{OPT}.sft_config.{key}"]
+    assert f"set {owner} instead" in error.details[0].message
+
+
+def test_max_length_and_seed_reach_the_trainer_as_its_own_hyperparameters() -> None:
+    resolved, optional = resolve_training_parameters(
+        None,
+        {"sft_config": {"max_length": 256, "seed": 9, "neftune_noise_alpha": 5}},
+        SAGEMAKER,
+        has_validation=False,
+    )
+    params = to_trainer_hyperparameters(resolved, optional)
+    assert (params["max_length"], params["seed"]) == ("256", "9")
+    sft = json.loads(params["sft_config"])
+    assert not {"max_length", "seed"} & set(sft)
+    assert sft["neftune_noise_alpha"] == 5

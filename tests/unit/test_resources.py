@@ -21,7 +21,10 @@ from tunelab.domain.resources import (
     TrainingSetup,
     check_resources,
     default_setup,
+    dora_recomputed_weights,
+    dora_workspace_bytes,
     estimate_resources,
+    kept_checkpoints,
     lora_parameters,
     memory,
     place,
@@ -485,7 +488,7 @@ def test_every_catalog_models_default_request_fits_its_default_instance() -> Non
         assert optional.use_lora == model.default_use_lora, model.id
         # LoRA chosen by default is merged, so the result is a whole model as a full fine-tune's.
         assert optional.merge_adapters == model.default_use_lora, model.id
-        setup = setup_for(hyperparameters, optional, sequence_length=min(model.context_length, 2048))
+        setup = setup_for(hyperparameters, optional, context_length=model.context_length)
         assert setup == default_setup(model), model.id
         advised = estimate_resources(ResourceEstimateRequest(base_model_id=model.id), catalog)
         checked = check_resources(model, default, 1, advised.storage_gb.recommended, setup=setup)
@@ -527,3 +530,69 @@ def test_catalog_bedrock_model_gets_no_resource_advice() -> None:
             ResourceEstimateRequest(base_model_id="meta.llama3-1-8b-instruct-v1:0:128k"), load_catalog()
         )
     assert caught.value.details[0].field == "base_model_id"
+
+
+# --- the optional hyperparameters the memory model reads --------------------------------------------
+
+
+def _planned(optional: dict[str, Any], longest: int | None = None) -> TrainingSetup:
+    model = spec()
+    hyperparameters, resolved = resolve_training_parameters(None, optional, model, has_validation=False)
+    return setup_for(
+        hyperparameters, resolved, context_length=model.context_length, longest_row_tokens=longest
+    )
+
+
+def test_the_setup_reads_gradient_checkpointing_from_sft_config() -> None:
+    assert _planned({}).gradient_checkpointing is True
+    off = _planned({"sft_config": {"gradient_checkpointing": False}})
+    assert off.gradient_checkpointing is False
+    assert memory(ARCH, off, "single").activations > memory(ARCH, _planned({}), "single").activations
+
+
+def test_max_length_caps_the_sequence_and_packing_fills_it() -> None:
+    # Without packing a micro-batch is as long as the longest row kept; rows over max_length are left out.
+    assert _planned({}, longest=300).sequence_length == 300
+    assert _planned({}).sequence_length == 2048  # the model's 8,192-token context, at most 2,048
+    assert _planned({"sft_config": {"max_length": 256}}, longest=300).sequence_length == 256
+    assert _planned({"sft_config": {"max_length": 4096}}).sequence_length == 4096
+    # Packing joins rows into sequences of max_length, however short the rows.
+    assert (
+        _planned({"sft_config": {"packing": True, "max_length": 1024}}, longest=300).sequence_length == 1024
+    )
+
+
+def test_dora_adds_a_magnitude_per_output_feature_and_its_weight_norm_workspace() -> None:
+    lora = _planned({"use_lora": True})
+    dora = _planned({"use_lora": True, "lora_config": {"use_dora": True}})
+    assert (lora.dora, dora.dora) == (False, True)
+    # q_proj and v_proj of Llama 3.1 8B: 4,096 and 1,024 outputs in each of 32 layers.
+    assert lora_parameters(ARCH, 8, None, dora=True) - lora_parameters(ARCH, 8, None) == 32 * (4096 + 1024)
+    assert dora_workspace_bytes(ARCH, None) == 2 * 4096 * 4096 * 4
+    extra = memory(ARCH, dora, "single").subtotal - memory(ARCH, lora, "single").subtotal
+    assert extra * 1e9 == pytest.approx(32 * (4096 + 1024) * 16 + 2 * 4096 * 4096 * 4)
+    assert "DoRA r=8" in dora.describe()
+
+
+def test_the_checkpoints_on_the_volume_follow_save_total_limit() -> None:
+    def kept(sft: dict[str, Any]) -> int:
+        _, resolved = resolve_training_parameters(None, {"sft_config": sft}, spec(), has_validation=False)
+        return kept_checkpoints(resolved)
+
+    assert kept({}) == 2
+    assert kept({"save_total_limit": 5}) == 5
+    assert kept({"save_strategy": "no"}) == 0
+    assert kept_checkpoints(None) == 2
+
+
+def test_dora_runs_its_adapted_weights_twice_only_with_dropout() -> None:
+    def recomputed(lora: dict[str, Any]) -> int:
+        _, resolved = resolve_training_parameters(
+            None, {"use_lora": True, "lora_config": lora}, spec(), has_validation=False
+        )
+        return dora_recomputed_weights(spec(), resolved)
+
+    # q_proj (4,096 × 4,096) and v_proj (4,096 × 1,024) in each of Llama 3.1 8B's 32 layers.
+    assert recomputed({"use_dora": True, "lora_dropout": 0.05}) == 32 * (4096 * 4096 + 4096 * 1024)
+    assert recomputed({"use_dora": True}) == 0  # without dropout peft reuses the layer's output
+    assert recomputed({"lora_dropout": 0.05}) == 0

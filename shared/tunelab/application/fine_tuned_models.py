@@ -116,11 +116,12 @@ from tunelab.domain.records import (
     TrainingState as TrainingRecord,
 )
 from tunelab.domain.resources import (
-    TRAINER_MAX_LENGTH,
     ResourceEstimate,
     advice_request,
     check_resources,
+    dora_recomputed_weights,
     estimate_resources,
+    kept_checkpoints,
     setup_for,
 )
 from tunelab.domain.status import ACTIONS, Action, ModelStatus, NotificationKind, check_action
@@ -272,9 +273,17 @@ def plan(
     run: SageMakerRun | None = None
     advice: ResourceEstimate | None = None
     if instance is not None and request.resources is not None:
-        setup = setup_for(hyperparameters, optional, sequence_length=_sequence_length(dataset, spec))
+        setup = setup_for(
+            hyperparameters,
+            optional,
+            context_length=spec.context_length,
+            longest_row_tokens=_longest_row_tokens(dataset),
+        )
         advice = estimate_resources(
-            advice_request(spec, setup, dataset_bytes=dataset.size_bytes or 0), ctx.catalog
+            advice_request(
+                spec, setup, dataset_bytes=dataset.size_bytes or 0, checkpoints=kept_checkpoints(optional)
+            ),
+            ctx.catalog,
         )
         method: Method = setup.method
         checked = check_resources(
@@ -284,6 +293,7 @@ def plan(
             request.resources.volume_size_gb,
             setup=setup,
             dataset_bytes=dataset.size_bytes or 0,
+            checkpoints=kept_checkpoints(optional),
         )
         notes += checked.warnings
         # The trainer runs the job the way the check sized it (sharded where one GPU cannot hold it).
@@ -299,6 +309,8 @@ def plan(
             instance_count=resources.instance_count,
             volume_size_gb=resources.volume_size_gb,
             method=method,
+            gradient_checkpointing=setup.gradient_checkpointing,
+            dora_recomputed_weights=dora_recomputed_weights(spec, optional),
         )
 
     total_tokens = _dataset_tokens(dataset)
@@ -496,13 +508,12 @@ def _hardware(
     return instance, instance
 
 
-def _sequence_length(dataset: DatasetRecord, spec: BaseModelSpec) -> int:
-    """The longest row the trainer may keep: the dataset's longest at the token estimate's high bound
-    (the count is estimated; the chat template adds a few tokens), within the trainer's default
-    max_length (the model's context, at most 2,048 tokens; longer rows are left out, never cut)."""
+def _longest_row_tokens(dataset: DatasetRecord) -> int | None:
+    """The dataset's longest row at the token estimate's high bound (the count is estimated; the chat
+    template adds a few tokens); None when unknown. The memory model caps it at the trainer's
+    max_length (longer rows are left out, never cut)."""
     longest = dataset.stats.max_row_tokens if dataset.stats else 0
-    high = math.ceil(longest * TOKEN_BOUNDS.high_factor) + CHAT_TEMPLATE_TOKENS if longest else 0
-    return max(1, min(spec.context_length, TRAINER_MAX_LENGTH, high or TRAINER_MAX_LENGTH))
+    return math.ceil(longest * TOKEN_BOUNDS.high_factor) + CHAT_TEMPLATE_TOKENS if longest else None
 
 
 def _dataset_tokens(dataset: DatasetRecord) -> int:

@@ -46,6 +46,11 @@ FLOPS_PER_PARAM_PER_TOKEN: dict[Method, float] = {"full": 6.0, "lora": 4.0}
 # layer's forward pass again during the backward pass: another 2·N per token (8·N full, 6·N LoRA).
 RECOMPUTE_FLOPS_PER_PARAM_PER_TOKEN = 2.0
 
+# DoRA with dropout computes each adapted module's base output a second time (resources.py,
+# dora_recomputed_weights): 2 FLOPs a weight forward and 2 for the gradient of its input, 2 more when
+# gradient checkpointing recomputes the forward pass.
+DORA_RECOMPUTE_FLOPS_PER_WEIGHT_PER_TOKEN = 4.0
+
 # Model FLOPs utilisation: the share of the GPUs' peak dense 16-bit tensor throughput a Hugging Face
 # Trainer fine-tuning run sustains. 0.35 is a middle value for single-node runs with SDPA attention.
 MFU = 0.35
@@ -199,6 +204,8 @@ class SageMakerRun:
     volume_per_gb_month_usd: float
     method: Method
     gradient_checkpointing: bool = True
+    # Weights DoRA runs twice a token (`resources.dora_recomputed_weights`); 0 without DoRA's recompute.
+    dora_recomputed_weights: float = 0.0
 
     @classmethod
     def from_catalog(
@@ -210,6 +217,7 @@ class SageMakerRun:
         volume_size_gb: float,
         method: Method,
         gradient_checkpointing: bool = True,
+        dora_recomputed_weights: float = 0.0,
     ) -> SageMakerRun:
         """Resolve the instance type in the catalog; an unknown one is a validation error of the request."""
         instance = catalog.find_instance(instance_type)
@@ -225,6 +233,7 @@ class SageMakerRun:
             volume_per_gb_month_usd=catalog.volume_per_gb_month_usd,
             method=method,
             gradient_checkpointing=gradient_checkpointing,
+            dora_recomputed_weights=dora_recomputed_weights,
         )
 
 
@@ -260,12 +269,14 @@ def training_hours(
     instance_count: int,
     method: Method,
     gradient_checkpointing: bool = True,
+    dora_recomputed_weights: float = 0.0,
     token_error: tuple[float, float] = DEFAULT_TOKEN_ERROR,
 ) -> TrainingHours:
     """Predict a SageMaker job's duration from a throughput model.
 
     compute = k·N·tokens / (peak × GPUs × MFU × instance efficiency), k = 6 (full) or 4 (LoRA),
-    plus 2 with gradient checkpointing (the recomputed forward pass);
+    plus 2 with gradient checkpointing (the recomputed forward pass); DoRA with dropout adds
+    (4, or 6 with checkpointing) × the weights it runs twice;
     overhead = 5 min start-up + the 16-bit model downloaded and a full-size model uploaded at 100 MB/s.
     The range scales the compute part by the token bound times the throughput bound (0.7–1.5).
     """
@@ -275,7 +286,11 @@ def training_hours(
     per_token = FLOPS_PER_PARAM_PER_TOKEN[method] + (
         RECOMPUTE_FLOPS_PER_PARAM_PER_TOKEN if gradient_checkpointing else 0.0
     )
-    compute_hours = per_token * parameter_count * trained_tokens / flops_per_second / 3600
+    dora = dora_recomputed_weights * (
+        DORA_RECOMPUTE_FLOPS_PER_WEIGHT_PER_TOKEN
+        + (RECOMPUTE_FLOPS_PER_PARAM_PER_TOKEN if gradient_checkpointing else 0.0)
+    )
+    compute_hours = (per_token * parameter_count + dora) * trained_tokens / flops_per_second / 3600
     model_bytes = parameter_count * STORED_BYTES_PER_PARAM
     overhead_hours = (STARTUP_MINUTES * 60 + 2 * model_bytes / TRANSFER_BYTES_PER_SECOND) / 3600
     low_factor = token_error[0] * THROUGHPUT_ERROR[0]
@@ -341,6 +356,7 @@ def estimate_cost(
             instance_count=run.instance_count,
             method=run.method,
             gradient_checkpointing=run.gradient_checkpointing,
+            dora_recomputed_weights=run.dora_recomputed_weights,
             token_error=token_error,
         )
         # Instances with NVMe instance storage (ml.g5, ml.p4d, ...) get no EBS volume: nothing to bill.
@@ -356,7 +372,9 @@ def estimate_cost(
             f"the trained tokens and the throughput of {run.instance_count} × {run.instance.name} "
             f"({run.instance.gpus} × {run.instance.gpu_model}, assuming {MFU:.0%} of peak) for "
             f"{'LoRA' if run.method == 'lora' else 'full fine-tuning'}"
-            f"{' with gradient checkpointing' if run.gradient_checkpointing else ''}, plus about "
+            f"{' with gradient checkpointing' if run.gradient_checkpointing else ''}"
+            f"{' (DoRA runs its adapted layers twice with dropout)' if run.dora_recomputed_weights else ''}"
+            ", plus about "
             f"{predicted.overhead_hours * 60:.0f} minutes to start and to move the model; the real duration "
             "may differ."
         )

@@ -7,7 +7,8 @@ Two kinds of input:
   `HyperparameterSpec`: what the model does not support is refused, what is out of range is
   refused with the allowed range, and every omitted value takes the model's default.
 * `optional_hyperparameters` — sagemaker and local models only: a closed JSON schema
-  (LoRA, merging adapters, logging/evaluation, mixed precision, attention) completed with
+  (LoRA and DoRA, merging adapters, logging/evaluation, mixed precision, attention, the scheduler,
+  weight decay, clipping, sequence length, packing, checkpointing, NEFTune, seed, saving) completed with
   defaults. Keys that would override a fundamental or advanced hyperparameter are refused at
   any depth, naming where to set them instead.
 
@@ -33,7 +34,12 @@ Decisions (the user sees them in the resolved values):
   `fan_in_fan_out` false, `bias` "none"; `merge_adapters` false; `logging_strategy` "steps"
   every 10 steps; `eval_strategy` follows logging when there is validation data (every
   "epoch" when logging is "no", so the validation data is used), else "no"; `eval_steps` =
-  `logging_steps`; `gradient_accumulation_steps` 1; `use_cache` false.
+  `logging_steps`; `gradient_accumulation_steps` 1; `use_cache` false; `lr_scheduler_type` linear,
+  `weight_decay` 0, `max_grad_norm` 1, `max_length` null (the model's context, at most 2,048 tokens),
+  `packing` false, `gradient_checkpointing` on GPUs only, `neftune_noise_alpha` null (off), `seed` 42,
+  `save_strategy` epoch (with early stopping: at each evaluation, as the best checkpoint is loaded at
+  the end), `save_total_limit` 2; LoRA's `use_rslora` and `use_dora` false. `sft_config.max_length`
+  and `sft_config.seed` reach the trainer as its own `max_length` and `seed`.
 * Attention: `flash_attention_2` is the default on SageMaker (the product's default); it trains
   in bf16, so it is refused, default or not, on GPUs without bf16 (the message says what to
   set instead). The local runtime trains on the CPU, where flash attention cannot run: its
@@ -49,7 +55,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Self, cast
+from typing import Annotated, Any, Literal, Self, cast, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
@@ -63,6 +69,8 @@ OPT = "optional_hyperparameters"
 # (botocore's sagemaker service model, shape HyperParameterValue).
 SAGEMAKER_VALUE_MAX = 2500
 DEFAULT_SEED = 42
+# Checkpoints the trainer keeps unless sft_config.save_total_limit says otherwise.
+DEFAULT_SAVE_TOTAL_LIMIT = 2
 
 # --------------------------------------------------------------------------------------------
 # Request models (the API's `hyperparameters` object)
@@ -180,9 +188,31 @@ class ResolvedLoraConfig(_Resolved):
     target_modules: list[str] | Literal["all-linear"] | None = None
     fan_in_fan_out: bool = False
     bias: LoraBias = "none"
+    # Rank-stabilised scaling (lora_alpha / sqrt(r) instead of lora_alpha / r).
+    use_rslora: bool = False
+    # Weight-decomposed LoRA: a trained magnitude per output feature on top of the low-rank update.
+    use_dora: bool = False
+
+
+# transformers' SchedulerType values that run without lr_scheduler_kwargs (cosine_with_min_lr and
+# warmup_stable_decay need some; reduce_lr_on_plateau needs an evaluation every epoch; greedy is a plugin's).
+LrScheduler = Literal[
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+]
+LR_SCHEDULERS: tuple[str, ...] = get_args(LrScheduler)
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+MIN_MAX_LENGTH = 16
 
 
 class ResolvedSftConfig(_Resolved):
+    """The trainer's SFT options. Defaults on the later fields keep records stored before them readable."""
+
     logging_strategy: Strategy
     logging_steps: int | None
     eval_strategy: Strategy
@@ -190,6 +220,19 @@ class ResolvedSftConfig(_Resolved):
     fp16: bool
     bf16: bool
     gradient_accumulation_steps: int
+    lr_scheduler_type: LrScheduler = "linear"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    # Tokens a row may have (longer rows are left out, never cut); None: the model's context, at most 2,048.
+    max_length: int | None = None
+    packing: bool = False
+    # None (records stored before it was an option): the trainer's default, on for GPUs, off on the CPU.
+    gradient_checkpointing: bool | None = None
+    neftune_noise_alpha: float | None = None
+    seed: int = DEFAULT_SEED
+    save_strategy: Strategy = "epoch"
+    save_steps: int | None = None
+    save_total_limit: int = DEFAULT_SAVE_TOTAL_LIMIT
 
 
 class ResolvedModelInitConfig(_Resolved):
@@ -542,6 +585,8 @@ _LORA_KEYS = [
     "target_modules",
     "fan_in_fan_out",
     "bias",
+    "use_rslora",
+    "use_dora",
 ]
 _SFT_KEYS = [
     "logging_strategy",
@@ -551,6 +596,17 @@ _SFT_KEYS = [
     "fp16",
     "bf16",
     "gradient_accumulation_steps",
+    "lr_scheduler_type",
+    "weight_decay",
+    "max_grad_norm",
+    "max_length",
+    "packing",
+    "gradient_checkpointing",
+    "neftune_noise_alpha",
+    "seed",
+    "save_strategy",
+    "save_steps",
+    "save_total_limit",
 ]
 _INIT_KEYS = ["attn_implementation", "use_cache"]
 _SECTIONS = {"lora_config": _LORA_KEYS, "sft_config": _SFT_KEYS, "model_init_config": _INIT_KEYS}
@@ -577,9 +633,12 @@ _RESERVED_SPELLINGS: dict[str, tuple[str, str]] = {
     "per_device_eval_batch_size": _BATCH,
     "train_batch_size": _BATCH,
     "eval_batch_size": _BATCH,
+    "per_gpu_train_batch_size": _BATCH,
     "auto_find_batch_size": _BATCH,
     "warmup_steps": _WARMUP,
     "warmup_ratio": _WARMUP,
+    "warmup": _WARMUP,
+    "num_warmup_steps": _WARMUP,
     "learningRateWarmupSteps": _WARMUP,
     "early_stopping": ("early stopping", f"{HP}.early_stopping"),
     "early_stopping_patience": _PATIENCE,
@@ -685,7 +744,16 @@ class _Reader:
         self.fail(f"{path}.{key}", f"{key} must be true or false (got {_show(value)}).")
         return None
 
-    def integer(self, raw: dict[str, Any], key: str, path: str, minimum: int = 1) -> int | None:
+    def integer(
+        self,
+        raw: dict[str, Any],
+        key: str,
+        path: str,
+        minimum: int = 1,
+        *,
+        maximum: int | None = None,
+        why: str = "",
+    ) -> int | None:
         value = raw.get(key)
         if value is None:
             return None
@@ -696,10 +764,40 @@ class _Reader:
             isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value)
         ):
             number = int(value)
-        if number is None or number < minimum:
-            self.fail(
-                f"{path}.{key}", f"{key} must be a whole number of at least {minimum} (got {_show(value)})."
+        if number is None or number < minimum or (maximum is not None and number > maximum):
+            allowed = f"of at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+            self.fail(f"{path}.{key}", f"{key} must be a whole number {allowed} (got {_show(value)}){why}.")
+            return None
+        return number
+
+    def number(
+        self, raw: dict[str, Any], key: str, path: str, *, low: float, high: float, above_low: bool = False
+    ) -> float | None:
+        """A number from `low` (`above_low`: greater than it) to `high`; the message gives both ends."""
+        value = raw.get(key)
+        if value is None:
+            return None
+        number: float | None = None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+        inside = (
+            number is not None
+            and math.isfinite(number)
+            and (number > low if above_low else number >= low)
+            and number <= high
+        )
+        if not inside:
+            allowed = (
+                f"greater than {plain_number(low)} and at most {plain_number(high)}"
+                if above_low
+                else f"from {plain_number(low)} to {plain_number(high)}"
             )
+            self.fail(f"{path}.{key}", f"{key} must be a number {allowed} (got {_show(value)}).")
             return None
         return number
 
@@ -814,6 +912,8 @@ def _resolve_lora(
             "target_modules": _target_modules(reader, lraw, lpath),
             "fan_in_fan_out": reader.boolean(lraw, "fan_in_fan_out", lpath),
             "bias": reader.choice(lraw, "bias", lpath, ["none", "all", "lora_only"]),
+            "use_rslora": reader.boolean(lraw, "use_rslora", lpath),
+            "use_dora": reader.boolean(lraw, "use_dora", lpath),
         }
         lora = ResolvedLoraConfig(**{k: v for k, v in values.items() if v is not None})
         if len(json.dumps(lora.model_dump(), separators=(",", ":"))) > SAGEMAKER_VALUE_MAX:
@@ -949,6 +1049,100 @@ def _resolve_logging(
     return cast(Strategy, log_strategy), log_steps, cast(Strategy, eval_strategy), eval_steps
 
 
+# Ranges of the training options (the messages name them): weight decay is a fraction of the weights
+# taken off each step; a gradient norm of 0 turns clipping off; NEFTune's paper uses alphas of 5 to 15.
+WEIGHT_DECAY_MAX = 1.0
+MAX_GRAD_NORM_MAX = 100.0
+NEFTUNE_ALPHA_MAX = 100.0
+SAVE_TOTAL_LIMIT_MAX = 100
+
+
+def _resolve_training_options(
+    reader: _Reader,
+    sft_raw: dict[str, Any],
+    model: BaseModelSpec,
+    hardware: Hardware | None,
+    *,
+    eval_strategy: Strategy,
+    eval_steps: int | None,
+    early_stopping: bool,
+) -> dict[str, Any]:
+    """Scheduler, regularisation, sequence length, packing, checkpointing, NEFTune, seed and saving."""
+    spath = f"{OPT}.sft_config"
+    on_cpu = model.traits.cpu_training or (hardware is not None and hardware.kind == "cpu")
+    checkpointing = reader.boolean(sft_raw, "gradient_checkpointing", spath)
+    values: dict[str, Any] = {
+        "lr_scheduler_type": reader.choice(sft_raw, "lr_scheduler_type", spath, list(LR_SCHEDULERS))
+        or "linear",
+        "weight_decay": reader.number(sft_raw, "weight_decay", spath, low=0, high=WEIGHT_DECAY_MAX) or 0.0,
+        "max_grad_norm": reader.number(sft_raw, "max_grad_norm", spath, low=0, high=MAX_GRAD_NORM_MAX),
+        "max_length": reader.integer(
+            sft_raw,
+            "max_length",
+            spath,
+            minimum=MIN_MAX_LENGTH,
+            maximum=model.context_length,
+            why=f"; {model.name}'s context is {model.context_length} tokens",
+        ),
+        "packing": bool(reader.boolean(sft_raw, "packing", spath)),
+        # On by default where memory is scarce (GPUs); on the CPU it would only slow the run.
+        "gradient_checkpointing": (not on_cpu) if checkpointing is None else checkpointing,
+        "neftune_noise_alpha": reader.number(
+            sft_raw, "neftune_noise_alpha", spath, low=0, high=NEFTUNE_ALPHA_MAX, above_low=True
+        ),
+        "seed": reader.integer(sft_raw, "seed", spath, minimum=0, maximum=MAX_SEED),
+        "save_total_limit": reader.integer(
+            sft_raw, "save_total_limit", spath, minimum=1, maximum=SAVE_TOTAL_LIMIT_MAX
+        ),
+    }
+    if values["max_grad_norm"] is None:
+        values["max_grad_norm"] = 1.0
+    if values["seed"] is None:
+        values["seed"] = DEFAULT_SEED
+
+    save_given = reader.choice(sft_raw, "save_strategy", spath, ["steps", "epoch", "no"], {"none": "no"})
+    save_steps = reader.integer(sft_raw, "save_steps", spath)
+    steps_given = sft_raw.get("save_steps") is not None
+    if early_stopping and eval_strategy != "no":
+        # The best checkpoint is loaded at the end: transformers saves exactly when it evaluates.
+        save = save_given or eval_strategy
+        if save != eval_strategy:
+            reader.fail(
+                f"{spath}.save_strategy",
+                f"With early stopping a checkpoint is saved at each evaluation, so save_strategy must be "
+                f"{eval_strategy} (the eval_strategy); remove save_strategy or set it to {eval_strategy}.",
+            )
+        if save == "steps" and eval_steps is not None:
+            if save_steps is not None and save_steps % eval_steps:
+                reader.fail(
+                    f"{spath}.save_steps",
+                    f"With early stopping save_steps must be a multiple of eval_steps ({eval_steps}) "
+                    f"(got {save_steps}).",
+                )
+            save_steps = save_steps or eval_steps
+    else:
+        save = save_given or ("steps" if steps_given else "epoch")
+        if save == "steps" and save_steps is None and not steps_given:
+            reader.fail(
+                f"{spath}.save_steps", "save_steps is required when save_strategy is steps (e.g. 500)."
+            )
+    if save != "steps":
+        if steps_given:
+            reader.fail(
+                f"{spath}.save_steps",
+                f"save_steps applies only when save_strategy is steps (it is {save}); remove it.",
+            )
+        save_steps = None
+    if save == "no" and values["save_total_limit"] is not None:
+        reader.fail(
+            f"{spath}.save_total_limit",
+            "save_total_limit applies only when checkpoints are saved (save_strategy is no); remove it.",
+        )
+    values["save_total_limit"] = values["save_total_limit"] or DEFAULT_SAVE_TOTAL_LIMIT
+    values.update(save_strategy=save, save_steps=save_steps)
+    return values
+
+
 def _resolve_optional(
     raw: Mapping[str, Any] | str | None,
     model: BaseModelSpec,
@@ -991,6 +1185,15 @@ def _resolve_optional(
         reader, sft_raw, has_validation=has_validation, early_stopping=early_stopping
     )
     accumulation = reader.integer(sft_raw, "gradient_accumulation_steps", f"{OPT}.sft_config")
+    options = _resolve_training_options(
+        reader,
+        sft_raw,
+        model,
+        hardware,
+        eval_strategy=eval_strategy,
+        eval_steps=eval_steps,
+        early_stopping=early_stopping and has_validation,
+    )
 
     if len(errors) > before:
         return None
@@ -1006,6 +1209,7 @@ def _resolve_optional(
             fp16=fp16,
             bf16=bf16,
             gradient_accumulation_steps=accumulation or 1,
+            **options,
         ),
         model_init_config=ResolvedModelInitConfig(attn_implementation=attn, use_cache=use_cache),
     )
@@ -1084,24 +1288,26 @@ def _json(model: BaseModel) -> str:
     return json.dumps(model.model_dump(exclude_none=True), separators=(",", ":"))
 
 
+# sft_config keys the trainer takes as hyperparameters of their own (it refuses them in sft_config).
+_TRAINER_OWN_KEYS = ("max_length", "seed")
+
+
 def to_trainer_hyperparameters(
-    resolved: ResolvedHyperparameters,
-    optional: ResolvedOptionalHyperparameters | None,
-    *,
-    max_length: int | None = None,
-    seed: int = DEFAULT_SEED,
+    resolved: ResolvedHyperparameters, optional: ResolvedOptionalHyperparameters | None
 ) -> dict[str, str]:
     """What `trainer/train.py` reads: every value a string, nested configs as compact JSON, booleans
     as "true"/"false"; keys for unsupported values (None) are left out.
 
     Keys: epochs, learning_rate, batch_size, warmup_steps, early_stopping_patience,
     early_stopping_threshold, use_lora, lora_config, merge_adapters, sft_config,
-    model_init_config, max_length, seed.
+    model_init_config, max_length, seed (`sft_config.max_length` and `sft_config.seed` go to the
+    trainer's own `max_length` and `seed`).
     """
+    sft = optional.sft_config if optional is not None else None
     out: dict[str, str] = {
         "epochs": str(resolved.epochs),
         "learning_rate": plain_number(resolved.learning_rate),
-        "seed": str(seed),
+        "seed": str(sft.seed if sft is not None else DEFAULT_SEED),
     }
     if resolved.batch_size is not None:
         out["batch_size"] = str(resolved.batch_size)
@@ -1115,10 +1321,11 @@ def to_trainer_hyperparameters(
         if optional.lora_config is not None:
             out["lora_config"] = _json(optional.lora_config)
         out["merge_adapters"] = _flag(optional.merge_adapters)
-        out["sft_config"] = _json(optional.sft_config)
+        sft_values = optional.sft_config.model_dump(exclude_none=True, exclude=set(_TRAINER_OWN_KEYS))
+        out["sft_config"] = json.dumps(sft_values, separators=(",", ":"))
         out["model_init_config"] = _json(optional.model_init_config)
-    if max_length is not None:
-        out["max_length"] = str(max_length)
+    if sft is not None and sft.max_length is not None:
+        out["max_length"] = str(sft.max_length)
     too_long = [k for k, v in out.items() if len(v) > SAGEMAKER_VALUE_MAX]
     if too_long:
         raise ValueError(f"hyperparameter values over {SAGEMAKER_VALUE_MAX} characters: {too_long}")

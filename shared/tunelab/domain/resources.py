@@ -12,7 +12,10 @@ The trainer (`trainer/`) and what it holds per GPU
                 the weights' dtype): 4 × N × w in all.
     LoRA        the base's weights frozen (no gradients, no states); the adapters, r × (in + out) per
                 adapted linear layer (peft's default modules for Llama, Qwen and Gemma: q_proj and
-                v_proj), in fp32 with their gradients and two states: 16 bytes each.
+                v_proj), in fp32 with their gradients and two states: 16 bytes each. DoRA (use_dora)
+                adds a trained magnitude per output feature of each adapted module, and while it takes
+                each module's weight norm the dense update and updated weight (2 × out × in × 4 bytes,
+                the largest module's).
     activations per GPU, for its micro-batch of T = batch_size × sequence_length tokens (padding-free
                 batches hold at most that), in a bytes per value (2 under bf16/fp16 autocast, 4 in fp32):
                 a decoder layer keeps E = 4h + 2q + 2kv + 4i values per token (norm inputs and outputs,
@@ -40,8 +43,9 @@ Strategy
 Storage
     base model  = N × 2 bytes (the 16-bit files downloaded)
     trained     = N × w (the model written: full, or merged; an unmerged adapter's merged copy)
-    checkpoints = 2 kept (the trainer's save_total_limit) × each: full fine-tuning N × w × 3 (weights
-    and AdamW's two states), LoRA the adapter's fp32 weights and states.
+    checkpoints = sft_config.save_total_limit kept (2 by default; none with save_strategy no) × each:
+                full fine-tuning N × w × 3 (weights and AdamW's two states), LoRA the adapter's fp32
+                weights and states.
     recommended = total + 10% headroom, rounded up to the next 50 GB (45 → 50).
 
 The figures have not been calibrated on a GPU in this project yet: `benchmarks/gpu_check.sh` measures
@@ -62,7 +66,11 @@ from pydantic_core import PydanticCustomError
 
 from tunelab.domain.catalog import Architecture, BaseModelSpec, InstanceType
 from tunelab.domain.errors import ErrorDetail, ValidationFailed
-from tunelab.domain.hyperparameters import ResolvedHyperparameters, ResolvedOptionalHyperparameters
+from tunelab.domain.hyperparameters import (
+    DEFAULT_SAVE_TOTAL_LIMIT,
+    ResolvedHyperparameters,
+    ResolvedOptionalHyperparameters,
+)
 
 Precision = Literal["fp32", "fp16", "bf16"]
 Optimizer = Literal["adamw"]
@@ -86,8 +94,8 @@ TRAINER_MAX_LENGTH = 2048
 STORAGE_HEADROOM = 1.1
 STORAGE_STEP_GB = 50
 CHECKPOINT_MULTIPLIER = 1 + ADAMW_STATES
-# The trainer keeps its two latest checkpoints (save_total_limit).
-KEPT_CHECKPOINTS = 2
+# The trainer keeps its latest checkpoints up to sft_config.save_total_limit (default 2).
+KEPT_CHECKPOINTS = DEFAULT_SAVE_TOTAL_LIMIT
 BASE_FILE_BYTES = 2.0
 MAX_INSTANCE_COUNT = 8
 
@@ -113,14 +121,19 @@ class TrainingSetup:
     lora_target_modules: TargetModules = None
     # eager attention stores each layer's attention scores and their softmax; sdpa and flash do not.
     attention: Attention = "sdpa"
+    # DoRA (LoRA's use_dora): a trained magnitude per output feature of each adapted module.
+    dora: bool = False
 
     @property
     def tokens(self) -> int:
         return self.batch_size * self.sequence_length
 
     def describe(self) -> str:
+        kind = "DoRA" if self.dora else "LoRA"
         method = (
-            f"LoRA r={self.lora_r} on {self._modules_text()}" if self.method == "lora" else "full fine-tuning"
+            f"{kind} r={self.lora_r} on {self._modules_text()}"
+            if self.method == "lora"
+            else "full fine-tuning"
         )
         checkpointing = "with" if self.gradient_checkpointing else "without"
         attention = ", eager attention" if self.attention == "eager" else ""
@@ -135,17 +148,38 @@ class TrainingSetup:
         return "/".join(self.lora_target_modules or DEFAULT_LORA_MODULES)
 
 
-def lora_parameters(arch: Architecture, r: int, target_modules: TargetModules) -> int:
-    """Adapter weights: r × (in + out) for each adapted linear layer of every decoder layer.
-
-    A module name the shape does not know counts as a hidden × hidden layer."""
+def _adapted_shapes(arch: Architecture, target_modules: TargetModules) -> list[tuple[int, int]]:
+    # A module name the shape does not know counts as a hidden × hidden layer.
     shapes = arch.module_shapes()
-    if target_modules == "all-linear":
-        names: Sequence[str] = list(shapes)
-    else:
-        names = target_modules or DEFAULT_LORA_MODULES
-    per_layer = sum(sum(shapes.get(n, (arch.hidden_size, arch.hidden_size))) for n in names)
-    return arch.layers * r * per_layer
+    names: Sequence[str] = (
+        list(shapes) if target_modules == "all-linear" else target_modules or DEFAULT_LORA_MODULES
+    )
+    return [shapes.get(n, (arch.hidden_size, arch.hidden_size)) for n in names]
+
+
+def lora_parameters(arch: Architecture, r: int, target_modules: TargetModules, dora: bool = False) -> int:
+    """Adapter weights: r × (in + out) for each adapted linear layer of every decoder layer; DoRA adds
+    a magnitude per output feature (out) of each."""
+    shapes = _adapted_shapes(arch, target_modules)
+    per_layer = sum(r * (i + o) + (o if dora else 0) for i, o in shapes)
+    return arch.layers * per_layer
+
+
+def dora_recomputed_weights(spec: BaseModelSpec, optional: ResolvedOptionalHyperparameters | None) -> int:
+    """Weights DoRA runs a second time for each token: with lora_dropout above 0, peft computes every
+    adapted module's base output again on the dropped-out input (it reuses the layer's output only
+    without dropout); 0 for LoRA, full fine-tuning or DoRA without dropout."""
+    lora = optional.lora_config if optional is not None else None
+    if lora is None or not lora.use_dora or lora.lora_dropout == 0 or spec.parameter_count is None:
+        return 0
+    arch = shape_of(spec, spec.parameter_count)
+    return arch.layers * sum(i * o for i, o in _adapted_shapes(arch, lora.target_modules))
+
+
+def dora_workspace_bytes(arch: Architecture, target_modules: TargetModules) -> float:
+    """DoRA's transient memory: peft forms each adapted module's dense update B·A and the updated weight
+    (out × in each, fp32) to take its norm, one module at a time: the largest module's, twice."""
+    return 2 * max(i * o for i, o in _adapted_shapes(arch, target_modules)) * ADAPTER_BYTES
 
 
 @dataclass(frozen=True)
@@ -183,7 +217,7 @@ def memory(arch: Architecture, setup: TrainingSetup, strategy: Strategy, world_s
         frozen, trained, trained_bytes = 0.0, n, w
     else:
         frozen = n * w
-        trained = lora_parameters(arch, setup.lora_r, setup.lora_target_modules)
+        trained = lora_parameters(arch, setup.lora_r, setup.lora_target_modules, setup.dora)
         trained_bytes = ADAPTER_BYTES
     weights = frozen + trained * trained_bytes
     gradients = trained * trained_bytes
@@ -199,6 +233,8 @@ def memory(arch: Architecture, setup: TrainingSetup, strategy: Strategy, world_s
     else:
         activations = tokens * arch.layers * per_layer * a
     logits = tokens * arch.vocab_size * (a + 8.0)
+    if setup.method == "lora" and setup.dora:
+        activations += dora_workspace_bytes(arch, setup.lora_target_modules)
     shards = world_size if strategy == "fsdp" else 1
     distribution = 0.0
     if strategy == "ddp":
@@ -267,30 +303,46 @@ def approximate_architecture(parameter_count: float) -> Architecture:
     )
 
 
+def trainer_max_length(context_length: int, optional: ResolvedOptionalHyperparameters | None) -> int:
+    """The trainer's max_length: `sft_config.max_length`, else the model's context, at most 2,048."""
+    asked = optional.sft_config.max_length if optional is not None else None
+    return asked or min(context_length, TRAINER_MAX_LENGTH)
+
+
 def setup_for(
     hyperparameters: ResolvedHyperparameters,
     optional: ResolvedOptionalHyperparameters | None,
     *,
-    sequence_length: int,
+    context_length: int,
+    longest_row_tokens: int | None = None,
 ) -> TrainingSetup:
-    """The setup the trainer runs for a job's resolved values: LoRA or full, bf16 unless fp16 or fp32
-    was asked for, the request's batch size, checkpointing (always on for GPUs: not an option)."""
+    """The setup the trainer runs for a job's resolved values: LoRA (or DoRA) or full, bf16 unless fp16
+    or fp32 was asked for, the request's batch size, `sft_config.gradient_checkpointing` (on for GPUs
+    unless turned off), and the sequence length: with packing every sequence is filled to max_length;
+    without, a micro-batch is at most as long as the longest row (`longest_row_tokens`, when known)
+    the trainer keeps (rows over max_length are left out)."""
     lora = optional.lora_config if optional is not None else None
     sft = optional.sft_config if optional is not None else None
     precision: Precision = "bf16" if sft is None or sft.bf16 else "fp16" if sft.fp16 else "fp32"
+    max_length = trainer_max_length(context_length, optional)
+    packing = sft is not None and sft.packing
+    length = max_length if packing or not longest_row_tokens else min(max_length, longest_row_tokens)
+    checkpointing = sft is None or sft.gradient_checkpointing is not False
     return TrainingSetup(
         method="lora" if optional is not None and optional.use_lora else "full",
         precision=precision,
+        gradient_checkpointing=checkpointing,
         attention=optional.model_init_config.attn_implementation if optional is not None else "sdpa",
         batch_size=hyperparameters.batch_size or 1,
-        sequence_length=sequence_length,
+        sequence_length=max(1, length),
         lora_r=lora.r if lora else DEFAULT_LORA_R,
         lora_target_modules=lora.target_modules if lora else None,
+        dora=bool(lora and lora.use_dora),
     )
 
 
 def advice_request(
-    spec: BaseModelSpec, setup: TrainingSetup, *, dataset_bytes: int
+    spec: BaseModelSpec, setup: TrainingSetup, *, dataset_bytes: int, checkpoints: int
 ) -> ResourceEstimateRequest:
     """The resource estimate's request for a job of `spec` run with `setup` (the quote's advice)."""
     lora = (
@@ -304,11 +356,20 @@ def advice_request(
         method=setup.method,
         **lora,  # type: ignore[arg-type]
         dataset_bytes=dataset_bytes,
+        checkpoints=checkpoints,
         sequence_length=setup.sequence_length,
         batch_size=setup.batch_size,
         gradient_checkpointing=setup.gradient_checkpointing,
         attn_implementation=setup.attention,
     )
+
+
+def kept_checkpoints(optional: ResolvedOptionalHyperparameters | None) -> int:
+    """Checkpoints on the volume at once: `sft_config.save_total_limit`, none when saving is off."""
+    if optional is None:
+        return KEPT_CHECKPOINTS
+    sft = optional.sft_config
+    return 0 if sft.save_strategy == "no" else sft.save_total_limit
 
 
 def default_setup(spec: BaseModelSpec) -> TrainingSetup:
@@ -523,7 +584,7 @@ def _storage(arch: Architecture, setup: TrainingSetup, checkpoints: int, dataset
     if setup.method == "full":
         each = n * w * CHECKPOINT_MULTIPLIER
     else:
-        adapters = lora_parameters(arch, setup.lora_r, setup.lora_target_modules)
+        adapters = lora_parameters(arch, setup.lora_r, setup.lora_target_modules, setup.dora)
         each = adapters * ADAPTER_BYTES * CHECKPOINT_MULTIPLIER
     return storage_gb(
         base_model_gb=_base_model_gb(n),
@@ -627,7 +688,7 @@ def estimate_resources(request: ResourceEstimateRequest, catalog: ResourceCatalo
     trained = (
         arch.parameter_count
         if setup.method == "full"
-        else lora_parameters(arch, setup.lora_r, setup.lora_target_modules)
+        else lora_parameters(arch, setup.lora_r, setup.lora_target_modules, setup.dora)
     )
     shape = (
         f"{arch.layers} layers of width {arch.hidden_size:,} (MLP {arch.intermediate_size:,}, "
