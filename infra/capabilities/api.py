@@ -31,7 +31,7 @@ from infra.nag import acknowledge
 STAGE_NAME = "prod"
 CSV_MEDIA_TYPES = ("text/csv", "application/csv")
 CORS_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key"]
-CORS_METHODS = ["GET", "POST", "PUT", "DELETE", "OPTIONS"]
+CORS_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 HEALTH_PATH = "/v1/health"
 THROTTLED = ("429", "throttled", "Too many requests: wait a moment and retry.")
 

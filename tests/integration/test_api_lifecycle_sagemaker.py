@@ -151,6 +151,7 @@ def test_the_whole_life_of_a_sagemaker_model(stack: Stack, sagemaker: CpuEndpoin
         "Completed",
         ModelArtifacts={"S3ModelArtifacts": f"s3://{CUSTOMER_BUCKET}/{key}"},
         FinalMetricDataList=[{"MetricName": "train_loss", "Value": 0.9, "Timestamp": "1583831889050"}],
+        BillableTimeInSeconds=1800,
     )
     execution = stack.repo.models.get(WS, NAME).training.execution_arn
     assert execution is not None
@@ -162,6 +163,18 @@ def test_the_whole_life_of_a_sagemaker_model(stack: Stack, sagemaker: CpuEndpoin
         ["config.json", "model.safetensors", "adapter/adapter_model.safetensors", "tokenizer.json"]
     )
     assert trained["artifacts"]["size_bytes"] == len(archive)
+    # What it cost: the event's billable half hour at the instance's price (its NVMe needs no volume)
+    actual = trained["cost"]["actual"]
+    price = load_catalog().find_instance("ml.g6e.2xlarge")
+    assert price is not None
+    assert (actual["basis"], actual["billable_seconds"], actual["estimated"]) == (
+        "billable_seconds",
+        1800,
+        False,
+    )
+    assert actual["cost_usd"] == round(0.5 * price.price_per_hour_usd, 2)
+    assert actual["predicted_usd"] == created.body["cost"]["predicted"]["training"]["cost_usd"]
+    assert actual["actual_vs_predicted"] == round(actual["cost_usd"] / actual["predicted_usd"], 2)
 
     # Download: a short-lived link that serves the archive
     link = _call("GET", f"{BASE}/download")

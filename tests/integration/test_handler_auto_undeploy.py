@@ -72,7 +72,12 @@ def test_the_undeploy_schedule_undeploys(
     assert result["action"] == "undeployed"
     stored = repo.models.get(WS, model.name)
     assert stored.status == ModelStatus.NOT_DEPLOYED
-    assert repo.models.list_events(WS, model.name, limit=100).items[-1].message == AUTO_UNDEPLOY_REASON
+    # the history gives the reason, then what the deployment ran and cost
+    history = repo.models.list_events(WS, model.name, limit=100).items[-1].message
+    assert history is not None
+    assert history.startswith(AUTO_UNDEPLOY_REASON + " It ran ")
+    assert stored.last_deployment is not None
+    assert stored.last_deployment.undeployed_at is not None
     assert len(sagemaker.called("undeploy")) == 1
     assert schedules() == []  # the reminder too
     [email] = emails()

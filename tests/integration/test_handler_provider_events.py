@@ -145,6 +145,9 @@ def test_bedrock_completed_sends_the_workflow_the_custom_model(services: Service
         "artifacts_uri": "s3://bucket/key",
         "model_ref": "arn:aws:bedrock:us-east-1:123456789012:dummy-output-model-name",
         "metrics": None,
+        # what the provider measured to bill the job: none of it in these events
+        "billable_seconds": None,
+        "trained_tokens": None,
     }
     # The workflow's FinishTraining task writes the final status, not the event handler.
     assert repo.models.get(WS, model.name).status == ModelStatus.TRAINING
@@ -173,6 +176,9 @@ def test_bedrock_stopped_after_a_stop_request_says_so(services: Services, repo: 
         "artifacts_uri": None,
         "model_ref": None,
         "metrics": None,
+        # what the provider measured to bill the job: none of it in these events
+        "billable_seconds": None,
+        "trained_tokens": None,
     }
 
 
@@ -246,6 +252,9 @@ def test_sagemaker_completed_sends_artifacts_and_final_metrics(services: Service
         "artifacts_uri": ARTIFACTS,
         "model_ref": None,
         "metrics": {"train_loss": 0.42, "eval_loss": None, "step": None, "epoch": None},
+        # what the provider measured to bill the job: none of it in these events
+        "billable_seconds": None,
+        "trained_tokens": None,
     }
 
 
@@ -562,7 +571,11 @@ def test_an_endpoint_lost_after_deployment_undeploys_the_model(
     assert stored.deployment is None
     last = repo.models.list_events(WS, model.name, limit=100).items[-1]
     assert last.type == "status_changed"
-    assert last.message == f"The endpoint {endpoint} {reason} The model is no longer deployed."
+    # the reason, then what the deployment ran and cost
+    assert last.message is not None
+    assert last.message.startswith(
+        f"The endpoint {endpoint} {reason} The model is no longer deployed. It ran "
+    )
     assert [ref.deployment_id for ref in sagemaker.called("undeploy")] == [
         endpoint
     ]  # what is left is removed

@@ -82,6 +82,9 @@ def test_a_stale_finished_job_reaches_its_workflow_and_a_fresh_one_is_left_alone
         "artifacts_uri": ARTIFACTS,
         "model_ref": "arn:aws:bedrock:us-east-1:123456789012:custom-model/stale-bot",
         "metrics": {"train_loss": 0.5, "eval_loss": None, "step": None, "epoch": None},
+        # what the provider measured to bill the job: none of it in these events
+        "billable_seconds": None,
+        "trained_tokens": None,
     }
 
 

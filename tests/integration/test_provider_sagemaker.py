@@ -1203,3 +1203,27 @@ def test_the_real_trainer_packs_with_its_entry_point_and_requirements() -> None:
         names = tar.getnames()
     assert {"train.py", "requirements.txt", "__init__.py", "metric_definitions.json"} <= set(names)
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+
+
+@pytest.mark.parametrize(
+    ("job_status", "billable", "expected"),
+    [
+        ("Completed", 4021, 4021),
+        ("Completed", "4021", 4021),
+        ("Completed", None, None),
+        ("InProgress", 10, None),
+    ],
+)
+def test_the_training_event_carries_the_billable_seconds_of_an_ended_job(
+    job_status: str, billable: object, expected: int | None
+) -> None:
+    event = _sample("sagemaker_training_job_state_change.json")
+    detail = copy.deepcopy(event["detail"])
+    detail.update(TrainingJobStatus=job_status, SecondaryStatus=job_status)
+    if billable is not None:
+        detail["BillableTimeInSeconds"] = billable
+
+    state = parse_event(event["detail-type"], detail)
+
+    assert isinstance(state, TrainingState)
+    assert state.billable_seconds == expected

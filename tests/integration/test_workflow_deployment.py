@@ -13,6 +13,7 @@ from typing import cast
 
 import pytest
 
+from tests.integration.apigw import api_event, call, claims_for
 from tests.integration.workflow_fixtures import Stack, stack_fixture  # noqa: F401  # the `stack` fixture
 from tunelab.adapters.stepfunctions import table_key
 from tunelab.application.ports import TrainingProvider
@@ -232,3 +233,54 @@ def test_undeploying_while_deploying_ends_the_workflow_quietly(stack: Stack) -> 
     assert "Cancelled" in stack.states_entered(arn)
     assert stack.repo.models.get(record.workspace_id, record.name).status == ModelStatus.NOT_DEPLOYED
     assert stack.emails() == []
+
+
+def test_patching_the_auto_undeploy_moves_both_schedules_and_null_deletes_them(stack: Stack) -> None:
+    """PATCH .../deployment through the API: the schedules in moto's Scheduler move, then go."""
+    _use(stack, ScriptedProvider("in_service"))
+    record = _trained(stack)
+    requested = datetime.now(UTC).replace(microsecond=0)
+    result = stack.wait_execution(
+        _deploy(stack, record, requested, auto_undeploy_at=requested + timedelta(hours=4))
+    )
+    assert result["status"] == "SUCCEEDED", result
+    scheduler = stack.services.scheduler_client
+    group = stack.services.settings.schedule_group
+    undeploy_name, reminder_name = schedule_names(record.identity, requested)
+    path = f"/v1/fine-tuned-models/{record.name}/deployment"
+    claims = claims_for(record.workspace_id)
+
+    moved_to = (datetime.now(UTC) + timedelta(hours=9)).replace(microsecond=0)
+    moved = call(api_event("PATCH", path, {"auto_undeploy": {"at": moved_to.isoformat()}}, claims=claims))
+
+    assert moved.status == 200, moved.body
+    expected = fire_time(moved_to)
+    assert moved.body["deployment"]["auto_undeploy_at"] == expected.strftime("%Y-%m-%dT%H:%M:%SZ")
+    undeploy = scheduler.get_schedule(Name=undeploy_name, GroupName=group)
+    assert undeploy["ScheduleExpression"] == f"at({expected.strftime('%Y-%m-%dT%H:%M:%S')})"
+    assert json.loads(undeploy["Target"]["Input"])["undeploy_at"].startswith(
+        expected.strftime("%Y-%m-%dT%H:%M")
+    )
+    reminder = scheduler.get_schedule(Name=reminder_name, GroupName=group)
+    remind_at = datetime.fromisoformat(reminder["ScheduleExpression"][3:-1]).replace(tzinfo=UTC)
+    # 10% of the new window (about 54 minutes of 9 hours) before it
+    assert expected - timedelta(minutes=55) <= remind_at <= expected - timedelta(minutes=53)
+    assert moved.body["cost"]["deployment"]["hours"] >= 0
+
+    cancelled = call(api_event("PATCH", path, {"auto_undeploy": None}, claims=claims))
+
+    assert cancelled.status == 200, cancelled.body
+    assert cancelled.body["deployment"]["auto_undeploy_at"] is None
+    assert scheduler.list_schedules(GroupName=group)["Schedules"] == []
+    assert cancelled.body["status"] == "deployed"
+
+    # a time in the past is refused; a model not deployed is invalid_state
+    past = call(api_event("PATCH", path, {"auto_undeploy": {"at": "2020-01-01T00:00:00Z"}}, claims=claims))
+    assert past.status == 400
+    assert past.error_code == "validation_error"
+    undeployed = call(api_event("POST", f"/v1/fine-tuned-models/{record.name}/undeploy", claims=claims))
+    assert undeployed.status == 202, undeployed.body
+    assert undeployed.body["cost"]["last_deployment"]["undeployed_at"] is not None
+    late = call(api_event("PATCH", path, {"auto_undeploy": {"after_hours": 2}}, claims=claims))
+    assert late.status == 409
+    assert late.error_code == "invalid_state"

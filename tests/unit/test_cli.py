@@ -1119,3 +1119,79 @@ def test_stop_wait_succeeds_once_stopped_and_deploy_wait_fails_if_the_deployment
     assert "bot: Training stopped (training_stopped)" in out
     assert failed == cli.EXIT_FAILED
     assert "bot is not_deployed, not deployed" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "schedule"),
+    [
+        (["--auto-undeploy-hours", "6"], {"after_hours": 6.0}),
+        (["--auto-undeploy-at", "2026-11-28T18:00:00+01:00"], {"at": "2026-11-28T17:00:00Z"}),
+        (["--no-auto-undeploy"], None),
+    ],
+)
+def test_models_deployment_moves_or_cancels_the_automatic_undeploy(
+    api: FakeApi, capsys: pytest.CaptureFixture[str], flags: list[str], schedule: Any
+) -> None:
+    api.on("PATCH", "/v1/fine-tuned-models/bot/deployment", model(status="deployed"))
+
+    exit_code, out, _ = run(capsys, "models", "deployment", "bot", *flags)
+
+    assert exit_code == 0
+    assert api.requests[0].method == "PATCH"
+    assert json.loads(api.requests[0].content) == {"auto_undeploy": schedule}
+    assert "Deployed (deployed)" in out
+
+
+def test_models_deployment_needs_one_change(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["models", "deployment", "bot"])
+
+    assert exited.value.code == cli.EXIT_USAGE
+    assert "--no-auto-undeploy" in capsys.readouterr().err
+    assert api.requests == []
+
+
+def test_show_gives_the_actual_cost_beside_the_prediction_and_the_deployment_so_far(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cost = {
+        "storage_per_month_usd": 1.95,
+        "predicted": {"total_usd": 3.05, "training": {"cost_usd": 1.1}},
+        "actual": {
+            "cost_usd": 1.23,
+            "basis": "billable_seconds",
+            "estimated": False,
+            "billable_seconds": 4021,
+            "predicted_usd": 1.1,
+            "actual_vs_predicted": 1.12,
+            "note": "",
+        },
+        "deployment": {
+            "deployed_at": "2026-11-28T12:00:00Z",
+            "hours": 2.5,
+            "hourly_usd": 7.1,
+            "cost_usd": 17.75,
+        },
+    }
+    api.on("GET", "/v1/fine-tuned-models/bot", model(status="deployed", cost=cost))
+
+    exit_code, out, _ = run(capsys, "models", "show", "bot")
+
+    assert exit_code == 0
+    assert "$1.23 (predicted $1.10, 1.12×), 4,021 billable seconds" in out
+    assert "2.50 hours, $17.75 at $7.10 an hour" in out
+
+
+def test_show_says_when_the_cost_is_an_estimate(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    actual = {
+        "cost_usd": 1.56,
+        "basis": "estimated_tokens",
+        "estimated": True,
+        "predicted_usd": 1.56,
+        "note": "",
+    }
+    api.on("GET", "/v1/fine-tuned-models/bot", model(status="not_deployed", cost={"actual": actual}))
+
+    _, out, _ = run(capsys, "models", "show", "bot")
+
+    assert "$1.56 (predicted $1.56) — an estimate: the provider reports no usage" in out

@@ -33,10 +33,10 @@ def test_model_record_to_the_contracts_fine_tuned_model() -> None:
         artifacts=Artifacts(
             uri="s3://bucket/out/", size_bytes=123, files=["adapter_model.safetensors"], merged=True
         ),
-        deployment=DeploymentState(endpoint="support-bot-v1", deployed_at=factories.T0),
+        deployment=DeploymentState(endpoint="support-bot-v1", deployed_at=factories.T0, hourly_usd=7.10),
     )
 
-    out = model_out(record).model_dump(mode="json")
+    out = model_out(record, now=factories.T0 + timedelta(hours=1, minutes=30)).model_dump(mode="json")
 
     assert FineTunedModelOut.model_validate(out)
     assert (out["status"], out["status_label"]) == ("deployed", "Deployed")
@@ -46,7 +46,21 @@ def test_model_record_to_the_contracts_fine_tuned_model() -> None:
     assert out["created_at"] == "2026-11-28T12:00:00Z"
     assert out["training"]["started_at"] == "2026-11-28T12:00:01.250Z"
     assert out["training"]["metrics"] == {"train_loss": 1.23, "eval_loss": None, "step": 120, "epoch": 2.0}
-    assert out["cost"] == {"predicted": None, "storage_per_month_usd": 1.95}
+    assert out["cost"] == {
+        "predicted": None,
+        "storage_per_month_usd": 1.95,
+        "actual": None,
+        # Deployed: its running hours and cost so far, counted when read.
+        "deployment": {
+            "deployed_at": "2026-11-28T12:00:00Z",
+            "undeployed_at": None,
+            "hours": 1.5,
+            "hourly_usd": 7.1,
+            "cost_usd": 10.65,
+        },
+        "last_deployment": None,
+        "deployments_total_usd": 0.0,
+    }
     assert out["hyperparameters"]["epochs"] == 3
     # Internal locations stay internal.
     assert "s3://" not in str(out)

@@ -152,6 +152,14 @@ class DeployIn(_In):
     )
 
 
+class DeploymentPatchIn(_In):
+    """`PATCH .../deployment`: change a deployed model's automatic undeploy."""
+
+    auto_undeploy: AfterHoursIn | AtIn | None = Field(
+        description="The new automatic undeploy (`after_hours` counts from now); null cancels it."
+    )
+
+
 class InvokeIn(_In):
     prompt: str = Field(min_length=1, max_length=100_000)
     max_tokens: int = Field(default=256, ge=1, le=8192)

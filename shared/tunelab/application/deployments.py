@@ -23,7 +23,7 @@ from typing import Any, Literal
 from aws_lambda_powertools import Logger
 
 from tunelab.application import announce, redaction
-from tunelab.application.commands import AfterHoursIn, AtIn, DeployIn, InvokeIn
+from tunelab.application.commands import AfterHoursIn, AtIn, DeployIn, DeploymentPatchIn, InvokeIn
 from tunelab.application.ports import Context
 from tunelab.application.workflows import (
     DeploymentOutcome,
@@ -32,7 +32,9 @@ from tunelab.application.workflows import (
     StartDeploymentEvent,
     StartedDeployment,
 )
+from tunelab.domain.actual_costs import DeploymentCost, deployment_cost
 from tunelab.domain.archives import serving_archive
+from tunelab.domain.costs import usd
 from tunelab.domain.errors import (
     Conflict,
     DeploymentCancelled,
@@ -45,7 +47,7 @@ from tunelab.domain.identity import Identity
 from tunelab.domain.layout import PROVIDER_RESOURCE_TAG
 from tunelab.domain.providers import DeploymentRef, DeployRequest, InvokeParams, InvokeResult, ModelIdentity
 from tunelab.domain.providers import DeploymentState as ProviderDeployment
-from tunelab.domain.records import DeploymentState, ModelChanges, ModelRecord, PendingEmail
+from tunelab.domain.records import DeploymentState, ModelChanges, ModelRecord, PendingEmail, invalid_state
 from tunelab.domain.schedules import ScheduleInput, fire_time, schedule_names
 from tunelab.domain.status import ACTIONS, Action, ModelStatus, check_action
 
@@ -108,6 +110,7 @@ def deploy(
                         execution_arn=ctx.workflows.deployment_arn(model, now),
                         requested_at=now,
                         auto_undeploy_at=undeploy_at,
+                        hourly_usd=_hourly_usd(ctx, model),
                     )
                 ),
                 message=message,
@@ -139,6 +142,71 @@ def deploy(
         ctx, deploying, previous=S.NOT_DEPLOYED, reason=message, correlation_id=correlation_id
     )
     return deploying
+
+
+def _hourly_usd(ctx: Context, model: ModelRecord) -> float:
+    """The deployment's price per hour: the one its prediction showed, else the catalog's."""
+    if model.predicted_cost is not None:
+        return model.predicted_cost.deployment_per_hour_usd
+    spec = ctx.catalog.model(model.base_model_id)
+    region = spec.training_region(ctx.config.aws_region, ctx.config.provider_regions)
+    return usd(spec.pricing.in_region(region).deployment_per_hour_usd)
+
+
+def change_auto_undeploy(
+    ctx: Context, identity: Identity, name: str, request: DeploymentPatchIn
+) -> ModelRecord:
+    """`PATCH .../deployment`: move a deployed model's auto-undeploy (its schedule and reminder move
+    with it) or cancel it (`auto_undeploy: null` deletes them). `InvalidState` unless deployed; the
+    time follows the deploy request's rules, counted from now."""
+    model = ctx.models.get(identity.workspace, name)
+    deployment = model.deployment
+    if model.status != S.DEPLOYED or deployment is None:
+        raise invalid_state(model, {S.DEPLOYED})
+    now = ctx.now()
+    undeploy_at = auto_undeploy_at(request.auto_undeploy, now)
+    requested_at = deployment.requested_at
+    names = _schedules_of(model.identity, deployment)
+    if undeploy_at is None:
+        if names:
+            ctx.scheduler.delete(*names)
+        changed = deployment.model_copy(update={"auto_undeploy_at": None, "schedule_name": None})
+        message = f"Automatic undeploy cancelled by {identity.email}."
+    else:
+        if requested_at is None:
+            # A deployment recorded before its request time was kept: its schedules cannot be renamed.
+            raise InvalidState(
+                f"The deployment of '{model.name}' predates changing its automatic undeploy; "
+                "undeploy and deploy it again."
+            )
+        # Same names (they derive from the deploy request): the schedules are updated in place.
+        plan = ctx.scheduler.create_auto_undeploy(
+            model.identity,
+            uid=model.uid,
+            requested_at=requested_at,
+            undeploy_at=undeploy_at,
+            deployed_at=deployment.deployed_at,
+        )
+        if plan.reminder_name is None:
+            ctx.scheduler.delete(schedule_names(model.identity, requested_at)[1])
+        changed = deployment.model_copy(
+            update={"auto_undeploy_at": plan.undeploy_at, "schedule_name": plan.undeploy_name}
+        )
+        message = (
+            f"Automatic undeploy moved to {plan.undeploy_at.strftime('%Y-%m-%d %H:%M UTC')} "
+            f"by {identity.email}."
+        )
+    try:
+        updated = ctx.models.update(
+            identity.workspace, model.name, ModelChanges(deployment=changed), expected_status={S.DEPLOYED}
+        )
+    except InvalidState:
+        # Undeployed meanwhile: the undeploy deleted its schedules; these may have been made after it.
+        if names:
+            ctx.scheduler.delete(*names)
+        raise
+    ctx.models.add_message(identity.workspace, model.name, message, at=now)
+    return updated
 
 
 def invoke(ctx: Context, identity: Identity, name: str, request: InvokeIn) -> InvokeResult:
@@ -188,13 +256,25 @@ def undeploy(
         raise InvalidState(f"Cannot undeploy model '{name}' this way: its status is {model.status.label}.")
     _remove(ctx, model, model.refs.deployment)
     message = reason or f"Undeployed by {by}."
+    ran = _ran(ctx, model)
+    cost_changes: dict[str, Any] = {}
+    history = message
+    if ran is not None:
+        # Kept in the history: what this deployment ran and cost.
+        history += f" It ran {ran.hours:.2f} hours and cost ${ran.cost_usd:,.2f}."
+        cost_changes = {
+            "last_deployment": ran,
+            "deployments_cost_usd": usd(model.deployments_cost_usd + ran.cost_usd),
+        }
     updated = ctx.models.try_transition(
         workspace,
         name,
         allowed,
         S.NOT_DEPLOYED,
-        ModelChanges(deployment=None, refs=model.refs.model_copy(update={"deployment": None})),
-        message=message,
+        ModelChanges(
+            deployment=None, refs=model.refs.model_copy(update={"deployment": None}), **cost_changes
+        ),
+        message=history,
     )
     if updated is None:
         current = ctx.models.get(workspace, name)
@@ -210,6 +290,14 @@ def undeploy(
     announce.tell_creator(ctx, "undeployed", updated, reason=reason)
     logger.info("Model undeployed", extra={"workspace_id": workspace, "model": name, "by": by})
     return updated
+
+
+def _ran(ctx: Context, model: ModelRecord) -> DeploymentCost | None:
+    """The hours and cost of the deployment ending now; None if it never came into service."""
+    deployment = model.deployment
+    if model.status != S.DEPLOYED or deployment is None or deployment.deployed_at is None:
+        return None
+    return deployment_cost(deployment.deployed_at, ctx.now(), deployment.hourly_usd or 0.0, ended=True)
 
 
 def undeploy_for(ctx: Context, identity: Identity, name: str, *, correlation_id: str) -> ModelRecord:

@@ -58,6 +58,7 @@ from tunelab.application.workflows import (
     TaskError,
     TrainingOutcome,
 )
+from tunelab.domain.actual_costs import ActualTrainingCost, actual_training_cost
 from tunelab.domain.archives import ArchiveChoice, Variant, archive_for
 from tunelab.domain.catalog import BaseModelSpec, InstanceType, provider_traits
 from tunelab.domain.costs import CostEstimate, Method, SageMakerRun, estimate_cost
@@ -94,7 +95,13 @@ from tunelab.domain.hyperparameters import (
 )
 from tunelab.domain.identity import Identity, byok_allowed
 from tunelab.domain.layout import PROVIDER_RESOURCE_TAG, s3_uri
-from tunelab.domain.providers import DownloadLink, TrainingJobRef, TrainingRequest, TrainingState
+from tunelab.domain.providers import (
+    DownloadLink,
+    TrainedOutput,
+    TrainingJobRef,
+    TrainingRequest,
+    TrainingState,
+)
 from tunelab.domain.providers import Resources as ProviderResources
 from tunelab.domain.quotes import Quote, check_budget, check_quote, quote
 from tunelab.domain.records import (
@@ -1104,10 +1111,32 @@ def _completed_changes(ctx: Context, record: ModelRecord, outcome: TrainingOutco
             "phase": "Completed",
             "failure_reason": None,
             "metrics": _metrics(record, outcome),
+            "actual_cost": _actual_cost(ctx, record, output, outcome),
         }
     )
     refs = record.refs.model_copy(update={"model_ref": output.model_ref}) if output.model_ref else record.refs
     return ModelChanges(training=training, artifacts=artifacts, storage_per_month_usd=storage, refs=refs)
+
+
+def _actual_cost(
+    ctx: Context, record: ModelRecord, output: TrainedOutput, outcome: TrainingOutcome
+) -> ActualTrainingCost:
+    """What the job cost, from what the provider measured (its output, else its news of the end)."""
+    spec = ctx.catalog.model(record.base_model_id)
+    resources = record.resources
+    return actual_training_cost(
+        spec,
+        region=spec.training_region(ctx.config.aws_region, ctx.config.provider_regions),
+        predicted=record.predicted_cost,
+        billable_seconds=output.billable_seconds
+        if output.billable_seconds is not None
+        else outcome.billable_seconds,
+        trained_tokens=output.trained_tokens if output.trained_tokens is not None else outcome.trained_tokens,
+        instance=ctx.catalog.find_instance(resources.instance_type) if resources else None,
+        instance_count=resources.instance_count if resources else 1,
+        volume_size_gb=resources.volume_size_gb if resources else 0,
+        volume_per_gb_month_usd=ctx.catalog.volume_per_gb_month_usd,
+    )
 
 
 def _training_timeout(ctx: Context, record: ModelRecord) -> int | None:
@@ -1234,6 +1263,8 @@ def training_outcome(model: ModelRecord, state: TrainingState) -> TrainingOutcom
             artifacts_uri=state.artifacts_uri,
             model_ref=state.model_ref,
             metrics=state.metrics.model_dump() if state.metrics else None,
+            billable_seconds=state.billable_seconds,
+            trained_tokens=state.trained_tokens,
         )
     if state.status == "failed":
         return TrainingOutcome(

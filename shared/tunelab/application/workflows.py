@@ -102,6 +102,9 @@ class TrainingOutcome(_Strict):
     model_ref: str | None = None
     # The final metrics as the provider reports them (train_loss, eval_loss, step, epoch).
     metrics: dict[str, float | int | None] | None = None
+    # What the provider measured to bill the job, where its news said (SageMaker's billable seconds).
+    billable_seconds: int | None = None
+    trained_tokens: int | None = None
 
 
 class DeploymentOutcome(_Strict):

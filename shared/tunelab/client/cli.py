@@ -530,6 +530,18 @@ def cmd_models_deploy(args: argparse.Namespace, client: TunelabClient) -> int:
     return _action_result(args, client, model, DEPLOYING_STATUSES, "deployed")
 
 
+def cmd_models_deployment(args: argparse.Namespace, client: TunelabClient) -> int:
+    """Move a deployed model's automatic undeploy, or cancel it."""
+    schedule: dict[str, Any] | None = None
+    if args.auto_undeploy_hours is not None:
+        schedule = {"after_hours": args.auto_undeploy_hours}
+    elif args.auto_undeploy_at is not None:
+        schedule = {"at": args.auto_undeploy_at}
+    model = client.update_deployment(args.name, schedule)
+    print_json(model) if args.json else print(format_model(model))
+    return EXIT_OK
+
+
 def cmd_models_undeploy(args: argparse.Namespace, client: TunelabClient) -> int:
     moving = DEPLOYING_STATUSES | {"deployed"}
     return _action_result(args, client, client.undeploy(args.name), moving, "not_deployed")
@@ -879,6 +891,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     leaf.add_argument("--wait", action="store_true", help="wait until it is deployed")
     leaf.add_argument("--interval", type=_positive_float, default=1.0, help="seconds between polls")
+    leaf = _leaf(
+        group,
+        "deployment",
+        cmd_models_deployment,
+        "move or cancel a deployed model's automatic undeploy",
+        common,
+    )
+    leaf.add_argument("name", metavar="NAME")
+    change = leaf.add_mutually_exclusive_group(required=True)
+    change.add_argument(
+        "--auto-undeploy-hours", type=_positive_float, metavar="H", help="undeploy H hours from now"
+    )
+    change.add_argument(
+        "--auto-undeploy-at",
+        type=_parse_time,
+        metavar="TIME",
+        help="undeploy at TIME (RFC 3339; UTC if no offset)",
+    )
+    change.add_argument("--no-auto-undeploy", action="store_true", help="cancel the automatic undeploy")
     leaf = _leaf(
         group, "invoke", cmd_models_invoke, "the sandbox: one completion from a deployed model", common
     )

@@ -212,6 +212,7 @@ def format_model(model: JsonObject) -> str:
         ("Failure", training.get("failure_reason")),
         ("Training ended", short_time(training.get("ended_at"))),
         ("Predicted cost", usd(predicted.get("total_usd"))),
+        ("Training cost", _actual_cost(cost.get("actual"))),
         ("Storage", f"{usd(cost.get('storage_per_month_usd'))} a month" if cost else None),
         ("Artifacts", ", ".join(artifacts.get("files") or []) or None),
         ("Artifacts size", size(artifacts.get("size_bytes"))),
@@ -220,8 +221,41 @@ def format_model(model: JsonObject) -> str:
         ("Endpoint", deployment.get("endpoint")),
         ("Deployed", short_time(deployment.get("deployed_at"))),
         ("Auto-undeploy", short_time(deployment.get("auto_undeploy_at")) if deployment else None),
+        ("Running", _deployment_cost(cost.get("deployment"))),
+        ("Last deployment", _deployment_cost(cost.get("last_deployment"))),
     ]
     return fields(rows)
+
+
+def _actual_cost(actual: Any) -> str | None:
+    """`$1.23 (predicted $1.10, 1.12×), 4,021 billable seconds`; an estimate says it is one."""
+    if not isinstance(actual, dict):
+        return None
+    compared = (
+        [f"predicted {usd(actual.get('predicted_usd'))}"] if actual.get("predicted_usd") is not None else []
+    )
+    if actual.get("actual_vs_predicted") is not None:
+        compared.append(f"{actual['actual_vs_predicted']:.2f}×")
+    text = usd(actual.get("cost_usd")) or "?"
+    if compared:
+        text += f" ({', '.join(compared)})"
+    if actual.get("estimated"):
+        text += " — an estimate: the provider reports no usage"
+    elif actual.get("billable_seconds") is not None:
+        text += f", {actual['billable_seconds']:,} billable seconds"
+    elif actual.get("trained_tokens") is not None:
+        text += f", {actual['trained_tokens']:,} trained tokens"
+    return text
+
+
+def _deployment_cost(running: Any) -> str | None:
+    """`2.50 hours, $17.75 at $7.10 an hour`."""
+    if not isinstance(running, dict):
+        return None
+    return (
+        f"{running.get('hours', 0):.2f} hours, {usd(running.get('cost_usd'))} "
+        f"at {usd(running.get('hourly_usd'))} an hour"
+    )
 
 
 def _merged_copy(copy: Any) -> str | None:

@@ -366,6 +366,12 @@ class TunelabClient:
     def undeploy(self, name: str) -> JsonObject:
         return self._json("POST", f"/v1/fine-tuned-models/{_segment(name)}/undeploy")
 
+    def update_deployment(self, name: str, auto_undeploy: Mapping[str, Any] | None) -> JsonObject:
+        """Move a deployed model's automatic undeploy (`{"after_hours": H}`, counted from now, or
+        `{"at": "<RFC 3339>"}`), or cancel it (None)."""
+        body = {"auto_undeploy": dict(auto_undeploy) if auto_undeploy is not None else None}
+        return self._json("PATCH", f"/v1/fine-tuned-models/{_segment(name)}/deployment", json=body)
+
     def invoke(
         self,
         name: str,

@@ -261,6 +261,17 @@ def _hours(value: float) -> float:
     return _half_up(value, "0.01")
 
 
+def instance_hourly_usd(
+    instance: InstanceType, instance_count: int, volume_size_gb: float, volume_per_gb_month_usd: float
+) -> float:
+    """What `instance_count` training instances cost per hour, with their volumes (unrounded)."""
+    # Instances with NVMe instance storage (ml.g5, ml.p4d, ...) get no EBS volume: nothing to bill.
+    volume_gb = 0.0 if instance.local_storage_gb > 0 else volume_size_gb
+    return instance_count * (
+        instance.price_per_hour_usd + volume_gb * volume_per_gb_month_usd / HOURS_PER_MONTH
+    )
+
+
 def training_hours(
     *,
     parameter_count: float,
@@ -359,10 +370,8 @@ def estimate_cost(
             dora_recomputed_weights=run.dora_recomputed_weights,
             token_error=token_error,
         )
-        # Instances with NVMe instance storage (ml.g5, ml.p4d, ...) get no EBS volume: nothing to bill.
-        volume_gb = 0.0 if run.instance.local_storage_gb > 0 else run.volume_size_gb
-        hourly = run.instance_count * (
-            run.instance.price_per_hour_usd + volume_gb * run.volume_per_gb_month_usd / HOURS_PER_MONTH
+        hourly = instance_hourly_usd(
+            run.instance, run.instance_count, run.volume_size_gb, run.volume_per_gb_month_usd
         )
         cost, low, high = hourly * predicted.hours, hourly * predicted.low, hourly * predicted.high
         hours = _hours(predicted.hours)
@@ -378,7 +387,7 @@ def estimate_cost(
             f"{predicted.overhead_hours * 60:.0f} minutes to start and to move the model; the real duration "
             "may differ."
         )
-        if volume_gb == 0 and run.instance.local_storage_gb > 0:
+        if run.instance.local_storage_gb > 0:
             notes.append(
                 f"{run.instance.name} trains on its own {run.instance.local_storage_gb:g} GB NVMe storage; "
                 "no separate volume is billed."

@@ -17,6 +17,7 @@ import html
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from tunelab.domain.actual_costs import ActualTrainingCost
 from tunelab.domain.records import ModelRecord
 from tunelab.domain.status import ModelStatus, NotificationKind
 
@@ -54,6 +55,19 @@ def _deploy_cost(record: ModelRecord) -> float | None:
     return record.predicted_cost.deployment_per_hour_usd if record.predicted_cost else None
 
 
+def _actual_line(actual: ActualTrainingCost) -> str:
+    """`Training cost: $1.23 (predicted $1.10, 1.12×)`; an estimate says it is one."""
+    label = (
+        "Training cost (estimated; the provider reports no usage)" if actual.estimated else "Training cost"
+    )
+    compared = []
+    if actual.predicted_usd is not None:
+        compared.append(f"predicted {_usd(actual.predicted_usd)}")
+    if actual.actual_vs_predicted is not None:
+        compared.append(f"{actual.actual_vs_predicted:.2f}×")
+    return f"{label}: {_usd(actual.cost_usd)}" + (f" ({', '.join(compared)})" if compared else "")
+
+
 def _facts(record: ModelRecord) -> list[str]:
     return [
         f"Model: {record.name}",
@@ -81,7 +95,10 @@ def _content(
                 f"validation loss {_loss(metrics.eval_loss)}."
             )
         costs = []
-        if record.predicted_cost is not None:
+        actual = record.training.actual_cost
+        if actual is not None:
+            costs.append(_actual_line(actual))
+        elif record.predicted_cost is not None:
             costs.append(f"Predicted training cost: {_usd(record.predicted_cost.training.cost_usd)}")
         costs.append(
             f"Storage of the model: {_usd(record.storage_per_month_usd)} per month until you delete it"

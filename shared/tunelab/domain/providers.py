@@ -113,6 +113,9 @@ class TrainingState(_Model):
     # Bedrock: the custom model ARN, needed to deploy and delete.
     model_ref: str | None = None
     ended_at: datetime | None = None
+    # What the provider measured to bill the job, where it says (SageMaker's BillableTimeInSeconds).
+    billable_seconds: int | None = None
+    trained_tokens: int | None = None
 
     @property
     def terminal(self) -> bool:
@@ -147,6 +150,9 @@ class TrainedOutput(_Model):
     # LoRA not merged: where the trainer's merged copy is (None for full and merged models, and for
     # jobs of a trainer that wrote none).
     merged_archive: MergedArchive | None = None
+    # What the provider measured to bill the job, where it says (None: it did not say).
+    billable_seconds: int | None = None
+    trained_tokens: int | None = None
 
 
 class DeployRequest(_Model):

@@ -24,6 +24,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from tunelab.domain.actual_costs import ActualTrainingCost, DeploymentCost
 from tunelab.domain.catalog import Hosting, Provider, provider_traits
 from tunelab.domain.costs import CostEstimate
 from tunelab.domain.errors import Conflict, InUse, InvalidState, NameTaken, NotFound, ValidationFailed
@@ -252,6 +253,8 @@ class TrainingState(_Record):
     # Where the provider job reads its data and writes its output (s3:// URIs).
     data_uri: str | None = None
     output_uri: str | None = None
+    # What the finished job cost, from the provider's measure (`domain.actual_costs`).
+    actual_cost: ActualTrainingCost | None = None
 
 
 class MergedArchive(_Record):
@@ -286,6 +289,8 @@ class DeploymentState(_Record):
     deployed_at: AwareDatetime | None = None
     auto_undeploy_at: AwareDatetime | None = None
     schedule_name: str | None = None
+    # The deployment's price per hour, fixed when it was asked for (its running cost is read from it).
+    hourly_usd: float | None = None
 
 
 class PendingEmail(_Record):
@@ -345,6 +350,9 @@ class ModelRecord(_Record):
     refs: ProviderRefs = Field(default_factory=ProviderRefs)
     # An email owed and not yet sent (see PendingEmail).
     pending_email: PendingEmail | None = None
+    # The last deployment that ended (its hours and cost), and what all ended deployments cost.
+    last_deployment: DeploymentCost | None = None
+    deployments_cost_usd: float = 0.0
     version: int = 0
 
     @model_validator(mode="before")
@@ -407,6 +415,8 @@ class ModelChanges(BaseModel):
     refs: ProviderRefs | None = None
     # Given explicitly as None: the owed email was sent.
     pending_email: PendingEmail | None = None
+    last_deployment: DeploymentCost | None = None
+    deployments_cost_usd: float | None = None
 
     def apply(self, record: ModelRecord) -> ModelRecord:
         """`record` with the fields given here."""

@@ -326,7 +326,17 @@ def training_state(job: Mapping[str, Any]) -> TrainingState:
         metrics=final_metrics(job.get("FinalMetricDataList")),
         artifacts_uri=artifacts.get("S3ModelArtifacts") if status == "completed" else None,
         ended_at=event_time(job.get("TrainingEndTime")) if terminal else None,
+        billable_seconds=_billable_seconds(job.get("BillableTimeInSeconds")) if terminal else None,
     )
+
+
+def _billable_seconds(value: Any) -> int | None:
+    # Wall-clock seconds per instance (the bill multiplies by the instance count); absent until it ends.
+    try:
+        seconds = int(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds >= 0 else None
 
 
 def endpoint_state(endpoint: Mapping[str, Any]) -> DeploymentState:
@@ -533,15 +543,20 @@ class SageMakerProvider:
         """The job's `model.tar.gz` in the customer's bucket, listed; for LoRA not merged, the merged copy
         the trainer wrote to the job's `output.tar.gz` (`<S3OutputPath>/<job>/output/`), checked and
         listed."""
-        if artifacts_uri is None and ref is not None:
-            artifacts_uri = self.describe_training(ref).artifacts_uri
-        return archive_output(
+        # Described once for what the outcome may lack: the archive, and the billable time.
+        described = self.describe_training(ref) if ref is not None else None
+        if artifacts_uri is None and described is not None:
+            artifacts_uri = described.artifacts_uri
+        output = archive_output(
             self.storage,
             artifacts_uri,
             model_ref=None,
             merged=merged,
             output_uri=output_archive_uri(ref, artifacts_uri),
         )
+        if described is None or described.billable_seconds is None:
+            return output
+        return output.model_copy(update={"billable_seconds": described.billable_seconds})
 
     def speaks_for(self, account: str | None) -> bool:
         """Only the customer's own account may speak for its models (forwarded events name it; moto,

@@ -28,6 +28,7 @@ from tunelab.application.commands import (
     CreateFineTunedModelIn,
     DatasetValidationIn,
     DeployIn,
+    DeploymentPatchIn,
     InvokeIn,
     NoValidationIn,
     PutSageMakerProviderIn,
@@ -35,6 +36,7 @@ from tunelab.application.commands import (
     SplitValidationIn,
     ValidationIn,
 )
+from tunelab.domain.actual_costs import ActualBasis
 from tunelab.domain.archives import Variant
 from tunelab.domain.catalog import BaseModelSpec, FloatRange, Hosting, IntRange, Provider
 from tunelab.domain.costs import CostEstimate, TrainingCost
@@ -459,11 +461,48 @@ class QuoteOut(CostEstimate):
     quote_expires_at: Timestamp | None = None
 
 
+class ActualCostOut(_Out):
+    cost_usd: Usd = Field(description="What the training job cost (see `estimated`).")
+    basis: ActualBasis = Field(
+        description="What the figure is made of: the provider's billable seconds (SageMaker) or trained "
+        "tokens; `estimated_*` where the provider measured nothing and the prediction's figures are "
+        "used; `free` for local training."
+    )
+    estimated: bool = Field(description="True when this is an estimate, not a measured cost.")
+    billable_seconds: int | None = None
+    trained_tokens: int | None = None
+    predicted_usd: Usd | None = None
+    actual_vs_predicted: float | None = Field(
+        default=None,
+        description="cost_usd / predicted_usd; null where not applicable (an estimate, or a prediction "
+        "of 0 as in local training).",
+    )
+    note: str
+
+
+class DeploymentCostOut(_Out):
+    deployed_at: Timestamp
+    undeployed_at: Timestamp | None = None
+    hours: float = Field(description="Hours in service (to now while deployed).")
+    hourly_usd: Usd
+    cost_usd: Usd = Field(description="hours × hourly_usd.")
+
+
 class ModelCostOut(_Out):
     predicted: CostEstimateOut | None = Field(
         default=None, description="The estimate shown before it started."
     )
     storage_per_month_usd: Usd
+    actual: ActualCostOut | None = Field(
+        default=None, description="What training actually cost, once the job completed."
+    )
+    deployment: DeploymentCostOut | None = Field(
+        default=None, description="While deployed: the running hours and the cost so far."
+    )
+    last_deployment: DeploymentCostOut | None = Field(
+        default=None, description="The last deployment that ended: its hours and total cost."
+    )
+    deployments_total_usd: Usd = Field(default=0.0, description="What all ended deployments cost.")
 
 
 class MetricsOut(_Out):
@@ -557,6 +596,7 @@ __all__ = [
     "DatasetName",
     "DatasetValidationIn",
     "DeployIn",
+    "DeploymentPatchIn",
     "InvokeIn",
     "NoValidationIn",
     "PutSageMakerProviderIn",

@@ -4,8 +4,10 @@ response bodies (`contracts`). Only the API loads the contract's models."""
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from tunelab.application.fine_tuned_models import Download, Estimate
+from tunelab.domain.actual_costs import deployment_cost
 from tunelab.domain.archives import variants
 from tunelab.domain.catalog import provider_traits
 from tunelab.domain.identity import byok_allowed
@@ -20,8 +22,11 @@ from tunelab.domain.records import (
     ProviderConnectionRecord,
     ValidationChoice,
     WorkspaceRecord,
+    utcnow,
 )
+from tunelab.domain.status import ModelStatus
 from tunelab.entrypoints.api.contracts import (
+    ActualCostOut,
     ArtifactsOut,
     BaseModelRefOut,
     CreatorOut,
@@ -30,6 +35,7 @@ from tunelab.entrypoints.api.contracts import (
     DatasetRowErrorOut,
     DatasetStatsOut,
     DatasetWarningOut,
+    DeploymentCostOut,
     DeploymentOut,
     DownloadOut,
     FineTunedModelOut,
@@ -105,7 +111,8 @@ def metrics_out(metrics: Metrics) -> MetricsOut:
     return MetricsOut(**metrics.model_dump())
 
 
-def model_out(record: ModelRecord) -> FineTunedModelOut:
+def model_out(record: ModelRecord, now: datetime | None = None) -> FineTunedModelOut:
+    """The model as the API shows it; a deployment's running cost is counted to `now` (default: now)."""
     training = record.training
     return FineTunedModelOut(
         name=record.name,
@@ -121,7 +128,14 @@ def model_out(record: ModelRecord) -> FineTunedModelOut:
         hyperparameters=record.hyperparameters,
         optional_hyperparameters=record.optional_hyperparameters,
         cost=ModelCostOut(
-            predicted=record.predicted_cost, storage_per_month_usd=record.storage_per_month_usd
+            predicted=record.predicted_cost,
+            storage_per_month_usd=record.storage_per_month_usd,
+            actual=ActualCostOut(**training.actual_cost.model_dump()) if training.actual_cost else None,
+            deployment=_deployment_cost(record, now or utcnow()),
+            last_deployment=DeploymentCostOut(**record.last_deployment.model_dump())
+            if record.last_deployment
+            else None,
+            deployments_total_usd=record.deployments_cost_usd,
         ),
         created_by=creator_out(record.created_by),
         created_at=record.created_at,
@@ -144,6 +158,14 @@ def model_out(record: ModelRecord) -> FineTunedModelOut:
         if record.deployment
         else None,
     )
+
+
+def _deployment_cost(record: ModelRecord, now: datetime) -> DeploymentCostOut | None:
+    deployment = record.deployment
+    if record.status != ModelStatus.DEPLOYED or deployment is None or deployment.deployed_at is None:
+        return None
+    running = deployment_cost(deployment.deployed_at, now, deployment.hourly_usd or 0.0)
+    return DeploymentCostOut(**running.model_dump())
 
 
 def artifacts_out(record: ModelRecord) -> ArtifactsOut:

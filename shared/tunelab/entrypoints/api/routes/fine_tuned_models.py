@@ -25,6 +25,7 @@ from tunelab.entrypoints.api.contracts import (
     CloneIn,
     CreateFineTunedModelIn,
     DeployIn,
+    DeploymentPatchIn,
     DownloadOut,
     FineTunedModelOut,
     InvokeIn,
@@ -241,6 +242,24 @@ def undeploy(
 ) -> Response[FineTunedModelOut]:
     model = deployments.undeploy_for(ctx, identity, _name(name), correlation_id=correlation)
     return _accepted(model_out(model))
+
+
+@router.patch(
+    "/v1/fine-tuned-models/<name>/deployment",
+    summary="Change a deployed model's automatic undeploy: move it, or cancel it with null",
+    description="`after_hours` counts from now; the time must be 5 minutes to 30 days ahead. The "
+    "undeploy schedule (and its reminder) move with it; null deletes them. 409 unless deployed.",
+    tags=TAGS,
+    responses=responses(200, "The model as it stands after the change", conflict=True),
+    operation_id="updateFineTunedModelDeployment",
+)
+def update_deployment(
+    name: ModelNamePath,
+    body: DeploymentPatchIn,
+    identity: Annotated[Identity, Depends(current_identity)],
+    ctx: Annotated[Services, Depends(services)],
+) -> FineTunedModelOut:
+    return model_out(deployments.change_auto_undeploy(ctx, identity, _name(name), body))
 
 
 @router.post(
