@@ -93,6 +93,7 @@ from tunelab.domain.hyperparameters import (
 )
 from tunelab.domain.identity import Identity, byok_allowed
 from tunelab.domain.layout import PROVIDER_RESOURCE_TAG, s3_uri
+from tunelab.domain.listing import ModelQuery
 from tunelab.domain.providers import DownloadLink, TrainingJobRef, TrainingRequest, TrainingState
 from tunelab.domain.providers import Resources as ProviderResources
 from tunelab.domain.records import (
@@ -145,11 +146,10 @@ def list_models(
     *,
     limit: int,
     next_token: str | None,
-    status: ModelStatus | None = None,
+    query: ModelQuery | None = None,
 ) -> RecordPage[ModelRecord]:
-    return ctx.models.list(
-        identity.workspace, limit=limit, next_token=next_token, status=None if status is None else {status}
-    )
+    """The caller's workspace's models matching `query`, in its order."""
+    return ctx.models.list(identity.workspace, limit=limit, next_token=next_token, query=query)
 
 
 def history(
