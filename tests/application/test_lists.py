@@ -59,7 +59,7 @@ def test_datasets_listed_by_the_query(ctx: FakeContext) -> None:
     assert rest.next_token is None
     assert (
         datasets.list_datasets(
-            ctx, ADA, limit=50, next_token=None, query=DatasetQuery(statuses={"invalid"})
+            ctx, ADA, limit=50, next_token=None, query=DatasetQuery(statuses=frozenset({"invalid"}))
         ).items
         == []
     )

@@ -111,12 +111,12 @@ def every(repo: Any, store: str, query: Any, limit: int) -> tuple[list[str], int
     ("query", "expected"),
     [
         (ModelQuery(), ["alpha-1", "Alpha-2", "alpha-3", "beta-1", "beta-2", "delta", "gamma"]),
-        (ModelQuery(statuses={S.TRAINING_FAILED}), ["Alpha-2", "gamma"]),
+        (ModelQuery(statuses=frozenset({S.TRAINING_FAILED})), ["Alpha-2", "gamma"]),
         (
-            ModelQuery(statuses={S.TRAINING_FAILED, S.TRAINING}, name_prefix="ALPHA"),
+            ModelQuery(statuses=frozenset({S.TRAINING_FAILED, S.TRAINING}), name_prefix="ALPHA"),
             ["alpha-1", "Alpha-2", "alpha-3"],
         ),
-        (ModelQuery(statuses={S.DEPLOYED}), []),
+        (ModelQuery(statuses=frozenset({S.DEPLOYED})), []),
         (ModelQuery(provider="local"), ["Alpha-2", "alpha-3", "beta-2"]),
         (ModelQuery(base_model_id="local.tiny-llama"), ["beta-2"]),
         (ModelQuery(creator="grace@example.com"), ["beta-1", "gamma"]),
@@ -164,7 +164,7 @@ def test_a_filtered_list_pages_full_pages_each_match_once(repo: Any, sort: Any, 
     # Given 30 models, every third one local, interleaved with another workspace's local models
     for i in range(30):
         local = i % 3 == 0
-        provider = {"provider": "local", "hosting": "local"} if local else {}
+        provider: dict[str, Any] = {"provider": "local", "hosting": "local"} if local else {}
         model(repo, f"m-{i:02d}", i, **provider)
         model(repo, f"m-{i:02d}", i, workspace=OTHER, provider="local", hosting="local")
     query = ModelQuery(provider="local", sort=sort, order=order)
@@ -179,9 +179,11 @@ def test_a_filtered_list_pages_full_pages_each_match_once(repo: Any, sort: Any, 
 
 
 def test_no_status_in_common_lists_nothing(repo: Any, models: Any) -> None:
-    page = repo.models.list(WS, status={S.DEPLOYED}, query=ModelQuery(statuses={S.TRAINING}))
+    page = repo.models.list(WS, status={S.DEPLOYED}, query=ModelQuery(statuses=frozenset({S.TRAINING})))
     assert (page.items, page.next_token) == ([], None)
-    both = repo.models.list(WS, status={S.TRAINING, S.DEPLOYED}, query=ModelQuery(statuses={S.TRAINING}))
+    both = repo.models.list(
+        WS, status={S.TRAINING, S.DEPLOYED}, query=ModelQuery(statuses=frozenset({S.TRAINING}))
+    )
     assert [m.name for m in both.items] == ["alpha-1", "alpha-3", "beta-1", "beta-2", "delta"]
 
 
@@ -225,14 +227,16 @@ def dataset_names(repo: Any, query: DatasetQuery) -> list[str]:
         (DatasetQuery(order="desc"), ["chat", "tickets-c", "faq", "Tickets-A", "tickets-b"]),
         (DatasetQuery(sort="name"), ["chat", "faq", "Tickets-A", "tickets-b", "tickets-c"]),
         (DatasetQuery(sort="name", order="desc"), ["tickets-c", "tickets-b", "Tickets-A", "faq", "chat"]),
-        (DatasetQuery(statuses={"ready"}), ["tickets-b", "faq", "chat"]),
-        (DatasetQuery(statuses={"invalid", "validating"}), ["Tickets-A", "tickets-c"]),
+        (DatasetQuery(statuses=frozenset({"ready"})), ["tickets-b", "faq", "chat"]),
+        (DatasetQuery(statuses=frozenset({"invalid", "validating"})), ["Tickets-A", "tickets-c"]),
         (DatasetQuery(name_prefix="TICK"), ["tickets-b", "Tickets-A", "tickets-c"]),
         (DatasetQuery(name_prefix="tick", sort="name"), ["Tickets-A", "tickets-b", "tickets-c"]),
         (DatasetQuery(created_after=at(2), created_before=at(4)), ["Tickets-A", "faq"]),
-        (DatasetQuery(created_after=at(2), sort="name", statuses={"ready"}), ["chat", "faq"]),
+        (DatasetQuery(created_after=at(2), sort="name", statuses=frozenset({"ready"})), ["chat", "faq"]),
         (
-            DatasetQuery(name_prefix="tickets-", statuses={"ready", "validating"}, sort="name", order="desc"),
+            DatasetQuery(
+                name_prefix="tickets-", statuses=frozenset({"ready", "validating"}), sort="name", order="desc"
+            ),
             ["tickets-c", "tickets-b"],
         ),
     ],
@@ -248,6 +252,6 @@ def test_a_filtered_dataset_list_pages_each_match_once(repo: Any, sort: Any) -> 
     for i in range(20):
         dataset(repo, f"d-{i:02d}", i, status="ready" if i % 2 else "invalid")
         dataset(repo, f"d-{i:02d}", i, workspace=OTHER)
-    seen, pages = every(repo, "datasets", DatasetQuery(statuses={"ready"}, sort=sort), limit=3)
+    seen, pages = every(repo, "datasets", DatasetQuery(statuses=frozenset({"ready"}), sort=sort), limit=3)
     assert seen == [f"d-{i:02d}" for i in range(1, 20, 2)]
     assert pages == 4
