@@ -255,3 +255,28 @@ def test_a_filtered_dataset_list_pages_each_match_once(repo: Any, sort: Any) -> 
     seen, pages = every(repo, "datasets", DatasetQuery(statuses=frozenset({"ready"}), sort=sort), limit=3)
     assert seen == [f"d-{i:02d}" for i in range(1, 20, 2)]
     assert pages == 4
+
+
+def test_items_written_before_the_list_index_get_its_keys_from_the_backfill(aws: Any) -> None:
+    # Given a model and a dataset as an earlier release wrote them (no list-index keys)
+    services = Services()
+    model(services, "older", 1)
+    client, table = services.table.client, services.table.table_name
+    for item in client.scan(TableName=table)["Items"]:
+        client.put_item(
+            TableName=table,
+            Item={k: v for k, v in item.items() if k not in {"list_pk", "list_sk", "name_lower"}},
+        )
+    by_created = ModelQuery(sort="created_at")
+    assert services.models.list(WS, query=by_created).items == []
+
+    # When the operator runs the backfill (twice: the second finds nothing to do)
+    given = services.table.backfill_list_keys()
+    again = services.table.backfill_list_keys()
+
+    # Then both are in the lists the index serves
+    assert (given, again) == (2, 0)
+    assert [m.name for m in services.models.list(WS, query=by_created).items] == ["older"]
+    assert [d.name for d in services.datasets.list(WS, query=DatasetQuery(sort="name")).items] == [
+        "data-for-older"
+    ]

@@ -696,6 +696,42 @@ class RecordsTable:
             if (record := self.get(ModelRecord, key)) is not None
         ]
 
+    def backfill_list_keys(self) -> int:
+        """Give the models and datasets written before the list index its keys (`derived`); the count
+        given. A one-off for an operator (it scans the whole table); an item changed meanwhile is
+        skipped, as its new write holds them."""
+        given = 0
+        start: dict[str, Any] | None = None
+        while True:
+            args: dict[str, Any] = {
+                "TableName": self.table_name,
+                "FilterExpression": "attribute_not_exists(list_pk) AND "
+                "(begins_with(sk, :model) OR begins_with(sk, :dataset))",
+                "ExpressionAttributeValues": values(model="MODEL#", dataset="DS#"),
+            }
+            if start:
+                args["ExclusiveStartKey"] = start
+            response = self.call(self.client.scan, **args)
+            for item in response.get("Items", []):
+                cls: type[BaseModel] = ModelRecord if item["sk"]["S"].startswith("MODEL#") else DatasetRecord
+                record = record_of(cls, item)
+                keys = {k: v for k, v in derived(record).items() if k in {"list_pk", "list_sk", "name_lower"}}
+                try:
+                    self.call(
+                        self.client.update_item,
+                        TableName=self.table_name,
+                        Key={"pk": item["pk"], "sk": item["sk"]},
+                        UpdateExpression="SET " + ", ".join(f"{k} = :{k}" for k in keys),
+                        ConditionExpression="attribute_not_exists(list_pk) AND version = :version",
+                        ExpressionAttributeValues=values(**keys, version=getattr(record, "version")),  # noqa: B009
+                    )
+                    given += 1
+                except ConditionFailed:
+                    continue
+            start = response.get("LastEvaluatedKey")
+            if not start:
+                return given
+
     def delete_partition(self, pk: str) -> None:
         keys = list(
             self.query_keys(KeyConditionExpression="pk = :pk", ExpressionAttributeValues=values(pk=pk))
