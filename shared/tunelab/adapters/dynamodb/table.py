@@ -30,7 +30,7 @@ Global secondary indexes (all sparse; keys only but the list index):
   name>` (datasets by name). The table's own keys give the first order: models by name, datasets by
   id (ids sort by creation time). One index for both, as CloudFormation adds one index per update.
   Both kinds also hold `name_lower`, which a name-prefix filter reads. Items written before this
-  index get its keys at their next write.
+  index get its keys at their next write, or from `tunelab-admin lists backfill`.
 
 Every key starts with the workspace, so one workspace never reads another's items: looking up
 another workspace's model answers `NotFound`. The exceptions: a role claim, which exists to say
