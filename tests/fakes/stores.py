@@ -228,9 +228,11 @@ class MemoryDatasets:
         query: DatasetQuery | None = None,
     ) -> RecordPage[DatasetRecord]:
         wanted = (query or DatasetQuery()).restricted_to(status)
-        found = [] if wanted is None else [
-            d for (ws, _), d in self.table.datasets.items() if ws == workspace and wanted.matches(d)
-        ]
+        found = (
+            []
+            if wanted is None
+            else [d for (ws, _), d in self.table.datasets.items() if ws == workspace and wanted.matches(d)]
+        )
         q = wanted or DatasetQuery()
         items = sorted(found, key=q.sort_key, reverse=q.order == "desc")
         kind = f"datasets@{q.sort}"
@@ -301,9 +303,11 @@ class MemoryModels:
         query: ModelQuery | None = None,
     ) -> RecordPage[ModelRecord]:
         wanted = (query or ModelQuery()).restricted_to(status)
-        found = [] if wanted is None else [
-            m for (ws, _), m in self.table.models.items() if ws == workspace and wanted.matches(m)
-        ]
+        found = (
+            []
+            if wanted is None
+            else [m for (ws, _), m in self.table.models.items() if ws == workspace and wanted.matches(m)]
+        )
         q = wanted or ModelQuery()
         items = sorted(found, key=q.sort_key, reverse=q.order == "desc")
         kind = f"models@{q.sort}"
