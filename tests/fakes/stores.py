@@ -18,6 +18,7 @@ from typing import TypeVar
 from tunelab.application.ports import TASK_PURPOSES, TaskPurpose
 from tunelab.domain.errors import Conflict, InvalidState, ValidationFailed
 from tunelab.domain.identity import Plan
+from tunelab.domain.listing import DatasetQuery, ModelQuery
 from tunelab.domain.records import (
     DatasetChanges,
     DatasetRecord,
@@ -55,7 +56,13 @@ T = TypeVar("T")
 
 
 def _page(
-    items: builtins.list[T], key: Callable[[T], str], kind: str, scope: str, limit: int, token: str | None
+    items: builtins.list[T],
+    key: Callable[[T], str],
+    kind: str,
+    scope: str,
+    limit: int,
+    token: str | None,
+    descending: bool = False,
 ) -> RecordPage[T]:
     """A page of `items` (already in list order) after the key a token names, like the DynamoDB store."""
     if not 1 <= limit <= 100:
@@ -69,7 +76,7 @@ def _page(
         if not (isinstance(plain, dict) and plain.get("l") == kind and plain.get("s") == scope):
             raise bad_page_token()
         start = str(plain.get("k", ""))
-    rest = [item for item in items if key(item) > start]
+    rest = [item for item in items if not start or (key(item) < start if descending else key(item) > start)]
     page, more = rest[:limit], len(rest) > limit
     next_token = None
     if more and page:
@@ -218,16 +225,18 @@ class MemoryDatasets:
         limit: int = 50,
         next_token: str | None = None,
         status: Collection[str] | None = None,
+        query: DatasetQuery | None = None,
     ) -> RecordPage[DatasetRecord]:
-        items = sorted(
-            (
-                d
-                for (ws, _), d in self.table.datasets.items()
-                if ws == workspace and (status is None or d.status in status)
-            ),
-            key=lambda d: d.dataset_id,
+        wanted = (query or DatasetQuery()).restricted_to(status)
+        found = (
+            []
+            if wanted is None
+            else [d for (ws, _), d in self.table.datasets.items() if ws == workspace and wanted.matches(d)]
         )
-        return _page(items, lambda d: d.dataset_id, "datasets", workspace, limit, next_token)
+        q = wanted or DatasetQuery()
+        items = sorted(found, key=q.sort_key, reverse=q.order == "desc")
+        kind = f"datasets@{q.sort}"
+        return _page(items, q.sort_key, kind, workspace, limit, next_token, q.order == "desc")
 
     def update(
         self,
@@ -291,16 +300,18 @@ class MemoryModels:
         limit: int = 50,
         next_token: str | None = None,
         status: Collection[ModelStatus] | None = None,
+        query: ModelQuery | None = None,
     ) -> RecordPage[ModelRecord]:
-        items = sorted(
-            (
-                m
-                for (ws, _), m in self.table.models.items()
-                if ws == workspace and (status is None or m.status in status)
-            ),
-            key=lambda m: m.name.lower(),
+        wanted = (query or ModelQuery()).restricted_to(status)
+        found = (
+            []
+            if wanted is None
+            else [m for (ws, _), m in self.table.models.items() if ws == workspace and wanted.matches(m)]
         )
-        return _page(items, lambda m: m.name.lower(), "models", workspace, limit, next_token)
+        q = wanted or ModelQuery()
+        items = sorted(found, key=q.sort_key, reverse=q.order == "desc")
+        kind = f"models@{q.sort}"
+        return _page(items, q.sort_key, kind, workspace, limit, next_token, q.order == "desc")
 
     def list_events(
         self, workspace: str, name: str, *, limit: int = 50, next_token: str | None = None

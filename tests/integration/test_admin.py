@@ -42,3 +42,8 @@ def test_bad_values_are_refused_with_what_is_wrong(aws: Aws, capsys: pytest.Capt
     assert "not a workspace id" in err
     assert "There is no workspace 'ws-nobody'" in err
     assert "could not reach the table no-such-table" in err
+
+
+def test_the_list_index_backfill_reports_what_it_gave(aws: Aws, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lists", "backfill", "--table", aws.table_name]) == 0
+    assert capsys.readouterr().out.strip() == "0 models and datasets got their list-index keys."

@@ -1195,3 +1195,92 @@ def test_show_says_when_the_cost_is_an_estimate(api: FakeApi, capsys: pytest.Cap
     _, out, _ = run(capsys, "models", "show", "bot")
 
     assert "$1.56 (predicted $1.56) — an estimate: the provider reports no usage" in out
+
+
+# --- search and filters ---------------------------------------------------------------------------
+
+
+def test_models_list_sends_each_filter_as_the_apis_query_parameter(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api.on("GET", "/v1/fine-tuned-models", {"items": [model("bot-a")], "next_token": None})
+
+    code, out, _ = run(
+        capsys,
+        "models", "list",
+        "--status", "training,deployed", "--provider", "local", "--base-model", "local.tiny-llama",
+        "--dataset", "ds_01jdq8k2m3n4p5q6r7s8t9v0w1", "--creator", "ada@example.com",
+        "--created-after", "2026-11-01", "--created-before", "2026-12-01T00:00:00Z",
+        "--name-prefix", "bot", "--sort", "name", "--order", "desc",
+    )  # fmt: skip
+
+    assert code == 0
+    assert "bot-a" in out
+    (request,) = api.sent("GET", "/v1/fine-tuned-models")
+    assert dict(request.url.params) == {
+        "status": "training,deployed",
+        "provider": "local",
+        "base_model_id": "local.tiny-llama",
+        "dataset_id": "ds_01jdq8k2m3n4p5q6r7s8t9v0w1",
+        "creator": "ada@example.com",
+        "created_after": "2026-11-01",
+        "created_before": "2026-12-01T00:00:00Z",
+        "name_prefix": "bot",
+        "sort": "name",
+        "order": "desc",
+    }
+
+
+def test_lists_without_filters_send_none_and_follow_the_filtered_pages(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api.on(
+        "GET",
+        "/v1/datasets",
+        {"items": [{"id": "ds_1", "name": "faq", "status": "ready"}], "next_token": "t1"},
+        {"items": [{"id": "ds_2", "name": "chat", "status": "ready"}], "next_token": None},
+    )
+
+    _, plain, _ = run(capsys, "datasets", "list", "--json")
+    api.routes.clear()
+    api.on("GET", "/v1/datasets", {"items": [], "next_token": None})
+    run(capsys, "datasets", "list", "--status", "ready", "--sort", "name", "--name-prefix", "f")
+
+    assert [d["name"] for d in json.loads(plain)["items"]] == ["faq", "chat"]
+    first, second, filtered = api.sent("GET", "/v1/datasets")
+    assert dict(first.url.params) == {}
+    assert dict(second.url.params) == {"next_token": "t1"}
+    assert dict(filtered.url.params) == {"status": "ready", "sort": "name", "name_prefix": "f"}
+
+
+def test_a_bad_sort_or_provider_is_a_usage_error_before_any_request(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for argv in (["models", "list", "--sort", "size"], ["models", "list", "--provider", "azure"]):
+        with pytest.raises(SystemExit) as exited:
+            run(capsys, *argv)
+        assert exited.value.code == 2
+    assert api.requests == []
+
+
+def test_instance_types_list_prints_gpus_memory_and_price(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    g5 = {
+        "name": "ml.g5.12xlarge", "gpus": 4, "gpu_model": "NVIDIA A10G", "vram_per_gpu_gb": 24, "vram_gb": 96,
+        "local_storage_gb": 3800, "vcpus": 48, "memory_gb": 192, "price_per_hour_usd": 7.09,
+        "price_source": {"url": "https://aws.amazon.com/sagemaker/pricing/", "as_of": "2026-11-28"},
+    }  # fmt: skip
+    api.on("GET", "/v1/instance-types", {"items": [g5], "next_token": None})
+
+    code, out, _ = run(capsys, "instance-types", "list", "--min-vram-gb", "80")
+
+    assert code == 0
+    header, row = out.splitlines()[:2]
+    assert header.split()[:4] == ["TYPE", "GPUS", "GPU", "VRAM/GPU"]
+    assert row.split()[:2] == ["ml.g5.12xlarge", "4"]
+    assert "96 GB" in row
+    assert "7.09" in row
+    assert "2026-11-28" in row
+    (request,) = api.sent("GET", "/v1/instance-types")
+    assert dict(request.url.params) == {"min_vram_gb": "80.0"}

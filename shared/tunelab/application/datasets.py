@@ -38,6 +38,7 @@ from tunelab.domain.datasets import DatasetLimits, DatasetReport, validate_datas
 from tunelab.domain.errors import InvalidState, NotFound, TunelabError
 from tunelab.domain.identity import Identity
 from tunelab.domain.layout import dataset_key, parse_upload_key, s3_uri, upload_key
+from tunelab.domain.listing import DatasetQuery
 from tunelab.domain.records import (
     Creator,
     DatasetChanges,
@@ -68,9 +69,10 @@ def get(ctx: Context, identity: Identity, dataset_id: str) -> DatasetRecord:
 
 
 def list_datasets(
-    ctx: Context, identity: Identity, *, limit: int, next_token: str | None
+    ctx: Context, identity: Identity, *, limit: int, next_token: str | None, query: DatasetQuery | None = None
 ) -> RecordPage[DatasetRecord]:
-    return ctx.datasets.list(identity.workspace, limit=limit, next_token=next_token)
+    """The caller's workspace's datasets matching `query`, in its order."""
+    return ctx.datasets.list(identity.workspace, limit=limit, next_token=next_token, query=query)
 
 
 def create_from_csv(ctx: Context, identity: Identity, name: str, data: bytes) -> DatasetRecord:

@@ -95,6 +95,7 @@ from tunelab.domain.hyperparameters import (
 )
 from tunelab.domain.identity import Identity, byok_allowed
 from tunelab.domain.layout import PROVIDER_RESOURCE_TAG, s3_uri
+from tunelab.domain.listing import ModelQuery
 from tunelab.domain.providers import (
     DownloadLink,
     TrainedOutput,
@@ -162,11 +163,10 @@ def list_models(
     *,
     limit: int,
     next_token: str | None,
-    status: ModelStatus | None = None,
+    query: ModelQuery | None = None,
 ) -> RecordPage[ModelRecord]:
-    return ctx.models.list(
-        identity.workspace, limit=limit, next_token=next_token, status=None if status is None else {status}
-    )
+    """The caller's workspace's models matching `query`, in its order."""
+    return ctx.models.list(identity.workspace, limit=limit, next_token=next_token, query=query)
 
 
 def history(

@@ -19,6 +19,7 @@ from tunelab.domain.catalog import BaseModelSpec, Catalog, Provider, Runtime
 from tunelab.domain.events import DomainEvent
 from tunelab.domain.hyperparameters import ResolvedHyperparameters, ResolvedOptionalHyperparameters
 from tunelab.domain.identity import Plan
+from tunelab.domain.listing import DatasetQuery, ModelQuery
 from tunelab.domain.notifications import Email
 from tunelab.domain.providers import (
     ConnectionCheck,
@@ -119,8 +120,11 @@ class DatasetStore(Protocol):
         limit: int = 50,
         next_token: str | None = None,
         status: Collection[str] | None = None,
+        query: DatasetQuery | None = None,
     ) -> RecordPage[DatasetRecord]:
-        """The workspace's datasets, oldest first; `ValidationFailed` for a token of another list."""
+        """The workspace's datasets matching `query` in its order (default oldest first), and in
+        `status` when given; each page full unless it is the last. `ValidationFailed` for a token of
+        another list or order."""
         ...
 
     def update(
@@ -160,8 +164,10 @@ class ModelStore(Protocol):
         limit: int = 50,
         next_token: str | None = None,
         status: Collection[ModelStatus] | None = None,
+        query: ModelQuery | None = None,
     ) -> RecordPage[ModelRecord]:
-        """The workspace's models by name, optionally only those in `status`."""
+        """The workspace's models matching `query` in its order (default by name), and in `status`
+        when given; each page full unless it is the last."""
         ...
 
     def update(

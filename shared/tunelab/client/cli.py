@@ -306,8 +306,13 @@ def cmd_datasets_upload(args: argparse.Namespace, client: TunelabClient) -> int:
     return EXIT_FAILED if dataset.get("status") == "invalid" else EXIT_OK
 
 
+def _list_filters(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The list's query parameters from the options of those `names` (the API checks them)."""
+    return {name: getattr(args, name) for name in (*names, *_LIST_ORDER)}
+
+
 def cmd_datasets_list(args: argparse.Namespace, client: TunelabClient) -> int:
-    datasets = client.datasets()
+    datasets = client.datasets(**_list_filters(args, "status"))
     if args.json:
         print_json({"items": datasets})
         return EXIT_OK
@@ -323,6 +328,42 @@ def cmd_datasets_list(args: argparse.Namespace, client: TunelabClient) -> int:
         for d in datasets
     ]
     print(table(["ID", "NAME", "STATUS", "ROWS", "SIZE", "CREATED"], rows))
+    return EXIT_OK
+
+
+def cmd_instance_types_list(args: argparse.Namespace, client: TunelabClient) -> int:
+    instances = client.instance_types(min_vram_gb=args.min_vram_gb)
+    if args.json:
+        print_json({"items": instances})
+        return EXIT_OK
+    rows = [
+        [
+            i.get("name"),
+            i.get("gpus"),
+            i.get("gpu_model"),
+            f"{i.get('vram_per_gpu_gb'):g} GB",
+            f"{i.get('vram_gb'):g} GB",
+            f"{i.get('local_storage_gb'):g} GB",
+            i.get("vcpus"),
+            f"{i.get('memory_gb'):g} GB",
+            usd(i.get("price_per_hour_usd")),
+            (i.get("price_source") or {}).get("as_of"),
+        ]
+        for i in instances
+    ]
+    headers = [
+        "TYPE",
+        "GPUS",
+        "GPU",
+        "VRAM/GPU",
+        "VRAM",
+        "STORAGE",
+        "VCPUS",
+        "MEMORY",
+        "$/HOUR",
+        "PRICE AS OF",
+    ]
+    print(table(headers, rows))
     return EXIT_OK
 
 
@@ -417,7 +458,9 @@ def cmd_models_clone(args: argparse.Namespace, client: TunelabClient) -> int:
 
 
 def cmd_models_list(args: argparse.Namespace, client: TunelabClient) -> int:
-    models = client.models(status=args.status)
+    models = client.models(
+        **_list_filters(args, "status", "provider", "base_model_id", "dataset_id", "creator")
+    )
     if args.json:
         print_json({"items": models})
         return EXIT_OK
@@ -741,6 +784,24 @@ def _leaf(group: Any, name: str, handler: Handler, help_text: str, common: argpa
     return parser
 
 
+_LIST_ORDER = ("created_after", "created_before", "name_prefix", "sort", "order")
+
+
+def _list_arguments(parser: argparse.ArgumentParser, *, default_sort: str) -> None:
+    """The filters and order every list of records takes (`_list_filters` sends them)."""
+    parser.add_argument(
+        "--created-after", metavar="TIME", help="created at or after, ISO 8601 (UTC by default)"
+    )
+    parser.add_argument("--created-before", metavar="TIME", help="created before, ISO 8601 (UTC by default)")
+    parser.add_argument("--name-prefix", metavar="TEXT", help="names beginning with this (any case)")
+    parser.add_argument(
+        "--sort",
+        choices=["created_at", "name"],
+        help=f"order by creation time or name (default {default_sort})",
+    )
+    parser.add_argument("--order", choices=["asc", "desc"], help="ascending (the default) or descending")
+
+
 def _fine_tuning_arguments(parser: argparse.ArgumentParser) -> None:
     base = parser.add_mutually_exclusive_group(required=True)
     base.add_argument("--base-model", metavar="ID", help="the base model's id (tunelab base-models list)")
@@ -801,13 +862,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     leaf.add_argument("id", metavar="ID")
 
+    group = _group(commands, "instance-types", "SageMaker instance types for training (GPUs, memory, prices)")
+    leaf = _leaf(group, "list", cmd_instance_types_list, "list the instance types, by GPU memory", common)
+    leaf.add_argument(
+        "--min-vram-gb", type=_positive_float, metavar="GB", help="at least this much GPU memory"
+    )
+
     group = _group(commands, "datasets", "prompt / completion CSV files to train on")
     leaf = _leaf(group, "upload", cmd_datasets_upload, "upload a CSV (validated as it lands)", common)
     leaf.add_argument("file", metavar="FILE")
     leaf.add_argument("--name", help="the dataset's name (default: the file's name without .csv)")
     leaf.add_argument("--wait", action="store_true", help="wait until it is ready or invalid")
     leaf.add_argument("--idempotency-key", help="send this Idempotency-Key (default: a new uuid)")
-    _leaf(group, "list", cmd_datasets_list, "list the workspace's datasets", common)
+    leaf = _leaf(group, "list", cmd_datasets_list, "list the workspace's datasets (oldest first)", common)
+    leaf.add_argument("--status", help="only these statuses, comma-separated, e.g. ready,invalid")
+    _list_arguments(leaf, default_sort="created_at")
     leaf = _leaf(group, "show", cmd_datasets_show, "one dataset, with its validation report", common)
     leaf.add_argument("id", metavar="ID")
     leaf = _leaf(group, "delete", cmd_datasets_delete, "delete a dataset (not while a model uses it)", common)
@@ -850,8 +919,17 @@ def build_parser() -> argparse.ArgumentParser:
     leaf.add_argument("--idempotency-key", help="send this Idempotency-Key (default: a new uuid)")
     leaf = _leaf(group, "estimate", cmd_models_estimate, "the predicted cost of a fine-tuning job", common)
     _fine_tuning_arguments(leaf)
-    leaf = _leaf(group, "list", cmd_models_list, "list the workspace's fine-tuned models", common)
-    leaf.add_argument("--status", help="only models in this status, e.g. deployed")
+    leaf = _leaf(group, "list", cmd_models_list, "list the workspace's fine-tuned models (by name)", common)
+    leaf.add_argument("--status", help="only these statuses, comma-separated, e.g. training,deployed")
+    leaf.add_argument("--provider", choices=["bedrock", "sagemaker", "local"], help="only this provider's")
+    leaf.add_argument(
+        "--base-model", dest="base_model_id", metavar="ID", help="only those of this base model"
+    )
+    leaf.add_argument(
+        "--dataset", dest="dataset_id", metavar="ID", help="only those trained or validated on it"
+    )
+    leaf.add_argument("--creator", metavar="EMAIL", help="only those this person created")
+    _list_arguments(leaf, default_sort="name")
     for name, handler, text in (
         (
             "show",

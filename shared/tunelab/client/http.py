@@ -260,6 +260,9 @@ class TunelabClient:
     def base_models(self) -> list[JsonObject]:
         return list(self._pages("/v1/base-models"))
 
+    def instance_types(self, min_vram_gb: float | None = None) -> list[JsonObject]:
+        return list(self._pages("/v1/instance-types", {"min_vram_gb": min_vram_gb}))
+
     def base_model(self, model_id: str) -> JsonObject:
         return self._json("GET", f"/v1/base-models/{_segment(model_id)}")
 
@@ -304,8 +307,10 @@ class TunelabClient:
         dataset: JsonObject = created["dataset"]
         return dataset
 
-    def datasets(self) -> list[JsonObject]:
-        return list(self._pages("/v1/datasets"))
+    def datasets(self, **filters: Any) -> list[JsonObject]:
+        """Every dataset matching `filters` (the list's query parameters: `status`, `name_prefix`,
+        `created_after`, `created_before`, `sort`, `order`; None leaves one out)."""
+        return list(self._pages("/v1/datasets", filters))
 
     def dataset(self, dataset_id: str) -> JsonObject:
         return self._json("GET", f"/v1/datasets/{_segment(dataset_id)}")
@@ -341,8 +346,11 @@ class TunelabClient:
             headers=self._created_headers(idempotency_key),
         )
 
-    def models(self, status: str | None = None) -> list[JsonObject]:
-        return list(self._pages("/v1/fine-tuned-models", {"status": status}))
+    def models(self, status: str | None = None, **filters: Any) -> list[JsonObject]:
+        """Every fine-tuned model matching the filters (the list's query parameters: `status`,
+        `provider`, `base_model_id`, `dataset_id`, `creator`, `created_after`, `created_before`,
+        `name_prefix`, `sort`, `order`; None leaves one out)."""
+        return list(self._pages("/v1/fine-tuned-models", {"status": status, **filters}))
 
     def model(self, name: str) -> JsonObject:
         return self._json("GET", f"/v1/fine-tuned-models/{_segment(name)}")

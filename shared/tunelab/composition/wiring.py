@@ -494,13 +494,19 @@ def reset_services() -> None:
         _SERVICES = None
 
 
+def operator_records_table(
+    table_name: str, *, session: boto3.Session | None = None, endpoint_url: str | None = None
+) -> RecordsTable:
+    """A deployment's records table, for an operator's command (`tunelab-admin`): no settings needed,
+    only the table and the operator's credentials."""
+    made = session or boto3.Session()
+    return RecordsTable(
+        table_name, client_factory=lambda: made.client("dynamodb", endpoint_url=endpoint_url), clock=utcnow
+    )
+
+
 def operator_workspaces(
     table_name: str, *, session: boto3.Session | None = None, endpoint_url: str | None = None
 ) -> WorkspaceStore:
-    """The workspaces of a deployment's records table, for an operator's command (`tunelab-admin`): no
-    settings needed, only the table and the operator's credentials."""
-    made = session or boto3.Session()
-    table = RecordsTable(
-        table_name, client_factory=lambda: made.client("dynamodb", endpoint_url=endpoint_url), clock=utcnow
-    )
-    return DynamoWorkspaces(table)
+    """The workspaces of a deployment's records table, for an operator's command (`tunelab-admin`)."""
+    return DynamoWorkspaces(operator_records_table(table_name, session=session, endpoint_url=endpoint_url))

@@ -2,6 +2,7 @@
 
     tunelab-admin plan set --table TABLE --workspace W --plan P   # give a workspace a plan
     tunelab-admin plan show --table TABLE --workspace W            # a workspace's plan
+    tunelab-admin lists backfill --table TABLE                      # list-index keys for older items
 
 It runs with the operator's own AWS credentials (the usual `AWS_PROFILE` / environment), against the
 records table the platform stack names in its `TableName` output; the API's roles cannot write a
@@ -21,7 +22,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tunelab.application.workspaces import set_plan
-from tunelab.composition.wiring import operator_workspaces
+from tunelab.composition.wiring import operator_records_table, operator_workspaces
 from tunelab.domain.errors import TunelabError
 from tunelab.domain.identity import PLANS
 
@@ -37,14 +38,24 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--region", default=None, help="the table's region (default: your AWS config's)")
         if action == "set":
             command.add_argument("--plan", required=True, choices=PLANS)
+    lists = groups.add_parser("lists", help="the lists' index").add_subparsers(dest="action", required=True)
+    command = lists.add_parser(
+        "backfill", help="give models and datasets written before the list index its keys (once)"
+    )
+    command.add_argument("--table", required=True, help="the records table (stack output TableName)")
+    command.add_argument("--region", default=None, help="the table's region (default: your AWS config's)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    workspaces = operator_workspaces(args.table, session=boto3.Session(region_name=args.region))
+    session = boto3.Session(region_name=args.region)
+    workspaces = operator_workspaces(args.table, session=session)
     try:
-        if args.action == "set":
+        if args.group == "lists":
+            given = operator_records_table(args.table, session=session).backfill_list_keys()
+            print(f"{given} models and datasets got their list-index keys.")
+        elif args.action == "set":
             record = set_plan(workspaces, args.workspace, args.plan, default_plan=args.plan)
             print(f"Workspace {record.workspace_id} is on the {record.plan} plan.")
         else:

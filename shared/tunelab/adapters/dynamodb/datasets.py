@@ -8,14 +8,20 @@ from typing import TYPE_CHECKING, Any
 
 from tunelab.adapters.dynamodb.table import (
     ConditionFailed,
+    Expressions,
+    ListSpec,
     RecordsTable,
+    created_between,
     dataset_key,
     dataset_name_key,
+    datasets_list_pk,
+    name_begins,
     serialize,
     values,
     ws_pk,
 )
 from tunelab.domain.errors import Conflict
+from tunelab.domain.listing import DatasetQuery
 from tunelab.domain.records import (
     DatasetChanges,
     DatasetRecord,
@@ -48,6 +54,28 @@ def dataset_refs_update(
     if delta > 0:
         update["ExpressionAttributeNames"] = {"#status": "status"}
     return {"Update": update}  # type: ignore[typeddict-item]
+
+
+def dataset_list_spec(workspace: str, query: DatasetQuery) -> ListSpec:
+    """The query of a datasets list: by creation on the table (ids sort by creation time), by name on
+    the list index (a name prefix narrows the key); the other filters filter."""
+    e = Expressions()
+    if query.statuses:
+        e.one_of("status", query.statuses)
+    created_between(e, query.created_after, query.created_before)
+    forward = query.order == "asc"
+    if query.sort == "created_at":
+        name_begins(e, query.name_prefix)
+        return e.spec("datasets", ws_pk(workspace), "DS#", forward=forward)
+    condition = f"begins_with(list_sk, {e.value(query.name_prefix)})" if query.name_prefix else None
+    return e.spec(
+        "datasets@name",
+        ws_pk(workspace),
+        "DS#",
+        index_pk=datasets_list_pk(workspace),
+        range_condition=condition,
+        forward=forward,
+    )
 
 
 class DynamoDatasets:
@@ -94,8 +122,12 @@ class DynamoDatasets:
         limit: int = 50,
         next_token: str | None = None,
         status: Collection[str] | None = None,
+        query: DatasetQuery | None = None,
     ) -> RecordPage[DatasetRecord]:
-        return self.table.list(DatasetRecord, "datasets", ws_pk(workspace), "DS#", limit, next_token, status)
+        wanted = (query or DatasetQuery()).restricted_to(status)
+        if wanted is None:  # the caller's statuses and the query's have none in common
+            return RecordPage(items=[], next_token=None)
+        return self.table.list(DatasetRecord, dataset_list_spec(workspace, wanted), limit, next_token)
 
     def update(
         self,

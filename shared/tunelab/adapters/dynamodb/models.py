@@ -20,9 +20,14 @@ from tunelab.adapters.dynamodb.table import (
     PENDING_EMAIL,
     TRANSIENT_INDEX,
     ConditionFailed,
+    Expressions,
+    ListSpec,
     RecordsTable,
+    created_between,
     events_pk,
     model_key,
+    models_list_pk,
+    name_begins,
     provider_id_key,
     serialize,
     stored_time,
@@ -32,6 +37,7 @@ from tunelab.adapters.dynamodb.table import (
 from tunelab.adapters.dynamodb.task_tokens import DynamoTaskTokens
 from tunelab.application.ports import TASK_PURPOSES
 from tunelab.domain.errors import InvalidState
+from tunelab.domain.listing import ModelQuery
 from tunelab.domain.records import (
     Metrics,
     ModelChanges,
@@ -53,6 +59,45 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
 
 _TRAINING = frozenset({ModelStatus.TRAINING, ModelStatus.STOPPING_TRAINING})
+
+
+def model_list_spec(workspace: str, query: ModelQuery) -> ListSpec:
+    """The query of a models list: by name on the table (a name prefix narrows the key), by creation
+    time on the list index (the time range narrows the key); the other filters filter."""
+    e = Expressions()
+    if query.statuses:
+        e.one_of("status", {s.value for s in query.statuses})
+    if query.provider is not None:
+        e.equals("provider", query.provider)
+    if query.base_model_id is not None:
+        e.equals("base_model_id", query.base_model_id)
+    if query.dataset_id is not None:
+        dataset = e.value(query.dataset_id)
+        e.where(f"{e.path('dataset.id')} = {dataset} OR {e.path('validation.dataset.id')} = {dataset}")
+    if query.creator is not None:
+        e.equals("created_by.email", query.creator)
+    forward = query.order == "asc"
+    if query.sort == "name":
+        created_between(e, query.created_after, query.created_before)
+        prefix = "MODEL#" + (query.name_prefix or "")
+        return e.spec("models", ws_pk(workspace), "MODEL#", key_prefix=prefix, forward=forward)
+    # `list_sk` is `<time>#<name>`: at or after `<after>`, before `<before>` (never equal to it).
+    after, before = query.created_after, query.created_before
+    low = None if after is None else e.value(stored_time(after))
+    high = None if before is None else e.value(stored_time(before))
+    if low and high:
+        condition: str | None = f"list_sk BETWEEN {low} AND {high}"
+    else:
+        condition = f"list_sk >= {low}" if low else f"list_sk < {high}" if high else None
+    name_begins(e, query.name_prefix)
+    return e.spec(
+        "models@created",
+        ws_pk(workspace),
+        "MODEL#",
+        index_pk=models_list_pk(workspace),
+        range_condition=condition,
+        forward=forward,
+    )
 
 
 class DynamoModels:
@@ -77,17 +122,19 @@ class DynamoModels:
         limit: int = 50,
         next_token: str | None = None,
         status: Collection[ModelStatus] | None = None,
+        query: ModelQuery | None = None,
     ) -> RecordPage[ModelRecord]:
-        statuses = None if status is None else {ModelStatus(s).value for s in status}
-        return self.table.list(ModelRecord, "models", ws_pk(workspace), "MODEL#", limit, next_token, statuses)
+        wanted = (query or ModelQuery()).restricted_to(status)
+        if wanted is None:  # the caller's statuses and the query's have none in common
+            return RecordPage(items=[], next_token=None)
+        return self.table.list(ModelRecord, model_list_spec(workspace, wanted), limit, next_token)
 
     def list_events(
         self, workspace: str, name: str, *, limit: int = 50, next_token: str | None = None
     ) -> RecordPage[ModelEventRecord]:
         model = self.get(workspace, name)
-        return self.table.list(
-            ModelEventRecord, "events", events_pk(workspace, name, model.uid), "EV#", limit, next_token, None
-        )
+        spec = ListSpec(kind="events", pk=events_pk(workspace, name, model.uid), sk_prefix="EV#")
+        return self.table.list(ModelEventRecord, spec, limit, next_token)
 
     def find_by_job(self, provider: str, job_id: str) -> ModelRecord | None:
         return self.table.find_by_index(JOB_INDEX, "job_key", provider_id_key(provider, job_id))

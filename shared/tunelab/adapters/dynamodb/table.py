@@ -15,13 +15,22 @@ Layout (`TABLE_DEFINITION` is the table; the CDK app and the tests create it fro
 | BYOK role claim | `ROLE#<lower-case role ARN>` | `ROLE` | `workspace_id` |
 | request count | `BUDGET#<ws>` | `<window start, epoch seconds>` | TTL `expires_at_epoch` |
 
-Global secondary indexes (all sparse, keys only):
+Models and datasets also hold the list index's keys (`list_pk`, `list_sk`) and `name_lower`.
+
+Global secondary indexes (all sparse; keys only but the list index):
 
 * `job-index` — `job_key` = `<provider>#<job id>`: a provider event finds its model.
 * `endpoint-index` — `endpoint_key` = `<provider>#<endpoint or deployment>`: the same for endpoint events.
 * `transient-index` — `transient_status` (set only while training, stopping or deploying, or to
   `pending_email` while a resting model still owes its creator an email) and `last_news_at`: the
   reconciler's "in a transient status with no news since T" and "emails owed".
+* `list-index` (projects every attribute) — each list's second order, in the workspace's own
+  partition of the index: `list_pk` = `MODELS#<ws>` with `list_sk` = `<created at>#<lower-case
+  name>` (models by creation time), and `list_pk` = `DATASETS#<ws>` with `list_sk` = `<lower-case
+  name>` (datasets by name). The table's own keys give the first order: models by name, datasets by
+  id (ids sort by creation time). One index for both, as CloudFormation adds one index per update.
+  Both kinds also hold `name_lower`, which a name-prefix filter reads. Items written before this
+  index get its keys at their next write, or from `tunelab-admin lists backfill`.
 
 Every key starts with the workspace, so one workspace never reads another's items: looking up
 another workspace's model answers `NotFound`. The exceptions: a role claim, which exists to say
@@ -42,6 +51,7 @@ import binascii
 import builtins
 import json
 from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -77,6 +87,7 @@ if TYPE_CHECKING:
 JOB_INDEX = "job-index"
 ENDPOINT_INDEX = "endpoint-index"
 TRANSIENT_INDEX = "transient-index"
+LIST_INDEX = "list-index"
 # The transient index's key for a resting model that still owes its creator an email.
 PENDING_EMAIL = "pending_email"
 TTL_ATTRIBUTE = "expires_at_epoch"
@@ -90,6 +101,8 @@ TABLE_DEFINITION: dict[str, Any] = {
         {"AttributeName": "endpoint_key", "AttributeType": "S"},
         {"AttributeName": "transient_status", "AttributeType": "S"},
         {"AttributeName": "last_news_at", "AttributeType": "S"},
+        {"AttributeName": "list_pk", "AttributeType": "S"},
+        {"AttributeName": "list_sk", "AttributeType": "S"},
     ],
     "KeySchema": [
         {"AttributeName": "pk", "KeyType": "HASH"},
@@ -113,6 +126,15 @@ TABLE_DEFINITION: dict[str, Any] = {
                 {"AttributeName": "last_news_at", "KeyType": "RANGE"},
             ],
             "Projection": {"ProjectionType": "KEYS_ONLY"},
+        },
+        {
+            # Every attribute, so a page's filters and its items come from the index in one query.
+            "IndexName": LIST_INDEX,
+            "KeySchema": [
+                {"AttributeName": "list_pk", "KeyType": "HASH"},
+                {"AttributeName": "list_sk", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
         },
     ],
     "BillingMode": "PAY_PER_REQUEST",
@@ -213,11 +235,35 @@ def record_key(record: BaseModel) -> dict[str, str]:
     raise TypeError(f"not a stored record: {type(record).__name__}")
 
 
+def models_list_pk(workspace: str) -> str:
+    return f"MODELS#{workspace}"
+
+
+def datasets_list_pk(workspace: str) -> str:
+    return f"DATASETS#{workspace}"
+
+
+def model_list_sk(created_at: datetime, name: str = "") -> str:
+    """The list index's range key of a model: creation time, then name (times have one width)."""
+    return f"{stored_time(created_at)}#{name_key(name)}"
+
+
 def derived(record: BaseModel) -> dict[str, Any]:
     """Index attributes computed from a record (absent when empty: the indexes are sparse)."""
+    if isinstance(record, DatasetRecord):
+        return {
+            "list_pk": datasets_list_pk(record.workspace_id),
+            "list_sk": name_key(record.name),
+            "name_lower": name_key(record.name),
+        }
     if not isinstance(record, ModelRecord):
         return {}
-    attributes: dict[str, Any] = {"kind": "model"}
+    attributes: dict[str, Any] = {
+        "kind": "model",
+        "list_pk": models_list_pk(record.workspace_id),
+        "list_sk": model_list_sk(record.created_at, record.name),
+        "name_lower": name_key(record.name),
+    }
     if record.training.job_id:
         attributes["job_key"] = provider_id_key(record.provider, record.training.job_id)
     if record.deployment and record.deployment.endpoint:
@@ -294,19 +340,124 @@ def values(**named: Any) -> dict[str, Any]:
     return serialize({f":{k}": to_dynamo(v) for k, v in named.items()})
 
 
-# --- pagination tokens --------------------------------------------------------------------------
+# --- lists: what to read, and pagination tokens -----------------------------------------------
 
 
-def encode_token(kind: str, key: Mapping[str, Any]) -> str:
-    plain = {"v": 1, "l": kind, "k": {"pk": key["pk"]["S"], "sk": key["sk"]["S"]}}
+@dataclass(frozen=True)
+class ListSpec:
+    """One list query over a workspace's items: its partition of the table (or of the list index),
+    the key condition, the filter and the order. `kind` names the list (and its order) in tokens;
+    `sk_prefix` is what every item of the list has in `sk`."""
+
+    kind: str
+    pk: str
+    sk_prefix: str
+    # None: the table, whose `sk` begins with `key_prefix` (default `sk_prefix`).
+    index_pk: str | None = None
+    key_prefix: str | None = None
+    # On the list index: a condition on `list_sk` (e.g. `list_sk >= :after`), if any.
+    range_condition: str | None = None
+    filters: tuple[str, ...] = ()
+    names: Mapping[str, str] = field(default_factory=dict)
+    values: Mapping[str, Any] = field(default_factory=dict)
+    forward: bool = True
+
+    def query(self, table_name: str) -> dict[str, Any]:
+        if self.index_pk is None:
+            condition = "pk = :pk AND begins_with(sk, :prefix)"
+            plain: dict[str, Any] = {"pk": self.pk, "prefix": self.key_prefix or self.sk_prefix}
+            query: dict[str, Any] = {"ConsistentRead": True}
+        else:
+            condition = "list_pk = :list_pk"
+            if self.range_condition:
+                condition += f" AND {self.range_condition}"
+            plain = {"list_pk": self.index_pk}
+            query = {"IndexName": LIST_INDEX}  # a global index reads eventually consistently
+        query.update(
+            TableName=table_name,
+            KeyConditionExpression=condition,
+            ExpressionAttributeValues=values(**plain, **self.values),
+            ScanIndexForward=self.forward,
+        )
+        if self.filters:
+            query["FilterExpression"] = " AND ".join(f"({f})" for f in self.filters)
+        if self.names:
+            query["ExpressionAttributeNames"] = dict(self.names)
+        return query
+
+
+class Expressions:
+    """The parts of a key condition or filter, with their attribute names (`#status`) and values
+    (`:f0`, `:f1`, ...), for a `ListSpec`."""
+
+    def __init__(self) -> None:
+        self.filters: list[str] = []
+        self.names: dict[str, str] = {}
+        self.plain: dict[str, Any] = {}
+
+    def path(self, dotted: str) -> str:
+        """`created_by.email` as `#created_by.#email` (any name may be a reserved word)."""
+        aliases = []
+        for part in dotted.split("."):
+            self.names[f"#{part}"] = part
+            aliases.append(f"#{part}")
+        return ".".join(aliases)
+
+    def value(self, value: Any) -> str:
+        name = f"f{len(self.plain)}"
+        self.plain[name] = value
+        return f":{name}"
+
+    def where(self, expression: str) -> None:
+        self.filters.append(expression)
+
+    def equals(self, dotted: str, value: Any) -> None:
+        self.where(f"{self.path(dotted)} = {self.value(value)}")
+
+    def one_of(self, dotted: str, options: Collection[Any]) -> None:
+        listed = ", ".join(self.value(o) for o in sorted(options))
+        self.where(f"{self.path(dotted)} IN ({listed})")
+
+    def spec(self, kind: str, pk: str, sk_prefix: str, **extra: Any) -> ListSpec:
+        return ListSpec(
+            kind=kind,
+            pk=pk,
+            sk_prefix=sk_prefix,
+            filters=tuple(self.filters),
+            names=self.names,
+            values=self.plain,
+            **extra,
+        )
+
+
+def created_between(e: Expressions, after: datetime | None, before: datetime | None) -> None:
+    """Filter on `created_at` (stored with one width, so text order is time order)."""
+    if after is not None:
+        e.where(f"{e.path('created_at')} >= {e.value(stored_time(after))}")
+    if before is not None:
+        e.where(f"{e.path('created_at')} < {e.value(stored_time(before))}")
+
+
+def name_begins(e: Expressions, prefix: str | None) -> None:
+    if prefix:
+        e.where(f"begins_with({e.path('name_lower')}, {e.value(prefix)})")
+
+
+def encode_token(kind: str, key: Mapping[str, Any], *, indexed: bool = False) -> str:
+    """The token of the page that ends at `key` (an item; `indexed`: read from the list index)."""
+    plain: dict[str, Any] = {"v": 1, "l": kind, "k": {"pk": key["pk"]["S"], "sk": key["sk"]["S"]}}
+    if indexed:
+        plain["i"] = key["list_sk"]["S"]
     return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
-def decode_token(token: str | None, kind: str, pk: str, sk_prefix: str) -> dict[str, Any] | None:
+def decode_token(
+    token: str | None, kind: str, pk: str, sk_prefix: str, index_pk: str | None = None
+) -> dict[str, Any] | None:
     """The start key of a list page, from a token this list returned; else `ValidationFailed`.
 
-    The token is checked against the list it is used on (same list, same workspace partition,
-    same key prefix), so a token cannot read another workspace's items or another list.
+    The token is checked against the list it is used on (same list and order, same workspace
+    partition, same key prefix), so a token cannot read another workspace's items or another list.
     """
     if token is None or token == "":
         return None
@@ -324,9 +475,14 @@ def decode_token(token: str | None, kind: str, pk: str, sk_prefix: str) -> dict[
         and isinstance(plain["k"].get("sk"), str)
         and plain["k"]["sk"].startswith(sk_prefix)
         and set(plain["k"]) == {"pk", "sk"}
+        and (index_pk is None) == ("i" not in plain)
+        and (index_pk is None or isinstance(plain["i"], str))
     ):
         raise bad_page_token()
-    return {"pk": {"S": pk}, "sk": {"S": plain["k"]["sk"]}}
+    start = {"pk": {"S": pk}, "sk": {"S": plain["k"]["sk"]}}
+    if index_pk is not None:
+        start.update(list_pk={"S": index_pk}, list_sk={"S": plain["i"]})
+    return start
 
 
 # --- the table every store shares ---------------------------------------------------------------
@@ -461,33 +617,18 @@ class RecordsTable:
                     raise changed_since_read(describe(current)) from None
         raise lost_race(describe_key(key))
 
-    def list(  # noqa: PLR0917
-        self,
-        cls: type[R],
-        kind: str,
-        pk: str,
-        sk_prefix: str,
-        limit: int,
-        next_token: str | None,
-        status: Collection[str] | None,
-    ) -> RecordPage[R]:
+    def list(self, cls: type[R], spec: ListSpec, limit: int, next_token: str | None) -> RecordPage[R]:
+        """A page of `spec`'s items: read on until the page is full or the list ends, so a filtered
+        page never comes back short while more matches exist; the token follows the page's last item."""
         if not 1 <= limit <= 100:
             raise ValidationFailed.of("limit", "limit must be between 1 and 100.")
-        start = decode_token(next_token, kind, pk, sk_prefix)
+        start = decode_token(next_token, spec.kind, spec.pk, spec.sk_prefix, spec.index_pk)
         wanted = limit + 1  # one more than asked tells whether there is a next page
         raw: list[dict[str, Any]] = []
-        query: dict[str, Any] = {
-            "TableName": self.table_name,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": values(pk=pk, prefix=sk_prefix),
-            "ConsistentRead": True,
-        }
-        if status is not None:
-            query["FilterExpression"] = "#status IN (" + ", ".join(f":s{i}" for i in range(len(status))) + ")"
-            query["ExpressionAttributeNames"] = {"#status": "status"}
-            query["ExpressionAttributeValues"].update(values(**{f"s{i}": s for i, s in enumerate(status)}))
+        query = spec.query(self.table_name)
         while len(raw) < wanted:
-            page_args = {**query, "Limit": wanted - len(raw) if status is None else 100}
+            # Filtered, a read of N items may keep none: read a full batch each time.
+            page_args = {**query, "Limit": 100 if spec.filters else wanted - len(raw)}
             if start:
                 page_args["ExclusiveStartKey"] = start
             response = self.call(self.client.query, **page_args)
@@ -496,7 +637,8 @@ class RecordsTable:
             if not start:
                 break
         page, more = raw[:limit], len(raw) > limit
-        token = encode_token(kind, page[-1]) if more and page else None
+        indexed = spec.index_pk is not None
+        token = encode_token(spec.kind, page[-1], indexed=indexed) if more and page else None
         return RecordPage(items=[record_of(cls, item) for item in page], next_token=token)
 
     def query_all(self, cls: type[R], pk: str, sk_prefix: str) -> Iterator[R]:
@@ -553,6 +695,42 @@ class RecordsTable:
             )
             if (record := self.get(ModelRecord, key)) is not None
         ]
+
+    def backfill_list_keys(self) -> int:
+        """Give the models and datasets written before the list index its keys (`derived`); the count
+        given. A one-off for an operator (it scans the whole table); an item changed meanwhile is
+        skipped, as its new write holds them."""
+        given = 0
+        start: dict[str, Any] | None = None
+        while True:
+            args: dict[str, Any] = {
+                "TableName": self.table_name,
+                "FilterExpression": "attribute_not_exists(list_pk) AND "
+                "(begins_with(sk, :model) OR begins_with(sk, :dataset))",
+                "ExpressionAttributeValues": values(model="MODEL#", dataset="DS#"),
+            }
+            if start:
+                args["ExclusiveStartKey"] = start
+            response = self.call(self.client.scan, **args)
+            for item in response.get("Items", []):
+                cls: type[BaseModel] = ModelRecord if item["sk"]["S"].startswith("MODEL#") else DatasetRecord
+                record = record_of(cls, item)
+                keys = {k: v for k, v in derived(record).items() if k in {"list_pk", "list_sk", "name_lower"}}
+                try:
+                    self.call(
+                        self.client.update_item,
+                        TableName=self.table_name,
+                        Key={"pk": item["pk"], "sk": item["sk"]},
+                        UpdateExpression="SET " + ", ".join(f"{k} = :{k}" for k in keys),
+                        ConditionExpression="attribute_not_exists(list_pk) AND version = :version",
+                        ExpressionAttributeValues=values(**keys, version=getattr(record, "version")),  # noqa: B009
+                    )
+                    given += 1
+                except ConditionFailed:
+                    continue
+            start = response.get("LastEvaluatedKey")
+            if not start:
+                return given
 
     def delete_partition(self, pk: str) -> None:
         keys = list(

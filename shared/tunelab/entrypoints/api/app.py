@@ -57,6 +57,7 @@ from tunelab.entrypoints.api.routes import (
     datasets,
     estimates,
     fine_tuned_models,
+    instance_types,
     providers,
     system,
     workspace,
@@ -74,7 +75,16 @@ OPENAPI_PATH = "/v1/openapi.json"
 PUBLIC_PATHS = frozenset({"/v1/health", OPENAPI_PATH})
 
 # Each module holds one `router`; a new resource adds its module here.
-ROUTERS = (system, base_models, workspace, estimates, datasets, fine_tuned_models, providers)
+ROUTERS = (
+    system,
+    base_models,
+    instance_types,
+    workspace,
+    estimates,
+    datasets,
+    fine_tuned_models,
+    providers,
+)
 
 # Headers a browser may send beyond the CORS-safe ones Powertools always allows, and may read.
 CORS_ALLOW_HEADERS = ["Idempotency-Key"]

@@ -38,7 +38,7 @@ from tunelab.application.commands import (
 )
 from tunelab.domain.actual_costs import ActualBasis
 from tunelab.domain.archives import Variant
-from tunelab.domain.catalog import BaseModelSpec, FloatRange, Hosting, IntRange, Provider
+from tunelab.domain.catalog import BaseModelSpec, FloatRange, Hosting, InstanceType, IntRange, Provider
 from tunelab.domain.costs import CostEstimate, TrainingCost
 from tunelab.domain.hyperparameters import ResolvedHyperparameters, ResolvedOptionalHyperparameters
 from tunelab.domain.identity import Plan
@@ -191,6 +191,42 @@ class HyperparameterRangesOut(_Out):
     batch_size: IntRangeOut | None
     warmup_steps: IntRangeOut | None
     early_stopping: EarlyStoppingRangesOut | None
+
+
+class SourceOut(_Out):
+    url: str = Field(description="The page the figure was read on.")
+    as_of: date = Field(description="When it was read.")
+    verified: bool = Field(description="False where the figure could not be confirmed there (see note).")
+    note: str | None = None
+
+
+class InstanceTypeOut(_Out):
+    """A SageMaker instance type a training job may run on, with its GPUs and on-demand price."""
+
+    name: str = Field(examples=["ml.g5.12xlarge"])
+    family: str
+    gpus: int = Field(description="GPUs per instance.")
+    gpu_model: str
+    vram_per_gpu_gb: float
+    vram_gb: float = Field(description="GPU memory of the whole instance (GPUs × per GPU).")
+    bf16: bool = Field(description="Whether its GPUs compute in bfloat16.")
+    local_storage_gb: float = Field(description="Instance storage (NVMe) besides the training volume.")
+    vcpus: int
+    memory_gb: float
+    price_per_hour_usd: Usd = Field(description="On-demand SageMaker training price per instance-hour.")
+    region: str = Field(description="The region the price is for.")
+    price_source: SourceOut
+    source: SourceOut = Field(description="Where the hardware figures were read.")
+
+    @classmethod
+    def from_instance(cls, instance: InstanceType, *, region: str) -> InstanceTypeOut:
+        return cls(
+            **instance.model_dump(exclude={"source", "price_source"}),
+            vram_gb=instance.vram_gb,
+            region=region,
+            price_source=SourceOut(**instance.price_source.model_dump()),
+            source=SourceOut(**instance.source.model_dump()),
+        )
 
 
 class PricingOut(_Out):

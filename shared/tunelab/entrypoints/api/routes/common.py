@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
+from tunelab.domain.listing import SortOrder
 from tunelab.entrypoints.api.contracts import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, ErrorBody
 
 
@@ -50,3 +51,17 @@ def responses(
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"Items per page, 1–{MAX_PAGE_SIZE}.")]
 NextToken = Annotated[str | None, Query(max_length=2048, description="`next_token` of the previous page.")]
 DEFAULT_LIMIT = DEFAULT_PAGE_SIZE
+
+# Filters and order every list of records shares (the rules: `domain.listing`).
+CreatedAfter = Annotated[
+    str | None,
+    Query(max_length=64, description="Only those created at or after this ISO 8601 time (UTC if no zone)."),
+]
+CreatedBefore = Annotated[
+    str | None,
+    Query(max_length=64, description="Only those created before this ISO 8601 time (UTC if no zone)."),
+]
+NamePrefix = Annotated[
+    str | None, Query(max_length=100, description="Only those whose name begins with this (any case).")
+]
+Order = Annotated[SortOrder, Query(description="`asc` (the default) or `desc`.")]

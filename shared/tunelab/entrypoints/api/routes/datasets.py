@@ -25,6 +25,7 @@ from tunelab.application import datasets
 from tunelab.composition.wiring import Services
 from tunelab.domain.errors import NotFound, ValidationFailed
 from tunelab.domain.identity import Identity
+from tunelab.domain.listing import DatasetQuery, SortField, parse_dataset_statuses, parse_time
 from tunelab.entrypoints.api.contracts import (
     DATASET_ID_PATTERN,
     CreateDatasetIn,
@@ -37,7 +38,16 @@ from tunelab.entrypoints.api.contracts import (
 from tunelab.entrypoints.api.deps import current_identity, services
 from tunelab.entrypoints.api.errors import validation_failed
 from tunelab.entrypoints.api.idempotency import idempotency_key, idempotent
-from tunelab.entrypoints.api.routes.common import DEFAULT_LIMIT, Limit, NextToken, responses
+from tunelab.entrypoints.api.routes.common import (
+    DEFAULT_LIMIT,
+    CreatedAfter,
+    CreatedBefore,
+    Limit,
+    NamePrefix,
+    NextToken,
+    Order,
+    responses,
+)
 from tunelab.entrypoints.api.views import dataset_out
 
 router = APIGatewayRouter()  # type: ignore[no-untyped-call]
@@ -174,18 +184,36 @@ def _json_request() -> CreateDatasetIn:
 
 @router.get(
     "/v1/datasets",
-    summary="The workspace's datasets, oldest first",
+    summary="The workspace's datasets, filtered and sorted (oldest first unless asked)",
+    description="Every filter given must hold. Pages are full until the last, whatever the filters.",
     tags=["datasets"],
     responses=responses(),
     operation_id="listDatasets",
 )
-def list_datasets(
+def list_datasets(  # noqa: PLR0917  # one parameter per filter of the contract
     identity: Annotated[Identity, Depends(current_identity)],
     ctx: Annotated[Services, Depends(services)],
+    status: Annotated[
+        list[str] | None,
+        Query(description="Only datasets in these statuses: `ready,invalid`, or the parameter repeated."),
+    ] = None,
+    created_after: CreatedAfter = None,
+    created_before: CreatedBefore = None,
+    name_prefix: NamePrefix = None,
+    sort: Annotated[SortField, Query(description="`created_at` (the default) or `name`.")] = "created_at",
+    order: Order = "asc",
     limit: Limit = DEFAULT_LIMIT,
     next_token: NextToken = None,
 ) -> Page[DatasetOut]:
-    page = datasets.list_datasets(ctx, identity, limit=limit, next_token=next_token)
+    query = DatasetQuery(
+        statuses=parse_dataset_statuses(status),
+        created_after=parse_time(created_after, "created_after"),
+        created_before=parse_time(created_before, "created_before"),
+        name_prefix=name_prefix,
+        sort=sort,
+        order=order,
+    )
+    page = datasets.list_datasets(ctx, identity, limit=limit, next_token=next_token, query=query)
     return Page[DatasetOut](items=[dataset_out(d) for d in page.items], next_token=page.next_token)
 
 

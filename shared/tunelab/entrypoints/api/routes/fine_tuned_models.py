@@ -16,11 +16,12 @@ from tunelab.application import deployments, fine_tuned_models
 from tunelab.application.fine_tuned_models import Estimate
 from tunelab.composition.wiring import Services
 from tunelab.domain.archives import Variant
+from tunelab.domain.catalog import Provider
 from tunelab.domain.errors import NotFound, ValidationFailed
 from tunelab.domain.identity import Identity
-from tunelab.domain.naming import is_valid_name
+from tunelab.domain.listing import ModelQuery, SortField, parse_model_statuses, parse_time
+from tunelab.domain.naming import DATASET_ID_PATTERN, is_valid_name
 from tunelab.domain.records import ModelRecord
-from tunelab.domain.status import parse_status
 from tunelab.entrypoints.api.contracts import (
     CloneIn,
     CreateFineTunedModelIn,
@@ -37,7 +38,16 @@ from tunelab.entrypoints.api.contracts import (
 )
 from tunelab.entrypoints.api.deps import correlation_id, current_identity, services
 from tunelab.entrypoints.api.idempotency import idempotency_key, idempotent
-from tunelab.entrypoints.api.routes.common import DEFAULT_LIMIT, Limit, NextToken, responses
+from tunelab.entrypoints.api.routes.common import (
+    DEFAULT_LIMIT,
+    CreatedAfter,
+    CreatedBefore,
+    Limit,
+    NamePrefix,
+    NextToken,
+    Order,
+    responses,
+)
 from tunelab.entrypoints.api.views import download_out, event_out, model_out, quote_out
 
 router = APIGatewayRouter()  # type: ignore[no-untyped-call]
@@ -89,25 +99,51 @@ def create_fine_tuned_model(
 
 @router.get(
     "/v1/fine-tuned-models",
-    summary="The workspace's fine-tuned models by name, optionally in one status",
+    summary="The workspace's fine-tuned models, filtered and sorted (by name unless asked)",
+    description="Every filter given must hold. Pages are full until the last, whatever the filters.",
     tags=TAGS,
     responses=responses(),
     operation_id="listFineTunedModels",
 )
-def list_fine_tuned_models(
+def list_fine_tuned_models(  # noqa: PLR0917  # one parameter per filter of the contract
     identity: Annotated[Identity, Depends(current_identity)],
     ctx: Annotated[Services, Depends(services)],
-    status: Annotated[str | None, Query(description="Only models in this status, e.g. `deployed`.")] = None,
+    status: Annotated[
+        list[str] | None,
+        Query(description="Only models in these statuses: `training,deployed`, or the parameter repeated."),
+    ] = None,
+    provider: Annotated[Provider | None, Query(description="Only models of this provider.")] = None,
+    base_model_id: Annotated[
+        str | None, Query(max_length=200, description="Only models fine-tuned from this base model.")
+    ] = None,
+    dataset_id: Annotated[
+        str | None,
+        Query(pattern=DATASET_ID_PATTERN, description="Only models that train or validate on this dataset."),
+    ] = None,
+    creator: Annotated[
+        str | None, Query(max_length=320, description="Only models created by this email address (exactly).")
+    ] = None,
+    created_after: CreatedAfter = None,
+    created_before: CreatedBefore = None,
+    name_prefix: NamePrefix = None,
+    sort: Annotated[SortField, Query(description="`name` (the default) or `created_at`.")] = "name",
+    order: Order = "asc",
     limit: Limit = DEFAULT_LIMIT,
     next_token: NextToken = None,
 ) -> Page[FineTunedModelOut]:
-    page = fine_tuned_models.list_models(
-        ctx,
-        identity,
-        limit=limit,
-        next_token=next_token,
-        status=None if status is None else parse_status(status),
+    query = ModelQuery(
+        statuses=parse_model_statuses(status),
+        provider=provider,
+        base_model_id=base_model_id,
+        dataset_id=dataset_id,
+        creator=creator,
+        created_after=parse_time(created_after, "created_after"),
+        created_before=parse_time(created_before, "created_before"),
+        name_prefix=name_prefix,
+        sort=sort,
+        order=order,
     )
+    page = fine_tuned_models.list_models(ctx, identity, limit=limit, next_token=next_token, query=query)
     return Page[FineTunedModelOut](items=[model_out(m) for m in page.items], next_token=page.next_token)
 
 
