@@ -50,6 +50,7 @@ from tunelab.domain.records import (
 )
 from tunelab.domain.schedules import AutoUndeploy
 from tunelab.domain.status import ModelStatus
+from tunelab.domain.training_logs import TrainingLogPage
 
 TaskPurpose = Literal["training", "deployment", "undeployment"]
 TASK_PURPOSES: tuple[TaskPurpose, ...] = ("training", "deployment", "undeployment")
@@ -455,6 +456,12 @@ class TrainingProvider(Protocol):
     def speaks_for(self, account: str | None) -> bool:
         """Whether an event from `account` may change this provider's models (a BYOK provider's models
         hear only from the customer's own account)."""
+        ...
+
+    def training_log(self, ref: TrainingJobRef, *, position: str | None, limit: int) -> TrainingLogPage:
+        """Up to `limit` lines of the job's log from `position` (None: its first line), oldest first, and
+        the position after them; a position this provider did not make is `ValidationFailed` on
+        `next_token`. A provider that keeps no log answers no lines and says so (`message`)."""
         ...
 
 

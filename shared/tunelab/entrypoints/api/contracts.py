@@ -507,6 +507,26 @@ class ModelEventOut(_Out):
     metrics: MetricsOut | None = None
 
 
+class TrainingLogLineOut(_Out):
+    at: Timestamp = Field(description="When the line was written.")
+    message: str
+
+
+class TrainingLogOut(_Out):
+    """A page of the model's training log, oldest first."""
+
+    items: list[TrainingLogLineOut]
+    next_token: str | None = Field(
+        default=None,
+        description="Opaque; where the next page starts. Present while more lines may come (the model "
+        "still trains or stops, or this page was full); null once training ended and the last line was read.",
+    )
+    message: str | None = Field(
+        default=None,
+        description="Why there are no lines, where that is worth saying (no job yet; Bedrock keeps no log).",
+    )
+
+
 __all__ = [
     "DATASET_ID_PATTERN",
     "AfterHoursIn",
