@@ -379,7 +379,9 @@ def test_access_role_may_describe_only_the_hf_token_secret_and_only_when_there_i
 
 def test_access_role_reads_only_sagemakers_training_job_log_group(synthesized: Synthesized) -> None:
     granted = access_grants(synthesized)
-    group = "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/sagemaker/TrainingJobs"
+    group = (
+        "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/sagemaker/TrainingJobs"
+    )
     assert granted["logs:DescribeLogStreams"] == [group]
     assert granted["logs:GetLogEvents"] == [f"{group}:log-stream:*"]
     # Read only: nothing of the access role writes or deletes logs.

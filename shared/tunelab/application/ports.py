@@ -83,9 +83,19 @@ class WorkspaceStore(Protocol):
 class ConnectionStore(Protocol):
     def find(self, workspace: str, provider: str = "sagemaker") -> ProviderConnectionRecord | None: ...
 
-    def put(self, record: ProviderConnectionRecord) -> ProviderConnectionRecord:
+    def put(
+        self, record: ProviderConnectionRecord, *, expected_version: int | None = None
+    ) -> ProviderConnectionRecord:
         """Create or replace the workspace's connection (the latest verification wins). One role belongs
-        to one workspace: `InUse` when another workspace's connection holds `record.role_arn`."""
+        to one workspace: `InUse` when another workspace's connection holds `record.role_arn`.
+        `Conflict` when `expected_version` is given and the stored connection is no longer that one."""
+        ...
+
+    def due_for_check(
+        self, checked_before: datetime, *, limit: int = 20
+    ) -> builtins.list[ProviderConnectionRecord]:
+        """Connections (any workspace) whose re-check was asked for, then those last checked before
+        `checked_before`, longest unchecked first; at most `limit`."""
         ...
 
     def delete(self, workspace: str, provider: str = "sagemaker") -> bool:

@@ -21,7 +21,8 @@ Global secondary indexes (all sparse, keys only):
 * `endpoint-index` — `endpoint_key` = `<provider>#<endpoint or deployment>`: the same for endpoint events.
 * `transient-index` — `transient_status` (set only while training, stopping or deploying, or to
   `pending_email` while a resting model still owes its creator an email) and `last_news_at`: the
-  reconciler's "in a transient status with no news since T" and "emails owed".
+  reconciler's "in a transient status with no news since T" and "emails owed"; BYOK connections are
+  there too (`connection_check`, by their last check): "connections not checked since T".
 
 Every key starts with the workspace, so one workspace never reads another's items: looking up
 another workspace's model answers `NotFound`. The exceptions: a role claim, which exists to say
@@ -79,6 +80,9 @@ ENDPOINT_INDEX = "endpoint-index"
 TRANSIENT_INDEX = "transient-index"
 # The transient index's key for a resting model that still owes its creator an email.
 PENDING_EMAIL = "pending_email"
+# The transient index's key for BYOK connections, by their last check (`ConnectionStore.due_for_check`).
+CONNECTION_CHECK = "connection_check"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TTL_ATTRIBUTE = "expires_at_epoch"
 
 # Keyword arguments of `create_table` (add `TableName`); the CDK app builds the same table from it.
@@ -215,6 +219,10 @@ def record_key(record: BaseModel) -> dict[str, str]:
 
 def derived(record: BaseModel) -> dict[str, Any]:
     """Index attributes computed from a record (absent when empty: the indexes are sparse)."""
+    if isinstance(record, ProviderConnectionRecord):
+        # The reconciler's "connections not checked since T": a re-check asked for sorts first.
+        due = EPOCH if record.recheck_requested_at is not None else record.last_checked_at
+        return {"transient_status": CONNECTION_CHECK, "last_news_at": stored_time(due)}
     if not isinstance(record, ModelRecord):
         return {}
     attributes: dict[str, Any] = {"kind": "model"}

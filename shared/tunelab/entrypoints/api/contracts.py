@@ -130,8 +130,15 @@ class ProviderOut(_Out):
     hf_token_secret_arn: str | None = Field(
         default=None, description="SageMaker: the secret holding the Hugging Face token, if any."
     )
-    verified_at: Timestamp | None = Field(default=None, description="When the connection was last checked.")
+    verified_at: Timestamp | None = Field(
+        default=None, description="When a check of the connection last passed."
+    )
     message: str | None = Field(default=None, description="Why the provider is not usable, when it is not.")
+    checked_at: Timestamp | None = Field(
+        default=None,
+        description="SageMaker: when the connection was last checked, passed or failed (tunelab checks it "
+        "daily, and after AWS refused one of its calls; a failed check sets `status` to `error`).",
+    )
 
 
 class ConnectorOut(_Out):
