@@ -71,6 +71,7 @@ from tunelab.composition.stack_definitions import (
 from tunelab.domain.layout import (
     CONNECTOR_ROLE_PREFIX,
     PROVIDER_RESOURCE_TAG,
+    SAGEMAKER_TRAINING_LOG_GROUP,
     connector_prefix,
     connector_session_name,
 )
@@ -414,6 +415,22 @@ class ConnectorStack(Stack):
             )
         )
         access.add_to_policy(iam.PolicyStatement(actions=list(OBJECT_ACTIONS), resources=[objects]))
+        # The training log (GET /v1/fine-tuned-models/{name}/logs): SageMaker's training-job log group
+        # only, read-only; one stream per job and instance (`<job name>/algo-<n>-<time>`).
+        training_log_group = self.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name=SAGEMAKER_TRAINING_LOG_GROUP,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        access.add_to_policy(
+            iam.PolicyStatement(actions=["logs:DescribeLogStreams"], resources=[training_log_group])
+        )
+        access.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:GetLogEvents"], resources=[f"{training_log_group}:log-stream:*"]
+            )
+        )
         # ListObjectsV2 under the workspace's folder (a deleted model's outputs). Not HeadBucket: it
         # has no prefix, so this condition refuses it.
         access.add_to_policy(
@@ -448,6 +465,17 @@ class ConnectorStack(Stack):
                     for kind in SAGEMAKER_RESOURCES
                 ),
                 objects_finding,
+            ),
+        )
+        acknowledge(
+            access,
+            "AwsSolutions-IAM5",
+            "SageMaker names a training job's log streams after the job and instance; tunelab's job names "
+            "are chosen per fine-tuned model (no common prefix), so reads are scoped to SageMaker's "
+            "training-job log group of this account and region (GetLogEvents only, no writes).",
+            applies_to=(
+                "Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
+                f"{SAGEMAKER_TRAINING_LOG_GROUP}:log-stream:*",
             ),
         )
 

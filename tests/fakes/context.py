@@ -50,6 +50,7 @@ from tunelab.domain.providers import (
 )
 from tunelab.domain.records import ModelRecord
 from tunelab.domain.schedules import AutoUndeploy, plan_auto_undeploy
+from tunelab.domain.training_logs import TrainingLogLine, TrainingLogPage, bad_log_token
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -255,6 +256,8 @@ class FakeProvider:
         self.taken_names: set[str] = set()
         # The merged copies unmerged LoRA jobs left, by the job's archive (what the test says they left).
         self.merged_archives: dict[str, MergedArchive] = {}
+        # Each job's log lines, by job name (what the test says the job printed).
+        self.logs: dict[str, list[TrainingLogLine]] = {}
 
     def called(self, what: str) -> list[Any]:
         return [arg for name, arg in self.calls if name == what]
@@ -342,6 +345,14 @@ class FakeProvider:
 
     def speaks_for(self, account: str | None) -> bool:
         return account is None or self.account is None or account == self.account
+
+    def training_log(self, ref: TrainingJobRef, *, position: str | None, limit: int) -> TrainingLogPage:
+        self.calls.append(("training_log", position))
+        if position is not None and not position.isdigit():
+            raise bad_log_token()
+        start = int(position or 0)
+        lines = self.logs.get(ref.job_name, [])[start : start + limit]
+        return TrainingLogPage(lines=tuple(lines), position=str(start + len(lines)))
 
 
 class FakeProviders:

@@ -150,12 +150,16 @@ class MemoryConnections:
     def find(self, workspace: str, provider: str = "sagemaker") -> ProviderConnectionRecord | None:
         return self.table.connections.get((workspace, provider))
 
-    def put(self, record: ProviderConnectionRecord) -> ProviderConnectionRecord:
+    def put(
+        self, record: ProviderConnectionRecord, *, expected_version: int | None = None
+    ) -> ProviderConnectionRecord:
         with self.table.lock:
             holder = self.table.role_claims.get(record.role_arn.lower())
             if holder not in (None, record.workspace_id):
                 raise role_taken(record.role_arn)
             current = self.find(record.workspace_id, record.provider)
+            if expected_version is not None and (current.version if current else 0) != expected_version:
+                raise lost_race("provider connection")
             if current is not None:
                 self.table.role_claims.pop(current.role_arn.lower(), None)
             self.table.role_claims[record.role_arn.lower()] = record.workspace_id
@@ -168,6 +172,18 @@ class MemoryConnections:
             )
             self.table.connections[(record.workspace_id, record.provider)] = new
             return new
+
+    def due_for_check(
+        self, checked_before: datetime, *, limit: int = 20
+    ) -> builtins.list[ProviderConnectionRecord]:
+        with self.table.lock:
+            due = [
+                c
+                for c in self.table.connections.values()
+                if c.recheck_requested_at is not None or c.last_checked_at < checked_before
+            ]
+        due.sort(key=lambda c: (c.recheck_requested_at is None, c.last_checked_at))
+        return due[:limit]
 
     def delete(self, workspace: str, provider: str = "sagemaker") -> bool:
         with self.table.lock:

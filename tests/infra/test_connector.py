@@ -326,6 +326,8 @@ ACCESS_CALLS = {
     "s3:AbortMultipartUpload",  # large training files go up in parts
     "s3:ListBucket",  # ListObjectsV2 under tunelab/<workspace>/ (HeadBucket is refused: no prefix)
     "secretsmanager:DescribeSecret",  # the connection check, never the value
+    "logs:DescribeLogStreams",  # the training log: a job's streams
+    "logs:GetLogEvents",  # the training log: its lines
 }
 
 
@@ -373,3 +375,14 @@ def test_access_role_may_describe_only_the_hf_token_secret_and_only_when_there_i
     (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
     assert statement["Action"] == "secretsmanager:DescribeSecret"
     assert statement["Resource"] == {"Ref": "HuggingFaceSecretArn"}
+
+
+def test_access_role_reads_only_sagemakers_training_job_log_group(synthesized: Synthesized) -> None:
+    granted = access_grants(synthesized)
+    group = (
+        "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/sagemaker/TrainingJobs"
+    )
+    assert granted["logs:DescribeLogStreams"] == [group]
+    assert granted["logs:GetLogEvents"] == [f"{group}:log-stream:*"]
+    # Read only: nothing of the access role writes or deletes logs.
+    assert not [a for a in granted if a.startswith("logs:") and a not in ACCESS_CALLS]

@@ -46,6 +46,7 @@ from tunelab.domain.records import (
 from tunelab.domain.records import DeploymentState as DeploymentRecordState
 from tunelab.domain.records import TrainingState as TrainingRecordState
 from tunelab.domain.status import ModelStatus
+from tunelab.domain.training_logs import TrainingLogPage
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -151,6 +152,10 @@ class RecordingProvider:
 
     def speaks_for(self, account: str | None) -> bool:
         return True
+
+    def training_log(self, ref: TrainingJobRef, *, position: str | None, limit: int) -> TrainingLogPage:
+        self._call("training_log", ref)
+        return TrainingLogPage(position=position)
 
     def start_training(self, request: TrainingRequest) -> TrainingJobRef:
         self._call("start_training", request)

@@ -157,6 +157,9 @@ def test_the_function_returns_the_counts(aws: Aws, services: Services, repo: Ser
         "redriven": 0,
         "emails_sent": 0,
         "errors": 0,
+        "connections_checked": 0,
+        "connections_broken": 0,
+        "connections_recovered": 0,
     }
 
 

@@ -40,6 +40,7 @@ from tunelab.domain.providers import (
     TrainingRequest,
     TrainingState,
 )
+from tunelab.domain.training_logs import TrainingLogLine
 from tunelab.entrypoints.messages import parse_envelope
 from tunelab.local.context import LocalContext
 from tunelab.local.models import TINY_LLAMA_ID
@@ -214,6 +215,26 @@ def lora_unmerged(env: Env) -> TrainingJobRef:
     assert env.training.jobs.wait(ref.job_name, timeout=600)
     assert provider.describe_training(ref).status == "completed"
     return ref
+
+
+def test_the_jobs_log_is_read_page_by_page_each_line_once_with_its_time(env: Env, completed) -> None:
+    ref, _ = completed
+    provider = env.training.provider()
+    lines: list[TrainingLogLine] = []
+    position = None
+    while True:
+        page = provider.training_log(ref, position=position, limit=25)
+        if not page.lines:
+            break
+        lines += page.lines
+        position = page.position
+    text = (env.data_dir / "jobs" / ref.job_name / "trainer.log").read_text(encoding="utf-8")
+    assert len(lines) == text.count("\n")
+    # The trainer's step and loss lines, in the order it printed them, each stamped as it was written.
+    losses = [line.message for line in lines if line.message.startswith("train_loss=")]
+    assert len(losses) == 200 // 20
+    assert [line.at for line in lines] == sorted(line.at for line in lines)
+    assert all(line.at.tzinfo is not None for line in lines)
 
 
 def test_a_job_trains_to_completed_uploads_its_model_and_reports_like_sagemaker(env: Env, completed):

@@ -261,12 +261,14 @@ def test_items_written_before_the_list_index_get_its_keys_from_the_backfill(aws:
     # Given a model and a dataset as an earlier release wrote them (no list-index keys)
     services = Services()
     model(services, "older", 1)
+    # ... and a BYOK connection as it was written before connections were re-checked
+    services.connections.put(factories.connection(WS))
     client, table = services.table.client, services.table.table_name
     for item in client.scan(TableName=table)["Items"]:
-        client.put_item(
-            TableName=table,
-            Item={k: v for k, v in item.items() if k not in {"list_pk", "list_sk", "name_lower"}},
-        )
+        connection = item["sk"]["S"].startswith("PROVIDER#")
+        later = {"transient_status", "last_news_at"} if connection else {"list_pk", "list_sk", "name_lower"}
+        client.put_item(TableName=table, Item={k: v for k, v in item.items() if k not in later})
+    assert services.connections.due_for_check(factories.T0 + timedelta(days=400)) == []
     by_created = ModelQuery(sort="created_at")
     assert services.models.list(WS, query=by_created).items == []
 
@@ -275,7 +277,11 @@ def test_items_written_before_the_list_index_get_its_keys_from_the_backfill(aws:
     again = services.table.backfill_list_keys()
 
     # Then both are in the lists the index serves
-    assert (given, again) == (2, 0)
+    assert (given, again) == (3, 0)
+    # and the connection is among those the reconciler re-checks
+    assert [
+        c.workspace_id for c in services.connections.due_for_check(factories.T0 + timedelta(days=400))
+    ] == [WS]
     assert [m.name for m in services.models.list(WS, query=by_created).items] == ["older"]
     assert [d.name for d in services.datasets.list(WS, query=DatasetQuery(sort="name")).items] == [
         "data-for-older"

@@ -601,3 +601,29 @@ def test_a_connection_is_replaced_by_the_latest_verification_and_forgotten(repo:
     assert repo.connections.delete("ws-acme", "sagemaker") is True
     assert repo.connections.delete("ws-acme", "sagemaker") is False
     assert repo.connections.find("ws-acme", "sagemaker") is None
+
+
+def test_connections_due_for_a_check_asked_for_first_then_the_longest_unchecked(repo: Any) -> None:
+    t0 = factories.T0
+    day = timedelta(days=1)
+    role = "arn:aws:iam::210987654321:role/tunelab-connector"
+    repo.connections.put(factories.connection("ws-fresh", role_arn=f"{role}-1", checked_at=t0))
+    repo.connections.put(factories.connection("ws-old", role_arn=f"{role}-2", checked_at=t0 - 3 * day))
+    repo.connections.put(factories.connection("ws-older", role_arn=f"{role}-3", checked_at=t0 - 5 * day))
+    repo.connections.put(
+        factories.connection("ws-asked", role_arn=f"{role}-4", checked_at=t0, recheck_requested_at=t0)
+    )
+    due = repo.connections.due_for_check(t0 - day)
+    assert [c.workspace_id for c in due] == ["ws-asked", "ws-older", "ws-old"]
+    assert [c.workspace_id for c in repo.connections.due_for_check(t0 - day, limit=2)] == [
+        "ws-asked",
+        "ws-older",
+    ]
+
+
+def test_a_connection_written_over_a_version_that_moved_is_a_conflict(repo: Any) -> None:
+    first = repo.connections.put(factories.connection())
+    repo.connections.put(factories.connection(region="eu-west-1"))
+    with pytest.raises(Conflict):
+        repo.connections.put(first.model_copy(update={"status": "error"}), expected_version=first.version)
+    assert repo.connections.find("ws-acme").status == "connected"

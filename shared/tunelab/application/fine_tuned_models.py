@@ -39,7 +39,7 @@ from typing import Any, BinaryIO, cast
 
 from aws_lambda_powertools import Logger
 
-from tunelab.application import announce, redaction
+from tunelab.application import announce, connection_health, redaction
 from tunelab.application.commands import (
     CloneIn,
     CostEstimateIn,
@@ -1216,6 +1216,9 @@ def _finish_training(
         error = error or TaskError(Error="States.Runtime", Cause="FinishTraining ran without an outcome")
         timeout = training_timeout_seconds or _training_timeout(ctx, record)
         target, reason = _reason_of(error, timeout, lambda text: redaction.public_reason(ctx, record, text))
+        if error.error_type() == "ProviderPermissionDenied":
+            # The customer's role refused a call: its connection is checked again at the next sweep.
+            connection_health.request_recheck(ctx, record)
         if record.status in TRAINING_STATES:
             _stop_job(ctx, record)
     # Provider and AWS text may name the platform's roles, buckets and files: the tenant reads it without.

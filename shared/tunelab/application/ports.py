@@ -51,6 +51,7 @@ from tunelab.domain.records import (
 )
 from tunelab.domain.schedules import AutoUndeploy
 from tunelab.domain.status import ModelStatus
+from tunelab.domain.training_logs import TrainingLogPage
 
 TaskPurpose = Literal["training", "deployment", "undeployment"]
 TASK_PURPOSES: tuple[TaskPurpose, ...] = ("training", "deployment", "undeployment")
@@ -83,9 +84,19 @@ class WorkspaceStore(Protocol):
 class ConnectionStore(Protocol):
     def find(self, workspace: str, provider: str = "sagemaker") -> ProviderConnectionRecord | None: ...
 
-    def put(self, record: ProviderConnectionRecord) -> ProviderConnectionRecord:
+    def put(
+        self, record: ProviderConnectionRecord, *, expected_version: int | None = None
+    ) -> ProviderConnectionRecord:
         """Create or replace the workspace's connection (the latest verification wins). One role belongs
-        to one workspace: `InUse` when another workspace's connection holds `record.role_arn`."""
+        to one workspace: `InUse` when another workspace's connection holds `record.role_arn`.
+        `Conflict` when `expected_version` is given and the stored connection is no longer that one."""
+        ...
+
+    def due_for_check(
+        self, checked_before: datetime, *, limit: int = 20
+    ) -> builtins.list[ProviderConnectionRecord]:
+        """Connections (any workspace) whose re-check was asked for, then those last checked before
+        `checked_before`, longest unchecked first; at most `limit`."""
         ...
 
     def delete(self, workspace: str, provider: str = "sagemaker") -> bool:
@@ -461,6 +472,12 @@ class TrainingProvider(Protocol):
     def speaks_for(self, account: str | None) -> bool:
         """Whether an event from `account` may change this provider's models (a BYOK provider's models
         hear only from the customer's own account)."""
+        ...
+
+    def training_log(self, ref: TrainingJobRef, *, position: str | None, limit: int) -> TrainingLogPage:
+        """Up to `limit` lines of the job's log from `position` (None: its first line), oldest first, and
+        the position after them; a position this provider did not make is `ValidationFailed` on
+        `next_token`. A provider that keeps no log answers no lines and says so (`message`)."""
         ...
 
 

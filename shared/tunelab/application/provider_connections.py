@@ -248,6 +248,8 @@ def connect_sagemaker(
             status="connected",
             message=None,
             verified_at=now,
+            checked_at=now,
+            connected_by=identity.email,
             created_at=now,
             updated_at=now,
         )

@@ -20,6 +20,9 @@ deployment's execution is named by the model and the time it was asked for: the 
 An email a status change owes (`ModelRecord.pending_email`, written with the change, cleared by the
 Notify task once sent) that no workflow sent within `EMAIL_GRACE` — the workflow ended first — is sent
 by the sweep (at once in a recovery sweep).
+Each sweep also checks BYOK connections again (`connection_health.check_connections`): those a
+refused provider call asked to check (a model's job or stop refused with access denied, here or in
+FinishTraining), then those not checked for a day, a bounded few per sweep.
 One model's failure is counted and logged; the sweep goes on.
 """
 
@@ -30,9 +33,10 @@ from datetime import datetime, timedelta
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel
 
-from tunelab.application import announce, fine_tuned_models
+from tunelab.application import announce, connection_health, fine_tuned_models
 from tunelab.application.ports import Context
 from tunelab.application.workflows import TrainingOutcome
+from tunelab.domain.errors import ProviderPermissionDenied
 from tunelab.domain.records import ModelRecord
 from tunelab.domain.status import ModelStatus
 
@@ -62,6 +66,10 @@ class ReconcileReport(BaseModel):
     redriven: int = 0  # workflows started again: the one that ran was lost
     emails_sent: int = 0  # emails owed that no workflow sent (`ModelRecord.pending_email`)
     errors: int = 0
+    # BYOK connections checked again (`connection_health`): daily, and after a provider refused a call.
+    connections_checked: int = 0
+    connections_broken: int = 0  # checks that found a connected connection broken
+    connections_recovered: int = 0  # checks that found a broken connection working again
 
 
 def reconcile(
@@ -86,12 +94,28 @@ def reconcile(
         report.checked += 1
         try:
             _reconcile_one(ctx, model, now, report)
+        except ProviderPermissionDenied:
+            report.errors += 1
+            logger.exception(
+                "Reconciling was refused", extra={"workspace_id": model.workspace_id, "model": model.name}
+            )
+            connection_health.request_recheck(ctx, model)
         except Exception:
             report.errors += 1
             logger.exception(
                 "Reconciling failed", extra={"workspace_id": model.workspace_id, "model": model.name}
             )
     _send_owed_emails(ctx, now, report, grace=timedelta(0) if recover else EMAIL_GRACE)
+    try:
+        health = connection_health.check_connections(ctx, now=now)
+    except Exception:
+        report.errors += 1
+        logger.exception("Checking the connections failed")
+    else:
+        report.connections_checked = health.checked
+        report.connections_broken = health.broken
+        report.connections_recovered = health.recovered
+        report.errors += health.errors
     logger.info("Reconciled", extra=report.model_dump())
     return report
 

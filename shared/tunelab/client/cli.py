@@ -501,6 +501,40 @@ def cmd_models_events(args: argparse.Namespace, client: TunelabClient) -> int:
     return EXIT_OK
 
 
+LOG_PAGE = 100
+
+
+def cmd_models_logs(args: argparse.Namespace, client: TunelabClient) -> int:
+    """Print the training log; with `--follow`, poll until the model leaves training or stopping, then
+    print the rest and exit."""
+    token: str | None = None
+    said: str | None = None
+    while True:
+        page = client.logs_page(args.name, next_token=token, limit=LOG_PAGE)
+        items = page.get("items") or []
+        for line in items:
+            if args.json:
+                print(json.dumps(line), flush=True)
+            else:
+                print(f"{line.get('at')} {line.get('message')}", flush=True)
+        message = page.get("message")
+        if message and not items and message != said:
+            _err(message)
+            said = message
+        next_token = page.get("next_token")
+        if next_token is None and token is not None:
+            return EXIT_OK  # the training ended and its last line was read
+        if next_token is not None and len(items) >= LOG_PAGE:
+            token = next_token  # more is there now
+            continue
+        if not args.follow:
+            return EXIT_OK
+        if next_token is None and client.model(args.name).get("status") not in TRAINING_STATUSES:
+            return EXIT_OK  # no log to follow: no job, or a provider that keeps none
+        token = next_token
+        time.sleep(args.interval)
+
+
 def _outcome(model: JsonObject) -> int:
     status = model.get("status")
     if status == "training_failed":
@@ -939,6 +973,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("events", cmd_models_events, "the model's history, oldest first"),
     ):
         _leaf(group, name, handler, text, common).add_argument("name", metavar="NAME")
+    leaf = _leaf(
+        group, "logs", cmd_models_logs, "the training log, oldest first, each line with its time", common
+    )
+    leaf.add_argument("name", metavar="NAME")
+    leaf.add_argument(
+        "--follow", action="store_true", help="keep printing new lines until training ends or stops"
+    )
+    leaf.add_argument("--interval", type=_positive_float, default=2.0, help="seconds between polls")
     leaf = _leaf(
         group, "watch", cmd_models_watch, "follow training: progress bar with step, loss, ETA", common
     )

@@ -363,6 +363,12 @@ class TunelabClient:
     def events(self, name: str) -> list[JsonObject]:
         return list(self._pages(f"/v1/fine-tuned-models/{_segment(name)}/events"))
 
+    def logs_page(self, name: str, next_token: str | None = None, limit: int | None = None) -> JsonObject:
+        """One page of the model's training log (oldest first). Its `next_token` stays set while the
+        model trains, so this is read page by page, never to the end in one go."""
+        params = {"next_token": next_token, "limit": limit}
+        return self._json("GET", f"/v1/fine-tuned-models/{_segment(name)}/logs", params=params)
+
     def stop(self, name: str) -> JsonObject:
         return self._json("POST", f"/v1/fine-tuned-models/{_segment(name)}/stop")
 

@@ -56,6 +56,9 @@ MODEL_TAG = "tunelab-model"
 # The cross-account role of the BYOK connector is named with this prefix; the platform may assume
 # only roles so named (`arn:aws:iam::*:role/tunelab-*`).
 CONNECTOR_ROLE_PREFIX = "tunelab-"
+# Where SageMaker writes a training job's log in the customer's account (one stream per instance,
+# `<job name>/algo-<n>-<time>`): the connector lets tunelab read it.
+SAGEMAKER_TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 # tunelab's objects in a customer's artifact bucket: training data, the trainer's source, job
 # outputs and checkpoints. The connector's roles are limited to it.
 CONNECTOR_BUCKET_PREFIX = "tunelab/"

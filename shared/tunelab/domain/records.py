@@ -118,9 +118,20 @@ class ProviderConnectionRecord(_Record):
     status: Literal["connected", "error"]
     message: str | None = None
     verified_at: AwareDatetime | None = None
+    # The last check of the connection, passed or failed (the connect request's or the reconciler's).
+    checked_at: AwareDatetime | None = None
+    # Set when a provider call for this workspace was refused (access denied): checked at the next sweep.
+    recheck_requested_at: AwareDatetime | None = None
+    # Who connected it: told when a check finds it broken (and when it works again).
+    connected_by: str | None = None
     created_at: AwareDatetime
     updated_at: AwareDatetime
     version: int = 0
+
+    @property
+    def last_checked_at(self) -> AwareDatetime:
+        """When it was last checked (records made before checks were kept: when it was verified)."""
+        return self.checked_at or self.verified_at or self.created_at
 
     @property
     def account(self) -> str:

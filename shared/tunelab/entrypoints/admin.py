@@ -2,7 +2,7 @@
 
     tunelab-admin plan set --table TABLE --workspace W --plan P   # give a workspace a plan
     tunelab-admin plan show --table TABLE --workspace W            # a workspace's plan
-    tunelab-admin lists backfill --table TABLE                      # list-index keys for older items
+    tunelab-admin lists backfill --table TABLE                      # index keys for older items
 
 It runs with the operator's own AWS credentials (the usual `AWS_PROFILE` / environment), against the
 records table the platform stack names in its `TableName` output; the API's roles cannot write a
@@ -40,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--plan", required=True, choices=PLANS)
     lists = groups.add_parser("lists", help="the lists' index").add_subparsers(dest="action", required=True)
     command = lists.add_parser(
-        "backfill", help="give models and datasets written before the list index its keys (once)"
+        "backfill",
+        help="give models and datasets written before the list index its keys, and connections written "
+        "before the daily re-check their place in it (once)",
     )
     command.add_argument("--table", required=True, help="the records table (stack output TableName)")
     command.add_argument("--region", default=None, help="the table's region (default: your AWS config's)")

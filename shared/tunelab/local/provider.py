@@ -92,6 +92,13 @@ from tunelab.domain.providers import (
     TrainingState,
     derived_name,
 )
+from tunelab.domain.training_logs import (
+    TrainingLogLine,
+    TrainingLogPage,
+    bad_log_token,
+    decode_position,
+    encode_position,
+)
 from tunelab.local import models
 
 if TYPE_CHECKING:
@@ -668,7 +675,8 @@ class LocalJobs:
         last_emit = time.monotonic()
         first: tuple[float, int] | None = None
         for line in stream:
-            log.write(line)
+            # Each line with its time, as CloudWatch keeps a SageMaker job's (`read_log` splits them).
+            log.write(f"{_log_stamp()} {line}" if line.endswith("\n") else f"{_log_stamp()} {line}\n")
             text = line.rstrip("\n")
             force = False
             changed = False
@@ -712,6 +720,32 @@ class LocalJobs:
                     self._save(job)
                 last_emit = time.monotonic()
                 self._emit(job)
+
+    def read_log(self, name: str, *, offset: int, limit: int) -> tuple[list[TrainingLogLine], int]:
+        """Up to `limit` whole lines of the job's `trainer.log` from byte `offset`, and the offset after
+        them; none (and `offset`) while the trainer has not started. `ValidationFailed` on `next_token`
+        for an offset past the file's end (not one this log gave)."""
+        path = self.root / name / LOG_FILE
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            if offset:
+                raise bad_log_token() from None
+            return [], 0
+        lines: list[TrainingLogLine] = []
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            if offset > size:
+                raise bad_log_token()
+            handle.seek(offset)
+            written = datetime.fromtimestamp(os.fstat(handle.fileno()).st_mtime, UTC)
+            while len(lines) < limit:
+                raw = handle.readline()
+                if not raw.endswith(b"\n"):
+                    break  # the end, or a line the trainer is still writing: read next time
+                offset += len(raw)
+                lines.append(_log_line(raw.decode("utf-8", errors="replace").rstrip("\r\n"), written))
+        return lines, offset
 
     def _metrics_from_file(self, job: _Job) -> None:
         path = job.folder / "output" / "data" / "metrics.json"
@@ -875,6 +909,26 @@ class LocalJobs:
             logger.warning(
                 "the event of the local job %s was refused: %s", job.record.name, answer["Entries"]
             )
+
+
+_STAMPED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z) (.*)$", re.DOTALL)
+
+
+def _log_stamp() -> str:
+    return _now().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _log_line(text: str, written: datetime) -> TrainingLogLine:
+    """A line of `trainer.log` with its time; a line of a log written before lines had one gets the
+    time the file was last written."""
+    match = _STAMPED.match(text)
+    if match:
+        try:
+            at = datetime.fromisoformat(match.group(1).replace("Z", "+00:00"))
+        except ValueError:
+            return TrainingLogLine(at=written, message=text)
+        return TrainingLogLine(at=at, message=match.group(2))
+    return TrainingLogLine(at=written, message=text)
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -1247,6 +1301,21 @@ class LocalProvider:
                 failure_reason="The local job's folder no longer exists; start a new job.",
                 ended_at=_now(),
             )
+
+    def training_log(self, ref: TrainingJobRef, *, position: str | None, limit: int) -> TrainingLogPage:
+        """The job's `trainer.log` (each line stamped as it was written), by byte offset."""
+        offset = 0
+        if position is not None:
+            data = decode_position(position)
+            if not (isinstance(data, dict) and isinstance(data.get("offset"), int) and data["offset"] >= 0):
+                raise bad_log_token()
+            offset = data["offset"]
+        lines, after = self.jobs.read_log(ref.job_name, offset=offset, limit=limit)
+        message = None
+        if not lines and after == 0:
+            message = "The trainer has not written to the job's log yet."
+        position = encode_position({"offset": after})
+        return TrainingLogPage(lines=tuple(lines), position=position, message=message)
 
     def deploy(self, request: DeployRequest) -> DeploymentRef:
         return self.servers.deploy(request)

@@ -7,16 +7,21 @@ role (and with it each other's jobs and data in the customer's account).
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+from datetime import datetime
 from typing import Any
 
 from tunelab.adapters.dynamodb.table import (
+    CONNECTION_CHECK,
     MAX_ATTEMPTS,
+    TRANSIENT_INDEX,
     ConditionFailed,
     RecordsTable,
     provider_key,
     role_claim_key,
     serialize,
+    stored_time,
     values,
 )
 from tunelab.domain.records import ProviderConnectionRecord, lost_race, role_taken
@@ -45,9 +50,13 @@ class DynamoConnections:
             "ExpressionAttributeValues": values(ws=workspace),
         }
 
-    def put(self, record: ProviderConnectionRecord) -> ProviderConnectionRecord:
+    def put(
+        self, record: ProviderConnectionRecord, *, expected_version: int | None = None
+    ) -> ProviderConnectionRecord:
         for _ in range(MAX_ATTEMPTS):
             current = self.find(record.workspace_id, record.provider)
+            if expected_version is not None and (current.version if current else 0) != expected_version:
+                raise lost_race("provider connection")
             new = record.model_copy(
                 update={
                     "version": (current.version if current else 0) + 1,
@@ -69,6 +78,25 @@ class DynamoConnections:
                     raise role_taken(record.role_arn) from None
                 continue
         raise lost_race("provider connection")
+
+    def due_for_check(
+        self, checked_before: datetime, *, limit: int = 20
+    ) -> builtins.list[ProviderConnectionRecord]:
+        found: builtins.list[ProviderConnectionRecord] = []
+        for key in self.table.query_keys(
+            IndexName=TRANSIENT_INDEX,
+            KeyConditionExpression="transient_status = :s AND last_news_at < :t",
+            ExpressionAttributeValues=values(s=CONNECTION_CHECK, t=stored_time(checked_before)),
+        ):
+            record = self.table.get(ProviderConnectionRecord, key)
+            # The index is eventually consistent: confirm on the item itself.
+            if record is not None and (
+                record.recheck_requested_at is not None or record.last_checked_at < checked_before
+            ):
+                found.append(record)
+            if len(found) >= limit:
+                break
+        return found
 
     def delete(self, workspace: str, provider: str = "sagemaker") -> bool:
         response = self.table.delete_item(provider_key(workspace, provider), ReturnValues="ALL_OLD")

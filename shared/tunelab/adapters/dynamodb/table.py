@@ -23,7 +23,8 @@ Global secondary indexes (all sparse; keys only but the list index):
 * `endpoint-index` — `endpoint_key` = `<provider>#<endpoint or deployment>`: the same for endpoint events.
 * `transient-index` — `transient_status` (set only while training, stopping or deploying, or to
   `pending_email` while a resting model still owes its creator an email) and `last_news_at`: the
-  reconciler's "in a transient status with no news since T" and "emails owed".
+  reconciler's "in a transient status with no news since T" and "emails owed"; BYOK connections are
+  there too (`connection_check`, by their last check): "connections not checked since T".
 * `list-index` (projects every attribute) — each list's second order, in the workspace's own
   partition of the index: `list_pk` = `MODELS#<ws>` with `list_sk` = `<created at>#<lower-case
   name>` (models by creation time), and `list_pk` = `DATASETS#<ws>` with `list_sk` = `<lower-case
@@ -90,6 +91,9 @@ TRANSIENT_INDEX = "transient-index"
 LIST_INDEX = "list-index"
 # The transient index's key for a resting model that still owes its creator an email.
 PENDING_EMAIL = "pending_email"
+# The transient index's key for BYOK connections, by their last check (`ConnectionStore.due_for_check`).
+CONNECTION_CHECK = "connection_check"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TTL_ATTRIBUTE = "expires_at_epoch"
 
 # Keyword arguments of `create_table` (add `TableName`); the CDK app builds the same table from it.
@@ -250,6 +254,10 @@ def model_list_sk(created_at: datetime, name: str = "") -> str:
 
 def derived(record: BaseModel) -> dict[str, Any]:
     """Index attributes computed from a record (absent when empty: the indexes are sparse)."""
+    if isinstance(record, ProviderConnectionRecord):
+        # The reconciler's "connections not checked since T": a re-check asked for sorts first.
+        due = EPOCH if record.recheck_requested_at is not None else record.last_checked_at
+        return {"transient_status": CONNECTION_CHECK, "last_news_at": stored_time(due)}
     if isinstance(record, DatasetRecord):
         return {
             "list_pk": datasets_list_pk(record.workspace_id),
@@ -697,32 +705,47 @@ class RecordsTable:
         ]
 
     def backfill_list_keys(self) -> int:
-        """Give the models and datasets written before the list index its keys (`derived`); the count
-        given. A one-off for an operator (it scans the whole table); an item changed meanwhile is
-        skipped, as its new write holds them."""
+        """Give the items written before an index existed the keys `derived` makes now: models and
+        datasets their list-index keys, BYOK connections their place among the connections the
+        reconciler re-checks. The count given. A one-off for an operator (it scans the whole table); an
+        item changed meanwhile is skipped, as its new write holds them."""
         given = 0
         start: dict[str, Any] | None = None
         while True:
             args: dict[str, Any] = {
                 "TableName": self.table_name,
-                "FilterExpression": "attribute_not_exists(list_pk) AND "
-                "(begins_with(sk, :model) OR begins_with(sk, :dataset))",
-                "ExpressionAttributeValues": values(model="MODEL#", dataset="DS#"),
+                "FilterExpression": "(attribute_not_exists(list_pk) AND "
+                "(begins_with(sk, :model) OR begins_with(sk, :dataset))) OR "
+                "(begins_with(sk, :provider) AND attribute_not_exists(transient_status))",
+                "ExpressionAttributeValues": values(model="MODEL#", dataset="DS#", provider="PROVIDER#"),
             }
             if start:
                 args["ExclusiveStartKey"] = start
             response = self.call(self.client.scan, **args)
             for item in response.get("Items", []):
-                cls: type[BaseModel] = ModelRecord if item["sk"]["S"].startswith("MODEL#") else DatasetRecord
+                sk = item["sk"]["S"]
+                cls: type[BaseModel] = (
+                    ModelRecord
+                    if sk.startswith("MODEL#")
+                    else DatasetRecord
+                    if sk.startswith("DS#")
+                    else ProviderConnectionRecord
+                )
                 record = record_of(cls, item)
-                keys = {k: v for k, v in derived(record).items() if k in {"list_pk", "list_sk", "name_lower"}}
+                missing = "transient_status" if cls is ProviderConnectionRecord else "list_pk"
+                wanted = (
+                    {"transient_status", "last_news_at"}
+                    if cls is ProviderConnectionRecord
+                    else {"list_pk", "list_sk", "name_lower"}
+                )
+                keys = {k: v for k, v in derived(record).items() if k in wanted}
                 try:
                     self.call(
                         self.client.update_item,
                         TableName=self.table_name,
                         Key={"pk": item["pk"], "sk": item["sk"]},
                         UpdateExpression="SET " + ", ".join(f"{k} = :{k}" for k in keys),
-                        ConditionExpression="attribute_not_exists(list_pk) AND version = :version",
+                        ConditionExpression=f"attribute_not_exists({missing}) AND version = :version",
                         ExpressionAttributeValues=values(**keys, version=getattr(record, "version")),  # noqa: B009
                     )
                     given += 1

@@ -60,6 +60,7 @@ from tunelab.domain.providers import (
     UnhandledEventError,
     derived_name,
 )
+from tunelab.domain.training_logs import TrainingLogPage
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock import BedrockClient
@@ -521,3 +522,10 @@ class BedrockProvider:
     def speaks_for(self, account: str | None) -> bool:
         """Bedrock's events come from the platform's own account, the only one its rules hear."""
         return True
+
+    def training_log(self, ref: TrainingJobRef, *, position: str | None, limit: int) -> TrainingLogPage:
+        """Bedrock keeps no log of a customization job (its metrics go to the job's output folder)."""
+        return TrainingLogPage(
+            message="Bedrock keeps no training log of its customization jobs; the model's events "
+            "(GET /v1/fine-tuned-models/{name}/events) show its status changes."
+        )

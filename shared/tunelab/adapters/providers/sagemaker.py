@@ -61,6 +61,7 @@ from tunelab.domain.layout import (
     CONNECTOR_ROLE_PREFIX,
     MODEL_TAG,
     PROVIDER_RESOURCE_TAG,
+    SAGEMAKER_TRAINING_LOG_GROUP,
     connector_prefix,
     connector_session_name,
     s3_split,
@@ -86,6 +87,13 @@ from tunelab.domain.providers import (
     TrainingStatus,
     UnhandledEventError,
     derived_name,
+)
+from tunelab.domain.training_logs import (
+    TrainingLogLine,
+    TrainingLogPage,
+    bad_log_token,
+    decode_position,
+    encode_position,
 )
 
 if TYPE_CHECKING:
@@ -139,6 +147,9 @@ REFRESH_MARGIN_S = 5 * 60
 MODEL_DATA_DIR = "/opt/ml/model"
 # TGI loads large models slowly; SageMaker's default health-check wait is too short for them.
 STARTUP_TIMEOUT_S = 1800
+TRAINING_LOG_GROUP = SAGEMAKER_TRAINING_LOG_GROUP
+# GetLogEvents may answer an empty page before a stream's end; a page asks a stream at most this often.
+LOG_READS_PER_STREAM = 5
 
 _TRAINING_STATUS: dict[str, TrainingStatus] = {
     "inprogress": "in_progress",
@@ -475,6 +486,11 @@ class SageMakerProvider:
         client: SecretsManagerClient = self._client("secretsmanager")
         return client
 
+    @property
+    def logs(self) -> Any:
+        """CloudWatch Logs in the customer's account (no stubs for it are installed: untyped)."""
+        return self._client("logs")
+
     # --- training ---
 
     def _bucket_uri(self, key: str) -> str:
@@ -703,6 +719,73 @@ class SageMakerProvider:
         with aws_call(f"Reading the training job {ref.job_name}", permission="sagemaker:DescribeTrainingJob"):
             job = self.sagemaker.describe_training_job(TrainingJobName=ref.job_name)
         return sagemaker_training_state(dict(job))
+
+    # --- the training log ---
+
+    def _log_streams(self, job: str) -> list[str]:
+        """The job's log streams (one per instance) by name; none before SageMaker made its group."""
+        names: list[str] = []
+        try:
+            pages = self.logs.get_paginator("describe_log_streams").paginate(
+                logGroupName=TRAINING_LOG_GROUP, logStreamNamePrefix=f"{job}/"
+            )
+            for page in pages:
+                names.extend(s["logStreamName"] for s in page.get("logStreams", []) if "logStreamName" in s)
+        except ClientError as error:
+            if is_not_found(error):
+                return []
+            with aws_call(
+                f"Reading the log streams of the training job {job}",
+                permission=f"logs:DescribeLogStreams on {TRAINING_LOG_GROUP}",
+            ):
+                raise
+        return sorted(names)
+
+    def training_log(self, ref: TrainingJobRef, *, position: str | None, limit: int) -> TrainingLogPage:
+        """The job's CloudWatch log in the customer's account, stream by stream (one per instance, in
+        name order); the position keeps each stream's forward token, so each line is read once, and a
+        stream that grows after the next one was read is read on from where it was."""
+        read = _stream_tokens(position)
+        streams = self._log_streams(ref.job_name)
+        lines: list[TrainingLogLine] = []
+        for stream in streams:
+            token = read.get(stream)
+            for _ in range(LOG_READS_PER_STREAM):
+                if len(lines) >= limit:
+                    break
+                request: dict[str, Any] = {
+                    "logGroupName": TRAINING_LOG_GROUP,
+                    "logStreamName": stream,
+                    "startFromHead": True,
+                    "limit": limit - len(lines),
+                }
+                if token is not None:
+                    request["nextToken"] = token
+                with aws_call(
+                    f"Reading the log of the training job {ref.job_name}",
+                    permission=f"logs:GetLogEvents on {TRAINING_LOG_GROUP}",
+                ):
+                    answer = self.logs.get_log_events(**request)
+                lines.extend(
+                    TrainingLogLine(
+                        at=datetime.fromtimestamp(event["timestamp"] / 1000, UTC),
+                        message=event.get("message", "").rstrip("\n"),
+                    )
+                    for event in answer.get("events", [])
+                    if "timestamp" in event
+                )
+                following = answer.get("nextForwardToken")
+                # The same token back means the stream's end (for now).
+                done = following is None or following == token
+                token = following or token
+                if token is not None:
+                    read[stream] = token
+                if done:
+                    break
+            if len(lines) >= limit:
+                break
+        message = None if streams else "SageMaker has not written this job's log yet."
+        return TrainingLogPage(lines=tuple(lines), position=encode_position(read), message=message)
 
     # --- deployment ---
 
@@ -933,6 +1016,18 @@ def _trainer_archive(trainer_dir: Path) -> bytes:
     # Rebuilt when a file changes (the local runtime edits the trainer while running).
     stamp = tuple(sorted((p.as_posix(), p.stat().st_mtime) for p in trainer_dir.rglob("*") if p.is_file()))
     return _trainer_archive_cached(str(trainer_dir), stamp)
+
+
+def _stream_tokens(position: str | None) -> dict[str, str]:
+    """Each stream's forward token from a position `training_log` made."""
+    if position is None:
+        return {}
+    read = decode_position(position)
+    if not isinstance(read, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in read.items()
+    ):
+        raise bad_log_token()
+    return dict(read)
 
 
 # --- verifying a connection -------------------------------------------------------------------------------

@@ -133,8 +133,15 @@ class ProviderOut(_Out):
     hf_token_secret_arn: str | None = Field(
         default=None, description="SageMaker: the secret holding the Hugging Face token, if any."
     )
-    verified_at: Timestamp | None = Field(default=None, description="When the connection was last checked.")
+    verified_at: Timestamp | None = Field(
+        default=None, description="When a check of the connection last passed."
+    )
     message: str | None = Field(default=None, description="Why the provider is not usable, when it is not.")
+    checked_at: Timestamp | None = Field(
+        default=None,
+        description="SageMaker: when the connection was last checked, passed or failed (tunelab checks it "
+        "daily, and after AWS refused one of its calls; a failed check sets `status` to `error`).",
+    )
 
 
 class ConnectorOut(_Out):
@@ -618,6 +625,26 @@ class ModelEventOut(_Out):
     status: ModelStatus | None = None
     message: str | None = None
     metrics: MetricsOut | None = None
+
+
+class TrainingLogLineOut(_Out):
+    at: Timestamp = Field(description="When the line was written.")
+    message: str
+
+
+class TrainingLogOut(_Out):
+    """A page of the model's training log, oldest first."""
+
+    items: list[TrainingLogLineOut]
+    next_token: str | None = Field(
+        default=None,
+        description="Opaque; where the next page starts. Present while more lines may come (the model "
+        "still trains or stops, or this page was full); null once training ended and the last line was read.",
+    )
+    message: str | None = Field(
+        default=None,
+        description="Why there are no lines, where that is worth saying (no job yet; Bedrock keeps no log).",
+    )
 
 
 __all__ = [

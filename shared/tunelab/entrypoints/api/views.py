@@ -75,6 +75,7 @@ def provider_out(
         artifact_bucket=record.artifact_bucket,
         hf_token_secret_arn=record.hf_token_secret_arn,
         verified_at=record.verified_at,
+        checked_at=record.last_checked_at,
     )
 
 

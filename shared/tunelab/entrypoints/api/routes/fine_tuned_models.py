@@ -12,7 +12,7 @@ from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
-from tunelab.application import deployments, fine_tuned_models
+from tunelab.application import deployments, fine_tuned_models, training_logs
 from tunelab.application.fine_tuned_models import Estimate
 from tunelab.composition.wiring import Services
 from tunelab.domain.archives import Variant
@@ -34,6 +34,8 @@ from tunelab.entrypoints.api.contracts import (
     ModelEventOut,
     Page,
     QuoteOut,
+    TrainingLogLineOut,
+    TrainingLogOut,
     UsageOut,
 )
 from tunelab.entrypoints.api.deps import correlation_id, current_identity, services
@@ -374,3 +376,29 @@ def delete(
         )
     fine_tuned_models.delete(ctx, identity, _name(name), correlation_id=correlation)
     return Response(status_code=204)
+
+
+@router.get(
+    "/v1/fine-tuned-models/<name>/logs",
+    summary="The model's training log, oldest first, each line with its time",
+    description="What the trainer printed (steps, losses, warnings): for SageMaker the training job's "
+    "CloudWatch log in your account, for the local runtime the job's log file. Bedrock keeps no training "
+    "log: 200 with no lines and a `message` saying so. Follow a training by asking again with the "
+    "`next_token` of the last page until it is null.",
+    tags=TAGS,
+    responses=responses(),
+    operation_id="getFineTunedModelLogs",
+)
+def get_logs(
+    name: ModelNamePath,
+    identity: Annotated[Identity, Depends(current_identity)],
+    ctx: Annotated[Services, Depends(services)],
+    limit: Limit = DEFAULT_LIMIT,
+    next_token: NextToken = None,
+) -> TrainingLogOut:
+    log = training_logs.training_log(ctx, identity, _name(name), limit=limit, next_token=next_token)
+    return TrainingLogOut(
+        items=[TrainingLogLineOut(at=line.at, message=line.message) for line in log.lines],
+        next_token=log.next_token,
+        message=log.message,
+    )

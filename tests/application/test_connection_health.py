@@ -1,0 +1,141 @@
+"""Connection health on fakes: the daily re-check, the re-check a refused call asks for, the status
+`GET /v1/providers` shows, and exactly one email per change of status."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from tests.application.conftest import ADA, sagemaker_request, workflow_input
+from tests.fakes import FakeContext
+from tunelab.application import connection_health, fine_tuned_models, provider_connections, reconcile
+from tunelab.application.commands import PutSageMakerProviderIn
+from tunelab.application.workflows import FinishTrainingEvent
+from tunelab.domain.errors import ProviderPermissionDenied
+from tunelab.domain.providers import ConnectionCheck, ConnectionCheckItem, TrainingJobRef
+from tunelab.domain.records import ModelChanges, ProviderRefs
+
+BROKEN = ConnectionCheck(
+    ok=False,
+    message="tunelab could not assume the role arn:aws:iam::210987654321:role/tunelab-connector: denied.",
+    checks=[ConnectionCheckItem(name="sts:AssumeRole", ok=False, message="denied")],
+)
+WORKS = ConnectionCheck(ok=True, message="Connected.", checks=[])
+
+
+def _connected(ctx: FakeContext) -> None:
+    ctx.workspaces.ensure_connector_external_id(ADA.workspace, "tunelab-" + "ab" * 16)
+    provider_connections.connect_sagemaker(
+        ctx,
+        ADA,
+        PutSageMakerProviderIn(
+            role_arn="arn:aws:iam::210987654321:role/tunelab-connector",
+            region="us-west-2",
+            artifact_bucket="customer-artifacts",
+        ),
+    )
+
+
+def _sagemaker_status(ctx: FakeContext) -> tuple[str, str | None]:
+    (item,) = [p for p in provider_connections.list_providers(ctx, ADA) if p.provider == "sagemaker"]
+    message = item.message or (item.connection.message if item.connection else None)
+    return item.status, message
+
+
+def _emails(ctx: FakeContext, kind: str) -> int:
+    return len([e for e in ctx.notifier.sent if e.kind == kind])
+
+
+def test_a_connection_is_checked_again_after_a_day_not_before(ctx: FakeContext) -> None:
+    _connected(ctx)
+    assert connection_health.check_connections(ctx).checked == 0
+    ctx.clock.advance(timedelta(hours=25))
+    assert connection_health.check_connections(ctx).checked == 1
+    # Checked now: not again until a day has passed.
+    assert connection_health.check_connections(ctx).checked == 0
+    record = ctx.connections.find(ADA.workspace)
+    assert record is not None
+    assert record.checked_at == ctx.now()
+
+
+def test_a_failing_check_sets_error_with_what_failed_and_emails_once(ctx: FakeContext) -> None:
+    _connected(ctx)
+    ctx.providers.check = BROKEN
+    for _ in range(3):  # three days of failing checks
+        ctx.clock.advance(timedelta(hours=25))
+        connection_health.check_connections(ctx)
+
+    assert _sagemaker_status(ctx) == ("error", BROKEN.message)
+    assert _emails(ctx, "connection_error") == 1
+    (email,) = [e for e in ctx.notifier.sent if e.kind == "connection_error"]
+    assert email.to == ADA.email
+    assert BROKEN.message in email.text
+    assert ("sagemaker", ADA.workspace) in ctx.providers.forgotten
+
+
+def test_a_passing_check_after_an_error_reconnects_and_says_so_once(ctx: FakeContext) -> None:
+    _connected(ctx)
+    ctx.providers.check = BROKEN
+    ctx.clock.advance(timedelta(hours=25))
+    connection_health.check_connections(ctx)
+    ctx.providers.check = WORKS
+    for _ in range(2):
+        ctx.clock.advance(timedelta(hours=25))
+        connection_health.check_connections(ctx)
+    assert _sagemaker_status(ctx) == ("connected", None)
+    assert _emails(ctx, "connection_error") == 1
+    assert _emails(ctx, "connection_recovered") == 1
+
+
+def test_a_refused_call_asks_for_a_check_at_the_next_sweep(ctx: FakeContext) -> None:
+    model = fine_tuned_models.create(ctx, ADA, sagemaker_request(ctx), correlation_id="req-create")
+    _connected(ctx)  # connected by Ada, through the API's use case
+    job = TrainingJobRef(provider="sagemaker", job_id="j", job_name="j")
+    ctx.models.update(ADA.workspace, model.name, ModelChanges(refs=ProviderRefs(training_job=job)))
+    provider = ctx.provider("sagemaker")
+
+    def refuse(ref: TrainingJobRef) -> object:
+        raise ProviderPermissionDenied("Reading the training job j was refused.")
+
+    provider.describe_training = refuse  # type: ignore[method-assign,assignment]
+    ctx.providers.check = BROKEN
+    # The sweep asks about the stale job, is refused, and checks the connection in the same sweep.
+    ctx.clock.advance(timedelta(hours=1))
+    report = reconcile.reconcile(ctx)
+
+    assert report.connections_checked == 1
+    assert report.connections_broken == 1
+    assert _sagemaker_status(ctx)[0] == "error"
+    assert _emails(ctx, "connection_error") == 1
+
+
+def test_a_check_that_lost_a_race_records_and_sends_nothing(ctx: FakeContext) -> None:
+    _connected(ctx)
+    record = ctx.connections.find(ADA.workspace)
+    assert record is not None
+    # Someone connected again between the read and the write: theirs stands.
+    _connected(ctx)
+    ctx.providers.check = BROKEN
+    assert connection_health.recheck(ctx, record, now=ctx.now()) is None
+    assert _sagemaker_status(ctx)[0] == "connected"
+    assert ctx.notifier.sent == []
+
+
+def test_a_training_refused_with_access_denied_asks_for_a_check(ctx: FakeContext) -> None:
+    model = fine_tuned_models.create(ctx, ADA, sagemaker_request(ctx), correlation_id="req-create")
+    _connected(ctx)
+    cause = {"errorType": "ProviderPermissionDenied", "errorMessage": "Starting the job was refused."}
+    fine_tuned_models.finish_training(
+        ctx,
+        FinishTrainingEvent.model_validate(
+            {
+                **workflow_input(model, "run-1"),
+                "error": {"Error": "ProviderPermissionDenied", "Cause": json.dumps(cause)},
+            }
+        ),
+    )
+    record = ctx.connections.find(ADA.workspace)
+    assert record is not None
+    assert record.recheck_requested_at == ctx.now()
+    # Due at once, though checked today.
+    assert ctx.connections.due_for_check(ctx.now() - timedelta(hours=24)) == [record]
