@@ -423,8 +423,10 @@ class ConnectorStack(Stack):
             resource_name=SAGEMAKER_TRAINING_LOG_GROUP,
             arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
+        # DescribeLogStreams is authorized on `log-group:NAME:*` (the bare group ARN serves only the
+        # tagging actions).
         access.add_to_policy(
-            iam.PolicyStatement(actions=["logs:DescribeLogStreams"], resources=[training_log_group])
+            iam.PolicyStatement(actions=["logs:DescribeLogStreams"], resources=[f"{training_log_group}:*"])
         )
         access.add_to_policy(
             iam.PolicyStatement(
@@ -472,10 +474,13 @@ class ConnectorStack(Stack):
             "AwsSolutions-IAM5",
             "SageMaker names a training job's log streams after the job and instance; tunelab's job names "
             "are chosen per fine-tuned model (no common prefix), so reads are scoped to SageMaker's "
-            "training-job log group of this account and region (GetLogEvents only, no writes).",
+            "training-job log group of this account and region (DescribeLogStreams on the group, whose "
+            "ARN CloudWatch Logs authorizes with `:*`, and GetLogEvents; no writes).",
             applies_to=(
                 "Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
                 f"{SAGEMAKER_TRAINING_LOG_GROUP}:log-stream:*",
+                "Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
+                f"{SAGEMAKER_TRAINING_LOG_GROUP}:*",
             ),
         )
 

@@ -11,7 +11,7 @@ from tests.fakes import FakeContext
 from tunelab.application import connection_health, fine_tuned_models, provider_connections, reconcile
 from tunelab.application.commands import PutSageMakerProviderIn
 from tunelab.application.workflows import FinishTrainingEvent
-from tunelab.domain.errors import ProviderPermissionDenied
+from tunelab.domain.errors import ProviderPermissionDenied, ProviderTransientError
 from tunelab.domain.providers import ConnectionCheck, ConnectionCheckItem, TrainingJobRef
 from tunelab.domain.records import ModelChanges, ProviderRefs
 
@@ -139,3 +139,26 @@ def test_a_training_refused_with_access_denied_asks_for_a_check(ctx: FakeContext
     assert record.recheck_requested_at == ctx.now()
     # Due at once, though checked today.
     assert ctx.connections.due_for_check(ctx.now() - timedelta(hours=24)) == [record]
+
+
+def test_a_connection_whose_check_cannot_run_is_tried_an_hour_later_behind_the_others(
+    ctx: FakeContext,
+) -> None:
+    _connected(ctx)
+    ctx.clock.advance(connection_health.CHECK_EVERY + timedelta(minutes=1))
+
+    def unreachable(*_: object, **__: object) -> ConnectionCheck:
+        raise ProviderTransientError("The customer's account could not be reached.")
+
+    ctx.providers.verify_connection = unreachable  # type: ignore[method-assign]
+    report = connection_health.check_connections(ctx)
+
+    assert (report.checked, report.errors) == (0, 1)
+    after = ctx.connections.find(ADA.workspace)
+    assert after is not None
+    assert after.status == "connected"
+    # Not due again at once (it would come first in every sweep): an hour from now.
+    assert ctx.connections.due_for_check(ctx.now() - connection_health.CHECK_EVERY) == []
+    ctx.clock.advance(connection_health.RETRY_AFTER + timedelta(minutes=1))
+    due = ctx.connections.due_for_check(ctx.now() - connection_health.CHECK_EVERY)
+    assert [c.workspace_id for c in due] == [ADA.workspace]

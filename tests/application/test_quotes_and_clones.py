@@ -166,9 +166,9 @@ def test_a_clone_takes_the_sources_request_and_the_changes_it_gives(ctx: FakeCon
     assert started.base_model_id == source.base_model_id
     assert started.validation == source.validation
     assert started.dataset.id == other.dataset_id
-    # The hyperparameters given replace the source's whole part: epochs 3, the rest defaults.
+    # The hyperparameters given join the source's: epochs 3, the warm-up as the source had it.
     assert started.hyperparameters.epochs == 3
-    assert started.hyperparameters.warmup_steps != 5
+    assert started.hyperparameters.warmup_steps == 5
     # Unchanged, everything is the source's.
     same = fine_tuned_models.clone(
         ctx, ADA, source.name, CloneIn(name="support-bot-3", acknowledge=True), correlation_id="c"
@@ -204,3 +204,57 @@ def test_a_clone_goes_through_every_check_of_create(ctx: FakeContext) -> None:
         )
     assert _field(refused.value) == "max_total_usd"
     assert ctx.models.find(ADA.workspace, "support-bot-2") is None
+
+
+def test_a_clone_of_a_source_with_optional_hyperparameters_resolves_them_again(ctx: FakeContext) -> None:
+    # A source trained with LoRA, no checkpoints kept, and early stopping (saving follows evaluation).
+    request = sagemaker_request(
+        ctx,
+        validation={"mode": "split", "percent": 10},
+        hyperparameters={"epochs": 2, "early_stopping": {}},
+        optional_hyperparameters={
+            "use_lora": True,
+            "lora_config": {"r": 16, "use_dora": True},
+            "sft_config": {"eval_strategy": "steps", "eval_steps": 5, "weight_decay": 0.1},
+        },
+    )
+    source = fine_tuned_models.create(ctx, ADA, request, correlation_id="r")
+    assert source.optional_hyperparameters is not None
+    unsaved = sagemaker_request(
+        ctx, name="no-saves", optional_hyperparameters={"sft_config": {"save_strategy": "no"}}
+    )
+    no_saves = fine_tuned_models.create(ctx, ADA, unsaved, correlation_id="r")
+
+    same = fine_tuned_models.clone(
+        ctx, ADA, source.name, CloneIn(name="same", acknowledge=True), correlation_id="c"
+    )
+    assert isinstance(same, ModelRecord)
+    assert same.optional_hyperparameters == source.optional_hyperparameters
+    assert same.hyperparameters == source.hyperparameters
+
+    # Without validation data: what follows from it is worked out again (no evaluation, no early stop).
+    unvalidated = fine_tuned_models.clone(
+        ctx,
+        ADA,
+        source.name,
+        CloneIn.model_validate(
+            {
+                "name": "unvalidated",
+                "acknowledge": True,
+                "validation": {"mode": "none"},
+                "hyperparameters": {"epochs": 2},
+            }
+        ),
+        correlation_id="c",
+    )
+    assert isinstance(unvalidated, ModelRecord)
+    assert unvalidated.optional_hyperparameters is not None
+    assert unvalidated.optional_hyperparameters.sft_config.eval_strategy == "no"
+    assert unvalidated.optional_hyperparameters.lora_config == source.optional_hyperparameters.lora_config
+    assert unvalidated.optional_hyperparameters.sft_config.weight_decay == 0.1
+
+    cloned = fine_tuned_models.clone(
+        ctx, ADA, no_saves.name, CloneIn(name="no-saves-2", acknowledge=True), correlation_id="c"
+    )
+    assert isinstance(cloned, ModelRecord)
+    assert cloned.optional_hyperparameters == no_saves.optional_hyperparameters

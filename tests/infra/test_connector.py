@@ -382,7 +382,8 @@ def test_access_role_reads_only_sagemakers_training_job_log_group(synthesized: S
     group = (
         "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/sagemaker/TrainingJobs"
     )
-    assert granted["logs:DescribeLogStreams"] == [group]
+    # The group's ARN with `:*`: CloudWatch Logs authorizes DescribeLogStreams on it, not on the bare ARN.
+    assert granted["logs:DescribeLogStreams"] == [f"{group}:*"]
     assert granted["logs:GetLogEvents"] == [f"{group}:log-stream:*"]
     # Read only: nothing of the access role writes or deletes logs.
     assert not [a for a in granted if a.startswith("logs:") and a not in ACCESS_CALLS]

@@ -133,7 +133,7 @@ def test_a_role_that_can_no_longer_be_assumed_is_an_error_told_once_then_recover
         expected_version=stored.version,
     )
     fixed = _sweep()
-    assert fixed["connections_recovered"] == 1
+    assert (fixed["connections_recovered"], fixed["connections_emails_sent"]) == (1, 1)
     assert _stored(repo).status == "connected"
     assert _stored(repo).message is None
     assert len([m for m in emails() if "works again" in m.subject]) == 1

@@ -160,6 +160,7 @@ def test_the_function_returns_the_counts(aws: Aws, services: Services, repo: Ser
         "connections_checked": 0,
         "connections_broken": 0,
         "connections_recovered": 0,
+        "connections_emails_sent": 0,
     }
 
 

@@ -480,7 +480,6 @@ def test_create_shows_the_plan_and_its_quote_then_starts_with_the_quote_and_a_ma
 def test_clone_shows_the_clones_estimate_then_starts_it(
     api: FakeApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    api.on("GET", "/v1/fine-tuned-models/bot", model(hyperparameters={"epochs": 2, "learning_rate": 0.01}))
     api.on(
         "POST",
         "/v1/fine-tuned-models/bot/clone",
@@ -497,8 +496,8 @@ def test_clone_shows_the_clones_estimate_then_starts_it(
     assert exit_code == cli.EXIT_USAGE
     assert "--acknowledge --quote q1.9.ab" in err
     asked = json.loads(api.sent("POST", "/v1/fine-tuned-models/bot/clone")[0].content)
-    # The change joins what the source ran with.
-    assert asked == {"name": "bot-2", "hyperparameters": {"epochs": 4, "learning_rate": 0.01}}
+    # Only the change is sent: the API joins it to what the source ran with.
+    assert asked == {"name": "bot-2", "hyperparameters": {"epochs": 4}}
 
     exit_code, out, _ = run(capsys, "models", "clone", "bot", "bot-2", "--acknowledge", "--quote", "q1.9.ab")
 

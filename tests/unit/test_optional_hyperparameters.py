@@ -924,7 +924,7 @@ def test_save_steps_alone_saves_every_that_many_steps() -> None:
         (
             {"save_strategy": "no", "save_total_limit": 3},
             "save_total_limit",
-            "save_total_limit applies only when checkpoints are saved",
+            "save_strategy is no, so no checkpoints are kept",
         ),
     ],
 )

@@ -118,8 +118,8 @@ class CreateFineTunedModelIn(CostEstimateIn):
 
 
 class CloneIn(_In):
-    """The body of `POST /v1/fine-tuned-models/{name}/clone`: a new model made from another one's request,
-    with any of its parts replaced (each given part replaces the source's whole part)."""
+    """The body of `POST /v1/fine-tuned-models/{name}/clone`: a new model made from another one's request:
+    the hyperparameters given join the source's; each other part given replaces the source's whole."""
 
     name: ModelName
     acknowledge: bool = Field(

@@ -8,7 +8,7 @@ sets the connection's status to `error` with what failed (shown by `GET /v1/prov
 one sets it back to `connected`. The result is written conditionally on the version read, so when
 two sweeps check at once only one records the change, and only that one emails the person who made
 the connection: one email per change of status, never one per check. A check that could not run
-(the provider unreachable) changes nothing and is tried at the next sweep.
+(the provider unreachable) changes nothing and is tried again an hour later.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ logger = Logger(child=True)
 CHECK_EVERY = timedelta(hours=24)
 # Each check assumes a role in a customer's account and makes a few calls: a sweep does a bounded few.
 CHECKS_PER_SWEEP = 20
+# A check that could not run is tried again this much later.
+RETRY_AFTER = timedelta(hours=1)
 
 
 class ConnectionHealthReport(BaseModel):
@@ -53,6 +55,15 @@ def check_connections(
         except Exception:
             report.errors += 1
             logger.exception("Checking a connection failed", extra={"workspace_id": record.workspace_id})
+            # Tried again in RETRY_AFTER, behind the others due: one that cannot be checked never starves
+            # the rest of a sweep's checks. Its status stays as it was.
+            with contextlib.suppress(Exception):
+                ctx.connections.put(
+                    record.model_copy(
+                        update={"checked_at": now - CHECK_EVERY + RETRY_AFTER, "recheck_requested_at": None}
+                    ),
+                    expected_version=record.version,
+                )
     return report
 
 
@@ -126,7 +137,8 @@ def request_recheck(ctx: Context, model: ModelRecord) -> bool:
         record = ctx.connections.find(model.workspace_id, model.provider)
         if record is None:
             return False
-        if record.recheck_requested_at is None:
+        # An error already recorded is checked daily: a refused call adds nothing to that.
+        if record.recheck_requested_at is None and record.status == "connected":
             # A connection changed meanwhile (verified again, or checked) is news enough.
             with contextlib.suppress(Conflict):
                 ctx.connections.put(

@@ -32,7 +32,7 @@ from tunelab.application.workflows import (
     StartDeploymentEvent,
     StartedDeployment,
 )
-from tunelab.domain.actual_costs import DeploymentCost, deployment_cost
+from tunelab.domain.actual_costs import DeploymentCost
 from tunelab.domain.archives import serving_archive
 from tunelab.domain.costs import usd
 from tunelab.domain.errors import (
@@ -75,9 +75,7 @@ def auto_undeploy_at(choice: AfterHoursIn | AtIn | None, now: datetime) -> datet
     else:
         at, field = choice.at, "auto_undeploy.at"
     if at < now + AUTO_UNDEPLOY_MIN:
-        raise ValidationFailed.of(
-            field, "The automatic undeploy must be at least 5 minutes after the deployment is requested."
-        )
+        raise ValidationFailed.of(field, "The automatic undeploy must be at least 5 minutes from now.")
     if at > now + AUTO_UNDEPLOY_MAX:
         raise ValidationFailed.of(field, "The automatic undeploy must be at most 30 days ahead.")
     # Stored and shown as the whole minute the schedule fires at, never before the time asked for.
@@ -294,10 +292,7 @@ def undeploy(
 
 def _ran(ctx: Context, model: ModelRecord) -> DeploymentCost | None:
     """The hours and cost of the deployment ending now; None if it never came into service."""
-    deployment = model.deployment
-    if model.status != S.DEPLOYED or deployment is None or deployment.deployed_at is None:
-        return None
-    return deployment_cost(deployment.deployed_at, ctx.now(), deployment.hourly_usd or 0.0, ended=True)
+    return model.deployment_cost(ctx.now(), ended=True)
 
 
 def undeploy_for(ctx: Context, identity: Identity, name: str, *, correlation_id: str) -> ModelRecord:

@@ -104,7 +104,7 @@ from tunelab.domain.providers import (
     TrainingState,
 )
 from tunelab.domain.providers import Resources as ProviderResources
-from tunelab.domain.quotes import Quote, check_budget, check_quote, quote
+from tunelab.domain.quotes import Quote, check_budget, check_quote, over_budget, quote
 from tunelab.domain.records import (
     Artifacts,
     Creator,
@@ -355,11 +355,13 @@ def estimate(ctx: Context, identity: Identity, request: CostEstimateIn) -> Estim
     started or stored; with a quote (`quote_id`, valid for QUOTE_TTL) where this deployment can run it.
     A `max_total_usd` the price is above is said in a note (starting it would be refused)."""
     planned = plan(ctx, identity, request, for_estimate=True)
-    if request.max_total_usd is not None and planned.cost.total_usd > request.max_total_usd:
-        note = (
-            f"The predicted total ${planned.cost.total_usd:,.2f} is above your maximum "
-            f"${request.max_total_usd:,.2f}: starting it would be refused."
-        )
+    over = (
+        over_budget(request.max_total_usd, planned.cost.total_usd)
+        if request.max_total_usd is not None
+        else None
+    )
+    if over is not None:
+        note = f"{over}: starting it would be refused."
         planned = replace(
             planned, cost=planned.cost.model_copy(update={"notes": [*planned.cost.notes, note]})
         )
@@ -661,7 +663,8 @@ def create(
 
 def clone_request(source: ModelRecord, clone: CloneIn) -> CreateFineTunedModelIn:
     """The create request of a clone of `source`: its base, dataset, validation, resources and (resolved)
-    hyperparameters, each part the clone gives replacing the source's."""
+    hyperparameters; the hyperparameters the clone gives join the source's, each other part it gives
+    (dataset, validation, resources, optional hyperparameters) replaces the source's."""
     validation: dict[str, Any]
     if clone.validation is not None:
         validation = clone.validation.model_dump()
@@ -678,17 +681,22 @@ def clone_request(source: ModelRecord, clone: CloneIn) -> CreateFineTunedModelIn
         if source.resources is not None
         else None
     )
-    hyperparameters = (
-        clone.hyperparameters.model_dump(exclude_none=True)
-        if clone.hyperparameters is not None
-        else source.hyperparameters.model_dump(exclude_none=True)
-    )
+    # The values given join the source's (one change is one value); the other parts are replaced whole.
+    hyperparameters = {
+        **source.hyperparameters.model_dump(exclude_none=True),
+        **(clone.hyperparameters.model_dump(exclude_none=True) if clone.hyperparameters is not None else {}),
+    }
+    if (
+        validation["mode"] == "none"
+        and clone.validation is not None
+        and not (clone.hyperparameters is not None and clone.hyperparameters.early_stopping is not None)
+    ):
+        # Early stopping needs validation data: a clone without any stops early no more.
+        hyperparameters.pop("early_stopping", None)
     optional = (
         clone.optional_hyperparameters
         if clone.optional_hyperparameters is not None
-        else source.optional_hyperparameters.model_dump(mode="json", exclude_none=True)
-        if source.optional_hyperparameters is not None
-        else None
+        else _request_of(source, validation_changed=clone.validation is not None)
     )
     return CreateFineTunedModelIn.model_validate(
         {
@@ -709,6 +717,33 @@ def clone_request(source: ModelRecord, clone: CloneIn) -> CreateFineTunedModelIn
             "max_total_usd": clone.max_total_usd,
         }
     )
+
+
+# The sft_config values the resolver works out from others rather than takes as given: a clone leaves
+# them to it (kept, they could contradict what the clone changes, or what a record of an earlier
+# release reads back as defaults).
+_DERIVED_SFT = {
+    # follow the validation data
+    "validation": ("eval_strategy", "eval_steps"),
+    # with early stopping, saving follows evaluation
+    "early_stopping": ("save_strategy", "save_steps"),
+}
+
+
+def _request_of(source: ModelRecord, *, validation_changed: bool) -> dict[str, Any] | None:
+    """The source's resolved optional hyperparameters as a request the resolver takes again."""
+    if source.optional_hyperparameters is None:
+        return None
+    request = source.optional_hyperparameters.model_dump(mode="json", exclude_none=True)
+    sft: dict[str, Any] = request.get("sft_config", {})
+    derived = [*_DERIVED_SFT["validation"]] if validation_changed else []
+    if source.hyperparameters.early_stopping is not None:
+        derived += _DERIVED_SFT["early_stopping"]
+    if sft.get("save_strategy") == "no":
+        derived.append("save_total_limit")  # resolved to its default, but refused beside "no"
+    for key in derived:
+        sft.pop(key, None)
+    return request
 
 
 def clone(

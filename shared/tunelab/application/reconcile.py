@@ -70,6 +70,7 @@ class ReconcileReport(BaseModel):
     connections_checked: int = 0
     connections_broken: int = 0  # checks that found a connected connection broken
     connections_recovered: int = 0  # checks that found a broken connection working again
+    connections_emails_sent: int = 0  # to the connections' owners, one per change of status
 
 
 def reconcile(
@@ -115,6 +116,7 @@ def reconcile(
         report.connections_checked = health.checked
         report.connections_broken = health.broken
         report.connections_recovered = health.recovered
+        report.connections_emails_sent = health.emails_sent
         report.errors += health.errors
     logger.info("Reconciled", extra=report.model_dump())
     return report

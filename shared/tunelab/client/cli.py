@@ -424,13 +424,8 @@ def cmd_models_clone(args: argparse.Namespace, client: TunelabClient) -> int:
         if value is not None:
             hyperparameters[key] = value
     if hyperparameters:
-        # The source's other values stay: the overrides join what it ran with.
-        source = client.model(args.name)
-        body["hyperparameters"] = {
-            k: v
-            for k, v in {**(source.get("hyperparameters") or {}), **hyperparameters}.items()
-            if v is not None
-        }
+        # They join the source's hyperparameters (the API's rule for a clone).
+        body["hyperparameters"] = hyperparameters
     if args.optional_json is not None:
         body["optional_hyperparameters"] = _load_json_argument(args.optional_json, "--optional-json")
     if args.max_total_usd is not None:

@@ -1136,7 +1136,7 @@ def _resolve_training_options(
     if save == "no" and values["save_total_limit"] is not None:
         reader.fail(
             f"{spath}.save_total_limit",
-            "save_total_limit applies only when checkpoints are saved (save_strategy is no); remove it.",
+            "save_strategy is no, so no checkpoints are kept: remove save_total_limit.",
         )
     values["save_total_limit"] = values["save_total_limit"] or DEFAULT_SAVE_TOTAL_LIMIT
     values.update(save_strategy=save, save_steps=save_steps)

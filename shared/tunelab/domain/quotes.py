@@ -73,11 +73,15 @@ def check_quote(
         )
 
 
+def over_budget(max_total_usd: float, total_usd: float) -> str | None:
+    """What to say when the predicted total is above the user's maximum; None when it is not."""
+    if total_usd <= max_total_usd:
+        return None
+    return f"The predicted total ${total_usd:,.2f} is above your maximum ${max_total_usd:,.2f}"
+
+
 def check_budget(max_total_usd: float, total_usd: float) -> None:
     """`ValidationFailed` on `max_total_usd` when the predicted total is above it."""
-    if total_usd > max_total_usd:
-        raise ValidationFailed.of(
-            "max_total_usd",
-            f"The predicted total ${total_usd:,.2f} is above your maximum ${max_total_usd:,.2f}; nothing "
-            "was started.",
-        )
+    over = over_budget(max_total_usd, total_usd)
+    if over is not None:
+        raise ValidationFailed.of("max_total_usd", f"{over}; nothing was started.")

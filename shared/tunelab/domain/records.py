@@ -24,7 +24,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from tunelab.domain.actual_costs import ActualTrainingCost, DeploymentCost
+from tunelab.domain.actual_costs import ActualTrainingCost, DeploymentCost, deployment_cost
 from tunelab.domain.catalog import Hosting, Provider, provider_traits
 from tunelab.domain.costs import CostEstimate
 from tunelab.domain.errors import Conflict, InUse, InvalidState, NameTaken, NotFound, ValidationFailed
@@ -398,6 +398,18 @@ class ModelRecord(_Record):
             model_ref=self.refs.model_ref,
             artifacts_uri=self.artifacts.uri if self.artifacts else None,
         )
+
+    def deployment_cost(self, until: datetime, *, ended: bool = False) -> DeploymentCost | None:
+        """What the deployment has cost to `until` (`ended`: it is undeployed then); None unless the model
+        is deployed and in service. Priced at the hourly price kept at deploy time, else (a deployment
+        made before prices were kept) the one its prediction showed."""
+        deployment = self.deployment
+        if self.status != ModelStatus.DEPLOYED or deployment is None or deployment.deployed_at is None:
+            return None
+        hourly = deployment.hourly_usd
+        if hourly is None:
+            hourly = self.predicted_cost.deployment_per_hour_usd if self.predicted_cost else 0.0
+        return deployment_cost(deployment.deployed_at, until, hourly, ended=ended)
 
     def weights(self) -> ParentModel | None:
         """Where a model continuing from this one reads its weights: the provider's own model where the

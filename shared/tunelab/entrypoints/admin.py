@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.group == "lists":
             given = operator_records_table(args.table, session=session).backfill_list_keys()
-            print(f"{given} models and datasets got their list-index keys.")
+            print(f"{given} models, datasets and connections got their index keys.")
         elif args.action == "set":
             record = set_plan(workspaces, args.workspace, args.plan, default_plan=args.plan)
             print(f"Workspace {record.workspace_id} is on the {record.plan} plan.")

@@ -7,7 +7,6 @@ import re
 from datetime import datetime
 
 from tunelab.application.fine_tuned_models import Download, Estimate
-from tunelab.domain.actual_costs import deployment_cost
 from tunelab.domain.archives import variants
 from tunelab.domain.catalog import provider_traits
 from tunelab.domain.identity import byok_allowed
@@ -24,7 +23,6 @@ from tunelab.domain.records import (
     WorkspaceRecord,
     utcnow,
 )
-from tunelab.domain.status import ModelStatus
 from tunelab.entrypoints.api.contracts import (
     ActualCostOut,
     ArtifactsOut,
@@ -162,11 +160,8 @@ def model_out(record: ModelRecord, now: datetime | None = None) -> FineTunedMode
 
 
 def _deployment_cost(record: ModelRecord, now: datetime) -> DeploymentCostOut | None:
-    deployment = record.deployment
-    if record.status != ModelStatus.DEPLOYED or deployment is None or deployment.deployed_at is None:
-        return None
-    running = deployment_cost(deployment.deployed_at, now, deployment.hourly_usd or 0.0)
-    return DeploymentCostOut(**running.model_dump())
+    running = record.deployment_cost(now)
+    return DeploymentCostOut(**running.model_dump()) if running else None
 
 
 def artifacts_out(record: ModelRecord) -> ArtifactsOut:
