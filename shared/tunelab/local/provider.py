@@ -1379,7 +1379,10 @@ class LocalProvider:
             self.s3.head_object(Bucket=bucket, Key=key)
         except ClientError:
             with tempfile.TemporaryDirectory() as scratch:
-                archive = pack_model(folder, Path(scratch) / f"{checkpoint_id}.tar.gz")
+                try:
+                    archive = pack_model(folder, Path(scratch) / f"{checkpoint_id}.tar.gz")
+                except FileNotFoundError:  # the trainer removed it (save_total_limit) while it was packed
+                    raise unknown_checkpoint(checkpoint_id) from None
                 with aws_call(f"Uploading {uri}", permission="s3:PutObject"):
                     self.s3.upload_file(
                         str(archive), bucket, key, ExtraArgs={"ContentType": "application/gzip"}
