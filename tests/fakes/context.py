@@ -21,6 +21,7 @@ from tests.fakes.stores import (
 from tunelab.adapters.providers import parse_event
 from tunelab.application.workflows import TrainingOutcome
 from tunelab.domain.catalog import BaseModelSpec, Catalog, Provider, Runtime, load_catalog, provider_traits
+from tunelab.domain.checkpoints import CheckpointInfo, CheckpointList, by_step, unknown_checkpoint
 from tunelab.domain.errors import NameTaken, NotFound, ValidationFailed
 from tunelab.domain.events import DomainEvent
 from tunelab.domain.hyperparameters import (
@@ -258,6 +259,8 @@ class FakeProvider:
         self.merged_archives: dict[str, MergedArchive] = {}
         # Each job's log lines, by job name (what the test says the job printed).
         self.logs: dict[str, list[TrainingLogLine]] = {}
+        # Each job's checkpoints, by job name (what the test says the job kept).
+        self.checkpoint_lists: dict[str, list[CheckpointInfo]] = {}
 
     def called(self, what: str) -> list[Any]:
         return [arg for name, arg in self.calls if name == what]
@@ -353,6 +356,26 @@ class FakeProvider:
         start = int(position or 0)
         lines = self.logs.get(ref.job_name, [])[start : start + limit]
         return TrainingLogPage(lines=tuple(lines), position=str(start + len(lines)))
+
+    def checkpoints(self, ref: TrainingJobRef) -> CheckpointList:
+        self.calls.append(("checkpoints", ref))
+        if provider_traits(self.name).keeps_weights:  # as Bedrock: it keeps none
+            return CheckpointList(message="Bedrock keeps no checkpoints of its customization jobs.")
+        return CheckpointList(items=by_step(self.checkpoint_lists.get(ref.job_name, [])))
+
+    def checkpoint_download(
+        self, ref: TrainingJobRef, checkpoint_id: str, *, expires_in_s: int = 900
+    ) -> DownloadLink:
+        self.calls.append(("checkpoint_download", checkpoint_id))
+        if provider_traits(self.name).keeps_weights:
+            raise ValidationFailed("Bedrock keeps no checkpoints of its customization jobs.")
+        if not any(item.id == checkpoint_id for item in self.checkpoint_lists.get(ref.job_name, [])):
+            raise unknown_checkpoint(checkpoint_id)
+        return DownloadLink(
+            url=f"https://downloads.example/{ref.job_name}/{checkpoint_id}.tar.gz",
+            expires_at=T0 + timedelta(seconds=expires_in_s),
+            size_bytes=123,
+        )
 
 
 class FakeProviders:

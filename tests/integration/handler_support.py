@@ -16,6 +16,7 @@ import boto3
 from tunelab.adapters.s3 import S3Objects
 from tunelab.composition.wiring import Services, set_services
 from tunelab.domain.catalog import BaseModelSpec
+from tunelab.domain.checkpoints import CheckpointList, unknown_checkpoint
 from tunelab.domain.hyperparameters import (
     ResolvedHyperparameters,
     ResolvedOptionalHyperparameters,
@@ -156,6 +157,16 @@ class RecordingProvider:
     def training_log(self, ref: TrainingJobRef, *, position: str | None, limit: int) -> TrainingLogPage:
         self._call("training_log", ref)
         return TrainingLogPage(position=position)
+
+    def checkpoints(self, ref: TrainingJobRef) -> CheckpointList:
+        self._call("checkpoints", ref)
+        return CheckpointList()
+
+    def checkpoint_download(
+        self, ref: TrainingJobRef, checkpoint_id: str, *, expires_in_s: int = 900
+    ) -> DownloadLink:
+        self._call("checkpoint_download", checkpoint_id)
+        raise unknown_checkpoint(checkpoint_id)
 
     def start_training(self, request: TrainingRequest) -> TrainingJobRef:
         self._call("start_training", request)

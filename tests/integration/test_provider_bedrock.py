@@ -139,6 +139,16 @@ def test_the_provider_meets_the_protocol(provider: BedrockProvider) -> None:
     assert port.name == "bedrock"
 
 
+def test_bedrock_keeps_no_checkpoints_to_list_or_download(provider: BedrockProvider) -> None:
+    ref = TrainingJobRef(provider="bedrock", job_id="arn:aws:bedrock:job/abc", job_name="abc")
+    found = provider.checkpoints(ref)
+    assert found.items == ()
+    assert found.message is not None
+    assert "Bedrock keeps no checkpoints" in found.message
+    with pytest.raises(ValidationFailed, match="Bedrock keeps no checkpoints"):
+        provider.checkpoint_download(ref, "checkpoint-4")
+
+
 def test_the_workflow_waits_a_week_for_a_bedrock_job(provider: BedrockProvider) -> None:
     # Bedrock states no limit on a customization job.
     assert provider.training_timeout_s == 7 * 24 * 3600

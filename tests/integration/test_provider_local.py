@@ -28,7 +28,7 @@ from tunelab.adapters.providers import parse_event
 from tunelab.adapters.providers.local import EVENT_SOURCE, TRAINING_EVENT, LocalProviderConfig
 from tunelab.composition.wiring import Services, unregister_provider_factory
 from tunelab.domain.catalog import load_catalog
-from tunelab.domain.errors import InvalidState, ValidationFailed
+from tunelab.domain.errors import InvalidState, NotFound, ValidationFailed
 from tunelab.domain.hyperparameters import ResolvedHyperparameters
 from tunelab.domain.providers import (
     DeployRequest,
@@ -263,9 +263,12 @@ def test_a_job_trains_to_completed_uploads_its_model_and_reports_like_sagemaker(
     assert hyperparameters["base_model"] == str(env.data_dir / "models" / "tiny-llama")
     assert (folder / "model" / "model.safetensors").is_file()
     assert (folder / "trainer.log").read_text().count("train_loss=") == 200 // 20
-    # What a finished job no longer needs is not kept: the uploaded archive, the checkpoints.
+    # What a finished job no longer needs is not kept: the uploaded archive, the checkpoints' optimizer
+    # state (their weights and trainer_state.json stay, to be listed and downloaded).
     assert not (folder / "output" / "model.tar.gz").exists()
-    assert list((folder / "checkpoints").glob("checkpoint-*")) == []
+    kept = list((folder / "checkpoints").glob("checkpoint-*"))
+    assert kept
+    assert all((c / "trainer_state.json").is_file() and not (c / "optimizer.pt").exists() for c in kept)
 
     # Events: tunelab's own source, parsed by the same function the provider-events handler uses.
     bodies = [b for b in env.drain() if b["detail"]["TrainingJobName"] == ref.job_name]
@@ -282,6 +285,32 @@ def test_a_job_trains_to_completed_uploads_its_model_and_reports_like_sagemaker(
     assert any(s.phase and s.phase.startswith("Training ") and "/200 steps" in s.phase for s in states)
     assert states[-1].artifacts_uri == state.artifacts_uri
     assert states[-1].metrics == state.metrics
+
+
+def test_a_completed_jobs_checkpoints_are_listed_and_one_downloads_as_an_archive(env: Env, completed):
+    ref, _ = completed
+    provider = env.training.provider()
+    found = provider.checkpoints(ref)
+    assert found.items, found.message
+    assert [c.step for c in found.items] == sorted(c.step for c in found.items)
+    last = found.items[-1]
+    assert last.id == f"checkpoint-{last.step}"
+    assert last.train_loss is not None
+    assert last.epoch is not None
+    assert last.size_bytes
+    assert last.saved_at
+
+    link = provider.checkpoint_download(ref, last.id)
+    key = f"{ref.output_uri}{ref.job_name}/checkpoints/{last.id}.tar.gz".split(f"{BUCKET}/", 1)[1]
+    body = env.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    assert link.size_bytes == len(body)
+    with tarfile.open(fileobj=io.BytesIO(body)) as archive:
+        names = set(archive.getnames())
+    assert {"trainer_state.json", "model.safetensors"} <= names
+    # Packed once: asked again, the same archive is linked.
+    assert provider.checkpoint_download(ref, last.id).size_bytes == link.size_bytes
+    with pytest.raises(NotFound):
+        provider.checkpoint_download(ref, "checkpoint-99999")
 
 
 def test_trained_output_lists_the_uploaded_archive(env: Env, completed):

@@ -16,6 +16,7 @@ from typing import Any, BinaryIO, Literal, Protocol
 
 from tunelab.application.workflows import TrainingOutcome
 from tunelab.domain.catalog import BaseModelSpec, Catalog, Provider, Runtime
+from tunelab.domain.checkpoints import CheckpointList
 from tunelab.domain.events import DomainEvent
 from tunelab.domain.hyperparameters import ResolvedHyperparameters, ResolvedOptionalHyperparameters
 from tunelab.domain.identity import Plan
@@ -478,6 +479,18 @@ class TrainingProvider(Protocol):
         """Up to `limit` lines of the job's log from `position` (None: its first line), oldest first, and
         the position after them; a position this provider did not make is `ValidationFailed` on
         `next_token`. A provider that keeps no log answers no lines and says so (`message`)."""
+        ...
+
+    def checkpoints(self, ref: TrainingJobRef) -> CheckpointList:
+        """The checkpoints the job kept (`checkpoint-<step>/` with its `trainer_state.json`), by step. A
+        provider that keeps none answers none and says so (`message`)."""
+        ...
+
+    def checkpoint_download(
+        self, ref: TrainingJobRef, checkpoint_id: str, *, expires_in_s: int = 900
+    ) -> DownloadLink:
+        """A short-lived link to a `.tar.gz` of one checkpoint's folder; `NotFound` for a checkpoint the
+        job did not keep, `ValidationFailed` where this provider offers no such download."""
         ...
 
 

@@ -496,6 +496,36 @@ def cmd_models_events(args: argparse.Namespace, client: TunelabClient) -> int:
     return EXIT_OK
 
 
+def _loss(value: Any) -> str | None:
+    return f"{value:.4f}" if isinstance(value, int | float) else None
+
+
+def cmd_models_checkpoints(args: argparse.Namespace, client: TunelabClient) -> int:
+    """The checkpoints the model's training job kept, by step, with the losses logged up to each."""
+    found = client.checkpoints(args.name)
+    if args.json:
+        print_json(found)
+        return EXIT_OK
+    items = found.get("items") or []
+    if items:
+        rows = [
+            [
+                item.get("id"),
+                item.get("step"),
+                f"{item['epoch']:.2f}" if isinstance(item.get("epoch"), int | float) else None,
+                _loss(item.get("train_loss")),
+                _loss(item.get("eval_loss")),
+                short_time(item.get("saved_at")),
+                size(item.get("size_bytes")),
+            ]
+            for item in items
+        ]
+        print(table(["ID", "STEP", "EPOCH", "TRAIN LOSS", "EVAL LOSS", "SAVED", "SIZE"], rows))
+    if found.get("message"):
+        _err(str(found["message"]))
+    return EXIT_OK
+
+
 LOG_PAGE = 100
 
 
@@ -968,6 +998,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("events", cmd_models_events, "the model's history, oldest first"),
     ):
         _leaf(group, name, handler, text, common).add_argument("name", metavar="NAME")
+    _leaf(
+        group, "checkpoints", cmd_models_checkpoints, "the checkpoints the training job kept, by step", common
+    ).add_argument("name", metavar="NAME")
     leaf = _leaf(
         group, "logs", cmd_models_logs, "the training log, oldest first, each line with its time", common
     )

@@ -363,6 +363,10 @@ class TunelabClient:
     def events(self, name: str) -> list[JsonObject]:
         return list(self._pages(f"/v1/fine-tuned-models/{_segment(name)}/events"))
 
+    def checkpoints(self, name: str) -> JsonObject:
+        """The checkpoints the model's training job kept (`items`, by step; `message` where none)."""
+        return self._json("GET", f"/v1/fine-tuned-models/{_segment(name)}/checkpoints")
+
     def logs_page(self, name: str, next_token: str | None = None, limit: int | None = None) -> JsonObject:
         """One page of the model's training log (oldest first). Its `next_token` stays set while the
         model trains, so this is read page by page, never to the end in one go."""

@@ -33,6 +33,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -68,6 +69,14 @@ from tunelab.composition import wiring
 from tunelab.composition.stack_definitions import EventRuleSpec
 from tunelab.composition.trainer import trainer_dir
 from tunelab.domain.catalog import BaseModelSpec
+from tunelab.domain.checkpoints import (
+    CheckpointInfo,
+    CheckpointList,
+    by_step,
+    checkpoint_info,
+    checkpoint_step,
+    unknown_checkpoint,
+)
 from tunelab.domain.errors import InvalidState, NotFound, ProviderError, TunelabError, ValidationFailed
 from tunelab.domain.hyperparameters import (
     ResolvedHyperparameters,
@@ -747,6 +756,16 @@ class LocalJobs:
                 lines.append(_log_line(raw.decode("utf-8", errors="replace").rstrip("\r\n"), written))
         return lines, offset
 
+    def checkpoint_folders(self, name: str) -> list[Path]:
+        """The job's finished checkpoints (`checkpoint-<step>/` with its trainer_state.json); none for a job
+        whose folder is gone."""
+        folder = self.root / name / "checkpoints"
+        found = []
+        for path in folder.glob("checkpoint-*") if folder.is_dir() else ():
+            if checkpoint_step(path.name) is not None and (path / "trainer_state.json").is_file():
+                found.append(path)
+        return found
+
     def _metrics_from_file(self, job: _Job) -> None:
         path = job.folder / "output" / "data" / "metrics.json"
         try:
@@ -813,9 +832,12 @@ class LocalJobs:
         except (ClientError, BotoCoreError, OSError) as error:
             self._finish(job, "Failed", "Failed", reason=f"Uploading the model failed: {error}")
             return
-        # A finished job is never resumed: its checkpoints (weights and optimizer state) only take space.
+        # A finished job is never resumed: its checkpoints keep their weights and trainer_state.json (to
+        # be listed, downloaded and trained on), not the optimizer state that only a resume reads.
         for checkpoint in (job.folder / "checkpoints").glob("checkpoint-*"):
-            shutil.rmtree(checkpoint, ignore_errors=True)
+            for pattern in RESUME_ONLY_FILES:
+                for path in checkpoint.glob(pattern):
+                    path.unlink(missing_ok=True)
         self._finish(job, "Completed", "Completed", artifacts_uri=uri)
 
     def _finish_stopped(self, job: _Job) -> None:
@@ -929,6 +951,23 @@ def _log_line(text: str, written: datetime) -> TrainingLogLine:
             return TrainingLogLine(at=written, message=text)
         return TrainingLogLine(at=at, message=match.group(2))
     return TrainingLogLine(at=written, message=text)
+
+
+# What a checkpoint holds only for the trainer to resume from it, removed once the job completed.
+RESUME_ONLY_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth")
+
+
+def checkpoint_of(folder: Path) -> CheckpointInfo | None:
+    """A checkpoint folder as the API lists it: its trainer_state.json, its files' size, and when the
+    trainer finished writing it (trainer_state.json is written last)."""
+    state = folder / "trainer_state.json"
+    try:
+        text = state.read_bytes()
+        saved_at = datetime.fromtimestamp(state.stat().st_mtime, UTC)
+        size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    except OSError:  # removed while read
+        return None
+    return checkpoint_info(folder.name, text, saved_at=saved_at, size_bytes=size)
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -1316,6 +1355,39 @@ class LocalProvider:
             message = "The trainer has not written to the job's log yet."
         position = encode_position({"offset": after})
         return TrainingLogPage(lines=tuple(lines), position=position, message=message)
+
+    def checkpoints(self, ref: TrainingJobRef) -> CheckpointList:
+        """The checkpoints in the job's `checkpoints/` folder, by step."""
+        found = [info for path in self.jobs.checkpoint_folders(ref.job_name) if (info := checkpoint_of(path))]
+        message = None if found else "The training job has not saved a checkpoint (yet)."
+        return CheckpointList(items=by_step(found), message=message)
+
+    def checkpoint_download(
+        self, ref: TrainingJobRef, checkpoint_id: str, *, expires_in_s: int = DOWNLOAD_EXPIRES_S
+    ) -> DownloadLink:
+        """Packs the checkpoint's folder into `<job output>/checkpoints/<id>.tar.gz` in the embedded S3
+        (once: a saved checkpoint does not change) and links to it."""
+        folder = next(
+            (p for p in self.jobs.checkpoint_folders(ref.job_name) if p.name == checkpoint_id), None
+        )
+        if folder is None:
+            raise unknown_checkpoint(checkpoint_id)
+        output = ref.output_uri or f"s3://{self.jobs.config.artifacts_bucket}/"
+        uri = f"{output}{ref.job_name}/checkpoints/{checkpoint_id}.tar.gz"
+        bucket, key = s3_split(uri)
+        try:
+            self.s3.head_object(Bucket=bucket, Key=key)
+        except ClientError:
+            with tempfile.TemporaryDirectory() as scratch:
+                try:
+                    archive = pack_model(folder, Path(scratch) / f"{checkpoint_id}.tar.gz")
+                except FileNotFoundError:  # the trainer removed it (save_total_limit) while it was packed
+                    raise unknown_checkpoint(checkpoint_id) from None
+                with aws_call(f"Uploading {uri}", permission="s3:PutObject"):
+                    self.s3.upload_file(
+                        str(archive), bucket, key, ExtraArgs={"ContentType": "application/gzip"}
+                    )
+        return self.download(uri, expires_in_s=expires_in_s)
 
     def deploy(self, request: DeployRequest) -> DeploymentRef:
         return self.servers.deploy(request)

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tunelab.adapters.aws_errors import CONFLICT_CODES, aws_call, error_code, is_not_found
 from tunelab.adapters.s3 import S3Objects
 from tunelab.domain.catalog import BaseModelSpec
+from tunelab.domain.checkpoints import CheckpointList
 from tunelab.domain.errors import Conflict, ValidationFailed
 from tunelab.domain.hyperparameters import (
     ResolvedHyperparameters,
@@ -66,6 +67,12 @@ if TYPE_CHECKING:
     from mypy_boto3_bedrock import BedrockClient
     from mypy_boto3_bedrock.type_defs import CreateModelCustomizationJobRequestTypeDef, TagTypeDef
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
+
+_NO_CHECKPOINTS = (
+    "Bedrock keeps no checkpoints of its customization jobs that tunelab could list or download; models "
+    "trained on SageMaker (BYOK) or locally keep theirs."
+)
+
 
 JOB_EVENT = "Model Customization Job State Change"
 # Bedrock states no limit on a customization job: the workflow waits a week.
@@ -529,3 +536,12 @@ class BedrockProvider:
             message="Bedrock keeps no training log of its customization jobs; the model's events "
             "(GET /v1/fine-tuned-models/{name}/events) show its status changes."
         )
+
+    def checkpoints(self, ref: TrainingJobRef) -> CheckpointList:
+        """Bedrock keeps no checkpoints of a customization job that could be listed."""
+        return CheckpointList(message=_NO_CHECKPOINTS)
+
+    def checkpoint_download(
+        self, ref: TrainingJobRef, checkpoint_id: str, *, expires_in_s: int = 900
+    ) -> DownloadLink:
+        raise ValidationFailed(_NO_CHECKPOINTS)

@@ -45,6 +45,13 @@ from tunelab.adapters.providers.common import (
 from tunelab.adapters.providers.images import llm_inference_image, training_image
 from tunelab.adapters.s3 import S3Objects
 from tunelab.domain.catalog import BaseModelSpec
+from tunelab.domain.checkpoints import (
+    CheckpointList,
+    by_step,
+    checkpoint_info,
+    checkpoint_step,
+    unknown_checkpoint,
+)
 from tunelab.domain.errors import (
     NameTaken,
     ProviderError,
@@ -934,6 +941,60 @@ class SageMakerProvider:
             url=url,
             expires_at=datetime.now(UTC) + timedelta(seconds=expires_in_s),
             size_bytes=int(head.get("ContentLength", 0)),
+        )
+
+    def _checkpoint_folder(self, ref: TrainingJobRef) -> tuple[str, str] | None:
+        """Where the job syncs its checkpoints (its CheckpointConfig), as bucket and key prefix."""
+        with aws_call(f"Reading the training job {ref.job_name}", permission="sagemaker:DescribeTrainingJob"):
+            job = self.sagemaker.describe_training_job(TrainingJobName=ref.job_name)
+        uri = (job.get("CheckpointConfig") or {}).get("S3Uri")
+        if not uri:
+            return None
+        bucket, key = s3_split(uri)
+        return bucket, key if not key or key.endswith("/") else f"{key}/"
+
+    def checkpoints(self, ref: TrainingJobRef) -> CheckpointList:
+        """The `checkpoint-<step>/` folders the job synced to the customer's bucket (its CheckpointConfig),
+        each read from its `trainer_state.json`, through the connector role."""
+        folder = self._checkpoint_folder(ref)
+        if folder is None:
+            return CheckpointList(message="This training job was started without a checkpoint folder.")
+        bucket, prefix = folder
+        sizes: dict[str, int] = {}
+        states: dict[str, datetime | None] = {}
+        with aws_call(f"Listing s3://{bucket}/{prefix}", permission=f"s3:ListBucket on {bucket}"):
+            pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for page in pages:
+                for item in page.get("Contents", []):
+                    name, _, rest = item["Key"][len(prefix) :].partition("/")
+                    if checkpoint_step(name) is None or not rest:
+                        continue
+                    sizes[name] = sizes.get(name, 0) + int(item.get("Size", 0))
+                    if rest == "trainer_state.json":
+                        states[name] = item.get("LastModified")
+        found = []
+        for name, saved_at in states.items():
+            key = f"{prefix}{name}/trainer_state.json"
+            with aws_call(f"Reading s3://{bucket}/{key}", permission=f"s3:GetObject on {bucket}"):
+                body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            info = checkpoint_info(name, body, saved_at=saved_at, size_bytes=sizes[name])
+            if info is not None:
+                found.append(info)
+        message = None if found else "The training job has not synced a checkpoint to your bucket yet."
+        return CheckpointList(items=by_step(found), message=message)
+
+    def checkpoint_download(
+        self, ref: TrainingJobRef, checkpoint_id: str, *, expires_in_s: int = DOWNLOAD_EXPIRES_S
+    ) -> DownloadLink:
+        """Not offered: a SageMaker checkpoint is a folder of objects in the customer's own bucket, which
+        tunelab does not pack into one archive; the folder is named in the message."""
+        if not any(item.id == checkpoint_id for item in self.checkpoints(ref).items):
+            raise unknown_checkpoint(checkpoint_id)
+        folder = self._checkpoint_folder(ref)
+        where = f"s3://{folder[0]}/{folder[1]}{checkpoint_id}/" if folder else "your bucket"
+        raise ValidationFailed(
+            "tunelab does not pack SageMaker checkpoints into an archive: the checkpoint is a folder in "
+            f"your own bucket, {where}; copy it from there (e.g. aws s3 cp --recursive)."
         )
 
     def _keys(self, bucket: str, prefix: str) -> Iterator[str]:

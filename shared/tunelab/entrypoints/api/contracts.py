@@ -647,10 +647,44 @@ class TrainingLogOut(_Out):
     )
 
 
+class CheckpointOut(_Out):
+    id: str = Field(description="The checkpoint's id: its folder's name, `checkpoint-<step>`.")
+    step: int = Field(description="The training step it was saved at.")
+    epoch: float | None = None
+    train_loss: float | None = Field(
+        default=None, description="The last training loss logged at or before its step."
+    )
+    eval_loss: float | None = Field(
+        default=None, description="The last evaluation loss logged at or before its step."
+    )
+    saved_at: Timestamp | None = None
+    size_bytes: int | None = None
+
+
+class CheckpointsOut(_Out):
+    """The checkpoints the model's training job kept, by step."""
+
+    items: list[CheckpointOut]
+    message: str | None = Field(
+        default=None,
+        description="Why there are none, where that is worth saying (no job; Bedrock keeps none).",
+    )
+
+
+class CheckpointDownloadOut(_Out):
+    id: str = Field(description="The checkpoint's id.")
+    url: str = Field(description="Presigned URL of a `.tar.gz` of the checkpoint's folder.")
+    expires_at: Timestamp
+    size_bytes: int
+
+
 __all__ = [
     "DATASET_ID_PATTERN",
     "AfterHoursIn",
     "AtIn",
+    "CheckpointDownloadOut",
+    "CheckpointOut",
+    "CheckpointsOut",
     "CloneIn",
     "CostEstimateIn",
     "CreateDatasetIn",

@@ -12,7 +12,7 @@ from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
-from tunelab.application import deployments, fine_tuned_models, training_logs
+from tunelab.application import checkpoints, deployments, fine_tuned_models, training_logs
 from tunelab.application.fine_tuned_models import Estimate
 from tunelab.composition.wiring import Services
 from tunelab.domain.archives import Variant
@@ -23,6 +23,9 @@ from tunelab.domain.listing import ModelQuery, SortField, parse_model_statuses, 
 from tunelab.domain.naming import DATASET_ID_PATTERN, is_valid_name
 from tunelab.domain.records import ModelRecord
 from tunelab.entrypoints.api.contracts import (
+    CheckpointDownloadOut,
+    CheckpointOut,
+    CheckpointsOut,
     CloneIn,
     CreateFineTunedModelIn,
     DeployIn,
@@ -401,4 +404,51 @@ def get_logs(
         items=[TrainingLogLineOut(at=line.at, message=line.message) for line in log.lines],
         next_token=log.next_token,
         message=log.message,
+    )
+
+
+@router.get(
+    "/v1/fine-tuned-models/<name>/checkpoints",
+    summary="The checkpoints the model's training job kept, by step, with the losses logged up to each",
+    description="For the local runtime the job's `checkpoints/` folder, for SageMaker the checkpoints "
+    "synced to your bucket (`<model prefix>/checkpoints/`). Bedrock keeps no checkpoints: 200 with no "
+    "items and a `message` saying so; so does a model without a training job.",
+    tags=TAGS,
+    responses=responses(),
+    operation_id="listFineTunedModelCheckpoints",
+)
+def list_checkpoints(
+    name: ModelNamePath,
+    identity: Annotated[Identity, Depends(current_identity)],
+    ctx: Annotated[Services, Depends(services)],
+) -> CheckpointsOut:
+    found = checkpoints.list_checkpoints(ctx, identity, _name(name))
+    return CheckpointsOut(
+        items=[CheckpointOut(**item.model_dump()) for item in found.items], message=found.message
+    )
+
+
+@router.get(
+    "/v1/fine-tuned-models/<name>/checkpoints/<checkpoint_id>/download",
+    summary="A short-lived link to a .tar.gz of one checkpoint's folder (local runtime models)",
+    description="The archive holds the checkpoint's folder as the trainer saved it: its "
+    "`trainer_state.json` and weights. 404 for a checkpoint the model's job did not keep; 400 where the "
+    "provider offers no such download (Bedrock keeps no checkpoints; a SageMaker checkpoint is a folder "
+    "in your own bucket, under `<model prefix>/checkpoints/`, that tunelab does not pack).",
+    tags=TAGS,
+    responses=responses(),
+    operation_id="downloadFineTunedModelCheckpoint",
+)
+def download_checkpoint(
+    name: ModelNamePath,
+    checkpoint_id: Annotated[str, Path(description="The checkpoint's id, `checkpoint-<step>`.")],
+    identity: Annotated[Identity, Depends(current_identity)],
+    ctx: Annotated[Services, Depends(services)],
+) -> CheckpointDownloadOut:
+    found = checkpoints.download_checkpoint(ctx, identity, _name(name), checkpoint_id)
+    return CheckpointDownloadOut(
+        id=found.checkpoint_id,
+        url=found.link.url,
+        expires_at=found.link.expires_at,
+        size_bytes=found.link.size_bytes,
     )
