@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from tunelab.application.fine_tuned_models import Download, Estimate
+from tunelab.application.fine_tuned_models import Download, Estimate, ResumeEstimate
 from tunelab.domain.actual_costs import deployment_cost
 from tunelab.domain.archives import variants
 from tunelab.domain.catalog import provider_traits
@@ -48,6 +48,7 @@ from tunelab.entrypoints.api.contracts import (
     ProviderStatus,
     QuoteOut,
     ResourcesOut,
+    ResumeQuoteOut,
     TrainingOut,
     ValidationOut,
     WorkspaceOut,
@@ -222,6 +223,18 @@ def _shown_id(record: ModelRecord, provider_id: str | None) -> str | None:
     if provider_traits(record.provider).requires_connection:
         return provider_id
     return _platform_masked(provider_id)
+
+
+def resume_quote_out(estimate: ResumeEstimate) -> ResumeQuoteOut:
+    return ResumeQuoteOut(
+        **estimate.cost.model_dump(),
+        model=estimate.model.name,
+        checkpoint=estimate.checkpoint.checkpoint,
+        step=estimate.checkpoint.step,
+        total_steps=estimate.checkpoint.total_steps,
+        quote_id=estimate.quote.quote_id,
+        quote_expires_at=estimate.quote.expires_at,
+    )
 
 
 def quote_out(estimate: Estimate) -> QuoteOut:
