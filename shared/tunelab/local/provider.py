@@ -157,6 +157,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# The attempts (a first job and its resumes) whose job folders deleting a model looks for.
+MAX_ATTEMPTS = 100
+
+
 def job_name(identity: ModelIdentity, attempt: int = 0) -> str:
     """One job name per model record and attempt (a resume's job has a folder of its own): a retried
     start finds the same job."""
@@ -1375,11 +1379,19 @@ class LocalProvider:
         )
 
     def delete_model(self, model: TrainedModel) -> None:
-        """Remove the job's folder and what it uploaded; already gone is fine."""
+        """Remove the job's folder and what it uploaded, and those of the model's earlier attempts (a
+        resumed model's stopped or failed jobs); already gone is fine."""
         name = model.job.job_name if model.job else job_name(model.identity)
+        earlier = {job_name(model.identity, attempt) for attempt in range(MAX_ATTEMPTS)} - {name}
+        for other in sorted(earlier):
+            if (self.jobs.root / other).exists():
+                self._delete_job(model.identity, other)
+        self._delete_job(model.identity, name)
+
+    def _delete_job(self, identity: ModelIdentity, name: str) -> None:
         self.jobs.delete(name)
         bucket = self.jobs.config.artifacts_bucket
-        prefix = f"{model_prefix(model.identity)}/output/{name}/"
+        prefix = f"{model_prefix(identity)}/output/{name}/"
         with aws_call(f"Deleting the artifacts of {name}", permission=f"s3:DeleteObject on {bucket}"):
             pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
             keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
