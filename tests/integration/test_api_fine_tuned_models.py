@@ -606,6 +606,7 @@ def test_resume_answers_its_cost_then_starts_an_execution_of_its_own(
 
     assert resumed.status == 202, resumed.body
     assert resumed.body["status"] == "training"
+    assert resumed.body["training"]["attempt"] == 1
     record = ft.repo.models.get(WS, "support-bot-v1")
     names = sorted(e["name"] for e in _executions())
     assert names == sorted(

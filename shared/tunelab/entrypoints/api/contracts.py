@@ -582,6 +582,9 @@ class TrainingOut(_Out):
     phase: str | None = Field(default=None, description="The provider's own phase, e.g. `Training`.")
     failure_reason: str | None = None
     metrics: MetricsOut | None = None
+    attempt: int = Field(
+        default=0, description="0 for the first run; n after the n-th resume (`POST .../resume`)."
+    )
 
 
 class MergedArchiveOut(_Out):

@@ -150,6 +150,7 @@ def model_out(record: ModelRecord, now: datetime | None = None) -> FineTunedMode
             phase=training.phase,
             failure_reason=training.failure_reason,
             metrics=metrics_out(training.metrics) if training.metrics else None,
+            attempt=training.attempt,
         ),
         artifacts=artifacts_out(record) if record.artifacts else None,
         deployment=DeploymentOut(
