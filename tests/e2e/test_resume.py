@@ -14,8 +14,9 @@ import pytest
 from tests.e2e import jobs
 from tests.e2e.conftest import LocalApi
 
-EPOCHS = 50  # 24 rows, batches of 8: 3 steps an epoch, 150 steps in all
-STEPS = 150
+# 48 rows, batches of 8: 6 steps an epoch, 300 steps in all — room for the stop to land (job.json
+# reports the step every few seconds, so the trainer is further on than the step the test waits for).
+ROWS, EPOCHS, STEPS = 48, 50, 300
 MOVING = {"training", "stopping_training"}
 
 
@@ -35,7 +36,7 @@ def _step(local: LocalApi, name: str) -> int:
 
 
 def test_a_stopped_training_resumes_from_its_checkpoint_and_completes_the_run(local: LocalApi) -> None:
-    dataset = jobs.upload(local, rows=24)
+    dataset = jobs.upload(local, rows=ROWS)
     name = jobs.unique("resumed")
     jobs.create(local, jobs.quick_job(name, dataset["id"], epochs=EPOCHS))
     deadline = time.monotonic() + jobs.TRAINING_TIMEOUT_S
