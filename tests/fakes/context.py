@@ -42,6 +42,7 @@ from tunelab.domain.providers import (
     MergedArchive,
     ModelIdentity,
     ProviderEvent,
+    ResumePoint,
     SageMakerConnection,
     TrainedModel,
     TrainedOutput,
@@ -140,7 +141,11 @@ class RecordedWorkflows:
         self.ended: set[str] = set()
 
     def fine_tuning_arn(self, record: ModelRecord) -> str:
-        return f"arn:aws:states:us-east-1:123456789012:execution:fine-tuning:{record.name}-{record.uid[:8]}"
+        attempt = f"-r{record.training.attempt}" if record.training.attempt else ""
+        return (
+            "arn:aws:states:us-east-1:123456789012:execution:fine-tuning:"
+            f"{record.name}-{record.uid[:8]}{attempt}"
+        )
 
     def deployment_arn(self, record: ModelRecord, requested_at: datetime) -> str:
         return (
@@ -261,6 +266,8 @@ class FakeProvider:
         self.logs: dict[str, list[TrainingLogLine]] = {}
         # Each job's checkpoints, by job name (what the test says the job kept).
         self.checkpoint_lists: dict[str, list[CheckpointInfo]] = {}
+        # The checkpoint each model's jobs saved, by model name (what the test says they saved).
+        self.resume_points: dict[str, ResumePoint] = {}
 
     def called(self, what: str) -> list[Any]:
         return [arg for name, arg in self.calls if name == what]
@@ -284,7 +291,7 @@ class FakeProvider:
 
     def start_training(self, request: TrainingRequest) -> TrainingJobRef:
         self.calls.append(("start_training", request))
-        name = f"{request.identity.model_name}-job"
+        name = f"{request.identity.model_name}-job" + (f"-r{request.attempt}" if request.attempt else "")
         self.jobs.setdefault(name, TrainingState(job_id=name, status="in_progress"))
         return TrainingJobRef(
             provider=self.name, job_id=name, job_name=name, output_uri=f"s3://{self.bucket}/out/{name}/"
@@ -292,6 +299,11 @@ class FakeProvider:
 
     def stop_training(self, ref: TrainingJobRef) -> None:
         self.calls.append(("stop_training", ref))
+
+    def resume_point(self, identity: ModelIdentity, attempt: int) -> ResumePoint | None:
+        if not provider_traits(self.name).runs_trainer:
+            raise ValidationFailed.of("name", "Bedrock cannot resume a job; clone it instead.")
+        return self.resume_points.get(identity.model_name)
 
     def describe_training(self, ref: TrainingJobRef) -> TrainingState:
         return self.jobs.get(ref.job_id) or TrainingState(job_id=ref.job_id, status="in_progress")

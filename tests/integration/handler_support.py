@@ -31,6 +31,7 @@ from tunelab.domain.providers import (
     InvokeResult,
     ModelIdentity,
     ProviderName,
+    ResumePoint,
     TrainedModel,
     TrainedOutput,
     TrainingJobRef,
@@ -110,6 +111,8 @@ class RecordingProvider:
         self.training: dict[str, TrainingState] = {}
         self.gone_deployments: set[str] = set()
         self.fail_with: Exception | None = None
+        # The checkpoint each model's jobs saved, by model name (what the test says they saved).
+        self.resume_points: dict[str, ResumePoint] = {}
 
     def _call(self, what: str, arg: Any) -> None:
         self.calls.append((what, arg))
@@ -174,6 +177,10 @@ class RecordingProvider:
 
     def stop_training(self, ref: TrainingJobRef) -> None:
         self._call("stop_training", ref)
+
+    def resume_point(self, identity: ModelIdentity, attempt: int) -> ResumePoint | None:
+        self._call("resume_point", (identity, attempt))
+        return self.resume_points.get(identity.model_name)
 
     def describe_training(self, ref: TrainingJobRef) -> TrainingState:
         self._call("describe_training", ref)

@@ -38,6 +38,7 @@ from tunelab.domain.providers import (
     DownloadLink,
     InvokeParams,
     InvokeResult,
+    ResumePoint,
     SageMakerConnection,
     TrainingJobRef,
 )
@@ -570,6 +571,56 @@ def test_a_job_one_gpu_cannot_hold_is_sharded_and_one_that_does_not_fit_at_all_w
     assert any(
         "may run out of memory" in note and "full fine-tuning" in note for note in estimate.body["notes"]
     )
+
+
+# --- resume -----------------------------------------------------------------------------------------------
+
+
+def test_resume_answers_its_cost_then_starts_an_execution_of_its_own(
+    doubles: tuple[Api, Double, Double],
+) -> None:
+    ft, bedrock, _ = doubles
+    assert ft.call("POST", "/v1/fine-tuned-models", _body(ft.dataset())).status == 202
+    again = ft.call("POST", "/v1/fine-tuned-models/support-bot-v1/resume", {"acknowledge": True})
+    assert again.status == 409, again.body
+    assert again.body["error"]["code"] == "invalid_state"
+    ft.repo.models.transition(WS, "support-bot-v1", {ModelStatus.TRAINING}, ModelStatus.TRAINING_STOPPED)
+    none = ft.call("POST", "/v1/fine-tuned-models/support-bot-v1/resume", {"acknowledge": True})
+    assert none.status == 400, none.body
+    assert "no checkpoint to resume from" in none.body["error"]["message"]
+    bedrock.resume_points["support-bot-v1"] = ResumePoint(checkpoint="checkpoint-8", step=8, total_steps=32)
+
+    quoted = ft.call("POST", "/v1/fine-tuned-models/support-bot-v1/resume", {})
+    assert quoted.status == 200, quoted.body
+    assert (quoted.body["checkpoint"], quoted.body["step"], quoted.body["total_steps"]) == (
+        "checkpoint-8",
+        8,
+        32,
+    )
+    assert len(_executions()) == 1
+    resumed = ft.call(
+        "POST",
+        "/v1/fine-tuned-models/support-bot-v1/resume",
+        {"acknowledge": True, "quote_id": quoted.body["quote_id"]},
+    )
+
+    assert resumed.status == 202, resumed.body
+    assert resumed.body["status"] == "training"
+    assert resumed.body["training"]["attempt"] == 1
+    record = ft.repo.models.get(WS, "support-bot-v1")
+    names = sorted(e["name"] for e in _executions())
+    assert names == sorted(
+        [execution_name(record.name, record.uid), execution_name(record.name, record.uid, 1)]
+    )
+    assert record.training.execution_arn is not None
+    assert record.training.execution_arn.endswith(execution_name(record.name, record.uid, 1))
+    events = ft.call("GET", "/v1/fine-tuned-models/support-bot-v1/events").body["items"]
+    assert [e["status"] for e in events if e["type"] == "status_changed"] == [
+        "training",
+        "training_stopped",
+        "training",
+    ]
+    assert events[-1]["message"] == "Training resumed from checkpoint-8 by ada@example.com."
 
 
 # --- lists ------------------------------------------------------------------------------------------------

@@ -729,3 +729,37 @@ def test_install_registers_the_provider_its_shutdown_interrupts_jobs_and_the_nex
     text = log.read_text(encoding="utf-8")
     assert text.index("stopped: step") < text.index(resuming)
     unregister_provider_factory("local")
+
+
+def test_a_resumed_job_has_its_own_folder_with_the_earlier_jobs_checkpoint(env: Env):
+    provider = env.training.provider()
+    bad = b'{"prompt": "only a prompt"}\n'
+    identity = _identity("resumes-here")
+    first = provider.start_training(_request(env, "resumes-here", {"epochs": 1}, bad))
+    assert env.training.jobs.wait(first.job_name, timeout=300)
+    assert provider.resume_point(identity, 0) is None  # it failed before saving any
+    # As the trainer leaves one: the folder, its trainer_state.json written last.
+    saved = env.data_dir / "jobs" / first.job_name / "checkpoints" / "checkpoint-12"
+    saved.mkdir(parents=True)
+    (saved / "adapter_model.safetensors").write_bytes(b"weights")
+    (saved / "trainer_state.json").write_text(json.dumps({"global_step": 12, "max_steps": 150}))
+
+    point = provider.resume_point(identity, 0)
+    resumed = provider.start_training(
+        _request(env, "resumes-here", {"epochs": 1}, bad).model_copy(update={"attempt": 1})
+    )
+
+    assert point is not None
+    assert (point.checkpoint, point.step, point.total_steps) == ("checkpoint-12", 12, 150)
+    assert resumed.job_name != first.job_name
+    copied = env.data_dir / "jobs" / resumed.job_name / "checkpoints" / "checkpoint-12"
+    assert (copied / "adapter_model.safetensors").read_bytes() == b"weights"
+    assert env.training.jobs.describe(resumed.job_name).resumed_from == "checkpoint-12"
+    assert env.training.jobs.wait(resumed.job_name, timeout=300)
+    # The newest checkpoint of the model's jobs, up to the attempt asked about.
+    assert provider.resume_point(identity, 1) == point
+
+    provider.delete_model(TrainedModel(identity=identity, job=resumed))
+
+    assert not (env.data_dir / "jobs" / resumed.job_name).exists()
+    assert not (env.data_dir / "jobs" / first.job_name).exists()  # the earlier attempt's too

@@ -1227,3 +1227,37 @@ def test_the_training_event_carries_the_billable_seconds_of_an_ended_job(
 
     assert isinstance(state, TrainingState)
     assert state.billable_seconds == expected
+
+
+# --- resume ---------------------------------------------------------------------------------------------
+
+
+def test_a_resume_is_a_new_job_with_the_same_checkpoint_location(provider: SageMakerProvider) -> None:
+    sent = _record_requests(provider, "CreateTrainingJob")
+    # Nothing saved yet: nothing to resume from.
+    assert provider.resume_point(IDENTITY, 0) is None
+    first = provider.start_training(_request())
+    prefix = "tunelab/ws-acme/support-bot-v1/checkpoints/"
+    for step in (10, 20):
+        provider.s3.put_object(
+            Bucket=BUCKET,
+            Key=f"{prefix}checkpoint-{step}/trainer_state.json",
+            Body=json.dumps({"global_step": step, "max_steps": 120}).encode(),
+        )
+    # A checkpoint still being written (no trainer_state.json yet) is not one to resume from.
+    provider.s3.put_object(Bucket=BUCKET, Key=f"{prefix}checkpoint-30/model.safetensors", Body=b"x")
+
+    point = provider.resume_point(IDENTITY, 0)
+    resumed = provider.start_training(_request(attempt=1))
+
+    assert point is not None
+    assert (point.checkpoint, point.step, point.total_steps) == ("checkpoint-20", 20, 120)
+    # SageMaker never reuses a job's name: the resume's job has its own, for the same model.
+    assert resumed.job_name == job_name(IDENTITY, 1)
+    assert resumed.job_name != first.job_name
+    assert resumed.job_name.startswith("support-bot-v1-")
+    # ... and the same CheckpointConfig: SageMaker hands it the checkpoints, the trainer resumes.
+    assert [r["TrainingJobName"] for r in sent] == [first.job_name, resumed.job_name]
+    assert sent[1]["CheckpointConfig"] == sent[0]["CheckpointConfig"]
+    assert sent[1]["CheckpointConfig"]["S3Uri"] == f"s3://{BUCKET}/{prefix}"
+    assert sent[1]["OutputDataConfig"] == sent[0]["OutputDataConfig"]  # SageMaker adds the job's name

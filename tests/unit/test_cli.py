@@ -507,6 +507,35 @@ def test_clone_shows_the_clones_estimate_then_starts_it(
     assert "a clone of bot" in out
 
 
+def test_resume_shows_what_resuming_costs_then_resumes(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    quote = {**ESTIMATE, "model": "bot", "checkpoint": "checkpoint-30", "step": 30, "total_steps": 120}
+    api.on(
+        "POST",
+        "/v1/fine-tuned-models/bot/resume",
+        lambda r: (
+            httpx.Response(202, json=model(status="training"))
+            if json.loads(r.content).get("acknowledge")
+            else httpx.Response(200, json={**quote, "quote_id": "q1.9.cd"})
+        ),
+    )
+
+    exit_code, out, err = run(capsys, "models", "resume", "bot")
+
+    assert exit_code == cli.EXIT_USAGE
+    assert "continues from checkpoint-30 (step 30 of 120)" in out
+    assert "--acknowledge --quote q1.9.cd" in err
+    assert json.loads(api.sent("POST", "/v1/fine-tuned-models/bot/resume")[0].content) == {}
+
+    exit_code, out, _ = run(capsys, "models", "resume", "bot", "--acknowledge", "--quote", "q1.9.cd")
+
+    assert exit_code == 0
+    started = json.loads(api.sent("POST", "/v1/fine-tuned-models/bot/resume")[1].content)
+    assert started == {"acknowledge": True, "quote_id": "q1.9.cd"}
+    assert "Training resumed: bot" in out
+
+
 def test_create_without_acknowledge_shows_the_cost_and_starts_nothing(
     api: FakeApi, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,6 +17,7 @@ from tunelab.domain.costs import (
     estimate_cost,
     gpu_key,
     gpu_peak,
+    remaining_cost,
     training_hours,
     usd,
 )
@@ -442,3 +443,26 @@ def test_dora_with_dropout_adds_the_weights_it_runs_twice() -> None:
 
     assert (estimate.training.hours, estimate.training.cost_usd) == (3.84, 15.41)
     assert any("DoRA runs its adapted layers twice" in n for n in estimate.notes)
+
+
+# --- resuming -------------------------------------------------------------------------------------
+
+
+def test_resuming_costs_the_remaining_steps_share_of_the_training_plus_the_month_of_storage() -> None:
+    # The API example: training $1.56 ($1.33-$1.79), storage $1.95. A quarter of 120 steps done.
+    predicted = estimate_cost(model(), tokens_per_epoch=130_000, epochs=3, token_error=(0.85, 1.15))
+
+    left = remaining_cost(predicted, done_steps=30, total_steps=120)
+
+    assert (left.training.cost_usd, left.training.low_usd, left.training.high_usd) == (1.17, 1.0, 1.34)
+    assert left.training.trained_tokens == 292_500
+    assert left.storage_per_month_usd == predicted.storage_per_month_usd
+    assert left.total_usd == usd(1.17 + predicted.storage_per_month_usd)
+    assert (
+        left.notes[0] == "Resuming trains the remaining 90 of 120 steps: 75% of the predicted training cost."
+    )
+    # A checkpoint past the end costs no training; one without a step count, the whole prediction.
+    assert remaining_cost(predicted, done_steps=130, total_steps=120).training.cost_usd == 0
+    whole = remaining_cost(predicted, done_steps=30, total_steps=None)
+    assert whole.total_usd == predicted.total_usd
+    assert "the whole prediction is shown" in whole.notes[-1]

@@ -56,6 +56,7 @@ EXPECTED = {
     Action.DOWNLOAD: {S.NOT_DEPLOYED, S.DEPLOYING, S.DEPLOYED},
     Action.DELETE: {S.TRAINING_FAILED, S.TRAINING_STOPPED, S.NOT_DEPLOYED},
     Action.CONTINUE_TRAINING: {S.NOT_DEPLOYED, S.DEPLOYING, S.DEPLOYED},
+    Action.RESUME: {S.TRAINING_FAILED, S.TRAINING_STOPPED},
 }
 
 
@@ -94,7 +95,8 @@ def test_the_actions_each_status_offers() -> None:
     ]
     assert allowed_actions(S.TRAINING) == [Action.STOP]
     assert allowed_actions(S.STOPPING_TRAINING) == []
-    assert allowed_actions(S.TRAINING_FAILED) == [Action.DELETE]
+    assert allowed_actions(S.TRAINING_FAILED) == [Action.DELETE, Action.RESUME]
+    assert allowed_actions(S.TRAINING_STOPPED) == [Action.DELETE, Action.RESUME]
 
 
 def test_a_refusal_lists_the_statuses_where_the_action_is_possible() -> None:
@@ -130,6 +132,8 @@ def test_invoke_while_deploying_says_to_wait() -> None:
         (S.DEPLOYING, S.DEPLOYED),
         (S.DEPLOYING, S.NOT_DEPLOYED),  # deployment failed, or undeployed while deploying
         (S.DEPLOYED, S.NOT_DEPLOYED),  # undeploy, auto-undeploy, endpoint gone
+        (S.TRAINING_FAILED, S.TRAINING),  # resumed from its last checkpoint
+        (S.TRAINING_STOPPED, S.TRAINING),  # resumed from its last checkpoint
     ],
 )
 def test_the_allowed_transitions(current: ModelStatus, new: ModelStatus) -> None:
@@ -139,7 +143,7 @@ def test_the_allowed_transitions(current: ModelStatus, new: ModelStatus) -> None
 
 def test_every_other_transition_is_refused() -> None:
     allowed = {(a, b) for a, nxt in TRANSITIONS.items() for b in nxt}
-    assert len(allowed) == 11
+    assert len(allowed) == 13
     for current in ModelStatus:
         for new in ModelStatus:
             if (current, new) in allowed:
@@ -155,7 +159,7 @@ def test_every_other_transition_is_refused() -> None:
         (S.NOT_DEPLOYED, S.TRAINING),  # a late "InProgress" event after completion
         (S.DEPLOYED, S.TRAINING_FAILED),  # a late failure event for an old job
         (S.TRAINING_FAILED, S.NOT_DEPLOYED),  # terminal
-        (S.TRAINING_STOPPED, S.TRAINING),
+        (S.TRAINING_STOPPED, S.NOT_DEPLOYED),  # only a user's resume leaves it (to training)
         (S.NOT_DEPLOYED, S.DEPLOYED),  # skipping deploying
     ],
 )
@@ -196,3 +200,13 @@ def test_a_status_filter_from_user_input() -> None:
     assert detail.field == "status"
     assert "Unknown status 'running'" in detail.message
     assert "not_deployed" in detail.message
+
+
+def test_resume_goes_back_to_training_and_says_why_not_while_training() -> None:
+    assert ACTION_RESULT[Action.RESUME] == S.TRAINING
+    with pytest.raises(InvalidState, match="it is already training"):
+        check_action("resume", "training", name="support-bot-v1")
+    with pytest.raises(InvalidState, match="resume it once it has stopped"):
+        check_action("resume", "stopping_training")
+    with pytest.raises(InvalidState, match="Training failed or Training stopped"):
+        check_action("resume", "not_deployed")

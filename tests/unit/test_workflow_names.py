@@ -52,6 +52,17 @@ def test_execution_names_are_valid_deterministic_and_per_model_life(name: str) -
     assert deploy != deployment_execution_name(name, "0123456789abcdef", T0 + timedelta(seconds=1))
 
 
+@pytest.mark.parametrize("name", ["a", "support-bot-v1", "x" * 63])
+def test_each_resume_of_a_training_has_its_own_execution_name(name: str) -> None:
+    uid = "0123456789abcdef"
+    names = [execution_name(name, uid, attempt) for attempt in (0, 1, 2, 99)]
+    assert names[0] == execution_name(name, uid)  # the first run keeps the name it always had
+    assert len(set(names)) == len(names)
+    assert all(EXECUTION_NAME.match(n) for n in names)
+    assert names[1].endswith("-r1")
+    assert names[1] == execution_name(name, uid, 1)  # a retried resume finds its execution
+
+
 def test_execution_arn_follows_the_state_machine() -> None:
     machine = "arn:aws:states:us-east-1:123456789012:stateMachine:tunelab-fine-tuning"
     assert (

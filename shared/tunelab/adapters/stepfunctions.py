@@ -61,7 +61,9 @@ class StepFunctionsWorkflows:
         return self._client
 
     def fine_tuning_arn(self, record: ModelRecord) -> str:
-        return execution_arn(self.fine_tuning_machine, execution_name(record.name, record.uid))
+        return execution_arn(
+            self.fine_tuning_machine, execution_name(record.name, record.uid, record.training.attempt)
+        )
 
     def deployment_arn(self, record: ModelRecord, requested_at: datetime) -> str:
         return execution_arn(
@@ -79,7 +81,8 @@ class StepFunctionsWorkflows:
             table_key=table_key(record.workspace_id, record.name),
             training_timeout_seconds=training_timeout_seconds,
         )
-        return self._start(self.fine_tuning_machine, execution_name(record.name, record.uid), body)
+        name = execution_name(record.name, record.uid, record.training.attempt)
+        return self._start(self.fine_tuning_machine, name, body)
 
     def start_deployment(
         self,

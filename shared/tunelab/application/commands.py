@@ -138,6 +138,21 @@ class CloneIn(_In):
     optional_hyperparameters: OptionalHyperparametersIn = None
 
 
+class ResumeIn(_In):
+    """The body of `POST /v1/fine-tuned-models/{name}/resume`: resume a failed or stopped training from
+    its last checkpoint."""
+
+    acknowledge: bool = Field(
+        default=False,
+        description="True resumes the training (the user has read what resuming costs); false or left out "
+        "answers the remaining steps' share of the prediction and a quote, starting nothing.",
+    )
+    quote_id: str | None = Field(
+        default=None, max_length=64, description="As in `POST /v1/fine-tuned-models`."
+    )
+    max_total_usd: float | None = Field(default=None, ge=0, le=1_000_000)
+
+
 class AfterHoursIn(_In):
     after_hours: float = Field(gt=0, le=24 * 30, description="Undeploy this many hours after deployment.")
 

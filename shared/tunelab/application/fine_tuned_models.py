@@ -46,6 +46,7 @@ from tunelab.application.commands import (
     CreateFineTunedModelIn,
     DatasetValidationIn,
     NoValidationIn,
+    ResumeIn,
     SplitValidationIn,
 )
 from tunelab.application.ports import Context, TrainingProvider
@@ -61,7 +62,7 @@ from tunelab.application.workflows import (
 from tunelab.domain.actual_costs import ActualTrainingCost, actual_training_cost
 from tunelab.domain.archives import ArchiveChoice, Variant, archive_for
 from tunelab.domain.catalog import BaseModelSpec, InstanceType, provider_traits
-from tunelab.domain.costs import CostEstimate, Method, SageMakerRun, estimate_cost
+from tunelab.domain.costs import CostEstimate, Method, SageMakerRun, estimate_cost, remaining_cost
 from tunelab.domain.datasets import (
     DatasetReport,
     DatasetStats,
@@ -98,6 +99,7 @@ from tunelab.domain.layout import PROVIDER_RESOURCE_TAG, s3_uri
 from tunelab.domain.listing import ModelQuery
 from tunelab.domain.providers import (
     DownloadLink,
+    ResumePoint,
     TrainedOutput,
     TrainingJobRef,
     TrainingRequest,
@@ -782,6 +784,124 @@ def _undo_create(ctx: Context, record: ModelRecord, error: Exception) -> None:
     )
 
 
+# --- resume ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResumeEstimate:
+    """`POST .../resume` not acknowledged: the checkpoint it would continue from, what the remaining
+    steps cost, and the quote that price gets; nothing started."""
+
+    model: ModelRecord
+    checkpoint: ResumePoint
+    cost: CostEstimate
+    quote: Quote
+
+
+def _resume_plan(
+    ctx: Context, identity: Identity, name: str
+) -> tuple[ModelRecord, ResumePoint, CostEstimate]:
+    model = ctx.models.get(identity.workspace, name)
+    check_action(Action.RESUME, model.status, name)
+    point = ctx.providers.for_model(model).resume_point(model.identity, model.training.attempt)
+    if point is None:
+        raise ValidationFailed.of(
+            "name",
+            f"'{name}' has no checkpoint to resume from: its job ended before the trainer saved one. "
+            "Clone it to train it again.",
+        )
+    if model.predicted_cost is None:
+        raise ValidationFailed.of("name", f"'{name}' has no predicted cost to price the resume from.")
+    cost = remaining_cost(model.predicted_cost, done_steps=point.step, total_steps=point.total_steps)
+    return model, point, cost
+
+
+def _resume_fingerprint(model: ModelRecord, point: ResumePoint, cost: CostEstimate) -> dict[str, Any]:
+    return {
+        "resume": model.name,
+        "uid": model.uid,
+        "attempt": model.training.attempt + 1,
+        "checkpoint": point.model_dump(mode="json"),
+        "cost": cost.model_dump(mode="json", exclude={"notes"}),
+    }
+
+
+def resume(
+    ctx: Context, identity: Identity, name: str, request: ResumeIn, *, correlation_id: str
+) -> ModelRecord | ResumeEstimate:
+    """`POST /v1/fine-tuned-models/{name}/resume`: train a `training_failed` or `training_stopped` model
+    on from its provider's newest checkpoint, under its own name, record and history: the model is
+    `training` again and a new fine-tuning execution (and provider job) runs as attempt n + 1.
+
+    `InvalidState` in other statuses; `ValidationFailed` when the provider cannot resume (Bedrock) or
+    no checkpoint was saved. Not acknowledged: the remaining steps' share of the prediction
+    (`domain.costs.remaining_cost`) and a quote, nothing started. If the workflow cannot be started,
+    the model is put back as it was (status, training, job reference) and the request fails.
+    """
+    model, point, cost = _resume_plan(ctx, identity, name)
+    now = ctx.now()
+    fingerprint = _resume_fingerprint(model, point, cost)
+    if not request.acknowledge:
+        return ResumeEstimate(
+            model=model, checkpoint=point, cost=cost, quote=quote(identity.workspace, fingerprint, now=now)
+        )
+    if request.quote_id is not None:
+        check_quote(request.quote_id, identity.workspace, fingerprint, now=now, total_usd=cost.total_usd)
+    if request.max_total_usd is not None:
+        check_budget(request.max_total_usd, cost.total_usd)
+    attempt = model.training.attempt + 1
+    training = TrainingRecord(
+        attempt=attempt,
+        started_at=now,
+        phase="Starting",
+        data_uri=model.training.data_uri,
+        metrics=model.training.metrics,
+    )
+    training = training.model_copy(
+        update={
+            "execution_arn": ctx.workflows.fine_tuning_arn(model.model_copy(update={"training": training}))
+        }
+    )
+    message = f"Training resumed from {point.checkpoint} by {identity.email}."
+    resumed = ctx.models.transition(
+        identity.workspace,
+        name,
+        {model.status},
+        S.TRAINING,
+        ModelChanges(training=training, refs=model.refs.model_copy(update={"training_job": None})),
+        message=message,
+        expected_version=model.version,
+    )
+    try:
+        ctx.workflows.start_fine_tuning(resumed, correlation_id=correlation_id)
+    except Exception as error:
+        logger.exception("Could not start the resumed fine-tuning execution", extra={"model": name})
+        reason = (
+            f"tunelab could not start the training workflow ({type(error).__name__}); the model is "
+            f"{model.status.label} again."
+        )
+        ctx.models.try_transition(
+            identity.workspace,
+            name,
+            {S.TRAINING},
+            model.status,
+            ModelChanges(training=model.training, refs=model.refs),
+            message=reason,
+        )
+        raise TunelabError(
+            f"tunelab could not start the training workflow of '{name}', so it was not resumed; "
+            "try again in a minute."
+        ) from error
+    announce.status_changed(
+        ctx, resumed, previous=model.status, reason=message, correlation_id=correlation_id
+    )
+    logger.info(
+        "Fine-tuned model resumed",
+        extra={"workspace_id": resumed.workspace_id, "model": name, "checkpoint": point.checkpoint},
+    )
+    return resumed
+
+
 # --- stop, download, delete ------------------------------------------------------------------------
 
 
@@ -1025,6 +1145,7 @@ def training_request(
         hyperparameters=hyperparameters,
         resources=resources,
         tags={PROVIDER_RESOURCE_TAG: record.workspace_id},
+        attempt=record.training.attempt,
     )
 
 

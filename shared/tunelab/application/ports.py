@@ -32,6 +32,7 @@ from tunelab.domain.providers import (
     InvokeResult,
     ModelIdentity,
     ProviderEvent,
+    ResumePoint,
     SageMakerConnection,
     TrainedModel,
     TrainedOutput,
@@ -436,6 +437,12 @@ class TrainingProvider(Protocol):
 
     def stop_training(self, ref: TrainingJobRef) -> None:
         """Ask the job to stop; a job that already ended is left as it is."""
+        ...
+
+    def resume_point(self, identity: ModelIdentity, attempt: int) -> ResumePoint | None:
+        """The newest checkpoint the model's jobs up to `attempt` saved, which a job started with
+        `TrainingRequest.attempt` above it continues from; None when none was saved. `ValidationFailed`
+        where this provider cannot resume a job (Bedrock)."""
         ...
 
     def describe_training(self, ref: TrainingJobRef) -> TrainingState: ...

@@ -234,13 +234,14 @@ class FinishedDeployment(_Strict):
 # --- execution names and starting executions ---------------------------------------------------------
 
 
-def execution_name(model_name: str, uid: str) -> str:
-    """The fine-tuning execution's name: `<model name>-<uid prefix>` (≤ 80 characters).
+def execution_name(model_name: str, uid: str, attempt: int = 0) -> str:
+    """The fine-tuning execution's name: `<model name>-<uid prefix>` (≤ 80 characters), and `-r<n>`
+    after it for the n-th resume of the training (each run of the same model its own execution).
 
     Deterministic, so a retried request finds the running execution instead of starting another,
     and the console lists each job under its model's name.
     """
-    suffix = f"-{uid[:8]}"
+    suffix = f"-{uid[:8]}" + (f"-r{attempt}" if attempt else "")
     return model_name[: EXECUTION_NAME_MAX - len(suffix)] + suffix
 
 

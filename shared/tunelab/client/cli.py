@@ -452,6 +452,37 @@ def cmd_models_clone(args: argparse.Namespace, client: TunelabClient) -> int:
     return EXIT_OK
 
 
+def cmd_models_resume(args: argparse.Namespace, client: TunelabClient) -> int:
+    body: JsonObject = {}
+    if args.max_total_usd is not None:
+        body["max_total_usd"] = args.max_total_usd
+    if not args.acknowledge:
+        estimate = client.resume_model(args.name, body)
+        if args.json:
+            print_json({"estimate": estimate, "started": False})
+        else:
+            steps = estimate.get("total_steps")
+            print(
+                f"Resuming {args.name} continues from {estimate.get('checkpoint')} "
+                f"(step {estimate.get('step')}{f' of {steps}' if steps else ''})."
+            )
+            print(format_estimate(estimate))
+        quoted = estimate.get("quote_id")
+        again = f"--acknowledge --quote {quoted}" if quoted else "--acknowledge"
+        _err(f"nothing was started: read the cost above, then run again with {again}.")
+        return EXIT_USAGE
+    body["acknowledge"] = True
+    if args.quote:
+        body["quote_id"] = args.quote
+    model = client.resume_model(args.name, body, idempotency_key=args.idempotency_key)
+    if args.json:
+        print_json(model)
+        return EXIT_OK
+    print(f"Training resumed: {model.get('name')} ({model.get('status_label')}).")
+    print(f"Follow it with: tunelab models watch {model.get('name')}")
+    return EXIT_OK
+
+
 def cmd_models_list(args: argparse.Namespace, client: TunelabClient) -> int:
     models = client.models(
         **_list_filters(args, "status", "provider", "base_model_id", "dataset_id", "creator")
@@ -975,6 +1006,18 @@ def build_parser() -> argparse.ArgumentParser:
     leaf.add_argument("--max-total-usd", type=float, metavar="USD", help="refuse to start above this total")
     leaf.add_argument("--acknowledge", action="store_true", help="you have read the predicted cost")
     leaf.add_argument("--quote", metavar="QUOTE_ID", help="the quote the clone's estimate gave")
+    leaf.add_argument("--idempotency-key", help="send this Idempotency-Key (default: a new uuid)")
+    leaf = _leaf(
+        group,
+        "resume",
+        cmd_models_resume,
+        "resume a failed or stopped training from its last checkpoint (cost first)",
+        common,
+    )
+    leaf.add_argument("name", metavar="NAME", help="the model to resume")
+    leaf.add_argument("--max-total-usd", type=float, metavar="USD", help="refuse to start above this total")
+    leaf.add_argument("--acknowledge", action="store_true", help="you have read what resuming costs")
+    leaf.add_argument("--quote", metavar="QUOTE_ID", help="the quote the resume's estimate gave")
     leaf.add_argument("--idempotency-key", help="send this Idempotency-Key (default: a new uuid)")
     leaf = _leaf(group, "estimate", cmd_models_estimate, "the predicted cost of a fine-tuning job", common)
     _fine_tuning_arguments(leaf)

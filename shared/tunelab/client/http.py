@@ -346,6 +346,18 @@ class TunelabClient:
             headers=self._created_headers(idempotency_key),
         )
 
+    def resume_model(
+        self, name: str, body: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> JsonObject:
+        """`POST /v1/fine-tuned-models/{name}/resume`: what resuming costs (not acknowledged) or the model,
+        training again (202)."""
+        return self._json(
+            "POST",
+            f"/v1/fine-tuned-models/{_segment(name)}/resume",
+            json=dict(body),
+            headers=self._created_headers(idempotency_key),
+        )
+
     def models(self, status: str | None = None, **filters: Any) -> list[JsonObject]:
         """Every fine-tuned model matching the filters (the list's query parameters: `status`,
         `provider`, `base_model_id`, `dataset_id`, `creator`, `created_after`, `created_before`,

@@ -429,3 +429,42 @@ def estimate_cost(
         total_usd=usd(training.cost_usd + storage),
         notes=notes,
     )
+
+
+def remaining_cost(predicted: CostEstimate, *, done_steps: int, total_steps: int | None) -> CostEstimate:
+    """What resuming a job from its checkpoint at `done_steps` of `total_steps` would cost: the training
+    prediction (cost, range, tokens, hours) scaled by the share of steps left, `(total - done) / total`,
+    plus the same month of storage. Steps are what the trainer counts (its checkpoint's `global_step`
+    of `max_steps`): a step trains the same number of rows at any point of the run, so the remaining
+    steps' share of the price is their share of the steps. Without a step count the whole prediction."""
+    if not total_steps or total_steps <= 0:
+        return predicted.model_copy(
+            update={
+                "notes": [
+                    *predicted.notes,
+                    "The checkpoint does not say how many steps the run has: the whole prediction is shown.",
+                ]
+            }
+        )
+    left = max(total_steps - done_steps, 0) / total_steps
+    training = predicted.training
+    scaled = training.model_copy(
+        update={
+            "trained_tokens": round(training.trained_tokens * left),
+            "cost_usd": usd(training.cost_usd * left),
+            "low_usd": usd(training.low_usd * left),
+            "high_usd": usd(training.high_usd * left),
+            "hours": _hours(training.hours * left) if training.hours is not None else None,
+        }
+    )
+    note = (
+        f"Resuming trains the remaining {total_steps - min(done_steps, total_steps)} of {total_steps} steps: "
+        f"{left:.0%} of the predicted training cost."
+    )
+    return predicted.model_copy(
+        update={
+            "training": scaled,
+            "total_usd": usd(scaled.cost_usd + predicted.storage_per_month_usd),
+            "notes": [note, *predicted.notes],
+        }
+    )

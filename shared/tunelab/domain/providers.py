@@ -80,6 +80,18 @@ class TrainingRequest(_Model):
     # SageMaker's StoppingCondition; the provider's default when absent.
     max_runtime_s: int | None = Field(default=None, ge=3600)
     tags: dict[str, str] = Field(default_factory=dict)
+    # 0 for a model's first job; n for its n-th resume: a provider that needs unique job names gives
+    # each attempt its own, and the job continues from the model's checkpoints.
+    attempt: int = Field(default=0, ge=0)
+
+
+class ResumePoint(_Model):
+    """The checkpoint a resumed job of a model would continue from (the trainer's `checkpoint-<step>`)."""
+
+    checkpoint: str
+    step: int = Field(ge=0)
+    # The run's step count, as the checkpoint records it (`max_steps`); None where it does not say.
+    total_steps: int | None = Field(default=None, ge=0)
 
 
 class TrainingJobRef(_Model):

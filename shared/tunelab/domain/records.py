@@ -266,6 +266,8 @@ class TrainingState(_Record):
     output_uri: str | None = None
     # What the finished job cost, from the provider's measure (`domain.actual_costs`).
     actual_cost: ActualTrainingCost | None = None
+    # 0 for the first run; n after the n-th resume (each attempt has its own execution and job).
+    attempt: int = 0
 
 
 class MergedArchive(_Record):

@@ -20,6 +20,10 @@ Decisions a user will notice:
   deployed); undeploy first.
 * Stop is allowed only while `training`; a second stop while `stopping_training` is refused with
   a message saying the stop is under way.
+* Resume is allowed from `training_failed` and `training_stopped` (whether the provider can resume,
+  and from which checkpoint, is the use case's to check): the model goes back to `training` under
+  its own name, record and history. Only this user action leaves those two statuses; no provider
+  event does, so they stay `TERMINAL` for events.
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ class Action(StrEnum):
     DOWNLOAD = "download"
     DELETE = "delete"
     CONTINUE_TRAINING = "continue_training"
+    RESUME = "resume"
 
 
 S = ModelStatus
@@ -112,8 +117,8 @@ TRANSITIONS: Mapping[ModelStatus, frozenset[ModelStatus]] = MappingProxyType(
                 S.TRAINING_FAILED,  # the job failed before (or while) stopping
             }
         ),
-        S.TRAINING_FAILED: frozenset(),
-        S.TRAINING_STOPPED: frozenset(),
+        S.TRAINING_FAILED: frozenset({S.TRAINING}),  # the user resumed it from its last checkpoint
+        S.TRAINING_STOPPED: frozenset({S.TRAINING}),  # the user resumed it from its last checkpoint
         S.NOT_DEPLOYED: frozenset({S.DEPLOYING}),
         S.DEPLOYING: frozenset(
             {
@@ -127,8 +132,9 @@ TRANSITIONS: Mapping[ModelStatus, frozenset[ModelStatus]] = MappingProxyType(
 )
 
 TRANSIENT: frozenset[ModelStatus] = frozenset({S.TRAINING, S.STOPPING_TRAINING, S.DEPLOYING})
-# Nothing follows these; the record only waits to be deleted (or looked at).
-TERMINAL: frozenset[ModelStatus] = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
+# The training ended without weights: nothing but a user's resume follows these (no provider event);
+# otherwise the record only waits to be deleted (or looked at).
+TERMINAL: frozenset[ModelStatus] = frozenset({S.TRAINING_FAILED, S.TRAINING_STOPPED})
 # Training succeeded: the weights exist in storage.
 TRAINED: frozenset[ModelStatus] = frozenset({S.NOT_DEPLOYED, S.DEPLOYING, S.DEPLOYED})
 
@@ -141,6 +147,7 @@ ACTIONS: Mapping[Action, frozenset[ModelStatus]] = MappingProxyType(
         Action.DOWNLOAD: TRAINED,
         Action.DELETE: frozenset({S.TRAINING_FAILED, S.TRAINING_STOPPED, S.NOT_DEPLOYED}),
         Action.CONTINUE_TRAINING: TRAINED,
+        Action.RESUME: TERMINAL,
     }
 )
 
@@ -150,6 +157,7 @@ ACTION_RESULT: Mapping[Action, ModelStatus] = MappingProxyType(
         Action.STOP: S.STOPPING_TRAINING,
         Action.DEPLOY: S.DEPLOYING,
         Action.UNDEPLOY: S.NOT_DEPLOYED,
+        Action.RESUME: S.TRAINING,
     }
 )
 
@@ -161,6 +169,7 @@ _VERB = {
     Action.DOWNLOAD: "download",
     Action.DELETE: "delete",
     Action.CONTINUE_TRAINING: "continue training from",
+    Action.RESUME: "resume training of",
 }
 
 # Said instead of the generic "possible only when …" where the status explains itself.
@@ -174,6 +183,8 @@ _WHY: dict[tuple[Action, ModelStatus], str] = {
     (Action.DELETE, S.DEPLOYING): "it is being deployed; undeploy it first",
     (Action.DELETE, S.TRAINING): "it is training; stop the training first",
     (Action.DELETE, S.STOPPING_TRAINING): "its training is stopping; wait until it has stopped",
+    (Action.RESUME, S.TRAINING): "it is already training",
+    (Action.RESUME, S.STOPPING_TRAINING): "its training is stopping; resume it once it has stopped",
 }
 
 

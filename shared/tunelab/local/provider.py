@@ -54,6 +54,7 @@ from tunelab.adapters.providers.common import (
     OUTPUT_ARCHIVE,
     archive_output,
     output_archive_uri,
+    resume_point_of,
 )
 from tunelab.adapters.providers.local import (
     EVENT_SOURCE,
@@ -94,6 +95,7 @@ from tunelab.domain.providers import (
     InvokeResult,
     ModelIdentity,
     ProviderName,
+    ResumePoint,
     TrainedModel,
     TrainedOutput,
     TrainingJobRef,
@@ -164,9 +166,15 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def job_name(identity: ModelIdentity) -> str:
-    """One job name per model record: a retried start finds the same job."""
-    return derived_name(identity.model_name, identity.digest("local-training"))
+# The attempts (a first job and its resumes) whose job folders deleting a model looks for.
+MAX_ATTEMPTS = 100
+
+
+def job_name(identity: ModelIdentity, attempt: int = 0) -> str:
+    """One job name per model record and attempt (a resume's job has a folder of its own): a retried
+    start finds the same job."""
+    parts = [f"attempt-{attempt}"] if attempt else []
+    return derived_name(identity.model_name, identity.digest("local-training", *parts))
 
 
 def deployment_name(request: DeployRequest) -> str:
@@ -317,7 +325,7 @@ class LocalJobs:
     def start(self, request: TrainingRequest) -> TrainingJobRef:
         """Start the job of this request; a second call for the same model finds the first job."""
         identity = request.identity
-        name = job_name(identity)
+        name = job_name(identity, request.attempt)
         output_uri = f"s3://{self.config.artifacts_bucket}/{model_prefix(identity)}/output/"
         ref = TrainingJobRef(provider="local", job_id=name, job_name=name, output_uri=output_uri)
         with self._lock:
@@ -337,6 +345,13 @@ class LocalJobs:
             )
             for sub in ("input/data", "input/config", "model", "output/data", "checkpoints"):
                 (folder / sub).mkdir(parents=True, exist_ok=True)
+            if request.attempt:
+                # A resume: the earlier attempt's newest checkpoint is copied into this job's folder,
+                # where the trainer resumes from it (the earlier job's folder stays as it ended).
+                found = self.resume_checkpoint(identity, request.attempt - 1)
+                if found is not None:
+                    shutil.copytree(found, folder / "checkpoints" / found.name, dirs_exist_ok=True)
+                    record.resumed_from = found.name
             (folder / "request.json").write_text(request.model_dump_json(indent=2), encoding="utf-8")
             job = _Job(record=record, folder=folder)
             self._save(job)
@@ -348,6 +363,15 @@ class LocalJobs:
         self._emit(job)
         job.thread.start()
         return ref
+
+    def resume_checkpoint(self, identity: ModelIdentity, attempt: int) -> Path | None:
+        """The newest checkpoint the model's jobs saved, looking from `attempt`'s folder back to the
+        first job's (an attempt that failed before saving one leaves the earlier one the newest)."""
+        for earlier in range(attempt, -1, -1):
+            found = latest_checkpoint(self.root / job_name(identity, earlier) / "checkpoints")
+            if found is not None:
+                return found
+        return None
 
     def describe(self, name: str) -> JobRecord:
         with self._lock:
@@ -1328,6 +1352,18 @@ class LocalProvider:
     def stop_training(self, ref: TrainingJobRef) -> None:
         self.jobs.stop(ref.job_name)
 
+    def resume_point(self, identity: ModelIdentity, attempt: int) -> ResumePoint | None:
+        """The newest checkpoint in the folders of the model's jobs (the trainer keeps a stopped or
+        failed job's checkpoints; a completed job's are removed)."""
+        found = self.jobs.resume_checkpoint(identity, attempt)
+        if found is None:
+            return None
+        try:
+            state = json.loads((found / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            state = {}
+        return resume_point_of(found.name, state if isinstance(state, dict) else {})
+
     def describe_training(self, ref: TrainingJobRef) -> TrainingState:
         try:
             return self.jobs.describe(ref.job_name).state()
@@ -1415,11 +1451,19 @@ class LocalProvider:
         )
 
     def delete_model(self, model: TrainedModel) -> None:
-        """Remove the job's folder and what it uploaded; already gone is fine."""
+        """Remove the job's folder and what it uploaded, and those of the model's earlier attempts (a
+        resumed model's stopped or failed jobs); already gone is fine."""
         name = model.job.job_name if model.job else job_name(model.identity)
+        earlier = {job_name(model.identity, attempt) for attempt in range(MAX_ATTEMPTS)} - {name}
+        for other in sorted(earlier):
+            if (self.jobs.root / other).exists():
+                self._delete_job(model.identity, other)
+        self._delete_job(model.identity, name)
+
+    def _delete_job(self, identity: ModelIdentity, name: str) -> None:
         self.jobs.delete(name)
         bucket = self.jobs.config.artifacts_bucket
-        prefix = f"{model_prefix(model.identity)}/output/{name}/"
+        prefix = f"{model_prefix(identity)}/output/{name}/"
         with aws_call(f"Deleting the artifacts of {name}", permission=f"s3:DeleteObject on {bucket}"):
             pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
             keys = [item["Key"] for page in pages for item in page.get("Contents", [])]

@@ -51,6 +51,7 @@ from tunelab.domain.providers import (
     InvokeResult,
     ModelIdentity,
     ProviderName,
+    ResumePoint,
     TrainedModel,
     TrainedOutput,
     TrainingJobRef,
@@ -359,6 +360,10 @@ class BedrockProvider:
                 raise clash
             arn = job["jobArn"]
         return TrainingJobRef(provider="bedrock", job_id=arn, job_name=name, output_uri=output)
+
+    def resume_point(self, identity: ModelIdentity, attempt: int) -> ResumePoint | None:
+        """Bedrock keeps no checkpoint a new job could continue from."""
+        raise ValidationFailed.of("name", "Bedrock cannot resume a job; clone it instead.")
 
     def stop_training(self, ref: TrainingJobRef) -> None:
         try:

@@ -10,6 +10,7 @@ import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aws_lambda_powertools import Logger
 
@@ -18,6 +19,7 @@ from tunelab.domain.errors import NotFound, ProviderTransientError, TunelabError
 from tunelab.domain.providers import (
     ARCHIVE_FOLDER_PATTERN,
     MergedArchive,
+    ResumePoint,
     TrainedOutput,
     TrainingJobRef,
     TrainingMetrics,
@@ -235,3 +237,15 @@ def _summary(archive: tarfile.TarFile, member: tarfile.TarInfo, uri: str) -> dic
         logger.warning("the summary %s in %s is not readable JSON: %s", member.name, uri, error)
         return None
     return summary if isinstance(summary, dict) else None
+
+
+def resume_point_of(checkpoint: str, trainer_state: Mapping[str, Any]) -> ResumePoint:
+    """The resume point a trainer checkpoint (`checkpoint-<step>`) and its `trainer_state.json` make:
+    the step it saved at and the run's step count (`max_steps`)."""
+    step = trainer_state.get("global_step")
+    if not isinstance(step, int):
+        step = int(checkpoint.removeprefix("checkpoint-"))
+    total = trainer_state.get("max_steps")
+    return ResumePoint(
+        checkpoint=checkpoint, step=step, total_steps=total if isinstance(total, int) and total > 0 else None
+    )

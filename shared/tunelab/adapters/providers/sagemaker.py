@@ -41,6 +41,7 @@ from tunelab.adapters.providers.common import (
     event_time,
     final_metrics,
     output_archive_uri,
+    resume_point_of,
 )
 from tunelab.adapters.providers.images import llm_inference_image, training_image
 from tunelab.adapters.s3 import S3Objects
@@ -85,6 +86,7 @@ from tunelab.domain.providers import (
     InvokeResult,
     ModelIdentity,
     ProviderName,
+    ResumePoint,
     SageMakerConnection,
     TrainedModel,
     TrainedOutput,
@@ -225,10 +227,12 @@ def model_prefix(identity: ModelIdentity) -> str:
     return f"{connector_prefix(identity.workspace_id)}{identity.model_name}"
 
 
-def job_name(identity: ModelIdentity) -> str:
+def job_name(identity: ModelIdentity, attempt: int = 0) -> str:
     """The training job's name: the model's name and a digest of its record (workspace, name, creation
-    time), so no two workspaces' models, nor a model and the one made again under its name, share a job."""
-    return derived_name(identity.model_name, identity.digest("sagemaker-job"))
+    time), so no two workspaces' models, nor a model and the one made again under its name, share a job;
+    a resume (`attempt` n) its own digest, as SageMaker never reuses a job's name."""
+    parts = [f"attempt-{attempt}"] if attempt else []
+    return derived_name(identity.model_name, identity.digest("sagemaker-job", *parts))
 
 
 def job_id(job_arn: str) -> str:
@@ -629,7 +633,7 @@ class SageMakerProvider:
                 "secret's ARN to the SageMaker connection (hf_token_secret_arn).",
             )
         region = self.connection.region
-        name = job_name(identity)
+        name = job_name(identity, request.attempt)
         hyperparameters = dict(request.hyperparameters)
         hyperparameters.setdefault("base_model", spec.hf_id)
         if request.resources.distribution == "fsdp":
@@ -674,7 +678,7 @@ class SageMakerProvider:
             "ResourceConfig": resource_config,
             "StoppingCondition": {"MaxRuntimeInSeconds": runtime},
             "CheckpointConfig": {
-                "S3Uri": self._bucket_uri(f"{prefix}/checkpoints/"),
+                "S3Uri": self.checkpoint_uri(identity),
                 "LocalPath": CHECKPOINT_LOCAL_PATH,
             },
             "EnableManagedSpotTraining": False,
@@ -683,7 +687,9 @@ class SageMakerProvider:
         }
 
     def start_training(self, request: TrainingRequest) -> TrainingJobRef:
-        name = job_name(request.identity)
+        # A resume's job (`attempt` > 0) has the same CheckpointConfig: SageMaker copies the model's
+        # checkpoints to /opt/ml/checkpoints before the trainer starts, and the trainer resumes.
+        name = job_name(request.identity, request.attempt)
         # Checked before anything is uploaded: a bad request costs no S3 write.
         self.training_job_request(request, "s3://placeholder/sourcedir.tar.gz")
         existing = self._existing_job(name, request.identity)
@@ -709,6 +715,35 @@ class SageMakerProvider:
             job_name=name,
             output_uri=params["OutputDataConfig"]["S3OutputPath"],
         )
+
+    def checkpoint_uri(self, identity: ModelIdentity) -> str:
+        """Where every job of the model syncs /opt/ml/checkpoints (the CheckpointConfig's S3Uri)."""
+        return self._bucket_uri(f"{model_prefix(identity)}/checkpoints/")
+
+    def resume_point(self, identity: ModelIdentity, attempt: int) -> ResumePoint | None:
+        """The newest complete checkpoint (`checkpoint-<step>/trainer_state.json`) under the model's
+        checkpoint location, which all its jobs share."""
+        bucket, prefix = s3_split(self.checkpoint_uri(identity))
+        found: list[tuple[int, str]] = []
+        with aws_call(
+            f"Listing the checkpoints in {self.checkpoint_uri(identity)}", permission="s3:ListBucket"
+        ):
+            for key in self._keys(bucket, prefix):
+                parts = key[len(prefix) :].split("/")
+                if len(parts) == 2 and parts[1] == "trainer_state.json":
+                    step = parts[0].removeprefix("checkpoint-")
+                    if parts[0].startswith("checkpoint-") and step.isdigit():
+                        found.append((int(step), parts[0]))
+        if not found:
+            return None
+        _, checkpoint = max(found)
+        with aws_call(f"Reading the checkpoint {checkpoint}", permission="s3:GetObject"):
+            body = self.s3.get_object(Bucket=bucket, Key=f"{prefix}{checkpoint}/trainer_state.json")["Body"]
+            try:
+                state = json.loads(body.read())
+            except ValueError:
+                state = {}
+        return resume_point_of(checkpoint, state if isinstance(state, dict) else {})
 
     def stop_training(self, ref: TrainingJobRef) -> None:
         try:

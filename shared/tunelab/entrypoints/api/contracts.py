@@ -33,6 +33,7 @@ from tunelab.application.commands import (
     NoValidationIn,
     PutSageMakerProviderIn,
     ResourcesIn,
+    ResumeIn,
     SplitValidationIn,
     ValidationIn,
 )
@@ -504,6 +505,24 @@ class QuoteOut(CostEstimate):
     quote_expires_at: Timestamp | None = None
 
 
+class ResumeQuoteOut(CostEstimate):
+    """`POST /v1/fine-tuned-models/{name}/resume` not acknowledged: what resuming costs — the remaining
+    steps' share of the model's predicted training cost, plus a month of storage — and the checkpoint
+    it would continue from; nothing started."""
+
+    model: str
+    checkpoint: str = Field(
+        description="The checkpoint the resumed job continues from (`checkpoint-<step>`)."
+    )
+    step: int = Field(description="The step the checkpoint was saved at.")
+    total_steps: int | None = Field(
+        default=None,
+        description="The run's step count, as the checkpoint records it; null where it does not.",
+    )
+    quote_id: str = Field(description="Names this resume at this price; `quote_id` in the acknowledged call.")
+    quote_expires_at: Timestamp
+
+
 class ActualCostOut(_Out):
     cost_usd: Usd = Field(description="What the training job cost (see `estimated`).")
     basis: ActualBasis = Field(
@@ -563,6 +582,9 @@ class TrainingOut(_Out):
     phase: str | None = Field(default=None, description="The provider's own phase, e.g. `Training`.")
     failure_reason: str | None = None
     metrics: MetricsOut | None = None
+    attempt: int = Field(
+        default=0, description="0 for the first run; n after the n-th resume (`POST .../resume`)."
+    )
 
 
 class MergedArchiveOut(_Out):
@@ -698,6 +720,8 @@ __all__ = [
     "NoValidationIn",
     "PutSageMakerProviderIn",
     "ResourcesIn",
+    "ResumeIn",
+    "ResumeQuoteOut",
     "SplitValidationIn",
     "Timestamp",
     "ValidationIn",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from tunelab.application.fine_tuned_models import Download, Estimate
+from tunelab.application.fine_tuned_models import Download, Estimate, ResumeEstimate
 from tunelab.domain.archives import variants
 from tunelab.domain.catalog import provider_traits
 from tunelab.domain.identity import byok_allowed
@@ -46,6 +46,7 @@ from tunelab.entrypoints.api.contracts import (
     ProviderStatus,
     QuoteOut,
     ResourcesOut,
+    ResumeQuoteOut,
     TrainingOut,
     ValidationOut,
     WorkspaceOut,
@@ -147,6 +148,7 @@ def model_out(record: ModelRecord, now: datetime | None = None) -> FineTunedMode
             phase=training.phase,
             failure_reason=training.failure_reason,
             metrics=metrics_out(training.metrics) if training.metrics else None,
+            attempt=training.attempt,
         ),
         artifacts=artifacts_out(record) if record.artifacts else None,
         deployment=DeploymentOut(
@@ -217,6 +219,18 @@ def _shown_id(record: ModelRecord, provider_id: str | None) -> str | None:
     if provider_traits(record.provider).requires_connection:
         return provider_id
     return _platform_masked(provider_id)
+
+
+def resume_quote_out(estimate: ResumeEstimate) -> ResumeQuoteOut:
+    return ResumeQuoteOut(
+        **estimate.cost.model_dump(),
+        model=estimate.model.name,
+        checkpoint=estimate.checkpoint.checkpoint,
+        step=estimate.checkpoint.step,
+        total_steps=estimate.checkpoint.total_steps,
+        quote_id=estimate.quote.quote_id,
+        quote_expires_at=estimate.quote.expires_at,
+    )
 
 
 def quote_out(estimate: Estimate) -> QuoteOut:

@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from tunelab.application import checkpoints, deployments, fine_tuned_models, training_logs
-from tunelab.application.fine_tuned_models import Estimate
+from tunelab.application.fine_tuned_models import Estimate, ResumeEstimate
 from tunelab.composition.wiring import Services
 from tunelab.domain.archives import Variant
 from tunelab.domain.catalog import Provider
@@ -37,6 +37,8 @@ from tunelab.entrypoints.api.contracts import (
     ModelEventOut,
     Page,
     QuoteOut,
+    ResumeIn,
+    ResumeQuoteOut,
     TrainingLogLineOut,
     TrainingLogOut,
     UsageOut,
@@ -53,7 +55,7 @@ from tunelab.entrypoints.api.routes.common import (
     Order,
     responses,
 )
-from tunelab.entrypoints.api.views import download_out, event_out, model_out, quote_out
+from tunelab.entrypoints.api.views import download_out, event_out, model_out, quote_out, resume_quote_out
 
 router = APIGatewayRouter()  # type: ignore[no-untyped-call]
 
@@ -238,6 +240,57 @@ def clone(
     out = idempotent(
         identity,
         f"POST /v1/fine-tuned-models/{source}/clone",
+        idempotency_key(router.current_event.headers),
+        body.model_dump(mode="json"),
+        start,
+        context=router.lambda_context,
+    )
+    return Response(
+        status_code=202,
+        content_type=content_types.APPLICATION_JSON,
+        body=FineTunedModelOut.model_validate(out),
+    )
+
+
+@router.post(
+    "/v1/fine-tuned-models/<name>/resume",
+    summary="Resume a failed or stopped training from its last checkpoint: estimate, or start it",
+    description="For a `training_failed` or `training_stopped` model whose provider keeps checkpoints "
+    "(SageMaker, local; not Bedrock: clone it instead). Without `acknowledge: true` it answers what "
+    "resuming costs — the remaining steps' share of the model's predicted training cost — with the "
+    "checkpoint and a quote (200), starting nothing; with it, the model is `training` again under its own "
+    "name and history, and a new workflow execution and job continue from the checkpoint (202). 409 in "
+    "other statuses; 400 when there is no checkpoint or the provider cannot resume.",
+    tags=TAGS,
+    responses={
+        **responses(202, "Accepted: the training resumes", conflict=True),
+        200: {"description": "Not acknowledged: what resuming costs, and a quote; nothing started"},
+    },
+    operation_id="resumeFineTunedModelTraining",
+)
+def resume(
+    name: ModelNamePath,
+    body: ResumeIn,
+    identity: Annotated[Identity, Depends(current_identity)],
+    ctx: Annotated[Services, Depends(services)],
+    correlation: Annotated[str, Depends(correlation_id)],
+) -> Response[FineTunedModelOut | ResumeQuoteOut]:
+    model = _name(name)
+    if not body.acknowledge:
+        answer = fine_tuned_models.resume(ctx, identity, model, body, correlation_id=correlation)
+        assert isinstance(answer, ResumeEstimate)
+        return Response(
+            status_code=200, content_type=content_types.APPLICATION_JSON, body=resume_quote_out(answer)
+        )
+
+    def start() -> dict[str, object]:
+        resumed = fine_tuned_models.resume(ctx, identity, model, body, correlation_id=correlation)
+        assert isinstance(resumed, ModelRecord)
+        return model_out(resumed).model_dump(mode="json")
+
+    out = idempotent(
+        identity,
+        f"POST /v1/fine-tuned-models/{model}/resume",
         idempotency_key(router.current_event.headers),
         body.model_dump(mode="json"),
         start,
