@@ -393,13 +393,8 @@ def cmd_models_create(args: argparse.Namespace, client: TunelabClient) -> int:
             print_json({"estimate": estimate, "started": False})
         else:
             print(format_estimate(estimate))
-        quoted = estimate.get("quote_id")
-        again = f"--acknowledge --quote {quoted}" if quoted else "--acknowledge"
-        _err(f"nothing was started: read the predicted cost above, then run again with {again}.")
-        return EXIT_USAGE
-    body["acknowledge"] = True
-    if args.quote:
-        body["quote_id"] = args.quote
+        return _not_started(estimate)
+    _acknowledged(body, args)
     model = client.create_model(body, idempotency_key=args.idempotency_key)
     if args.json and not args.watch:
         print_json(model)
@@ -410,6 +405,21 @@ def cmd_models_create(args: argparse.Namespace, client: TunelabClient) -> int:
         return _watch(args, client, model["name"])
     print(f"Follow it with: tunelab models watch {model.get('name')}")
     return EXIT_OK
+
+
+def _not_started(estimate: JsonObject) -> int:
+    """After the cost was shown: say how to start exactly what was quoted."""
+    quoted = estimate.get("quote_id")
+    again = f"--acknowledge --quote {quoted}" if quoted else "--acknowledge"
+    _err(f"nothing was started: read the predicted cost above, then run again with {again}.")
+    return EXIT_USAGE
+
+
+def _acknowledged(body: JsonObject, args: argparse.Namespace) -> None:
+    """The body of a start the user acknowledged, with the quote they read."""
+    body["acknowledge"] = True
+    if args.quote:
+        body["quote_id"] = args.quote
 
 
 def cmd_models_clone(args: argparse.Namespace, client: TunelabClient) -> int:
@@ -436,13 +446,8 @@ def cmd_models_clone(args: argparse.Namespace, client: TunelabClient) -> int:
             print_json({"estimate": estimate, "started": False})
         else:
             print(format_estimate(estimate))
-        quoted = estimate.get("quote_id")
-        again = f"--acknowledge --quote {quoted}" if quoted else "--acknowledge"
-        _err(f"nothing was started: read the predicted cost above, then run again with {again}.")
-        return EXIT_USAGE
-    body["acknowledge"] = True
-    if args.quote:
-        body["quote_id"] = args.quote
+        return _not_started(estimate)
+    _acknowledged(body, args)
     model = client.clone_model(args.name, body, idempotency_key=args.idempotency_key)
     if args.json:
         print_json(model)
@@ -467,13 +472,8 @@ def cmd_models_resume(args: argparse.Namespace, client: TunelabClient) -> int:
                 f"(step {estimate.get('step')}{f' of {steps}' if steps else ''})."
             )
             print(format_estimate(estimate))
-        quoted = estimate.get("quote_id")
-        again = f"--acknowledge --quote {quoted}" if quoted else "--acknowledge"
-        _err(f"nothing was started: read the cost above, then run again with {again}.")
-        return EXIT_USAGE
-    body["acknowledge"] = True
-    if args.quote:
-        body["quote_id"] = args.quote
+        return _not_started(estimate)
+    _acknowledged(body, args)
     model = client.resume_model(args.name, body, idempotency_key=args.idempotency_key)
     if args.json:
         print_json(model)

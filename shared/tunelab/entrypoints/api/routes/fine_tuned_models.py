@@ -5,12 +5,14 @@ do, and the status table (`tunelab.domain.status`) says what each status allows.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+from pydantic import BaseModel
 
 from tunelab.application import checkpoints, deployments, fine_tuned_models, training_logs
 from tunelab.application.fine_tuned_models import Estimate, ResumeEstimate
@@ -73,6 +75,25 @@ def _name(name: str) -> str:
 
 def _accepted(model: FineTunedModelOut) -> Response[FineTunedModelOut]:
     return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=model)
+
+
+def _started_once(
+    identity: Identity, route: str, body: BaseModel, start: Callable[[], ModelRecord]
+) -> Response[FineTunedModelOut | Any]:
+    """202 with the model `start` made, once per `Idempotency-Key` (a retry answers the first answer)."""
+    out = idempotent(
+        identity,
+        route,
+        idempotency_key(router.current_event.headers),
+        body.model_dump(mode="json"),
+        lambda: model_out(start()).model_dump(mode="json"),
+        context=router.lambda_context,
+    )
+    return Response(
+        status_code=202,
+        content_type=content_types.APPLICATION_JSON,
+        body=FineTunedModelOut.model_validate(out),
+    )
 
 
 @router.post(
@@ -232,24 +253,12 @@ def clone(
         assert isinstance(answer, Estimate)
         return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=quote_out(answer))
 
-    def start() -> dict[str, object]:
+    def start() -> ModelRecord:
         created = fine_tuned_models.clone(ctx, identity, source, body, correlation_id=correlation)
         assert isinstance(created, ModelRecord)
-        return model_out(created).model_dump(mode="json")
+        return created
 
-    out = idempotent(
-        identity,
-        f"POST /v1/fine-tuned-models/{source}/clone",
-        idempotency_key(router.current_event.headers),
-        body.model_dump(mode="json"),
-        start,
-        context=router.lambda_context,
-    )
-    return Response(
-        status_code=202,
-        content_type=content_types.APPLICATION_JSON,
-        body=FineTunedModelOut.model_validate(out),
-    )
+    return _started_once(identity, f"POST /v1/fine-tuned-models/{source}/clone", body, start)
 
 
 @router.post(
@@ -283,24 +292,12 @@ def resume(
             status_code=200, content_type=content_types.APPLICATION_JSON, body=resume_quote_out(answer)
         )
 
-    def start() -> dict[str, object]:
+    def start() -> ModelRecord:
         resumed = fine_tuned_models.resume(ctx, identity, model, body, correlation_id=correlation)
         assert isinstance(resumed, ModelRecord)
-        return model_out(resumed).model_dump(mode="json")
+        return resumed
 
-    out = idempotent(
-        identity,
-        f"POST /v1/fine-tuned-models/{model}/resume",
-        idempotency_key(router.current_event.headers),
-        body.model_dump(mode="json"),
-        start,
-        context=router.lambda_context,
-    )
-    return Response(
-        status_code=202,
-        content_type=content_types.APPLICATION_JSON,
-        body=FineTunedModelOut.model_validate(out),
-    )
+    return _started_once(identity, f"POST /v1/fine-tuned-models/{model}/resume", body, start)
 
 
 @router.post(
