@@ -926,6 +926,28 @@ def test_delete_model_removes_its_artifacts_and_the_job(provider: SageMakerProvi
     assert not left & set(keys)
 
 
+def test_delete_model_removes_every_attempts_output_and_job_of_a_resumed_model(
+    provider: SageMakerProvider,
+) -> None:
+    base = "tunelab/ws-acme/support-bot-v1"
+    jobs = [job_name(IDENTITY, attempt) for attempt in range(3)]
+    assert len(set(jobs)) == 3
+    keys = [f"{base}/output/{name}/output/model.tar.gz" for name in jobs]
+    keys.append(f"{base}/checkpoints/checkpoint-30/trainer_state.json")
+    kept = "tunelab/ws-acme/other-model/output/other-model/output/model.tar.gz"
+    for key in [*keys, kept]:
+        provider.s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    latest = TrainingJobRef(provider="sagemaker", job_id=f"{JOB_ARN.lower()}-2", job_name=jobs[2])
+    stub = Stubber(provider.sagemaker)
+    for name in jobs:
+        stub.add_response("delete_training_job", {}, {"TrainingJobName": name})
+    with stub:
+        provider.delete_model(TrainedModel(identity=IDENTITY, job=latest, attempt=2))
+    stub.assert_no_pending_responses()
+    left = {o["Key"] for o in provider.s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+    assert left == {kept}
+
+
 def test_a_model_without_a_recorded_job_deletes_no_job_by_its_name(provider: SageMakerProvider) -> None:
     # Another workspace's job of the model's bare name may exist in a shared account: a model whose job
     # was never recorded deletes its checkpoints and no job at all (the stub answers no SageMaker call).

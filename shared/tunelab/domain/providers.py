@@ -241,6 +241,8 @@ class TrainedModel(_Model):
     job: TrainingJobRef | None = None
     model_ref: str | None = None
     artifacts_uri: str | None = None
+    # The latest attempt (resumes): each earlier one left a job and its output too.
+    attempt: int = 0
 
 
 class SageMakerConnection(_Model):

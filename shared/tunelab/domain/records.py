@@ -399,6 +399,7 @@ class ModelRecord(_Record):
             job=self.refs.training_job,
             model_ref=self.refs.model_ref,
             artifacts_uri=self.artifacts.uri if self.artifacts else None,
+            attempt=self.training.attempt,
         )
 
     def deployment_cost(self, until: datetime, *, ended: bool = False) -> DeploymentCost | None:

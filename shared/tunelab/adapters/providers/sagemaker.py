@@ -1046,7 +1046,9 @@ class SageMakerProvider:
         bucket = self.connection.artifact_bucket
         base = model_prefix(model.identity)
         job = model.job.job_name if model.job else None
-        prefixes = [f"{base}/checkpoints/"] + ([f"{base}/output/{job}/"] if job else [])
+        # The jobs of the attempts before a resume: named from the record, as the latest one is.
+        earlier = [job_name(model.identity, attempt) for attempt in range(model.attempt)] if job else []
+        prefixes = [f"{base}/checkpoints/"] + [f"{base}/output/{name}/" for name in [*earlier, job] if name]
         with aws_call(
             f"Deleting the artifacts of {model.identity.model_name}",
             permission=f"s3:ListBucket and s3:DeleteObject on {bucket}",
@@ -1062,13 +1064,14 @@ class SageMakerProvider:
                     self._delete_keys(bucket, batch)
         if job is None:
             return
-        try:
-            self.sagemaker.delete_training_job(TrainingJobName=job)
-        except ClientError as error:
-            if is_not_found(error):
-                return
-            with aws_call(f"Deleting the training job {job}", permission="sagemaker:DeleteTrainingJob"):
-                raise
+        for name in [*earlier, job]:
+            try:
+                self.sagemaker.delete_training_job(TrainingJobName=name)
+            except ClientError as error:
+                if is_not_found(error):
+                    continue
+                with aws_call(f"Deleting the training job {name}", permission="sagemaker:DeleteTrainingJob"):
+                    raise
 
     def _delete_keys(self, bucket: str, keys: list[str]) -> None:
         answer = self.s3.delete_objects(
