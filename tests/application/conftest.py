@@ -108,7 +108,12 @@ SMALL_SAGEMAKER_MODEL = "sagemaker.llama-3-2-1b-instruct"  # a full fine-tune of
 
 
 def trained_on_sagemaker(
-    ctx: FakeContext, name: str, *, optional: dict[str, object] | None, merged_copy: bool = False
+    ctx: FakeContext,
+    name: str,
+    *,
+    optional: dict[str, object] | None,
+    merged_copy: bool = False,
+    base_model_id: str | None = None,
 ) -> ModelRecord:
     """A model trained on the SageMaker double, `not_deployed`: its `model.tar.gz` in the provider's
     bucket and, with `merged_copy`, the merged copy an unmerged LoRA job leaves in its output archive.
@@ -117,6 +122,8 @@ def trained_on_sagemaker(
     secret = None
     if optional is not None:
         fields["optional_hyperparameters"] = optional
+        if base_model_id is not None:
+            fields["base_model_id"] = base_model_id
     else:
         fields["optional_hyperparameters"] = {"use_lora": False}
         fields["base_model_id"] = SMALL_SAGEMAKER_MODEL

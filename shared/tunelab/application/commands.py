@@ -165,6 +165,14 @@ class DeployIn(_In):
     auto_undeploy: AfterHoursIn | AtIn | None = Field(
         default=None, description="When to undeploy automatically; null keeps it deployed until undeployed."
     )
+    instance_type: str | None = Field(
+        default=None,
+        description="SageMaker only: the endpoint's instance type; it must hold the model for serving. "
+        "Default: the model's default instance type when it fits, else the cheapest that does.",
+    )
+    instance_count: int | None = Field(
+        default=None, ge=1, le=10, description="SageMaker only: the endpoint's instances (default 1)."
+    )
 
 
 class DeploymentPatchIn(_In):

@@ -34,6 +34,7 @@ from tunelab.application.workflows import (
 )
 from tunelab.domain.actual_costs import DeploymentCost
 from tunelab.domain.archives import serving_archive
+from tunelab.domain.catalog import InstanceType
 from tunelab.domain.costs import usd
 from tunelab.domain.errors import (
     Conflict,
@@ -48,6 +49,7 @@ from tunelab.domain.layout import PROVIDER_RESOURCE_TAG
 from tunelab.domain.providers import DeploymentRef, DeployRequest, InvokeParams, InvokeResult, ModelIdentity
 from tunelab.domain.providers import DeploymentState as ProviderDeployment
 from tunelab.domain.records import DeploymentState, ModelChanges, ModelRecord, PendingEmail, invalid_state
+from tunelab.domain.resources import serving_instance
 from tunelab.domain.schedules import ScheduleInput, fire_time, schedule_names
 from tunelab.domain.status import ACTIONS, Action, ModelStatus, check_action
 
@@ -97,6 +99,8 @@ def deploy(
         serving_archive(model)
         now = ctx.now()
         undeploy_at = auto_undeploy_at(request.auto_undeploy, now)
+        instance = _endpoint_instance(ctx, model, request)
+        count = (request.instance_count or 1) if instance else None
         try:
             deploying = ctx.models.transition(
                 identity.workspace,
@@ -108,7 +112,9 @@ def deploy(
                         execution_arn=ctx.workflows.deployment_arn(model, now),
                         requested_at=now,
                         auto_undeploy_at=undeploy_at,
-                        hourly_usd=_hourly_usd(ctx, model),
+                        hourly_usd=_hourly_usd(ctx, model, instance, count),
+                        instance_type=instance.name if instance else None,
+                        instance_count=count,
                     )
                 ),
                 message=message,
@@ -142,8 +148,36 @@ def deploy(
     return deploying
 
 
-def _hourly_usd(ctx: Context, model: ModelRecord) -> float:
-    """The deployment's price per hour: the one its prediction showed, else the catalog's."""
+def _endpoint_instance(ctx: Context, model: ModelRecord, request: DeployIn) -> InstanceType | None:
+    """The instance type a SageMaker endpoint runs on (`resources.serving_instance`); None for a model
+    served without one (Bedrock, local), where asking for one is refused."""
+    spec = ctx.catalog.model(model.base_model_id)
+    if spec.deployment.method != "sagemaker_endpoint":
+        for field, value in (
+            ("instance_type", request.instance_type),
+            ("instance_count", request.instance_count),
+        ):
+            if value is not None:
+                raise ValidationFailed.of(
+                    field, f"{spec.name} is not served on a SageMaker endpoint: it takes no {field}."
+                )
+        return None
+    if spec.parameter_count is None:  # the catalog requires it of every SageMaker model
+        raise ValidationFailed.of("instance_type", f"{spec.name} has no parameter count to size an endpoint.")
+    return serving_instance(
+        spec.parameter_count,
+        ctx.catalog.instances,
+        requested=request.instance_type,
+        default=spec.deployment.default_instance_type,
+    )
+
+
+def _hourly_usd(ctx: Context, model: ModelRecord, instance: InstanceType | None, count: int | None) -> float:
+    """The deployment's price per hour: a SageMaker endpoint's instance price × count (the catalog's
+    instance price is its SageMaker training price list's: tunelab holds no separate hosting price);
+    elsewhere the one its prediction showed, else the catalog's."""
+    if instance is not None:
+        return usd(instance.price_per_hour_usd * (count or 1))
     if model.predicted_cost is not None:
         return model.predicted_cost.deployment_per_hour_usd
     spec = ctx.catalog.model(model.base_model_id)
@@ -343,6 +377,8 @@ def start_deployment(ctx: Context, event: StartDeploymentEvent) -> StartedDeploy
         raise DeploymentCancelled(f"The fine-tuned model '{event.model_name}' is no longer being deployed.")
     # The model with full weights: model.tar.gz, or an unmerged LoRA model's merged copy.
     archive = serving_archive(record)
+    # The instance chosen at deploy (kept on the record), else the workflow input's.
+    instance_type = (record.deployment and record.deployment.instance_type) or event.instance_type
     request = DeployRequest(
         identity=record.identity,
         requested_at=event.requested_at,
@@ -350,8 +386,9 @@ def start_deployment(ctx: Context, event: StartDeploymentEvent) -> StartedDeploy
         model_ref=record.refs.model_ref,
         artifacts_uri=archive.uri if archive else (record.artifacts.uri if record.artifacts else None),
         artifacts_path=(archive.model_path or None) if archive else None,
-        instance_type=event.instance_type,
-        instance_count=event.instance_count,
+        instance_type=instance_type,
+        instance_count=(record.deployment and record.deployment.instance_count) or event.instance_count,
+        gpus_per_instance=_gpus(ctx, instance_type),
         tags={PROVIDER_RESOURCE_TAG: record.workspace_id},
     )
     ref = ctx.providers.for_model(record).deploy(request)
@@ -387,6 +424,11 @@ def start_deployment(ctx: Context, event: StartDeploymentEvent) -> StartedDeploy
             f"'{record.name}' was undeployed while its deployment was created."
         ) from None
     return StartedDeployment(deployment_id=ref.deployment_id)
+
+
+def _gpus(ctx: Context, instance_type: str | None) -> int:
+    instance = ctx.catalog.find_instance(instance_type) if instance_type else None
+    return instance.gpus if instance else 1
 
 
 def _check(ctx: Context, event: FinishDeploymentEvent) -> DeploymentOutcome:

@@ -304,6 +304,9 @@ class DeploymentState(_Record):
     schedule_name: str | None = None
     # The deployment's price per hour, fixed when it was asked for (its running cost is read from it).
     hourly_usd: float | None = None
+    # The SageMaker endpoint's instance type and count, chosen when it was asked for (None elsewhere).
+    instance_type: str | None = None
+    instance_count: int | None = None
 
 
 class PendingEmail(_Record):

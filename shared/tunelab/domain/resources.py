@@ -841,3 +841,76 @@ def check_resources(
             "LoRA, or gradient checkpointing."
         )
     return ResourceCheck(warnings=warnings, strategy=placement.strategy, memory_per_gpu_gb=need)
+
+
+# --- serving ----------------------------------------------------------------------------------------
+#
+# What a SageMaker endpoint needs to serve a fine-tuned model (the merged model, full weights):
+#     weights     N × 2 bytes (served in bf16, as the trainer writes them);
+#     headroom    + 20% of the weights for the KV cache and activations of a modest batch;
+#     CUDA        + 1 GB per GPU (its context and kernels' workspace);
+# spread over all the instance's GPUs (the server shards the model by tensor parallelism), so an
+# instance type fits when gpus × vram_per_gpu_gb holds it. The 20% is tunelab's choice, checked against
+# the DJL LMI instance-type guide (docs.djl.ai, "Instance Type Selection": a ~7B half-precision model,
+# 14 GB of weights, on one 24 GB GPU; ~13-20B on 96 GB): below it the server has too little KV cache to
+# batch requests. Every instance of the endpoint holds a whole copy; the count adds throughput, not memory.
+SERVING_WEIGHT_BYTES = 2.0
+SERVING_HEADROOM = 0.20
+SERVING_CUDA_GB_PER_GPU = 1.0
+MAX_SERVING_INSTANCES = 10
+
+
+def serving_gb(parameter_count: float, gpus: int) -> float:
+    """The GPU memory (GB, all the instance's GPUs together) serving the merged model needs."""
+    weights = parameter_count * SERVING_WEIGHT_BYTES / GB
+    return weights * (1 + SERVING_HEADROOM) + SERVING_CUDA_GB_PER_GPU * gpus
+
+
+def serves(parameter_count: float, instance: InstanceType) -> bool:
+    """Whether one instance of this type holds the model for serving."""
+    return serving_gb(parameter_count, instance.gpus) <= instance.vram_gb
+
+
+def serving_instances(parameter_count: float, instances: Sequence[InstanceType]) -> list[InstanceType]:
+    """The instance types that can serve the model, smallest total VRAM first, then cheapest."""
+    fitting = [i for i in instances if serves(parameter_count, i)]
+    return sorted(fitting, key=lambda i: (i.vram_gb, i.price_per_hour_usd, i.name))
+
+
+def serving_instance(
+    parameter_count: float,
+    instances: Sequence[InstanceType],
+    *,
+    requested: str | None,
+    default: str | None,
+) -> InstanceType:
+    """The instance type a deployment runs on: the one requested (`ValidationFailed` on `instance_type`
+    when unknown or too small, naming the smallest that fits), else the model's default when it fits,
+    else the cheapest that fits."""
+    by_name = {i.name: i for i in instances}
+    fitting = serving_instances(parameter_count, instances)
+    need = serving_gb(parameter_count, 1)
+    if requested is not None:
+        chosen = by_name.get(requested)
+        if chosen is None:
+            known = ", ".join(sorted(by_name)[:6])
+            raise ValidationFailed.of(
+                "instance_type",
+                f"'{requested}' is not an instance type tunelab offers; some that are: {known}.",
+            )
+        if not serves(parameter_count, chosen):
+            smallest = f" The smallest that fits is {fitting[0].name}." if fitting else ""
+            raise ValidationFailed.of(
+                "instance_type",
+                f"{requested} has {chosen.vram_gb:g} GB of GPU memory; serving this model needs about "
+                f"{serving_gb(parameter_count, chosen.gpus):.1f} GB.{smallest}",
+            )
+        return chosen
+    if default is not None and default in by_name and serves(parameter_count, by_name[default]):
+        return by_name[default]
+    if not fitting:
+        raise ValidationFailed.of(
+            "instance_type",
+            f"No instance type tunelab offers holds this model for serving (about {need:.1f} GB).",
+        )
+    return min(fitting, key=lambda i: (i.price_per_hour_usd, i.vram_gb, i.name))

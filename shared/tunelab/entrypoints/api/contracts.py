@@ -612,6 +612,8 @@ class DeploymentOut(_Out):
     endpoint: str | None = None
     deployed_at: Timestamp | None = None
     auto_undeploy_at: Timestamp | None = None
+    instance_type: str | None = Field(default=None, description="SageMaker: the endpoint's instance type.")
+    instance_count: int | None = Field(default=None, description="SageMaker: the endpoint's instances.")
 
 
 class FineTunedModelOut(_Out):

@@ -155,6 +155,8 @@ def model_out(record: ModelRecord, now: datetime | None = None) -> FineTunedMode
             endpoint=_shown_id(record, record.deployment.endpoint),
             deployed_at=record.deployment.deployed_at,
             auto_undeploy_at=record.deployment.auto_undeploy_at,
+            instance_type=record.deployment.instance_type,
+            instance_count=record.deployment.instance_count,
         )
         if record.deployment
         else None,
