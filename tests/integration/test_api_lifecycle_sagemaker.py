@@ -195,6 +195,9 @@ def test_the_whole_life_of_a_sagemaker_model(stack: Stack, sagemaker: CpuEndpoin
     # the model's own serving instance type was asked for (moto serves it on a CPU type)
     spec = load_catalog().model("sagemaker.qwen2-5-7b-instruct")
     assert sagemaker.requested_instance_type == spec.deployment.default_instance_type
+    # The instance chosen at deploy is shown with the deployment, and priced at its hourly price × count.
+    assert deployed["deployment"]["instance_type"] == spec.deployment.default_instance_type
+    assert deployed["deployment"]["instance_count"] == 1
     described = stack.services.client("sagemaker").describe_endpoint(EndpointName=endpoint)
     assert described["EndpointStatus"] == "InService"
 

@@ -1283,3 +1283,28 @@ def test_a_resume_is_a_new_job_with_the_same_checkpoint_location(provider: SageM
     assert sent[1]["CheckpointConfig"] == sent[0]["CheckpointConfig"]
     assert sent[1]["CheckpointConfig"]["S3Uri"] == f"s3://{BUCKET}/{prefix}"
     assert sent[1]["OutputDataConfig"] == sent[0]["OutputDataConfig"]  # SageMaker adds the job's name
+
+
+def test_deploy_sends_the_chosen_instance_type_count_and_gpus(provider: SageMakerProvider) -> None:
+    models: list[dict[str, Any]] = []
+    configs: list[dict[str, Any]] = []
+    events = provider.sagemaker.meta.events
+    events.register("before-parameter-build.sagemaker.CreateModel", lambda params, **_: models.append(params))
+    events.register(
+        "before-parameter-build.sagemaker.CreateEndpointConfig", lambda params, **_: configs.append(params)
+    )
+    stub = Stubber(provider.sagemaker)
+    stub.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:eu-west-1:111122223333:model/m"})
+    stub.add_response(
+        "create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:eu-west-1:1:endpoint-config/m"}
+    )
+    stub.add_response(
+        "create_endpoint", {"EndpointArn": "arn:aws:sagemaker:eu-west-1:111122223333:endpoint/m"}
+    )
+    with stub:
+        provider.deploy(
+            _deploy_request(instance_type="ml.g6e.12xlarge", instance_count=3, gpus_per_instance=4)
+        )
+    [variant] = configs[0]["ProductionVariants"]
+    assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.g6e.12xlarge", 3)
+    assert models[0]["PrimaryContainer"]["Environment"]["SM_NUM_GPUS"] == "4"

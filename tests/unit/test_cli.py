@@ -608,6 +608,23 @@ def test_deploy_sends_the_automatic_undeploy(
     assert "bot: Deploying (deploying)" in out
 
 
+def test_deploy_sends_the_instance_type_and_count_when_given(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api.on("POST", "/v1/fine-tuned-models/bot/deploy", httpx.Response(202, json=model(status="deploying")))
+
+    exit_code, _, _ = run(
+        capsys, "models", "deploy", "bot", "--instance-type", "ml.g6e.12xlarge", "--instance-count", "2"
+    )
+
+    assert exit_code == 0
+    assert json.loads(api.requests[0].content) == {
+        "auto_undeploy": None,
+        "instance_type": "ml.g6e.12xlarge",
+        "instance_count": 2,
+    }
+
+
 def test_deploy_wait_polls_until_deployed(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     api.on("POST", "/v1/fine-tuned-models/bot/deploy", httpx.Response(202, json=model(status="deploying")))
     deployed = model(status="deployed", deployment={"auto_undeploy_at": "2026-11-28T16:00:00Z"})

@@ -659,7 +659,9 @@ def cmd_models_deploy(args: argparse.Namespace, client: TunelabClient) -> int:
         schedule = {"after_hours": args.auto_undeploy_hours}
     elif args.auto_undeploy_at is not None:
         schedule = {"at": args.auto_undeploy_at}
-    model = client.deploy(args.name, schedule)
+    model = client.deploy(
+        args.name, schedule, instance_type=args.instance_type, instance_count=args.instance_count
+    )
     return _action_result(args, client, model, DEPLOYING_STATUSES, "deployed")
 
 
@@ -1079,6 +1081,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     schedule.add_argument(
         "--no-auto-undeploy", action="store_true", help="stay deployed until undeployed (default)"
+    )
+    leaf.add_argument(
+        "--instance-type",
+        metavar="T",
+        help="SageMaker: the endpoint's instance type (default: the model's, when it fits)",
+    )
+    leaf.add_argument(
+        "--instance-count",
+        type=int,
+        metavar="N",
+        help="SageMaker: the endpoint's instances, 1-10 (default 1)",
     )
     leaf.add_argument("--wait", action="store_true", help="wait until it is deployed")
     leaf.add_argument("--interval", type=_positive_float, default=1.0, help="seconds between polls")

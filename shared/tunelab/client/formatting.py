@@ -219,6 +219,12 @@ def format_model(model: JsonObject) -> str:
         ("Merged copy", _merged_copy(artifacts.get("merged_archive"))),
         ("Downloads", ", ".join(artifacts.get("download_variants") or []) or None),
         ("Endpoint", deployment.get("endpoint")),
+        (
+            "Endpoint instances",
+            f"{deployment.get('instance_count')} × {deployment.get('instance_type')}"
+            if deployment.get("instance_type")
+            else None,
+        ),
         ("Deployed", short_time(deployment.get("deployed_at"))),
         ("Auto-undeploy", short_time(deployment.get("auto_undeploy_at")) if deployment else None),
         ("Running", _deployment_cost(cost.get("deployment"))),

@@ -388,9 +388,21 @@ class TunelabClient:
     def stop(self, name: str) -> JsonObject:
         return self._json("POST", f"/v1/fine-tuned-models/{_segment(name)}/stop")
 
-    def deploy(self, name: str, auto_undeploy: Mapping[str, Any] | None = None) -> JsonObject:
-        """Deploy; `auto_undeploy` is `{"after_hours": H}`, `{"at": "<RFC 3339>"}` or None (never)."""
-        body = {"auto_undeploy": dict(auto_undeploy) if auto_undeploy is not None else None}
+    def deploy(
+        self,
+        name: str,
+        auto_undeploy: Mapping[str, Any] | None = None,
+        *,
+        instance_type: str | None = None,
+        instance_count: int | None = None,
+    ) -> JsonObject:
+        """Deploy; `auto_undeploy` is `{"after_hours": H}`, `{"at": "<RFC 3339>"}` or None (never).
+        A SageMaker model's endpoint instance type and count are sent only when given."""
+        body: dict[str, Any] = {"auto_undeploy": dict(auto_undeploy) if auto_undeploy is not None else None}
+        if instance_type is not None:
+            body["instance_type"] = instance_type
+        if instance_count is not None:
+            body["instance_count"] = instance_count
         return self._json("POST", f"/v1/fine-tuned-models/{_segment(name)}/deploy", json=body)
 
     def undeploy(self, name: str) -> JsonObject:
