@@ -53,7 +53,9 @@ def _trained(ctx: FakeContext, record: ModelRecord, outcome: TrainingOutcome) ->
     ctx.provider(model.provider).checkpoint_lists[model.refs.training_job.job_name] = list(KEPT)
     fine_tuned_models.finish_training(
         ctx,
-        FinishTrainingEvent.model_validate({**workflow_input(model, "run-1"), "outcome": outcome.model_dump()}),
+        FinishTrainingEvent.model_validate(
+            {**workflow_input(model, "run-1"), "outcome": outcome.model_dump()}
+        ),
     )
     return ctx.models.get(record.workspace_id, record.name)
 
@@ -65,7 +67,9 @@ def _sagemaker_parent(ctx: FakeContext) -> ModelRecord:
     return _trained(ctx, record, TrainingOutcome(outcome="completed", artifacts_uri=uri))
 
 
-def _child(ctx: FakeContext, parent: ModelRecord, checkpoint: str, **fields: object) -> CreateFineTunedModelIn:
+def _child(
+    ctx: FakeContext, parent: ModelRecord, checkpoint: str, **fields: object
+) -> CreateFineTunedModelIn:
     dataset = ready_dataset(ctx, name=f"more-{len(ctx.table.datasets)}")
     body: dict[str, object] = {
         "name": "child",
@@ -119,7 +123,8 @@ def test_a_checkpoint_the_parents_job_did_not_keep_is_refused_listing_those_it_k
     ctx: FakeContext,
 ) -> None:
     parent = _sagemaker_parent(ctx)
-    with pytest.raises(ValidationFailed, match="kept no checkpoint-6; it kept: checkpoint-4, checkpoint-8") as e:
+    kept = "kept no checkpoint-6; it kept: checkpoint-4, checkpoint-8"
+    with pytest.raises(ValidationFailed, match=kept) as e:
         fine_tuned_models.estimate(ctx, ADA, _child(ctx, parent, "checkpoint-6"))
     assert _field(e.value) == "base_checkpoint"
 
@@ -136,7 +141,8 @@ def test_the_checkpoint_is_in_the_quote_the_record_and_the_providers_request(ctx
     child = fine_tuned_models.create(ctx, ADA, request, correlation_id="r")
     assert child.base_checkpoint == "checkpoint-4"
     _start(ctx, child)
-    started = [r for r in ctx.provider("sagemaker").called("start_training") if isinstance(r, TrainingRequest)]
+    calls = ctx.provider("sagemaker").called("start_training")
+    started = [r for r in calls if isinstance(r, TrainingRequest)]
     assert started[-1].identity.model_name == "child"
     parent_weights = started[-1].parent
     assert parent_weights is not None
