@@ -63,3 +63,37 @@ def test_a_new_model_starts_from_a_checkpoint_of_another(local: LocalApi) -> Non
     assert (channel / "model.safetensors").is_file(), sorted(p.name for p in channel.iterdir())
     assert not (channel / "optimizer.pt").exists()
     print(f"{child} started from {started_from}; its model channel: {sorted(os.listdir(channel))}")
+
+
+def test_a_new_model_starts_from_a_lora_checkpoint_its_adapter_on_the_base(local: LocalApi) -> None:
+    dataset = upload(local, rows=48)
+    parent = unique("lora-parent")
+    body = quick_job(parent, dataset["id"], epochs=2)
+    body["optional_hyperparameters"]["use_lora"] = True
+    body["optional_hyperparameters"]["sft_config"].update(
+        {"save_strategy": "steps", "save_steps": 4, "save_total_limit": 5}
+    )
+    create(local, body)
+    assert wait_status(local, parent, {"training"})["status"] == "not_deployed"
+
+    child = unique("lora-child")
+    create(
+        local,
+        {
+            "name": child,
+            "base_fine_tuned_model": parent,
+            "base_checkpoint": "checkpoint-4",
+            "dataset_id": dataset["id"],
+            "validation": {"mode": "none"},
+            "hyperparameters": {"epochs": 1, "learning_rate": 0.01, "batch_size": 8},
+            "acknowledge": True,
+        },
+    )
+    done = wait_status(local, child, {"training"})
+    assert done["status"] == "not_deployed", done
+    record = job_record(local, child)
+    assert Path(record["started_from"]).name == "checkpoint-4", record
+    channel = local.data_dir / "jobs" / record["name"] / "input" / "data" / "model"
+    # A LoRA checkpoint holds only the adapter: the trainer applied it to the base model.
+    assert (channel / "adapter_config.json").is_file(), sorted(os.listdir(channel))
+    assert not (channel / "model.safetensors").exists()
