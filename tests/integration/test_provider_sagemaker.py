@@ -573,6 +573,27 @@ def test_continuing_a_model_feeds_its_artifacts_as_the_model_channel(provider: S
     assert sent[0]["StoppingCondition"] == {"MaxRuntimeInSeconds": 10 * 24 * 3600}
 
 
+def test_starting_from_a_parents_checkpoint_feeds_its_checkpoint_folder_as_the_model_channel(
+    provider: SageMakerProvider,
+) -> None:
+    parent_ref = provider.start_training(_request())
+    sent = _record_requests(provider, "CreateTrainingJob")
+    child = IDENTITY.model_copy(update={"model_name": "support-bot-v2"})
+    archive = f"s3://{BUCKET}/tunelab/ws-acme/support-bot-v1/output/model.tar.gz"
+    provider.start_training(
+        _request(
+            identity=child,
+            parent=ParentModel(
+                artifacts_uri=archive, checkpoint="checkpoint-4", checkpoint_job=parent_ref.job_name
+            ),
+        )
+    )
+    channels = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in sent[0]["InputDataConfig"]
+    }
+    assert channels["model"] == f"{provider.checkpoint_uri(IDENTITY)}checkpoint-4/"
+
+
 def test_describe_reads_the_finished_job(provider: SageMakerProvider) -> None:
     ref = provider.start_training(_request())
     state = provider.describe_training(ref)

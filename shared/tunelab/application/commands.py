@@ -76,6 +76,13 @@ class CostEstimateIn(_In):
         default=None,
         description="Continue from this fine-tuned model of the workspace instead of a base model.",
     )
+    base_checkpoint: str | None = Field(
+        default=None,
+        pattern=r"^checkpoint-\d+$",
+        max_length=64,
+        description="With `base_fine_tuned_model`: start from this checkpoint its job kept (e.g. "
+        "`checkpoint-8`, `GET .../checkpoints`) instead of its final weights.",
+    )
     dataset_id: DatasetId
     validation: ValidationIn = Field(default_factory=lambda: NoValidationIn(mode="none"))
     resources: ResourcesIn | None = Field(default=None, description="SageMaker only, and required there.")
@@ -99,6 +106,12 @@ class CostEstimateIn(_In):
     @model_validator(mode="after")
     def _exactly_one_base(self) -> Self:
         _one_base(self.base_model_id, self.base_fine_tuned_model)
+        if self.base_checkpoint is not None and self.base_fine_tuned_model is None:
+            raise PydanticCustomError(
+                "base_checkpoint",
+                "base_checkpoint names a checkpoint of base_fine_tuned_model: give both.",
+                {"field": "base_checkpoint"},
+            )
         return self
 
 

@@ -198,12 +198,15 @@ class TrainingPlan:
     # VRAM / storage / instance advice for the plan, where the request names instances (SageMaker).
     advice: ResourceEstimate | None = None
     unrunnable: str | None = None
+    # The parent's checkpoint the job starts from instead of its final weights.
+    base_checkpoint: str | None = None
 
     def fingerprint(self) -> dict[str, Any]:
         """Every value the job would run with and every figure of its price (what a quote names)."""
         return {
             "base_model_id": self.spec.id,
             "base_fine_tuned_model": self.parent.name if self.parent else None,
+            "base_checkpoint": self.base_checkpoint,
             "dataset": [self.dataset.dataset_id, self.dataset.rows, self.dataset.size_bytes],
             "validation": self.validation.model_dump(mode="json"),
             "resources": self.resources.model_dump(mode="json") if self.resources else None,
@@ -236,6 +239,11 @@ def plan(
     same, the plan saying why it cannot run (`unrunnable`)."""
     workspace = identity.workspace
     spec, parent, unrunnable = _base_model(ctx, workspace, request, refuse_unavailable=not for_estimate)
+    base_checkpoint = (
+        _parent_checkpoint(ctx, parent, request.base_checkpoint)
+        if parent is not None and request.base_checkpoint is not None
+        else None
+    )
     if unrunnable is None:
         _check_provider_access(ctx, workspace, spec)
 
@@ -335,6 +343,8 @@ def plan(
     )
     if parent is not None:
         notes.append(f"Training continues from the fine-tuned model '{parent.name}' ({spec.name}).")
+        if base_checkpoint is not None:
+            notes.append(f"It starts from {base_checkpoint} of '{parent.name}', not its final weights.")
     if notes:
         cost = cost.model_copy(update={"notes": [*cost.notes, *dict.fromkeys(notes)]})
     return TrainingPlan(
@@ -349,6 +359,7 @@ def plan(
         training_region=region if spec.traits.regional and unrunnable is None else None,
         advice=advice,
         unrunnable=unrunnable,
+        base_checkpoint=base_checkpoint,
     )
 
 
@@ -411,6 +422,28 @@ def _base_model(
     if not available and refuse_unavailable:
         raise ValidationFailed.of(field, f"{spec.name} cannot be fine-tuned here: {reason}")
     return spec, parent, None if available else f"{spec.name} cannot be fine-tuned here: {reason}"
+
+
+_PROVIDER_NAMES = {"bedrock": "Bedrock", "sagemaker": "SageMaker", "local": "The local runtime"}
+
+
+def _parent_checkpoint(ctx: Context, parent: ModelRecord, checkpoint: str) -> str:
+    """The checkpoint of the parent's job a new model starts from; `ValidationFailed` naming
+    `base_checkpoint` where the parent's provider keeps none or its job did not keep this one."""
+    field = "base_checkpoint"
+    if not provider_traits(parent.provider).keeps_checkpoints:
+        raise ValidationFailed.of(
+            field,
+            f"{_PROVIDER_NAMES[parent.provider]} keeps no checkpoints: start from '{parent.name}' itself.",
+        )
+    ref = parent.refs.training_job
+    kept = ctx.providers.for_model(parent).checkpoints(ref).items if ref is not None else ()
+    if not any(item.id == checkpoint for item in kept):
+        names = ", ".join(item.id for item in kept) or "none"
+        raise ValidationFailed.of(
+            field, f"The training job of '{parent.name}' kept no {checkpoint}; it kept: {names}."
+        )
+    return checkpoint
 
 
 def _check_provider_access(ctx: Context, workspace: str, spec: BaseModelSpec) -> None:
@@ -621,6 +654,7 @@ def create(
         base_model_id=planned.spec.id,
         base_model_name=planned.spec.name,
         base_fine_tuned_model=planned.parent.name if planned.parent else None,
+        base_checkpoint=planned.base_checkpoint,
         dataset=DatasetRef(
             id=planned.dataset.dataset_id, name=planned.dataset.name, rows=planned.dataset.rows
         ),
@@ -704,7 +738,10 @@ def clone_request(source: ModelRecord, clone: CloneIn) -> CreateFineTunedModelIn
         {
             "name": clone.name,
             **(
-                {"base_fine_tuned_model": source.base_fine_tuned_model}
+                {
+                    "base_fine_tuned_model": source.base_fine_tuned_model,
+                    **({"base_checkpoint": source.base_checkpoint} if source.base_checkpoint else {}),
+                }
                 if source.base_fine_tuned_model
                 else {"base_model_id": source.base_model_id}
             ),
@@ -1119,12 +1156,23 @@ def training_request(
     )
     parent = None
     if record.base_fine_tuned_model:
-        parent = ctx.models.get(record.workspace_id, record.base_fine_tuned_model).weights()
+        parent_record = ctx.models.get(record.workspace_id, record.base_fine_tuned_model)
+        parent = parent_record.weights()
         if parent is None:
             # Never train from the base model instead, as if it continued: say what is missing.
             raise ValidationFailed.of(
                 "base_fine_tuned_model",
                 f"'{record.base_fine_tuned_model}' has no trained weights recorded to continue from.",
+            )
+        job = parent_record.refs.training_job
+        if record.base_checkpoint:
+            if job is None:
+                raise ValidationFailed.of(
+                    "base_checkpoint",
+                    f"'{parent_record.name}' has no training job that kept {record.base_checkpoint}.",
+                )
+            parent = parent.model_copy(
+                update={"checkpoint": record.base_checkpoint, "checkpoint_job": job.job_name}
             )
     resources = (
         ProviderResources(

@@ -339,6 +339,8 @@ class ProviderTraits(_Frozen):
     # The provider keeps the trained weights (a custom model, by `model_ref`): no download, and a
     # continuation starts from that model. Else the weights are a `model.tar.gz` tunelab can hand out.
     keeps_weights: bool
+    # The job keeps its checkpoints (`checkpoint-<step>/`) that a new model may start from.
+    keeps_checkpoints: bool
     # The trainer runs it: the model's parameter count is known and drives the resource advice.
     runs_trainer: bool
     # Trains on the CPU of the machine tunelab runs on.
@@ -364,6 +366,7 @@ _TRAITS: Mapping[Provider, Mapping[str, Any]] = {
         "optional_hyperparameters": False,
         "provider_hyperparameter_names": True,
         "keeps_weights": True,
+        "keeps_checkpoints": False,
         "runs_trainer": False,
         "cpu_training": False,
         "always_stops_early": True,
@@ -380,6 +383,7 @@ _TRAITS: Mapping[Provider, Mapping[str, Any]] = {
         "optional_hyperparameters": True,
         "provider_hyperparameter_names": False,
         "keeps_weights": False,
+        "keeps_checkpoints": True,
         "runs_trainer": True,
         "cpu_training": False,
         "always_stops_early": False,
@@ -396,6 +400,7 @@ _TRAITS: Mapping[Provider, Mapping[str, Any]] = {
         "optional_hyperparameters": True,
         "provider_hyperparameter_names": False,
         "keeps_weights": False,
+        "keeps_checkpoints": True,
         "runs_trainer": True,
         "cpu_training": True,
         "always_stops_early": False,

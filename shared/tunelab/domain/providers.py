@@ -66,6 +66,10 @@ class ParentModel(_Model):
     model_ref: str | None = None
     # Else the parent's `model.tar.gz`, fed to the job's `model` channel.
     artifacts_uri: str | None = None
+    # A checkpoint (`checkpoint-<step>`) the parent's job kept, to start from instead of its final
+    # weights, and that job's name: the provider finds the checkpoint's folder where it keeps them.
+    checkpoint: str | None = None
+    checkpoint_job: str | None = None
 
 
 class TrainingRequest(_Model):

@@ -343,6 +343,8 @@ class ModelRecord(_Record):
     base_model_id: str
     base_model_name: str
     base_fine_tuned_model: str | None = None
+    # The parent's checkpoint the job starts from instead of its final weights.
+    base_checkpoint: str | None = None
     dataset: DatasetRef
     validation: ValidationChoice
     resources: Resources | None = None

@@ -219,6 +219,8 @@ class JobRecord(BaseModel):
     # How often a start of the runtime resumed the job from a checkpoint, and from which.
     resumed: int = 0
     resumed_from: str | None = None
+    # The checkpoint folder of the parent's job this job's model starts from (`ParentModel.checkpoint`).
+    started_from: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -608,7 +610,9 @@ class LocalJobs:
             self._download(
                 request.validation_data_uri, data / "validation" / _file_name(request.validation_data_uri)
             )
-        if request.parent is not None and request.parent.artifacts_uri:
+        if request.parent is not None and request.parent.checkpoint:
+            self._copy_checkpoint(job, request.parent.checkpoint, request.parent.checkpoint_job or "")
+        elif request.parent is not None and request.parent.artifacts_uri:
             # The trainer unpacks a channel that holds only model.tar.gz.
             self._download(request.parent.artifacts_uri, data / "model" / "model.tar.gz")
         self._phase(job, "Preparing the base model")
@@ -617,6 +621,22 @@ class LocalJobs:
         (job.folder / "input" / "config" / "hyperparameters.json").write_text(
             json.dumps(hyperparameters, indent=2, sort_keys=True), encoding="utf-8"
         )
+
+    def _copy_checkpoint(self, job: _Job, checkpoint: str, parent_job: str) -> None:
+        """The parent job's checkpoint folder as the job's `model` channel (its weights, or its adapter on
+        the base model), without the optimizer's state, which a new job does not resume."""
+        folder = next((p for p in self.checkpoint_folders(parent_job) if p.name == checkpoint), None)
+        if folder is None:
+            raise ProviderError(f"The job {parent_job} kept no {checkpoint} to start from.")
+        shutil.copytree(
+            folder,
+            job.folder / "input" / "data" / "model",
+            ignore=shutil.ignore_patterns("optimizer.pt", "scheduler.pt", "rng_state*.pth"),
+            dirs_exist_ok=True,
+        )
+        with job.lock:
+            job.record.started_from = str(folder)
+            self._save(job)
 
     def _trainer(self) -> Path:
         return self.config.trainer_dir or self._trainer_dir()

@@ -85,6 +85,7 @@ from tunelab.domain.providers import (
     InvokeParams,
     InvokeResult,
     ModelIdentity,
+    ParentModel,
     ProviderName,
     ResumePoint,
     SageMakerConnection,
@@ -654,7 +655,9 @@ class SageMakerProvider:
         channels = [_s3_channel("training", request.training_data_uri)]
         if request.validation_data_uri:
             channels.append(_s3_channel("validation", request.validation_data_uri))
-        if request.parent and request.parent.artifacts_uri:
+        if request.parent and request.parent.checkpoint:
+            channels.append(_s3_channel("model", self._parent_checkpoint_uri(request.parent)))
+        elif request.parent and request.parent.artifacts_uri:
             channels.append(_s3_channel("model", request.parent.artifacts_uri))
         prefix = model_prefix(identity)
         resource_config: ResourceConfigTypeDef = {
@@ -978,20 +981,29 @@ class SageMakerProvider:
             size_bytes=int(head.get("ContentLength", 0)),
         )
 
-    def _checkpoint_folder(self, ref: TrainingJobRef) -> tuple[str, str] | None:
+    def _checkpoint_folder(self, job_name: str) -> tuple[str, str] | None:
         """Where the job syncs its checkpoints (its CheckpointConfig), as bucket and key prefix."""
-        with aws_call(f"Reading the training job {ref.job_name}", permission="sagemaker:DescribeTrainingJob"):
-            job = self.sagemaker.describe_training_job(TrainingJobName=ref.job_name)
+        with aws_call(f"Reading the training job {job_name}", permission="sagemaker:DescribeTrainingJob"):
+            job = self.sagemaker.describe_training_job(TrainingJobName=job_name)
         uri = (job.get("CheckpointConfig") or {}).get("S3Uri")
         if not uri:
             return None
         bucket, key = s3_split(uri)
         return bucket, key if not key or key.endswith("/") else f"{key}/"
 
+    def _parent_checkpoint_uri(self, parent: ParentModel) -> str:
+        """The S3 folder of the parent job's checkpoint (where its CheckpointConfig synced it)."""
+        folder = self._checkpoint_folder(parent.checkpoint_job or "")
+        if folder is None:
+            raise ProviderError(
+                f"The training job {parent.checkpoint_job} kept no checkpoints to start from."
+            )
+        return f"s3://{folder[0]}/{folder[1]}{parent.checkpoint}/"
+
     def checkpoints(self, ref: TrainingJobRef) -> CheckpointList:
         """The `checkpoint-<step>/` folders the job synced to the customer's bucket (its CheckpointConfig),
         each read from its `trainer_state.json`, through the connector role."""
-        folder = self._checkpoint_folder(ref)
+        folder = self._checkpoint_folder(ref.job_name)
         if folder is None:
             return CheckpointList(message="This training job was started without a checkpoint folder.")
         bucket, prefix = folder
@@ -1025,7 +1037,7 @@ class SageMakerProvider:
         tunelab does not pack into one archive; the folder is named in the message."""
         if not any(item.id == checkpoint_id for item in self.checkpoints(ref).items):
             raise unknown_checkpoint(checkpoint_id)
-        folder = self._checkpoint_folder(ref)
+        folder = self._checkpoint_folder(ref.job_name)
         where = f"s3://{folder[0]}/{folder[1]}{checkpoint_id}/" if folder else "your bucket"
         raise ValidationFailed(
             "tunelab does not pack SageMaker checkpoints into an archive: the checkpoint is a folder in "

@@ -479,6 +479,9 @@ class PlanOut(_Out):
         description="Where the job would run, for a provider that trains each model in its region.",
     )
     base_fine_tuned_model: str | None = None
+    base_checkpoint: str | None = Field(
+        default=None, description="The checkpoint of `base_fine_tuned_model` the job starts from."
+    )
     dataset: DatasetRefOut
     validation: ValidationOut
     resources: ResourcesOut | None = None
@@ -624,6 +627,9 @@ class FineTunedModelOut(_Out):
     hosting: Hosting
     base_model: BaseModelRefOut
     base_fine_tuned_model: str | None = None
+    base_checkpoint: str | None = Field(
+        default=None, description="The checkpoint of `base_fine_tuned_model` the job starts from."
+    )
     dataset: DatasetRefOut
     validation: ValidationOut
     resources: ResourcesOut | None = None

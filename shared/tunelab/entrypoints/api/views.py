@@ -122,6 +122,7 @@ def model_out(record: ModelRecord, now: datetime | None = None) -> FineTunedMode
         hosting=record.hosting,
         base_model=BaseModelRefOut(id=record.base_model_id, name=record.base_model_name),
         base_fine_tuned_model=record.base_fine_tuned_model,
+        base_checkpoint=record.base_checkpoint,
         dataset=dataset_ref_out(record.dataset),
         validation=validation_out(record.validation),
         resources=ResourcesOut(**record.resources.model_dump()) if record.resources else None,
@@ -247,6 +248,7 @@ def quote_out(estimate: Estimate) -> QuoteOut:
             provider=planned.spec.provider,
             training_region=planned.training_region,
             base_fine_tuned_model=planned.parent.name if planned.parent else None,
+            base_checkpoint=planned.base_checkpoint,
             dataset=DatasetRefOut(
                 id=planned.dataset.dataset_id, name=planned.dataset.name, rows=planned.dataset.rows
             ),
