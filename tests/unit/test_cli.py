@@ -548,6 +548,8 @@ def test_create_without_acknowledge_shows_the_cost_and_starts_nothing(
         "bot",
         "--from-model",
         "bot-v0",
+        "--from-checkpoint",
+        "checkpoint-8",
         "--dataset",
         "ds_1",
         "--validation",
@@ -558,6 +560,7 @@ def test_create_without_acknowledge_shows_the_cost_and_starts_nothing(
     assert api.sent("POST", "/v1/fine-tuned-models") == []
     estimate_body = json.loads(api.sent("POST", "/v1/cost-estimates")[0].content)
     assert estimate_body["base_fine_tuned_model"] == "bot-v0"
+    assert estimate_body["base_checkpoint"] == "checkpoint-8"
     assert estimate_body["validation"] == {"mode": "dataset", "dataset_id": "ds_2"}
     assert "$1.50 (between $1.20 and $1.80)" in out
     assert "$3.45" in out

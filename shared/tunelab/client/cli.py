@@ -175,6 +175,8 @@ def fine_tuning_body(args: argparse.Namespace, *, name: str | None) -> JsonObjec
         body["base_model_id"] = args.base_model
     if args.from_model:
         body["base_fine_tuned_model"] = args.from_model
+    if args.from_checkpoint:
+        body["base_checkpoint"] = args.from_checkpoint
     body["dataset_id"] = args.dataset
     if args.validation is not None:
         body["validation"] = args.validation
@@ -898,6 +900,11 @@ def _fine_tuning_arguments(parser: argparse.ArgumentParser) -> None:
     base = parser.add_mutually_exclusive_group(required=True)
     base.add_argument("--base-model", metavar="ID", help="the base model's id (tunelab base-models list)")
     base.add_argument("--from-model", metavar="NAME", help="continue from a fine-tuned model of yours")
+    parser.add_argument(
+        "--from-checkpoint",
+        metavar="CHECKPOINT",
+        help="with --from-model: start from this checkpoint of it (tunelab models checkpoints NAME)",
+    )
     parser.add_argument("--dataset", required=True, metavar="DATASET_ID", help="the training dataset's id")
     parser.add_argument(
         "--validation",
