@@ -55,7 +55,8 @@ RUNTIME_NAMED = [
     rf":bedrock:{_REGION}::foundation-model/\*$",
     r"^arn:\$\{AWS::Partition\}:iam::\*:role/tunelab-\*$",
     r":sagemaker:\$\{AWS::Region\}:\$\{AWS::AccountId\}:(training-job|endpoint|endpoint-config|model)/\*$",
-    r":log-group:/aws/sagemaker/(TrainingJobs|Endpoints/\*)(:log-stream:\*)?$",
+    # (the group's ARN with `:*`: what CloudWatch Logs authorizes DescribeLogStreams on)
+    r":log-group:/aws/sagemaker/(TrainingJobs|Endpoints/\*)(:log-stream:\*|:\*)?$",
     # executions of one of tunelab's state machines (named per model at run time)
     rf":states:{_REGION}:\$\{{AWS::AccountId\}}:execution:Tunelab-(fine-tuning|deployment):\*$",
 ]

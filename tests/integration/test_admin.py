@@ -46,4 +46,4 @@ def test_bad_values_are_refused_with_what_is_wrong(aws: Aws, capsys: pytest.Capt
 
 def test_the_list_index_backfill_reports_what_it_gave(aws: Aws, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["lists", "backfill", "--table", aws.table_name]) == 0
-    assert capsys.readouterr().out.strip() == "0 models and datasets got their list-index keys."
+    assert capsys.readouterr().out.strip() == "0 models, datasets and connections got their index keys."
