@@ -711,6 +711,18 @@ def parse_optional_hyperparameters(raw: Mapping[str, Any] | str | None) -> dict[
     return dict(raw)
 
 
+def _as_number(value: object) -> float | None:
+    """A number given as one or as its text (not a boolean); None for anything else."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
 class _Reader:
     """Reads typed values out of the raw JSON, collecting one `ErrorDetail` per problem."""
 
@@ -777,14 +789,7 @@ class _Reader:
         value = raw.get(key)
         if value is None:
             return None
-        number: float | None = None
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):
-            try:
-                number = float(value)
-            except ValueError:
-                number = None
+        number = _as_number(value)
         inside = (
             number is not None
             and math.isfinite(number)
@@ -805,14 +810,7 @@ class _Reader:
         value = raw.get(key)
         if value is None:
             return None
-        number: float | None = None
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):
-            try:
-                number = float(value)
-            except ValueError:
-                number = None
+        number = _as_number(value)
         if number is None or not 0.0 <= number < 1.0:
             self.fail(
                 f"{path}.{key}",
