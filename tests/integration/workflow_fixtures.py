@@ -29,6 +29,7 @@ from tunelab.composition.stack_definitions import FUNCTIONS, STATE_MACHINES, sta
 from tunelab.composition.state_machines import definition
 from tunelab.composition.wiring import Services, reset_services, set_services
 from tunelab.domain.records import DatasetRecord, ModelRecord
+from tunelab.local.moto_dynamodb import install_atomic_dynamodb
 from tunelab.local.moto_lambda import install_in_process_lambda
 
 SAMPLE_DATA = Path(__file__).resolve().parents[2] / "shared" / "tunelab" / "sample_data"
@@ -145,7 +146,13 @@ def stack_fixture(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     monkeypatch.setenv("DEPLOY_POLL_SECONDS", "0")
     reset_settings()
     settings = get_settings()
-    uninstall = install_in_process_lambda()
+    uninstall_lambda = install_in_process_lambda()
+    uninstall_atomic = install_atomic_dynamodb()  # Lambda tasks write from other threads
+
+    def uninstall() -> None:
+        uninstall_atomic()
+        uninstall_lambda()
+
     try:
         s3 = boto3.client("s3", region_name=REGION)
         for bucket in (settings.datasets_bucket, settings.artifacts_bucket):

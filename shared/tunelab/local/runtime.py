@@ -88,6 +88,7 @@ from tunelab.local.environment import SERVICE_NAME, early_environment
 from tunelab.local.files import PRIVATE_FILE_MODE, UnsafeFile, secure_data_dir
 from tunelab.local.http_front import HttpFront, PortInUse
 from tunelab.local.models import registered_folders
+from tunelab.local.moto_dynamodb import install_atomic_dynamodb
 from tunelab.local.moto_lambda import (
     LambdaContext,
     install_in_process_lambda,
@@ -397,6 +398,7 @@ class LocalRuntime:
             )
         handlers = tunelab_handlers() | set(self.extra_handlers)
         self._undo.append(("in-process Lambda", install_in_process_lambda(handlers)))
+        self._undo.append(("atomic DynamoDB", install_atomic_dynamodb()))
         self._undo.append(("SES capture", capture_sesv2_simple()))
         self._apply_environment()
         provider = _provider_module()
