@@ -23,6 +23,7 @@ from tunelab.application.workflows import TrainingOutcome
 from tunelab.domain.catalog import BaseModelSpec, Catalog, Provider, Runtime, load_catalog, provider_traits
 from tunelab.domain.checkpoints import CheckpointInfo, CheckpointList, by_step, unknown_checkpoint
 from tunelab.domain.errors import NameTaken, NotFound, ValidationFailed
+from tunelab.domain.evaluation import EvaluationReport, EvaluationSkipped
 from tunelab.domain.events import DomainEvent
 from tunelab.domain.hyperparameters import (
     ResolvedHyperparameters,
@@ -266,6 +267,8 @@ class FakeProvider:
         self.logs: dict[str, list[TrainingLogLine]] = {}
         # Each job's checkpoints, by job name (what the test says the job kept).
         self.checkpoint_lists: dict[str, list[CheckpointInfo]] = {}
+        # The evaluation report of each job (by job name), as the trainer would have written it.
+        self.evaluations: dict[str, EvaluationReport | EvaluationSkipped] = {}
         # The checkpoint each model's jobs saved, by model name (what the test says they saved).
         self.resume_points: dict[str, ResumePoint] = {}
 
@@ -368,6 +371,12 @@ class FakeProvider:
         start = int(position or 0)
         lines = self.logs.get(ref.job_name, [])[start : start + limit]
         return TrainingLogPage(lines=tuple(lines), position=str(start + len(lines)))
+
+    def evaluation_report(self, ref: TrainingJobRef) -> EvaluationReport | EvaluationSkipped | None:
+        self.calls.append(("evaluation_report", ref))
+        if provider_traits(self.name).keeps_weights:  # as Bedrock: its training runs no trainer of ours
+            return EvaluationSkipped(skipped="Bedrock trains the model itself.")
+        return self.evaluations.get(ref.job_name)
 
     def checkpoints(self, ref: TrainingJobRef) -> CheckpointList:
         self.calls.append(("checkpoints", ref))

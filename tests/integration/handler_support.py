@@ -17,6 +17,7 @@ from tunelab.adapters.s3 import S3Objects
 from tunelab.composition.wiring import Services, set_services
 from tunelab.domain.catalog import BaseModelSpec
 from tunelab.domain.checkpoints import CheckpointList, unknown_checkpoint
+from tunelab.domain.evaluation import EvaluationReport, EvaluationSkipped
 from tunelab.domain.hyperparameters import (
     ResolvedHyperparameters,
     ResolvedOptionalHyperparameters,
@@ -160,6 +161,10 @@ class RecordingProvider:
     def training_log(self, ref: TrainingJobRef, *, position: str | None, limit: int) -> TrainingLogPage:
         self._call("training_log", ref)
         return TrainingLogPage(position=position)
+
+    def evaluation_report(self, ref: TrainingJobRef) -> EvaluationReport | EvaluationSkipped | None:
+        self._call("evaluation_report", ref)
+        return None
 
     def checkpoints(self, ref: TrainingJobRef) -> CheckpointList:
         self._call("checkpoints", ref)

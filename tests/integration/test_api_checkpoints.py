@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import pytest
@@ -36,6 +36,9 @@ KEPT = [
 ]
 
 
+Double = TypeVar("Double", bound=RecordingProvider)
+
+
 class CheckpointDouble(RecordingProvider):
     """A provider double whose job kept `KEPT`, or (`keeps_none`) one that keeps none, as Bedrock."""
 
@@ -62,19 +65,23 @@ class CheckpointDouble(RecordingProvider):
         )
 
 
-@pytest.fixture
-def double(api: Api) -> CheckpointDouble:
+def _double(api: Api, provider: Double) -> Double:
+    """Wire `provider` as the deployment's Bedrock provider, with state machines that do nothing."""
     settings = get_settings()
     sfn = boto3.client("stepfunctions", region_name=REGION)
     for arn in (settings.fine_tuning_state_machine_arn, settings.deployment_state_machine_arn):
         sfn.create_state_machine(
             name=arn.rsplit(":", 1)[1], definition=PASS_MACHINE, roleArn=f"arn:aws:iam::{ACCOUNT}:role/states"
         )
-    provider = CheckpointDouble("bedrock")
     services = Services(providers={"bedrock": provider})
     set_services(services)
     api.services = api.repo = services
     return provider
+
+
+@pytest.fixture
+def double(api: Api) -> CheckpointDouble:
+    return _double(api, CheckpointDouble("bedrock"))
 
 
 def _created(api: Api, name: str = "support-bot-v1", *, job: bool = True) -> None:

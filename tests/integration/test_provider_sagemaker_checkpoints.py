@@ -13,6 +13,7 @@ from moto import mock_aws
 
 from tunelab.adapters.providers.sagemaker import SageMakerConfig, SageMakerProvider, job_name, model_prefix
 from tunelab.domain.errors import NotFound, ValidationFailed
+from tunelab.domain.evaluation import EvaluationReport, EvaluationSkipped
 from tunelab.domain.providers import ModelIdentity, SageMakerConnection, TrainingJobRef
 
 REGION = "eu-west-1"
@@ -107,3 +108,45 @@ def test_a_checkpoint_download_is_refused_naming_its_folder(provider: SageMakerP
         provider.checkpoint_download(REF, "checkpoint-4")
     with pytest.raises(NotFound):
         provider.checkpoint_download(REF, "checkpoint-5")
+
+
+# --- the evaluation report, synced with the checkpoint folder ----------------------------------------
+
+REPORT = {
+    "format_version": 1,
+    "rows": 2,
+    "validation_rows": 2,
+    "max_new_tokens": 24,
+    "decoding": "greedy",
+    "base": {"exact_match": 0.0, "token_f1": 0.25, "format_match": 0.5},
+    "fine_tuned": {"exact_match": 1.0, "token_f1": 1.0, "format_match": 1.0},
+    "seconds": {"base": 1.5, "fine_tuned": 1.2},
+    "samples": [{"prompt": "p", "expected": "a=b", "base": "no", "fine_tuned": "a=b"}],
+    "notes": [],
+}
+
+
+def test_the_evaluation_report_is_read_from_the_checkpoint_folder(provider: SageMakerProvider) -> None:
+    _put(provider, "tunelab-evaluation.json", json.dumps(REPORT).encode())
+
+    report = provider.evaluation_report(REF)
+    assert isinstance(report, EvaluationReport)
+    assert (report.base.exact_match, report.fine_tuned.exact_match, report.rows) == (0.0, 1.0, 2)
+    assert report.samples[0].fine_tuned == "a=b"
+
+
+def test_no_report_is_none_and_a_skipped_or_unreadable_one_says_why(provider: SageMakerProvider) -> None:
+    assert provider.evaluation_report(REF) is None
+
+    _put(
+        provider,
+        "tunelab-evaluation.json",
+        b'{"format_version": 1, "skipped": "the job has no validation data"}',
+    )
+    assert provider.evaluation_report(REF) == EvaluationSkipped(skipped="the job has no validation data")
+
+    _put(provider, "tunelab-evaluation.json", json.dumps({**REPORT, "format_version": 7}).encode())
+    unreadable = provider.evaluation_report(REF)
+    assert isinstance(unreadable, EvaluationSkipped)
+    assert "format_version 7" in unreadable.skipped
+    assert f"s3://{BUCKET}/{PREFIX}tunelab-evaluation.json" in unreadable.skipped

@@ -122,6 +122,7 @@ def test_bedrock_reproduces_the_api_example() -> None:
             "low_usd": 1.33,
             "high_usd": 1.79,
             "hours": None,
+            "evaluation_hours": None,  # Bedrock runs no evaluation of tunelab's
         },
         "storage_per_month_usd": 1.95,
         "deployment_per_hour_usd": 7.1,

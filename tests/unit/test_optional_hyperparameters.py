@@ -16,6 +16,7 @@ from tunelab.domain.hyperparameters import (
     RESERVED_OPTIONAL_KEYS,
     Hardware,
     ResolvedOptionalHyperparameters,
+    resolve_hyperparameters,
     resolve_optional_hyperparameters,
     resolve_training_parameters,
     to_trainer_hyperparameters,
@@ -78,6 +79,8 @@ def test_nothing_given_resolves_to_every_default_on_sagemaker(raw: Any) -> None:
             "save_total_limit": 2,
         },
         "model_init_config": {"attn_implementation": "flash_attention_2", "use_cache": False},
+        # Without validation data there is nothing to evaluate on.
+        "evaluation_config": {"enabled": False, "max_rows": 100, "max_new_tokens": None, "samples": 20},
     }
 
 
@@ -1010,3 +1013,48 @@ def test_max_length_and_seed_reach_the_trainer_as_its_own_hyperparameters() -> N
     sft = json.loads(params["sft_config"])
     assert not {"max_length", "seed"} & set(sft)
     assert sft["neftune_noise_alpha"] == 5
+
+
+# --- evaluation after training ----------------------------------------------------------------
+
+
+def test_with_validation_data_the_evaluation_runs_by_default_on_100_rows() -> None:
+    evaluation = resolve(None, has_validation=True).evaluation_config
+    expected = {"enabled": True, "max_rows": 100, "max_new_tokens": None, "samples": 20}
+    assert evaluation.model_dump() == expected
+
+
+def test_the_evaluation_can_be_turned_off_and_sized() -> None:
+    assert not resolve({"evaluation_config": {"enabled": False}}).evaluation_config.enabled
+    sized = resolve({"evaluation_config": {"max_rows": 40, "max_new_tokens": 32, "samples": 0}})
+    assert (sized.evaluation_config.max_rows, sized.evaluation_config.max_new_tokens) == (40, 32)
+    assert sized.evaluation_config.samples == 0
+
+
+def test_asking_for_an_evaluation_without_validation_data_is_refused() -> None:
+    field, message = only(refused({"evaluation_config": {"enabled": True}}, has_validation=False))
+    assert field == f"{OPT}.evaluation_config.enabled"
+    assert "needs validation data" in message
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("max_rows", 0, "from 1 to 1000"),
+        ("max_rows", 5000, "from 1 to 1000"),
+        ("max_new_tokens", 2048, "from 1 to 1024"),
+        ("samples", 101, "from 0 to 100"),
+        ("enabled", "maybe", "true or false"),
+        ("rows", 10, "max_rows"),  # an unknown key names the one meant
+    ],
+)
+def test_bad_evaluation_settings_are_refused_naming_the_key(key: str, value: Any, says: str) -> None:
+    field, message = only(refused({"evaluation_config": {key: value}}))
+    assert field == f"{OPT}.evaluation_config.{key}"
+    assert says in message
+
+
+def test_the_trainer_gets_the_evaluation_settings_as_json() -> None:
+    optional = resolve({"evaluation_config": {"max_rows": 40}}, LOCAL, hardware=Hardware.cpu())
+    out = to_trainer_hyperparameters(resolve_hyperparameters({}, LOCAL, has_validation=True), optional)
+    assert json.loads(out["evaluation_config"]) == {"enabled": True, "max_rows": 40, "samples": 20}

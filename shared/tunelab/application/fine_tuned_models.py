@@ -49,6 +49,7 @@ from tunelab.application.commands import (
     ResumeIn,
     SplitValidationIn,
 )
+from tunelab.application.evaluations import recorded_evaluation
 from tunelab.application.ports import Context, TrainingProvider
 from tunelab.application.workflows import (
     FinishedTraining,
@@ -62,7 +63,14 @@ from tunelab.application.workflows import (
 from tunelab.domain.actual_costs import ActualTrainingCost, actual_training_cost
 from tunelab.domain.archives import ArchiveChoice, Variant, archive_for
 from tunelab.domain.catalog import BaseModelSpec, InstanceType, provider_traits
-from tunelab.domain.costs import CostEstimate, Method, SageMakerRun, estimate_cost, remaining_cost
+from tunelab.domain.costs import (
+    CostEstimate,
+    EvaluationRun,
+    Method,
+    SageMakerRun,
+    estimate_cost,
+    remaining_cost,
+)
 from tunelab.domain.datasets import (
     DatasetReport,
     DatasetStats,
@@ -333,6 +341,11 @@ def plan(
     total_tokens = _dataset_tokens(dataset)
     tokens_per_epoch = round(total_tokens * training_rows / rows) if rows else 0
     region = spec.training_region(ctx.config.aws_region, ctx.config.provider_regions)
+    evaluation, not_evaluated = _evaluation_run(
+        optional, validation_dataset or dataset, validation_rows, resources=resources, instance=instance
+    )
+    if not_evaluated:
+        notes.append(not_evaluated)
     cost = estimate_cost(
         spec,
         region=region,
@@ -340,6 +353,7 @@ def plan(
         epochs=hyperparameters.epochs,
         token_error=(TOKEN_BOUNDS.low_factor, TOKEN_BOUNDS.high_factor),
         sagemaker=run,
+        evaluation=evaluation,
     )
     if parent is not None:
         notes.append(f"Training continues from the fine-tuned model '{parent.name}' ({spec.name}).")
@@ -558,6 +572,36 @@ def _longest_row_tokens(dataset: DatasetRecord) -> int | None:
     max_length (longer rows are left out, never cut)."""
     longest = dataset.stats.max_row_tokens if dataset.stats else 0
     return math.ceil(longest * TOKEN_BOUNDS.high_factor) + CHAT_TEMPLATE_TOKENS if longest else None
+
+
+def _evaluation_run(
+    optional: ResolvedOptionalHyperparameters | None,
+    dataset: DatasetRecord,
+    validation_rows: int,
+    *,
+    resources: Resources | None,
+    instance: InstanceType | None,
+) -> tuple[EvaluationRun | None, str | None]:
+    """The evaluation after training the job would run (its size, for the estimate), or None; and why
+    none runs where the user may not expect it (the trainer evaluates in single-process jobs only)."""
+    config = optional.evaluation_config if optional is not None else None
+    if config is None or not config.enabled or validation_rows <= 0:
+        return None, None
+    if instance is not None and resources is not None and instance.gpus * resources.instance_count > 1:
+        processes = instance.gpus * resources.instance_count
+        return None, (
+            f"No evaluation after training: it runs in single-process jobs, and this job runs on {processes} "
+            "GPUs (the trainer says so in the model's evaluation note)."
+        )
+    stats = dataset.stats
+    rows = dataset.rows or 0
+    prompt = stats.prompt_tokens / rows if stats and rows else 0.0
+    completion = stats.completion_tokens / rows if stats and rows else 0.0
+    # The base model may answer at length where the fine-tuned one stops with the expected length.
+    answer = float(config.max_new_tokens or min(512.0, 2 * completion + 16))
+    return EvaluationRun(
+        rows=min(config.max_rows, validation_rows), prompt_tokens=prompt, answer_tokens=answer
+    ), None
 
 
 def _dataset_tokens(dataset: DatasetRecord) -> int:
@@ -782,6 +826,9 @@ def _request_of(source: ModelRecord, *, validation_changed: bool) -> dict[str, A
         derived.append("save_total_limit")  # resolved to its default, but refused beside "no"
     for key in derived:
         sft.pop(key, None)
+    evaluation: dict[str, Any] = request.get("evaluation_config", {})
+    if validation_changed and evaluation.get("enabled") is True:
+        evaluation.pop("enabled")  # it follows the validation data (a source's "off" stays off)
     return request
 
 
@@ -1316,6 +1363,7 @@ def _completed_changes(ctx: Context, record: ModelRecord, outcome: TrainingOutco
             "failure_reason": None,
             "metrics": _metrics(record, outcome),
             "actual_cost": _actual_cost(ctx, record, output, outcome),
+            **recorded_evaluation(ctx, record),
         }
     )
     refs = record.refs.model_copy(update={"model_ref": output.model_ref}) if output.model_ref else record.refs

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, Literal, Protocol
 from tunelab.application.workflows import TrainingOutcome
 from tunelab.domain.catalog import BaseModelSpec, Catalog, Provider, Runtime
 from tunelab.domain.checkpoints import CheckpointList
+from tunelab.domain.evaluation import EvaluationReport, EvaluationSkipped
 from tunelab.domain.events import DomainEvent
 from tunelab.domain.hyperparameters import ResolvedHyperparameters, ResolvedOptionalHyperparameters
 from tunelab.domain.identity import Plan
@@ -486,6 +487,12 @@ class TrainingProvider(Protocol):
         """Up to `limit` lines of the job's log from `position` (None: its first line), oldest first, and
         the position after them; a position this provider did not make is `ValidationFailed` on
         `next_token`. A provider that keeps no log answers no lines and says so (`message`)."""
+        ...
+
+    def evaluation_report(self, ref: TrainingJobRef) -> EvaluationReport | EvaluationSkipped | None:
+        """The trainer's evaluation of the job's model beside its base (`domain.evaluation`), or why it
+        did not evaluate (a provider that trains the model itself says so); None when the job left no
+        report (yet)."""
         ...
 
     def checkpoints(self, ref: TrainingJobRef) -> CheckpointList:

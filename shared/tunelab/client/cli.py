@@ -23,6 +23,7 @@ from tunelab.client.formatting import (
     fields,
     format_dataset,
     format_estimate,
+    format_evaluation,
     format_model,
     format_resources,
     list_archive,
@@ -531,6 +532,13 @@ def cmd_models_events(args: argparse.Namespace, client: TunelabClient) -> int:
 
 def _loss(value: Any) -> str | None:
     return f"{value:.4f}" if isinstance(value, int | float) else None
+
+
+def cmd_models_evaluation(args: argparse.Namespace, client: TunelabClient) -> int:
+    """The evaluation after training: the base model beside the fine-tuned model on validation rows."""
+    report = client.evaluation(args.name)
+    print_json(report) if args.json else print(format_evaluation(report, samples=args.samples))
+    return EXIT_OK
 
 
 def cmd_models_checkpoints(args: argparse.Namespace, client: TunelabClient) -> int:
@@ -1050,6 +1058,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("events", cmd_models_events, "the model's history, oldest first"),
     ):
         _leaf(group, name, handler, text, common).add_argument("name", metavar="NAME")
+    leaf = _leaf(
+        group,
+        "evaluation",
+        cmd_models_evaluation,
+        "did the fine-tuning help? base vs fine-tuned scores on validation rows, with samples",
+        common,
+    )
+    leaf.add_argument("name", metavar="NAME")
+    leaf.add_argument("--samples", type=int, default=5, help="sample rows to print (default 5)")
     _leaf(
         group, "checkpoints", cmd_models_checkpoints, "the checkpoints the training job kept, by step", common
     ).add_argument("name", metavar="NAME")

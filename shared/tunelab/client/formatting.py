@@ -211,6 +211,7 @@ def format_model(model: JsonObject) -> str:
         ("Metrics", metric_text),
         ("Failure", training.get("failure_reason")),
         ("Training ended", short_time(training.get("ended_at"))),
+        ("Evaluation", (model.get("evaluation") or {}).get("headline") or model.get("evaluation_note")),
         ("Predicted cost", usd(predicted.get("total_usd"))),
         ("Training cost", _actual_cost(cost.get("actual"))),
         ("Storage", f"{usd(cost.get('storage_per_month_usd'))} a month" if cost else None),
@@ -231,6 +232,53 @@ def format_model(model: JsonObject) -> str:
         ("Last deployment", _deployment_cost(cost.get("last_deployment"))),
     ]
     return fields(rows)
+
+
+_SCORES = (("exact_match", "exact match"), ("token_f1", "token F1"), ("format_match", "format match"))
+
+
+def format_evaluation(report: JsonObject, *, samples: int = 5) -> str:
+    """The evaluation's scores, base model beside fine-tuned model, and the first `samples` rows."""
+    base, tuned = report.get("base") or {}, report.get("fine_tuned") or {}
+    rows = []
+    for key, label in _SCORES:
+        before, after = base.get(key), tuned.get(key)
+        change = (
+            f"{(after - before) * 100:+.0f} pts"
+            if isinstance(before, float) and isinstance(after, float)
+            else ""
+        )
+        rows.append([label, _percent(before), _percent(after), change])
+    lines = [
+        f"Evaluation on {report.get('rows')} validation rows ({report.get('decoding', 'greedy')} decoding, "
+        f"answers up to {report.get('max_new_tokens')} tokens):",
+        table(["SCORE", "BASE MODEL", "FINE-TUNED", "CHANGE"], rows),
+    ]
+    seconds = report.get("seconds") or {}
+    if seconds:
+        spent = ", ".join(
+            f"{name} {value:.1f} s" for name, value in seconds.items() if isinstance(value, int | float)
+        )
+        if spent:
+            lines.append(f"Generating the answers took: {spent}.")
+    for number, sample in enumerate((report.get("samples") or [])[:samples], 1):
+        prompt = str(sample.get("prompt", "")).strip().splitlines()
+        lines.append(f"  [{number}] {prompt[-1] if prompt else ''}")
+        lines.append(f"      expected:   {sample.get('expected')}")
+        lines.append(f"      base:       {_one_line(sample.get('base'))}")
+        lines.append(f"      fine-tuned: {_one_line(sample.get('fine_tuned'))}")
+    for note in report.get("notes") or []:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def _percent(value: Any) -> str:
+    return f"{value * 100:.1f} %" if isinstance(value, int | float) else "-"
+
+
+def _one_line(text: Any, limit: int = 100) -> str:
+    flat = " ".join(str(text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _actual_cost(actual: Any) -> str | None:

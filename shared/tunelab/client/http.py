@@ -375,6 +375,10 @@ class TunelabClient:
     def events(self, name: str) -> list[JsonObject]:
         return list(self._pages(f"/v1/fine-tuned-models/{_segment(name)}/events"))
 
+    def evaluation(self, name: str) -> JsonObject:
+        """The model's evaluation after training: base beside fine-tuned scores, and sample rows."""
+        return self._json("GET", f"/v1/fine-tuned-models/{_segment(name)}/evaluation")
+
     def checkpoints(self, name: str) -> JsonObject:
         """The checkpoints the model's training job kept (`items`, by step; `message` where none)."""
         return self._json("GET", f"/v1/fine-tuned-models/{_segment(name)}/checkpoints")

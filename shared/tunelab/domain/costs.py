@@ -68,6 +68,13 @@ STORED_BYTES_PER_PARAM = 2.0
 
 HOURS_PER_MONTH = 730.0
 
+# The evaluation after training generates answers: 2 FLOPs a parameter a token (a forward pass) for the
+# prompt and each generated token, with the base model and again with the fine-tuned one. Decoding a
+# few rows at a time is bound by memory bandwidth, not compute: it sustains about 2% of a GPU's peak
+# (a 7B model at ~5 ms a token on an A10G, what batches of 8 measure).
+GENERATION_FLOPS_PER_PARAM_PER_TOKEN = 2.0
+GENERATION_MFU = 0.02
+
 
 @dataclass(frozen=True)
 class GpuPeak:
@@ -172,6 +179,8 @@ class TrainingCost(_Out):
     high_usd: float
     # SageMaker only: the predicted duration; null for Bedrock (billed per token) and local.
     hours: float | None
+    # SageMaker only: the part of `hours` the evaluation after training takes (null: none runs).
+    evaluation_hours: float | None = None
 
 
 class CostEstimate(_Out):
@@ -182,6 +191,23 @@ class CostEstimate(_Out):
     # Training plus one month of storage; deployment is hourly and not included.
     total_usd: float
     notes: list[str]
+
+
+@dataclass(frozen=True)
+class EvaluationRun:
+    """The evaluation after training: `rows` validation rows answered by the base and the fine-tuned
+    model, each reading about `prompt_tokens` and writing at most `answer_tokens`."""
+
+    rows: int
+    prompt_tokens: float
+    answer_tokens: float
+
+
+def evaluation_hours(*, parameter_count: float, evaluation: EvaluationRun, instance: InstanceType) -> float:
+    """How long generating the evaluation's answers takes on one GPU of `instance` (both models)."""
+    tokens = 2 * evaluation.rows * (evaluation.prompt_tokens + evaluation.answer_tokens)
+    flops = GENERATION_FLOPS_PER_PARAM_PER_TOKEN * parameter_count * tokens
+    return flops / (gpu_peak(instance).tflops * 1e12 * GENERATION_MFU) / 3600
 
 
 @dataclass(frozen=True)
@@ -333,12 +359,14 @@ def estimate_cost(
     epochs: int,
     token_error: tuple[float, float] = DEFAULT_TOKEN_ERROR,
     sagemaker: SageMakerRun | None = None,
+    evaluation: EvaluationRun | None = None,
 ) -> CostEstimate:
     """The predicted cost of fine-tuning `spec` on `tokens_per_epoch` tokens for `epochs` epochs.
 
     `sagemaker` carries the instance, count, volume and method, and is required exactly for
     SageMaker models. Raises `ValidationFailed` on negative tokens, epochs < 1, or missing/extra
     resources. `region` is where the job runs: the model's prices there (`Pricing.in_region`).
+    `evaluation`: the evaluation after training, where one runs (its time is billed with the job's).
     """
     _check_inputs(tokens_per_epoch, epochs, token_error)
     trained_tokens = tokens_per_epoch * epochs
@@ -346,6 +374,7 @@ def estimate_cost(
     low_factor, high_factor = token_error
     notes: list[str] = []
     hours: float | None = None
+    eval_hours: float | None = None
 
     billing = spec.traits.billing
     if billing == "instance_hours":
@@ -373,8 +402,15 @@ def estimate_cost(
         hourly = instance_hourly_usd(
             run.instance, run.instance_count, run.volume_size_gb, run.volume_per_gb_month_usd
         )
-        cost, low, high = hourly * predicted.hours, hourly * predicted.low, hourly * predicted.high
-        hours = _hours(predicted.hours)
+        extra = 0.0
+        if evaluation is not None:
+            extra = evaluation_hours(
+                parameter_count=parameter_count, evaluation=evaluation, instance=run.instance
+            )
+            eval_hours = _hours(extra)
+        cost = hourly * (predicted.hours + extra)
+        low, high = hourly * (predicted.low + extra), hourly * (predicted.high + extra)
+        hours = _hours(predicted.hours + extra)
         notes.append(TOKENIZER_NOTE)
         notes.append(
             f"Training time is predicted from the model size ({parameter_count / 1e9:.3g}B parameters), "
@@ -387,6 +423,12 @@ def estimate_cost(
             f"{predicted.overhead_hours * 60:.0f} minutes to start and to move the model; the real duration "
             "may differ."
         )
+        if evaluation is not None:
+            notes.append(
+                f"Evaluation after training: the base and the fine-tuned model answer {evaluation.rows} "
+                f"validation rows, about {max(extra * 60, 0.1):.1f} minutes billed with the job "
+                "(optional_hyperparameters.evaluation_config turns it off or sizes it)."
+            )
         if run.instance.local_storage_gb > 0:
             notes.append(
                 f"{run.instance.name} trains on its own {run.instance.local_storage_gb:g} GB NVMe storage; "
@@ -403,6 +445,12 @@ def estimate_cost(
             raise ValidationFailed.of("resources", "Resources apply to SageMaker models only.")
         cost = low = high = 0.0
         notes.append("Local training runs on this machine: there are no cloud charges.")
+        if evaluation is not None:
+            notes.append(
+                f"After training, the base and the fine-tuned model answer {evaluation.rows} validation "
+                f"rows (up to {evaluation.answer_tokens:.0f} tokens each) to compare them; on a CPU that "
+                "takes a while too (optional_hyperparameters.evaluation_config turns it off or sizes it)."
+            )
 
     storage = usd(pricing.storage_per_month_usd)
     training = TrainingCost(
@@ -413,6 +461,7 @@ def estimate_cost(
         low_usd=usd(low),
         high_usd=usd(high),
         hours=hours,
+        evaluation_hours=eval_hours,
     )
     if billing != "none":
         notes.append(

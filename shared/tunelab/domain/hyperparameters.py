@@ -146,7 +146,8 @@ OptionalHyperparametersIn = Annotated[
     Field(
         description=(
             "sagemaker and local models only: a JSON object (or the JSON text of one) with use_lora, "
-            "lora_config, merge_adapters, sft_config and model_init_config; omitted keys take defaults."
+            "lora_config, merge_adapters, sft_config, model_init_config and evaluation_config; omitted "
+            "keys take defaults."
         )
     ),
 ]
@@ -240,12 +241,33 @@ class ResolvedModelInitConfig(_Resolved):
     use_cache: bool
 
 
+# The trainer's evaluation after training (`trainer/evaluation.py`, `domain.evaluation`).
+DEFAULT_EVALUATION_ROWS = 100
+MAX_EVALUATION_ROWS = 1000
+MAX_EVALUATION_NEW_TOKENS = 1024
+DEFAULT_EVALUATION_SAMPLES = 20
+MAX_EVALUATION_SAMPLES = 100
+
+
+class ResolvedEvaluationConfig(_Resolved):
+    """The evaluation after training: the base and the fine-tuned model answer up to `max_rows`
+    validation rows. `enabled` is false without validation data (nothing to evaluate on)."""
+
+    enabled: bool = True
+    max_rows: int = DEFAULT_EVALUATION_ROWS
+    # None: the longest expected completion among the evaluated rows plus 16 tokens, at most 512.
+    max_new_tokens: int | None = None
+    samples: int = DEFAULT_EVALUATION_SAMPLES
+
+
 class ResolvedOptionalHyperparameters(_Resolved):
     use_lora: bool
     lora_config: ResolvedLoraConfig | None
     merge_adapters: bool
     sft_config: ResolvedSftConfig
     model_init_config: ResolvedModelInitConfig
+    # Records stored before evaluation existed read as its default.
+    evaluation_config: ResolvedEvaluationConfig = Field(default_factory=ResolvedEvaluationConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -575,7 +597,14 @@ def to_provider_params(
 # Optional hyperparameters
 # --------------------------------------------------------------------------------------------
 
-_TOP_KEYS = ["use_lora", "lora_config", "merge_adapters", "sft_config", "model_init_config"]
+_TOP_KEYS = [
+    "use_lora",
+    "lora_config",
+    "merge_adapters",
+    "sft_config",
+    "model_init_config",
+    "evaluation_config",
+]
 _LORA_KEYS = [
     "r",
     "lora_alpha",
@@ -609,7 +638,13 @@ _SFT_KEYS = [
     "save_total_limit",
 ]
 _INIT_KEYS = ["attn_implementation", "use_cache"]
-_SECTIONS = {"lora_config": _LORA_KEYS, "sft_config": _SFT_KEYS, "model_init_config": _INIT_KEYS}
+_EVALUATION_KEYS = ["enabled", "max_rows", "max_new_tokens", "samples"]
+_SECTIONS = {
+    "lora_config": _LORA_KEYS,
+    "sft_config": _SFT_KEYS,
+    "model_init_config": _INIT_KEYS,
+    "evaluation_config": _EVALUATION_KEYS,
+}
 
 _EPOCHS = ("the number of epochs", f"{HP}.epochs")
 _LR = ("the learning rate", f"{HP}.learning_rate")
@@ -1173,7 +1208,14 @@ def _resolve_optional(
     lora_raw = reader.section(data, "lora_config", OPT)
     sft_raw = reader.section(data, "sft_config", OPT) or {}
     init_raw = reader.section(data, "model_init_config", OPT) or {}
-    for key, section in (("lora_config", lora_raw), ("sft_config", sft_raw), ("model_init_config", init_raw)):
+    evaluation_raw = reader.section(data, "evaluation_config", OPT) or {}
+    sections = {
+        "lora_config": lora_raw,
+        "sft_config": sft_raw,
+        "model_init_config": init_raw,
+        "evaluation_config": evaluation_raw,
+    }
+    for key, section in sections.items():
         if section is not None:
             reader.known(section, _SECTIONS[key], f"{OPT}.{key}", key)
 
@@ -1192,6 +1234,7 @@ def _resolve_optional(
         eval_steps=eval_steps,
         early_stopping=early_stopping and has_validation,
     )
+    evaluation = _resolve_evaluation(reader, evaluation_raw, has_validation=has_validation)
 
     if len(errors) > before:
         return None
@@ -1210,6 +1253,29 @@ def _resolve_optional(
             **options,
         ),
         model_init_config=ResolvedModelInitConfig(attn_implementation=attn, use_cache=use_cache),
+        evaluation_config=evaluation,
+    )
+
+
+def _resolve_evaluation(
+    reader: _Reader, raw: dict[str, Any], *, has_validation: bool
+) -> ResolvedEvaluationConfig:
+    path = f"{OPT}.evaluation_config"
+    enabled = reader.boolean(raw, "enabled", path)
+    if enabled and not has_validation:
+        reader.fail(
+            f"{path}.enabled",
+            "The evaluation after training needs validation data: choose a validation split or a "
+            "validation dataset, or set enabled to false.",
+        )
+    max_rows = reader.integer(raw, "max_rows", path, maximum=MAX_EVALUATION_ROWS)
+    new_tokens = reader.integer(raw, "max_new_tokens", path, maximum=MAX_EVALUATION_NEW_TOKENS)
+    samples = reader.integer(raw, "samples", path, minimum=0, maximum=MAX_EVALUATION_SAMPLES)
+    return ResolvedEvaluationConfig(
+        enabled=has_validation if enabled is None else enabled and has_validation,
+        max_rows=DEFAULT_EVALUATION_ROWS if max_rows is None else max_rows,
+        max_new_tokens=new_tokens,
+        samples=DEFAULT_EVALUATION_SAMPLES if samples is None else samples,
     )
 
 
@@ -1298,8 +1364,8 @@ def to_trainer_hyperparameters(
 
     Keys: epochs, learning_rate, batch_size, warmup_steps, early_stopping_patience,
     early_stopping_threshold, use_lora, lora_config, merge_adapters, sft_config,
-    model_init_config, max_length, seed (`sft_config.max_length` and `sft_config.seed` go to the
-    trainer's own `max_length` and `seed`).
+    model_init_config, evaluation_config, max_length, seed (`sft_config.max_length` and
+    `sft_config.seed` go to the trainer's own `max_length` and `seed`).
     """
     sft = optional.sft_config if optional is not None else None
     out: dict[str, str] = {
@@ -1322,6 +1388,7 @@ def to_trainer_hyperparameters(
         sft_values = optional.sft_config.model_dump(exclude_none=True, exclude=set(_TRAINER_OWN_KEYS))
         out["sft_config"] = json.dumps(sft_values, separators=(",", ":"))
         out["model_init_config"] = _json(optional.model_init_config)
+        out["evaluation_config"] = _json(optional.evaluation_config)
     if sft is not None and sft.max_length is not None:
         out["max_length"] = str(sft.max_length)
     too_long = [k for k, v in out.items() if len(v) > SAGEMAKER_VALUE_MAX]

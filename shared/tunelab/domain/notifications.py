@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tunelab.domain.actual_costs import ActualTrainingCost
+from tunelab.domain.evaluation import headline
 from tunelab.domain.records import ModelRecord
 from tunelab.domain.status import ModelStatus, NotificationKind
 
@@ -94,6 +95,14 @@ def _content(
                 f"Final training loss {_loss(metrics.train_loss)}, "
                 f"validation loss {_loss(metrics.eval_loss)}."
             )
+        evaluation = record.training.evaluation
+        if evaluation is not None:
+            lines.append(f"Evaluation, base model → fine-tuned: {headline(evaluation)}.")
+            lines.append(
+                f"The whole report: tunelab models evaluation {name}   (or GET {API_BASE}/{name}/evaluation)"
+            )
+        elif record.training.evaluation_note:
+            lines.append(f"Not evaluated: {record.training.evaluation_note.rstrip('.')}.")
         costs = []
         actual = record.training.actual_cost
         if actual is not None:

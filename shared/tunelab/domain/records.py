@@ -28,6 +28,7 @@ from tunelab.domain.actual_costs import ActualTrainingCost, DeploymentCost, depl
 from tunelab.domain.catalog import Hosting, Provider, provider_traits
 from tunelab.domain.costs import CostEstimate
 from tunelab.domain.errors import Conflict, InUse, InvalidState, NameTaken, NotFound, ValidationFailed
+from tunelab.domain.evaluation import EvaluationSummary
 from tunelab.domain.hyperparameters import ResolvedHyperparameters, ResolvedOptionalHyperparameters
 from tunelab.domain.identity import Plan
 from tunelab.domain.providers import DeploymentRef, ModelIdentity, ParentModel, TrainedModel, TrainingJobRef
@@ -268,6 +269,10 @@ class TrainingState(_Record):
     actual_cost: ActualTrainingCost | None = None
     # 0 for the first run; n after the n-th resume (each attempt has its own execution and job).
     attempt: int = 0
+    # The trainer's evaluation of the trained model beside its base (`domain.evaluation`), once the job
+    # completed; where there is none, why (`evaluation_note`: no validation data, turned off, Bedrock...).
+    evaluation: EvaluationSummary | None = None
+    evaluation_note: str | None = None
 
 
 class MergedArchive(_Record):

@@ -53,6 +53,7 @@ from tunelab.adapters.providers.common import (
     MODEL_ARCHIVE,
     OUTPUT_ARCHIVE,
     archive_output,
+    evaluation_of,
     output_archive_uri,
     resume_point_of,
 )
@@ -79,6 +80,7 @@ from tunelab.domain.checkpoints import (
     unknown_checkpoint,
 )
 from tunelab.domain.errors import InvalidState, NotFound, ProviderError, TunelabError, ValidationFailed
+from tunelab.domain.evaluation import REPORT_FILE, EvaluationReport, EvaluationSkipped
 from tunelab.domain.hyperparameters import (
     ResolvedHyperparameters,
     ResolvedOptionalHyperparameters,
@@ -800,6 +802,13 @@ class LocalJobs:
                 lines.append(_log_line(raw.decode("utf-8", errors="replace").rstrip("\r\n"), written))
         return lines, offset
 
+    def evaluation_file(self, name: str) -> bytes | None:
+        """The trainer's evaluation report in the job's model folder; None when it wrote none."""
+        try:
+            return (self.root / name / "model" / REPORT_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
+
     def checkpoint_folders(self, name: str) -> list[Path]:
         """The job's finished checkpoints (`checkpoint-<step>/` with its trainer_state.json); none for a job
         whose folder is gone."""
@@ -1411,6 +1420,11 @@ class LocalProvider:
             message = "The trainer has not written to the job's log yet."
         position = encode_position({"offset": after})
         return TrainingLogPage(lines=tuple(lines), position=position, message=message)
+
+    def evaluation_report(self, ref: TrainingJobRef) -> EvaluationReport | EvaluationSkipped | None:
+        """The trainer's report in the job's model folder (also in the model's archive)."""
+        body = self.jobs.evaluation_file(ref.job_name)
+        return None if body is None else evaluation_of(body, f"{REPORT_FILE} of the job {ref.job_name}")
 
     def checkpoints(self, ref: TrainingJobRef) -> CheckpointList:
         """The checkpoints in the job's `checkpoints/` folder, by step."""

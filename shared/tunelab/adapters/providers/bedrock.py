@@ -30,6 +30,7 @@ from tunelab.adapters.s3 import S3Objects
 from tunelab.domain.catalog import BaseModelSpec
 from tunelab.domain.checkpoints import CheckpointList
 from tunelab.domain.errors import Conflict, ValidationFailed
+from tunelab.domain.evaluation import EvaluationReport, EvaluationSkipped
 from tunelab.domain.hyperparameters import (
     ResolvedHyperparameters,
     ResolvedOptionalHyperparameters,
@@ -69,6 +70,12 @@ if TYPE_CHECKING:
     from mypy_boto3_bedrock.type_defs import CreateModelCustomizationJobRequestTypeDef, TagTypeDef
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
 
+# Why a Bedrock model has no evaluation (GET .../evaluation says it).
+NOT_EVALUATED = (
+    "Bedrock trains the model itself, so no tunelab trainer runs after the job to compare the model with "
+    "its base, and tunelab does not evaluate Bedrock models through Converse yet; deploy it and compare "
+    "answers in the sandbox. Models trained on SageMaker (BYOK) or locally are evaluated after training."
+)
 _NO_CHECKPOINTS = (
     "Bedrock keeps no checkpoints of its customization jobs that tunelab could list or download; models "
     "trained on SageMaker (BYOK) or locally keep theirs."
@@ -541,6 +548,10 @@ class BedrockProvider:
             message="Bedrock keeps no training log of its customization jobs; the model's events "
             "(GET /v1/fine-tuned-models/{name}/events) show its status changes."
         )
+
+    def evaluation_report(self, ref: TrainingJobRef) -> EvaluationReport | EvaluationSkipped | None:
+        """Bedrock trains the model itself: no tunelab trainer runs to compare it with its base."""
+        return EvaluationSkipped(skipped=NOT_EVALUATED)
 
     def checkpoints(self, ref: TrainingJobRef) -> CheckpointList:
         """Bedrock keeps no checkpoints of a customization job that could be listed."""

@@ -16,6 +16,13 @@ from aws_lambda_powertools import Logger
 
 from tunelab.adapters.s3 import S3Objects
 from tunelab.domain.errors import NotFound, ProviderTransientError, TunelabError, ValidationFailed
+from tunelab.domain.evaluation import (
+    REPORT_MAX_BYTES,
+    EvaluationReport,
+    EvaluationSkipped,
+    UnreadableReportError,
+    read_report,
+)
 from tunelab.domain.providers import (
     ARCHIVE_FOLDER_PATTERN,
     MergedArchive,
@@ -249,3 +256,16 @@ def resume_point_of(checkpoint: str, trainer_state: Mapping[str, Any]) -> Resume
     return ResumePoint(
         checkpoint=checkpoint, step=step, total_steps=total if isinstance(total, int) and total > 0 else None
     )
+
+
+def evaluation_of(body: bytes, where: str) -> EvaluationReport | EvaluationSkipped:
+    """The trainer's evaluation report from the file's bytes; one that cannot be read is said to be
+    skipped, naming the file and the problem (the user sees why there are no scores)."""
+    if len(body) > REPORT_MAX_BYTES:
+        return EvaluationSkipped(skipped=f"The evaluation report {where} is over {REPORT_MAX_BYTES} bytes.")
+    try:
+        return read_report(json.loads(body))
+    except (ValueError, RecursionError) as error:  # UnreadableReportError, and JSON that does not parse
+        problem = error if isinstance(error, UnreadableReportError) else f"not JSON ({error})"
+        logger.warning("the evaluation report %s cannot be read: %s", where, problem)
+        return EvaluationSkipped(skipped=f"The evaluation report {where} cannot be read: {problem}.")

@@ -38,6 +38,7 @@ from tunelab.adapters.aws_errors import (
 )
 from tunelab.adapters.providers.common import (
     archive_output,
+    evaluation_of,
     event_time,
     final_metrics,
     output_archive_uri,
@@ -60,6 +61,7 @@ from tunelab.domain.errors import (
     TunelabError,
     ValidationFailed,
 )
+from tunelab.domain.evaluation import REPORT_FILE, EvaluationReport, EvaluationSkipped
 from tunelab.domain.hyperparameters import (
     ResolvedHyperparameters,
     ResolvedOptionalHyperparameters,
@@ -999,6 +1001,23 @@ class SageMakerProvider:
                 f"The training job {parent.checkpoint_job} kept no checkpoints to start from."
             )
         return f"s3://{folder[0]}/{folder[1]}{parent.checkpoint}/"
+
+    def evaluation_report(self, ref: TrainingJobRef) -> EvaluationReport | EvaluationSkipped | None:
+        """The trainer's `tunelab-evaluation.json` where the job synced its checkpoint folder (a plain object
+        in the customer's bucket: one GetObject through the connector role, whatever the model's size)."""
+        folder = self._checkpoint_folder(ref.job_name)
+        if folder is None:
+            return None
+        bucket, prefix = folder
+        key = f"{prefix}{REPORT_FILE}"
+        with aws_call(f"Reading s3://{bucket}/{key}", permission=f"s3:GetObject on {bucket}"):
+            try:
+                body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            except ClientError as error:
+                if is_not_found(error):
+                    return None
+                raise
+        return evaluation_of(body, f"s3://{bucket}/{key}")
 
     def checkpoints(self, ref: TrainingJobRef) -> CheckpointList:
         """The `checkpoint-<step>/` folders the job synced to the customer's bucket (its CheckpointConfig),

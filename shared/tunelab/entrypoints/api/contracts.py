@@ -590,6 +590,57 @@ class TrainingOut(_Out):
     )
 
 
+class EvaluationScoresOut(_Out):
+    exact_match: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="Share of answers equal to the expected completion after trimming whitespace.",
+    )
+    token_f1: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="Mean token-level F1 against the expected completion (lower-case word tokens).",
+    )
+    format_match: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="Share of answers in the expected "
+        "completion's shape (the same JSON structure, or the same text with "
+        "its words as placeholders).",
+    )
+
+
+class EvaluationSummaryOut(_Out):
+    """The base model and the fine-tuned model answering the same validation rows, scored alike."""
+
+    rows: int = Field(description="Validation rows answered by both models.")
+    base: EvaluationScoresOut
+    fine_tuned: EvaluationScoresOut
+    headline: str = Field(description="The scores in one line, as the training email states them.")
+
+
+class EvaluationSampleOut(_Out):
+    prompt: str
+    expected: str
+    base: str = Field(description="The base model's answer.")
+    fine_tuned: str = Field(description="The fine-tuned model's answer.")
+
+
+class EvaluationOut(EvaluationSummaryOut):
+    """The whole report of the evaluation run after training."""
+
+    validation_rows: int | None = Field(default=None, description="Validation rows the job had.")
+    max_new_tokens: int | None = Field(default=None, description="The longest answer generated, in tokens.")
+    decoding: str = Field(description="How answers were generated (`greedy`).")
+    seconds: dict[str, float | None] = Field(
+        default_factory=dict, description="Time spent generating, per model (`base`, `fine_tuned`)."
+    )
+    samples: list[EvaluationSampleOut] = Field(
+        default_factory=list, description="A sample of the rows, with both models' answers."
+    )
+    notes: list[str] = Field(default_factory=list)
+
+
 class MergedArchiveOut(_Out):
     path: str = Field(description="The folder of the archive that holds the merged model, e.g. `merged/`.")
     size_bytes: int | None = None
@@ -642,6 +693,14 @@ class FineTunedModelOut(_Out):
     created_at: Timestamp
     updated_at: Timestamp
     training: TrainingOut
+    evaluation: EvaluationSummaryOut | None = Field(
+        default=None,
+        description="Once training completed: the base model beside the fine-tuned model on the "
+        "validation rows (`GET .../evaluation` has the whole report); null where there is none.",
+    )
+    evaluation_note: str | None = Field(
+        default=None, description="Why there is no evaluation, where the model's training completed."
+    )
     artifacts: ArtifactsOut | None = None
     deployment: DeploymentOut | None = None
 

@@ -9,6 +9,7 @@ from datetime import datetime
 from tunelab.application.fine_tuned_models import Download, Estimate, ResumeEstimate
 from tunelab.domain.archives import variants
 from tunelab.domain.catalog import provider_traits
+from tunelab.domain.evaluation import EvaluationReport, EvaluationSummary, headline
 from tunelab.domain.identity import byok_allowed
 from tunelab.domain.records import (
     Artifacts,
@@ -36,6 +37,10 @@ from tunelab.entrypoints.api.contracts import (
     DeploymentCostOut,
     DeploymentOut,
     DownloadOut,
+    EvaluationOut,
+    EvaluationSampleOut,
+    EvaluationScoresOut,
+    EvaluationSummaryOut,
     FineTunedModelOut,
     MergedArchiveOut,
     MetricsOut,
@@ -151,6 +156,8 @@ def model_out(record: ModelRecord, now: datetime | None = None) -> FineTunedMode
             metrics=metrics_out(training.metrics) if training.metrics else None,
             attempt=training.attempt,
         ),
+        evaluation=evaluation_summary_out(training.evaluation) if training.evaluation else None,
+        evaluation_note=training.evaluation_note,
         artifacts=artifacts_out(record) if record.artifacts else None,
         deployment=DeploymentOut(
             endpoint=_shown_id(record, record.deployment.endpoint),
@@ -161,6 +168,27 @@ def model_out(record: ModelRecord, now: datetime | None = None) -> FineTunedMode
         )
         if record.deployment
         else None,
+    )
+
+
+def evaluation_summary_out(summary: EvaluationSummary) -> EvaluationSummaryOut:
+    return EvaluationSummaryOut(
+        rows=summary.rows,
+        base=EvaluationScoresOut(**summary.base.model_dump()),
+        fine_tuned=EvaluationScoresOut(**summary.fine_tuned.model_dump()),
+        headline=headline(summary),
+    )
+
+
+def evaluation_out(report: EvaluationReport) -> EvaluationOut:
+    return EvaluationOut(
+        **evaluation_summary_out(report).model_dump(),
+        validation_rows=report.validation_rows,
+        max_new_tokens=report.max_new_tokens,
+        decoding=report.decoding,
+        seconds=report.seconds.model_dump(),
+        samples=[EvaluationSampleOut(**sample.model_dump()) for sample in report.samples],
+        notes=report.notes,
     )
 
 

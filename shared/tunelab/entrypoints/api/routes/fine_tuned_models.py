@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel
 
-from tunelab.application import checkpoints, deployments, fine_tuned_models, training_logs
+from tunelab.application import checkpoints, deployments, evaluations, fine_tuned_models, training_logs
 from tunelab.application.fine_tuned_models import Estimate, ResumeEstimate
 from tunelab.composition.wiring import Services
 from tunelab.domain.archives import Variant
@@ -33,6 +33,7 @@ from tunelab.entrypoints.api.contracts import (
     DeployIn,
     DeploymentPatchIn,
     DownloadOut,
+    EvaluationOut,
     FineTunedModelOut,
     InvokeIn,
     InvokeOut,
@@ -57,7 +58,14 @@ from tunelab.entrypoints.api.routes.common import (
     Order,
     responses,
 )
-from tunelab.entrypoints.api.views import download_out, event_out, model_out, quote_out, resume_quote_out
+from tunelab.entrypoints.api.views import (
+    download_out,
+    evaluation_out,
+    event_out,
+    model_out,
+    quote_out,
+    resume_quote_out,
+)
 
 router = APIGatewayRouter()  # type: ignore[no-untyped-call]
 
@@ -455,6 +463,26 @@ def get_logs(
         next_token=log.next_token,
         message=log.message,
     )
+
+
+@router.get(
+    "/v1/fine-tuned-models/<name>/evaluation",
+    summary="Did the fine-tuning help? The base model beside the fine-tuned model on validation rows",
+    description="After training completes, the trainer asks the base model and the fine-tuned model for "
+    "the completions of up to `optional_hyperparameters.evaluation_config.max_rows` validation rows "
+    "(greedy, the model's chat template) and scores both alike: exact match, token F1 and format "
+    "match, fractions in 0–1, with a sample of the rows and both answers. 404 `not_found` while there "
+    "is none, with a message that says why (still training, no validation data, turned off, Bedrock).",
+    tags=TAGS,
+    responses=responses(),
+    operation_id="getFineTunedModelEvaluation",
+)
+def get_evaluation(
+    name: ModelNamePath,
+    identity: Annotated[Identity, Depends(current_identity)],
+    ctx: Annotated[Services, Depends(services)],
+) -> EvaluationOut:
+    return evaluation_out(evaluations.get_evaluation(ctx, identity, _name(name)))
 
 
 @router.get(
