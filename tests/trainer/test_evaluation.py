@@ -321,7 +321,7 @@ def test_the_scores_are_those_of_the_real_answers(evaluated, triage_validation_p
     expected = [s["expected"] for s in samples]
     assert score_answers([s["base"] for s in samples], expected) == report["base"]
     assert score_answers([s["fine_tuned"] for s in samples], expected) == report["fine_tuned"]
-    # The answers are what the saved model writes.
+    # The base answers of the report are those cached for a resumed job.
     cached = json.loads((run.checkpoint_dir / BASE_CACHE_FILE).read_text())
     assert cached["answers"] == [s["base"] for s in samples]
 
