@@ -93,6 +93,8 @@ class EncodedRows:
     dropped_rows: list[str] = field(default_factory=list)
     longest_tokens: int = 0
     tokens: int = 0
+    # The position of each kept row among the rows read (``examples[i]`` is row ``kept[i]``).
+    kept: list[int] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -114,6 +116,48 @@ def _common_prefix(first: Sequence[int], second: Sequence[int]) -> int:
     return length
 
 
+def _chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def prompt_texts(rows: Sequence[Row], tokenizer: Any) -> list[str]:
+    """Each row's prompt as training renders it: with a chat template, the user turn followed by the
+    generation prompt of the assistant turn; without one, the prompt itself."""
+    if not _chat_template(tokenizer):
+        return [row.prompt for row in rows]
+    return list(
+        tokenizer.apply_chat_template(
+            [[{"role": "user", "content": row.prompt}] for row in rows],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+    )
+
+
+def prompt_token_ids(rows: Sequence[Row], tokenizer: Any) -> list[list[int]]:
+    """Each row's prompt tokens exactly as training starts the row (what generation continues from)."""
+    texts = prompt_texts(rows, tokenizer)
+    if _chat_template(tokenizer):
+        return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    return [list(ids) for ids in tokenizer(texts)["input_ids"]]
+
+
+def full_texts(rows: Sequence[Row], tokenizer: Any) -> list[str]:
+    """Each row's prompt and completion as training renders them (without the end-of-sequence token that
+    follows the completion when there is no chat template)."""
+    if not _chat_template(tokenizer):
+        return [row.prompt + row.completion for row in rows]
+    return list(
+        tokenizer.apply_chat_template(
+            [
+                [{"role": "user", "content": row.prompt}, {"role": "assistant", "content": row.completion}]
+                for row in rows
+            ],
+            tokenize=False,
+        )
+    )
+
+
 def encode_rows(rows: Sequence[Row], tokenizer: Any, max_length: int | None) -> EncodedRows:
     """Token ids and a completion mask per row; rows over ``max_length`` are dropped and counted, never cut.
 
@@ -121,30 +165,18 @@ def encode_rows(rows: Sequence[Row], tokenizer: Any, max_length: int | None) -> 
     template's end-of-turn token is part of the completion and trained: the fine-tuned model stops.
     Without one, the completion ends with the end-of-sequence token.
     """
-    if getattr(tokenizer, "chat_template", None):
-        prompts = tokenizer.apply_chat_template(
-            [[{"role": "user", "content": row.prompt}] for row in rows],
-            add_generation_prompt=True,
-            tokenize=False,
-        )
-        fulls = tokenizer.apply_chat_template(
-            [
-                [{"role": "user", "content": row.prompt}, {"role": "assistant", "content": row.completion}]
-                for row in rows
-            ],
-            tokenize=False,
-        )
-        prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-        full_ids = tokenizer(list(fulls), add_special_tokens=False)["input_ids"]
+    prompt_ids = prompt_token_ids(rows, tokenizer)
+    fulls = full_texts(rows, tokenizer)
+    if _chat_template(tokenizer):
+        full_ids = tokenizer(fulls, add_special_tokens=False)["input_ids"]
     else:
-        prompt_ids = tokenizer([row.prompt for row in rows])["input_ids"]
-        full_ids = tokenizer([row.prompt + row.completion for row in rows])["input_ids"]
+        full_ids = tokenizer(fulls)["input_ids"]
         eos = tokenizer.eos_token_id
         if eos is None:
             raise TrainerInputError("the tokenizer has neither a chat template nor an end-of-sequence token")
         full_ids = [ids if ids and ids[-1] == eos else [*ids, eos] for ids in full_ids]
     encoded = EncodedRows(examples=[], read=len(rows))
-    for row, prompt, full in zip(rows, prompt_ids, full_ids, strict=True):
+    for index, (row, prompt, full) in enumerate(zip(rows, prompt_ids, full_ids, strict=True)):
         length = len(full)
         encoded.longest_tokens = max(encoded.longest_tokens, length)
         if max_length is not None and length > max_length:
@@ -158,5 +190,6 @@ def encode_rows(rows: Sequence[Row], tokenizer: Any, max_length: int | None) -> 
         encoded.examples.append(
             {"input_ids": list(full), "completion_mask": [0] * prompt_length + [1] * (length - prompt_length)}
         )
+        encoded.kept.append(index)
         encoded.tokens += length
     return encoded

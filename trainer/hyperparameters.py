@@ -29,6 +29,15 @@ LORA_ALIASES = {"alpha": "lora_alpha", "dropout": "lora_dropout"}
 # optimizer states are sharded across all of them (FSDP). tunelab's memory model chooses, per job.
 DISTRIBUTIONS = ("ddp", "fsdp")
 DEFAULT_DISTRIBUTION = "ddp"
+# The evaluation after training (trainer/evaluation.py): its keys, their defaults and their ranges.
+# max_new_tokens has no fixed default: it is derived from the evaluated rows' completions.
+EVALUATION_DEFAULTS: dict[str, Any] = {
+    "enabled": True,
+    "max_rows": 100,
+    "max_new_tokens": None,
+    "samples": 20,
+}
+EVALUATION_RANGES = {"max_rows": (1, 1000), "max_new_tokens": (1, 1024), "samples": (0, 100)}
 
 # Arguments that name folders rather than hyperparameters (the local runtime and tests point them elsewhere).
 PATH_ARGUMENTS = frozenset(
@@ -65,6 +74,7 @@ HYPERPARAMETER_KEYS = frozenset(
         "base_model",
         "base_model_revision",
         "hf_token_secret_arn",
+        "evaluation_config",
     }
 )
 
@@ -138,6 +148,17 @@ def read_hyperparameter_file(path: Path | None) -> dict[str, Any]:
     return content
 
 
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """The evaluation after training: whether it runs, on how many validation rows, how long an answer
+    may grow (``None``: derived from the data), and how many rows the report shows."""
+
+    enabled: bool = EVALUATION_DEFAULTS["enabled"]
+    max_rows: int = EVALUATION_DEFAULTS["max_rows"]
+    max_new_tokens: int | None = EVALUATION_DEFAULTS["max_new_tokens"]
+    samples: int = EVALUATION_DEFAULTS["samples"]
+
+
 @dataclass
 class Hyperparameters:
     """Every hyperparameter the product offers, checked, with defaults filled in."""
@@ -159,6 +180,7 @@ class Hyperparameters:
     base_model: str | None = None
     base_model_revision: str | None = None
     hf_token_secret_arn: str | None = None
+    evaluation_config: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -256,7 +278,29 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> Hyperparameters:
                 f"sft_config may not set {owned!r}: it is set by the hyperparameter {hyperparameter!r}"
             )
     hp.model_init_config = _as_mapping("model_init_config", values.get("model_init_config"))
+    hp.evaluation_config = _parse_evaluation(values.get("evaluation_config"))
     return hp
+
+
+def _parse_evaluation(value: Any) -> EvaluationConfig:
+    given = _as_mapping("evaluation_config", value)
+    unknown = sorted(set(given) - set(EVALUATION_DEFAULTS))
+    if unknown:
+        raise TrainerInputError(
+            f"evaluation_config has no key {unknown[0]!r}; known: {', '.join(sorted(EVALUATION_DEFAULTS))}"
+        )
+    values: dict[str, Any] = {}
+    if given.get("enabled") is not None:
+        values["enabled"] = _as_bool("evaluation_config.enabled", given["enabled"])
+    for name, (low, high) in EVALUATION_RANGES.items():
+        if given.get(name) is None:
+            continue
+        label = f"evaluation_config.{name}"
+        number = _as_int(label, given[name])
+        if not low <= number <= high:
+            raise TrainerInputError(f"hyperparameter {label!r} must be from {low} to {high}, not {number}")
+        values[name] = number
+    return EvaluationConfig(**values)
 
 
 def _parse_early_stopping(values: Mapping[str, Any], hp: Hyperparameters) -> None:

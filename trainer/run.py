@@ -5,15 +5,41 @@ from __future__ import annotations
 import datetime as dt
 import re
 import tempfile
+import traceback
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.artifacts import MERGED_DIR, library_versions, save_merged_copy, save_model, write_summary
+from trainer.artifacts import (
+    MERGED_DIR,
+    SUMMARY_FILE,
+    library_versions,
+    save_merged_copy,
+    save_model,
+    write_summary,
+)
 from trainer.data import EncodedRows, Row, encode_rows
 from trainer.environment import Paths, is_main_process
 from trainer.errors import TrainerInputError
+from trainer.evaluation import (
+    SKIPPED_STOPPED,
+    SKIPPED_STOPPED_DURING,
+    SKIPPED_UNFINISHED,
+    Answers,
+    EvaluationInterruptedError,
+    EvaluationPlan,
+    base_answers,
+    build_report,
+    fine_tuned_answers,
+    plan_evaluation,
+    recorded_config,
+    skip_reason,
+    skipped_report,
+    without_samples,
+    write_report,
+)
 from trainer.hyperparameters import Hyperparameters
 from trainer.model_source import BaseModel, read_hf_token, resolve_base_model
 from trainer.planning import (
@@ -134,6 +160,121 @@ def peak_memory(on_gpu: bool) -> dict[str, float]:
     return {"peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 3)}
 
 
+@dataclass
+class _Evaluation:
+    """The evaluation's state across training: why it is skipped, or its rows and the base answers."""
+
+    skipped: str | None
+    plan: EvaluationPlan | None = None
+    base: Answers | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _base_note(base: BaseModel, hp: Hyperparameters) -> str | None:
+    """What the "base" of the evaluation is, when it is not simply the base model."""
+    earlier = "the base answers come from the earlier tunelab model this job continues, as loaded"
+    if base.adapter_dir is not None:
+        return f"{earlier} ({base.name} with its adapter{'' if hp.use_lora else ' merged'})"
+    if (Path(base.load_from) / SUMMARY_FILE).is_file():
+        return f"{earlier} ({base.name})"
+    if hp.use_lora:
+        return "the base answers come from the base model before the adapter was attached"
+    return None
+
+
+def _evaluate_base(
+    *,
+    hp: Hyperparameters,
+    base: BaseModel,
+    recorded_model_init: Mapping[str, Any],
+    paths: Paths,
+    validation_rows: Sequence[Row] | None,
+    validation: EncodedRows | None,
+    tokenizer: Any,
+    model: Any,
+    world_size: int,
+    on_gpu: bool,
+    env: Mapping[str, str],
+    stop: StopOnSignal,
+) -> _Evaluation:
+    """Before training (one process only): the base model answers the evaluated rows, or an earlier
+    attempt's answers are taken from the checkpoint folder. A failure here skips the evaluation, it
+    does not fail the job."""
+    skipped = skip_reason(hp.evaluation_config, has_validation=validation is not None, world_size=world_size)
+    if skipped is not None or not validation_rows or validation is None:
+        return _Evaluation(skipped=skipped)
+    state = _Evaluation(skipped=None)
+    note = _base_note(base, hp)
+    if note:
+        state.notes.append(note)
+    try:
+        if on_gpu and not getattr(model, "hf_device_map", None) and not getattr(model, "is_quantized", False):
+            model.to("cuda")  # the Trainer would move it there next
+        state.plan = plan_evaluation(
+            hp.evaluation_config,
+            validation_rows=validation_rows,
+            fitting=validation.kept,
+            tokenizer=tokenizer,
+            model=model,
+            base={
+                **base.describe(),
+                "revision": hp.base_model_revision,
+                "adapter": str(base.adapter_dir) if base.adapter_dir else None,
+                "use_lora": hp.use_lora,
+                "model_init": dict(recorded_model_init),
+            },
+        )
+        state.base = base_answers(
+            state.plan,
+            model=model,
+            tokenizer=tokenizer,
+            cache_folder=paths.checkpoint_dir,
+            say=lambda line: _say(env, line),
+            should_stop=stop.requested.is_set,
+        )
+    except EvaluationInterruptedError:
+        state.skipped = SKIPPED_STOPPED
+    except Exception as error:
+        traceback.print_exc()
+        state.skipped = f"the base model's answers could not be generated: {type(error).__name__}: {error}"
+    return state
+
+
+def _generation_model(model: Any) -> Any:
+    """The fine-tuned model to generate with: an adapter merged into its base in place (by the saving)
+    is its base model now; an adapter still in place answers with the adapter active."""
+    if not hasattr(model, "get_base_model"):
+        return model
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    if any(isinstance(module, BaseTunerLayer) for module in model.modules()):
+        return model
+    return model.get_base_model()
+
+
+def _evaluate_fine_tuned(
+    state: _Evaluation, final_model: Any, tokenizer: Any, env: Mapping[str, str], stop: StopOnSignal
+) -> dict[str, Any]:
+    assert state.plan is not None
+    assert state.base is not None
+    try:
+        answers = fine_tuned_answers(
+            state.plan,
+            model=_generation_model(final_model),
+            tokenizer=tokenizer,
+            say=lambda line: _say(env, line),
+            should_stop=stop.requested.is_set,
+        )
+    except EvaluationInterruptedError:
+        return skipped_report(SKIPPED_STOPPED_DURING)
+    except Exception as error:
+        traceback.print_exc()
+        return skipped_report(
+            f"the fine-tuned model's answers could not be generated: {type(error).__name__}: {error}"
+        )
+    return build_report(state.plan, state.base, answers, state.notes)
+
+
 def run_training(
     *,
     hp: Hyperparameters,
@@ -204,6 +345,21 @@ def run_training(
             if continued_adapter
             else "merged the earlier model's adapter into its base before full fine-tuning"
         )
+    # The base model's answers, before an adapter is attached and before training changes the weights.
+    evaluation = _evaluate_base(
+        hp=hp,
+        base=base,
+        recorded_model_init=plan.recorded_model_init,
+        paths=paths,
+        validation_rows=validation_rows,
+        validation=validation,
+        tokenizer=tokenizer,
+        model=model,
+        world_size=world_size,
+        on_gpu=on_gpu,
+        env=env,
+        stop=stop,
+    )
     peft_config = None
     if hp.use_lora and not continued_adapter:
         from peft import LoraConfig
@@ -239,9 +395,12 @@ def run_training(
     lora_recorded = None
     if is_adapter:
         lora_recorded = recorded_lora_config(final_model.peft_config["default"], hp.lora_config or {})
+    status = "stopped" if stop.stopped_at_step is not None else "completed"
+    if evaluation.skipped is None and status == "stopped":
+        evaluation.skipped = SKIPPED_STOPPED
     summary: dict[str, Any] = {
         "format_version": 1,
-        "status": "stopped" if stop.stopped_at_step is not None else "completed",
+        "status": status,
         "started_at": started.isoformat(),
         "ended_at": dt.datetime.now(dt.UTC).isoformat(),
         "base_model": base.describe(),
@@ -261,6 +420,9 @@ def run_training(
             "merge_adapters": hp.merge_adapters,
             "sft_config": recorded_sft_config(sft_config, set(hp.sft_config), plan),
             "model_init_config": plan.recorded_model_init,
+            "evaluation_config": evaluation.plan.recorded_config(hp.evaluation_config)
+            if evaluation.plan
+            else recorded_config(hp.evaluation_config),
         },
         "notes": plan.notes,
         "rows": {"training": train.summary(), "validation": validation.summary() if validation else None},
@@ -273,6 +435,8 @@ def run_training(
             **peak_memory(on_gpu),
         },
         "versions": library_versions(),
+        # Replaced by the report once the evaluation has run (after the model is saved).
+        "evaluation": skipped_report(evaluation.skipped or SKIPPED_UNFINISHED),
     }
     # A sharded model is gathered by every process together; rank 0 writes it. The other processes do
     # not wait for the writing (a 70B model takes long; nothing after it needs them).
@@ -292,6 +456,9 @@ def run_training(
         state_dict=state_dict,
         load_base=load_base,
     )
+    report_folders = [paths.model_dir, paths.checkpoint_dir]
+    if evaluation.skipped is not None:
+        write_report(summary["evaluation"], report_folders)
     # The summary first: a stop's grace period may end while the merged copy below is written.
     write_summary(paths.model_dir, summary)
     reporter.write()
@@ -303,5 +470,11 @@ def run_training(
             paths.output_data_dir / MERGED_DIR,
             load_base=load_base,
         )
+        write_summary(paths.model_dir, summary)
+    if evaluation.skipped is None:
+        # Last: the model is saved whole before any time goes to answering the validation rows.
+        report = _evaluate_fine_tuned(evaluation, final_model, tokenizer, env, stop)
+        write_report(report, report_folders)
+        summary["evaluation"] = without_samples(report)
         write_summary(paths.model_dir, summary)
     return summary

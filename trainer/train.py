@@ -194,6 +194,7 @@ def _train(
     env: Mapping[str, str],
     secrets: list[str],
 ) -> int:
+    from trainer.evaluation import headline
     from trainer.reporting import StopOnSignal
     from trainer.run import run_training
 
@@ -225,6 +226,8 @@ def _train(
         f"model saved to {paths.model_dir}",
         flush=True,
     )
+    if summary.get("evaluation"):
+        print(headline(summary["evaluation"]), flush=True)
     return 0
 
 

@@ -115,10 +115,36 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, triage_pairs: list[
     return build_tiny_model(triage_pairs, tmp_path_factory.mktemp("tiny-model"), seed=0)
 
 
+def run_job(
+    root: Path,
+    tiny_model_dir: Path,
+    hyperparameters: dict[str, Any],
+    train: Sequence[Pair],
+    validation: Sequence[Pair] | None = None,
+) -> TrainerRun:
+    """Run the trainer in-process as SageMaker would (hyperparameters.json of strings, SM_* folders)."""
+    from trainer.train import main
+
+    root.mkdir(parents=True, exist_ok=True)
+    train_dir = write_channel(root / "input" / "training", train)
+    validation_dir = write_channel(root / "input" / "validation", validation) if validation else None
+    values = {"base_model": str(tiny_model_dir), **hyperparameters}
+    (root / "hyperparameters.json").write_text(json.dumps(sagemaker_hyperparameters(values)))
+    env = job_environment(root, train_dir, validation_dir)
+    code = main([], env)
+    return TrainerRun(
+        exit_code=code,
+        root=root,
+        model_dir=root / "model",
+        output_data_dir=root / "output" / "data",
+        checkpoint_dir=root / "checkpoints",
+        failure_file=root / "output" / "failure",
+    )
+
+
 @pytest.fixture
 def run_trainer(tmp_path: Path, tiny_model_dir: Path):
     """Run the trainer in-process as SageMaker would (hyperparameters.json of strings, SM_* folders)."""
-    from trainer.train import main
 
     def run(
         hyperparameters: dict[str, Any],
@@ -126,22 +152,7 @@ def run_trainer(tmp_path: Path, tiny_model_dir: Path):
         validation: Sequence[Pair] | None = None,
         root: Path | None = None,
     ) -> TrainerRun:
-        root = root or tmp_path / "job"
-        root.mkdir(parents=True, exist_ok=True)
-        train_dir = write_channel(root / "input" / "training", train)
-        validation_dir = write_channel(root / "input" / "validation", validation) if validation else None
-        values = {"base_model": str(tiny_model_dir), **hyperparameters}
-        (root / "hyperparameters.json").write_text(json.dumps(sagemaker_hyperparameters(values)))
-        env = job_environment(root, train_dir, validation_dir)
-        code = main([], env)
-        return TrainerRun(
-            exit_code=code,
-            root=root,
-            model_dir=root / "model",
-            output_data_dir=root / "output" / "data",
-            checkpoint_dir=root / "checkpoints",
-            failure_file=root / "output" / "failure",
-        )
+        return run_job(root or tmp_path / "job", tiny_model_dir, hyperparameters, train, validation)
 
     return run
 

@@ -46,14 +46,19 @@ def _free_port() -> int:
 
 
 def run_sharded(
-    root: Path, tiny_model_dir: Path, train: Sequence[Pair], hyperparameters: dict[str, Any]
+    root: Path,
+    tiny_model_dir: Path,
+    train: Sequence[Pair],
+    hyperparameters: dict[str, Any],
+    validation: Sequence[Pair] | None = None,
 ) -> TrainerRun:
     """`python trainer/train.py` as SageMaker starts it on an instance with 2 GPUs (here: 2 CPU processes)."""
     root.mkdir(parents=True, exist_ok=True)
     train_dir = write_channel(root / "input" / "training", train)
+    validation_dir = write_channel(root / "input" / "validation", validation) if validation else None
     values = {"base_model": str(tiny_model_dir), **hyperparameters}
     (root / "hyperparameters.json").write_text(json.dumps(sagemaker_hyperparameters(values)))
-    env = job_environment(root, train_dir)
+    env = job_environment(root, train_dir, validation_dir)
     env.update(SM_NUM_GPUS="2", TUNELAB_MASTER_PORT=str(_free_port()), OMP_NUM_THREADS="1")
     completed = subprocess.run(
         [sys.executable, str(TRAINER_DIR / "train.py")],
@@ -185,3 +190,25 @@ def test_sharded_full_fine_tuning_in_bf16_keeps_bf16_weights(
     with safe_open(str(run.model_dir / "model.safetensors"), "pt") as weights:
         dtypes = {str(weights.get_slice(name).get_dtype()) for name in weights.keys()}  # noqa: SIM118
     assert dtypes == {"BF16"}
+
+
+def test_a_job_on_several_processes_skips_the_evaluation_and_says_why(
+    tmp_path: Path, tiny_model_dir: Path, triage_pairs: list[Pair], triage_validation_pairs: list[Pair]
+) -> None:
+    run = run_sharded(
+        tmp_path / "ddp",
+        tiny_model_dir,
+        triage_pairs[:32],
+        {"batch_size": 4, "sft_config": {"max_steps": 2}},
+        validation=triage_validation_pairs[:8],
+    )
+
+    skipped = {
+        "format_version": 1,
+        "skipped": "evaluation runs in single-process jobs; this job ran on 2 processes",
+    }
+    assert run.summary["device"]["processes"] == 2
+    assert run.summary["evaluation"] == skipped
+    for folder in (run.model_dir, run.checkpoint_dir):
+        assert json.loads((folder / "tunelab-evaluation.json").read_text()) == skipped
+    assert not (run.checkpoint_dir / "tunelab-evaluation-base.json").exists()
