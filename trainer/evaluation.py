@@ -147,10 +147,12 @@ def score_answers(answers: Sequence[str], expected: Sequence[str]) -> dict[str, 
 
 def skip_reason(config: EvaluationConfig, *, has_validation: bool, world_size: int) -> str | None:
     """Why a job does not evaluate (checked before training), or ``None`` when it does."""
-    if not config.enabled:
-        return SKIPPED_DISABLED
+    # No data first: the platform turns the evaluation off for a job without validation data, and the
+    # reason the user reads is the missing data.
     if not has_validation:
         return SKIPPED_NO_VALIDATION
+    if not config.enabled:
+        return SKIPPED_DISABLED
     if world_size > 1:
         return f"evaluation runs in single-process jobs; this job ran on {world_size} processes"
     return None

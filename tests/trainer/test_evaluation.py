@@ -195,6 +195,9 @@ def test_why_a_job_does_not_evaluate():
     assert skip_reason(on, has_validation=True, world_size=1) is None
     assert skip_reason(EvaluationConfig(enabled=False), has_validation=True, world_size=1) == SKIPPED_DISABLED
     assert skip_reason(on, has_validation=False, world_size=1) == SKIPPED_NO_VALIDATION
+    # The platform turns the evaluation off without validation data: the missing data is the reason.
+    off = EvaluationConfig(enabled=False)
+    assert skip_reason(off, has_validation=False, world_size=1) == SKIPPED_NO_VALIDATION
     assert skip_reason(on, has_validation=True, world_size=8) == (
         "evaluation runs in single-process jobs; this job ran on 8 processes"
     )
