@@ -19,6 +19,7 @@ STAGES = (
     "datasets",
     "estimates",
     "training",
+    "evaluation",
     "deploy",
     "sandbox",
     "download",
@@ -56,6 +57,10 @@ def test_the_demo_runs_every_stage_and_sums_up(local: LocalApi) -> None:
     assert "Plan:       " in out
     assert "STRATEGY" in out
     assert "expected: category=" in out
+    # The evaluation the trainer ran: the base model beside the fine-tuned one on the 40 rows.
+    assert "Evaluation on 40 validation rows" in out
+    assert "BASE MODEL" in out
+    assert "FINE-TUNED" in out
     assert "answers match the expected completion exactly" in out
     assert "model.safetensors" in out
     summary = out.split("== Summary", 1)[1].splitlines()

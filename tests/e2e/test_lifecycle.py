@@ -71,6 +71,11 @@ def test_the_whole_life_of_a_model(local: LocalApi, tmp_path: Path) -> None:
     assert trained["training"]["metrics"]["train_loss"] > 0
     assert any(f.endswith(".safetensors") for f in trained["artifacts"]["files"])
     assert "config.json" in trained["artifacts"]["files"]
+    # Without validation data there is nothing to evaluate on, and the evaluation says so.
+    evaluation = local.call("GET", f"/v1/fine-tuned-models/{name}/evaluation")
+    assert evaluation.status_code == 404
+    assert "no validation data" in evaluation.json()["error"]["message"]
+    assert "no validation data" in trained["evaluation_note"]
 
     # When it is deployed with an automatic undeploy four hours on
     asked_at = datetime.now(UTC)

@@ -1332,3 +1332,57 @@ def test_instance_types_list_prints_gpus_memory_and_price(
     assert "2026-11-28" in row
     (request,) = api.sent("GET", "/v1/instance-types")
     assert dict(request.url.params) == {"min_vram_gb": "80.0"}
+
+
+# --- evaluation ------------------------------------------------------------------------------------
+
+EVALUATION = {
+    "rows": 40,
+    "validation_rows": 40,
+    "max_new_tokens": 24,
+    "decoding": "greedy",
+    "base": {"exact_match": 0.0, "token_f1": 0.31, "format_match": 0.05},
+    "fine_tuned": {"exact_match": 0.625, "token_f1": 0.9, "format_match": 1.0},
+    "headline": "exact match 0 % → 62 % on 40 validation rows (token F1 0.31 → 0.90, format 5 % → 100 %)",
+    "seconds": {"base": 12.5, "fine_tuned": 8.25},
+    "samples": [
+        {
+            "prompt": "Triage this support ticket.\nTicket: my invoice is wrong",
+            "expected": "category=billing; priority=medium",
+            "base": "Category: Billing\nPriority: Medium\nThe customer reports...",
+            "fine_tuned": "category=billing; priority=medium",
+        }
+    ],
+    "notes": [],
+}
+
+
+def test_evaluation_prints_base_beside_fine_tuned_with_the_change_and_samples(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api.on("GET", "/v1/fine-tuned-models/bot/evaluation", EVALUATION)
+
+    exit_code, out, _ = run(capsys, "models", "evaluation", "bot")
+
+    assert exit_code == 0
+    assert "Evaluation on 40 validation rows (greedy decoding, answers up to 24 tokens)" in out
+    exact = next(line for line in out.splitlines() if line.startswith("exact match"))
+    assert exact.split() == ["exact", "match", "0.0", "%", "62.5", "%", "+62", "pts"]
+    assert "Ticket: my invoice is wrong" in out
+    assert "base:       Category: Billing Priority: Medium The customer reports..." in out  # one line
+    assert "Generating the answers took: base 12.5 s, fine_tuned 8.2 s." in out
+
+
+def test_evaluation_missing_says_why_and_show_names_the_headline(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    why = "'bot' was not evaluated: the job has no validation data."
+    api.on("GET", "/v1/fine-tuned-models/bot/evaluation", error(404, "not_found", why))
+
+    exit_code, _, err = run(capsys, "models", "evaluation", "bot")
+    assert exit_code != 0
+    assert why in err
+
+    api.on("GET", "/v1/fine-tuned-models/bot", model(status="not_deployed", evaluation=EVALUATION))
+    _, out, _ = run(capsys, "models", "show", "bot")
+    assert "exact match 0 % → 62 % on 40 validation rows" in out

@@ -4,15 +4,17 @@ Stages (each timed; a stage that fails is named and the command exits non-zero, 
 
 1. the local runtime: the one already answering at the API URL, else one started in this process
    (and stopped at the end);
-2. the sample data shipped in `tunelab/sample_data/` uploaded as two datasets: training rows, and
-   validation rows minus a few held back as sandbox prompts;
+2. the sample data shipped in `tunelab/sample_data/` uploaded as two datasets: training rows, and the
+   40 validation rows (never trained on);
 3. the predicted cost and the resource advice;
 4. training on a local base model (SmolLM2-135M-Instruct by default), followed with a progress bar;
-5. deployment with an automatic undeploy one hour later;
-6. the sandbox: each held-back prompt asked, the expected and the answered completion side by side;
-7. the download: the archive fetched and its files listed;
-8. undeploy, then delete (the model and both datasets; `--keep` keeps them);
-9. a summary with each stage's time.
+5. the evaluation the trainer ran after training: the base model beside the fine-tuned model on the
+   validation rows (exact match, token F1, format match) and a few of their answers;
+6. deployment with an automatic undeploy one hour later;
+7. the sandbox: a few validation prompts asked, the expected and the answered completion side by side;
+8. the download: the archive fetched and its files listed;
+9. undeploy, then delete (the model and both datasets; `--keep` keeps them);
+10. a summary with each stage's time.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tunelab.client.formatting import format_estimate, format_resources, list_archive, size
+from tunelab.client.formatting import format_estimate, format_evaluation, format_resources, list_archive, size
 from tunelab.client.http import (
     API_URL_VARIABLE,
     DEFAULT_LOCAL_EMAIL,
@@ -78,7 +80,7 @@ PLANS: dict[str, DemoPlan] = {
     SMOLLM2: DemoPlan(
         model=SMOLLM2,
         train_rows=64,
-        validation_rows=16,
+        validation_rows=40,
         prompts=6,
         hyperparameters={"epochs": 2, "learning_rate": 0.0005, "batch_size": 8, "warmup_steps": 2},
         optional_hyperparameters={
@@ -96,7 +98,7 @@ PLANS: dict[str, DemoPlan] = {
     TINY: DemoPlan(
         model=TINY,
         train_rows=200,
-        validation_rows=34,
+        validation_rows=40,
         prompts=6,
         hyperparameters={"epochs": 8, "learning_rate": 0.01, "batch_size": 8},
         optional_hyperparameters={
@@ -212,6 +214,8 @@ class Demo:
             body = self.estimate(train_id, validation_id)
             current = "training"
             self.train(body)
+            current = "evaluation"
+            self.evaluation()
             current = "deploy"
             self.deploy()
             current = "sandbox"
@@ -315,14 +319,12 @@ class Demo:
         self.heading(2, "Datasets")
         with self.stage("datasets") as outcome:
             train = sample_rows(TRAIN_FILE)[: plan.train_rows]
-            held = sample_rows(VALIDATION_FILE)
-            prompts, validation = (
-                held[: plan.prompts],
-                held[plan.prompts : plan.prompts + plan.validation_rows],
-            )
+            validation = sample_rows(VALIDATION_FILE)[: plan.validation_rows]
+            # The sandbox asks validation prompts: rows the model never trained on.
+            prompts = validation[: plan.prompts]
             self.say(
                 f"Training on {len(train)} rows of {TRAIN_FILE}; validating on {len(validation)} rows of "
-                f"{VALIDATION_FILE}; {len(prompts)} more of its rows are held back for the sandbox."
+                f"{VALIDATION_FILE} (never trained on; the sandbox asks {len(prompts)} of them)."
             )
             ids = []
             for name, rows in ((f"{self.name}-train", train), (f"{self.name}-validation", validation)):
@@ -404,8 +406,19 @@ class Demo:
                 f"eval loss {fmt(metrics.get('eval_loss'))}"
             )
 
+    def evaluation(self) -> None:
+        self.heading(5, "Did the fine-tuning help? The base model beside the fine-tuned model")
+        with self.stage("evaluation") as outcome:
+            report = self.api.evaluation(self.name)
+            self.say(format_evaluation(report, samples=3))
+            base, tuned = report["base"], report["fine_tuned"]
+            outcome.append(
+                f"exact match {base['exact_match']:.0%} → {tuned['exact_match']:.0%}, format "
+                f"{base['format_match']:.0%} → {tuned['format_match']:.0%} on {report['rows']} rows"
+            )
+
     def deploy(self) -> None:
-        self.heading(5, "Deploy, with an automatic undeploy")
+        self.heading(6, "Deploy, with an automatic undeploy")
         with self.stage("deploy") as outcome:
             model = self.api.deploy(self.name, {"after_hours": AUTO_UNDEPLOY_HOURS})
             self.deployed = True
@@ -418,7 +431,7 @@ class Demo:
             outcome.append(f"auto-undeploy at {at}")
 
     def sandbox(self, prompts: list[tuple[str, str]]) -> None:
-        self.heading(6, "The sandbox: held-back prompts")
+        self.heading(7, "The sandbox: validation prompts")
         with self.stage("sandbox") as outcome:
             exact = 0
             for number, (prompt, expected) in enumerate(prompts, 1):
@@ -437,7 +450,7 @@ class Demo:
 
     def download(self) -> None:
 
-        self.heading(7, "Download")
+        self.heading(8, "Download")
         with self.stage("download") as outcome, tempfile.TemporaryDirectory(prefix="tunelab-demo-") as folder:
             link = self.api.download_link(self.name)
             out = Path(folder) / f"{self.name}.tar.gz"
@@ -454,7 +467,7 @@ class Demo:
             outcome.append(f"{size(written)}, {len(files)} files")
 
     def undeploy(self) -> None:
-        self.heading(8, "Undeploy")
+        self.heading(9, "Undeploy")
         with self.stage("undeploy") as outcome:
             self.api.undeploy(self.name)
             model = wait_for_status(self.api, self.name, DEPLOYING_STATUSES | {"deployed"}, timeout=300)
@@ -465,7 +478,7 @@ class Demo:
             outcome.append(model["status"])
 
     def delete(self) -> None:
-        self.heading(9, "Delete")
+        self.heading(10, "Delete")
         with self.stage("delete") as outcome:
             if self.keep:
                 self.say(f"Kept (--keep): {self.name} and datasets {', '.join(self.dataset_ids)}.")
@@ -531,7 +544,8 @@ def add_demo_command(commands: Any) -> None:
         "demo",
         help="run a real fine-tuning job end to end on this machine",
         description="Upload the sample support-triage data, show the cost, fine-tune a local model, "
-        "deploy it, ask it held-back prompts, download it, undeploy and delete it; with timings. Uses "
+        "compare it with its base model on the validation rows, deploy it, ask it validation prompts, "
+        "download it, undeploy and delete it; with timings. Uses "
         "the local runtime at the API URL if one is up, else starts one in this process.",
     )
     demo.add_argument(
