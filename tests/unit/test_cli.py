@@ -1370,7 +1370,7 @@ def test_evaluation_prints_base_beside_fine_tuned_with_the_change_and_samples(
     assert exact.split() == ["exact", "match", "0.0", "%", "62.5", "%", "+62", "pts"]
     assert "Ticket: my invoice is wrong" in out
     assert "base:       Category: Billing Priority: Medium The customer reports..." in out  # one line
-    assert "Generating the answers took: base 12.5 s, fine_tuned 8.2 s." in out
+    assert "Generating the answers took: base 12.5 s, fine-tuned 8.2 s." in out
 
 
 def test_evaluation_missing_says_why_and_show_names_the_headline(

@@ -257,7 +257,9 @@ def format_evaluation(report: JsonObject, *, samples: int = 5) -> str:
     seconds = report.get("seconds") or {}
     if seconds:
         spent = ", ".join(
-            f"{name} {value:.1f} s" for name, value in seconds.items() if isinstance(value, int | float)
+            f"{name.replace('_', '-')} {value:.1f} s"
+            for name, value in seconds.items()
+            if isinstance(value, int | float)
         )
         if spent:
             lines.append(f"Generating the answers took: {spent}.")
