@@ -378,6 +378,18 @@ def recorded_config(config: EvaluationConfig) -> dict[str, Any]:
     }
 
 
+def folder_digest(folder: Path) -> str:
+    """What a model folder holds, not where it is: its files' names and sizes and its configurations'
+    text. A resumed SageMaker job unpacks its model channel into a new temporary folder each attempt;
+    the same model there must match the base answers cached by the first attempt."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}:{path.stat().st_size};".encode())
+        if path.name in ("config.json", "adapter_config.json"):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def fingerprint(
     rows: Sequence[Row],
     prompt_ids: Sequence[Sequence[int]],

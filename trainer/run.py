@@ -33,6 +33,7 @@ from trainer.evaluation import (
     base_answers,
     build_report,
     fine_tuned_answers,
+    folder_digest,
     plan_evaluation,
     recorded_config,
     skip_reason,
@@ -218,8 +219,10 @@ def _evaluate_base(
             model=model,
             base={
                 **base.describe(),
+                # A folder by what it holds: a resumed job may unpack the same model somewhere else.
+                "name": folder_digest(Path(base.load_from)) if Path(base.load_from).is_dir() else base.name,
                 "revision": hp.base_model_revision,
-                "adapter": str(base.adapter_dir) if base.adapter_dir else None,
+                "adapter": folder_digest(base.adapter_dir) if base.adapter_dir else None,
                 "use_lora": hp.use_lora,
                 "model_init": dict(recorded_model_init),
             },
@@ -457,8 +460,9 @@ def run_training(
         load_base=load_base,
     )
     report_folders = [paths.model_dir, paths.checkpoint_dir]
-    if evaluation.skipped is not None:
-        write_report(summary["evaluation"], report_folders)
+    # Skipped: the reason; else "unfinished" until the answers are scored, so a job that dies during
+    # the evaluation never leaves an earlier attempt's report behind in the checkpoint folder.
+    write_report(summary["evaluation"], report_folders)
     # The summary first: a stop's grace period may end while the merged copy below is written.
     write_summary(paths.model_dir, summary)
     reporter.write()

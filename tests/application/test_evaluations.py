@@ -4,6 +4,8 @@ where there is none, every answer says why."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.application.conftest import (
@@ -16,7 +18,7 @@ from tests.application.conftest import (
 )
 from tests.fakes import FakeContext
 from tunelab.application import evaluations, fine_tuned_models
-from tunelab.application.commands import CostEstimateIn
+from tunelab.application.commands import CloneIn, CostEstimateIn
 from tunelab.application.workflows import (
     FinishTrainingEvent,
     PrepareDataEvent,
@@ -30,7 +32,9 @@ from tunelab.domain.evaluation import (
     EvaluationScores,
     EvaluationSkipped,
     headline,
+    percent,
 )
+from tunelab.domain.hyperparameters import ResolvedEvaluationConfig
 from tunelab.domain.notifications import compose
 from tunelab.domain.records import ModelRecord
 from tunelab.domain.status import ModelStatus as S
@@ -100,9 +104,16 @@ def test_the_training_email_states_the_headline(ctx: FakeContext) -> None:
     done = _sagemaker_model(ctx, REPORT)
 
     text = compose("training_completed", done).text
-    assert "exact match 12 % → 82 % on 40 validation rows" in text  # 82.5 % shown as a whole percent
+    assert (
+        "exact match 12.5 % → 82.5 % on 40 validation rows (token F1 0.31 → 0.93, format 20 % → 100 %)"
+        in text
+    )
     assert f"tunelab models evaluation {done.name}" in text
-    assert headline(REPORT.summary()).startswith("exact match 12 % → 82 %")
+    assert headline(REPORT.summary()).startswith("exact match 12.5 % → 82.5 %")
+    # Never rounded to all or nothing when it is not.
+    assert percent(0.9999) == "99.9 %"
+    assert percent(0.0001) == "0.1 %"
+    assert (percent(1.0), percent(0.0)) == ("100 %", "0 %")
 
 
 def test_a_skipped_evaluation_says_why_on_the_record_in_the_email_and_in_the_404(ctx: FakeContext) -> None:
@@ -161,12 +172,13 @@ def test_the_estimate_bills_the_evaluation_and_turning_it_off_takes_it_away(ctx:
     without = fine_tuned_models.estimate(ctx, ADA, CostEstimateIn.model_validate(off)).plan.cost
 
     assert with_it.training.evaluation_hours is not None
-    assert with_it.training.evaluation_hours >= 0
     assert without.training.evaluation_hours is None
-    assert with_it.training.hours is not None
-    assert without.training.hours is not None
-    assert with_it.training.cost_usd >= without.training.cost_usd
-    assert any("Evaluation after training" in note for note in with_it.notes)
+    [note] = [n for n in with_it.notes if n.startswith("Evaluation after training")]
+    found = re.search(r"answer (\d+) validation rows, about ([\d.]+) minutes billed with the job", note)
+    assert found is not None, note
+    assert 0 < int(found.group(1)) <= 100
+    assert float(found.group(2)) > 0
+    assert with_it.training.evaluation_hours == pytest.approx(float(found.group(2)) / 60, abs=0.006)
     assert not any("Evaluation after training" in note for note in without.notes)
 
 
@@ -194,3 +206,59 @@ def test_a_local_job_with_a_validation_dataset_is_told_the_evaluation_runs(ctx: 
 
     assert cost.total_usd == 0
     assert any("the base and the fine-tuned model answer" in note for note in cost.notes)
+
+
+def test_a_clone_follows_its_own_validation_data_unless_the_evaluation_was_turned_off(
+    ctx: FakeContext,
+) -> None:
+    # A source without validation data: its evaluation was off because there was nothing to evaluate on.
+    source = fine_tuned_models.create(
+        ctx,
+        ADA,
+        sagemaker_request(ctx, name="no-validation", validation={"mode": "none"}),
+        correlation_id="r",
+    )
+    assert source.optional_hyperparameters is not None
+    assert not source.optional_hyperparameters.evaluation_config.enabled
+    # A record from before the evaluation existed reads it as on: its clone must not be refused for it.
+    old = source.optional_hyperparameters.model_copy(update={"evaluation_config": ResolvedEvaluationConfig()})
+    key = (ADA.workspace, source.name.lower())
+    ctx.table.models[key] = source.model_copy(update={"optional_hyperparameters": old})
+
+    same = fine_tuned_models.clone(
+        ctx, ADA, source.name, CloneIn(name="same", acknowledge=True), correlation_id="c"
+    )
+    validated = fine_tuned_models.clone(
+        ctx,
+        ADA,
+        source.name,
+        CloneIn.model_validate(
+            {"name": "validated", "acknowledge": True, "validation": {"mode": "split", "percent": 20}}
+        ),
+        correlation_id="c",
+    )
+    assert isinstance(same, ModelRecord)
+    assert isinstance(validated, ModelRecord)
+    assert same.optional_hyperparameters is not None
+    assert validated.optional_hyperparameters is not None
+    assert not same.optional_hyperparameters.evaluation_config.enabled
+    assert validated.optional_hyperparameters.evaluation_config.enabled
+
+    # Turned off by the user: every clone keeps it off.
+    off = fine_tuned_models.create(
+        ctx,
+        ADA,
+        sagemaker_request(
+            ctx,
+            name="off",
+            validation={"mode": "split", "percent": 20},
+            optional_hyperparameters={"evaluation_config": {"enabled": False}},
+        ),
+        correlation_id="r",
+    )
+    kept = fine_tuned_models.clone(
+        ctx, ADA, off.name, CloneIn(name="kept-off", acknowledge=True), correlation_id="c"
+    )
+    assert isinstance(kept, ModelRecord)
+    assert kept.optional_hyperparameters is not None
+    assert not kept.optional_hyperparameters.evaluation_config.enabled

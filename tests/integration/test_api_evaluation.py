@@ -59,7 +59,9 @@ def test_a_trained_model_shows_its_summary_and_the_report_is_served(
 
     details = api.call("GET", "/v1/fine-tuned-models/support-bot-v1").body
     assert details["evaluation"]["base"] == {"exact_match": 0.1, "token_f1": 0.3, "format_match": 0.25}
-    assert details["evaluation"]["headline"].startswith("exact match 10 % → 80 % on 40 validation rows")
+    assert details["evaluation"]["headline"].startswith(
+        "exact match 10 % → 80 % on 40 validation rows (token F1 0.30 → 0.90, format 25 % → 100 %)"
+    )
     answer = api.call("GET", "/v1/fine-tuned-models/support-bot-v1/evaluation")
     assert answer.status == 200
     assert answer.body["rows"] == 40

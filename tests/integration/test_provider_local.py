@@ -743,6 +743,8 @@ def test_a_resumed_job_has_its_own_folder_with_the_earlier_jobs_checkpoint(env: 
     saved.mkdir(parents=True)
     (saved / "adapter_model.safetensors").write_bytes(b"weights")
     (saved / "trainer_state.json").write_text(json.dumps({"global_step": 12, "max_steps": 150}))
+    # The base model's evaluation answers the trainer keeps beside its checkpoints.
+    (saved.parent / "tunelab-evaluation-base.json").write_text('{"fingerprint": "f", "answers": []}')
 
     point = provider.resume_point(identity, 0)
     resumed = provider.start_training(
@@ -754,6 +756,9 @@ def test_a_resumed_job_has_its_own_folder_with_the_earlier_jobs_checkpoint(env: 
     assert resumed.job_name != first.job_name
     copied = env.data_dir / "jobs" / resumed.job_name / "checkpoints" / "checkpoint-12"
     assert (copied / "adapter_model.safetensors").read_bytes() == b"weights"
+    # ... go with the checkpoint, so the resumed trainer does not generate them again.
+    answers = copied.parent / "tunelab-evaluation-base.json"
+    assert answers.read_text() == '{"fingerprint": "f", "answers": []}'
     assert env.training.jobs.describe(resumed.job_name).resumed_from == "checkpoint-12"
     assert env.training.jobs.wait(resumed.job_name, timeout=300)
     # The newest checkpoint of the model's jobs, up to the attempt asked about.

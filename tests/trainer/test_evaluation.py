@@ -437,3 +437,16 @@ def test_skipped_evaluations_say_why(
     out = capsys.readouterr().out
     assert "evaluation: base model" not in out
     assert out.rstrip().splitlines()[-1] == f"evaluation skipped: {reason}"
+
+
+def test_a_model_folder_is_known_by_what_it_holds_not_where_it_is(tmp_path):
+    from trainer.evaluation import folder_digest
+
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text('{"hidden_size": 64}')
+        (tmp_path / name / "model.safetensors").write_bytes(b"w" * 10)
+    assert folder_digest(tmp_path / "first") == folder_digest(tmp_path / "second")
+
+    (tmp_path / "second" / "config.json").write_text('{"hidden_size": 128}')
+    assert folder_digest(tmp_path / "first") != folder_digest(tmp_path / "second")

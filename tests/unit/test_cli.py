@@ -1343,7 +1343,7 @@ EVALUATION = {
     "decoding": "greedy",
     "base": {"exact_match": 0.0, "token_f1": 0.31, "format_match": 0.05},
     "fine_tuned": {"exact_match": 0.625, "token_f1": 0.9, "format_match": 1.0},
-    "headline": "exact match 0 % → 62 % on 40 validation rows (token F1 0.31 → 0.90, format 5 % → 100 %)",
+    "headline": "exact match 0 % → 62.5 % on 40 validation rows (token F1 0.31 → 0.90, format 5 % → 100 %)",
     "seconds": {"base": 12.5, "fine_tuned": 8.25},
     "samples": [
         {
@@ -1368,6 +1368,8 @@ def test_evaluation_prints_base_beside_fine_tuned_with_the_change_and_samples(
     assert "Evaluation on 40 validation rows (greedy decoding, answers up to 24 tokens)" in out
     exact = next(line for line in out.splitlines() if line.startswith("exact match"))
     assert exact.split() == ["exact", "match", "0.0", "%", "62.5", "%", "+62", "pts"]
+    f1 = next(line for line in out.splitlines() if line.startswith("token F1"))
+    assert f1.split() == ["token", "F1", "0.31", "0.90", "+0.59"]  # a score from 0 to 1, not a percentage
     assert "Ticket: my invoice is wrong" in out
     assert "base:       Category: Billing Priority: Medium The customer reports..." in out  # one line
     assert "Generating the answers took: base 12.5 s, fine-tuned 8.2 s." in out
@@ -1385,4 +1387,4 @@ def test_evaluation_missing_says_why_and_show_names_the_headline(
 
     api.on("GET", "/v1/fine-tuned-models/bot", model(status="not_deployed", evaluation=EVALUATION))
     _, out, _ = run(capsys, "models", "show", "bot")
-    assert "exact match 0 % → 62 % on 40 validation rows" in out
+    assert "exact match 0 % → 62.5 % on 40 validation rows" in out

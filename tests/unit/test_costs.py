@@ -13,8 +13,10 @@ from tunelab.domain.catalog import BaseModelSpec, InstanceType, load_catalog
 from tunelab.domain.costs import (
     GPU_PEAK_TFLOPS,
     TOKENIZER_NOTE,
+    EvaluationRun,
     SageMakerRun,
     estimate_cost,
+    evaluation_hours,
     gpu_key,
     gpu_peak,
     remaining_cost,
@@ -467,3 +469,50 @@ def test_resuming_costs_the_remaining_steps_share_of_the_training_plus_the_month
     whole = remaining_cost(predicted, done_steps=30, total_steps=None)
     assert whole.total_usd == predicted.total_usd
     assert "the whole prediction is shown" in whole.notes[-1]
+
+
+# --- the evaluation after training ---------------------------------------------------------------
+
+
+def test_the_evaluation_reads_prompts_at_trainings_mfu_and_decodes_a_batch_of_rows_a_step() -> None:
+    # 7B parameters on the run's GPU; 100 rows of 500 prompt tokens and 50 answer tokens, both models.
+    gpu = run().instance
+    peak = gpu_peak(gpu).tflops * 1e12
+    evaluation = EvaluationRun(rows=100, prompt_tokens=500, answer_tokens=50)
+    prompts = 2 * 100 * 500 * 2 * 7e9 / (peak * 0.35)
+    decoding = 2 * 7 * 50 * 2 * 7e9 / (peak * 0.02)  # ceil(100 / 16) = 7 batches
+
+    hours = evaluation_hours(parameter_count=7e9, evaluation=evaluation, instance=gpu)
+
+    assert hours == pytest.approx((prompts + decoding) / 3600)
+    # Answering 16 rows costs what answering one does: decoding is bound by reading the weights.
+    one = evaluation_hours(
+        parameter_count=7e9, evaluation=EvaluationRun(rows=1, prompt_tokens=0, answer_tokens=50), instance=gpu
+    )
+    sixteen = evaluation_hours(
+        parameter_count=7e9,
+        evaluation=EvaluationRun(rows=16, prompt_tokens=0, answer_tokens=50),
+        instance=gpu,
+    )
+    assert one == pytest.approx(sixteen)
+
+
+def test_the_evaluation_is_billed_with_the_job_and_a_resume_pays_all_of_it_again() -> None:
+    evaluation = EvaluationRun(rows=1000, prompt_tokens=2000, answer_tokens=512)
+    without = estimate_cost(model("sagemaker"), tokens_per_epoch=10_000_000, epochs=1, sagemaker=run())
+    with_it = estimate_cost(
+        model("sagemaker"), tokens_per_epoch=10_000_000, epochs=1, sagemaker=run(), evaluation=evaluation
+    )
+    extra = evaluation_hours(parameter_count=8e9, evaluation=evaluation, instance=run().instance)
+
+    assert with_it.training.evaluation_hours == round(extra, 2)
+    assert with_it.training.hours is not None
+    assert without.training.hours is not None
+    assert with_it.training.hours > without.training.hours
+    assert with_it.training.cost_usd > without.training.cost_usd
+    assert any(f"about {extra * 60:.1f} minutes billed with the job" in n for n in with_it.notes)
+
+    # Resuming after the last step: no training is left, the evaluation still runs whole.
+    left = remaining_cost(with_it, done_steps=100, total_steps=100)
+    assert left.training.hours == pytest.approx(with_it.training.evaluation_hours, abs=0.01)
+    assert left.training.cost_usd > 0

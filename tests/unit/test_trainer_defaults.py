@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import pytest
 
+from trainer import evaluation as trainer_evaluation
 from trainer.hyperparameters import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
     DEFAULT_LEARNING_RATE,
     DEFAULT_WARMUP_STEPS,
+    EVALUATION_DEFAULTS,
+    EVALUATION_RANGES,
     parse_hyperparameters,
 )
+from tunelab.domain import evaluation, hyperparameters
 from tunelab.domain.catalog import BaseModelSpec, load_catalog
+from tunelab.domain.costs import EVALUATION_BATCH_ROWS
 
 SAGEMAKER = [spec for spec in load_catalog().models if spec.provider == "sagemaker"]
 
@@ -45,3 +50,21 @@ def test_the_trainer_defaults_equal_the_catalog_sagemaker_defaults(spec: BaseMod
         catalog[1],
         catalog[3],
     )
+
+
+def test_the_trainer_and_the_platform_agree_on_the_evaluation() -> None:
+    """The platform checks and prices `evaluation_config` and reads the report; the trainer (which imports
+    nothing of tunelab) runs it: the same defaults, ranges, files and format on both sides."""
+    platform = hyperparameters.ResolvedEvaluationConfig()
+    assert platform.model_dump() == EVALUATION_DEFAULTS
+    assert EVALUATION_RANGES == {
+        "max_rows": (1, hyperparameters.MAX_EVALUATION_ROWS),
+        "max_new_tokens": (1, hyperparameters.MAX_EVALUATION_NEW_TOKENS),
+        "samples": (0, hyperparameters.MAX_EVALUATION_SAMPLES),
+    }
+    assert trainer_evaluation.REPORT_FILE == evaluation.REPORT_FILE
+    assert trainer_evaluation.BASE_CACHE_FILE == evaluation.BASE_ANSWERS_FILE
+    assert trainer_evaluation.FORMAT_VERSION == evaluation.FORMAT_VERSION
+    assert trainer_evaluation.DERIVED_EXTRA_TOKENS == evaluation.DERIVED_EXTRA_TOKENS
+    assert trainer_evaluation.DERIVED_MAX_NEW_TOKENS == evaluation.DERIVED_MAX_NEW_TOKENS
+    assert trainer_evaluation.BATCH_ROWS == EVALUATION_BATCH_ROWS

@@ -11,6 +11,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from tunelab.application import redaction
 from tunelab.application.ports import Context
 from tunelab.domain.errors import NotFound, ProviderTransientError, TunelabError
 from tunelab.domain.evaluation import EvaluationReport, EvaluationSkipped
@@ -30,23 +31,24 @@ def recorded_evaluation(ctx: Context, record: ModelRecord) -> dict[str, Any]:
     it cannot hand over at all is noted, since the model is usable without it."""
     ref = record.refs.training_job
     if ref is None:
-        return _note("The job left no reference to read its evaluation from.")
+        return _note(ctx, record, "The job left no reference to read its evaluation from.")
     try:
         report = ctx.providers.for_model(record).evaluation_report(ref)
     except ProviderTransientError:
         raise
     except TunelabError as error:
         logger.warning("Evaluation report unreadable", extra={"model": record.name, "error": str(error)})
-        return _note(f"The evaluation report could not be read: {error.message}")
+        return _note(ctx, record, f"The evaluation report could not be read: {error.message}")
     if report is None:
-        return _note("The training job wrote no evaluation report.")
+        return _note(ctx, record, "The training job wrote no evaluation report.")
     if isinstance(report, EvaluationSkipped):
-        return _note(report.skipped)
+        return _note(ctx, record, report.skipped)
     return {"evaluation": report.summary(), "evaluation_note": None}
 
 
-def _note(why: str) -> dict[str, Any]:
-    return {"evaluation": None, "evaluation_note": why}
+def _note(ctx: Context, record: ModelRecord, why: str) -> dict[str, Any]:
+    # Trainer and provider text may name the platform's roles, buckets and files: shown without them.
+    return {"evaluation": None, "evaluation_note": redaction.public_reason(ctx, record, why)}
 
 
 def get_evaluation(ctx: Context, identity: Identity, name: str) -> EvaluationReport:
@@ -67,7 +69,11 @@ def get_evaluation(ctx: Context, identity: Identity, name: str) -> EvaluationRep
         raise NotFound(f"'{name}' was not evaluated: {why.rstrip('.')}.")
     report = ctx.providers.for_model(model).evaluation_report(ref)
     if not isinstance(report, EvaluationReport):
-        why = report.skipped if report is not None else "the job's output no longer holds the report"
+        why = (
+            redaction.public_reason(ctx, model, report.skipped)
+            if report is not None
+            else "the job's output no longer holds the report"
+        )
         raise NotFound(f"The evaluation report of '{name}' cannot be read: {why.rstrip('.')}.")
     return report
 

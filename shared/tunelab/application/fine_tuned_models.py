@@ -93,6 +93,7 @@ from tunelab.domain.errors import (
     TunelabError,
     ValidationFailed,
 )
+from tunelab.domain.evaluation import DERIVED_EXTRA_TOKENS, DERIVED_MAX_NEW_TOKENS
 from tunelab.domain.hyperparameters import (
     Hardware,
     ResolvedHyperparameters,
@@ -585,6 +586,7 @@ def _evaluation_run(
     """The evaluation after training the job would run (its size, for the estimate), or None; and why
     none runs where the user may not expect it (the trainer evaluates in single-process jobs only)."""
     config = optional.evaluation_config if optional is not None else None
+    # `enabled` is already false without validation data; a record stored before it existed is not.
     if config is None or not config.enabled or validation_rows <= 0:
         return None, None
     if instance is not None and resources is not None and instance.gpus * resources.instance_count > 1:
@@ -598,7 +600,9 @@ def _evaluation_run(
     prompt = stats.prompt_tokens / rows if stats and rows else 0.0
     completion = stats.completion_tokens / rows if stats and rows else 0.0
     # The base model may answer at length where the fine-tuned one stops with the expected length.
-    answer = float(config.max_new_tokens or min(512.0, 2 * completion + 16))
+    answer = float(
+        config.max_new_tokens or min(DERIVED_MAX_NEW_TOKENS, 2 * completion + DERIVED_EXTRA_TOKENS)
+    )
     return EvaluationRun(
         rows=min(config.max_rows, validation_rows), prompt_tokens=prompt, answer_tokens=answer
     ), None
@@ -827,8 +831,11 @@ def _request_of(source: ModelRecord, *, validation_changed: bool) -> dict[str, A
     for key in derived:
         sft.pop(key, None)
     evaluation: dict[str, Any] = request.get("evaluation_config", {})
-    if validation_changed and evaluation.get("enabled") is True:
-        evaluation.pop("enabled")  # it follows the validation data (a source's "off" stays off)
+    # `enabled` follows the validation data unless the user turned it off: re-derived when the validation
+    # changes, and where the source had none (its "off" was derived, or a record from before evaluation
+    # read `enabled` as true).
+    if evaluation.get("enabled") is True or source.validation.mode == "none":
+        evaluation.pop("enabled", None)
     return request
 
 

@@ -152,6 +152,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    """A whole number of at least 0 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
 def _load_json_argument(text: str, what: str) -> Any:
     """JSON given inline (starting with `{`) or as the path of a file that holds it."""
     source = text.strip()
@@ -1066,7 +1077,7 @@ def build_parser() -> argparse.ArgumentParser:
         common,
     )
     leaf.add_argument("name", metavar="NAME")
-    leaf.add_argument("--samples", type=int, default=5, help="sample rows to print (default 5)")
+    leaf.add_argument("--samples", type=_count, default=5, help="sample rows to print (default 5)")
     _leaf(
         group, "checkpoints", cmd_models_checkpoints, "the checkpoints the training job kept, by step", common
     ).add_argument("name", metavar="NAME")

@@ -414,11 +414,7 @@ class Demo:
         with self.stage("evaluation") as outcome:
             report = self.api.evaluation(self.name)
             self.say(format_evaluation(report, samples=3))
-            base, tuned = report["base"], report["fine_tuned"]
-            outcome.append(
-                f"exact match {base['exact_match']:.0%} → {tuned['exact_match']:.0%}, format "
-                f"{base['format_match']:.0%} → {tuned['format_match']:.0%} on {report['rows']} rows"
-            )
+            outcome.append(str(report.get("headline") or f"{report['rows']} rows"))
 
     def deploy(self) -> None:
         self.heading(6, "Deploy, with an automatic undeploy")

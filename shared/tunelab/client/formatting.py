@@ -243,6 +243,10 @@ def format_evaluation(report: JsonObject, *, samples: int = 5) -> str:
     rows = []
     for key, label in _SCORES:
         before, after = base.get(key), tuned.get(key)
+        if key == "token_f1":  # a score from 0 to 1, as the API gives it
+            delta = f"{after - before:+.2f}" if isinstance(before, float) and isinstance(after, float) else ""
+            rows.append([label, _fraction(before), _fraction(after), delta])
+            continue
         change = (
             f"{(after - before) * 100:+.0f} pts"
             if isinstance(before, float) and isinstance(after, float)
@@ -272,6 +276,10 @@ def format_evaluation(report: JsonObject, *, samples: int = 5) -> str:
     for note in report.get("notes") or []:
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def _fraction(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, int | float) else "-"
 
 
 def _percent(value: Any) -> str:

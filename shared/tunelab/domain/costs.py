@@ -14,6 +14,7 @@ an estimator whose error bound (``token_error``) widens the range to ``low_usd``
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -68,12 +69,14 @@ STORED_BYTES_PER_PARAM = 2.0
 
 HOURS_PER_MONTH = 730.0
 
-# The evaluation after training generates answers: 2 FLOPs a parameter a token (a forward pass) for the
-# prompt and each generated token, with the base model and again with the fine-tuned one. Decoding a
-# few rows at a time is bound by memory bandwidth, not compute: it sustains about 2% of a GPU's peak
-# (a 7B model at ~5 ms a token on an A10G, what batches of 8 measure).
+# The evaluation after training generates answers with the base model and again with the fine-tuned one,
+# a forward pass (2 FLOPs a parameter a token) for each token. Reading the prompts is compute-bound, at
+# the MFU training sustains. Decoding is bound by memory bandwidth: a step reads every weight once for the
+# whole batch of rows (the trainer answers 16 at a time), sustaining about 2 % of the GPU's peak for one
+# row's token — for a 7B model on an A10G (70 TFLOPS here), 2 × 7e9 / (70e12 × 0.02) = 10 ms a step.
 GENERATION_FLOPS_PER_PARAM_PER_TOKEN = 2.0
 GENERATION_MFU = 0.02
+EVALUATION_BATCH_ROWS = 16  # trainer/evaluation.py, BATCH_ROWS
 
 
 @dataclass(frozen=True)
@@ -204,10 +207,14 @@ class EvaluationRun:
 
 
 def evaluation_hours(*, parameter_count: float, evaluation: EvaluationRun, instance: InstanceType) -> float:
-    """How long generating the evaluation's answers takes on one GPU of `instance` (both models)."""
-    tokens = 2 * evaluation.rows * (evaluation.prompt_tokens + evaluation.answer_tokens)
-    flops = GENERATION_FLOPS_PER_PARAM_PER_TOKEN * parameter_count * tokens
-    return flops / (gpu_peak(instance).tflops * 1e12 * GENERATION_MFU) / 3600
+    """How long generating the evaluation's answers takes on one GPU of `instance`, both models: the
+    prompts read at training's MFU, then `answer_tokens` decoding steps a batch of rows."""
+    peak = gpu_peak(instance).tflops * 1e12
+    per_token = GENERATION_FLOPS_PER_PARAM_PER_TOKEN * parameter_count
+    prompts = 2 * evaluation.rows * evaluation.prompt_tokens * per_token / (peak * MFU)
+    batches = math.ceil(evaluation.rows / EVALUATION_BATCH_ROWS)
+    decoding = 2 * batches * evaluation.answer_tokens * per_token / (peak * GENERATION_MFU)
+    return (prompts + decoding) / 3600
 
 
 @dataclass(frozen=True)
@@ -497,13 +504,20 @@ def remaining_cost(predicted: CostEstimate, *, done_steps: int, total_steps: int
         )
     left = max(total_steps - done_steps, 0) / total_steps
     training = predicted.training
+    # The evaluation after training runs whole whatever the steps left: only the rest is scaled.
+    evaluation = (
+        min(training.evaluation_hours / training.hours, 1.0)
+        if training.hours and training.evaluation_hours
+        else 0.0
+    )
+    share = evaluation + (1 - evaluation) * left
     scaled = training.model_copy(
         update={
             "trained_tokens": round(training.trained_tokens * left),
-            "cost_usd": usd(training.cost_usd * left),
-            "low_usd": usd(training.low_usd * left),
-            "high_usd": usd(training.high_usd * left),
-            "hours": _hours(training.hours * left) if training.hours is not None else None,
+            "cost_usd": usd(training.cost_usd * share),
+            "low_usd": usd(training.low_usd * share),
+            "high_usd": usd(training.high_usd * share),
+            "hours": _hours(training.hours * share) if training.hours is not None else None,
         }
     )
     note = (

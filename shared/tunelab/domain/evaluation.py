@@ -21,8 +21,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 REPORT_FILE = "tunelab-evaluation.json"
+# The base model's answers the trainer keeps with the checkpoints, which a resumed job reuses.
+BASE_ANSWERS_FILE = "tunelab-evaluation-base.json"
 FORMAT_VERSION = 1
-# The report is a few hundred kB at most (up to 100 samples of up to 2,000 characters each, four texts).
+# Without `max_new_tokens`, an answer may grow to the longest expected completion plus this, at most the cap.
+DERIVED_EXTRA_TOKENS = 16
+DERIVED_MAX_NEW_TOKENS = 512
+# At most about 3.2 MB: up to 100 samples, each four texts of up to 2,000 characters (UTF-8).
 REPORT_MAX_BYTES = 4 * 1024 * 1024
 
 _Fraction = Field(ge=0.0, le=1.0)
@@ -103,22 +108,32 @@ def read_report(data: Any) -> EvaluationReport | EvaluationSkipped:
         raise UnreadableReportError(f"the evaluation report is not readable: {problem}") from None
 
 
-def _percent(value: float) -> str:
-    return f"{value * 100:.0f} %"
+def percent(value: float) -> str:
+    """A fraction as a percentage to one decimal, `.0` left out (`12.5 %`, `100 %`); never rounded to
+    100 % or 0 % when it is not (0.9999 is `99.9 %`, 0.0001 is `0.1 %`)."""
+    shown = f"{value * 100:.1f}".removesuffix(".0")
+    if shown == "100" and value < 1:
+        shown = "99.9"
+    elif shown == "0" and value > 0:
+        shown = "0.1"
+    return f"{shown} %"
 
 
 def headline(summary: EvaluationSummary) -> str:
-    """One line for people: `exact match 12 % → 83 % on 40 validation rows (token F1 0.31 → 0.93, format
-    0 % → 100 %)`."""
+    """One line for people: `exact match 12.5 % → 82.5 % on 40 validation rows (token F1 0.31 → 0.93,
+    format 0 % → 100 %)`."""
     base, tuned = summary.base, summary.fine_tuned
     return (
-        f"exact match {_percent(base.exact_match)} → {_percent(tuned.exact_match)} on {summary.rows} "
+        f"exact match {percent(base.exact_match)} → {percent(tuned.exact_match)} on {summary.rows} "
         f"validation row{'s' if summary.rows != 1 else ''} (token F1 {base.token_f1:.2f} → "
-        f"{tuned.token_f1:.2f}, format {_percent(base.format_match)} → {_percent(tuned.format_match)})"
+        f"{tuned.token_f1:.2f}, format {percent(base.format_match)} → {percent(tuned.format_match)})"
     )
 
 
 __all__ = [
+    "BASE_ANSWERS_FILE",
+    "DERIVED_EXTRA_TOKENS",
+    "DERIVED_MAX_NEW_TOKENS",
     "FORMAT_VERSION",
     "REPORT_FILE",
     "REPORT_MAX_BYTES",
@@ -130,5 +145,6 @@ __all__ = [
     "EvaluationSummary",
     "UnreadableReportError",
     "headline",
+    "percent",
     "read_report",
 ]

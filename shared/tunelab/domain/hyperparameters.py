@@ -255,7 +255,8 @@ class ResolvedEvaluationConfig(_Resolved):
 
     enabled: bool = True
     max_rows: int = DEFAULT_EVALUATION_ROWS
-    # None: the longest expected completion among the evaluated rows plus 16 tokens, at most 512.
+    # None: the longest expected completion among the evaluated rows plus 16 tokens, at most 512
+    # (`domain.evaluation.DERIVED_*`).
     max_new_tokens: int | None = None
     samples: int = DEFAULT_EVALUATION_SAMPLES
 

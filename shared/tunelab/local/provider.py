@@ -80,7 +80,7 @@ from tunelab.domain.checkpoints import (
     unknown_checkpoint,
 )
 from tunelab.domain.errors import InvalidState, NotFound, ProviderError, TunelabError, ValidationFailed
-from tunelab.domain.evaluation import REPORT_FILE, EvaluationReport, EvaluationSkipped
+from tunelab.domain.evaluation import BASE_ANSWERS_FILE, REPORT_FILE, EvaluationReport, EvaluationSkipped
 from tunelab.domain.hyperparameters import (
     ResolvedHyperparameters,
     ResolvedOptionalHyperparameters,
@@ -356,6 +356,11 @@ class LocalJobs:
                 if found is not None:
                     shutil.copytree(found, folder / "checkpoints" / found.name, dirs_exist_ok=True)
                     record.resumed_from = found.name
+                    # The base model's evaluation answers, which the trainer saved beside its checkpoints
+                    # (as SageMaker copies the whole checkpoint folder back for a resumed job).
+                    answers = found.parent / BASE_ANSWERS_FILE
+                    if answers.is_file():
+                        shutil.copy2(answers, folder / "checkpoints" / BASE_ANSWERS_FILE)
             (folder / "request.json").write_text(request.model_dump_json(indent=2), encoding="utf-8")
             job = _Job(record=record, folder=folder)
             self._save(job)
@@ -803,7 +808,8 @@ class LocalJobs:
         return lines, offset
 
     def evaluation_file(self, name: str) -> bytes | None:
-        """The trainer's evaluation report in the job's model folder; None when it wrote none."""
+        """The trainer's evaluation report in the job's model folder; None when it wrote none (`OSError`
+        when it cannot be read)."""
         try:
             return (self.root / name / "model" / REPORT_FILE).read_bytes()
         except FileNotFoundError:
@@ -1423,8 +1429,14 @@ class LocalProvider:
 
     def evaluation_report(self, ref: TrainingJobRef) -> EvaluationReport | EvaluationSkipped | None:
         """The trainer's report in the job's model folder (also in the model's archive)."""
-        body = self.jobs.evaluation_file(ref.job_name)
-        return None if body is None else evaluation_of(body, f"{REPORT_FILE} of the job {ref.job_name}")
+        where = f"{REPORT_FILE} of the job {ref.job_name}"
+        try:
+            body = self.jobs.evaluation_file(ref.job_name)
+        except OSError as error:
+            return EvaluationSkipped(
+                skipped=f"The evaluation report {where} cannot be read: {error.strerror}."
+            )
+        return None if body is None else evaluation_of(body, where)
 
     def checkpoints(self, ref: TrainingJobRef) -> CheckpointList:
         """The checkpoints in the job's `checkpoints/` folder, by step."""

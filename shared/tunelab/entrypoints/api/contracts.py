@@ -630,7 +630,9 @@ class EvaluationOut(EvaluationSummaryOut):
     """The whole report of the evaluation run after training."""
 
     validation_rows: int | None = Field(default=None, description="Validation rows the job had.")
-    max_new_tokens: int | None = Field(default=None, description="The longest answer generated, in tokens.")
+    max_new_tokens: int | None = Field(
+        default=None, description="The most tokens an answer could have (longer ones were cut there)."
+    )
     decoding: str = Field(description="How answers were generated (`greedy`).")
     seconds: dict[str, float | None] = Field(
         default_factory=dict, description="Time spent generating, per model (`base`, `fine_tuned`)."
