@@ -8,7 +8,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint typecheck unit venv bench clean synth node faults load
+.PHONY: demo test lint typecheck unit venv bench clean synth node faults heavy load
 
 venv: $(STAMP)
 
@@ -48,7 +48,11 @@ typecheck: $(STAMP)
 	$(BIN)/mypy shared functions infra trainer tests benchmarks
 
 test: lint typecheck
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadgroup -m "not heavy"
+
+# The cases `make test` leaves out to keep CI short (the runtime SIGKILLed mid-training and mid-deploy).
+heavy: $(STAMP)
+	$(BIN)/pytest -n 2 --dist loadgroup -m heavy
 
 # The fault suite alone (it also runs in `make test`), and a longer load test against a local runtime.
 faults: $(STAMP)

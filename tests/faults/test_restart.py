@@ -144,6 +144,7 @@ def job_step(local: LocalApi, name: str) -> int:
     return int((record.get("progress") or {}).get("step") or 0)
 
 
+@pytest.mark.heavy  # about 50 s: `make faults` runs it, `make test` leaves it out (CI's time)
 def test_a_kill_mid_training_loses_nothing_acknowledged_and_the_job_resumes_from_its_checkpoint(
     runtime: Restartable, tally: Tally
 ) -> None:
@@ -242,6 +243,7 @@ def _invoke(local: LocalApi, name: str) -> httpx.Response:
     )
 
 
+@pytest.mark.heavy  # about 55 s: `make faults` runs it, `make test` leaves it out (CI's time)
 def test_a_kill_mid_deploy_redeploys_served_models_come_back_and_a_missed_auto_undeploy_fires(
     runtime: Restartable, tally: Tally
 ) -> None:
