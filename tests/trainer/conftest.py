@@ -115,6 +115,23 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, triage_pairs: list[
     return build_tiny_model(triage_pairs, tmp_path_factory.mktemp("tiny-model"), seed=0)
 
 
+def prepare_job(
+    root: Path,
+    tiny_model_dir: Path,
+    hyperparameters: dict[str, Any],
+    train: Sequence[Pair],
+    validation: Sequence[Pair] | None = None,
+) -> dict[str, str]:
+    """A job's folders as SageMaker lays them out (channels, hyperparameters.json of strings); its
+    environment."""
+    root.mkdir(parents=True, exist_ok=True)
+    train_dir = write_channel(root / "input" / "training", train)
+    validation_dir = write_channel(root / "input" / "validation", validation) if validation else None
+    values = {"base_model": str(tiny_model_dir), **hyperparameters}
+    (root / "hyperparameters.json").write_text(json.dumps(sagemaker_hyperparameters(values)))
+    return job_environment(root, train_dir, validation_dir)
+
+
 def run_job(
     root: Path,
     tiny_model_dir: Path,
@@ -125,12 +142,7 @@ def run_job(
     """Run the trainer in-process as SageMaker would (hyperparameters.json of strings, SM_* folders)."""
     from trainer.train import main
 
-    root.mkdir(parents=True, exist_ok=True)
-    train_dir = write_channel(root / "input" / "training", train)
-    validation_dir = write_channel(root / "input" / "validation", validation) if validation else None
-    values = {"base_model": str(tiny_model_dir), **hyperparameters}
-    (root / "hyperparameters.json").write_text(json.dumps(sagemaker_hyperparameters(values)))
-    env = job_environment(root, train_dir, validation_dir)
+    env = prepare_job(root, tiny_model_dir, hyperparameters, train, validation)
     code = main([], env)
     return TrainerRun(
         exit_code=code,

@@ -24,9 +24,7 @@ from tests.trainer.conftest import (
     TRAINER_DIR,
     Pair,
     TrainerRun,
-    job_environment,
-    sagemaker_hyperparameters,
-    write_channel,
+    prepare_job,
 )
 
 # Both processes share this machine's two cores: one thread each.
@@ -53,12 +51,7 @@ def run_sharded(
     validation: Sequence[Pair] | None = None,
 ) -> TrainerRun:
     """`python trainer/train.py` as SageMaker starts it on an instance with 2 GPUs (here: 2 CPU processes)."""
-    root.mkdir(parents=True, exist_ok=True)
-    train_dir = write_channel(root / "input" / "training", train)
-    validation_dir = write_channel(root / "input" / "validation", validation) if validation else None
-    values = {"base_model": str(tiny_model_dir), **hyperparameters}
-    (root / "hyperparameters.json").write_text(json.dumps(sagemaker_hyperparameters(values)))
-    env = job_environment(root, train_dir, validation_dir)
+    env = prepare_job(root, tiny_model_dir, hyperparameters, train, validation)
     env.update(SM_NUM_GPUS="2", TUNELAB_MASTER_PORT=str(_free_port()), OMP_NUM_THREADS="1")
     completed = subprocess.run(
         [sys.executable, str(TRAINER_DIR / "train.py")],
