@@ -3,6 +3,7 @@ tiny local model, waiting for statuses, finding a job's trainer process."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
@@ -15,6 +16,7 @@ import pytest
 
 from tests.e2e.conftest import LocalApi
 from tunelab.client.demo import sample_rows
+from tunelab.local.provider import PROGRESS_PREFIX
 
 TINY = "local.tiny-llama"
 _counter = itertools.count(1)
@@ -116,6 +118,34 @@ def job_record(local: LocalApi, name: str) -> dict[str, Any]:
         if record.get("model_name") == name:
             return record
     pytest.fail(f"no local job for {name} under {local.data_dir / 'jobs'}")
+
+
+def trainer_step(local: LocalApi, name: str) -> int:
+    """The step the newest trainer of the model last reported in its log (its progress lines reach
+    `trainer.log` as it prints them; `job.json` is written only every few seconds, by which time a
+    tiny model may have trained hundreds of steps); 0 before the trainer has started."""
+    folders = []
+    for path in (local.data_dir / "jobs").glob("*/job.json"):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:  # being written
+            continue
+        if record.get("model_name") == name:
+            folders.append((str(record.get("created_at")), path.parent))
+    if not folders:
+        return 0
+    log = max(folders)[1] / "trainer.log"
+    step = 0
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return 0
+    for line in text.splitlines():
+        _, _, rest = line.partition(" ")
+        if rest.startswith(PROGRESS_PREFIX):
+            with contextlib.suppress(ValueError, AttributeError):
+                step = int(json.loads(rest[len(PROGRESS_PREFIX) :]).get("step") or 0)
+    return step
 
 
 def outbox_messages(local: LocalApi) -> list[Path]:

@@ -136,31 +136,31 @@ def wait_resting(local: LocalApi, timeout: float = SETTLE_TIMEOUT_S) -> list[dic
     return result
 
 
-def job_step(local: LocalApi, name: str) -> int:
-    try:
-        record = jobs.job_record(local, name)
-    except BaseException:  # the job's folder is not there yet
-        return 0
-    return int((record.get("progress") or {}).get("step") or 0)
-
-
 @pytest.mark.heavy  # about 50 s: `make faults` runs it, `make test` leaves it out (CI's time)
 def test_a_kill_mid_training_loses_nothing_acknowledged_and_the_job_resumes_from_its_checkpoint(
     runtime: Restartable, tally: Tally
 ) -> None:
     local = runtime.up()
-    kept = jobs.upload(local, rows=24)
+    kept = jobs.upload(local, rows=48)
     other = jobs.upload(local, rows=384)
-    # 2,400 steps that are never run to the end, then 150: both still train when killed. The long job
+    # 2,400 steps that are never run to the end, then 300: both still train when killed. The long job
     # starts first, so the short one is killed a few steps in however slowly the machine starts a
     # trainer (started together, the short one could finish while the other one loaded).
     jobs.create(local, jobs.quick_job("stopping", other["id"], epochs=50))
-    wait_for(lambda: job_step(local, "stopping") >= 2, timeout=jobs.TRAINING_TIMEOUT_S, what="steps to run")
+    wait_for(
+        lambda: jobs.trainer_step(local, "stopping") >= 2,
+        timeout=jobs.TRAINING_TIMEOUT_S,
+        what="steps to run",
+    )
     jobs.create(local, jobs.quick_job("resumes", kept["id"], epochs=50))
-    wait_for(lambda: job_step(local, "resumes") >= 4, timeout=jobs.TRAINING_TIMEOUT_S, what="steps to run")
+    wait_for(
+        lambda: jobs.trainer_step(local, "resumes") >= 4, timeout=jobs.TRAINING_TIMEOUT_S, what="steps to run"
+    )
     stop = local.call("POST", "/v1/fine-tuned-models/stopping/stop")
     assert stop.status_code == 202, stop.text
-    assert job_step(local, "resumes") < 150, "the job ended before the runtime was killed: nothing to resume"
+    assert jobs.trainer_step(local, "resumes") < 300, (
+        "the job ended before the runtime was killed: nothing to resume"
+    )
     acknowledged = {"datasets": {kept["id"], other["id"]}, "models": {"resumes", "stopping"}}
     runtime.kill()
     tally.injected("runtime sigkill mid-training")
@@ -179,10 +179,10 @@ def test_a_kill_mid_training_loses_nothing_acknowledged_and_the_job_resumes_from
     # It went on from the checkpoint the trainer saved when the kernel told it the runtime had died.
     assert record["resumed"] == 1, record
     assert record["resumed_from"], record
-    assert record["metrics"]["step"] == 150
+    assert record["metrics"]["step"] == 300
     log = (runtime.data_dir / "jobs" / record["name"] / "trainer.log").read_text(encoding="utf-8")
     assert f"resuming from checkpoint {record['resumed_from']}" in log
-    assert resumed["training"]["metrics"]["step"] == 150
+    assert resumed["training"]["metrics"]["step"] == 300
     # Every model rests; each finished job told its creator once.
     completed = emails_about(local, "resumes", "training completed")
     stopped = emails_about(local, "stopping", "stopped")
