@@ -18,6 +18,7 @@ from tunelab.application.workflows import (
 )
 from tunelab.domain.errors import InvalidState, TunelabError, ValidationFailed
 from tunelab.domain.events import MODEL_STATUS_CHANGED
+from tunelab.domain.notifications import compose
 from tunelab.domain.providers import ResumePoint
 from tunelab.domain.records import ModelRecord
 from tunelab.domain.status import ModelStatus as S
@@ -43,17 +44,27 @@ def _run(ctx: FakeContext, record: ModelRecord, token: str = "token-1") -> Model
 
 
 def _end(
-    ctx: FakeContext, record: ModelRecord, outcome: str, artifacts_uri: str | None = None
+    ctx: FakeContext,
+    record: ModelRecord,
+    outcome: str,
+    artifacts_uri: str | None = None,
+    billable_seconds: int | None = None,
 ) -> ModelRecord:
-    ended = TrainingOutcome(outcome=outcome, artifacts_uri=artifacts_uri)  # type: ignore[arg-type]
+    ended = TrainingOutcome(
+        outcome=outcome,  # type: ignore[arg-type]
+        artifacts_uri=artifacts_uri,
+        billable_seconds=billable_seconds,
+    )
     event = {**workflow_input(record, "run"), "outcome": ended.model_dump()}
     fine_tuned_models.finish_training(ctx, FinishTrainingEvent.model_validate(event))
     return ctx.models.get(record.workspace_id, record.name)
 
 
-def _stopped_on_sagemaker(ctx: FakeContext, *, checkpoint: ResumePoint | None) -> ModelRecord:
+def _stopped_on_sagemaker(
+    ctx: FakeContext, *, checkpoint: ResumePoint | None, billable_seconds: int | None = None
+) -> ModelRecord:
     model = fine_tuned_models.create(ctx, ADA, sagemaker_request(ctx), correlation_id="r")
-    model = _end(ctx, _run(ctx, model), "stopped")
+    model = _end(ctx, _run(ctx, model), "stopped", billable_seconds=billable_seconds)
     assert model.status == S.TRAINING_STOPPED
     if checkpoint is not None:
         ctx.provider("sagemaker").resume_points[model.name] = checkpoint
@@ -182,3 +193,83 @@ def test_a_workflow_that_cannot_start_puts_the_model_back_as_it_was(ctx: FakeCon
     stored = ctx.models.get(ADA.workspace, model.name)
     assert stored.status == S.TRAINING_STOPPED
     assert (stored.training.attempt, stored.refs.training_job) == (0, model.refs.training_job)
+
+
+def _hourly(ctx: FakeContext, model: ModelRecord) -> float:
+    assert model.resources is not None
+    instance = ctx.catalog.find_instance(model.resources.instance_type)
+    assert instance is not None
+    return instance.price_per_hour_usd * model.resources.instance_count
+
+
+def _resume_and_complete(ctx: FakeContext, model: ModelRecord, billable_seconds: int | None) -> ModelRecord:
+    resumed = fine_tuned_models.resume(ctx, ADA, model.name, ACK, correlation_id="req-resume")
+    assert isinstance(resumed, ModelRecord)
+    ran = _run(ctx, resumed, token="token-2")
+    assert ran.refs.training_job is not None
+    archive = f"s3://provider-bucket/out/{ran.refs.training_job.job_name}/output/model.tar.gz"
+    ctx.provider_files.put(archive, b"a" * 1000, content_type="application/gzip")
+    return _end(ctx, ran, "completed", artifacts_uri=archive, billable_seconds=billable_seconds)
+
+
+def test_a_stopped_job_costs_what_it_ran_and_its_email_says_so_and_how_to_go_on(ctx: FakeContext) -> None:
+    model = _stopped_on_sagemaker(
+        ctx,
+        checkpoint=ResumePoint(checkpoint="checkpoint-30", step=30, total_steps=120),
+        billable_seconds=1800,
+    )
+
+    actual = model.training.actual_cost
+    assert actual is not None
+    assert (actual.basis, actual.billable_seconds, actual.estimated) == ("billable_seconds", 1800, False)
+    assert actual.cost_usd == pytest.approx(0.5 * _hourly(ctx, model), abs=0.01)
+    # The prediction is for the whole run: a part of one is not compared with it.
+    assert actual.actual_vs_predicted is None
+    assert actual.earlier_attempts_usd is None
+    email = compose("training_stopped", model).text
+    assert f"Training cost: ${actual.cost_usd:,.2f}" in email
+    assert "for the whole run), for the 1,800 billable seconds it ran" in email
+    assert f"/v1/fine-tuned-models/{model.name}/resume" in email
+    assert "Check the dataset" not in email  # a stop is not the data's fault
+
+
+def test_a_resumed_model_costs_every_attempt_together(ctx: FakeContext) -> None:
+    model = _stopped_on_sagemaker(
+        ctx,
+        checkpoint=ResumePoint(checkpoint="checkpoint-30", step=30, total_steps=120),
+        billable_seconds=1800,
+    )
+    first = model.training.actual_cost
+    assert first is not None
+
+    done = _resume_and_complete(ctx, model, billable_seconds=5400)
+
+    assert done.status == S.NOT_DEPLOYED, done.training.failure_reason
+    actual = done.training.actual_cost
+    assert actual is not None
+    hourly = _hourly(ctx, done)
+    # 30 minutes stopped, then 90 minutes to the end: two hours in all, not the last attempt's 1.5.
+    assert actual.cost_usd == pytest.approx(2 * hourly, abs=0.02)
+    assert actual.earlier_attempts_usd == first.cost_usd
+    assert actual.billable_seconds == 5400  # the last job's own measure
+    assert done.predicted_cost is not None
+    assert actual.actual_vs_predicted == round(actual.cost_usd / done.predicted_cost.training.cost_usd, 2)
+    assert "for the 1 earlier attempt before the resume" in actual.note
+    email = compose("training_completed", done).text
+    assert f"Training cost: ${actual.cost_usd:,.2f}" in email
+    assert f"${first.cost_usd:,.2f} of it for the attempts before the resume" in email
+
+
+def test_an_attempt_the_provider_measured_nothing_of_is_said_not_counted(ctx: FakeContext) -> None:
+    model = _stopped_on_sagemaker(
+        ctx, checkpoint=ResumePoint(checkpoint="checkpoint-30", step=30, total_steps=120)
+    )
+    assert model.training.actual_cost is None  # no billable time in the news of its end
+
+    done = _resume_and_complete(ctx, model, billable_seconds=3600)
+
+    actual = done.training.actual_cost
+    assert actual is not None
+    assert actual.cost_usd == pytest.approx(_hourly(ctx, done), abs=0.01)
+    assert actual.earlier_attempts_usd == 0
+    assert "1 of them not measured by the provider, so not included" in actual.note

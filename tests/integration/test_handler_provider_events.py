@@ -696,3 +696,18 @@ def test_progress_within_a_phase_updates_the_phase_without_a_message_each_time(
     assert repo.models.get(WS, model.name).training.phase == "Uploading"
     messages = [m for kind, m in _events(repo, model) if kind == "message"]
     assert messages == ["Training phase: Training.", "Training phase: Uploading."]
+
+
+@pytest.mark.parametrize(("status", "outcome"), [("Stopped", "stopped"), ("Failed", "failed")])
+def test_a_sagemaker_job_that_ended_early_sends_its_billable_time_with_the_outcome(
+    services: Services, repo: Services, status: str, outcome: str
+) -> None:
+    # A stopped or failed job is billed for what it ran: the time goes to the workflow, which records
+    # it as the attempt's cost (and carries it into a resume).
+    model = _model(repo, provider="sagemaker", job_id=SAGEMAKER_JOB_ARN)
+    workflow = Workflow(services, model)
+
+    handle_provider_event(services, _sagemaker(status, status, BillableTimeInSeconds=1234))
+
+    output = workflow.output()
+    assert (output["outcome"], output["billable_seconds"]) == (outcome, 1234)

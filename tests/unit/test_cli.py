@@ -1245,6 +1245,26 @@ def test_show_says_when_the_cost_is_an_estimate(api: FakeApi, capsys: pytest.Cap
     assert "$1.56 (predicted $1.56) — an estimate: the provider reports no usage" in out
 
 
+def test_show_says_what_of_the_cost_was_spent_before_a_resume(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    actual = {
+        "cost_usd": 4.2,
+        "basis": "billable_seconds",
+        "estimated": False,
+        "billable_seconds": 3600,
+        "predicted_usd": 3.0,
+        "actual_vs_predicted": 1.4,
+        "earlier_attempts_usd": 1.4,
+        "note": "",
+    }
+    api.on("GET", "/v1/fine-tuned-models/bot", model(status="not_deployed", cost={"actual": actual}))
+
+    _, out, _ = run(capsys, "models", "show", "bot")
+
+    assert "$4.20 (predicted $3.00, 1.40×, $1.40 of it before the resume), 3,600 billable seconds" in out
+
+
 # --- search and filters ---------------------------------------------------------------------------
 
 

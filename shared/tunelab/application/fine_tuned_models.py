@@ -60,7 +60,12 @@ from tunelab.application.workflows import (
     TaskError,
     TrainingOutcome,
 )
-from tunelab.domain.actual_costs import ActualTrainingCost, actual_training_cost
+from tunelab.domain.actual_costs import (
+    ActualTrainingCost,
+    actual_training_cost,
+    after_attempt,
+    ended_attempt_cost,
+)
 from tunelab.domain.archives import ArchiveChoice, Variant, archive_for
 from tunelab.domain.catalog import BaseModelSpec, InstanceType, provider_traits
 from tunelab.domain.costs import (
@@ -947,6 +952,8 @@ def resume(
         phase="Starting",
         data_uri=model.training.data_uri,
         metrics=model.training.metrics,
+        # What the model's jobs so far cost goes on with it: its actual cost covers every attempt.
+        earlier_attempts=after_attempt(model.training.earlier_attempts, model.training.actual_cost),
     )
     training = training.model_copy(
         update={
@@ -1380,22 +1387,57 @@ def _completed_changes(ctx: Context, record: ModelRecord, outcome: TrainingOutco
 def _actual_cost(
     ctx: Context, record: ModelRecord, output: TrainedOutput, outcome: TrainingOutcome
 ) -> ActualTrainingCost:
-    """What the job cost, from what the provider measured (its output, else its news of the end)."""
+    """What the job cost, from what the provider measured (its output, else its news of the end), with
+    the earlier attempts of a resumed model."""
+    return actual_training_cost(
+        **_cost_inputs(
+            ctx,
+            record,
+            billable_seconds=output.billable_seconds
+            if output.billable_seconds is not None
+            else outcome.billable_seconds,
+            trained_tokens=output.trained_tokens
+            if output.trained_tokens is not None
+            else outcome.trained_tokens,
+        )
+    )
+
+
+def _ended_cost(
+    ctx: Context, record: ModelRecord, outcome: TrainingOutcome | None
+) -> ActualTrainingCost | None:
+    """What a stopped or failed job cost, where the provider's news of its end measured it (None
+    otherwise, or where the catalog no longer knows the model)."""
+    try:
+        return ended_attempt_cost(
+            **_cost_inputs(
+                ctx,
+                record,
+                billable_seconds=outcome.billable_seconds if outcome else None,
+                trained_tokens=outcome.trained_tokens if outcome else None,
+            )
+        )
+    except TunelabError:
+        return None
+
+
+def _cost_inputs(
+    ctx: Context, record: ModelRecord, *, billable_seconds: int | None, trained_tokens: int | None
+) -> dict[str, Any]:
     spec = ctx.catalog.model(record.base_model_id)
     resources = record.resources
-    return actual_training_cost(
-        spec,
-        region=spec.training_region(ctx.config.aws_region, ctx.config.provider_regions),
-        predicted=record.predicted_cost,
-        billable_seconds=output.billable_seconds
-        if output.billable_seconds is not None
-        else outcome.billable_seconds,
-        trained_tokens=output.trained_tokens if output.trained_tokens is not None else outcome.trained_tokens,
-        instance=ctx.catalog.find_instance(resources.instance_type) if resources else None,
-        instance_count=resources.instance_count if resources else 1,
-        volume_size_gb=resources.volume_size_gb if resources else 0,
-        volume_per_gb_month_usd=ctx.catalog.volume_per_gb_month_usd,
-    )
+    return {
+        "spec": spec,
+        "region": spec.training_region(ctx.config.aws_region, ctx.config.provider_regions),
+        "predicted": record.predicted_cost,
+        "billable_seconds": billable_seconds,
+        "trained_tokens": trained_tokens,
+        "instance": ctx.catalog.find_instance(resources.instance_type) if resources else None,
+        "instance_count": resources.instance_count if resources else 1,
+        "volume_size_gb": resources.volume_size_gb if resources else 0,
+        "volume_per_gb_month_usd": ctx.catalog.volume_per_gb_month_usd,
+        "earlier": record.training.earlier_attempts,
+    }
 
 
 def _training_timeout(ctx: Context, record: ModelRecord) -> int | None:
@@ -1489,6 +1531,8 @@ def _finish_training(
                     "ended_at": ctx.now(),
                     "phase": "Failed" if target == S.TRAINING_FAILED else "Stopped",
                     "failure_reason": reason,
+                    # A job that ran is billed for what it ran, where the provider measured it.
+                    "actual_cost": _ended_cost(ctx, record, outcome),
                 }
             )
         )
@@ -1533,13 +1577,20 @@ def training_outcome(model: ModelRecord, state: TrainingState) -> TrainingOutcom
             outcome="failed",
             reason=state.failure_reason
             or "The provider reports that the training job failed; it gave no reason.",
+            billable_seconds=state.billable_seconds,
+            trained_tokens=state.trained_tokens,
         )
     reason = (
         "The training job was stopped as requested."
         if model.status == S.STOPPING_TRAINING
         else "The training job was stopped outside tunelab (in the provider's console or API)."
     )
-    return TrainingOutcome(outcome="stopped", reason=reason)
+    return TrainingOutcome(
+        outcome="stopped",
+        reason=reason,
+        billable_seconds=state.billable_seconds,
+        trained_tokens=state.trained_tokens,
+    )
 
 
 @dataclass(frozen=True)

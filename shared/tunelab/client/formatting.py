@@ -300,6 +300,8 @@ def _actual_cost(actual: Any) -> str | None:
     )
     if actual.get("actual_vs_predicted") is not None:
         compared.append(f"{actual['actual_vs_predicted']:.2f}×")
+    if actual.get("earlier_attempts_usd") is not None:
+        compared.append(f"{usd(actual['earlier_attempts_usd'])} of it before the resume")
     text = usd(actual.get("cost_usd")) or "?"
     if compared:
         text += f" ({', '.join(compared)})"

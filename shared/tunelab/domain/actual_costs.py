@@ -11,6 +11,12 @@ from what the provider measured:
   prediction's token estimate and says so (`estimated`): an estimate is never shown as actual;
 * no billing (the local runtime): 0, and the ratio to the prediction (also 0) is not applicable:
   `actual_vs_predicted` is null whenever the prediction is 0.
+
+A job that stopped or failed is billed for what it ran: its figure is recorded where the provider
+measured it (`ended_attempt_cost`; never the prediction, which is for the whole job). A model resumed
+after such a job runs further attempts; each attempt's figure includes what the earlier ones cost
+(`EarlierAttempts`, carried from attempt to attempt), so the model's actual cost is what all its jobs
+cost together.
 """
 
 from __future__ import annotations
@@ -41,7 +47,29 @@ class ActualTrainingCost(BaseModel):
     predicted_usd: float | None = None
     # cost_usd / predicted_usd, two decimals; null where the prediction is 0 (local: not applicable).
     actual_vs_predicted: float | None = None
+    # Of `cost_usd`, what the earlier attempts of a resumed model cost; None for a model never resumed.
+    earlier_attempts_usd: float | None = None
     note: str
+
+
+class EarlierAttempts(BaseModel):
+    """The attempts of a resumed model before the running one (each stopped or failed): how many, the
+    sum of what the provider measured of them, and how many it measured nothing of."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
+
+    count: int = 0
+    measured_usd: float = 0.0
+    unmeasured: int = 0
+
+
+def after_attempt(earlier: EarlierAttempts | None, ended: ActualTrainingCost | None) -> EarlierAttempts:
+    """What the attempts before the next one cost, once an attempt has ended with the figure `ended`
+    (which already includes `earlier`), or with none where the provider measured nothing."""
+    before = earlier or EarlierAttempts()
+    if ended is None or ended.estimated:
+        return before.model_copy(update={"count": before.count + 1, "unmeasured": before.unmeasured + 1})
+    return before.model_copy(update={"count": before.count + 1, "measured_usd": ended.cost_usd})
 
 
 def ratio(actual: float, predicted: float | None) -> float | None:
@@ -62,10 +90,94 @@ def actual_training_cost(
     instance_count: int = 1,
     volume_size_gb: float = 0.0,
     volume_per_gb_month_usd: float = 0.0,
+    earlier: EarlierAttempts | None = None,
 ) -> ActualTrainingCost:
     """What the job of a `spec` model cost, from the provider's measure (`billable_seconds` for
-    instance-hour billing, `trained_tokens` per token); the prediction's figures, marked `estimated`,
-    where the provider measured nothing."""
+    instance-hour billing, `trained_tokens` per token), plus what the `earlier` attempts of a resumed
+    model cost; the prediction's figures, marked `estimated`, where the provider measured nothing (the
+    prediction is for the whole run, so nothing is added to it)."""
+    cost = _job_cost(
+        spec,
+        region=region,
+        predicted=predicted,
+        billable_seconds=billable_seconds,
+        trained_tokens=trained_tokens,
+        instance=instance,
+        instance_count=instance_count,
+        volume_size_gb=volume_size_gb,
+        volume_per_gb_month_usd=volume_per_gb_month_usd,
+    )
+    if earlier is None or earlier.count == 0 or cost.estimated or cost.basis == "free":
+        return cost
+    total = usd(cost.cost_usd + earlier.measured_usd)
+    attempts = "attempt" if earlier.count == 1 else "attempts"
+    note = f"{cost.note} Plus {_dollars(earlier.measured_usd)} for the {earlier.count} earlier {attempts}"
+    if earlier.unmeasured:
+        note += f" ({earlier.unmeasured} of them not measured by the provider, so not included)"
+    return cost.model_copy(
+        update={
+            "cost_usd": total,
+            "earlier_attempts_usd": usd(earlier.measured_usd),
+            "actual_vs_predicted": ratio(total, cost.predicted_usd)
+            if cost.actual_vs_predicted is not None
+            else None,
+            "note": note + " before the resume.",
+        }
+    )
+
+
+def ended_attempt_cost(
+    spec: BaseModelSpec,
+    *,
+    region: str | None,
+    predicted: CostEstimate | None,
+    billable_seconds: int | None = None,
+    trained_tokens: int | None = None,
+    instance: InstanceType | None = None,
+    instance_count: int = 1,
+    volume_size_gb: float = 0.0,
+    volume_per_gb_month_usd: float = 0.0,
+    earlier: EarlierAttempts | None = None,
+) -> ActualTrainingCost | None:
+    """What a job that stopped or failed cost (with its model's `earlier` attempts): only what the
+    provider measured; None where it measured nothing (the prediction is for a whole run, not for a
+    part of one). Not compared with the prediction, for the same reason."""
+    billing = spec.traits.billing
+    if billing == "instance_hours" and (billable_seconds is None or instance is None):
+        return None
+    if billing == "per_token" and trained_tokens is None:
+        return None
+    cost = actual_training_cost(
+        spec,
+        region=region,
+        predicted=predicted,
+        billable_seconds=billable_seconds,
+        trained_tokens=trained_tokens,
+        instance=instance,
+        instance_count=instance_count,
+        volume_size_gb=volume_size_gb,
+        volume_per_gb_month_usd=volume_per_gb_month_usd,
+        earlier=earlier,
+    )
+    return cost.model_copy(update={"actual_vs_predicted": None})
+
+
+def _dollars(amount: float) -> str:
+    return f"${amount:,.2f}"
+
+
+def _job_cost(
+    spec: BaseModelSpec,
+    *,
+    region: str | None,
+    predicted: CostEstimate | None,
+    billable_seconds: int | None,
+    trained_tokens: int | None,
+    instance: InstanceType | None,
+    instance_count: int,
+    volume_size_gb: float,
+    volume_per_gb_month_usd: float,
+) -> ActualTrainingCost:
     predicted_usd = predicted.training.cost_usd if predicted else None
     billing = spec.traits.billing
     if billing == "instance_hours":

@@ -56,17 +56,47 @@ def _deploy_cost(record: ModelRecord) -> float | None:
     return record.predicted_cost.deployment_per_hour_usd if record.predicted_cost else None
 
 
-def _actual_line(actual: ActualTrainingCost) -> str:
-    """`Training cost: $1.23 (predicted $1.10, 1.12×)`; an estimate says it is one."""
+def _actual_line(actual: ActualTrainingCost, *, part: bool = False) -> str:
+    """`Training cost: $1.23 (predicted $1.10, 1.12×)`; an estimate says it is one; `part`: the job
+    ended early, and the prediction was for the whole run."""
     label = (
         "Training cost (estimated; the provider reports no usage)" if actual.estimated else "Training cost"
     )
     compared = []
     if actual.predicted_usd is not None:
-        compared.append(f"predicted {_usd(actual.predicted_usd)}")
+        compared.append(f"predicted {_usd(actual.predicted_usd)}" + (" for the whole run" if part else ""))
     if actual.actual_vs_predicted is not None:
         compared.append(f"{actual.actual_vs_predicted:.2f}×")
+    if actual.earlier_attempts_usd is not None:
+        compared.append(f"{_usd(actual.earlier_attempts_usd)} of it for the attempts before the resume")
     return f"{label}: {_usd(actual.cost_usd)}" + (f" ({', '.join(compared)})" if compared else "")
+
+
+def _ended_early(record: ModelRecord, name: str, check: str | None = None) -> tuple[_Section, ...]:
+    """What a stopped or failed job cost (where measured), and how to go on from it (`check` first)."""
+    sections = []
+    actual = record.training.actual_cost
+    if actual is not None:
+        ran = (
+            f", for the {actual.billable_seconds:,} billable seconds it ran"
+            if actual.billable_seconds is not None
+            else ""
+        )
+        sections.append(_Section("Costs", (_actual_line(actual, part=True) + ran,)))
+    return (
+        *sections,
+        _Section(
+            "Next step",
+            (
+                *((check,) if check else ()),
+                "To train on from its last checkpoint, where its job saved one: "
+                f"POST {API_BASE}/{name}/resume (it shows what the remaining steps cost before anything "
+                "starts).",
+                f"To start over with other settings or data: POST {API_BASE}/{name}/clone, or a new "
+                f"fine-tuned model (POST {API_BASE}). Nothing of this job is running or billing.",
+            ),
+        ),
+    )
 
 
 def _facts(record: ModelRecord) -> list[str]:
@@ -127,12 +157,8 @@ def _content(
         return f"Training of {name} failed", [
             _Section(None, (f"Training of {name} failed.", f"Reason: {reason or 'the provider gave none.'}")),
             facts,
-            _Section(
-                "Next step",
-                (
-                    "Check the dataset and the hyperparameters against the reason above, then create a new "
-                    f"fine-tuned model (POST {API_BASE}). Nothing of this job is running or billing.",
-                ),
+            *_ended_early(
+                record, name, "Check the dataset and the hyperparameters against the reason above."
             ),
         ]
     if kind == "training_stopped":
@@ -142,7 +168,7 @@ def _content(
         return f"Training of {name} was stopped", [
             _Section(None, tuple(lines)),
             facts,
-            _Section("Next step", (f"Start a new job when you are ready (POST {API_BASE}).",)),
+            *_ended_early(record, name),
         ]
     if kind == "deployed":
         deployment = record.deployment

@@ -24,7 +24,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from tunelab.domain.actual_costs import ActualTrainingCost, DeploymentCost, deployment_cost
+from tunelab.domain.actual_costs import ActualTrainingCost, DeploymentCost, EarlierAttempts, deployment_cost
 from tunelab.domain.catalog import Hosting, Provider, provider_traits
 from tunelab.domain.costs import CostEstimate
 from tunelab.domain.errors import Conflict, InUse, InvalidState, NameTaken, NotFound, ValidationFailed
@@ -265,10 +265,13 @@ class TrainingState(_Record):
     # Where the provider job reads its data and writes its output (s3:// URIs).
     data_uri: str | None = None
     output_uri: str | None = None
-    # What the finished job cost, from the provider's measure (`domain.actual_costs`).
+    # What the job cost once it ended, from the provider's measure (`domain.actual_costs`); with the
+    # earlier attempts of a resumed model included. A stopped or failed job has one where measured.
     actual_cost: ActualTrainingCost | None = None
     # 0 for the first run; n after the n-th resume (each attempt has its own execution and job).
     attempt: int = 0
+    # After a resume: what the attempts before this one cost (carried from attempt to attempt).
+    earlier_attempts: EarlierAttempts | None = None
     # The trainer's evaluation of the trained model beside its base (`domain.evaluation`), once the job
     # completed; where there is none, why (`evaluation_note`: no validation data, turned off, Bedrock...).
     evaluation: EvaluationSummary | None = None

@@ -539,8 +539,13 @@ class ActualCostOut(_Out):
     predicted_usd: Usd | None = None
     actual_vs_predicted: float | None = Field(
         default=None,
-        description="cost_usd / predicted_usd; null where not applicable (an estimate, or a prediction "
-        "of 0 as in local training).",
+        description="cost_usd / predicted_usd; null where not applicable (an estimate, a prediction "
+        "of 0 as in local training, or a job that stopped or failed before the end).",
+    )
+    earlier_attempts_usd: Usd | None = Field(
+        default=None,
+        description="Of cost_usd, what the earlier jobs of a resumed model cost (each stopped or failed, "
+        "as measured by the provider); null for a model never resumed.",
     )
     note: str
 
