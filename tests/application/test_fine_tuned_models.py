@@ -32,10 +32,18 @@ from tunelab.application.workflows import (
     TrainingOutcome,
 )
 from tunelab.domain.datasets import SplitPlan
-from tunelab.domain.errors import Forbidden, InUse, InvalidState, NameTaken, NotFound, ValidationFailed
+from tunelab.domain.errors import (
+    Forbidden,
+    InUse,
+    InvalidState,
+    NameTaken,
+    NotFound,
+    ProviderPermissionDenied,
+    ValidationFailed,
+)
 from tunelab.domain.events import MODEL_DELETED, MODEL_STATUS_CHANGED
 from tunelab.domain.identity import Identity
-from tunelab.domain.providers import TrainingMetrics, TrainingState
+from tunelab.domain.providers import TrainingJobRef, TrainingMetrics, TrainingState
 from tunelab.domain.records import ModelRecord
 from tunelab.domain.status import ModelStatus as S
 
@@ -184,6 +192,53 @@ def test_stop_asks_the_provider_and_announces_with_the_requests_correlation_id(c
     assert (event.data["status"], event.correlation_id) == ("stopping_training", "req-stop")
     with pytest.raises(InvalidState, match="Stopping training"):
         fine_tuned_models.stop(ctx, ADA, model.name, correlation_id="again")
+
+
+def test_a_stop_that_lands_at_once_is_the_users_stop_not_one_made_outside_tunelab(ctx: FakeContext) -> None:
+    model = _started(ctx, created_model(ctx))
+    ended: list[str | None] = []
+
+    def lands_at_once(ref: TrainingJobRef) -> None:
+        # The provider's news of the end is applied before the stop request returns.
+        outcome = TrainingOutcome(outcome="stopped", reason="The training job was stopped as requested.")
+        event = {**workflow_input(model, "run"), "outcome": outcome.model_dump()}
+        ended.append(fine_tuned_models.finish_training(ctx, FinishTrainingEvent.model_validate(event)).status)
+
+    ctx.provider("bedrock").on_stop = lands_at_once
+
+    answer = fine_tuned_models.stop(ctx, ADA, model.name, correlation_id="req-stop")
+
+    assert answer.status == S.STOPPING_TRAINING  # what the request did; no 409 for a stop that landed
+    assert ended == ["training_stopped"]  # the model was stopping when the news came
+    assert ctx.models.get(ADA.workspace, model.name).status == S.TRAINING_STOPPED
+
+
+def test_a_stop_the_provider_refuses_puts_the_model_back_to_training_and_says_why(ctx: FakeContext) -> None:
+    model = _started(ctx, created_model(ctx))
+
+    def refuses(ref: TrainingJobRef) -> None:
+        raise ProviderPermissionDenied("The role may not call bedrock:StopModelCustomizationJob.")
+
+    ctx.provider("bedrock").on_stop = refuses
+
+    with pytest.raises(ProviderPermissionDenied):
+        fine_tuned_models.stop(ctx, ADA, model.name, correlation_id="req-stop")
+
+    assert ctx.models.get(ADA.workspace, model.name).status == S.TRAINING
+    history = [
+        e.message for e in ctx.models.list_events(ADA.workspace, model.name, limit=100, next_token=None).items
+    ]
+    assert history[-1] == (
+        "The stop could not be issued: The role may not call bedrock:StopModelCustomizationJob. "
+        "The model is Training again."
+    )
+    assert [e.data["status"] for e in ctx.events.named(MODEL_STATUS_CHANGED)][-2:] == [
+        "stopping_training",
+        "training",
+    ]
+    # Once the provider accepts, the model stops as usual.
+    ctx.provider("bedrock").on_stop = None
+    assert fine_tuned_models.stop(ctx, ADA, model.name, correlation_id="again").status == S.STOPPING_TRAINING
 
 
 def test_a_stop_before_the_job_exists_is_issued_when_it_starts(ctx: FakeContext) -> None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
@@ -271,6 +271,8 @@ class FakeProvider:
         self.evaluations: dict[str, EvaluationReport | EvaluationSkipped] = {}
         # The checkpoint each model's jobs saved, by model name (what the test says they saved).
         self.resume_points: dict[str, ResumePoint] = {}
+        # What a stop does besides being recorded (a stop the provider refuses, or one that lands at once).
+        self.on_stop: Callable[[TrainingJobRef], None] | None = None
 
     def called(self, what: str) -> list[Any]:
         return [arg for name, arg in self.calls if name == what]
@@ -302,6 +304,8 @@ class FakeProvider:
 
     def stop_training(self, ref: TrainingJobRef) -> None:
         self.calls.append(("stop_training", ref))
+        if self.on_stop is not None:
+            self.on_stop(ref)
 
     def resume_point(self, identity: ModelIdentity, attempt: int) -> ResumePoint | None:
         if not provider_traits(self.name).runs_trainer:

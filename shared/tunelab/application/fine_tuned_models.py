@@ -1004,27 +1004,50 @@ def resume(
 
 
 def stop(ctx: Context, identity: Identity, name: str, *, correlation_id: str) -> ModelRecord:
-    """Stop the model's training: the provider is asked to stop the job, then the model is
-    `stopping_training`; the fine-tuning workflow settles it (`training_stopped`, or `not_deployed`
-    when the job completed first) once the provider confirms.
+    """Stop the model's training: the model is `stopping_training`, then the provider is asked to stop
+    the job; the fine-tuning workflow settles it (`training_stopped`, or `not_deployed` when the job
+    completed first) once the provider confirms.
 
-    `InvalidState` unless the model is `training`; a provider refusal leaves it `training`. When the
-    job has not started yet, the model becomes `stopping_training` at once and the stop is issued as
-    soon as the job exists (the reconciler re-issues stops of models stuck stopping).
+    The status is written first, so the news of a stop that lands at once finds the stop asked for
+    (not "stopped outside tunelab"), and a second request is told a stop is under way. `InvalidState`
+    unless the model is `training`; a provider refusal puts it back to `training` and is raised. When
+    the job has not started yet, the stop is issued as soon as the job exists (the reconciler re-issues
+    stops of models stuck stopping).
     """
     workspace, by = identity.workspace, identity.email
     model = ctx.models.get(workspace, name)
     check_action(Action.STOP, model.status, name)
-    ref = model.refs.training_job
-    if ref is not None:
-        ctx.providers.for_model(model).stop_training(ref)
-        message = f"Stop requested by {by}."
-    else:
-        message = f"Stop requested by {by}; the job will be stopped as soon as it has started."
-    updated = ctx.models.transition(workspace, name, {S.TRAINING}, S.STOPPING_TRAINING, message=message)
+    message = (
+        f"Stop requested by {by}."
+        if model.refs.training_job is not None
+        else f"Stop requested by {by}; the job will be stopped as soon as it has started."
+    )
+    updated = ctx.models.transition(
+        workspace, name, {S.TRAINING}, S.STOPPING_TRAINING, message=message, expected_version=model.version
+    )
     announce.status_changed(
         ctx, updated, previous=model.status, reason=message, correlation_id=correlation_id
     )
+    # The job as the stopping record knows it: one StartTraining recorded meanwhile is stopped here,
+    # one it records from now on is stopped by StartTraining itself (it finds the model stopping).
+    ref = updated.refs.training_job
+    if ref is None:
+        return updated
+    try:
+        ctx.providers.for_model(updated).stop_training(ref)
+    except Exception as error:
+        said = error.message if isinstance(error, TunelabError) else type(error).__name__
+        reason = redaction.public_reason(
+            ctx, updated, f"The stop could not be issued: {said.rstrip('.')}. The model is Training again."
+        )
+        back = ctx.models.try_transition(
+            workspace, name, {S.STOPPING_TRAINING}, S.TRAINING, ModelChanges(), message=reason
+        )
+        if back is not None:
+            announce.status_changed(
+                ctx, back, previous=S.STOPPING_TRAINING, reason=reason, correlation_id=correlation_id
+            )
+        raise
     return updated
 
 

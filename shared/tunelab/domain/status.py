@@ -19,7 +19,9 @@ Decisions a user will notice:
 * Delete is refused while anything runs or bills by the hour (training, stopping, deploying,
   deployed); undeploy first.
 * Stop is allowed only while `training`; a second stop while `stopping_training` is refused with
-  a message saying the stop is under way.
+  a message saying the stop is under way. The model is `stopping_training` before the provider is
+  asked, so news of a stop that lands at once finds it asked for; a provider that refuses the stop
+  puts the model back to `training`.
 * Resume is allowed from `training_failed` and `training_stopped` (whether the provider can resume,
   and from which checkpoint, is the use case's to check): the model goes back to `training` under
   its own name, record and history. Only this user action leaves those two statuses; no provider
@@ -115,6 +117,7 @@ TRANSITIONS: Mapping[ModelStatus, frozenset[ModelStatus]] = MappingProxyType(
                 S.TRAINING_STOPPED,  # the stop landed
                 S.NOT_DEPLOYED,  # the job completed before the stop landed: the weights are good
                 S.TRAINING_FAILED,  # the job failed before (or while) stopping
+                S.TRAINING,  # the provider refused the stop: the job still trains
             }
         ),
         S.TRAINING_FAILED: frozenset({S.TRAINING}),  # the user resumed it from its last checkpoint
