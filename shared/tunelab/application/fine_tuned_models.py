@@ -1022,9 +1022,8 @@ def stop(ctx: Context, identity: Identity, name: str, *, correlation_id: str) ->
         if model.refs.training_job is not None
         else f"Stop requested by {by}; the job will be stopped as soon as it has started."
     )
-    updated = ctx.models.transition(
-        workspace, name, {S.TRAINING}, S.STOPPING_TRAINING, message=message, expected_version=model.version
-    )
+    # Not pinned to the version read: progress written meanwhile must not refuse the stop.
+    updated = ctx.models.transition(workspace, name, {S.TRAINING}, S.STOPPING_TRAINING, message=message)
     announce.status_changed(
         ctx, updated, previous=model.status, reason=message, correlation_id=correlation_id
     )
