@@ -278,6 +278,16 @@ def _evaluate_fine_tuned(
     return build_report(state.plan, state.base, answers, state.notes)
 
 
+def end_process_group() -> None:
+    """Destroy the process group (several processes) once this process has done its part. Left to the
+    interpreter's exit, gloo's worker threads can still hold tensors that are freed while Python is
+    torn down, which aborts the process (SIGABRT) after a job that trained and saved."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def run_training(
     *,
     hp: Hyperparameters,

@@ -196,7 +196,7 @@ def _train(
 ) -> int:
     from trainer.evaluation import headline
     from trainer.reporting import StopOnSignal
-    from trainer.run import run_training
+    from trainer.run import end_process_group, run_training
 
     stop = StopOnSignal()
 
@@ -218,6 +218,8 @@ def _train(
         )
     finally:
         signal.signal(signal.SIGTERM, previous)
+    # Each process ends its part of the group itself (not on a failure: the launcher ends those).
+    end_process_group()
     metrics = summary.get("metrics", {})
     if not is_main_process(env):
         return 0
