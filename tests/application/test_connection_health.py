@@ -6,14 +6,24 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from tests.application.conftest import ADA, sagemaker_request, workflow_input
+import pytest
+
+from tests.application.conftest import ADA, sagemaker_request, trained_on_sagemaker, workflow_input
+from tests.application.test_resume import _run
 from tests.fakes import FakeContext
-from tunelab.application import connection_health, fine_tuned_models, provider_connections, reconcile
-from tunelab.application.commands import PutSageMakerProviderIn
-from tunelab.application.workflows import FinishTrainingEvent
+from tunelab.application import (
+    connection_health,
+    deployments,
+    fine_tuned_models,
+    provider_connections,
+    reconcile,
+)
+from tunelab.application.commands import DeployIn, InvokeIn, PutSageMakerProviderIn
+from tunelab.application.workflows import FinishDeploymentEvent, FinishTrainingEvent
 from tunelab.domain.errors import ProviderPermissionDenied, ProviderTransientError
-from tunelab.domain.providers import ConnectionCheck, ConnectionCheckItem, TrainingJobRef
-from tunelab.domain.records import ModelChanges, ProviderRefs
+from tunelab.domain.providers import ConnectionCheck, ConnectionCheckItem, DeploymentRef, TrainingJobRef
+from tunelab.domain.records import ModelChanges, ModelRecord, ProviderRefs
+from tunelab.domain.status import ModelStatus as S
 
 BROKEN = ConnectionCheck(
     ok=False,
@@ -162,3 +172,83 @@ def test_a_connection_whose_check_cannot_run_is_tried_an_hour_later_behind_the_o
     ctx.clock.advance(connection_health.RETRY_AFTER + timedelta(minutes=1))
     due = ctx.connections.due_for_check(ctx.now() - connection_health.CHECK_EVERY)
     assert [c.workspace_id for c in due] == [ADA.workspace]
+
+
+def _deployed_on_sagemaker(ctx: FakeContext) -> ModelRecord:
+    model = trained_on_sagemaker(ctx, "served-bot", optional={"use_lora": True})
+    endpoint = DeploymentRef(provider="sagemaker", kind="sagemaker_endpoint", deployment_id="served-bot-ep")
+    ctx.models.transition(ADA.workspace, model.name, {S.NOT_DEPLOYED}, S.DEPLOYING, ModelChanges())
+    return ctx.models.transition(
+        ADA.workspace,
+        model.name,
+        {S.DEPLOYING},
+        S.DEPLOYED,
+        ModelChanges(refs=model.refs.model_copy(update={"deployment": endpoint})),
+    )
+
+
+def _recheck_asked(ctx: FakeContext) -> bool:
+    record = ctx.connections.find(ADA.workspace)
+    assert record is not None
+    return record.recheck_requested_at == ctx.now()
+
+
+def test_a_sandbox_call_or_an_undeploy_refused_with_access_denied_asks_for_a_check(ctx: FakeContext) -> None:
+    _connected(ctx)
+    model = _deployed_on_sagemaker(ctx)
+    denied = ProviderPermissionDenied("The role may not call sagemaker:InvokeEndpoint.")
+    ctx.provider("sagemaker").refusals["invoke"] = denied
+
+    with pytest.raises(ProviderPermissionDenied):
+        deployments.invoke(ctx, ADA, model.name, InvokeIn(prompt="hello"))
+    assert _recheck_asked(ctx)
+
+    _connected(ctx)  # connected again: no re-check pending
+    assert not _recheck_asked(ctx)
+    ctx.provider("sagemaker").refusals["undeploy"] = denied
+    with pytest.raises(ProviderPermissionDenied):
+        deployments.undeploy_for(ctx, ADA, model.name, correlation_id="req-undeploy")
+    assert _recheck_asked(ctx)
+    assert ctx.models.get(ADA.workspace, model.name).status == S.DEPLOYED  # nothing half-done
+
+
+def test_other_refusals_ask_for_no_check(ctx: FakeContext) -> None:
+    _connected(ctx)
+    model = _deployed_on_sagemaker(ctx)
+    ctx.provider("sagemaker").refusals["invoke"] = ProviderTransientError("Throttled.")
+
+    with pytest.raises(ProviderTransientError):
+        deployments.invoke(ctx, ADA, model.name, InvokeIn(prompt="hello"))
+    assert not _recheck_asked(ctx)
+
+
+def test_a_stop_refused_with_access_denied_asks_for_a_check(ctx: FakeContext) -> None:
+    _connected(ctx)
+    model = fine_tuned_models.create(ctx, ADA, sagemaker_request(ctx), correlation_id="req-create")
+    model = _run(ctx, model)
+
+    def refuses(ref: TrainingJobRef) -> None:
+        raise ProviderPermissionDenied("The role may not call sagemaker:StopTrainingJob.")
+
+    ctx.provider("sagemaker").on_stop = refuses
+
+    with pytest.raises(ProviderPermissionDenied):
+        fine_tuned_models.stop(ctx, ADA, model.name, correlation_id="req-stop")
+    assert _recheck_asked(ctx)
+
+
+def test_a_deployment_refused_with_access_denied_asks_for_a_check(ctx: FakeContext) -> None:
+    _connected(ctx)
+    model = trained_on_sagemaker(ctx, "served-bot", optional={"use_lora": True})
+    deployments.deploy(ctx, ADA, model.name, DeployIn(), correlation_id="req-deploy")
+    started = ctx.workflows.started[-1]
+    cause = {"errorType": "ProviderPermissionDenied", "errorMessage": "Creating the endpoint was refused."}
+    state = workflow_input(model, started.correlation_id, requested_at=started.requested_at)
+    state["error"] = {"Error": "ProviderPermissionDenied", "Cause": json.dumps(cause)}
+
+    deployments.finish_deployment(
+        ctx, FinishDeploymentEvent.model_validate({"mode": "failed", "state": state})
+    )
+
+    assert ctx.models.get(ADA.workspace, model.name).status == S.NOT_DEPLOYED
+    assert _recheck_asked(ctx)

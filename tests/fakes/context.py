@@ -273,6 +273,8 @@ class FakeProvider:
         self.resume_points: dict[str, ResumePoint] = {}
         # What a stop does besides being recorded (a stop the provider refuses, or one that lands at once).
         self.on_stop: Callable[[TrainingJobRef], None] | None = None
+        # Calls the provider refuses, by method name (e.g. "invoke": ProviderPermissionDenied(...)).
+        self.refusals: dict[str, Exception] = {}
 
     def called(self, what: str) -> list[Any]:
         return [arg for name, arg in self.calls if name == what]
@@ -347,10 +349,14 @@ class FakeProvider:
 
     def undeploy(self, ref: DeploymentRef) -> None:
         self.calls.append(("undeploy", ref))
+        if "undeploy" in self.refusals:
+            raise self.refusals["undeploy"]
         self.deployments.pop(ref.deployment_id, None)
 
     def invoke(self, ref: DeploymentRef, params: InvokeParams) -> InvokeResult:
         self.calls.append(("invoke", params))
+        if "invoke" in self.refusals:
+            raise self.refusals["invoke"]
         return InvokeResult(
             completion=f"echo: {params.prompt}", input_tokens=3, output_tokens=2, latency_ms=5
         )

@@ -14,6 +14,7 @@ the connection: one email per change of status, never one per check. A check tha
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from aws_lambda_powertools import Logger
@@ -22,7 +23,7 @@ from pydantic import BaseModel
 from tunelab.application.ports import Context
 from tunelab.domain.catalog import provider_traits
 from tunelab.domain.connection_health import connection_broken, connection_recovered
-from tunelab.domain.errors import Conflict
+from tunelab.domain.errors import Conflict, ProviderPermissionDenied
 from tunelab.domain.providers import SageMakerConnection
 from tunelab.domain.records import ModelRecord, ProviderConnectionRecord
 
@@ -125,6 +126,17 @@ def recheck(
     except Exception:  # the status is recorded; the email is not sent twice for it
         logger.exception("Could not send the connection email", extra={"workspace_id": record.workspace_id})
     return stored
+
+
+@contextlib.contextmanager
+def rechecked_if_refused(ctx: Context, model: ModelRecord) -> Iterator[None]:
+    """Around a user's provider call for `model` (deploy, invoke, undeploy, stop): a refusal (access
+    denied) asks for its connection to be checked at the next sweep, then goes on to the caller."""
+    try:
+        yield
+    except ProviderPermissionDenied:
+        request_recheck(ctx, model)
+        raise
 
 
 def request_recheck(ctx: Context, model: ModelRecord) -> bool:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from aws_lambda_powertools import Logger
 
-from tunelab.application import announce, redaction
+from tunelab.application import announce, connection_health, redaction
 from tunelab.application.commands import AfterHoursIn, AtIn, DeployIn, DeploymentPatchIn, InvokeIn
 from tunelab.application.ports import Context
 from tunelab.application.workflows import (
@@ -40,6 +40,7 @@ from tunelab.domain.errors import (
     Conflict,
     DeploymentCancelled,
     InvalidState,
+    ProviderPermissionDenied,
     ProviderTransientError,
     TunelabError,
     ValidationFailed,
@@ -250,15 +251,16 @@ def invoke(ctx: Context, identity: Identity, name: str, request: InvokeIn) -> In
         raise InvalidState(
             f"Model '{model.name}' is Deployed but its endpoint is not recorded yet; retry shortly."
         )
-    return ctx.providers.for_model(model).invoke(
-        ref,
-        InvokeParams(
-            prompt=request.prompt,
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-        ),
-    )
+    with connection_health.rechecked_if_refused(ctx, model):
+        return ctx.providers.for_model(model).invoke(
+            ref,
+            InvokeParams(
+                prompt=request.prompt,
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                top_p=request.top_p,
+            ),
+        )
 
 
 def undeploy(
@@ -286,7 +288,8 @@ def undeploy(
     if model.status not in allowed:
         check_action(Action.UNDEPLOY, model.status, name)
         raise InvalidState(f"Cannot undeploy model '{name}' this way: its status is {model.status.label}.")
-    _remove(ctx, model, model.refs.deployment)
+    with connection_health.rechecked_if_refused(ctx, model):
+        _remove(ctx, model, model.refs.deployment)
     message = reason or f"Undeployed by {by}."
     ran = _ran(ctx, model)
     cost_changes: dict[str, Any] = {}
@@ -516,6 +519,9 @@ def _failed(ctx: Context, event: FinishDeploymentEvent) -> FinishedDeployment:
     reason = redaction.public_reason(
         ctx, record, _failure_reason(event, lambda text: redaction.public_reason(ctx, record, text))
     )
+    if state.error is not None and state.error.error_type() == ProviderPermissionDenied.__name__:
+        # The customer's role refused a call: its connection is checked again at the next sweep.
+        connection_health.request_recheck(ctx, record)
     # Nothing is left behind: the deployment (if any) and the schedules (if any) go first.
     live = record.status in {S.DEPLOYING, S.DEPLOYED}
     _remove(ctx, record, record.refs.deployment if live else None, requested_at=state.requested_at)

@@ -1033,7 +1033,8 @@ def stop(ctx: Context, identity: Identity, name: str, *, correlation_id: str) ->
     if ref is None:
         return updated
     try:
-        ctx.providers.for_model(updated).stop_training(ref)
+        with connection_health.rechecked_if_refused(ctx, updated):
+            ctx.providers.for_model(updated).stop_training(ref)
     except Exception as error:
         said = error.message if isinstance(error, TunelabError) else type(error).__name__
         reason = redaction.public_reason(
