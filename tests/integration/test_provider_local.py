@@ -764,7 +764,7 @@ def test_a_resumed_job_has_its_own_folder_with_the_earlier_jobs_checkpoint(env: 
     # The newest checkpoint of the model's jobs, up to the attempt asked about.
     assert provider.resume_point(identity, 1) == point
 
-    provider.delete_model(TrainedModel(identity=identity, job=resumed))
+    provider.delete_model(TrainedModel(identity=identity, job=resumed, attempt=1))
 
     assert not (env.data_dir / "jobs" / resumed.job_name).exists()
     assert not (env.data_dir / "jobs" / first.job_name).exists()  # the earlier attempt's too

@@ -168,10 +168,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-# The attempts (a first job and its resumes) whose job folders deleting a model looks for.
-MAX_ATTEMPTS = 100
-
-
 def job_name(identity: ModelIdentity, attempt: int = 0) -> str:
     """One job name per model record and attempt (a resume's job has a folder of its own): a retried
     start finds the same job."""
@@ -1500,7 +1496,8 @@ class LocalProvider:
         """Remove the job's folder and what it uploaded, and those of the model's earlier attempts (a
         resumed model's stopped or failed jobs); already gone is fine."""
         name = model.job.job_name if model.job else job_name(model.identity)
-        earlier = {job_name(model.identity, attempt) for attempt in range(MAX_ATTEMPTS)} - {name}
+        # The record counts its attempts (the first job and each resume's), however many there were.
+        earlier = {job_name(model.identity, attempt) for attempt in range(model.attempt + 1)} - {name}
         for other in sorted(earlier):
             if (self.jobs.root / other).exists():
                 self._delete_job(model.identity, other)
