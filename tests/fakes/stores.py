@@ -73,14 +73,19 @@ def _page(
             plain = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         except ValueError:
             raise bad_page_token() from None
-        if not (isinstance(plain, dict) and plain.get("l") == kind and plain.get("s") == scope):
+        if not (
+            isinstance(plain, dict)
+            and plain.get("l") == kind
+            and plain.get("s") == scope
+            and plain.get("o") == ("desc" if descending else "asc")
+        ):
             raise bad_page_token()
         start = str(plain.get("k", ""))
     rest = [item for item in items if not start or (key(item) < start if descending else key(item) > start)]
     page, more = rest[:limit], len(rest) > limit
     next_token = None
     if more and page:
-        plain = {"l": kind, "s": scope, "k": key(page[-1])}
+        plain = {"l": kind, "s": scope, "o": "desc" if descending else "asc", "k": key(page[-1])}
         next_token = base64.urlsafe_b64encode(json.dumps(plain).encode()).decode().rstrip("=")
     return RecordPage(items=page, next_token=next_token)
 

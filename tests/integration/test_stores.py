@@ -35,6 +35,7 @@ from tunelab.domain.errors import (
     Throttled,
     ValidationFailed,
 )
+from tunelab.domain.listing import ModelQuery
 from tunelab.domain.records import (
     Artifacts,
     DatasetChanges,
@@ -327,6 +328,34 @@ def test_a_token_this_list_did_not_return_is_a_validation_error(repo: Any, token
     with pytest.raises(ValidationFailed) as raised:
         repo.datasets.list("ws-acme", limit=3, next_token=token)
     assert raised.value.details[0].field == "next_token"
+
+
+def test_a_token_goes_on_only_in_the_order_it_was_read(repo: Any) -> None:
+    for i in range(5):
+        new_model(repo, name=f"model-{i}")
+    newest = ModelQuery(sort="name", order="desc")
+    first = repo.models.list("ws-acme", limit=2, query=newest)
+    assert [m.name for m in first.items] == ["model-4", "model-3"]
+
+    with pytest.raises(ValidationFailed) as raised:
+        repo.models.list("ws-acme", limit=2, query=ModelQuery(sort="name"), next_token=first.next_token)
+    assert raised.value.details[0].field == "next_token"
+    second = repo.models.list("ws-acme", limit=2, query=newest, next_token=first.next_token)
+    assert [m.name for m in second.items] == ["model-2", "model-1"]
+
+
+def test_a_token_from_before_tokens_said_their_order_is_read_in_the_order_asked_for(
+    dynamodb: Services,
+) -> None:
+    repo = dynamodb
+    for i in range(3):
+        new_model(repo, name=f"model-{i}")
+    key = {"pk": "WS#ws-acme", "sk": "MODEL#model-1"}
+    older = base64.urlsafe_b64encode(json.dumps({"v": 1, "l": "models", "k": key}).encode()).decode()
+
+    page = repo.models.list("ws-acme", limit=2, query=ModelQuery(sort="name", order="desc"), next_token=older)
+
+    assert [m.name for m in page.items] == ["model-0"]
 
 
 def test_models_filtered_by_status_across_pages(repo: Any) -> None:

@@ -451,21 +451,35 @@ def name_begins(e: Expressions, prefix: str | None) -> None:
         e.where(f"begins_with({e.path('name_lower')}, {e.value(prefix)})")
 
 
-def encode_token(kind: str, key: Mapping[str, Any], *, indexed: bool = False) -> str:
-    """The token of the page that ends at `key` (an item; `indexed`: read from the list index)."""
-    plain: dict[str, Any] = {"v": 1, "l": kind, "k": {"pk": key["pk"]["S"], "sk": key["sk"]["S"]}}
+def encode_token(kind: str, key: Mapping[str, Any], *, indexed: bool = False, forward: bool = True) -> str:
+    """The token of the page that ends at `key` (an item; `indexed`: read from the list index), in the
+    order the list was read (`forward`: ascending)."""
+    plain: dict[str, Any] = {
+        "v": 1,
+        "l": kind,
+        "o": "asc" if forward else "desc",
+        "k": {"pk": key["pk"]["S"], "sk": key["sk"]["S"]},
+    }
     if indexed:
         plain["i"] = key["list_sk"]["S"]
     return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
 def decode_token(
-    token: str | None, kind: str, pk: str, sk_prefix: str, index_pk: str | None = None
+    token: str | None,
+    kind: str,
+    pk: str,
+    sk_prefix: str,
+    index_pk: str | None = None,
+    *,
+    forward: bool = True,
 ) -> dict[str, Any] | None:
     """The start key of a list page, from a token this list returned; else `ValidationFailed`.
 
     The token is checked against the list it is used on (same list and order, same workspace
-    partition, same key prefix), so a token cannot read another workspace's items or another list.
+    partition, same key prefix), so a token cannot read another workspace's items or another list,
+    nor go on in the other direction from where a page ended. (Tokens made before they said their
+    order have no `o`, and are taken in the order asked for.)
     """
     if token is None or token == "":
         return None
@@ -485,6 +499,7 @@ def decode_token(
         and set(plain["k"]) == {"pk", "sk"}
         and (index_pk is None) == ("i" not in plain)
         and (index_pk is None or isinstance(plain["i"], str))
+        and plain.get("o", "asc" if forward else "desc") == ("asc" if forward else "desc")
     ):
         raise bad_page_token()
     start = {"pk": {"S": pk}, "sk": {"S": plain["k"]["sk"]}}
@@ -630,7 +645,9 @@ class RecordsTable:
         page never comes back short while more matches exist; the token follows the page's last item."""
         if not 1 <= limit <= 100:
             raise ValidationFailed.of("limit", "limit must be between 1 and 100.")
-        start = decode_token(next_token, spec.kind, spec.pk, spec.sk_prefix, spec.index_pk)
+        start = decode_token(
+            next_token, spec.kind, spec.pk, spec.sk_prefix, spec.index_pk, forward=spec.forward
+        )
         wanted = limit + 1  # one more than asked tells whether there is a next page
         raw: list[dict[str, Any]] = []
         query = spec.query(self.table_name)
@@ -646,7 +663,11 @@ class RecordsTable:
                 break
         page, more = raw[:limit], len(raw) > limit
         indexed = spec.index_pk is not None
-        token = encode_token(spec.kind, page[-1], indexed=indexed) if more and page else None
+        token = (
+            encode_token(spec.kind, page[-1], indexed=indexed, forward=spec.forward)
+            if more and page
+            else None
+        )
         return RecordPage(items=[record_of(cls, item) for item in page], next_token=token)
 
     def query_all(self, cls: type[R], pk: str, sk_prefix: str) -> Iterator[R]:
