@@ -14,7 +14,13 @@ from tests.fakes import FakeContext
 from tunelab.application import deployments, fine_tuned_models
 from tunelab.application.commands import DeploymentPatchIn
 from tunelab.application.workflows import FinishTrainingEvent, TrainingOutcome
-from tunelab.domain.actual_costs import actual_training_cost, after_attempt, deployment_cost, ratio
+from tunelab.domain.actual_costs import (
+    actual_training_cost,
+    after_attempt,
+    deployment_cost,
+    ratio,
+    with_earlier_attempts,
+)
 from tunelab.domain.errors import InvalidState, ValidationFailed
 from tunelab.domain.notifications import compose
 from tunelab.domain.records import ModelRecord
@@ -151,7 +157,7 @@ def test_local_training_costs_nothing_and_its_ratio_is_not_applicable(ctx: FakeC
     # A resumed local model still costs nothing, and says nothing of its earlier attempts.
     earlier = after_attempt(None, actual)
     assert (earlier.count, earlier.measured_usd, earlier.unmeasured) == (1, 0.0, 0)
-    again = actual_training_cost(spec, region=None, predicted=None, earlier=earlier)
+    again = with_earlier_attempts(actual_training_cost(spec, region=None, predicted=None), earlier)
     assert (again.cost_usd, again.earlier_attempts_usd, again.note) == (0.0, None, actual.note)
 
 

@@ -64,7 +64,8 @@ from tunelab.domain.actual_costs import (
     ActualTrainingCost,
     actual_training_cost,
     after_attempt,
-    ended_attempt_cost,
+    ended_early,
+    with_earlier_attempts,
 )
 from tunelab.domain.archives import ArchiveChoice, Variant, archive_for
 from tunelab.domain.catalog import BaseModelSpec, InstanceType, provider_traits
@@ -1412,17 +1413,13 @@ def _actual_cost(
 ) -> ActualTrainingCost:
     """What the job cost, from what the provider measured (its output, else its news of the end), with
     the earlier attempts of a resumed model."""
-    return actual_training_cost(
-        **_cost_inputs(
-            ctx,
-            record,
-            billable_seconds=output.billable_seconds
-            if output.billable_seconds is not None
-            else outcome.billable_seconds,
-            trained_tokens=output.trained_tokens
-            if output.trained_tokens is not None
-            else outcome.trained_tokens,
-        )
+    return _cost(
+        ctx,
+        record,
+        billable_seconds=output.billable_seconds
+        if output.billable_seconds is not None
+        else outcome.billable_seconds,
+        trained_tokens=output.trained_tokens if output.trained_tokens is not None else outcome.trained_tokens,
     )
 
 
@@ -1432,35 +1429,34 @@ def _ended_cost(
     """What a stopped or failed job cost, where the provider's news of its end measured it (None
     otherwise, or where the catalog no longer knows the model)."""
     try:
-        return ended_attempt_cost(
-            **_cost_inputs(
-                ctx,
-                record,
-                billable_seconds=outcome.billable_seconds if outcome else None,
-                trained_tokens=outcome.trained_tokens if outcome else None,
-            )
+        cost = _cost(
+            ctx,
+            record,
+            billable_seconds=outcome.billable_seconds if outcome else None,
+            trained_tokens=outcome.trained_tokens if outcome else None,
         )
     except TunelabError:
         return None
+    return ended_early(cost)
 
 
-def _cost_inputs(
+def _cost(
     ctx: Context, record: ModelRecord, *, billable_seconds: int | None, trained_tokens: int | None
-) -> dict[str, Any]:
+) -> ActualTrainingCost:
     spec = ctx.catalog.model(record.base_model_id)
     resources = record.resources
-    return {
-        "spec": spec,
-        "region": spec.training_region(ctx.config.aws_region, ctx.config.provider_regions),
-        "predicted": record.predicted_cost,
-        "billable_seconds": billable_seconds,
-        "trained_tokens": trained_tokens,
-        "instance": ctx.catalog.find_instance(resources.instance_type) if resources else None,
-        "instance_count": resources.instance_count if resources else 1,
-        "volume_size_gb": resources.volume_size_gb if resources else 0,
-        "volume_per_gb_month_usd": ctx.catalog.volume_per_gb_month_usd,
-        "earlier": record.training.earlier_attempts,
-    }
+    cost = actual_training_cost(
+        spec,
+        region=spec.training_region(ctx.config.aws_region, ctx.config.provider_regions),
+        predicted=record.predicted_cost,
+        billable_seconds=billable_seconds,
+        trained_tokens=trained_tokens,
+        instance=ctx.catalog.find_instance(resources.instance_type) if resources else None,
+        instance_count=resources.instance_count if resources else 1,
+        volume_size_gb=resources.volume_size_gb if resources else 0,
+        volume_per_gb_month_usd=ctx.catalog.volume_per_gb_month_usd,
+    )
+    return with_earlier_attempts(cost, record.training.earlier_attempts)
 
 
 def _training_timeout(ctx: Context, record: ModelRecord) -> int | None:

@@ -13,10 +13,10 @@ from what the provider measured:
   `actual_vs_predicted` is null whenever the prediction is 0.
 
 A job that stopped or failed is billed for what it ran: its figure is recorded where the provider
-measured it (`ended_attempt_cost`; never the prediction, which is for the whole job). A model resumed
+measured it (`ended_early`; never the prediction, which is for the whole job). A model resumed
 after such a job runs further attempts; each attempt's figure includes what the earlier ones cost
-(`EarlierAttempts`, carried from attempt to attempt), so the model's actual cost is what all its jobs
-cost together.
+(`EarlierAttempts`, carried from attempt to attempt; `with_earlier_attempts`), so the model's actual
+cost is what all its jobs cost together.
 """
 
 from __future__ import annotations
@@ -79,39 +79,14 @@ def ratio(actual: float, predicted: float | None) -> float | None:
     return round(actual / predicted, 2)
 
 
-def actual_training_cost(
-    spec: BaseModelSpec,
-    *,
-    region: str | None,
-    predicted: CostEstimate | None,
-    billable_seconds: int | None = None,
-    trained_tokens: int | None = None,
-    instance: InstanceType | None = None,
-    instance_count: int = 1,
-    volume_size_gb: float = 0.0,
-    volume_per_gb_month_usd: float = 0.0,
-    earlier: EarlierAttempts | None = None,
-) -> ActualTrainingCost:
-    """What the job of a `spec` model cost, from the provider's measure (`billable_seconds` for
-    instance-hour billing, `trained_tokens` per token), plus what the `earlier` attempts of a resumed
-    model cost; the prediction's figures, marked `estimated`, where the provider measured nothing (the
-    prediction is for the whole run, so nothing is added to it)."""
-    cost = _job_cost(
-        spec,
-        region=region,
-        predicted=predicted,
-        billable_seconds=billable_seconds,
-        trained_tokens=trained_tokens,
-        instance=instance,
-        instance_count=instance_count,
-        volume_size_gb=volume_size_gb,
-        volume_per_gb_month_usd=volume_per_gb_month_usd,
-    )
+def with_earlier_attempts(cost: ActualTrainingCost, earlier: EarlierAttempts | None) -> ActualTrainingCost:
+    """`cost` (one job's) plus what the `earlier` attempts of a resumed model cost, as measured; an
+    estimate stays the prediction (which is for the whole run) and local training stays free."""
     if earlier is None or earlier.count == 0 or cost.estimated or cost.basis == "free":
         return cost
     total = usd(cost.cost_usd + earlier.measured_usd)
     attempts = "attempt" if earlier.count == 1 else "attempts"
-    note = f"{cost.note} Plus {_dollars(earlier.measured_usd)} for the {earlier.count} earlier {attempts}"
+    note = f"{cost.note} Plus ${earlier.measured_usd:,.2f} for the {earlier.count} earlier {attempts}"
     if earlier.unmeasured:
         note += f" ({earlier.unmeasured} of them not measured by the provider, so not included)"
     return cost.model_copy(
@@ -126,7 +101,16 @@ def actual_training_cost(
     )
 
 
-def ended_attempt_cost(
+def ended_early(cost: ActualTrainingCost) -> ActualTrainingCost | None:
+    """What a job that stopped or failed cost: only a figure the provider measured (None for an
+    estimate: the prediction is for a whole run, not for a part of one), and not compared with the
+    prediction, for the same reason."""
+    if cost.estimated:
+        return None
+    return cost.model_copy(update={"actual_vs_predicted": None})
+
+
+def actual_training_cost(
     spec: BaseModelSpec,
     *,
     region: str | None,
@@ -137,47 +121,10 @@ def ended_attempt_cost(
     instance_count: int = 1,
     volume_size_gb: float = 0.0,
     volume_per_gb_month_usd: float = 0.0,
-    earlier: EarlierAttempts | None = None,
-) -> ActualTrainingCost | None:
-    """What a job that stopped or failed cost (with its model's `earlier` attempts): only what the
-    provider measured; None where it measured nothing (the prediction is for a whole run, not for a
-    part of one). Not compared with the prediction, for the same reason."""
-    billing = spec.traits.billing
-    if billing == "instance_hours" and (billable_seconds is None or instance is None):
-        return None
-    if billing == "per_token" and trained_tokens is None:
-        return None
-    cost = actual_training_cost(
-        spec,
-        region=region,
-        predicted=predicted,
-        billable_seconds=billable_seconds,
-        trained_tokens=trained_tokens,
-        instance=instance,
-        instance_count=instance_count,
-        volume_size_gb=volume_size_gb,
-        volume_per_gb_month_usd=volume_per_gb_month_usd,
-        earlier=earlier,
-    )
-    return cost.model_copy(update={"actual_vs_predicted": None})
-
-
-def _dollars(amount: float) -> str:
-    return f"${amount:,.2f}"
-
-
-def _job_cost(
-    spec: BaseModelSpec,
-    *,
-    region: str | None,
-    predicted: CostEstimate | None,
-    billable_seconds: int | None,
-    trained_tokens: int | None,
-    instance: InstanceType | None,
-    instance_count: int,
-    volume_size_gb: float,
-    volume_per_gb_month_usd: float,
 ) -> ActualTrainingCost:
+    """What the job of a `spec` model cost, from the provider's measure (`billable_seconds` for
+    instance-hour billing, `trained_tokens` per token); the prediction's figures, marked `estimated`,
+    where the provider measured nothing."""
     predicted_usd = predicted.training.cost_usd if predicted else None
     billing = spec.traits.billing
     if billing == "instance_hours":
