@@ -61,7 +61,8 @@ def test_a_sagemaker_job_costs_its_billable_seconds_at_the_instance_price_times_
     email = compose("training_completed", done)
     assert (
         f"Training cost: ${actual.cost_usd:,.2f} (predicted ${actual.predicted_usd:,.2f}, "
-        f"{actual.actual_vs_predicted:.2f}×)" in email.text
+        f"{actual.actual_vs_predicted:.2f}×, the job: {actual.billable_seconds:,} billable seconds)"
+        in email.text
     )
 
 

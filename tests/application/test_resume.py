@@ -228,7 +228,7 @@ def test_a_stopped_job_costs_what_it_ran_and_its_email_says_so_and_how_to_go_on(
     assert actual.earlier_attempts_usd is None
     email = compose("training_stopped", model).text
     assert f"Training cost: ${actual.cost_usd:,.2f}" in email
-    assert "for the whole run), for the 1,800 billable seconds it ran" in email
+    assert "for the whole run, the job: 1,800 billable seconds)" in email
     assert f"/v1/fine-tuned-models/{model.name}/resume" in email
     assert "Check the dataset" not in email  # a stop is not the data's fault
 
@@ -257,7 +257,10 @@ def test_a_resumed_model_costs_every_attempt_together(ctx: FakeContext) -> None:
     assert "for the 1 earlier attempt before the resume" in actual.note
     email = compose("training_completed", done).text
     assert f"Training cost: ${actual.cost_usd:,.2f}" in email
-    assert f"${first.cost_usd:,.2f} of it for the attempts before the resume" in email
+    assert (
+        f"${first.cost_usd:,.2f} of it for the attempts before the resume, this job: 5,400 billable seconds)"
+        in email
+    )
 
 
 def test_an_attempt_the_provider_measured_nothing_of_is_said_not_counted(ctx: FakeContext) -> None:
@@ -271,5 +274,8 @@ def test_an_attempt_the_provider_measured_nothing_of_is_said_not_counted(ctx: Fa
     actual = done.training.actual_cost
     assert actual is not None
     assert actual.cost_usd == pytest.approx(_hourly(ctx, done), abs=0.01)
-    assert actual.earlier_attempts_usd == 0
-    assert "1 of them not measured by the provider, so not included" in actual.note
+    # Nothing measured is not "$0.00 of it": the figure is this job's, and the note says why.
+    assert actual.earlier_attempts_usd is None
+    assert "The 1 earlier attempt was not measured by the provider, so it is not included" in actual.note
+    email = compose("training_completed", done).text
+    assert "before the resume" not in email

@@ -21,10 +21,10 @@ model is waited for until it rests (`training_stopped`, `training_failed` or `no
 trainer left running), the runtime's job folders are checked (every `job.json` ended, no pid) and,
 when the outbox is on this machine, every model's training email is counted (exactly one each);
 then each workspace is listed once more, and every dataset and model a client was told it created
-must be there exactly once (none missing, none twice, none unknown). "Stop races" are reported, not
-failed: models stopped through the API that ended `training_stopped` although the stop answered 409,
-or with the reason "stopped outside tunelab" (the stop asks the provider before it records
-`stopping_training`, and a local job that has not reached its trainer stops at once).
+must be there exactly once (none missing, none twice, none unknown). A "stop race" fails the run: a
+model stopped through the API that ended `training_stopped` although the stop answered 409, or with
+the reason "stopped outside tunelab" (the stop records `stopping_training` before it asks the provider,
+so a job that stops at once is still the user's stop).
 
 By hand, against a runtime this starts in a temporary data dir (and stops at the end):
 
@@ -70,7 +70,7 @@ RESTING = frozenset({"training_stopped", "training_failed", "not_deployed"})
 # 4xx answers a client of this load can get without anything being wrong, and why.
 EXPECTED_4XX: dict[tuple[str, int, str], str] = {
     ("stop_model", 409, "invalid_state"): "the model's training ended before the stop was recorded "
-    "(see 'stop races' for those that ended because of the stop)",
+    "(one that then ends training_stopped is a 'stop race', a failure)",
 }
 # The reason tunelab records when a job stopped although nobody asked tunelab to stop it.
 STOPPED_OUTSIDE = "stopped outside tunelab"
@@ -504,6 +504,7 @@ class Report:
             and not self.not_resting()
             and not self.unfinished_jobs
             and not self.email_problems()
+            and not self.stop_races
         )
 
     def lines(self) -> list[str]:
@@ -554,8 +555,7 @@ class Report:
         if self.stop_races:
             lines.append(
                 f"stop races: {len(self.stop_races)} model(s) stopped through the API were told otherwise "
-                "(tunelab's stop asks the provider before it records stopping_training; a local job stops "
-                "first)"
+                "(the stop records stopping_training before it asks the provider: none should be)"
             )
             lines += [f"  {text}" for text in self.stop_races]
         resting = Counter(self.model_statuses.values())

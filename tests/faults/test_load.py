@@ -54,4 +54,5 @@ def test_concurrent_clients_get_no_server_errors_and_every_resource_is_listed_on
     assert set(report.model_statuses.values()) <= RESTING, text
     assert report.unfinished_jobs == [], text
     assert report.email_problems() == {}, text
-    # Not failed here, reported: stop races (`report.stop_races`), a product bug of the stop's order.
+    # A model stopped through the API is told so, and its reason is the user's stop.
+    assert report.stop_races == [], text

@@ -73,6 +73,28 @@ def test_every_failure_and_end_says_the_reason(kind: str, subject: str) -> None:
     assert "Quota of ml.g5 instances reached." in email.html
 
 
+@pytest.mark.parametrize("kind", ["training_failed", "training_stopped"])
+def test_an_ended_bedrock_job_is_offered_a_clone_never_a_resume_it_cannot_have(kind: str) -> None:
+    record = factories.model(status=ModelStatus(kind))  # the factory's model trains on Bedrock
+    email = compose(kind, record, reason="The job was stopped.")  # type: ignore[arg-type]
+    for text in (email.text, email.html):
+        assert "/resume" not in text
+        assert "tunelab models resume" not in text
+        assert "cannot be resumed: clone it" in text
+        assert "tunelab models clone support-bot-v1 NEW_NAME" in text
+
+
+@pytest.mark.parametrize("provider", ["sagemaker", "local"])
+def test_an_ended_job_that_kept_checkpoints_is_offered_the_resume(provider: str) -> None:
+    hosting = "byok" if provider == "sagemaker" else "local"
+    record = factories.model(status=ModelStatus.TRAINING_STOPPED, provider=provider, hosting=hosting)
+    email = compose("training_stopped", record).text
+    assert "tunelab models resume support-bot-v1   (or POST /v1/fine-tuned-models/support-bot-v1/resume)" in (
+        email
+    )
+    assert "tunelab models clone support-bot-v1 NEW_NAME" in email
+
+
 def test_deployed_and_reminder_say_when_it_will_be_undeployed() -> None:
     at = datetime(2026, 11, 28, 16, 0, tzinfo=UTC)
     record = factories.model(

@@ -1262,7 +1262,28 @@ def test_show_says_what_of_the_cost_was_spent_before_a_resume(
 
     _, out, _ = run(capsys, "models", "show", "bot")
 
-    assert "$4.20 (predicted $3.00, 1.40×, $1.40 of it before the resume), 3,600 billable seconds" in out
+    assert (
+        "$4.20 (predicted $3.00, 1.40×, $1.40 of it before the resume), this job: 3,600 billable seconds"
+        in out
+    )
+
+
+def test_show_says_a_stopped_jobs_prediction_was_for_the_whole_run(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    actual = {
+        "cost_usd": 0.5,
+        "basis": "billable_seconds",
+        "estimated": False,
+        "billable_seconds": 1800,
+        "predicted_usd": 2.0,
+        "note": "",
+    }
+    api.on("GET", "/v1/fine-tuned-models/bot", model(status="training_stopped", cost={"actual": actual}))
+
+    _, out, _ = run(capsys, "models", "show", "bot")
+
+    assert "$0.50 (predicted $2.00 for the whole run), 1,800 billable seconds" in out
 
 
 # --- search and filters ---------------------------------------------------------------------------

@@ -130,13 +130,23 @@ def recheck(
 
 @contextlib.contextmanager
 def rechecked_if_refused(ctx: Context, model: ModelRecord) -> Iterator[None]:
-    """Around a user's provider call for `model` (deploy, invoke, undeploy, stop): a refusal (access
-    denied) asks for its connection to be checked at the next sweep, then goes on to the caller."""
+    """Around a provider call for `model` made outside a workflow (invoke, undeploy — a user's or the
+    auto-undeploy schedule's —, stop): a refusal (access denied) asks for its connection to be checked at
+    the next sweep, then goes on to the caller. A workflow's refused task: `recheck_if_refused_task`."""
     try:
         yield
     except ProviderPermissionDenied:
         request_recheck(ctx, model)
         raise
+
+
+def recheck_if_refused_task(ctx: Context, model: ModelRecord, error_type: str | None) -> bool:
+    """A workflow task for `model` (a training's or a deployment's) failed with `error_type` (the
+    task error's name): where the customer's role refused the call, its connection is checked again
+    at the next sweep."""
+    if error_type != ProviderPermissionDenied.__name__:
+        return False
+    return request_recheck(ctx, model)
 
 
 def request_recheck(ctx: Context, model: ModelRecord) -> bool:

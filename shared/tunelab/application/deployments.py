@@ -40,7 +40,6 @@ from tunelab.domain.errors import (
     Conflict,
     DeploymentCancelled,
     InvalidState,
-    ProviderPermissionDenied,
     ProviderTransientError,
     TunelabError,
     ValidationFailed,
@@ -519,9 +518,8 @@ def _failed(ctx: Context, event: FinishDeploymentEvent) -> FinishedDeployment:
     reason = redaction.public_reason(
         ctx, record, _failure_reason(event, lambda text: redaction.public_reason(ctx, record, text))
     )
-    if state.error is not None and state.error.error_type() == ProviderPermissionDenied.__name__:
-        # The customer's role refused a call: its connection is checked again at the next sweep.
-        connection_health.request_recheck(ctx, record)
+    if state.error is not None:
+        connection_health.recheck_if_refused_task(ctx, record, state.error.error_type())
     # Nothing is left behind: the deployment (if any) and the schedules (if any) go first.
     live = record.status in {S.DEPLOYING, S.DEPLOYED}
     _remove(ctx, record, record.refs.deployment if live else None, requested_at=state.requested_at)

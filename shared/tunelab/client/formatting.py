@@ -213,7 +213,13 @@ def format_model(model: JsonObject) -> str:
         ("Training ended", short_time(training.get("ended_at"))),
         ("Evaluation", (model.get("evaluation") or {}).get("headline") or model.get("evaluation_note")),
         ("Predicted cost", usd(predicted.get("total_usd"))),
-        ("Training cost", _actual_cost(cost.get("actual"))),
+        (
+            "Training cost",
+            _actual_cost(
+                cost.get("actual"),
+                ended_early=model.get("status") in ("training_stopped", "training_failed"),
+            ),
+        ),
         ("Storage", f"{usd(cost.get('storage_per_month_usd'))} a month" if cost else None),
         ("Artifacts", ", ".join(artifacts.get("files") or []) or None),
         ("Artifacts size", size(artifacts.get("size_bytes"))),
@@ -291,26 +297,32 @@ def _one_line(text: Any, limit: int = 100) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _actual_cost(actual: Any) -> str | None:
-    """`$1.23 (predicted $1.10, 1.12×), 4,021 billable seconds`; an estimate says it is one."""
+def _actual_cost(actual: Any, *, ended_early: bool = False) -> str | None:
+    """`$1.23 (predicted $1.10, 1.12×), 4,021 billable seconds`; an estimate says it is one; a resumed
+    model's figure says what the last job measured (`this job: ...`); `ended_early`: the job stopped or
+    failed, and the prediction was for the whole run."""
     if not isinstance(actual, dict):
         return None
     compared = (
-        [f"predicted {usd(actual.get('predicted_usd'))}"] if actual.get("predicted_usd") is not None else []
+        [f"predicted {usd(actual.get('predicted_usd'))}" + (" for the whole run" if ended_early else "")]
+        if actual.get("predicted_usd") is not None
+        else []
     )
     if actual.get("actual_vs_predicted") is not None:
         compared.append(f"{actual['actual_vs_predicted']:.2f}×")
-    if actual.get("earlier_attempts_usd") is not None:
+    resumed = actual.get("earlier_attempts_usd") is not None
+    if resumed:
         compared.append(f"{usd(actual['earlier_attempts_usd'])} of it before the resume")
     text = usd(actual.get("cost_usd")) or "?"
     if compared:
         text += f" ({', '.join(compared)})"
+    job = ", this job: " if resumed else ", "
     if actual.get("estimated"):
         text += " — an estimate: the provider reports no usage"
     elif actual.get("billable_seconds") is not None:
-        text += f", {actual['billable_seconds']:,} billable seconds"
+        text += f"{job}{actual['billable_seconds']:,} billable seconds"
     elif actual.get("trained_tokens") is not None:
-        text += f", {actual['trained_tokens']:,} trained tokens"
+        text += f"{job}{actual['trained_tokens']:,} trained tokens"
     return text
 
 

@@ -84,6 +84,12 @@ def with_earlier_attempts(cost: ActualTrainingCost, earlier: EarlierAttempts | N
     estimate stays the prediction (which is for the whole run) and local training stays free."""
     if earlier is None or earlier.count == 0 or cost.estimated or cost.basis == "free":
         return cost
+    if earlier.unmeasured == earlier.count:  # nothing measured: no "$0.00 of it" to add or show
+        they = "attempt was" if earlier.count == 1 else "attempts were"
+        it = "it is" if earlier.count == 1 else "they are"
+        note = f"{cost.note} The {earlier.count} earlier {they} not measured by the provider"
+        note += f", so {it} not included."
+        return cost.model_copy(update={"note": note})
     total = usd(cost.cost_usd + earlier.measured_usd)
     attempts = "attempt" if earlier.count == 1 else "attempts"
     note = f"{cost.note} Plus ${earlier.measured_usd:,.2f} for the {earlier.count} earlier {attempts}"

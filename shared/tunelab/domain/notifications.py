@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tunelab.domain.actual_costs import ActualTrainingCost
+from tunelab.domain.catalog import provider_traits
 from tunelab.domain.evaluation import headline
 from tunelab.domain.records import ModelRecord
 from tunelab.domain.status import ModelStatus, NotificationKind
@@ -69,6 +70,9 @@ def _actual_line(actual: ActualTrainingCost, *, part: bool = False) -> str:
         compared.append(f"{actual.actual_vs_predicted:.2f}×")
     if actual.earlier_attempts_usd is not None:
         compared.append(f"{_usd(actual.earlier_attempts_usd)} of it for the attempts before the resume")
+    if actual.billable_seconds is not None:
+        job = "this job" if actual.earlier_attempts_usd is not None else "the job"
+        compared.append(f"{job}: {actual.billable_seconds:,} billable seconds")
     return f"{label}: {_usd(actual.cost_usd)}" + (f" ({', '.join(compared)})" if compared else "")
 
 
@@ -77,23 +81,25 @@ def _ended_early(record: ModelRecord, name: str, check: str | None = None) -> tu
     sections = []
     actual = record.training.actual_cost
     if actual is not None:
-        ran = (
-            f", for the {actual.billable_seconds:,} billable seconds it ran"
-            if actual.billable_seconds is not None
-            else ""
+        sections.append(_Section("Costs", (_actual_line(actual, part=True),)))
+    if provider_traits(record.provider).keeps_checkpoints:
+        resume = (
+            "To train on from its last checkpoint, where its job saved one: "
+            f"tunelab models resume {name}   (or POST {API_BASE}/{name}/resume); it shows what the "
+            "remaining steps cost before anything starts."
         )
-        sections.append(_Section("Costs", (_actual_line(actual, part=True) + ran,)))
+    else:
+        resume = "Its provider keeps no checkpoints, so this job cannot be resumed: clone it to train again."
     return (
         *sections,
         _Section(
             "Next step",
             (
                 *((check,) if check else ()),
-                "To train on from its last checkpoint, where its job saved one: "
-                f"POST {API_BASE}/{name}/resume (it shows what the remaining steps cost before anything "
-                "starts).",
-                f"To start over with other settings or data: POST {API_BASE}/{name}/clone, or a new "
-                f"fine-tuned model (POST {API_BASE}). Nothing of this job is running or billing.",
+                resume,
+                f"To start over with other settings or data: tunelab models clone {name} NEW_NAME   "
+                f"(or POST {API_BASE}/{name}/clone), or a new fine-tuned model. Nothing of this job is "
+                "running or billing.",
             ),
         ),
     )

@@ -527,7 +527,10 @@ class ResumeQuoteOut(CostEstimate):
 
 
 class ActualCostOut(_Out):
-    cost_usd: Usd = Field(description="What the training job cost (see `estimated`).")
+    cost_usd: Usd = Field(
+        description="What training cost (see `estimated`): the job's measured cost, plus that of the "
+        "earlier attempts of a resumed model (`earlier_attempts_usd`)."
+    )
     basis: ActualBasis = Field(
         description="What the figure is made of: the provider's billable seconds (SageMaker) or trained "
         "tokens; `estimated_*` where the provider measured nothing and the prediction's figures are "
@@ -564,7 +567,9 @@ class ModelCostOut(_Out):
     )
     storage_per_month_usd: Usd
     actual: ActualCostOut | None = Field(
-        default=None, description="What training actually cost, once the job completed."
+        default=None,
+        description="What training actually cost, once the job ended: when it completed, and when it "
+        "stopped or failed where the provider measured what it ran; null until then.",
     )
     deployment: DeploymentCostOut | None = Field(
         default=None, description="While deployed: the running hours and the cost so far."
