@@ -39,6 +39,7 @@ from tunelab.domain.errors import (
     NameTaken,
     NotFound,
     ProviderPermissionDenied,
+    ProviderTransientError,
     ValidationFailed,
 )
 from tunelab.domain.events import MODEL_DELETED, MODEL_STATUS_CHANGED
@@ -239,6 +240,27 @@ def test_a_stop_the_provider_refuses_puts_the_model_back_to_training_and_says_wh
     # Once the provider accepts, the model stops as usual.
     ctx.provider("bedrock").on_stop = None
     assert fine_tuned_models.stop(ctx, ADA, model.name, correlation_id="again").status == S.STOPPING_TRAINING
+
+
+def test_a_refused_stop_whose_way_back_cannot_be_written_is_still_the_providers_error(
+    ctx: FakeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _started(ctx, created_model(ctx))
+
+    def refuses(ref: TrainingJobRef) -> None:
+        raise ProviderPermissionDenied("The role may not call bedrock:StopModelCustomizationJob.")
+
+    def store_down(*args: object, **kwargs: object) -> None:
+        raise ProviderTransientError("The table is throttled.")
+
+    ctx.provider("bedrock").on_stop = refuses
+    monkeypatch.setattr(ctx.models, "try_transition", store_down)
+
+    # The user hears why the stop failed, not that a write after it did.
+    with pytest.raises(ProviderPermissionDenied, match="StopModelCustomizationJob"):
+        fine_tuned_models.stop(ctx, ADA, model.name, correlation_id="req-stop")
+    # Left stopping: the reconciler issues the stop again (never a model training with no way back).
+    assert ctx.models.get(ADA.workspace, model.name).status == S.STOPPING_TRAINING
 
 
 def test_a_stop_before_the_job_exists_is_issued_when_it_starts(ctx: FakeContext) -> None:

@@ -279,3 +279,28 @@ def test_an_attempt_the_provider_measured_nothing_of_is_said_not_counted(ctx: Fa
     assert "The 1 earlier attempt was not measured by the provider, so it is not included" in actual.note
     email = compose("training_completed", done).text
     assert "before the resume" not in email
+
+
+def test_every_attempt_of_a_model_resumed_three_times_is_counted_once(ctx: FakeContext) -> None:
+    point = ResumePoint(checkpoint="checkpoint-30", step=30, total_steps=120)
+    model = _stopped_on_sagemaker(ctx, checkpoint=point, billable_seconds=1800)
+    hourly = _hourly(ctx, model)
+    # Attempt 2 stops after 30 measured minutes; attempt 3 fails with nothing measured.
+    for token, outcome, seconds in (("token-2", "stopped", 1800), ("token-3", "failed", None)):
+        resumed = fine_tuned_models.resume(ctx, ADA, model.name, ACK, correlation_id=f"req-{token}")
+        assert isinstance(resumed, ModelRecord)
+        model = _end(ctx, _run(ctx, resumed, token=token), outcome, billable_seconds=seconds)
+        ctx.provider("sagemaker").resume_points[model.name] = point
+    second = model.training.actual_cost
+    assert model.status == S.TRAINING_FAILED
+    assert second is None  # the failed attempt measured nothing: no figure, not the prediction
+
+    done = _resume_and_complete(ctx, model, billable_seconds=3600)
+
+    actual = done.training.actual_cost
+    assert actual is not None
+    assert done.training.attempt == 3
+    # 0.5 h + 0.5 h measured before, 1 h in the last job: 2 h, each measured attempt once.
+    assert actual.cost_usd == pytest.approx(2 * hourly, abs=0.03)
+    assert actual.earlier_attempts_usd == pytest.approx(hourly, abs=0.02)
+    assert "for the 3 earlier attempts (1 of them not measured by the provider" in actual.note

@@ -1041,12 +1041,17 @@ def stop(ctx: Context, identity: Identity, name: str, *, correlation_id: str) ->
         reason = redaction.public_reason(
             ctx, updated, f"The stop could not be issued: {said.rstrip('.')}. The model is Training again."
         )
-        back = ctx.models.try_transition(
-            workspace, name, {S.STOPPING_TRAINING}, S.TRAINING, ModelChanges(), message=reason
-        )
-        if back is not None:
-            announce.status_changed(
-                ctx, back, previous=S.STOPPING_TRAINING, reason=reason, correlation_id=correlation_id
+        try:
+            back = ctx.models.try_transition(
+                workspace, name, {S.STOPPING_TRAINING}, S.TRAINING, ModelChanges(), message=reason
+            )
+            if back is not None:
+                announce.status_changed(
+                    ctx, back, previous=S.STOPPING_TRAINING, reason=reason, correlation_id=correlation_id
+                )
+        except Exception:  # the user hears of the stop's error; the reconciler re-issues the stop
+            logger.exception(
+                "Could not put a model whose stop failed back to training", extra={"model": name}
             )
         raise
     return updated
