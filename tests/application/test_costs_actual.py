@@ -162,8 +162,8 @@ def test_local_training_costs_nothing_and_its_ratio_is_not_applicable(ctx: FakeC
     assert (again.cost_usd, again.earlier_attempts_usd, again.note) == (0.0, None, actual.note)
 
 
-def test_a_failed_job_has_no_actual_cost(ctx: FakeContext) -> None:
-    model = created_model(ctx)
+def test_a_failed_bedrock_job_shows_no_actual_cost_not_the_whole_runs_prediction(ctx: FakeContext) -> None:
+    model = created_model(ctx)  # Bedrock: it reports no usage, so only an estimate could be given
     done = _finish(ctx, model, TrainingOutcome(outcome="failed", reason="bad data"))
     assert done.status == S.TRAINING_FAILED
     assert done.training.actual_cost is None
