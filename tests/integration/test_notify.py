@@ -80,7 +80,7 @@ def test_an_ended_bedrock_job_is_offered_a_clone_never_a_resume_it_cannot_have(k
     for text in (email.text, email.html):
         assert "/resume" not in text
         assert "tunelab models resume" not in text
-        assert "cannot be resumed: clone it" in text
+        assert "keeps no checkpoints, so this job cannot be resumed." in text
         assert "tunelab models clone support-bot-v1 NEW_NAME" in text
 
 

@@ -89,7 +89,7 @@ def _ended_early(record: ModelRecord, name: str, check: str | None = None) -> tu
             "remaining steps cost before anything starts."
         )
     else:
-        resume = "Its provider keeps no checkpoints, so this job cannot be resumed: clone it to train again."
+        resume = "Its provider keeps no checkpoints, so this job cannot be resumed."
     return (
         *sections,
         _Section(
