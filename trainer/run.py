@@ -278,10 +278,38 @@ def _evaluate_fine_tuned(
     return build_report(state.plan, state.base, answers, state.notes)
 
 
+# How long the other processes wait for the main one to write the model (a large merged copy on the
+# CPU can take hours); torchrun ends them at once if the main process fails meanwhile.
+FINISH_TIMEOUT = dt.timedelta(hours=12)
+
+
+class Finish:
+    """The processes of a job leave together: the others wait (on a gloo group of their own, so a
+    long write outlasts no GPU collective's timeout) until the main process has written the model,
+    then every process destroys the process group at the same moment. A process that tears its group
+    down, or exits, while a peer still holds a connection to it can abort (SIGABRT, "terminate
+    called without an active exception"), failing a job that trained and saved."""
+
+    def __init__(self, world_size: int) -> None:
+        self._group: Any = None
+        if world_size > 1:
+            import torch.distributed as dist
+
+            # Created by every process at the same point (a collective call).
+            self._group = dist.new_group(backend="gloo", timeout=FINISH_TIMEOUT)
+
+    def together(self) -> None:
+        """Wait until every process of the job is here (nothing to wait for in a single process)."""
+        if self._group is not None:
+            import torch.distributed as dist
+
+            dist.barrier(group=self._group)
+
+
 def end_process_group() -> None:
-    """Destroy the process group (several processes) once this process has done its part. Left to the
-    interpreter's exit, gloo's worker threads can still hold tensors that are freed while Python is
-    torn down, which aborts the process (SIGABRT) after a job that trained and saved."""
+    """Destroy the process group (several processes), each process once it has done its part (after
+    `Finish.together`, so all at once). Left to the interpreter's exit, gloo's worker threads can
+    still hold tensors that are freed while Python is torn down, which aborts the process."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -451,44 +479,49 @@ def run_training(
         # Replaced by the report once the evaluation has run (after the model is saved).
         "evaluation": skipped_report(evaluation.skipped or SKIPPED_UNFINISHED),
     }
-    # A sharded model is gathered by every process together; rank 0 writes it. The other processes do
-    # not wait for the writing (a 70B model takes long; nothing after it needs them).
+    # A sharded model is gathered by every process together; rank 0 writes it while the others wait for
+    # it to finish (`Finish`), so that every process leaves the job at once.
     state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
+    finish = Finish(world_size)
     if not trainer.accelerator.is_main_process:
+        finish.together()
         return summary
-    load_base = (
-        (lambda: _load_base(base, hp, plan.model_init_kwargs, token)) if trainer.is_fsdp_enabled else None
-    )
-    summary["artifacts"] = save_model(
-        final_model,
-        tokenizer,
-        paths.model_dir,
-        is_adapter=is_adapter,
-        merge=hp.merge_adapters,
-        base_name=base.name,
-        state_dict=state_dict,
-        load_base=load_base,
-    )
-    report_folders = [paths.model_dir, paths.checkpoint_dir]
-    # Skipped: the reason; else "unfinished" until the answers are scored, so a job that dies during
-    # the evaluation never leaves an earlier attempt's report behind in the checkpoint folder.
-    write_report(summary["evaluation"], report_folders)
-    # The summary first: a stop's grace period may end while the merged copy below is written.
-    write_summary(paths.model_dir, summary)
-    reporter.write()
-    if is_adapter and not hp.merge_adapters:
-        summary["artifacts"]["merged_variant"] = save_merged_copy(
+    try:
+        load_base = (
+            (lambda: _load_base(base, hp, plan.model_init_kwargs, token)) if trainer.is_fsdp_enabled else None
+        )
+        summary["artifacts"] = save_model(
             final_model,
             tokenizer,
             paths.model_dir,
-            paths.output_data_dir / MERGED_DIR,
+            is_adapter=is_adapter,
+            merge=hp.merge_adapters,
+            base_name=base.name,
+            state_dict=state_dict,
             load_base=load_base,
         )
+        report_folders = [paths.model_dir, paths.checkpoint_dir]
+        # Skipped: the reason; else "unfinished" until the answers are scored, so a job that dies during
+        # the evaluation never leaves an earlier attempt's report behind in the checkpoint folder.
+        write_report(summary["evaluation"], report_folders)
+        # The summary first: a stop's grace period may end while the merged copy below is written.
         write_summary(paths.model_dir, summary)
-    if evaluation.skipped is None:
-        # Last: the model is saved whole before any time goes to answering the validation rows.
-        report = _evaluate_fine_tuned(evaluation, final_model, tokenizer, env, stop)
-        write_report(report, report_folders)
-        summary["evaluation"] = without_samples(report)
-        write_summary(paths.model_dir, summary)
-    return summary
+        reporter.write()
+        if is_adapter and not hp.merge_adapters:
+            summary["artifacts"]["merged_variant"] = save_merged_copy(
+                final_model,
+                tokenizer,
+                paths.model_dir,
+                paths.output_data_dir / MERGED_DIR,
+                load_base=load_base,
+            )
+            write_summary(paths.model_dir, summary)
+        if evaluation.skipped is None:
+            # Last: the model is saved whole before any time goes to answering the validation rows.
+            report = _evaluate_fine_tuned(evaluation, final_model, tokenizer, env, stop)
+            write_report(report, report_folders)
+            summary["evaluation"] = without_samples(report)
+            write_summary(paths.model_dir, summary)
+        return summary
+    finally:
+        finish.together()  # also after a failure: the others leave, torchrun reports this one

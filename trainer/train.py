@@ -22,6 +22,7 @@ if __package__ in (None, ""):
     _spec.loader.exec_module(_package)
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
 
+import logging
 import os
 import signal
 import subprocess
@@ -233,5 +234,17 @@ def _train(
     return 0
 
 
+def _exit(status: int) -> None:
+    """Exit with `status`. A process torchrun started that has done its part (its group destroyed,
+    every file written and closed) skips the interpreter's teardown: freeing the process group's
+    leftovers there can abort a process that succeeded (SIGABRT, which fails the whole job)."""
+    if status == 0 and under_torchrun(os.environ):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())

@@ -69,6 +69,8 @@ def run_sharded(
         checkpoint_dir=root / "checkpoints",
         failure_file=root / "output" / "failure",
     )
+    if run.exit_code != 0:  # the whole story in the captured output (an assertion's text is cut short)
+        print(completed.stdout[-6000:], "\n----- stderr\n", completed.stderr[-6000:])
     assert run.exit_code == 0, (run.failure, completed.stdout[-3000:], completed.stderr[-3000:])
     return run
 
