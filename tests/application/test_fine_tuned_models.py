@@ -200,8 +200,11 @@ def test_a_stop_that_lands_at_once_is_the_users_stop_not_one_made_outside_tunela
     ended: list[str | None] = []
 
     def lands_at_once(ref: TrainingJobRef) -> None:
-        # The provider's news of the end is applied before the stop request returns.
-        outcome = TrainingOutcome(outcome="stopped", reason="The training job was stopped as requested.")
+        # The provider's news of the end is read and applied before the stop request returns: its
+        # reason comes from the model's status at that moment.
+        now = ctx.models.get(ADA.workspace, model.name)
+        outcome = fine_tuned_models.training_outcome(now, TrainingState(job_id=ref.job_id, status="stopped"))
+        assert outcome.reason == "The training job was stopped as requested."
         event = {**workflow_input(model, "run"), "outcome": outcome.model_dump()}
         ended.append(fine_tuned_models.finish_training(ctx, FinishTrainingEvent.model_validate(event)).status)
 
