@@ -1230,17 +1230,27 @@ def test_show_gives_the_actual_cost_beside_the_prediction_and_the_deployment_so_
     assert "2.50 hours, $17.75 at $7.10 an hour" in out
 
 
-def test_show_says_when_the_cost_is_an_estimate(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
-    actual = {
-        "cost_usd": 1.56,
-        "basis": "estimated_tokens",
-        "estimated": True,
-        "predicted_usd": 1.56,
-        "note": "",
-    }
-    api.on("GET", "/v1/fine-tuned-models/bot", model(status="not_deployed", cost={"actual": actual}))
-
+def _shown_with_actual_cost(
+    api: FakeApi, capsys: pytest.CaptureFixture[str], status: str, **actual: Any
+) -> str:
+    """What `models show` prints of a model in `status` whose `cost.actual` is `actual` (by default a
+    measured SageMaker figure)."""
+    fields = {"basis": "billable_seconds", "estimated": False, "note": "", **actual}
+    api.on("GET", "/v1/fine-tuned-models/bot", model(status=status, cost={"actual": fields}))
     _, out, _ = run(capsys, "models", "show", "bot")
+    return out
+
+
+def test_show_says_when_the_cost_is_an_estimate(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _shown_with_actual_cost(
+        api,
+        capsys,
+        "not_deployed",
+        cost_usd=1.56,
+        basis="estimated_tokens",
+        estimated=True,
+        predicted_usd=1.56,
+    )
 
     assert "$1.56 (predicted $1.56) — an estimate: the provider reports no usage" in out
 
@@ -1248,19 +1258,16 @@ def test_show_says_when_the_cost_is_an_estimate(api: FakeApi, capsys: pytest.Cap
 def test_show_says_what_of_the_cost_was_spent_before_a_resume(
     api: FakeApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    actual = {
-        "cost_usd": 4.2,
-        "basis": "billable_seconds",
-        "estimated": False,
-        "billable_seconds": 3600,
-        "predicted_usd": 3.0,
-        "actual_vs_predicted": 1.4,
-        "earlier_attempts_usd": 1.4,
-        "note": "",
-    }
-    api.on("GET", "/v1/fine-tuned-models/bot", model(status="not_deployed", cost={"actual": actual}))
-
-    _, out, _ = run(capsys, "models", "show", "bot")
+    out = _shown_with_actual_cost(
+        api,
+        capsys,
+        "not_deployed",
+        cost_usd=4.2,
+        billable_seconds=3600,
+        predicted_usd=3.0,
+        actual_vs_predicted=1.4,
+        earlier_attempts_usd=1.4,
+    )
 
     assert (
         "$4.20 (predicted $3.00, 1.40×, $1.40 of it before the resume), this job: 3,600 billable seconds"
@@ -1271,17 +1278,9 @@ def test_show_says_what_of_the_cost_was_spent_before_a_resume(
 def test_show_says_a_stopped_jobs_prediction_was_for_the_whole_run(
     api: FakeApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    actual = {
-        "cost_usd": 0.5,
-        "basis": "billable_seconds",
-        "estimated": False,
-        "billable_seconds": 1800,
-        "predicted_usd": 2.0,
-        "note": "",
-    }
-    api.on("GET", "/v1/fine-tuned-models/bot", model(status="training_stopped", cost={"actual": actual}))
-
-    _, out, _ = run(capsys, "models", "show", "bot")
+    out = _shown_with_actual_cost(
+        api, capsys, "training_stopped", cost_usd=0.5, billable_seconds=1800, predicted_usd=2.0
+    )
 
     assert "$0.50 (predicted $2.00 for the whole run), 1,800 billable seconds" in out
 

@@ -21,6 +21,7 @@ from aws_lambda_powertools import Logger
 from pydantic import BaseModel
 
 from tunelab.application.ports import Context
+from tunelab.application.workflows import TaskError
 from tunelab.domain.catalog import provider_traits
 from tunelab.domain.connection_health import connection_broken, connection_recovered
 from tunelab.domain.errors import Conflict, ProviderPermissionDenied
@@ -140,11 +141,11 @@ def rechecked_if_refused(ctx: Context, model: ModelRecord) -> Iterator[None]:
         raise
 
 
-def recheck_if_refused_task(ctx: Context, model: ModelRecord, error_type: str | None) -> bool:
-    """A workflow task for `model` (a training's or a deployment's) failed with `error_type` (the
-    task error's name): where the customer's role refused the call, its connection is checked again
-    at the next sweep."""
-    if error_type != ProviderPermissionDenied.__name__:
+def recheck_if_refused_task(ctx: Context, model: ModelRecord, error: TaskError | None) -> bool:
+    """A workflow task for `model` (a training's or a deployment's) failed with `error` (None: it did
+    not): where the customer's role refused the call, its connection is checked again at the next
+    sweep."""
+    if error is None or error.error_type() != ProviderPermissionDenied.__name__:
         return False
     return request_recheck(ctx, model)
 

@@ -518,8 +518,7 @@ def _failed(ctx: Context, event: FinishDeploymentEvent) -> FinishedDeployment:
     reason = redaction.public_reason(
         ctx, record, _failure_reason(event, lambda text: redaction.public_reason(ctx, record, text))
     )
-    if state.error is not None:
-        connection_health.recheck_if_refused_task(ctx, record, state.error.error_type())
+    connection_health.recheck_if_refused_task(ctx, record, state.error)
     # Nothing is left behind: the deployment (if any) and the schedules (if any) go first.
     live = record.status in {S.DEPLOYING, S.DEPLOYED}
     _remove(ctx, record, record.refs.deployment if live else None, requested_at=state.requested_at)

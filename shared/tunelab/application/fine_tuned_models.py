@@ -1541,7 +1541,7 @@ def _finish_training(
         error = error or TaskError(Error="States.Runtime", Cause="FinishTraining ran without an outcome")
         timeout = training_timeout_seconds or _training_timeout(ctx, record)
         target, reason = _reason_of(error, timeout, lambda text: redaction.public_reason(ctx, record, text))
-        connection_health.recheck_if_refused_task(ctx, record, error.error_type())
+        connection_health.recheck_if_refused_task(ctx, record, error)
         if record.status in TRAINING_STATES:
             _stop_job(ctx, record)
     # Provider and AWS text may name the platform's roles, buckets and files: the tenant reads it without.
